@@ -1,0 +1,356 @@
+import {
+  DEFAULT_CHUNK_SIZE,
+  EXTENDED_TIMESTAMP_MARK,
+  MessageType,
+} from './constants.js';
+import { ProtocolError } from './errors.js';
+
+/**
+ * Streaming RTMP chunk reader for one direction (RTMP spec §5.3, PROTOCOL.md §4).
+ *
+ * Pure: bytes in, callbacks out; no sockets, no timers. Built for the proxy's hot path:
+ * - chunk headers are parsed in place in the caller's Buffer; only a header split across two
+ *   `feed` calls is copied, into an 18-byte scratch area;
+ * - payloads are skipped by offset arithmetic; they are kept (as zero-copy views, joined once
+ *   when the message ends) only for messages the `collect` policy asks for;
+ * - nothing is allocated per chunk; per message, one small info object.
+ * The caller keeps forwarding its original buffers; the reader never changes them.
+ */
+
+/** Bytes of each message's start kept for every message (video: frame type, codec, AVC packet type or E-RTMP FourCC). */
+export const HEAD_BYTES = 8;
+/** Largest possible chunk header: 3-byte basic header + 11-byte fmt 0 header + 4-byte extended timestamp. */
+export const MAX_CHUNK_HEADER = 18;
+
+export interface ChunkReaderLimits {
+  /** Largest Set Chunk Size accepted from the peer (spec max is 2^31-1). */
+  maxChunkSize: number;
+  /** Smallest Set Chunk Size accepted: tiny chunks multiply per-chunk work (a DoS vector), and no real client goes below 128. */
+  minChunkSize: number;
+  /** Largest declared message length (the field allows 16 MiB - 1; nginx-rtmp defaults to 1 MiB). */
+  maxMessageSize: number;
+  /** Largest message whose payload is collected for decoding (commands, control). */
+  maxCollectedSize: number;
+  /** Distinct chunk stream ids tracked per direction. */
+  maxChunkStreams: number;
+}
+
+export const DEFAULT_CHUNK_READER_LIMITS: ChunkReaderLimits = {
+  maxChunkSize: 16 * 1024 * 1024,
+  minChunkSize: 32,
+  maxMessageSize: 16 * 1024 * 1024 - 1,
+  maxCollectedSize: 256 * 1024,
+  maxChunkStreams: 64,
+};
+
+/** A message whose last chunk was just read. Valid only during the `message` callback. */
+export interface MessageInfo {
+  csid: number;
+  /** Absolute timestamp in ms (uint32, wraps). */
+  timestamp: number;
+  typeId: number;
+  length: number;
+  streamId: number;
+  /** First min(length, HEAD_BYTES) bytes of the payload. A view reused by the reader: copy to keep. */
+  head: Buffer;
+}
+
+export interface ChunkReaderHandler {
+  /**
+   * Called once per complete message, in wire order. `payload` is the whole message for
+   * messages the collect policy chose, otherwise null.
+   */
+  message(info: MessageInfo, payload: Buffer | null): void;
+  /**
+   * Optional, for the injector: a chunk header was fully read. It spans `headerLength` bytes
+   * ending at `end` in the buffer being fed (it may have started in an earlier buffer).
+   */
+  chunkHeader?(csid: number, fmt: number, headerLength: number, end: number): void;
+  /** Optional, for the injector: a chunk (header + payload) ended at offset `end` of the buffer being fed. */
+  chunkEnd?(csid: number, end: number): void;
+}
+
+/** Decides at the start of each message whether its payload is collected. */
+export type CollectPolicy = (typeId: number, length: number) => boolean;
+
+/** Protocol control and command messages; media is skipped. */
+export const collectControlAndCommands: CollectPolicy = (typeId) =>
+  typeId <= MessageType.SetPeerBandwidth ||
+  typeId === MessageType.CommandAmf0 ||
+  typeId === MessageType.CommandAmf3;
+
+/** Per chunk stream state (RTMP spec §5.3.1.2: later headers inherit from earlier ones). */
+class ChunkStream {
+  timestamp = 0;
+  /** Timestamp field of the last header: for fmt 0 the absolute value, else the delta (as librtmp/FFmpeg do). */
+  delta = 0;
+  length = 0;
+  typeId = 0;
+  streamId = 0;
+  /** The last header of this csid carried an extended timestamp, so type-3 chunks carry one too (PROTOCOL.md §4). */
+  extended = false;
+  hasHeader = false;
+  /** Payload bytes of the current message still to come; 0 = between messages. */
+  remaining = 0;
+  collect = false;
+  parts: Buffer[] = [];
+  readonly head = Buffer.alloc(HEAD_BYTES);
+  headLen = 0;
+  constructor(readonly csid: number) {}
+}
+
+export class ChunkReader {
+  /** Chunk size of this direction: 128 until the sender's Set Chunk Size (spec §5.4.1). */
+  chunkSize = DEFAULT_CHUNK_SIZE;
+  /** Total bytes fed, handshake excluded: the peer's Acknowledgement sequence counts these (plus the handshake). */
+  bytesRead = 0;
+  messagesRead = 0;
+  chunksRead = 0;
+
+  private readonly limits: ChunkReaderLimits;
+  private readonly streams = new Map<number, ChunkStream>();
+  /** Stream whose chunk payload is being read, and how many payload bytes of that chunk are left. */
+  private current: ChunkStream | null = null;
+  private chunkLeft = 0;
+  private readonly scratch = Buffer.alloc(MAX_CHUNK_HEADER);
+  private scratchLen = 0;
+  private readonly info: MessageInfo = {
+    csid: 0,
+    timestamp: 0,
+    typeId: 0,
+    length: 0,
+    streamId: 0,
+    head: Buffer.alloc(0),
+  };
+
+  // Fields written by parseHeader (kept on the instance so parsing allocates nothing).
+  private hFmt = 0;
+  private hCsid = 0;
+  private hLen = 0;
+  private hBasic = 0;
+  private hExtended = false;
+
+  constructor(
+    private readonly handler: ChunkReaderHandler,
+    private collect: CollectPolicy = collectControlAndCommands,
+    limits: Partial<ChunkReaderLimits> = {},
+  ) {
+    this.limits = { ...DEFAULT_CHUNK_READER_LIMITS, ...limits };
+  }
+
+  setCollectPolicy(policy: CollectPolicy): void {
+    this.collect = policy;
+  }
+
+  /** True between chunks: no chunk header or payload partly read. */
+  get atChunkBoundary(): boolean {
+    return this.chunkLeft === 0 && this.scratchLen === 0;
+  }
+
+  /** Bytes of an incomplete chunk header held from the end of the last fed buffer. */
+  get pendingHeaderBytes(): number {
+    return this.scratchLen;
+  }
+
+  /** True while a message on `csid` has been started but not finished. */
+  inMessage(csid: number): boolean {
+    const s = this.streams.get(csid);
+    return s !== undefined && s.remaining > 0;
+  }
+
+  /** The last header seen on `csid` (for re-encoding a chunk header as fmt 0). */
+  lastHeader(csid: number): { timestamp: number; length: number; typeId: number; streamId: number } | null {
+    const s = this.streams.get(csid);
+    if (s === undefined || !s.hasHeader) return null;
+    return { timestamp: s.timestamp, length: s.length, typeId: s.typeId, streamId: s.streamId };
+  }
+
+  /**
+   * Reads `buf` from `start`. Throws ProtocolError when the stream stops making sense; the
+   * reader is then unusable and the caller falls back to blind forwarding.
+   */
+  feed(buf: Buffer, start = 0): void {
+    const len = buf.length;
+    let off = start;
+    this.bytesRead += len - start;
+    while (off < len) {
+      if (this.chunkLeft > 0) {
+        const st = this.current!;
+        const n = this.chunkLeft < len - off ? this.chunkLeft : len - off;
+        if (st.headLen < HEAD_BYTES) {
+          const k = Math.min(HEAD_BYTES - st.headLen, n);
+          buf.copy(st.head, st.headLen, off, off + k);
+          st.headLen += k;
+        }
+        if (st.collect) st.parts.push(buf.subarray(off, off + n));
+        off += n;
+        this.chunkLeft -= n;
+        st.remaining -= n;
+        if (this.chunkLeft === 0) this.endChunk(st, off);
+        continue;
+      }
+
+      // At a chunk header.
+      let headerEnd: number;
+      if (this.scratchLen === 0) {
+        if (!this.parseHeader(buf, off, len - off)) {
+          buf.copy(this.scratch, 0, off, len);
+          this.scratchLen = len - off;
+          return;
+        }
+        headerEnd = off + this.hLen;
+        this.applyHeader(buf, off);
+      } else {
+        const had = this.scratchLen;
+        const take = Math.min(MAX_CHUNK_HEADER - had, len - off);
+        buf.copy(this.scratch, had, off, off + take);
+        if (!this.parseHeader(this.scratch, 0, had + take)) {
+          this.scratchLen = had + take;
+          return;
+        }
+        this.scratchLen = 0;
+        headerEnd = off + (this.hLen - had);
+        this.applyHeader(this.scratch, 0);
+      }
+      off = headerEnd;
+      this.handler.chunkHeader?.(this.hCsid, this.hFmt, this.hLen, off);
+      if (this.chunkLeft === 0) this.endChunk(this.current!, off); // zero-length message
+    }
+  }
+
+  /**
+   * Works out the header at `src[at..]` with `avail` bytes available. Returns false if more
+   * bytes are needed. Sets hFmt, hCsid, hLen. Reads only; state changes in applyHeader.
+   */
+  private parseHeader(src: Buffer, at: number, avail: number): boolean {
+    if (avail < 1) return false;
+    const b0 = src[at]!;
+    const fmt = b0 >> 6;
+    let csid = b0 & 0x3f;
+    let basic = 1;
+    if (csid === 0) {
+      // 2-byte form: csid 64..319 (spec §5.3.1.1)
+      if (avail < 2) return false;
+      csid = src[at + 1]! + 64;
+      basic = 2;
+    } else if (csid === 1) {
+      // 3-byte form: csid 64..65599, second byte is the low byte
+      if (avail < 3) return false;
+      csid = src[at + 1]! + src[at + 2]! * 256 + 64;
+      basic = 3;
+    }
+    let total = basic + (fmt === 0 ? 11 : fmt === 1 ? 7 : fmt === 2 ? 3 : 0);
+    if (avail < total) return false;
+    let extended: boolean;
+    if (fmt === 3) {
+      const st = this.streams.get(csid);
+      extended = st !== undefined && st.extended;
+    } else {
+      extended = src.readUIntBE(at + basic, 3) === EXTENDED_TIMESTAMP_MARK;
+    }
+    if (extended) total += 4;
+    if (avail < total) return false;
+    this.hFmt = fmt;
+    this.hCsid = csid;
+    this.hLen = total;
+    this.hBasic = basic;
+    this.hExtended = extended;
+    return true;
+  }
+
+  private applyHeader(src: Buffer, at: number): void {
+    const fmt = this.hFmt;
+    const csid = this.hCsid;
+    const p = at + this.hBasic;
+    let st = this.streams.get(csid);
+    if (st === undefined) {
+      if (this.streams.size >= this.limits.maxChunkStreams) {
+        throw new ProtocolError('too-many-chunk-streams', `more than ${this.limits.maxChunkStreams} chunk streams`);
+      }
+      st = new ChunkStream(csid);
+      this.streams.set(csid, st);
+    }
+    if (fmt !== 0 && !st.hasHeader) {
+      throw new ProtocolError('missing-header', `fmt ${fmt} chunk on csid ${csid} without a previous fmt 0 header`);
+    }
+    if (fmt !== 3 && st.remaining > 0) {
+      throw new ProtocolError('interleaved-header', `new fmt ${fmt} header on csid ${csid} inside an unfinished message`);
+    }
+    const newMessage = st.remaining === 0;
+    if (fmt === 3) {
+      if (newMessage) st.timestamp = (st.timestamp + st.delta) >>> 0;
+      // A continuation chunk's extended timestamp repeats the header's: nothing to update.
+    } else {
+      st.extended = this.hExtended;
+      const ts = this.hExtended ? src.readUInt32BE(at + this.hLen - 4) : src.readUIntBE(p, 3);
+      st.delta = ts;
+      st.timestamp = fmt === 0 ? ts : (st.timestamp + ts) >>> 0;
+      if (fmt <= 1) {
+        st.length = src.readUIntBE(p + 3, 3);
+        st.typeId = src[p + 6]!;
+        if (fmt === 0) st.streamId = src.readUInt32LE(p + 7); // the only little-endian field (spec §5.3.1.2.1)
+      }
+      st.hasHeader = true;
+    }
+    if (newMessage) {
+      if (st.length > this.limits.maxMessageSize) {
+        throw new ProtocolError('message-too-large', `message of ${st.length} bytes on csid ${csid} exceeds ${this.limits.maxMessageSize}`);
+      }
+      st.remaining = st.length;
+      st.headLen = 0;
+      st.collect = st.length <= this.limits.maxCollectedSize && this.collect(st.typeId, st.length);
+    }
+    this.current = st;
+    this.chunkLeft = st.remaining < this.chunkSize ? st.remaining : this.chunkSize;
+    this.chunksRead++;
+  }
+
+  private endChunk(st: ChunkStream, end: number): void {
+    this.current = null;
+    this.handler.chunkEnd?.(st.csid, end);
+    if (st.remaining === 0) this.endMessage(st);
+  }
+
+  private endMessage(st: ChunkStream): void {
+    this.messagesRead++;
+    let payload: Buffer | null = null;
+    if (st.collect) {
+      payload = st.parts.length === 1 ? st.parts[0]! : Buffer.concat(st.parts, st.length);
+      st.parts = [];
+      st.collect = false;
+      this.applyControl(st, payload);
+    }
+    const info = this.info;
+    info.csid = st.csid;
+    info.timestamp = st.timestamp;
+    info.typeId = st.typeId;
+    info.length = st.length;
+    info.streamId = st.streamId;
+    info.head = st.head.subarray(0, st.headLen);
+    this.handler.message(info, payload);
+  }
+
+  /** The two control messages that change how this direction is chunked (spec §5.4.1, §5.4.2). */
+  private applyControl(st: ChunkStream, payload: Buffer): void {
+    if (st.streamId !== 0 && st.csid !== 2) {
+      // Control messages travel on msid 0 (spec §5.4); elsewhere they are just messages.
+      return;
+    }
+    if (st.typeId === MessageType.SetChunkSize) {
+      if (payload.length < 4) throw new ProtocolError('bad-message', 'Set Chunk Size shorter than 4 bytes');
+      const size = payload.readUInt32BE(0);
+      if (size & 0x80000000 || size < this.limits.minChunkSize || size > this.limits.maxChunkSize) {
+        throw new ProtocolError('chunk-size', `Set Chunk Size ${size} outside [${this.limits.minChunkSize}, ${this.limits.maxChunkSize}]`);
+      }
+      this.chunkSize = size;
+    } else if (st.typeId === MessageType.Abort) {
+      if (payload.length < 4) throw new ProtocolError('bad-message', 'Abort shorter than 4 bytes');
+      const target = this.streams.get(payload.readUInt32BE(0));
+      if (target !== undefined && target !== st) {
+        target.remaining = 0;
+        target.parts = [];
+        target.collect = false;
+      }
+    }
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * Media boundaries from the first bytes of an audio or video message body (FLV tag body,
+ * PROTOCOL.md §6; E-RTMP ExVideoTagHeader from veovera/enhanced-rtmp).
+ */
+
+export interface VideoHead {
+  keyframe: boolean;
+  /** Decoder configuration (AVC/HEVC sequence header, or E-RTMP SequenceStart). */
+  sequenceHeader: boolean;
+  /** Legacy codec id (7 AVC, 12 HEVC) or the E-RTMP FourCC. */
+  codec: number | string;
+}
+
+/** Reads the video tag header; null when the body is too short to tell. */
+export function readVideoHead(head: Uint8Array): VideoHead | null {
+  if (head.length < 1) return null;
+  const b0 = head[0]!;
+  if (b0 & 0x80) {
+    // ExVideoTagHeader: IsExHeader bit, 3-bit frame type, 4-bit packet type, then FourCC.
+    if (head.length < 5) return null;
+    const frameType = (b0 >> 4) & 0x07;
+    const packetType = b0 & 0x0f;
+    const fourcc = String.fromCharCode(head[1]!, head[2]!, head[3]!, head[4]!);
+    return { keyframe: frameType === 1, sequenceHeader: packetType === 0, codec: fourcc };
+  }
+  const frameType = b0 >> 4;
+  const codec = b0 & 0x0f;
+  // AVC (7) and HEVC-in-FLV (12) carry a packet type byte: 0 = sequence header.
+  const hasPacketType = codec === 7 || codec === 12;
+  if (hasPacketType && head.length < 2) return null;
+  return { keyframe: frameType === 1, sequenceHeader: hasPacketType && head[1] === 0, codec };
+}
+
+/** AAC (sound format 10) sequence header: byte 1 = AACPacketType 0. */
+export function isAacSequenceHeader(head: Uint8Array): boolean {
+  return head.length >= 2 && head[0]! >> 4 === 10 && head[1] === 0;
+}

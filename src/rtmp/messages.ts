@@ -1,0 +1,148 @@
+import {
+  type Amf0Limits,
+  type Amf0Object,
+  type Amf0Value,
+  Amf0Error,
+  decodeAmf0,
+  encodeAmf0,
+  isAmf0Object,
+} from './amf0.js';
+import { CONTROL_CSID, MessageType } from './constants.js';
+import { type OutgoingMessage, encodeFmt0Header } from './chunk-writer.js';
+import { ProtocolError } from './errors.js';
+
+/**
+ * Typed views of the few messages the proxy reads, and builders for the few it writes.
+ * Command layout (RTMP spec §7.1.1 / §7.2): name, transaction id, command object, arguments.
+ */
+
+export interface Command {
+  name: string;
+  transactionId: number;
+  commandObject: Amf0Value;
+  args: Amf0Value[];
+}
+
+/**
+ * Decodes a command message (type 20, or type 17 whose first byte is a 0x00 format marker
+ * followed by AMF0 — what Flash clients send with objectEncoding 3). Returns null when the
+ * values are not a command (first value not a string). Throws ProtocolError('bad-amf').
+ */
+export function decodeCommand(typeId: number, payload: Buffer, limits?: Partial<Amf0Limits>): Command | null {
+  const body = typeId === MessageType.CommandAmf3 && payload.length > 0 && payload[0] === 0 ? payload.subarray(1) : payload;
+  let values: Amf0Value[];
+  try {
+    values = decodeAmf0(body, limits);
+  } catch (err) {
+    if (err instanceof Amf0Error) throw new ProtocolError('bad-amf', `command: ${err.message}`);
+    throw err;
+  }
+  const [name, txn, obj, ...args] = values;
+  if (typeof name !== 'string') return null;
+  return { name, transactionId: typeof txn === 'number' ? txn : 0, commandObject: obj ?? null, args };
+}
+
+/** What the `connect` command object tells about a publisher (PROTOCOL.md §1, §2, §5). */
+export interface ConnectInfo {
+  app: string | null;
+  tcUrl: string | null;
+  flashVer: string | null;
+  /** Client announced RTMP Go Away support. */
+  supportsGoAway: boolean;
+  /** Which key announced it: the spec's `supportsGoAway` or the early FFmpeg patch's `goaway`. */
+  goAwayKey: 'supportsGoAway' | 'goaway' | null;
+  /** E-RTMP capsEx bitmask (0x01 = Reconnect), null when absent. */
+  capsEx: number | null;
+  objectEncoding: number | null;
+}
+
+/** capsEx bit for E-RTMP Reconnect (enhanced-rtmp-v2 "capsEx"). */
+export const CAPS_EX_RECONNECT = 0x01;
+
+/**
+ * Go Away support is announced as AMF0 boolean true by OBS and the FFmpeg patch, as the
+ * number 1 in the spec's example; accept any non-zero number too (PROTOCOL.md §1.1).
+ */
+function truthyFlag(v: Amf0Value): boolean {
+  return v === true || (typeof v === 'number' && v !== 0 && !Number.isNaN(v));
+}
+
+function str(v: Amf0Value): string | null {
+  return typeof v === 'string' ? v : null;
+}
+
+export function readConnect(cmd: Command): ConnectInfo {
+  const o: Amf0Object | null = isAmf0Object(cmd.commandObject) ? cmd.commandObject : null;
+  let goAwayKey: ConnectInfo['goAwayKey'] = null;
+  if (o !== null) {
+    if (truthyFlag(o['supportsGoAway'] ?? false)) goAwayKey = 'supportsGoAway';
+    else if (truthyFlag(o['goaway'] ?? false)) goAwayKey = 'goaway';
+  }
+  const capsEx = o !== null && typeof o['capsEx'] === 'number' && Number.isFinite(o['capsEx']) ? o['capsEx'] : null;
+  const enc = o?.['objectEncoding'];
+  return {
+    app: o ? str(o['app'] ?? null) : null,
+    tcUrl: o ? str(o['tcUrl'] ?? null) : null,
+    flashVer: o ? str(o['flashVer'] ?? null) : null,
+    supportsGoAway: goAwayKey !== null,
+    goAwayKey,
+    capsEx,
+    objectEncoding: typeof enc === 'number' ? enc : null,
+  };
+}
+
+/** `publish(streamKey, type)`: the key is the first argument after the null command object. */
+export function readPublish(cmd: Command): { streamKey: string | null; publishType: string | null } {
+  return { streamKey: str(cmd.args[0] ?? null), publishType: str(cmd.args[1] ?? null) };
+}
+
+/** `_result` of `createStream`: the first argument is the new message stream id. */
+export function readCreateStreamResult(cmd: Command): number | null {
+  const id = cmd.args[0];
+  return typeof id === 'number' && Number.isInteger(id) && id >= 0 ? id : null;
+}
+
+/** `onStatus(0, null, {level, code, description})`: the info object's code. */
+export function readStatusCode(cmd: Command): string | null {
+  const info = cmd.args[0];
+  return isAmf0Object(info ?? null) ? str((info as Amf0Object)['code'] ?? null) : null;
+}
+
+export function encodeCommand(name: string, transactionId: number, commandObject: Amf0Value, ...args: Amf0Value[]): Buffer {
+  return encodeAmf0([name, transactionId, commandObject, ...args]);
+}
+
+/**
+ * The complete Go Away chunk, byte for byte as PROTOCOL.md §1.2: fmt 0, csid 2, timestamp 0,
+ * length 1, type 32, msid 0, and one zero byte of payload — OBS ignores type 32 with an empty
+ * body, FFmpeg ignores the body.
+ */
+export function goAwayChunk(): Buffer {
+  const header = encodeFmt0Header(CONTROL_CSID, 0, 1, MessageType.GoAway, 0);
+  return Buffer.concat([header, Buffer.of(0)]);
+}
+
+/** Protocol control message with a 4-byte big-endian value (Set Chunk Size, Ack, Window Ack Size). */
+export function controlMessage(typeId: number, value: number): OutgoingMessage {
+  const payload = Buffer.alloc(4);
+  payload.writeUInt32BE(value >>> 0);
+  return { csid: CONTROL_CSID, timestamp: 0, typeId, streamId: 0, payload };
+}
+
+/** User Control event (type 4, spec §6.2 / §7.1.7): 2-byte event type then its data. */
+export const UserControlEvent = {
+  StreamBegin: 0,
+  StreamEOF: 1,
+  StreamDry: 2,
+  SetBufferLength: 3,
+  StreamIsRecorded: 4,
+  PingRequest: 6,
+  PingResponse: 7,
+} as const;
+
+export function userControlMessage(event: number, ...values: number[]): OutgoingMessage {
+  const payload = Buffer.alloc(2 + 4 * values.length);
+  payload.writeUInt16BE(event);
+  values.forEach((v, i) => payload.writeUInt32BE(v >>> 0, 2 + 4 * i));
+  return { csid: CONTROL_CSID, timestamp: 0, typeId: MessageType.UserControl, streamId: 0, payload };
+}
