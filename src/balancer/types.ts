@@ -1,0 +1,157 @@
+/**
+ * Types shared by the backend pool (pool.ts), the health checker (health.ts) and their
+ * consumers (proxy sessions, admin API, metrics).
+ *
+ * This file is type-only: it has no runtime code, so importing it never pulls in anything.
+ */
+
+/** One upstream RTMP ingest server (nginx-rtmp, SRS, node-media-server…). */
+export interface BackendConfig {
+  /** Unique, stable identifier (used by the admin API, metrics and logs). */
+  name: string;
+  host: string;
+  port: number;
+  /** Hard cap on concurrent sessions routed here; unset = unlimited. */
+  maxSessions?: number;
+}
+
+/** Result of health checking (active probes + passive connect failures). */
+export type HealthState = 'up' | 'down';
+
+/** Reported state: `draining` wins over health (a draining backend that is also down reports `draining`). */
+export type BackendState = 'up' | 'draining' | 'down';
+
+/** What the pool needs from a live proxied session. */
+export interface DrainableSession {
+  readonly id: string;
+  /** The client announced `supportsGoAway: true` in its `connect` command object. */
+  readonly supportsGoAway: boolean;
+  /** Inject the type-32 message; returns false if it could not be queued (e.g. session closing). Idempotent. */
+  goAway(): boolean;
+  /** Ends client + backend sockets. The session must call its detach function once it is gone. */
+  close(reason: string): void;
+}
+
+export interface DrainOptions {
+  /**
+   * Time after which every session still on the backend is closed with reason `'drain-deadline'`.
+   * First drain: defaults to the pool's `defaultDrainDeadlineMs`.
+   * Re-drain of an already-draining backend: replaces the current deadline (now + deadlineMs) when given,
+   * keeps the current deadline when omitted.
+   */
+  deadlineMs?: number;
+  /** Free-form, shown in snapshots and logs (e.g. "admin", "removed", "deploy-1234"). */
+  reason?: string;
+}
+
+/**
+ * Seam for later work: what to do with a session on a draining backend. Default = GoAway if capable,
+ * else wait for deadline. Later issues add E-RTMP ReconnectRequest and proxy-side migration.
+ *
+ * Return value (the "outcome"):
+ *  - `'go-away'`  the client was told to go away;
+ *  - `'waiting'`  nothing could be done; the session is closed at the drain deadline. Sessions whose
+ *                 outcome is `'waiting'` get `begin` called again on a re-drain (or via
+ *                 `BackendPool.reapplyStrategy`), every other outcome counts as "told" and is final;
+ *  - any other string: a strategy-specific outcome (counted in `DrainResult.outcomes`).
+ *
+ * `begin` must not throw; if it does, the pool logs it and records `'waiting'`.
+ */
+export interface DrainStrategy {
+  begin(session: DrainableSession, backend: string): 'go-away' | 'waiting' | string;
+}
+
+/** Returned by `BackendPool.drain` and carried by the `'drain'` event. */
+export interface DrainResult {
+  backend: string;
+  /** Sessions on the backend when the drain was (re)applied. */
+  sessions: number;
+  /** Of those, sessions whose outcome is `'go-away'` (including ones told by an earlier drain call). */
+  goAwaySent: number;
+  /** Of those, sessions that will only leave at the deadline (outcome `'waiting'`). */
+  waiting: number;
+  /** Epoch ms at which the remaining sessions are closed. */
+  deadlineAt: number;
+  /** Addition: per-outcome counts (includes `go-away` and `waiting`, plus any custom strategy outcome). */
+  outcomes: Record<string, number>;
+}
+
+export interface BackendSnapshot {
+  name: string;
+  host: string;
+  port: number;
+  state: BackendState;
+  health: HealthState;
+  draining: boolean;
+  drainReason?: string;
+  /** Epoch ms. */
+  drainStartedAt?: number;
+  /** Epoch ms. */
+  drainDeadlineAt?: number;
+  /** Live sessions attached to this backend. */
+  sessions: number;
+  maxSessions?: number;
+  /** Epoch ms of the last completed active health check. */
+  lastCheckAt?: number;
+  /** Error message of the last active check; cleared by a successful check. */
+  lastCheckError?: string;
+  /** Shared by active checks and passive connect failures. */
+  consecutiveFailures: number;
+  consecutiveSuccesses: number;
+  /** Total passive connect failures reported since the backend was added. */
+  connectFailures: number;
+  /** Addition: message of the last reported passive connect failure. */
+  lastConnectError?: string;
+  /** Addition: removed from config by `setBackends`; deleted once its last session detaches. */
+  removing: boolean;
+}
+
+export interface HealthCheckOptions {
+  intervalMs: number;
+  timeoutMs: number;
+  /** Consecutive successes needed to go from down to up. */
+  rise: number;
+  /** Consecutive failures (active or passive) needed to go from up to down. */
+  fall: number;
+  /**
+   * false ⇒ healthy backends are never probed and stay up unless passive connect failures mark them
+   * down; a backend marked down that way is probed on the interval (after `start()`) until `rise`
+   * successes bring it back, otherwise it could never recover (it is never picked).
+   */
+  enabled: boolean;
+}
+
+/** A health probe: resolves when the backend looks alive, rejects otherwise. Must settle within `timeoutMs`. */
+export type HealthProbe = (backend: BackendConfig, timeoutMs: number) => Promise<void>;
+
+/** Payload of the `'backend-state'` event. */
+export interface BackendStateChange {
+  name: string;
+  from: BackendState;
+  to: BackendState;
+}
+
+/** Payload of the `'drain-complete'` event. */
+export interface DrainComplete {
+  name: string;
+  /** ms between the start of the drain and the last session detaching. */
+  durationMs: number;
+}
+
+/** Payload of the `'deadline-close'` event. */
+export interface DeadlineClose {
+  name: string;
+  /** Sessions `close('drain-deadline')` was called on. */
+  closed: number;
+}
+
+/** Returned by `BackendPool.setBackends`. */
+export interface SetBackendsResult {
+  added: string[];
+  /** Existing backends whose host, port or maxSessions changed. */
+  updated: string[];
+  /** Backends deleted immediately (no sessions). */
+  removed: string[];
+  /** Backends draining until their last session detaches, then deleted. */
+  removing: string[];
+}
