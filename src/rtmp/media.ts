@@ -35,3 +35,10 @@ export function readVideoHead(head: Uint8Array): VideoHead | null {
 export function isAacSequenceHeader(head: Uint8Array): boolean {
   return head.length >= 2 && head[0]! >> 4 === 10 && head[1] === 0;
 }
+
+/** Allocation-free keyframe test for the hot path (legacy and E-RTMP headers). */
+export function isVideoKeyframe(head: Uint8Array): boolean {
+  if (head.length < 1) return false;
+  const b0 = head[0]!;
+  return (b0 & 0x80 ? (b0 >> 4) & 0x07 : b0 >> 4) === 1;
+}
