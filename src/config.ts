@@ -1,0 +1,948 @@
+/**
+ * Configuration: one zod schema is the single source of truth for every setting.
+ *
+ * A setting has the same name everywhere:
+ *   - YAML key path (camelCase, nested):  health.intervalMs
+ *   - environment variable:               RTMP_GOAWAY_HEALTH_INTERVAL_MS
+ *   - CLI flag:                           --health-interval-ms
+ *
+ * Precedence: schema defaults < YAML file (--config / RTMP_GOAWAY_CONFIG) < environment < CLI flags.
+ *
+ * Every leaf of the schema carries its description and value kind in zod metadata (`.meta()`);
+ * `settingDocs()` walks the schema to produce the env/flag/doc table, `addConfigOptions()`
+ * registers commander options from it, and `scripts/gen-config-docs.ts` renders
+ * docs/configuration.md from it. There is no second hand-written list of settings.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { Option, type Command } from 'commander';
+import YAML from 'yaml';
+import { z } from 'zod';
+
+export const ENV_PREFIX = 'RTMP_GOAWAY_';
+/** Environment variable naming the YAML config file (same as `--config`). */
+export const CONFIG_FILE_ENV = 'RTMP_GOAWAY_CONFIG';
+
+/** Largest timer value Node accepts (setTimeout clamps anything larger to 1ms). */
+const MAX_DURATION_MS = 2_147_483_647;
+/** RTMP chunk size is a 31-bit field. */
+const MAX_RTMP_CHUNK_SIZE = 0x7fffffff;
+/** RTMP message length is a 24-bit field. */
+const MAX_RTMP_MESSAGE_SIZE = 0xffffff;
+const BACKEND_NAME_RE = /^[A-Za-z0-9._-]{1,63}$/;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+export class ConfigError extends Error {
+  readonly issues: string[];
+  constructor(issues: string | string[]) {
+    const list = Array.isArray(issues) ? issues : [issues];
+    super(
+      list.length === 1
+        ? list[0]!
+        : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`,
+    );
+    this.name = 'ConfigError';
+    this.issues = list;
+  }
+}
+
+/** Human-readable rendering of a raw input value for error messages. */
+function show(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return typeof v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers (exported; also used by the schema)
+// ---------------------------------------------------------------------------------------------
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_HINT = 'expected a duration like 500ms, 5s, 1m';
+
+/**
+ * Parse a duration into milliseconds. Numbers (and bare numeric strings) are milliseconds;
+ * strings may carry a unit: `250ms`, `5s`, `1.5s`, `2m`, `1h`. Throws ConfigError otherwise.
+ */
+export function parseDuration(s: string | number): number {
+  let ms: number | undefined;
+  if (typeof s === 'number') {
+    if (Number.isFinite(s) && s >= 0) ms = Math.round(s);
+  } else if (typeof s === 'string') {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(s);
+    if (m) ms = Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!);
+  }
+  if (ms === undefined || !Number.isSafeInteger(ms)) throw new ConfigError(`${DURATION_HINT}, got ${show(s)}`);
+  return ms;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+const SIZE_HINT = 'expected a size like 4096, 64k, 4m, 1g';
+
+/**
+ * Parse a size into bytes. Numbers (and bare numeric strings) are bytes; strings may carry a
+ * binary unit: `64k`, `4m`, `1g` (also `64kb`, `64KiB`, `512b`). Throws ConfigError otherwise.
+ */
+export function parseSize(s: string | number): number {
+  let bytes: number | undefined;
+  if (typeof s === 'number') {
+    if (Number.isFinite(s) && s >= 0) bytes = Math.round(s);
+  } else if (typeof s === 'string') {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$/i.exec(s);
+    if (m) bytes = Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? m[3] ?? '').toLowerCase()]!);
+  }
+  if (bytes === undefined || !Number.isSafeInteger(bytes)) throw new ConfigError(`${SIZE_HINT}, got ${show(s)}`);
+  return bytes;
+}
+
+/** Shortest exact rendering of a millisecond count: 5000 → "5s", 90000 → "90s", 1500 → "1500ms". */
+export function formatDuration(ms: number): string {
+  if (ms > 0 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms > 0 && ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms > 0 && ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** Shortest exact rendering of a byte count: 65536 → "64k", 16777215 → "16777215". */
+export function formatSize(bytes: number): string {
+  for (const [u, n] of [['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
+    if (bytes > 0 && bytes % n === 0) return `${bytes / n}${u}`;
+  }
+  return String(bytes);
+}
+
+/**
+ * Parse `host:port` or `[ipv6]:port`. Port must be an integer 0..65535 (0 = any free port,
+ * accepted for listeners; backends require 1..65535). Throws ConfigError.
+ */
+export function parseHostPort(s: string): { host: string; port: number } {
+  const bad = (why: string): never => {
+    throw new ConfigError(`expected host:port (or [ipv6]:port), ${why}, got ${show(s)}`);
+  };
+  if (typeof s !== 'string') return bad('not a string');
+  const t = s.trim();
+  let host: string;
+  let portStr: string;
+  if (t.startsWith('[')) {
+    const m = /^\[([^\]\s]+)\]:([^:]*)$/.exec(t);
+    if (!m) return bad('malformed bracketed IPv6 address');
+    host = m[1]!;
+    portStr = m[2]!;
+    if (!host.includes(':')) return bad('brackets are only for IPv6 addresses');
+  } else {
+    const i = t.lastIndexOf(':');
+    if (i < 0) return bad('missing port');
+    host = t.slice(0, i);
+    portStr = t.slice(i + 1);
+    if (host.includes(':')) return bad('IPv6 addresses must be in brackets, e.g. [::1]:1935');
+  }
+  if (host === '') return bad('missing host');
+  if (/[\s/@]/.test(host)) return bad('invalid host');
+  if (!/^\d{1,5}$/.test(portStr)) return bad('port must be a number');
+  const port = Number(portStr);
+  if (port > 65535) return bad('port must be 0..65535');
+  return { host, port };
+}
+
+/** `name=host:port` or bare `host:port` (named `b<index+1>`). */
+function parseBackendSpec(spec: string, index: number): { name: string; host: string; port: number } {
+  const t = spec.trim();
+  const eq = t.indexOf('=');
+  const name = eq >= 0 ? t.slice(0, eq).trim() : `b${index + 1}`;
+  const { host, port } = parseHostPort(eq >= 0 ? t.slice(eq + 1) : t);
+  return { name, host, port };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaf schema builders. Each leaf is `z.unknown().transform(validate)` so that values coming
+// from env/flags (strings) and YAML (typed) go through the same validation with our own
+// messages, then `.default()` and `.meta()` describing it for docs/env/flags.
+// ---------------------------------------------------------------------------------------------
+
+type Kind = 'duration' | 'size' | 'integer' | 'boolean' | 'hostport' | 'enum' | 'string' | 'url' | 'backends';
+
+interface LeafMeta {
+  description: string;
+  kind: Kind;
+  /** Enum values. */
+  values?: readonly string[];
+  /** Rendered default when it is not a constant (e.g. replicaId). */
+  defaultDoc?: string;
+  /** An empty environment variable is a real value (otherwise empty env vars are ignored). */
+  allowEmpty?: boolean;
+  /** Flag name override (without `--`). */
+  flag?: string;
+}
+
+type Ctx = z.core.$RefinementCtx<unknown>;
+
+function issue(ctx: Ctx, message: string): never {
+  ctx.addIssue({ code: 'custom', message });
+  return z.NEVER;
+}
+
+function validator<T>(fn: (v: unknown, ctx: Ctx) => T) {
+  return z.unknown().transform((v, ctx) => fn(v, ctx as Ctx));
+}
+
+interface Bounds {
+  min?: number;
+  max?: number;
+}
+
+function checkBounds(n: number, b: Bounds, fmt: (n: number) => string, ctx: Ctx): number {
+  if (b.min !== undefined && n < b.min) return issue(ctx, `must be at least ${fmt(b.min)}, got ${fmt(n)}`);
+  if (b.max !== undefined && n > b.max) return issue(ctx, `must be at most ${fmt(b.max)}, got ${fmt(n)}`);
+  return n;
+}
+
+const required = (ctx: Ctx): never => issue(ctx, 'is required');
+
+function durationValue(b: Bounds = {}) {
+  const bounds = { min: b.min ?? 1, max: b.max ?? MAX_DURATION_MS };
+  return validator((v, ctx) => {
+    if (v === undefined) return required(ctx);
+    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `${DURATION_HINT}, got ${show(v)}`);
+    let ms: number;
+    try {
+      ms = parseDuration(v);
+    } catch (e) {
+      return issue(ctx, (e as Error).message);
+    }
+    return checkBounds(ms, bounds, formatDuration, ctx);
+  });
+}
+
+function sizeValue(b: Bounds = {}) {
+  const bounds = { min: b.min ?? 1, max: b.max ?? Number.MAX_SAFE_INTEGER };
+  return validator((v, ctx) => {
+    if (v === undefined) return required(ctx);
+    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `${SIZE_HINT}, got ${show(v)}`);
+    let n: number;
+    try {
+      n = parseSize(v);
+    } catch (e) {
+      return issue(ctx, (e as Error).message);
+    }
+    return checkBounds(n, bounds, String, ctx);
+  });
+}
+
+function intValue(b: Bounds = {}) {
+  return validator((v, ctx) => {
+    if (v === undefined) return required(ctx);
+    let n: number | undefined;
+    if (typeof v === 'number' && Number.isSafeInteger(v)) n = v;
+    else if (typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) && Number.isSafeInteger(Number(v))) n = Number(v);
+    if (n === undefined) return issue(ctx, `expected an integer, got ${show(v)}`);
+    return checkBounds(n, b, String, ctx);
+  });
+}
+
+const TRUE_STRINGS = new Set(['true', '1', 'yes', 'on']);
+const FALSE_STRINGS = new Set(['false', '0', 'no', 'off']);
+
+function boolValue() {
+  return validator((v, ctx): boolean => {
+    if (typeof v === 'boolean') return v;
+    if (typeof v === 'string') {
+      const s = v.trim().toLowerCase();
+      if (TRUE_STRINGS.has(s)) return true;
+      if (FALSE_STRINGS.has(s)) return false;
+    }
+    if (v === undefined) return required(ctx);
+    return issue(ctx, `expected true or false, got ${show(v)}`);
+  });
+}
+
+function enumValue<const T extends readonly [string, ...string[]]>(values: T) {
+  return validator((v, ctx): T[number] => {
+    if (typeof v === 'string' && (values as readonly string[]).includes(v.trim())) return v.trim() as T[number];
+    if (v === undefined) return required(ctx);
+    return issue(ctx, `expected one of ${values.join(', ')}, got ${show(v)}`);
+  });
+}
+
+function stringValue(opts: { pattern?: RegExp; patternHint?: string } = {}) {
+  return validator((v, ctx): string => {
+    if (v === undefined) return required(ctx);
+    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `expected a string, got ${show(v)}`);
+    const s = String(v).trim();
+    if (s === '') return issue(ctx, 'must not be empty');
+    if (opts.pattern && !opts.pattern.test(s)) return issue(ctx, `${opts.patternHint ?? `must match ${opts.pattern}`}, got ${show(v)}`);
+    return s;
+  });
+}
+
+function hostPortValue(opts: { allowEmpty?: boolean; minPort?: number } = {}) {
+  return validator((v, ctx): string => {
+    if (v === undefined) return required(ctx);
+    if (typeof v !== 'string') return issue(ctx, `expected host:port (or [ipv6]:port), got ${show(v)}`);
+    const s = v.trim();
+    if (s === '' && opts.allowEmpty) return '';
+    try {
+      const { port } = parseHostPort(s);
+      if (opts.minPort !== undefined && port < opts.minPort) return issue(ctx, `port must be ${opts.minPort}..65535, got ${show(v)}`);
+    } catch (e) {
+      return issue(ctx, (e as Error).message);
+    }
+    return s;
+  });
+}
+
+function redisUrlValue() {
+  return validator((v, ctx): string | undefined => {
+    if (v === undefined || v === null || v === '') return undefined;
+    if (typeof v !== 'string') return issue(ctx, `expected a URL like redis://127.0.0.1:6379/0, got ${show(v)}`);
+    const s = v.trim();
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      return issue(ctx, `expected a URL like redis://127.0.0.1:6379/0, got ${show(redactUrl(s))}`);
+    }
+    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
+      return issue(ctx, `expected a redis:// or rediss:// URL, got ${show(redactUrl(s))}`);
+    }
+    return s;
+  });
+}
+
+// Leaf settings: validator + default + metadata.
+
+function duration(def: number, description: string, b?: Bounds) {
+  return durationValue(b).default(def).meta({ description, kind: 'duration' } satisfies LeafMeta);
+}
+function size(def: number, description: string, b?: Bounds) {
+  return sizeValue(b).default(def).meta({ description, kind: 'size' } satisfies LeafMeta);
+}
+function int(def: number, description: string, b?: Bounds) {
+  return intValue(b).default(def).meta({ description, kind: 'integer' } satisfies LeafMeta);
+}
+function bool(def: boolean, description: string) {
+  return boolValue().default(def).meta({ description, kind: 'boolean' } satisfies LeafMeta);
+}
+function oneOf<const T extends readonly [string, ...string[]]>(values: T, def: T[number], description: string) {
+  // `as never`: TS cannot see that T[number] is its own Awaited/NoUndefined form.
+  return enumValue(values).default(def as never).meta({ description, kind: 'enum', values } satisfies LeafMeta);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+export const BackendSchema = z.strictObject({
+  name: stringValue({ pattern: BACKEND_NAME_RE, patternHint: 'backend names must match /^[A-Za-z0-9._-]{1,63}$/' }),
+  host: stringValue({ pattern: /^[^\s/@]+$/, patternHint: 'expected a host name or IP address' }),
+  port: intValue({ min: 1, max: 65535 }),
+  maxSessions: intValue({ min: 0 }).optional(),
+});
+export type BackendConfig = z.infer<typeof BackendSchema>;
+
+/** Normalise backends given as a comma-separated string, a list of `name=host:port` strings, or YAML mappings. */
+function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
+  let list: unknown[];
+  if (typeof v === 'string') list = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  else if (Array.isArray(v)) list = v;
+  else return issue(ctx, `expected a list of backends (name=host:port, or mappings with name, host, port), got ${show(v)}`);
+  let failed = false;
+  const out = list.map((item, i) => {
+    if (typeof item === 'string') {
+      try {
+        return parseBackendSpec(item, i);
+      } catch (e) {
+        failed = true;
+        ctx.addIssue({ code: 'custom', message: (e as Error).message, path: [i] });
+        return item;
+      }
+    }
+    if (item && typeof item === 'object' && !Array.isArray(item) && (item as { name?: unknown }).name === undefined) {
+      return { ...item, name: `b${i + 1}` };
+    }
+    return item;
+  });
+  return failed ? z.NEVER : out;
+}
+
+const backends = z
+  .unknown()
+  .transform((v, ctx) => normalizeBackends(v, ctx as Ctx))
+  .pipe(
+    z.array(BackendSchema).superRefine((list, ctx) => {
+      const seen = new Map<string, number>();
+      list.forEach((b, i) => {
+        const prev = seen.get(b.name);
+        if (prev !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate backend name ${show(b.name)} (also used by backends[${prev}])` });
+        } else seen.set(b.name, i);
+      });
+    }),
+  )
+  .default([])
+  .meta({
+    kind: 'backends',
+    flag: 'backend',
+    description:
+      'Ingest servers to proxy to. YAML: a list of `{ name, host, port, maxSessions? }` mappings (or `name=host:port` strings). ' +
+      'Env: comma-separated `name=host:port` list. CLI: repeat `--backend name=host:port`. A bare `host:port` is named `b<index+1>`. ' +
+      'Names must be unique and match `[A-Za-z0-9._-]{1,63}`; `maxSessions` (YAML only) caps concurrent sessions on that backend.',
+  } satisfies LeafMeta);
+
+// ---------------------------------------------------------------------------------------------
+// The schema
+// ---------------------------------------------------------------------------------------------
+
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export const NON_CAPABLE_POLICIES = ['deadline-close', 'ignore', 'migrate'] as const;
+export const PARSE_ERROR_POLICIES = ['forward', 'close'] as const;
+
+function defaultReplicaId(): string {
+  return `${os.hostname()}-${process.pid}`;
+}
+
+export const ConfigSchema = z
+  .strictObject({
+    listen: hostPortValue()
+      .default('0.0.0.0:1935')
+      .meta({ kind: 'hostport', description: 'Address of the RTMP listener, `host:port` (IPv6 as `[::]:1935`).' } satisfies LeafMeta),
+    admin: hostPortValue({ allowEmpty: true })
+      .default('127.0.0.1:9935')
+      .meta({
+        kind: 'hostport',
+        allowEmpty: true,
+        description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
+      } satisfies LeafMeta),
+    backends,
+    health: z
+      .strictObject({
+        enabled: bool(true, 'Run active health probes against every backend.'),
+        intervalMs: duration(5_000, 'Time between health probes of each backend.'),
+        timeoutMs: duration(2_000, 'Timeout of one health probe; must be less than `health.intervalMs`.'),
+        rise: int(2, 'Consecutive successful probes before a down backend is marked up.', { min: 1, max: 1000 }),
+        fall: int(3, 'Consecutive failed probes before an up backend is marked down.', { min: 1, max: 1000 }),
+      })
+      .prefault({}),
+    drain: z
+      .strictObject({
+        deadlineMs: duration(
+          30_000,
+          'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
+          { min: 0 },
+        ),
+        nonCapable: oneOf(
+          NON_CAPABLE_POLICIES,
+          'deadline-close',
+          'Policy for sessions whose client does not support Go Away: `deadline-close` closes them at the drain deadline, ' +
+            '`ignore` leaves them on the draining backend until they end. `migrate` is reserved for a later feature and currently behaves as `deadline-close`.',
+        ),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        handshakeTimeoutMs: duration(10_000, 'Time a client has to finish the RTMP handshake and send `connect`.'),
+        idleTimeoutMs: duration(60_000, 'A session with no bytes in either direction for this long is closed.'),
+        connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
+        maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
+        maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
+        maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_RTMP_CHUNK_SIZE }),
+        minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_RTMP_CHUNK_SIZE }),
+        maxMessageSize: size(MAX_RTMP_MESSAGE_SIZE, 'Largest RTMP message length accepted (the wire field is 24 bits).', {
+          min: 1,
+          max: MAX_RTMP_MESSAGE_SIZE,
+        }),
+        maxCommandSize: size(256 * 1024, 'Largest command/control message the proxy decodes; must not exceed `limits.maxMessageSize`.', {
+          min: 1,
+          max: MAX_RTMP_MESSAGE_SIZE,
+        }),
+        maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
+        amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
+        amfMaxItems: int(1024, 'Maximum number of AMF values (object properties, array items) decoded per command.', { min: 1 }),
+      })
+      .prefault({}),
+    onParseError: oneOf(
+      PARSE_ERROR_POLICIES,
+      'forward',
+      'What to do with a session whose RTMP stops parsing: `forward` keeps relaying bytes blindly (the stream stays alive but cannot be sent Go Away), `close` closes it.',
+    ),
+    log: z
+      .strictObject({
+        level: oneOf(LOG_LEVELS, 'info', 'Log level (pino).'),
+        streamKeys: bool(false, 'Log stream keys in clear instead of redacted.'),
+      })
+      .prefault({}),
+    sidecar: z
+      .strictObject({
+        enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
+        gracePeriodMs: duration(25_000, 'In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod\'s termination grace period).', { min: 0 }),
+      })
+      .prefault({}),
+    redis: z
+      .strictObject({
+        url: redisUrlValue()
+          .optional()
+          .meta({
+            kind: 'url',
+            allowEmpty: true,
+            description:
+              'Redis URL of the fleet control bus, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); when unset an in-process control bus is used. The password is redacted in logs.',
+          } satisfies LeafMeta),
+        prefix: stringValue()
+          .default('rtmp-goaway')
+          .meta({ kind: 'string', description: 'Prefix of every Redis key and channel.' } satisfies LeafMeta),
+        heartbeatMs: duration(5_000, 'How often this replica refreshes its presence and session records in Redis.'),
+        sessionTtlMs: duration(15_000, 'TTL of session records in Redis; must be greater than `redis.heartbeatMs`.'),
+      })
+      .prefault({}),
+    replicaId: stringValue({ pattern: /^\S+$/, patternHint: 'must not contain whitespace' })
+      .default(defaultReplicaId)
+      .meta({
+        kind: 'string',
+        defaultDoc: '<hostname>-<pid>',
+        description: 'Identifies this proxy replica in the fleet (logs, metrics, Redis records).',
+      } satisfies LeafMeta),
+  })
+  .superRefine((c, ctx) => {
+    // `params.other` names the setting compared against; loadConfig adds where its value came from.
+    const add = (path: string[], other: string, message: string) => ctx.addIssue({ code: 'custom', path, message, params: { other } });
+    if (c.health.timeoutMs >= c.health.intervalMs) {
+      add(['health', 'timeoutMs'], 'health.intervalMs', `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`);
+    }
+    if (c.limits.minChunkSize > c.limits.maxChunkSize) {
+      add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
+    }
+    if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
+      add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);
+    }
+    if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
+      add(['redis', 'sessionTtlMs'], 'redis.heartbeatMs', `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`);
+    }
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Schema walking → setting docs
+// ---------------------------------------------------------------------------------------------
+
+export interface SettingDoc {
+  path: string;
+  env: string;
+  flag: string;
+  type: string;
+  default: string;
+  description: string;
+}
+
+interface Leaf {
+  path: string[];
+  meta: LeafMeta;
+}
+
+function unwrapGroup(s: z.ZodType): z.ZodObject | undefined {
+  let cur: z.ZodType = s;
+  for (;;) {
+    if (cur instanceof z.ZodObject) return cur;
+    if (cur instanceof z.ZodDefault || cur instanceof z.ZodPrefault || cur instanceof z.ZodOptional) {
+      cur = cur.unwrap() as z.ZodType;
+      continue;
+    }
+    return undefined;
+  }
+}
+
+function walkSchema(obj: z.ZodObject, prefix: string[], out: Leaf[], groups: Map<string, string[]>): void {
+  groups.set(prefix.join('.'), Object.keys(obj.shape));
+  for (const [key, child] of Object.entries(obj.shape) as [string, z.ZodType][]) {
+    const path = [...prefix, key];
+    const meta = child.meta() as LeafMeta | undefined;
+    if (meta?.kind) {
+      out.push({ path, meta });
+      continue;
+    }
+    const group = unwrapGroup(child);
+    if (!group) throw new Error(`config schema: setting ${path.join('.')} has no metadata`);
+    walkSchema(group, path, out, groups);
+  }
+}
+
+let leafCache: { leaves: Leaf[]; groups: Map<string, string[]> } | undefined;
+function schemaLeaves() {
+  if (!leafCache) {
+    const leaves: Leaf[] = [];
+    const groups = new Map<string, string[]>();
+    walkSchema(ConfigSchema, [], leaves, groups);
+    leafCache = { leaves, groups };
+  }
+  return leafCache;
+}
+
+const words = (path: string[]) => path.flatMap((seg) => seg.replace(/([a-z0-9])([A-Z])/g, '$1 $2').toLowerCase().split(' '));
+const envName = (l: Leaf) => ENV_PREFIX + words(l.path).join('_').toUpperCase();
+const flagName = (l: Leaf) => `--${l.meta.flag ?? words(l.path).join('-')}`;
+/** The key commander uses in `opts()` for a flag: `--health-interval-ms` → `healthIntervalMs`. */
+const flagKey = (flag: string) => flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+function typeDoc(m: LeafMeta): string {
+  switch (m.kind) {
+    case 'duration':
+      return 'duration';
+    case 'size':
+      return 'size';
+    case 'integer':
+      return 'integer';
+    case 'boolean':
+      return 'boolean';
+    case 'hostport':
+      return 'host:port';
+    case 'enum':
+      return (m.values ?? []).join(' | ');
+    case 'string':
+      return 'string';
+    case 'url':
+      return 'URL';
+    case 'backends':
+      return 'list of name=host:port';
+  }
+}
+
+function defaultDoc(m: LeafMeta, v: unknown): string {
+  if (m.defaultDoc !== undefined) return m.defaultDoc;
+  if (v === undefined) return '(unset)';
+  if (m.kind === 'duration') return formatDuration(v as number);
+  if (m.kind === 'size') return formatSize(v as number);
+  if (Array.isArray(v)) return v.length === 0 ? '(none)' : JSON.stringify(v);
+  if (v === '') return '"" (disabled)';
+  return String(v);
+}
+
+function getPath(obj: unknown, path: readonly PropertyKey[]): unknown {
+  let cur = obj;
+  for (const seg of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[seg];
+  }
+  return cur;
+}
+
+function setPath(obj: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let cur = obj;
+  for (const seg of path.slice(0, -1)) {
+    const next = cur[seg];
+    if (next === null || typeof next !== 'object' || Array.isArray(next)) cur[seg] = {};
+    cur = cur[seg] as Record<string, unknown>;
+  }
+  cur[path[path.length - 1]!] = value;
+}
+
+/** One row per setting, derived from the schema's metadata. */
+export function settingDocs(): SettingDoc[] {
+  const defaults = ConfigSchema.parse({});
+  return schemaLeaves().leaves.map((l) => ({
+    path: l.path.join('.'),
+    env: envName(l),
+    flag: flagName(l),
+    type: typeDoc(l.meta),
+    default: defaultDoc(l.meta, getPath(defaults, l.path)),
+    description: l.meta.description,
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0]!;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = d[j]!;
+      d[j] = Math.min(d[j]! + 1, d[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return d[b.length]!;
+}
+
+function suggest(given: string, candidates: readonly string[], prefix = ''): string {
+  const norm = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const c of candidates) {
+    const d = norm(c) === norm(given) ? 0 : levenshtein(given.toLowerCase(), c.toLowerCase());
+    if (d < bestD) {
+      bestD = d;
+      best = c;
+    }
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.ceil(Math.max(given.length, best.length) * 0.4)) ? ` (did you mean ${prefix}${best}?)` : '';
+}
+
+function displayPath(path: readonly PropertyKey[]): string {
+  let s = '';
+  for (const seg of path) {
+    if (typeof seg === 'number' || (typeof seg === 'string' && /^\d+$/.test(seg))) s += `[${String(seg)}]`;
+    else s += (s === '' ? '' : '.') + String(seg);
+  }
+  return s;
+}
+
+interface YamlSource {
+  file: string;
+  doc: YAML.Document.Parsed;
+  lines: YAML.LineCounter;
+}
+
+/** `file path:line` for a path inside the YAML document (line of its key, when found). */
+function yamlLabel(y: YamlSource, path: readonly PropertyKey[]): string {
+  let node: unknown = y.doc.contents;
+  let offset: number | undefined;
+  for (const seg of path) {
+    if (YAML.isMap(node)) {
+      const pair = node.items.find((p) => (YAML.isScalar(p.key) ? p.key.value : p.key) === seg);
+      if (!pair) break;
+      if (YAML.isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
+      node = pair.value;
+    } else if (YAML.isSeq(node)) {
+      const item = node.items[Number(seg)];
+      if (!item) break;
+      if (YAML.isNode(item) && item.range) offset = item.range[0];
+      node = item;
+    } else break;
+  }
+  return offset === undefined ? `file ${y.file}` : `file ${y.file}:${y.lines.linePos(offset).line}`;
+}
+
+/** In YAML an empty value (`health:` with everything below commented out) means "use the default". */
+function dropNulls(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, child] of Object.entries(v)) if (child !== null) out[k] = dropNulls(child);
+  return out;
+}
+
+function readYaml(file: string, via: string): { data: Record<string, unknown>; source: YamlSource } {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(`cannot read config file ${file} (from ${via}): ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  const lines = new YAML.LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((err) => `invalid YAML in config file ${file}: ${err.message.split('\n')[0]}`));
+  }
+  const data: unknown = dropNulls(doc.toJS());
+  if (data === null || data === undefined) return { data: {}, source: { file, doc, lines } };
+  if (typeof data !== 'object' || Array.isArray(data)) {
+    throw new ConfigError(`invalid config file ${file}: expected a mapping of settings at the top level, got ${show(data)}`);
+  }
+  return { data: data as Record<string, unknown>, source: { file, doc, lines } };
+}
+
+const FROM_FILE = '\0file';
+
+export interface LoadConfigOptions {
+  /** Parsed CLI options keyed as commander does (`healthIntervalMs`, `backend`, `config`, …). */
+  flags?: Record<string, unknown>;
+  /** Environment; defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** YAML config file; overrides `flags.config` and RTMP_GOAWAY_CONFIG. */
+  file?: string;
+}
+
+/**
+ * Resolve the configuration: defaults < YAML file < env < flags. Throws ConfigError listing every
+ * problem, each naming the setting and where its value came from.
+ */
+export function loadConfig(opts: LoadConfigOptions = {}): Config {
+  const flags = opts.flags ?? {};
+  const env = opts.env ?? process.env;
+  const { leaves, groups } = schemaLeaves();
+  const issues: string[] = [];
+  const raw: Record<string, unknown> = {};
+  /** dotted leaf path → where its effective raw value came from (FROM_FILE: resolved to file:line later) */
+  const sources = new Map<string, string>();
+
+  // 1. YAML file
+  let file: string | undefined;
+  let via = '';
+  if (opts.file !== undefined && opts.file !== '') {
+    file = opts.file;
+    via = 'loadConfig({ file })';
+  } else if (typeof flags.config === 'string' && flags.config !== '') {
+    file = flags.config;
+    via = 'flag --config';
+  } else if (env[CONFIG_FILE_ENV]) {
+    file = env[CONFIG_FILE_ENV];
+    via = `env ${CONFIG_FILE_ENV}`;
+  }
+  let yaml: YamlSource | undefined;
+  if (file !== undefined) {
+    const r = readYaml(file, via);
+    yaml = r.source;
+    Object.assign(raw, r.data);
+    // Every path the file sets to a non-mapping value (known settings, unknown keys, wrong types).
+    const mark = (v: unknown, path: string[]): void => {
+      if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        for (const [k, child] of Object.entries(v)) mark(child, [...path, k]);
+      } else sources.set(path.join('.'), FROM_FILE);
+    };
+    mark(r.data, []);
+  }
+
+  // 2. Environment
+  const known = new Set<string>([CONFIG_FILE_ENV]);
+  for (const l of leaves) {
+    const name = envName(l);
+    known.add(name);
+    const v = env[name];
+    if (v === undefined || (v === '' && !l.meta.allowEmpty)) continue;
+    setPath(raw, l.path, v);
+    sources.set(l.path.join('.'), `env ${name}`);
+  }
+  for (const name of Object.keys(env)) {
+    if (name.startsWith(ENV_PREFIX) && !known.has(name)) {
+      issues.push(`unknown environment variable ${name}${suggest(name, [...known])}`);
+    }
+  }
+
+  // 3. Flags
+  for (const l of leaves) {
+    const flag = flagName(l);
+    const keys = l.meta.kind === 'backends' ? [flagKey(flag), 'backends'] : [flagKey(flag)];
+    for (const key of keys) {
+      const v = flags[key];
+      if (v === undefined) continue;
+      setPath(raw, l.path, v);
+      sources.set(l.path.join('.'), `flag ${flag}`);
+    }
+  }
+
+  // 4. Validate
+  const sourceOf = (path: readonly PropertyKey[]): string => {
+    for (let n = path.length; n > 0; n--) {
+      const s = sources.get(path.slice(0, n).map(String).join('.'));
+      if (s === FROM_FILE && yaml) return yamlLabel(yaml, path);
+      if (s) return s;
+    }
+    return 'default';
+  };
+  const res = ConfigSchema.safeParse(raw);
+  if (!res.success) {
+    for (const iss of res.error.issues) {
+      if (iss.code === 'unrecognized_keys') {
+        const parent = iss.path.filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p))).map(String).join('.');
+        const candidates = iss.path[0] === 'backends' ? Object.keys(BackendSchema.shape) : (groups.get(parent) ?? []);
+        const parentDisplay = iss.path.length > 0 ? `${displayPath(iss.path)}.` : '';
+        for (const key of iss.keys) {
+          const p = [...iss.path, key];
+          const where = yaml ? yamlLabel(yaml, p) : sourceOf(iss.path);
+          issues.push(`unknown setting ${displayPath(p)} (from ${where})${suggest(key, candidates, parentDisplay)}`);
+        }
+        continue;
+      }
+      const where = sourceOf(iss.path);
+      let message = iss.message;
+      if (iss.code === 'invalid_type') {
+        const got = getPath(raw, iss.path);
+        message = iss.expected === 'object' ? `expected a mapping of settings, got ${show(got)}` : `expected ${iss.expected}, got ${show(got)}`;
+      }
+      const other = iss.code === 'custom' ? (iss.params as { other?: unknown } | undefined)?.other : undefined;
+      if (typeof other === 'string') {
+        const from = sourceOf(other.split('.'));
+        message = message.replace(`${other} (`, `${other} (from ${from}: `);
+      }
+      issues.push(`invalid setting ${displayPath(iss.path)} (from ${where}): ${message}`);
+    }
+  }
+  if (issues.length > 0 || !res.success) throw new ConfigError(issues);
+  return res.data;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commander integration
+// ---------------------------------------------------------------------------------------------
+
+function placeholder(m: LeafMeta): string {
+  switch (m.kind) {
+    case 'duration':
+      return 'duration';
+    case 'size':
+      return 'size';
+    case 'integer':
+      return 'n';
+    case 'hostport':
+      return 'host:port';
+    case 'enum':
+      return (m.values ?? []).join('|');
+    case 'url':
+      return 'url';
+    case 'backends':
+      return 'name=host:port';
+    default:
+      return 'value';
+  }
+}
+
+/**
+ * Register one option per setting (booleans get `--x [bool]` plus `--no-x`), a repeatable
+ * `--backend name=host:port` and `--config <path>`. No defaults are set on the commander side:
+ * defaults live in the schema so that env and file values are not masked.
+ */
+export function addConfigOptions(cmd: Command): Command {
+  const docs = new Map(settingDocs().map((d) => [d.path, d]));
+  cmd.addOption(new Option('--config <path>', `YAML config file (env ${CONFIG_FILE_ENV})`));
+  for (const l of schemaLeaves().leaves) {
+    const d = docs.get(l.path.join('.'))!;
+    const help = `${d.description} [${d.path}; env ${d.env}; default ${d.default}]`;
+    if (l.meta.kind === 'boolean') {
+      cmd.addOption(new Option(`${d.flag} [bool]`, help));
+      cmd.addOption(new Option(`--no-${d.flag.slice(2)}`, `set ${d.path} to false`));
+    } else if (l.meta.kind === 'backends') {
+      cmd.addOption(
+        new Option(`${d.flag} <${placeholder(l.meta)}>`, `${help} (repeatable)`).argParser((v: string, prev: unknown) => [
+          ...(Array.isArray(prev) ? (prev as string[]) : []),
+          v,
+        ]),
+      );
+    } else {
+      cmd.addOption(new Option(`${d.flag} <${placeholder(l.meta)}>`, help));
+    }
+  }
+  return cmd;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redaction
+// ---------------------------------------------------------------------------------------------
+
+function redactUrl(s: string): string {
+  try {
+    const u = new URL(s);
+    if (u.password) {
+      u.password = '***';
+      return u.toString();
+    }
+    return s;
+  } catch {
+    return s.replace(/\/\/([^/@:]*):[^/@]*@/, '//$1:***@');
+  }
+}
+
+/** Copy of the config safe to log (Redis password replaced by `***`). */
+export function redactConfig(c: Config): Config {
+  const copy = structuredClone(c);
+  if (copy.redis.url) copy.redis.url = redactUrl(copy.redis.url);
+  return copy;
+}
