@@ -69,7 +69,6 @@ export class Session implements DrainableSession {
   readonly id: string;
   readonly clientAddress: string;
   readonly startedAt = Date.now();
-  state: SessionState = 'connecting';
   backendName: string | null = null;
   bytesIn = 0;
   bytesOut = 0;
@@ -116,6 +115,15 @@ export class Session implements DrainableSession {
 
   get capsEx(): number | null {
     return this.view.facts.connect?.capsEx ?? null;
+  }
+
+  /** Derived from what has happened, so no code path can leave it stale. */
+  get state(): SessionState {
+    if (this.finished) return 'closed';
+    if (this.goAwaySentAt !== null) return 'going-away';
+    if (this.view.facts.publishing) return 'publishing';
+    if (this.view.facts.connect !== null) return 'connected';
+    return this.backend === null ? 'connecting' : 'handshake';
   }
 
   get capability(): Capability {
@@ -180,7 +188,6 @@ export class Session implements DrainableSession {
   private attachBackend(sock: net.Socket, target: BackendConfig): void {
     this.backend = sock;
     this.backendName = target.name;
-    this.state = 'handshake';
     sock.setNoDelay(true);
     sock.setTimeout(this.settings.idleTimeoutMs);
     sock.on('data', (buf: Buffer) => this.onBackendData(buf));
@@ -241,7 +248,6 @@ export class Session implements DrainableSession {
       this.parseFailed('s2c', this.s2c.failure);
       if (this.finished) return;
     }
-    if (this.state === 'connected' && this.view.facts.publishing) this.state = 'publishing';
     this.writeToClient(out);
   }
 
@@ -257,7 +263,6 @@ export class Session implements DrainableSession {
   private onConnectSeen(): void {
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
-    if (this.state === 'handshake' || this.state === 'connecting') this.state = 'connected';
     const c = this.view.facts.connect!;
     this.log.debug({ session: this.id, app: c.app, tcUrl: c.tcUrl, flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
     // A session that connects to a backend already draining is told at once.
@@ -291,7 +296,6 @@ export class Session implements DrainableSession {
     if (this.goAwayRequested) return true;
     const out = this.s2c.inject(CONTROL_CSID, goAwayChunk(), () => {
       this.goAwaySentAt = Date.now();
-      this.state = 'going-away';
       this.hooks.goAwayWritten(this);
       this.log.info({ session: this.id, backend: this.backendName }, 'go away sent');
     });
@@ -318,7 +322,6 @@ export class Session implements DrainableSession {
   private maybeFinish(): void {
     if (this.finished || !this.clientClosed || !this.backendClosed) return;
     this.finished = true;
-    this.state = 'closed';
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     this.detach?.();

@@ -17,6 +17,10 @@ export interface FakeConnection {
   media: number;
   commands: string[];
   bytesReceived: number;
+  /** Every byte received, in order (handshake included), for byte-exact checks. */
+  raw: Buffer[];
+  /** The client stream stopped parsing here (the connection is kept open and recorded). */
+  parseError: Error | null;
   /** Writes chunked messages to the client. */
   send(msg: OutgoingMessage): void;
 }
@@ -51,6 +55,8 @@ export class FakeRtmpServer {
       media: 0,
       commands: [],
       bytesReceived: 0,
+      raw: [],
+      parseError: null,
       send: (msg) => {
         if (!socket.destroyed) socket.write(writer.write(msg));
       },
@@ -75,6 +81,8 @@ export class FakeRtmpServer {
     );
     socket.on('data', (buf: Buffer) => {
       conn.bytesReceived += buf.length;
+      conn.raw.push(buf);
+      if (conn.parseError !== null) return;
       if (!handshaken) {
         handshake = Buffer.concat([handshake, buf]);
         if (!answered && handshake.length >= 1 + HANDSHAKE_PACKET_SIZE) {
@@ -92,14 +100,19 @@ export class FakeRtmpServer {
           conn.send(controlMessage(MessageType.SetChunkSize, this.opts.chunkSize));
           writer.chunkSize = this.opts.chunkSize;
         }
-        if (rest.length > 0) reader.feed(rest);
+        try {
+          if (rest.length > 0) reader.feed(rest);
+        } catch (err) {
+          conn.parseError = err as Error;
+          this.errors.push(err as Error);
+        }
         return;
       }
       try {
         reader.feed(buf);
       } catch (err) {
+        conn.parseError = err as Error;
         this.errors.push(err as Error);
-        socket.destroy();
       }
     });
   }
