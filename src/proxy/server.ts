@@ -92,7 +92,7 @@ export class ProxyServer {
         this.closedBytes.s2c += s.bytesOut;
         if (m !== null) {
           if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
-          else m.sessionsRejected.inc({ reason: s.closeReason ?? 'no-backend' });
+          else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed') m.sessionsRejected.inc({ reason: s.closeReason });
           m.sessionsClosed.inc({ reason: s.closeReason ?? 'unknown' });
         }
         if (this.sessions.size === 0) {

@@ -350,6 +350,11 @@ export class Session implements DrainableSession {
     this.hooks.closed(this);
   }
 
+  /** Bytes this process holds for the session in userland: socket write queues and the pre-connect buffer. */
+  get bufferedBytes(): number {
+    return this.pendingBytes + this.client.writableLength + (this.backend?.writableLength ?? 0);
+  }
+
   /** Logged once per session start, when the backend is known. */
   logStart(): void {
     this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName }, 'session start');
