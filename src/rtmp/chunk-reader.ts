@@ -298,7 +298,11 @@ export class ChunkReader {
       }
       st.remaining = st.length;
       st.headLen = 0;
-      st.collect = st.length <= this.limits.maxCollectedSize && this.collect(st.typeId, st.length);
+      // Set Chunk Size and Abort change how this direction is framed: always read them,
+      // whatever the policy, or the reader loses sync with the peers.
+      st.collect =
+        st.length <= this.limits.maxCollectedSize &&
+        (st.typeId === MessageType.SetChunkSize || st.typeId === MessageType.Abort || this.collect(st.typeId, st.length));
     }
     this.current = st;
     this.chunkLeft = st.remaining < this.chunkSize ? st.remaining : this.chunkSize;
@@ -332,10 +336,8 @@ export class ChunkReader {
 
   /** The two control messages that change how this direction is chunked (spec §5.4.1, §5.4.2). */
   private applyControl(st: ChunkStream, payload: Buffer): void {
-    if (st.streamId !== 0 && st.csid !== 2) {
-      // Control messages travel on msid 0 (spec §5.4); elsewhere they are just messages.
-      return;
-    }
+    // The spec puts control messages on msid 0 / csid 2 (§5.4), but nginx-rtmp dispatches them by
+    // type alone, so a Set Chunk Size elsewhere still changes the framing the server reads.
     if (st.typeId === MessageType.SetChunkSize) {
       if (payload.length < 4) throw new ProtocolError('bad-message', 'Set Chunk Size shorter than 4 bytes');
       const size = payload.readUInt32BE(0);

@@ -17,10 +17,18 @@ export function readVideoHead(head: Uint8Array): VideoHead | null {
   const b0 = head[0]!;
   if (b0 & 0x80) {
     // ExVideoTagHeader: IsExHeader bit, 3-bit frame type, 4-bit packet type, then FourCC.
-    if (head.length < 5) return null;
     const frameType = (b0 >> 4) & 0x07;
-    const packetType = b0 & 0x0f;
-    const fourcc = String.fromCharCode(head[1]!, head[2]!, head[3]!, head[4]!);
+    let packetType = b0 & 0x0f;
+    let at = 1;
+    if (packetType === 6) {
+      // E-RTMP v2 Multitrack: byte 1 = multitrack type << 4 | the real packet type, then the
+      // FourCC (one-track and same-codec multitrack carry it once, before the track data).
+      if (head.length < 2) return null;
+      packetType = head[1]! & 0x0f;
+      at = 2;
+    }
+    if (head.length < at + 4) return null;
+    const fourcc = String.fromCharCode(head[at]!, head[at + 1]!, head[at + 2]!, head[at + 3]!);
     return { keyframe: frameType === 1, sequenceHeader: packetType === 0, codec: fourcc };
   }
   const frameType = b0 >> 4;

@@ -73,7 +73,7 @@ describe('readVideoHead: E-RTMP ExVideoTagHeader', () => {
   // then the FourCC (OneTrack / ManyTracks). A one-track HEVC SequenceStart must be recognised.
   it(
     "Multitrack (packet type 6) one-track 'hvc1' SequenceStart",
-    { todo: 'readVideoHead reads the FourCC at byte 1 and the packet type from byte 0 also for Multitrack' },
+    {},
     () => {
       assert.deepEqual(video('96 00 68766331 00'), { keyframe: true, sequenceHeader: true, codec: 'hvc1' });
     },
