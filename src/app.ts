@@ -1,29 +1,62 @@
+import { randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import type net from 'node:net';
 import { pino, type Logger } from 'pino';
-import { BackendPool } from './balancer/pool.js';
-import type { DrainOptions, DrainResult } from './balancer/types.js';
+import { BackendPool, UnknownBackendError } from './balancer/pool.js';
+import type { BackendConfig, DrainOptions, DrainResult, SetBackendsResult } from './balancer/types.js';
 import { type Config, parseHostPort } from './config.js';
 import { createAdminServer } from './control/admin-http.js';
+import type { ControlBus, FleetView, PublishOutcome, ReplicaRecord } from './control/bus.js';
+import { type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './control/commands.js';
+import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
+import { RedisBus } from './control/redis-bus.js';
+import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { ProxyServer } from './proxy/server.js';
 
-/** A running proxy: listener, pool, metrics and admin API, wired from one Config. */
+/** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
+export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
+
+/** What `RunningProxy.control` did: the local effect, and whether the fleet was told. */
+export interface ControlOutcome {
+  command: ControlCommand;
+  /** Drain: the pool's DrainResult on this replica; undrain: whether the backend was draining. */
+  result: DrainResult | boolean;
+  fleet: PublishOutcome & { bus: 'local' | 'redis' };
+}
+
+/** A running proxy: listener, pool, metrics, control bus, registry heartbeat and admin API, wired from one Config. */
 export interface RunningProxy {
   config: Config;
   log: Logger;
   pool: BackendPool;
   server: ProxyServer;
   metrics: ProxyMetrics;
+  /** Redis bus when `redis.url` is set, in-process bus otherwise. */
+  bus: ControlBus;
+  replicaId: string;
   /** Address the RTMP listener is bound to (port resolved when 0 was asked). */
   address: net.AddressInfo;
   /** Address of the admin HTTP server, null when disabled. */
   adminAddress: net.AddressInfo | null;
+  /**
+   * Drains `name` on this replica at once and publishes the drain to the fleet (in the background;
+   * `control()` waits for it). Throws UnknownBackendError.
+   */
   drain(name: string, opts?: DrainOptions): DrainResult;
+  /** Undrains here at once and publishes the undrain to the fleet. Throws UnknownBackendError. */
   undrain(name: string): boolean;
+  /** Applies a command here at once, then publishes it to the fleet and persists it (Redis). */
+  control(cmd: ControlCommand, source?: ControlSource): Promise<ControlOutcome>;
+  /** SIGHUP: new backend list (sessions stay; removed backends drain), then re-applies the desired state. */
+  reloadBackends(backends: BackendConfig[]): SetBackendsResult;
+  /** Every replica and session of the fleet (this replica only with the local bus). */
+  fleet(): Promise<FleetView>;
+  /** Writes this replica's registry record soon (e.g. after `shuttingDown` changed). */
+  flushRegistry(): void;
   /** Set by sidecar shutdown: /readyz turns 503 at once. */
   shuttingDown: boolean;
-  /** Stops accepting, closes every session, stops timers and the admin server. */
+  /** Stops accepting, closes every session, stops timers, the bus and the admin server. Idempotent. */
   stop(reason?: string): Promise<void>;
 }
 
@@ -42,7 +75,13 @@ function listenHttp(server: http.Server, hostPort: string): Promise<net.AddressI
   });
 }
 
+/** Own command ids remembered until they come back from the bus (bounded). */
+const MAX_OWN_IDS = 1_000;
+/** Registry heartbeat interval while a drain is in progress, so `drain --wait` sees sessions leave. */
+const FAST_HEARTBEAT_MS = 1_000;
+
 export async function startProxy(config: Config, log: Logger = createLogger(config)): Promise<RunningProxy> {
+  const replicaId = config.replicaId;
   const pool = new BackendPool(config.backends, {
     defaultDrainDeadlineMs: config.drain.deadlineMs,
     health: config.health,
@@ -74,11 +113,15 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     pool,
     log,
   );
+  const bus: ControlBus =
+    config.redis.url !== undefined
+      ? new RedisBus({ url: config.redis.url, prefix: config.redis.prefix, replicaId, sessionTtlMs: config.redis.sessionTtlMs, log })
+      : new LocalBus();
   const metrics = new ProxyMetrics({
     activeSessions: () => server.activeByBackendAndCapability(),
     bytesTotal: () => server.bytesTotal(),
     backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions })),
-    busConnected: () => 1,
+    busConnected: () => (bus.connected ? 1 : 0),
   });
   server.setMetrics(metrics);
   pool.on('drain-complete', (e) => {
@@ -88,8 +131,102 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   pool.on('deadline-close', (e) => metrics.deadlineCloses.inc({ backend: e.name }, e.closed));
   pool.on('backend-state', (e) => log.info({ backend: e.name, from: e.from, to: e.to }, 'backend state'));
 
-  const address = await server.listen();
-  pool.start();
+  const startedAt = new Date().toISOString();
+  /** The fleet's desired state as last known (sync + every command): re-applied after a reload. */
+  let desired = new Map<string, DesiredDrain>();
+  const ownIds = new Set<string>();
+  let address: net.AddressInfo | null = null;
+  let admin: http.Server | null = null;
+
+  const heartbeat = new RegistryHeartbeat({
+    intervalMs: config.redis.heartbeatMs,
+    fastIntervalMs: FAST_HEARTBEAT_MS,
+    fast: () => proxy.shuttingDown || pool.list().some((b) => b.draining && b.sessions > 0),
+    flush: () => bus.report(replicaRecord(), [...server.sessions.values()].map((s) => sessionRecord(s.snapshot(), replicaId))),
+    log,
+  });
+
+  function replicaRecord(): ReplicaRecord {
+    return {
+      replicaId,
+      startedAt,
+      heartbeatAt: new Date().toISOString(),
+      listen: address === null ? config.listen : `${address.address}:${address.port}`,
+      admin: proxy.adminAddress === null ? null : `${proxy.adminAddress.address}:${proxy.adminAddress.port}`,
+      shuttingDown: proxy.shuttingDown,
+      backends: pool.list().map((b) => ({
+        name: b.name,
+        state: b.state,
+        sessions: b.sessions,
+        drainReason: b.drainReason ?? null,
+        drainDeadlineAt: b.drainDeadlineAt ?? null,
+      })),
+    };
+  }
+
+  function remember(cmd: ControlCommand): void {
+    if (cmd.action === 'drain') desired.set(cmd.backend, desiredFromCommand(cmd, Date.now()));
+    else desired.delete(cmd.backend);
+  }
+
+  /** The one place a command changes the pool. Throws UnknownBackendError. */
+  function apply(cmd: ControlCommand, source: ControlSource): DrainResult | boolean {
+    if (cmd.action === 'drain') {
+      const opts: DrainOptions = {};
+      if (cmd.deadlineMs !== undefined) opts.deadlineMs = cmd.deadlineMs;
+      if (cmd.reason !== undefined) opts.reason = cmd.reason;
+      const result = pool.drain(cmd.backend, opts);
+      metrics.drains.inc({ backend: cmd.backend, action: 'drain' });
+      log.info({ ...result, reason: cmd.reason, source, origin: cmd.origin }, 'drain');
+      heartbeat.flushSoon();
+      return result;
+    }
+    const changed = pool.undrain(cmd.backend);
+    metrics.drains.inc({ backend: cmd.backend, action: 'undrain' });
+    log.info({ backend: cmd.backend, changed, reason: cmd.reason, source, origin: cmd.origin }, 'undrain');
+    heartbeat.flushSoon();
+    return changed;
+  }
+
+  /** Brings the pool to the desired state (after a (re)connect or a reload). */
+  function converge(why: string): void {
+    const steps = planConvergence(pool.list(), [...desired.values()], Date.now(), config.drain.deadlineMs);
+    for (const step of steps) {
+      log.info({ ...step, why }, 'converging to the fleet desired state');
+      try {
+        if (step.action === 'drain') {
+          const cmd: ControlCommand = { action: 'drain', backend: step.backend, deadlineMs: step.deadlineMs };
+          if (step.reason !== undefined) cmd.reason = step.reason;
+          apply(cmd, 'bus');
+        } else apply({ action: 'undrain', backend: step.backend }, 'bus');
+      } catch (err) {
+        log.error({ err, step }, 'could not converge a backend');
+      }
+    }
+  }
+
+  function newCommand(action: 'drain' | 'undrain', backend: string, opts: DrainOptions = {}): ControlCommand {
+    const cmd: ControlCommand = { action, backend, id: randomUUID(), at: Date.now(), origin: replicaId };
+    if (opts.deadlineMs !== undefined) cmd.deadlineMs = opts.deadlineMs;
+    if (opts.reason !== undefined) cmd.reason = opts.reason;
+    return cmd;
+  }
+
+  async function toFleet(cmd: ControlCommand): Promise<ControlOutcome['fleet']> {
+    remember(cmd);
+    if (cmd.id !== undefined) {
+      if (ownIds.size >= MAX_OWN_IDS) ownIds.delete(ownIds.values().next().value!);
+      ownIds.add(cmd.id);
+    }
+    let outcome: PublishOutcome;
+    try {
+      outcome = await bus.publish(cmd);
+    } catch (err) {
+      outcome = { published: false, receivers: 0, error: (err as Error).message };
+    }
+    if (!outcome.published) log.warn({ action: cmd.action, backend: cmd.backend, err: outcome.error }, 'command applied on this replica only for now');
+    return { ...outcome, bus: bus.kind };
+  }
 
   const proxy: RunningProxy = {
     config,
@@ -97,36 +234,103 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     pool,
     server,
     metrics,
-    address,
+    bus,
+    replicaId,
+    address: null as unknown as net.AddressInfo,
     adminAddress: null,
     shuttingDown: false,
     drain(name, opts = {}) {
-      const result = pool.drain(name, opts);
-      metrics.drains.inc({ backend: name, action: 'drain' });
-      log.info({ ...result, reason: opts.reason }, 'drain');
+      const cmd = newCommand('drain', name, opts);
+      const result = apply(cmd, 'api') as DrainResult;
+      void toFleet(cmd);
       return result;
     },
     undrain(name) {
-      const changed = pool.undrain(name);
-      metrics.drains.inc({ backend: name, action: 'undrain' });
-      log.info({ backend: name, changed }, 'undrain');
+      const cmd = newCommand('undrain', name);
+      const changed = apply(cmd, 'api') as boolean;
+      void toFleet(cmd);
       return changed;
     },
-    async stop(reason = 'shutdown') {
-      await Promise.all([server.stopAccepting(), (server.closeAll(reason), server.whenEmpty())]);
-      pool.stop();
-      if (admin !== null) await new Promise<void>((r) => admin!.close(() => r()));
+    async control(c, source = 'api') {
+      const cmd: ControlCommand = { ...c, id: c.id ?? randomUUID(), at: c.at ?? Date.now(), origin: c.origin ?? replicaId };
+      const result = apply(cmd, source);
+      const fleet = await toFleet(cmd);
+      return { command: cmd, result, fleet };
     },
+    reloadBackends(backends) {
+      const result = pool.setBackends(backends);
+      converge('reload');
+      heartbeat.flushSoon();
+      return result;
+    },
+    fleet: () => bus.fleet(),
+    flushRegistry: () => heartbeat.flushSoon(),
+    stop: (reason = 'shutdown') => (stopping ??= doStop(reason)),
   };
+  let stopping: Promise<void> | undefined;
+  async function doStop(reason: string): Promise<void> {
+    await heartbeat.stop();
+    await Promise.all([server.stopAccepting(), (server.closeAll(reason), server.whenEmpty())]);
+    pool.stop();
+    await bus.stop({ cleanup: true });
+    if (admin !== null) await new Promise<void>((r) => admin!.close(() => r()));
+  }
 
-  let admin: http.Server | null = null;
+  await bus.start({
+    command(cmd) {
+      if (cmd.id !== undefined && ownIds.delete(cmd.id)) return;
+      remember(cmd);
+      try {
+        apply(cmd, 'bus');
+        metrics.controlMessages.inc({ source: 'bus', result: 'ok' });
+      } catch (err) {
+        // Never fatal: a bad command is logged and counted.
+        metrics.controlMessages.inc({ source: 'bus', result: 'rejected' });
+        if (err instanceof UnknownBackendError) {
+          log.warn({ action: cmd.action, backend: cmd.backend, origin: cmd.origin }, 'bus command for a backend this replica does not have (kept in the desired state)');
+        } else log.error({ err, action: cmd.action, backend: cmd.backend }, 'bus command failed');
+      }
+    },
+    malformed(text, error) {
+      metrics.controlMessages.inc({ source: 'bus', result: 'malformed' });
+      log.warn({ message: text.length > 200 ? `${text.slice(0, 200)}…` : text, error }, 'malformed control message ignored');
+    },
+    sync(list) {
+      desired = new Map(list.map((d) => [d.backend, d]));
+      converge('sync');
+      heartbeat.flushSoon();
+    },
+    connection(connected) {
+      if (connected) log.info({ bus: bus.kind }, 'control bus connected');
+      else log.warn({ bus: bus.kind }, 'control bus disconnected: forwarding continues, commands from the fleet resume on reconnect');
+    },
+  });
+
+  try {
+    address = await server.listen();
+  } catch (err) {
+    await bus.stop({ cleanup: true });
+    throw err;
+  }
+  proxy.address = address;
+  pool.start();
+  heartbeat.start();
+
   if (config.admin !== '') {
     admin = createAdminServer(
       {
         backends: () => pool.list(),
         sessions: () => [...server.sessions.values()].map((s) => s.snapshot()),
-        drain: (name, opts) => proxy.drain(name, opts),
-        undrain: (name) => proxy.undrain(name),
+        async drain(name, opts) {
+          const cmd = newCommand('drain', name, opts);
+          const out = await proxy.control(cmd, 'admin');
+          const body = { ...(out.result as DrainResult), fleet: out.fleet };
+          return body;
+        },
+        async undrain(name) {
+          const out = await proxy.control(newCommand('undrain', name), 'admin');
+          return out.result as boolean;
+        },
         notReadyReason: () => {
           if (proxy.shuttingDown) return 'shutting down';
           if (!server.listening) return 'listener closed';
@@ -137,8 +341,23 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       metrics,
       log.child({ component: 'admin' }),
     );
-    proxy.adminAddress = await listenHttp(admin, config.admin);
+    try {
+      proxy.adminAddress = await listenHttp(admin, config.admin);
+    } catch (err) {
+      admin = null;
+      await proxy.stop('startup-failed');
+      throw err;
+    }
   }
-  log.info({ listen: `${address.address}:${address.port}`, admin: proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null, backends: config.backends.map((b) => `${b.name}=${b.host}:${b.port}`) }, 'proxy listening');
+  log.info(
+    {
+      listen: `${address.address}:${address.port}`,
+      admin: proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null,
+      backends: config.backends.map((b) => `${b.name}=${b.host}:${b.port}`),
+      replicaId,
+      bus: bus.kind,
+    },
+    'proxy listening',
+  );
   return proxy;
 }

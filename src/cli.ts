@@ -1,9 +1,25 @@
 import { Command, InvalidArgumentError } from 'commander';
+import cliProgress from 'cli-progress';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
 import { startProxy } from './app.js';
-import { ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
+import { registerPublishCommand } from './client/publish-command.js';
+import { type Config, ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
+import type { ReplicaRecord, SessionRecord } from './control/bus.js';
+import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
+import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
+import { readRegistry } from './control/registry.js';
+import { installSignalHandlers } from './sidecar.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+/** `drain --wait` ended at the deadline with sessions still on the backend. */
+export const EXIT_SESSIONS_REMAINED = 3;
+/** What replicas use when a drain names no deadline (`drain.deadlineMs` default). */
+const DEFAULT_DRAIN_DEADLINE_MS = 30_000;
+const POLL_MS = 250;
 
 function durationArg(v: string): number {
   try {
@@ -13,9 +29,14 @@ function durationArg(v: string): number {
   }
 }
 
+function backendArg(v: string): string {
+  if (!BACKEND_NAME_RE.test(v)) throw new InvalidArgumentError(`backend names match ${BACKEND_NAME_RE}`);
+  return v;
+}
+
 /** Admin API base URL from `--admin` (host:port or URL) or RTMP_GOAWAY_ADMIN. */
-function adminUrl(v: string | undefined): string {
-  const raw = v ?? process.env['RTMP_GOAWAY_ADMIN'] ?? '127.0.0.1:9935';
+function adminUrl(v: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  const raw = v ?? env['RTMP_GOAWAY_ADMIN'] ?? '127.0.0.1:9935';
   const withScheme = /^https?:\/\//.test(raw) ? raw : `http://${raw.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
   return withScheme.replace(/\/+$/, '');
 }
@@ -38,6 +59,282 @@ async function adminRequest(base: string, method: string, path: string, body?: u
   return json;
 }
 
+// ───────────────────────────── control target ─────────────────────────────
+
+export type ControlTarget = { kind: 'redis'; url: string; prefix: string } | { kind: 'admin'; base: string };
+
+interface TargetFlags {
+  redis?: string;
+  redisPrefix?: string;
+  admin?: string;
+}
+
+/**
+ * Where drain/undrain/status go: `--redis URL` (the whole fleet), `--admin URL` (one replica),
+ * else REDIS_URL / RTMP_GOAWAY_REDIS_URL from the environment, else the admin API
+ * (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935).
+ */
+export function resolveTarget(o: TargetFlags, env: NodeJS.ProcessEnv = process.env): ControlTarget {
+  if (o.redis !== undefined && o.admin !== undefined) throw new InvalidArgumentError('use either --redis or --admin, not both');
+  const prefix = o.redisPrefix ?? env['RTMP_GOAWAY_REDIS_PREFIX'] ?? 'rtmp-goaway';
+  if (o.redis !== undefined) return { kind: 'redis', url: o.redis, prefix };
+  if (o.admin !== undefined) return { kind: 'admin', base: adminUrl(o.admin, env) };
+  const fromEnv = env['REDIS_URL'] || env['RTMP_GOAWAY_REDIS_URL'];
+  if (fromEnv) return { kind: 'redis', url: fromEnv, prefix };
+  return { kind: 'admin', base: adminUrl(undefined, env) };
+}
+
+function addTargetOptions(cmd: Command): Command {
+  return cmd
+    .option('--redis <url>', 'Redis of the fleet: command every replica (env REDIS_URL or RTMP_GOAWAY_REDIS_URL)')
+    .option('--redis-prefix <prefix>', 'prefix of the Redis keys and channel (env RTMP_GOAWAY_REDIS_PREFIX)', undefined)
+    .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)');
+}
+
+async function withRedis<T>(t: { url: string }, fn: (r: Redis) => Promise<T>): Promise<T> {
+  const redis = await connectOnce(t.url);
+  try {
+    return await fn(redis);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+// ───────────────────────────── fleet view ─────────────────────────────
+
+/** One session as the CLI shows it (registry record, or an admin API session of one replica). */
+type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback'> & { replica: string };
+
+interface FleetStatus {
+  source: 'redis';
+  readAt: string;
+  desired: DesiredDrain[];
+  replicas: ReplicaRecord[];
+  backends: { name: string; desired: 'drain' | 'serve'; sessions: number; states: Record<string, string> }[];
+  sessions: SessionRecord[];
+}
+
+async function readFleet(redis: Redis, prefix: string): Promise<FleetStatus> {
+  const keys = busKeys(prefix);
+  const [reg, d] = await Promise.all([readRegistry(redis, keys), readDesired(redis, keys)]);
+  const drained = new Set(d.desired.map((x) => x.backend));
+  const backends = new Map<string, FleetStatus['backends'][number]>();
+  const entry = (name: string) => {
+    let b = backends.get(name);
+    if (b === undefined) {
+      b = { name, desired: drained.has(name) ? 'drain' : 'serve', sessions: 0, states: {} };
+      backends.set(name, b);
+    }
+    return b;
+  };
+  for (const r of reg.replicas) {
+    for (const b of r.backends) {
+      const e = entry(b.name);
+      e.states[r.replicaId] = b.state;
+      e.sessions += b.sessions;
+    }
+  }
+  for (const name of drained) entry(name);
+  return {
+    source: 'redis',
+    readAt: new Date().toISOString(),
+    desired: d.desired,
+    replicas: reg.replicas,
+    backends: [...backends.values()].sort((a, b) => a.name.localeCompare(b.name)),
+    sessions: reg.sessions,
+  };
+}
+
+function ago(iso: string, now = Date.now()): string {
+  const ms = Math.max(0, now - Date.parse(iso));
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s ago` : `${Math.round(ms / 1000)}s ago`;
+}
+
+function printFleet(f: FleetStatus, url: string): void {
+  console.log(`fleet at ${redactRedisUrl(url)}: ${f.replicas.length} replica(s), ${f.sessions.length} session(s)`);
+  for (const d of f.desired) {
+    const bits = [`since ${new Date(d.at).toISOString()}`];
+    if (d.deadlineMs !== undefined) bits.push(`deadline ${d.deadlineMs} ms`);
+    if (d.reason !== undefined) bits.push(`reason ${JSON.stringify(d.reason)}`);
+    if (d.origin !== undefined) bits.push(`by ${d.origin}`);
+    console.log(`desired: ${d.backend} drained (${bits.join(', ')})`);
+  }
+  console.log('\nBACKEND            DESIRED  SESSIONS  STATE PER REPLICA');
+  for (const b of f.backends) {
+    const states = Object.entries(b.states).map(([r, s]) => `${r}=${s}`).join(' ') || '(no live replica has it)';
+    console.log(`${b.name.padEnd(18)} ${b.desired.padEnd(8)} ${String(b.sessions).padEnd(9)} ${states}`);
+  }
+  console.log('\nREPLICA                  LAST SEEN   STATE     SESSIONS  LISTEN');
+  for (const r of f.replicas) {
+    const n = f.sessions.filter((s) => s.replica === r.replicaId).length;
+    console.log(`${r.replicaId.padEnd(24)} ${ago(r.heartbeatAt).padEnd(11)} ${(r.shuttingDown ? 'stopping' : 'serving').padEnd(9)} ${String(n).padEnd(9)} ${r.listen}`);
+  }
+  if (f.sessions.length > 0) {
+    console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED');
+    for (const s of f.sessions) {
+      console.log(
+        `${s.id.padEnd(16)} ${s.replica.padEnd(24)} ${(s.backend ?? '-').padEnd(14)} ${(s.app ?? '-').padEnd(14)} ${s.capability.padEnd(11)} ${s.state.padEnd(11)} ${s.startedAt}`,
+      );
+    }
+  }
+}
+
+// ───────────────────────────── drain --wait ─────────────────────────────
+
+/** Why a session is still on a draining backend, in operator words. */
+export function whyRemained(s: Pick<CliSession, 'capability' | 'goAwaySentAt' | 'parseFallback' | 'state'>): string {
+  if (s.parseFallback !== null) return `its RTMP stream stopped parsing (${s.parseFallback}), so it cannot be sent Go Away; it only leaves when closed`;
+  switch (s.capability) {
+    case 'goaway':
+      return s.goAwaySentAt !== null
+        ? `Go Away was sent at ${s.goAwaySentAt} but the publisher has not reconnected yet`
+        : 'it supports Go Away but the message could not be sent yet';
+    case 'erpc':
+      return 'it only announced E-RTMP reconnect (capsEx), not Go Away: it waits for the deadline';
+    case 'none':
+      return 'the publisher did not announce Go Away support: it waits for the deadline, then the proxy closes it (drain.nonCapable)';
+    default:
+      return `its RTMP connect was not seen yet (state ${s.state}): it cannot be told to go away`;
+  }
+}
+
+interface WaitSource {
+  /** Sessions on the backend now. */
+  sessions(): Promise<CliSession[]>;
+  /** Epoch ms of the drain deadline if replicas report one. */
+  deadlineAt(): Promise<number | null>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls until the backend holds no session (0) or the deadline passes (EXIT_SESSIONS_REMAINED). */
+async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {
+  const err = process.stderr;
+  const tty = err.isTTY === true;
+  let bar: cliProgress.SingleBar | null = null;
+  let total = 0;
+  let lastLine = '';
+  let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
+  let last: CliSession[] = [];
+  let lastError: string | null = null;
+  try {
+    for (;;) {
+      try {
+        if (fixedDeadlineAt === null) {
+          const d = await source.deadlineAt();
+          if (d !== null) deadlineAt = d;
+        }
+        last = await source.sessions();
+        lastError = null;
+      } catch (e) {
+        lastError = (e as Error).message;
+      }
+      const left = last.length;
+      total = Math.max(total, left);
+      const secs = Math.max(0, Math.ceil((deadlineAt - Date.now()) / 1000));
+      if (tty) {
+        if (bar === null) {
+          bar = new cliProgress.SingleBar(
+            { format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`, stream: err, hideCursor: true, clearOnComplete: false },
+            cliProgress.Presets.shades_classic,
+          );
+          bar.start(Math.max(total, 1), 0, { left, secs });
+        }
+        bar.setTotal(Math.max(total, 1));
+        bar.update(total - left, { left, secs });
+      } else {
+        const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${lastError})` : ''}`;
+        if (line !== lastLine) err.write(`${line}, deadline in ${secs}s\n`);
+        lastLine = line;
+      }
+      if (left === 0 && lastError === null) {
+        bar?.stop();
+        bar = null;
+        err.write(`${backend} holds no session: drained in ${((Date.now() - started) / 1000).toFixed(1)}s\n`);
+        return 0;
+      }
+      if (Date.now() >= deadlineAt) break;
+      await sleep(Math.min(POLL_MS, Math.max(1, deadlineAt - Date.now())));
+    }
+  } finally {
+    bar?.stop();
+  }
+  if (lastError !== null && last.length === 0) {
+    err.write(`could not read the sessions on ${backend} before the deadline: ${lastError}\n`);
+    return 1;
+  }
+  err.write(`${backend} still held ${last.length} session(s) at the deadline:\n`);
+  for (const s of last) {
+    err.write(`  ${s.id} on replica ${s.replica} (client ${s.client}, app ${s.app ?? '-'}, capability ${s.capability}, state ${s.state}): ${whyRemained(s)}\n`);
+  }
+  return EXIT_SESSIONS_REMAINED;
+}
+
+function redisWaitSource(redis: Redis, prefix: string, backend: string): WaitSource {
+  const keys = busKeys(prefix);
+  return {
+    async sessions() {
+      const reg = await readRegistry(redis, keys);
+      return reg.sessions.filter((s) => s.backend === backend);
+    },
+    async deadlineAt() {
+      const reg = await readRegistry(redis, keys);
+      let max: number | null = null;
+      for (const r of reg.replicas) {
+        for (const b of r.backends) if (b.name === backend && b.drainDeadlineAt !== null) max = Math.max(max ?? 0, b.drainDeadlineAt);
+      }
+      return max;
+    },
+  };
+}
+
+function adminWaitSource(base: string, backend: string): WaitSource {
+  return {
+    async sessions() {
+      const list = (await adminRequest(base, 'GET', `/api/sessions?backend=${encodeURIComponent(backend)}`)) as Omit<CliSession, 'replica'>[];
+      return list.map((s) => ({ ...s, replica: base }));
+    },
+    async deadlineAt() {
+      const list = (await adminRequest(base, 'GET', '/api/backends')) as { name: string; drainDeadlineAt?: number }[];
+      return list.find((b) => b.name === backend)?.drainDeadlineAt ?? null;
+    },
+  };
+}
+
+function cliCommand(action: 'drain' | 'undrain', backend: string, o: { deadline?: number; reason?: string }): ControlCommand {
+  const cmd: ControlCommand = { action, backend, id: randomUUID(), at: Date.now(), origin: `cli@${hostname()}` };
+  if (action === 'drain' && o.deadline !== undefined) cmd.deadlineMs = o.deadline;
+  if (o.reason !== undefined) cmd.reason = o.reason;
+  return cmd;
+}
+
+/** Publishes through Redis; warns on stderr when no live replica knows the backend. */
+async function publishViaRedis(redis: Redis, prefix: string, cmd: ControlCommand): Promise<Record<string, unknown>> {
+  const keys = busKeys(prefix);
+  const receivers = await publishCommand(redis, keys, cmd);
+  const reg = await readRegistry(redis, keys);
+  const knowing = reg.replicas.filter((r) => r.backends.some((b) => b.name === cmd.backend)).map((r) => r.replicaId);
+  if (knowing.length === 0) {
+    process.stderr.write(`warning: no live replica reports a backend named ${cmd.backend} (${reg.replicas.length} replica(s) live); the ${cmd.action} is kept in ${keys.backends} for replicas that have it\n`);
+  }
+  return { command: cmd, published: true, receivers, channel: keys.channel, hash: keys.backends, replicas: knowing };
+}
+
+// ───────────────────────────── serve ─────────────────────────────
+
+/** `serve` flags → Config: `--redis` and `--sidecar` are shorthands; REDIS_URL is the last fallback. */
+export function serveConfig(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): Config {
+  const f: Record<string, unknown> = { ...flags };
+  if (flags['redis'] !== undefined) {
+    if (flags['redisUrl'] !== undefined) throw new ConfigError('use either --redis or --redis-url, not both');
+    f['redisUrl'] = flags['redis'];
+  }
+  if (flags['sidecar'] === true && flags['sidecarEnabled'] === undefined) f['sidecarEnabled'] = true;
+  const config = loadConfig({ flags: f, env });
+  if (config.redis.url === undefined && env['REDIS_URL']) return loadConfig({ flags: f, env: { ...env, RTMP_GOAWAY_REDIS_URL: env['REDIS_URL'] } });
+  return config;
+}
+
 export function buildCli(): Command {
   const program = new Command('rtmp-goaway-proxy')
     .description('RTMP-aware TCP proxy: drains ingest servers without losing a frame (RTMP Go Away)')
@@ -47,69 +344,103 @@ export function buildCli(): Command {
   addConfigOptions(
     program
       .command('serve')
-      .description('run the proxy (settings: flags > env RTMP_GOAWAY_* > --config YAML > defaults; see docs/configuration.md)'),
+      .description('run the proxy (settings: flags > env RTMP_GOAWAY_* > --config YAML > defaults; see docs/configuration.md)')
+      .option('--redis <url>', 'shorthand for --redis-url (env REDIS_URL is used when no other source sets redis.url)')
+      .option('--sidecar', 'shorthand for --sidecar-enabled: on SIGTERM send Go Away to every session and wait for them to leave'),
   ).action(async (flags: Record<string, unknown>) => {
-    const config = loadConfig({ flags, env: process.env });
+    const config = serveConfig(flags, process.env);
     if (config.backends.length === 0) {
       throw new ConfigError(['no backend configured: pass --backend name=host:port (repeatable), RTMP_GOAWAY_BACKENDS, or backends: in --config; `npm start` runs a self-contained demo instead']);
     }
     const proxy = await startProxy(config);
     proxy.log.debug({ config: redactConfig(config) }, 'configuration');
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) process.exit(1);
-      stopping = true;
-      proxy.log.info({ signal }, 'stopping');
-      void proxy.stop(signal.toLowerCase()).then(() => process.exit(0));
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
+    const hasFile = typeof flags['config'] === 'string' || Boolean(process.env['RTMP_GOAWAY_CONFIG']);
+    installSignalHandlers(proxy, {
+      sidecar: config.sidecar.enabled,
+      gracePeriodMs: config.sidecar.gracePeriodMs,
+      reloadBackends: () => {
+        if (!hasFile) proxy.log.warn('SIGHUP without a config file: re-reading flags and environment only');
+        const next = serveConfig(flags, process.env);
+        if (next.backends.length === 0) throw new ConfigError('the reloaded configuration has no backend');
+        return next.backends;
+      },
+    });
   });
 
-  program
-    .command('drain <backend>')
-    .description('stop routing new sessions to <backend> and tell its publishers to go away')
-    .option('--deadline <duration>', 'close sessions still on the backend after this long', durationArg)
-    .option('--reason <text>', 'free text recorded with the drain')
-    .option('--admin <url>', 'admin API of the proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
-    .action(async (backend: string, o: { deadline?: number; reason?: string; admin?: string }) => {
-      const body: Record<string, unknown> = {};
-      if (o.deadline !== undefined) body['deadlineMs'] = o.deadline;
-      if (o.reason !== undefined) body['reason'] = o.reason;
-      const r = await adminRequest(adminUrl(o.admin), 'POST', `/api/backends/${encodeURIComponent(backend)}/drain`, body);
-      console.log(JSON.stringify(r, null, 2));
-    });
+  addTargetOptions(
+    program
+      .command('drain <backend>')
+      .description('stop routing new sessions to <backend> and tell its publishers to go away (every replica with --redis)')
+      .option('--deadline <duration>', 'close sessions still on the backend after this long (default: each replica\'s drain.deadlineMs)', durationArg)
+      .option('--reason <text>', 'free text recorded with the drain')
+      .option('--wait', `show the sessions left on the backend until none is left (exit 0) or the deadline passes (exit ${EXIT_SESSIONS_REMAINED})`),
+  ).action(async (backendName: string, o: TargetFlags & { deadline?: number; reason?: string; wait?: boolean }) => {
+    const backend = backendArg(backendName);
+    const target = resolveTarget(o);
+    const started = Date.now();
+    const fixedDeadline = o.deadline !== undefined ? started + o.deadline : null;
+    if (target.kind === 'redis') {
+      await withRedis(target, async (redis) => {
+        const out = await publishViaRedis(redis, target.prefix, cliCommand('drain', backend, o));
+        console.log(JSON.stringify(out, null, 2));
+        if (o.wait) process.exitCode = await waitEmpty(backend, redisWaitSource(redis, target.prefix, backend), fixedDeadline, started);
+      });
+      return;
+    }
+    const body: Record<string, unknown> = {};
+    if (o.deadline !== undefined) body['deadlineMs'] = o.deadline;
+    if (o.reason !== undefined) body['reason'] = o.reason;
+    const r = (await adminRequest(target.base, 'POST', `/api/backends/${encodeURIComponent(backend)}/drain`, body)) as { deadlineAt?: number };
+    console.log(JSON.stringify(r, null, 2));
+    if (o.wait) process.exitCode = await waitEmpty(backend, adminWaitSource(target.base, backend), r.deadlineAt ?? fixedDeadline, started);
+  });
 
-  program
-    .command('undrain <backend>')
-    .description('let <backend> take new sessions again')
-    .option('--admin <url>', 'admin API of the proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
-    .action(async (backend: string, o: { admin?: string }) => {
-      const r = await adminRequest(adminUrl(o.admin), 'POST', `/api/backends/${encodeURIComponent(backend)}/undrain`);
-      console.log(JSON.stringify(r, null, 2));
-    });
+  addTargetOptions(
+    program
+      .command('undrain <backend>')
+      .description('let <backend> take new sessions again (every replica with --redis); health checks still apply')
+      .option('--reason <text>', 'free text recorded with the undrain'),
+  ).action(async (backendName: string, o: TargetFlags & { reason?: string }) => {
+    const backend = backendArg(backendName);
+    const target = resolveTarget(o);
+    if (target.kind === 'redis') {
+      const out = await withRedis(target, (redis) => publishViaRedis(redis, target.prefix, cliCommand('undrain', backend, o)));
+      console.log(JSON.stringify(out, null, 2));
+      return;
+    }
+    const r = await adminRequest(target.base, 'POST', `/api/backends/${encodeURIComponent(backend)}/undrain`);
+    console.log(JSON.stringify(r, null, 2));
+  });
 
-  program
-    .command('status')
-    .description('backends and sessions of a running proxy')
-    .option('--json', 'print JSON')
-    .option('--admin <url>', 'admin API of the proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
-    .action(async (o: { json?: boolean; admin?: string }) => {
-      const base = adminUrl(o.admin);
-      const [backends, sessions] = (await Promise.all([adminRequest(base, 'GET', '/api/backends'), adminRequest(base, 'GET', '/api/sessions')])) as [
-        { name: string; host: string; port: number; state: string; sessions: number }[],
-        { id: string; backend: string | null; app: string | null; streamKey: string | null; capability: string; state: string; bytesIn: number }[],
-      ];
-      if (o.json) {
-        console.log(JSON.stringify({ backends, sessions }, null, 2));
-        return;
-      }
-      console.log('BACKEND            ADDRESS                STATE      SESSIONS');
-      for (const b of backends) console.log(`${b.name.padEnd(18)} ${`${b.host}:${b.port}`.padEnd(22)} ${b.state.padEnd(10)} ${b.sessions}`);
-      console.log(`\n${sessions.length} session(s)`);
-      for (const s of sessions) console.log(`  ${s.id}  ${s.backend ?? '-'}  ${s.app ?? '-'}/${s.streamKey ?? '-'}  ${s.capability}  ${s.state}  ${s.bytesIn} B in`);
-    });
+  addTargetOptions(
+    program
+      .command('status')
+      .description('backends and sessions: of the whole fleet with --redis (session registry), of one proxy with --admin')
+      .option('--json', 'print JSON'),
+  ).action(async (o: TargetFlags & { json?: boolean }) => {
+    const target = resolveTarget(o);
+    if (target.kind === 'redis') {
+      const fleet = await withRedis(target, (redis) => readFleet(redis, target.prefix));
+      if (o.json) console.log(JSON.stringify(fleet, null, 2));
+      else printFleet(fleet, target.url);
+      return;
+    }
+    const base = target.base;
+    const [backends, sessions] = (await Promise.all([adminRequest(base, 'GET', '/api/backends'), adminRequest(base, 'GET', '/api/sessions')])) as [
+      { name: string; host: string; port: number; state: string; sessions: number }[],
+      { id: string; backend: string | null; app: string | null; streamKey: string | null; capability: string; state: string; bytesIn: number }[],
+    ];
+    if (o.json) {
+      console.log(JSON.stringify({ backends, sessions }, null, 2));
+      return;
+    }
+    console.log('BACKEND            ADDRESS                STATE      SESSIONS');
+    for (const b of backends) console.log(`${b.name.padEnd(18)} ${`${b.host}:${b.port}`.padEnd(22)} ${b.state.padEnd(10)} ${b.sessions}`);
+    console.log(`\n${sessions.length} session(s)`);
+    for (const s of sessions) console.log(`  ${s.id}  ${s.backend ?? '-'}  ${s.app ?? '-'}/${s.streamKey ?? '-'}  ${s.capability}  ${s.state}  ${s.bytesIn} B in`);
+  });
 
+  registerPublishCommand(program);
   return program;
 }
 

@@ -1,0 +1,124 @@
+/**
+ * Process signals of `serve`, and sidecar shutdown (README "Sidecar mode").
+ *
+ *  - SIGTERM / SIGINT, sidecar mode: Go Away to every capable session, `/readyz` 503 at once, the
+ *    listener closed (new connections are refused), then wait until no session is left or the
+ *    grace period ends, close what remains and exit 0.
+ *  - SIGTERM / SIGINT, otherwise: close every session and exit 0.
+ *  - a second SIGTERM or SIGINT during either: exit 1 at once.
+ *  - SIGHUP: reload the backend list (config file + env + flags, same precedence as at start)
+ *    without dropping sessions; removed backends drain, the fleet's desired state is re-applied.
+ */
+import type { RunningProxy } from './app.js';
+import type { BackendConfig } from './balancer/types.js';
+
+/** How often sessions that only announced Go Away support after SIGTERM are looked for. */
+const SWEEP_MS = 200;
+
+export interface SidecarShutdownResult {
+  /** `empty`: every session left in time; `grace`: the grace period ended first. */
+  ended: 'empty' | 'grace';
+  /** Sessions closed by the proxy when the grace period ended. */
+  closed: number;
+}
+
+/** Sends Go Away to every capable session on this replica; returns how many were told (now or before). */
+export function goAwayAll(proxy: RunningProxy): number {
+  let told = 0;
+  for (const s of proxy.server.sessions.values()) {
+    if (s.supportsGoAway && s.goAway()) told++;
+  }
+  return told;
+}
+
+/**
+ * Sidecar shutdown, without exiting (the caller exits). Resolves once every session is gone and
+ * the proxy is stopped.
+ */
+export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number): Promise<SidecarShutdownResult> {
+  const { server, log } = proxy;
+  proxy.shuttingDown = true;
+  proxy.flushRegistry();
+  const closing = server.stopAccepting();
+  const told = goAwayAll(proxy);
+  log.info({ sessions: server.sessions.size, goAwaySent: told, gracePeriodMs }, 'sidecar shutdown: /readyz 503, listener closed, Go Away sent; waiting for sessions to leave');
+  // A session whose `connect` is parsed after SIGTERM is told as soon as it announces support.
+  const sweep = setInterval(() => goAwayAll(proxy), SWEEP_MS);
+  sweep.unref();
+  let graceTimer: NodeJS.Timeout | undefined;
+  const grace = new Promise<'grace'>((resolve) => {
+    graceTimer = setTimeout(() => resolve('grace'), gracePeriodMs);
+  });
+  const ended = await Promise.race([server.whenEmpty().then(() => 'empty' as const), grace]);
+  clearInterval(sweep);
+  clearTimeout(graceTimer);
+  const remaining = [...server.sessions.values()].map((s) => ({ session: s.id, backend: s.backendName, capability: s.capability, goAwaySent: s.goAwaySentAt !== null }));
+  if (ended === 'empty') log.info('sidecar shutdown: every session left');
+  else log.warn({ remaining }, 'sidecar shutdown: grace period over, closing the remaining sessions');
+  await proxy.stop(ended === 'grace' ? 'sidecar-grace' : 'shutdown');
+  await closing;
+  return { ended, closed: ended === 'grace' ? remaining.length : 0 };
+}
+
+export interface SignalOptions {
+  sidecar: boolean;
+  gracePeriodMs: number;
+  /** Re-reads the configuration and returns the backend list (throws on invalid config). */
+  reloadBackends(): BackendConfig[];
+  /** Defaults to process.exit. */
+  exit?(code: number): void;
+  /** Defaults to process (tests pass an EventEmitter). */
+  target?: NodeJS.EventEmitter;
+}
+
+/** Installs SIGTERM/SIGINT/SIGHUP handlers for a running proxy; returns a function removing them. */
+export function installSignalHandlers(proxy: RunningProxy, opts: SignalOptions): () => void {
+  const target = opts.target ?? process;
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
+  const { log } = proxy;
+  let stopping = false;
+
+  const onStop = (signal: string): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      exit(1);
+      return;
+    }
+    stopping = true;
+    proxy.metrics.controlMessages.inc({ source: 'signal', result: 'ok' });
+    const done = opts.sidecar
+      ? sidecarShutdown(proxy, opts.gracePeriodMs).then((r) => log.info({ signal, ...r }, 'stopped'))
+      : (log.info({ signal }, 'stopping'), proxy.stop(signal.toLowerCase()));
+    done.then(
+      () => exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        exit(1);
+      },
+    );
+  };
+
+  const onHup = (): void => {
+    if (stopping) return;
+    try {
+      const backends = opts.reloadBackends();
+      const r = proxy.reloadBackends(backends);
+      proxy.metrics.controlMessages.inc({ source: 'signal', result: 'ok' });
+      log.info({ signal: 'SIGHUP', ...r, backends: backends.map((b) => `${b.name}=${b.host}:${b.port}`) }, 'backends reloaded');
+    } catch (err) {
+      proxy.metrics.controlMessages.inc({ source: 'signal', result: 'rejected' });
+      log.error({ signal: 'SIGHUP', err: (err as Error).message }, 'reload failed: keeping the current backends');
+    }
+  };
+
+  const term = (): void => onStop('SIGTERM');
+  const int = (): void => onStop('SIGINT');
+  target.on('SIGTERM', term);
+  target.on('SIGINT', int);
+  target.on('SIGHUP', onHup);
+  return () => {
+    target.off('SIGTERM', term);
+    target.off('SIGINT', int);
+    target.off('SIGHUP', onHup);
+  };
+}

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { buildCli, resolveTarget, serveConfig, whyRemained } from '../../src/cli.js';
+
+describe('cli: control target', () => {
+  test('--redis and --admin pick the target; both at once is an error', () => {
+    assert.deepEqual(resolveTarget({ redis: 'redis://h:1' }, {}), { kind: 'redis', url: 'redis://h:1', prefix: 'rtmp-goaway' });
+    assert.deepEqual(resolveTarget({ admin: '0.0.0.0:9935' }, { REDIS_URL: 'redis://h:1' }), { kind: 'admin', base: 'http://127.0.0.1:9935' });
+    assert.throws(() => resolveTarget({ redis: 'redis://h:1', admin: 'h:1' }, {}), /either --redis or --admin/);
+  });
+
+  test('without flags: REDIS_URL or RTMP_GOAWAY_REDIS_URL, else the admin API', () => {
+    assert.deepEqual(resolveTarget({}, { REDIS_URL: 'redis://a:1', RTMP_GOAWAY_REDIS_PREFIX: 'p' }), { kind: 'redis', url: 'redis://a:1', prefix: 'p' });
+    assert.deepEqual(resolveTarget({ redisPrefix: 'q' }, { RTMP_GOAWAY_REDIS_URL: 'redis://b:1' }), { kind: 'redis', url: 'redis://b:1', prefix: 'q' });
+    assert.deepEqual(resolveTarget({}, { RTMP_GOAWAY_ADMIN: '10.0.0.1:9000' }), { kind: 'admin', base: 'http://10.0.0.1:9000' });
+    assert.deepEqual(resolveTarget({}, {}), { kind: 'admin', base: 'http://127.0.0.1:9935' });
+  });
+});
+
+describe('cli: serve shorthands', () => {
+  const base = { backend: ['b1=127.0.0.1:1936'] };
+
+  test('--redis is --redis-url and --sidecar is --sidecar-enabled', () => {
+    const c = serveConfig({ ...base, redis: 'redis://127.0.0.1:6379', sidecar: true }, {});
+    assert.equal(c.redis.url, 'redis://127.0.0.1:6379');
+    assert.equal(c.sidecar.enabled, true);
+    assert.throws(() => serveConfig({ ...base, redis: 'redis://a:1', redisUrl: 'redis://b:1' }, {}), /either --redis or --redis-url/);
+  });
+
+  test('REDIS_URL is the last fallback', () => {
+    assert.equal(serveConfig(base, { REDIS_URL: 'redis://fallback:1' }).redis.url, 'redis://fallback:1');
+    assert.equal(serveConfig(base, { REDIS_URL: 'redis://fallback:1', RTMP_GOAWAY_REDIS_URL: 'redis://own:1' }).redis.url, 'redis://own:1');
+    assert.equal(serveConfig(base, {}).redis.url, undefined);
+  });
+
+  test('the CLI has serve, drain, undrain and status, with --redis on the control commands', () => {
+    const cli = buildCli();
+    const names = cli.commands.map((c) => c.name());
+    for (const n of ['serve', 'drain', 'undrain', 'status']) assert.ok(names.includes(n), n);
+    const drain = cli.commands.find((c) => c.name() === 'drain')!;
+    const flags = drain.options.map((o) => o.long);
+    for (const f of ['--deadline', '--wait', '--redis', '--admin', '--reason']) assert.ok(flags.includes(f), f);
+  });
+});
+
+describe('cli: why a session remained', () => {
+  const s = { capability: 'none', goAwaySentAt: null, parseFallback: null, state: 'publishing' };
+  test('one reason per case', () => {
+    assert.match(whyRemained(s), /did not announce Go Away/);
+    assert.match(whyRemained({ ...s, capability: 'goaway', goAwaySentAt: '2026-01-01T00:00:00.000Z' }), /Go Away was sent at 2026/);
+    assert.match(whyRemained({ ...s, capability: 'goaway' }), /could not be sent yet/);
+    assert.match(whyRemained({ ...s, capability: 'erpc' }), /E-RTMP/);
+    assert.match(whyRemained({ ...s, capability: 'unknown', state: 'handshake' }), /connect was not seen/);
+    assert.match(whyRemained({ ...s, parseFallback: 'bad-amf' }), /stopped parsing \(bad-amf\)/);
+  });
+});
