@@ -1,0 +1,534 @@
+/**
+ * `npm run bench` — issue 8's side-by-side benchmark of the middles between RTMP publishers and
+ * an ingest server: direct, a plain Node `pipe` relay, this proxy, HAProxy (TCP mode, one thread)
+ * and nginx `stream` (one process), the last two when installed.
+ *
+ * Processes: this orchestrator, the load generator (loadgen.ts), the sink (sink.ts) and one middle
+ * at a time, each its own process so /proc/PID/stat CPU and RSS are attributable. Repetitions are
+ * interleaved (each repetition runs every middle, in a rotated order) and reported as median
+ * (min–max). Absolute numbers swing between runs on shared cores: compare within one run.
+ *
+ * Per middle and repetition, in this order (cleanest memory first):
+ *   1. RSS at idle, then RSS per session with N idle publishers (handshake … publish, then silent);
+ *   2. added latency: an 18-byte RTMP message ping-ponged through the middle (sink echoes);
+ *   3. bulk: 4 publishers as fast as TCP goes; Gbps at the sink, CPU-s/Gbit of the middle;
+ *      every byte is counted (and, with --verify, compared) at the sink;
+ *   4. paced: N publishers at 6 Mbps each (100, 500, 1,000); delivered rate and middle CPU%.
+ * Then, for the proxy only, Go Away fan-out: N idle capable sessions, drain command (admin POST;
+ * Redis PUBLISH when the proxy has a Redis bus), time until the last client has read type 32.
+ *
+ * Flags: --smoke (tiny sizes, a few seconds), --out FILE (JSON), --middles a,b,…, --reps N,
+ * --verify (byte-compare at the sink), --no-paced, --no-fanout, --profile DIR (run the proxy under
+ * `node --cpu-prof` for one bulk phase only and print its hottest functions).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { HAPROXY, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, startMiddle } from './lib/middles.js';
+import { type RpcChild, cpuSeconds, forkRpc, nowSec, rssBytes, sleep, spawnReady } from './lib/proc.js';
+import { NOMINAL_BPS, publishStream } from './lib/stream.js';
+import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
+import { summarizeProfiles } from './lib/cpuprofile.js';
+
+const { values: argv } = parseArgs({
+  options: {
+    smoke: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    middles: { type: 'string' },
+    reps: { type: 'string' },
+    verify: { type: 'boolean', default: false },
+    'no-paced': { type: 'boolean', default: false },
+    'no-fanout': { type: 'boolean', default: false },
+    profile: { type: 'string' },
+    quiet: { type: 'boolean', default: false },
+  },
+});
+
+interface Scale {
+  reps: number;
+  bulkConns: number;
+  bulkWarmupMs: number;
+  bulkMeasureMs: number;
+  pingWarmup: number;
+  pingCount: number;
+  pacedLevels: number[];
+  pacedWarmupMs: number;
+  pacedMeasureMs: number;
+  idleSessions: number;
+  idleSettleMs: number;
+  fanoutSizes: number[];
+  fanoutReps: number;
+}
+
+const FULL: Scale = {
+  reps: 3,
+  bulkConns: 4,
+  bulkWarmupMs: 1000,
+  bulkMeasureMs: 3000,
+  pingWarmup: 300,
+  pingCount: 3000,
+  pacedLevels: [100, 500, 1000],
+  pacedWarmupMs: 1000,
+  pacedMeasureMs: 2500,
+  idleSessions: 1000,
+  idleSettleMs: 1000,
+  fanoutSizes: [1000, 5000],
+  fanoutReps: 3,
+};
+
+const SMOKE: Scale = {
+  reps: 1,
+  bulkConns: 4,
+  bulkWarmupMs: 150,
+  bulkMeasureMs: 400,
+  pingWarmup: 20,
+  pingCount: 100,
+  pacedLevels: [10],
+  pacedWarmupMs: 200,
+  pacedMeasureMs: 400,
+  idleSessions: 20,
+  idleSettleMs: 100,
+  fanoutSizes: [20],
+  fanoutReps: 1,
+};
+
+const smoke = argv.smoke!;
+const scale: Scale = { ...(smoke ? SMOKE : FULL) };
+if (argv.reps !== undefined) scale.reps = Math.max(1, Number(argv.reps));
+const verify = argv.verify! || smoke;
+const log = (msg: string): void => {
+  if (!argv.quiet) process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+};
+
+function availableMiddles(): MiddleName[] {
+  const all: MiddleName[] = ['direct', 'node-relay', 'proxy'];
+  if (HAPROXY !== null && haproxyVersion() !== null) all.push('haproxy');
+  else log('haproxy not installed: skipped');
+  if (NGINX !== null && nginxStreamVersion() !== null) all.push('nginx');
+  else log('nginx with the stream module not installed: skipped (apt-get install libnginx-mod-stream)');
+  if (argv.middles === undefined) return all;
+  const wanted = argv.middles.split(',').map((s) => s.trim()) as MiddleName[];
+  for (const w of wanted) if (!all.includes(w)) throw new Error(`middle ${w} is not available (have: ${all.join(', ')})`);
+  return wanted;
+}
+
+// -----------------------------------------------------------------------------------------------
+
+let nextId = 1;
+const allocIds = (n: number): number => {
+  const lo = nextId;
+  nextId += n;
+  return lo;
+};
+
+interface SinkSnapshot {
+  t: number;
+  total: number;
+  seen: number;
+  ended: number;
+  closed: number;
+  mismatches: { id: number; at: number }[];
+  per: number[] | null;
+  connections: number;
+}
+
+const problems: string[] = [];
+
+async function waitDelivered(sink: RpcChild, lo: number, written: Record<number, number>, what: string, timeoutMs = 20_000): Promise<{ complete: boolean; mismatches: number }> {
+  const ids = Object.keys(written).map(Number);
+  const hi = Math.max(...ids) + 1;
+  const until = Date.now() + timeoutMs;
+  let snap: SinkSnapshot;
+  for (;;) {
+    snap = await sink.call<SinkSnapshot>('snapshot', { lo, hi, perConn: true });
+    const short = ids.filter((id) => snap.per![id - lo] !== written[id]);
+    if (short.length === 0) break;
+    if (Date.now() > until) {
+      const id = short[0]!;
+      problems.push(`${what}: ${short.length} of ${ids.length} connections not delivered byte-exact (conn ${id}: sent ${written[id]}, sink got ${snap.per![id - lo]})`);
+      await sink.call('forget', { lo, hi });
+      return { complete: false, mismatches: snap.mismatches.length };
+    }
+    await sleep(20);
+  }
+  if (snap.mismatches.length > 0) problems.push(`${what}: ${snap.mismatches.length} connections delivered different bytes (first at stream offset ${snap.mismatches[0]!.at})`);
+  await sink.call('forget', { lo, hi });
+  return { complete: snap.mismatches.length === 0, mismatches: snap.mismatches.length };
+}
+
+const cpuOf = (pid: number | null): number | null => (pid === null ? null : cpuSeconds(pid));
+
+async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number): Promise<RunResult['idle']> {
+  const before = m.pid === null ? null : rssBytes(m.pid);
+  const lo = allocIds(n);
+  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 100 });
+  if (r.failed > 0) problems.push(`${m.name} idle: ${r.failed} of ${n} sessions failed: ${r.firstError}`);
+  await sleep(scale.idleSettleMs);
+  const after = m.pid === null ? null : rssBytes(m.pid);
+  await gen.call('idleClose');
+  await sink.call('forget', { lo, hi: lo + n });
+  return {
+    sessions: r.opened,
+    setupSeconds: r.seconds,
+    rssBefore: before,
+    rssAfter: after,
+    rssPerSession: before === null || after === null || r.opened === 0 ? null : (after - before) / r.opened,
+  };
+}
+
+async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, procs: { gen: number; sink: number }): Promise<RunResult['bulk']> {
+  const lo = allocIds(scale.bulkConns);
+  await gen.call('bulkStart', { port: m.port, conns: scale.bulkConns, idBase: lo });
+  await sleep(scale.bulkWarmupMs);
+  const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
+  const c0 = cpuOf(m.pid);
+  const g0 = cpuSeconds(procs.gen);
+  const k0 = cpuSeconds(procs.sink);
+  await sleep(scale.bulkMeasureMs);
+  const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
+  const c1 = cpuOf(m.pid);
+  const g1 = cpuSeconds(procs.gen);
+  const k1 = cpuSeconds(procs.sink);
+  const stopped = await gen.call<{ written: Record<number, number>; errors: string[] }>('bulkStop');
+  for (const e of stopped.errors) problems.push(`${m.name} bulk: ${e}`);
+  const delivered = await waitDelivered(sink, lo, stopped.written, `${m.name} bulk`);
+  const seconds = s1.t - s0.t;
+  const gbit = ((s1.total - s0.total) * 8) / 1e9;
+  return {
+    connections: scale.bulkConns,
+    seconds,
+    gbps: gbit / seconds,
+    cpuSeconds: c1 === null ? null : c1 - c0!,
+    cpuPerGbit: c1 === null ? null : (c1 - c0!) / gbit,
+    cpuPercent: c1 === null ? null : ((c1 - c0!) / seconds) * 100,
+    loadgenCpuPercent: ((g1 - g0) / seconds) * 100,
+    sinkCpuPercent: ((k1 - k0) / seconds) * 100,
+    bytesSent: Object.values(stopped.written).reduce((a, b) => a + b, 0),
+    complete: delivered.complete,
+  };
+}
+
+async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number): Promise<RunResult['paced'][number]> {
+  const lo = allocIds(n);
+  const t0 = nowSec();
+  await gen.call('pacedStart', { port: m.port, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64 });
+  const setup = nowSec() - t0;
+  await sleep(scale.pacedWarmupMs);
+  const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
+  const c0 = cpuOf(m.pid);
+  await sleep(scale.pacedMeasureMs);
+  const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
+  const c1 = cpuOf(m.pid);
+  const stopped = await gen.call<{ written: Record<number, number>; errors: string[]; skipped: number }>('pacedStop');
+  for (const e of stopped.errors.slice(0, 3)) problems.push(`${m.name} paced ${n}: ${e}`);
+  const delivered = await waitDelivered(sink, lo, stopped.written, `${m.name} paced ${n}`);
+  const seconds = s1.t - s0.t;
+  const perConnBps = s1.per!.map((b, i) => ((b - s0.per![i]!) * 8) / seconds).sort((a, b) => a - b);
+  const deliveredBps = ((s1.total - s0.total) * 8) / seconds;
+  const offeredBps = n * NOMINAL_BPS;
+  const p5 = perConnBps[Math.floor(perConnBps.length * 0.05)]! / NOMINAL_BPS;
+  const ratio = deliveredBps / offeredBps;
+  return {
+    publishers: n,
+    setupSeconds: setup,
+    offeredGbps: offeredBps / 1e9,
+    deliveredGbps: deliveredBps / 1e9,
+    deliveredRatio: ratio,
+    p5PublisherRatio: p5,
+    sustained: ratio >= 0.95 && p5 >= 0.9,
+    cpuPercent: c1 === null ? null : ((c1 - c0!) / seconds) * 100,
+    complete: delivered.complete,
+  };
+}
+
+async function measureLatency(gen: RpcChild, m: RunningMiddle): Promise<RunResult['latency']> {
+  return gen.call('ping', { port: m.port, id: allocIds(1), count: scale.pingCount, warmup: scale.pingWarmup });
+}
+
+// --- Redis (optional) -----------------------------------------------------------------------
+
+const REDIS_BUS_SOURCE = join(PROJECT_ROOT, 'src/control/redis-bus.ts');
+const REDIS_SERVER = ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/usr/sbin/redis-server'].find((p) => existsSync(p)) ?? null;
+
+/** A minimal RESP client: enough for PUBLISH and PUBSUB NUMSUB. */
+class Resp {
+  private buf = '';
+  private waiters: ((line: string) => void)[] = [];
+  private constructor(private readonly sock: net.Socket) {
+    sock.setNoDelay(true);
+    sock.on('data', (b: Buffer) => {
+      this.buf += b.toString('latin1');
+      this.pump();
+    });
+  }
+  static connect(port: number): Promise<Resp> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1' }, () => resolve(new Resp(s)));
+      s.once('error', reject);
+    });
+  }
+  private pump(): void {
+    // Replies used here are integers (:N) or an array of [bulk, integer]; return the last integer of a reply.
+    while (this.waiters.length > 0) {
+      const m = /^(?::(-?\d+)\r\n|\*2\r\n\$\d+\r\n[^\r]*\r\n:(-?\d+)\r\n|-([^\r]*)\r\n)/.exec(this.buf);
+      if (m === null) return;
+      this.buf = this.buf.slice(m[0].length);
+      this.waiters.shift()!(m[1] ?? m[2] ?? `ERR ${m[3]}`);
+    }
+  }
+  command(...args: string[]): Promise<string> {
+    const wire = `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+    return new Promise((resolve) => {
+      this.waiters.push(resolve);
+      this.sock.write(wire);
+    });
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+async function startRedis(): Promise<{ port: number; stop(): Promise<void> } | null> {
+  if (REDIS_SERVER === null) return null;
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  const started = await spawnReady<boolean>(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    parseReady: (line) => (/Ready to accept connections/.test(line) ? true : null),
+  });
+  return { port, stop: () => started.stop() };
+}
+
+// --- fan-out --------------------------------------------------------------------------------
+
+interface GoAwayStatus {
+  sessions: number;
+  received: number;
+  first: number | null;
+  last: number | null;
+  median: number | null;
+  closed: number;
+}
+
+async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 'admin' | 'redis', rep: number, redisPort: number | null): Promise<FanoutResult | null> {
+  const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
+  const redisUrl = trigger === 'redis' ? `redis://127.0.0.1:${redisPort}/0` : undefined;
+  const m = await startMiddle('proxy', sinkPort, redisUrl === undefined ? {} : { redisUrl });
+  let resp: Resp | null = null;
+  try {
+    if (trigger === 'redis') {
+      resp = await Resp.connect(redisPort!);
+      const until = Date.now() + 5000;
+      while (Number(await resp.command('PUBSUB', 'NUMSUB', 'rtmp-goaway:control')) < 1) {
+        if (Date.now() > until) {
+          log('fan-out over Redis: the proxy did not subscribe to rtmp-goaway:control within 5 s; skipped');
+          return null;
+        }
+        await sleep(50);
+      }
+    }
+    const base = `http://127.0.0.1:${m.adminPort}`;
+    await (await fetch(`${base}/healthz`)).text(); // warm the HTTP client
+    const lo = allocIds(n);
+    const opened = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 200, timeoutMs: 30_000 });
+    if (opened.failed > 0) problems.push(`fan-out ${n}: ${opened.failed} sessions failed to open: ${opened.firstError}`);
+    await sleep(smoke ? 100 : 500);
+    const rssAtN = rssBytes(m.pid!);
+    const wall0 = Date.now();
+    const t0 = nowSec();
+    let commandSeconds: number;
+    if (trigger === 'admin') {
+      const r = await fetch(`${base}/api/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench' }) });
+      await r.text();
+      if (!r.ok) throw new Error(`drain: HTTP ${r.status}`);
+      commandSeconds = nowSec() - t0;
+    } else {
+      const receivers = Number(await resp!.command('PUBLISH', 'rtmp-goaway:control', 'drain b1'));
+      commandSeconds = nowSec() - t0;
+      if (receivers < 1) problems.push('fan-out over Redis: PUBLISH reached no subscriber');
+    }
+    let st: GoAwayStatus;
+    const until = Date.now() + 20_000;
+    for (;;) {
+      st = await gen.call<GoAwayStatus>('goAwayStatus');
+      if (st.received >= opened.opened || Date.now() > until) break;
+      await sleep(20);
+    }
+    if (st.received < opened.opened) problems.push(`fan-out ${n} (${trigger}): only ${st.received} of ${opened.opened} sessions received Go Away within 20 s`);
+    // The proxy's own record of when it wrote each Go Away (ms resolution, wall clock).
+    let lastWrittenMs: number | null = null;
+    try {
+      const sessions = (await (await fetch(`${base}/api/sessions`)).json()) as { goAwaySentAt: string | null }[];
+      const sent = sessions.map((s) => (s.goAwaySentAt === null ? NaN : Date.parse(s.goAwaySentAt))).filter((x) => Number.isFinite(x));
+      if (sent.length > 0) lastWrittenMs = Math.max(...sent) - wall0;
+    } catch {
+      lastWrittenMs = null;
+    }
+    await gen.call('idleClose');
+    await sink.call('forget', { lo, hi: lo + n });
+    return {
+      rep,
+      trigger,
+      sessions: opened.opened,
+      setupSeconds: opened.seconds,
+      received: st.received,
+      commandMs: commandSeconds * 1000,
+      firstMs: st.first === null ? null : (st.first - t0) * 1000,
+      medianMs: st.median === null ? null : (st.median - t0) * 1000,
+      lastMs: st.last === null ? null : (st.last - t0) * 1000,
+      lastWrittenMs,
+      rssBytes: rssAtN,
+    };
+  } finally {
+    resp?.close();
+    await m.stop();
+    await sink.call('closeServer', { port: sinkPort });
+  }
+}
+
+// --- profile --------------------------------------------------------------------------------
+
+async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const { port } = await sink.call<{ port: number }>('listen', {});
+  const m = await startMiddle('proxy', port, { proxyNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=250'] });
+  log(`profiling the proxy (pid ${m.pid}) under bulk load → ${dir}`);
+  const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid });
+  await m.stop();
+  await sink.call('closeServer', { port });
+  log(`bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit`);
+  process.stdout.write(summarizeProfiles(dir, PROJECT_ROOT) + '\n');
+}
+
+// --- main -----------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const started = nowSec();
+  const middles = availableMiddles();
+  const stream = publishStream();
+  const fdLimit = openFileLimit();
+  if (!smoke) {
+    const needed = Math.max(...scale.fanoutSizes) * 2 + 200;
+    if (fdLimit < needed) {
+      log(`open-file limit ${fdLimit} is below the ${needed} the ${Math.max(...scale.fanoutSizes)}-session fan-out needs (run through npm run bench, which raises it): fan-out sizes capped`);
+      scale.fanoutSizes = scale.fanoutSizes.map((s) => Math.min(s, Math.floor((fdLimit - 200) / 2)));
+    }
+  }
+  log(`middles: ${middles.join(', ')}; ${scale.reps} repetitions${verify ? '; byte-compare at the sink' : ''}`);
+  const gen = forkRpc(join(import.meta.dirname, 'loadgen.ts'));
+  const sink = forkRpc(join(import.meta.dirname, 'sink.ts'));
+  const procs = { gen: gen.pid, sink: sink.pid };
+  const runs: RunResult[] = [];
+  const fanout: FanoutResult[] = [];
+  try {
+    await sink.call('setVerify', { verify });
+    if (argv.profile !== undefined) {
+      await profileProxy(gen, sink, resolve(argv.profile));
+      return;
+    }
+    for (let rep = 0; rep < scale.reps; rep++) {
+      const order = middles.map((_, i) => middles[(i + rep) % middles.length]!);
+      for (const name of order) {
+        const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
+        const m = await startMiddle(name, sinkPort);
+        try {
+          await sleep(smoke ? 50 : 300);
+          const rssIdle = m.pid === null ? null : rssBytes(m.pid);
+          log(`rep ${rep + 1}/${scale.reps} ${name}: idle ${scale.idleSessions} sessions`);
+          const idle = await measureIdle(gen, sink, m, scale.idleSessions);
+          const latency = await measureLatency(gen, m);
+          log(`rep ${rep + 1}/${scale.reps} ${name}: ping p50 ${latency.p50.toFixed(0)} µs; bulk`);
+          const bulk = await measureBulk(gen, sink, m, procs);
+          log(`rep ${rep + 1}/${scale.reps} ${name}: bulk ${bulk.gbps.toFixed(2)} Gbps${bulk.cpuPerGbit === null ? '' : `, ${bulk.cpuPerGbit.toFixed(3)} CPU-s/Gbit`}`);
+          const paced: RunResult['paced'] = [];
+          if (!argv['no-paced']) {
+            for (const n of scale.pacedLevels) {
+              const p = await measurePaced(gen, sink, m, n);
+              paced.push(p);
+              log(`rep ${rep + 1}/${scale.reps} ${name}: paced ${n} × 6 Mbps: ${(p.deliveredRatio * 100).toFixed(1)} % delivered${p.cpuPercent === null ? '' : `, CPU ${p.cpuPercent.toFixed(0)} %`}`);
+            }
+          }
+          runs.push({ rep, middle: name, rssIdle, idle, latency, bulk, paced });
+        } catch (err) {
+          throw new Error(`${name}: ${(err as Error).message}\n${m.output().slice(-2000)}`);
+        } finally {
+          await m.stop();
+          await sink.call('closeServer', { port: sinkPort });
+        }
+      }
+    }
+    if (!argv['no-fanout'] && middles.includes('proxy')) {
+      const triggers: ('admin' | 'redis')[] = ['admin'];
+      let redis: Awaited<ReturnType<typeof startRedis>> = null;
+      if (existsSync(REDIS_BUS_SOURCE)) {
+        redis = await startRedis();
+        if (redis !== null) triggers.push('redis');
+        else log('redis-server not installed: fan-out over Redis skipped');
+      } else {
+        log('src/control/redis-bus.ts not present yet: fan-out measured with the admin POST only');
+      }
+      try {
+        for (let rep = 0; rep < scale.fanoutReps; rep++) {
+          for (const trigger of triggers) {
+            for (const n of scale.fanoutSizes) {
+              const r = await measureFanout(gen, sink, n, trigger, rep, redis?.port ?? null);
+              if (r === null) continue;
+              fanout.push(r);
+              log(`fan-out rep ${rep + 1} ${trigger} ${n}: last Go Away read ${r.lastMs?.toFixed(1)} ms after the command (set-up ${r.setupSeconds.toFixed(1)} s)`);
+            }
+          }
+        }
+      } finally {
+        await redis?.stop();
+      }
+    }
+  } finally {
+    await Promise.all([gen.stop(), sink.stop()]);
+  }
+
+  const result: BenchResult = {
+    date: new Date().toISOString(),
+    command: smoke ? 'npm run bench:smoke' : 'npm run bench',
+    argv: process.argv.slice(2),
+    machine: {
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      cores: os.cpus().length,
+      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+      kernel: os.release(),
+      node: process.version,
+      haproxy: middles.includes('haproxy') ? haproxyVersion() : null,
+      nginx: middles.includes('nginx') ? nginxStreamVersion() : null,
+    },
+    stream: {
+      capture: 'ffmpeg-goaway-fork-publish.c2s.bin',
+      preambleBytes: stream.preamble.length,
+      blockBytes: stream.block.length,
+      blockMessages: stream.blockMessages,
+      nominalBps: NOMINAL_BPS,
+    },
+    scale: { ...scale },
+    verify,
+    middles,
+    runs,
+    fanout,
+    problems,
+    seconds: nowSec() - started,
+  };
+  const out = argv.out ?? join(PROJECT_ROOT, 'bench-results', `bench-${result.date.replace(/[:.]/g, '-')}${smoke ? '-smoke' : ''}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, JSON.stringify(result, null, 2) + '\n');
+  process.stdout.write(renderReport(result) + '\n');
+  log(`JSON written to ${out}; ${result.seconds.toFixed(0)} s`);
+  if (problems.length > 0) {
+    for (const p of problems) process.stderr.write(`PROBLEM: ${p}\n`);
+    process.exitCode = 1;
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

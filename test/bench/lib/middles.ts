@@ -1,0 +1,215 @@
+/**
+ * The middles the benchmark puts between publishers and the sink, each in its own process so its
+ * CPU (/proc/PID/stat) and RSS are its alone: nothing (direct), a plain Node `pipe` relay, this
+ * proxy, HAProxy in TCP mode (one thread) and nginx `stream` (one process), the last two when
+ * installed.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Started, sleep, spawnReady, stopChild } from './proc.js';
+
+const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
+export const PROJECT_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
+
+export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'haproxy' | 'nginx';
+
+export interface RunningMiddle {
+  name: MiddleName;
+  /** Where publishers connect. */
+  port: number;
+  /** The middle's process (null for direct). */
+  pid: number | null;
+  adminPort: number | null;
+  stop(): Promise<void>;
+  /** Last output of the process, for error messages. */
+  output(): string;
+}
+
+export interface MiddleOptions {
+  /** Extra node flags for the proxy process (e.g. --cpu-prof). */
+  proxyNodeArgs?: string[];
+  /** redis:// URL handed to the proxy (fan-out over Redis). */
+  redisUrl?: string;
+}
+
+export const HAPROXY = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((p) => existsSync(p)) ?? null;
+export const NGINX = ['/usr/sbin/nginx', '/usr/local/sbin/nginx'].find((p) => existsSync(p)) ?? null;
+/** Where Debian's libnginx-mod-stream puts the module; a build with stream compiled in needs none. */
+const NGINX_STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+
+export function haproxyVersion(): string | null {
+  if (HAPROXY === null) return null;
+  try {
+    return /version (\S+)/.exec(execFileSync(HAPROXY, ['-v'], { encoding: 'utf8' }))?.[1] ?? 'unknown';
+  } catch {
+    return null;
+  }
+}
+
+/** nginx version when nginx can run a `stream` block (module compiled in, or the Debian module installed), else null. */
+export function nginxStreamVersion(): string | null {
+  if (NGINX === null) return null;
+  const v = nginxVersionText();
+  if (!/--with-stream(\s|$)/.test(v) && !existsSync(NGINX_STREAM_MODULE)) return null;
+  return /nginx\/(\S+)/.exec(v)?.[1] ?? 'unknown';
+}
+
+/** `nginx -V` output (it prints to stderr). */
+function nginxVersionText(): string {
+  const r = spawnSync(NGINX!, ['-V'], { encoding: 'utf8' });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`;
+}
+
+/** Soft limit on open files of this process (children inherit it). */
+export function openFileLimit(): number {
+  try {
+    const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m === null || m[1] === 'unlimited' ? 1_048_576 : Number(m[1]);
+  } catch {
+    return 1024;
+  }
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1' });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await sleep(30);
+  }
+}
+
+function wrap(name: MiddleName, s: Started<{ port: number; adminPort?: number | null }>, cleanup?: () => void): RunningMiddle {
+  return {
+    name,
+    port: s.ready.port,
+    pid: s.pid,
+    adminPort: s.ready.adminPort ?? null,
+    output: s.output,
+    async stop() {
+      await s.stop();
+      cleanup?.();
+    },
+  };
+}
+
+export async function startMiddle(name: MiddleName, backendPort: number, opts: MiddleOptions = {}): Promise<RunningMiddle> {
+  switch (name) {
+    case 'direct':
+      return { name, port: backendPort, pid: null, adminPort: null, stop: async () => {}, output: () => '' };
+    case 'node-relay':
+      return wrap(name, await spawnReady(process.execPath, [join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)]));
+    case 'proxy': {
+      const args = [...(opts.proxyNodeArgs ?? []), '--import', 'tsx', join(BENCH_DIR, 'proxy-runner.ts'), String(backendPort)];
+      if (opts.redisUrl !== undefined) args.push(opts.redisUrl);
+      return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT }));
+    }
+    case 'haproxy': {
+      if (HAPROXY === null) throw new Error('haproxy is not installed');
+      const dir = mkdtempSync(join(tmpdir(), 'bench-haproxy-'));
+      const port = await freePort();
+      const cfg = join(dir, 'haproxy.cfg');
+      // HAProxy refuses to start when maxconn needs more descriptors than it may open.
+      const maxconn = Math.max(1000, Math.min(40_000, Math.floor((openFileLimit() - 100) / 2)));
+      writeFileSync(
+        cfg,
+        [
+          'global',
+          `  maxconn ${maxconn}`,
+          '  nbthread 1',
+          'defaults',
+          '  mode tcp',
+          '  timeout connect 5s',
+          '  timeout client 10m',
+          '  timeout server 10m',
+          'listen bench',
+          `  bind 127.0.0.1:${port}`,
+          `  maxconn ${maxconn}`,
+          `  server b1 127.0.0.1:${backendPort}`,
+          '',
+        ].join('\n'),
+      );
+      return startByPort(name, HAPROXY, ['-db', '-f', cfg], port, dir);
+    }
+    case 'nginx': {
+      if (NGINX === null) throw new Error('nginx is not installed');
+      const dir = mkdtempSync(join(tmpdir(), 'bench-nginx-'));
+      const port = await freePort();
+      const builtIn = /--with-stream(\s|$)/.test(nginxVersionText());
+      writeFileSync(
+        join(dir, 'nginx.conf'),
+        [
+          builtIn ? '' : `load_module ${NGINX_STREAM_MODULE};`,
+          // One process (no master) so its /proc/PID/stat is the whole middle.
+          'daemon off;',
+          'master_process off;',
+          'worker_processes 1;',
+          'worker_rlimit_nofile 65536;',
+          `error_log ${dir}/error.log warn;`,
+          `pid ${dir}/nginx.pid;`,
+          'events { worker_connections 40000; }',
+          'stream {',
+          '  server {',
+          `    listen 127.0.0.1:${port} backlog=4096;`,
+          `    proxy_pass 127.0.0.1:${backendPort};`,
+          '    proxy_timeout 10m;',
+          // Pass a publisher's FIN on and keep the other direction open, as the proxy and HAProxy
+          // do; without it nginx closes both sockets at the first EOF and can lose queued bytes.
+          '    proxy_half_close on;',
+          '  }',
+          '}',
+          '',
+        ].join('\n'),
+      );
+      return startByPort(name, NGINX, ['-p', dir, '-e', `${dir}/error.log`, '-c', join(dir, 'nginx.conf')], port, dir);
+    }
+  }
+}
+
+/** For servers that print no ready line: spawn, then wait until the port accepts. */
+async function startByPort(name: MiddleName, cmd: string, args: string[], port: number, dir: string): Promise<RunningMiddle> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-10_000)));
+  child.stderr.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-10_000)));
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  try {
+    await waitListening(port);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw new Error(`${name}: ${(err as Error).message}\n${out}`);
+  }
+  if (exited) throw new Error(`${name} exited:\n${out}`);
+  return {
+    name,
+    port,
+    pid: child.pid!,
+    adminPort: null,
+    output: () => out,
+    async stop() {
+      await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
