@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs the test suite with node's own test runner (TypeScript through tsx).
 // Node 20's `--test` does not expand globs, so the files are listed here.
-// Usage: node scripts/run-tests.mjs [unit|integration|e2e ...]   (default: all)
+// Usage: node scripts/run-tests.mjs [unit|integration|deploy|e2e ...]   (default: all)
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-const dirs = (suites.length > 0 ? suites : ['unit', 'integration', 'e2e']).map((s) => join(root, 'test', s));
+const dirs = (suites.length > 0 ? suites : ['unit', 'integration', 'deploy', 'e2e']).map((s) => join(root, 'test', s));
 
 function walk(dir) {
   let out = [];
