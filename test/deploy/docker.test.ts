@@ -7,14 +7,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import ignore from '@balena/dockerignore';
 import { DockerfileParser, type Instruction } from 'dockerfile-ast';
 import { validate } from 'dockerfile-utils';
 import { loadConfig } from '../../src/config.js';
 import { type TestProxy, startTestProxy } from '../helpers/proxy.js';
 import { root, settingsTable } from './helpers.js';
+
+// CommonJS `module.exports = factory`, typed as an ES default export: load it the CommonJS way.
+const ignore = createRequire(import.meta.url)('@balena/dockerignore') as () => { add(patterns: string): { ignores(path: string): boolean } };
 
 const DOCKERFILES = ['Dockerfile', 'deploy/nginx-rtmp/Dockerfile'];
 const read = (p: string) => readFileSync(join(root, p), 'utf8');
