@@ -20,6 +20,7 @@ export const EXIT_SESSIONS_REMAINED = 3;
 /** What replicas use when a drain names no deadline (`drain.deadlineMs` default). */
 const DEFAULT_DRAIN_DEADLINE_MS = 30_000;
 const POLL_MS = 250;
+const FINAL_LOOK_MARGIN_MS = 50;
 
 function durationArg(v: string): number {
   try {
@@ -253,8 +254,11 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
         err.write(`${backend} holds no session: drained in ${((Date.now() - started) / 1000).toFixed(1)}s\n`);
         return 0;
       }
-      if (Date.now() >= deadlineAt) break;
-      await sleep(Math.min(POLL_MS, Math.max(1, deadlineAt - Date.now())));
+      // The last look is taken just before the deadline: what the proxies close at the deadline
+      // did not leave on its own, and is reported.
+      const lastLookAt = deadlineAt - FINAL_LOOK_MARGIN_MS;
+      if (Date.now() >= lastLookAt) break;
+      await sleep(Math.min(POLL_MS, Math.max(1, lastLookAt - Date.now())));
     }
   } finally {
     bar?.stop();

@@ -1,0 +1,193 @@
+// The real CLI as a child process against a real redis-server: `status --json` over the fleet
+// registry, registry records expiring with their TTL, `drain --wait` success and deadline.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { RtmpPublisher } from '../../src/client/rtmp-client.js';
+import { readRegistry, registryKeys } from '../../src/control/registry.js';
+import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
+import { requirePeer } from '../helpers/peers.js';
+import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
+import { type TestRedis, runCli, spawnServe, startRedis } from '../helpers/redis.js';
+
+interface StatusJson {
+  source: string;
+  replicas: { replicaId: string; backends: { name: string; state: string }[] }[];
+  sessions: { id: string; replica: string; backend: string | null; app: string | null; capability: string; state: string; startedAt: string }[];
+  desired: { backend: string }[];
+  backends: { name: string; desired: string; sessions: number; states: Record<string, string> }[];
+}
+
+describe('CLI over the fleet registry in Redis', () => {
+  let redis: TestRedis | null = null;
+  const b1 = new FakeRtmpServer();
+  const b2 = new FakeRtmpServer();
+  const prefix = 'rgp-cli';
+  const keys = registryKeys(prefix);
+  const proxies: TestProxy[] = [];
+  const pubs: RtmpPublisher[] = [];
+  let r1: TestProxy;
+  let r2: TestProxy;
+
+  const flags = (id: string) => ({ redisUrl: redis!.url, redisPrefix: prefix, replicaId: id, redisHeartbeatMs: '200ms', redisSessionTtlMs: '1s', healthEnabled: 'false' });
+  const target = () => ['--redis', redis!.url, '--redis-prefix', prefix];
+
+  before(async (ctx) => {
+    const exe = requirePeer(ctx as never, 'redis-server');
+    if (exe === null) return;
+    redis = await startRedis(exe);
+    await b1.listen();
+    await b2.listen();
+    r1 = await startTestProxy({ b1: b1.port, b2: b2.port }, flags('cli-r1'));
+    r2 = await startTestProxy({ b1: b1.port, b2: b2.port }, flags('cli-r2'));
+    proxies.push(r1, r2);
+  });
+  after(async () => {
+    for (const p of pubs) p.destroy();
+    for (const p of proxies) await p.stop();
+    await b1.close();
+    await b2.close();
+    await redis?.remove();
+  });
+
+  async function publish(tp: TestProxy, key: string, supportsGoAway: boolean): Promise<RtmpPublisher> {
+    const pub = new RtmpPublisher(tp.url('live', key), { supportsGoAway });
+    pubs.push(pub);
+    await pub.publish();
+    return pub;
+  }
+
+  async function registrySessions(): Promise<StatusJson['sessions']> {
+    return (await readRegistry(redis!.client, keys)).sessions;
+  }
+
+  async function endAll(): Promise<void> {
+    for (const p of pubs.splice(0)) p.destroy();
+    await eventually(async () => (await registrySessions()).length === 0, 'the registry shows no session');
+  }
+
+  test('status --json lists the sessions of both replicas', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    await publish(r1, 'status-a', true);
+    await publish(r2, 'status-b', false);
+    await eventually(async () => {
+      const s = await registrySessions();
+      return s.length === 2 && s.every((x) => x.state === 'publishing');
+    }, 'both sessions in the registry');
+
+    const res = await runCli(['status', '--json', ...target()]);
+    assert.equal(res.code, 0, res.stderr);
+    const status = JSON.parse(res.stdout) as StatusJson;
+    assert.equal(status.source, 'redis');
+    assert.deepEqual(status.replicas.map((r) => r.replicaId), ['cli-r1', 'cli-r2']);
+    assert.deepEqual(status.sessions.map((s) => s.replica).sort(), ['cli-r1', 'cli-r2']);
+    const byReplica = Object.fromEntries(status.sessions.map((s) => [s.replica, s]));
+    assert.equal(byReplica['cli-r1']!.capability, 'goaway');
+    assert.equal(byReplica['cli-r2']!.capability, 'none');
+    for (const s of status.sessions) {
+      assert.equal(s.app, 'live');
+      assert.match(s.backend ?? '', /^b[12]$/);
+      assert.ok(!Number.isNaN(Date.parse(s.startedAt)));
+    }
+    assert.deepEqual(status.backends.map((b) => b.name), ['b1', 'b2']);
+    assert.equal(status.backends.reduce((n, b) => n + b.sessions, 0), 2);
+
+    const human = await runCli(['status', ...target()]);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /2 replica\(s\), 2 session\(s\)/);
+    assert.match(human.stdout, /cli-r1/);
+    await endAll();
+  });
+
+  test('the records of a replica killed without cleanup expire with their TTL', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const doomed = await spawnServe([
+      '--backend', `b1=127.0.0.1:${b1.port}`,
+      '--no-health-enabled',
+      '--redis', redis.url,
+      '--redis-prefix', prefix,
+      '--replica-id', 'doomed',
+      '--redis-heartbeat-ms', '200ms',
+      '--redis-session-ttl-ms', '1s',
+    ]);
+    try {
+      const pub = new RtmpPublisher(`rtmp://127.0.0.1:${doomed.port}/live/doomed-key`, { supportsGoAway: true });
+      pubs.push(pub);
+      await pub.publish();
+      await eventually(async () => (await registrySessions()).some((s) => s.replica === 'doomed'), 'the child replica session in the registry');
+      assert.equal(await redis.client.exists(keys.replica('doomed'), keys.sessions('doomed')), 2);
+
+      await doomed.kill(); // SIGKILL: no cleanup
+      pub.destroy();
+      await eventually(async () => (await redis!.client.exists(keys.replica('doomed'), keys.sessions('doomed'))) === 0, 'records expired by TTL');
+      const res = await runCli(['status', '--json', ...target()]);
+      assert.equal(res.code, 0, res.stderr);
+      const status = JSON.parse(res.stdout) as StatusJson;
+      assert.ok(!status.replicas.some((r) => r.replicaId === 'doomed'));
+      assert.ok(!status.sessions.some((s) => s.replica === 'doomed'));
+      assert.equal(await redis.client.zscore(keys.replicas, 'doomed'), null, 'the index member was pruned by the reader');
+    } finally {
+      await doomed.kill();
+    }
+    await endAll();
+  });
+
+  test('drain --wait exits 0 once the capable sessions of every replica have left', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const a = await publish(r1, 'wait-a', true);
+    const b = await publish(r2, 'wait-b', true);
+    // A Go Away client reconnects elsewhere; these just leave.
+    for (const p of [a, b]) p.once('goaway', () => void p.end());
+    await eventually(async () => (await registrySessions()).length === 2, 'both sessions registered');
+    const backend = (await registrySessions())[0]!.backend!;
+    const onBackend = (await registrySessions()).filter((s) => s.backend === backend).length;
+
+    const res = await runCli(['drain', backend, '--wait', '--deadline', '30s', '--reason', 'cli wait', ...target()]);
+    assert.equal(res.code, 0, `stdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
+    const out = JSON.parse(res.stdout) as { published: boolean; receivers: number; replicas: string[] };
+    assert.equal(out.published, true);
+    assert.equal(out.receivers, 2);
+    assert.deepEqual(out.replicas.sort(), ['cli-r1', 'cli-r2']);
+    assert.match(res.stderr, new RegExp(`${backend} holds no session`));
+    // Progress lines (stderr is not a TTY here: one line per change instead of a bar).
+    assert.match(res.stderr, new RegExp(`draining ${backend}: [0-${onBackend}] session\\(s\\) left`));
+    assert.ok(!(await registrySessions()).some((s) => s.backend === backend));
+
+    const un = await runCli(['undrain', backend, ...target()]);
+    assert.equal(un.code, 0, un.stderr);
+    for (const tp of proxies) {
+      await eventually(async () => (await tp.api<{ name: string; draining: boolean }[]>('/api/backends')).every((x) => !x.draining), 'undrained');
+    }
+    await endAll();
+  });
+
+  test('drain --wait exits non-zero at the deadline, naming the session that stayed and why', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const plain = await publish(r1, 'stubborn', false);
+    await eventually(async () => (await registrySessions()).length === 1, 'the session registered');
+    const session = (await registrySessions())[0]!;
+
+    const res = await runCli(['drain', session.backend!, '--wait', '--deadline', '1s', ...target()]);
+    assert.equal(res.code, 3, `stdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
+    assert.match(res.stderr, new RegExp(`${session.backend} still held 1 session\\(s\\) at the deadline`));
+    assert.match(res.stderr, new RegExp(`${session.id} on replica cli-r1 .*capability none.*did not announce Go Away support`));
+    assert.equal(plain.goAwayReceived, false);
+    // The replica closes it at the deadline it received.
+    await eventually(() => plain.socket?.destroyed, 'closed by the proxy at the deadline');
+    await runCli(['undrain', session.backend!, ...target()]);
+    await endAll();
+  });
+
+  test('undrain and drain without a live replica that knows the backend warn but persist', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const res = await runCli(['drain', 'nowhere', '--deadline', '5s', ...target()]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stderr, /no live replica reports a backend named nowhere/);
+    assert.ok(await redis.client.hget(`${prefix}:backends`, 'nowhere'));
+    const un = await runCli(['undrain', 'nowhere', ...target()]);
+    assert.equal(un.code, 0, un.stderr);
+    assert.equal(await redis.client.hexists(`${prefix}:backends`, 'nowhere'), 0);
+    const badName = await runCli(['drain', 'no/such', ...target()]);
+    assert.equal(badName.code, 1);
+    assert.match(badName.stderr, /backend names match/);
+  });
+});

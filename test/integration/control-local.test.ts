@@ -1,0 +1,88 @@
+// The in-process control bus (no Redis): the admin API is the control, through the same code path.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { RtmpPublisher } from '../../src/client/rtmp-client.js';
+import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
+import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
+
+interface ApiSession {
+  client: string;
+  backend: string | null;
+}
+interface ApiBackend {
+  name: string;
+  state: string;
+  health: string;
+  draining: boolean;
+}
+
+describe('undrain with the in-process bus', () => {
+  const b1 = new FakeRtmpServer();
+  const b2 = new FakeRtmpServer();
+  let tp: TestProxy;
+  const pubs: RtmpPublisher[] = [];
+
+  before(async () => {
+    await b1.listen();
+    await b2.listen();
+    tp = await startTestProxy({ b1: b1.port, b2: b2.port }, { healthEnabled: 'false', replicaId: 'solo' });
+  });
+  after(async () => {
+    for (const p of pubs) p.destroy();
+    await tp.stop();
+    await b1.close();
+    await b2.close();
+  });
+
+  async function publishTo(key: string): Promise<string> {
+    const pub = new RtmpPublisher(tp.url('live', key));
+    pubs.push(pub);
+    await pub.publish();
+    const port = pub.socket!.localPort;
+    const s = await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null), 'session routed');
+    return s.backend!;
+  }
+
+  test('a drained backend takes new sessions again after undrain', async () => {
+    const res = await tp.api<{ backend: string; fleet: { bus: string; published: boolean; receivers: number } }>('/api/backends/b1/drain', {
+      method: 'POST',
+      body: JSON.stringify({ deadlineMs: 60_000, reason: 'maintenance' }),
+    });
+    assert.deepEqual(res.fleet, { published: true, receivers: 1, bus: 'local' });
+    assert.equal(await publishTo('while-drained-1'), 'b2');
+    assert.equal(await publishTo('while-drained-2'), 'b2', 'b1 gets nothing while drained, even when less loaded');
+
+    const un = await tp.api<{ undrained: boolean }>('/api/backends/b1/undrain', { method: 'POST' });
+    assert.equal(un.undrained, true);
+    assert.equal(await publishTo('after-undrain'), 'b1', 'least connections sends the next session to the undrained backend');
+    const metrics = await (await tp.admin('/metrics')).text();
+    assert.match(metrics, /^rtmp_goaway_bus_connected 1$/m);
+    assert.match(metrics, /rtmp_goaway_drain_commands_total\{backend="b1",action="undrain"\} 1/);
+    // The bus delivered the proxy's own commands back to it: applied once, not twice.
+    assert.match(metrics, /rtmp_goaway_drain_commands_total\{backend="b1",action="drain"\} 1/);
+    assert.doesNotMatch(metrics, /source="bus"/);
+  });
+
+  test('undrain does not bypass health checks: a backend that is down stays out of routing', async () => {
+    await tp.api('/api/backends/b2/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 60_000 }) });
+    // b2 fails: passive health marks it down after `fall` failed connects.
+    const port = b2.port;
+    await b2.close();
+    for (let i = 0; i < 3; i++) tp.proxy.pool.reportConnectFailure('b2', new Error(`refused (${port})`));
+    await tp.api('/api/backends/b2/undrain', { method: 'POST' });
+    const b = (await tp.api<ApiBackend[]>('/api/backends')).find((x) => x.name === 'b2')!;
+    assert.deepEqual([b.draining, b.health, b.state], [false, 'down', 'down']);
+    assert.equal(await publishTo('health-still-applies'), 'b1');
+  });
+
+  test('the fleet view of a lone replica is itself', async () => {
+    tp.proxy.flushRegistry();
+    const f = await eventually(async () => {
+      const v = await tp.proxy.fleet();
+      return v.replicas.length === 1 && v.sessions.length === tp.proxy.server.sessions.size ? v : null;
+    }, 'the registry report');
+    assert.equal(f.source, 'local');
+    assert.equal(f.replicas[0]!.replicaId, 'solo');
+    assert.ok(f.sessions.every((s) => s.replica === 'solo'));
+  });
+});
