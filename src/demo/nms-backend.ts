@@ -10,6 +10,7 @@ import type net from 'node:net';
 
 interface NmsSession {
   filePath?: string;
+  streamPath?: string;
 }
 interface NodeMediaServerInstance {
   rtmpServer: { tcpServer: net.Server };
@@ -27,9 +28,11 @@ if (recordDir === undefined || storeDir === undefined) {
 const require = createRequire(import.meta.url);
 let NodeMediaServer: new (config: unknown) => NodeMediaServerInstance;
 let logger: { level: string };
+let context: { broadcasts: Map<string, { publishGraceMs: number }> };
 try {
   NodeMediaServer = require('node-media-server') as typeof NodeMediaServer;
   logger = require('node-media-server/src/core/logger.js') as typeof logger;
+  context = require('node-media-server/src/core/context.js') as typeof context;
 } catch {
   process.stderr.write('node-media-server is not installed (it is a devDependency: run `npm ci`)\n');
   process.exit(3);
@@ -51,6 +54,14 @@ const listen = srv.listen.bind(srv) as (port: number, host: string, cb: () => vo
     cb?.();
     process.stdout.write(`PORT ${(srv.address() as net.AddressInfo).port}\n`);
   });
+// node-media-server 4.4 keeps a publish (and its recording) open for 30 s after the publisher
+// disconnects, so that "the same client" (same IP) may resume — shifting the resumed stream's
+// timestamps past the old ones. An ingest server behind the proxy should end the publish when
+// the connection ends, as nginx-rtmp does: no grace window.
+nms.on('postPublish', (s) => {
+  const b = s.streamPath === undefined ? undefined : context.broadcasts.get(s.streamPath);
+  if (b !== undefined) b.publishGraceMs = 0;
+});
 nms.on('postRecord', (s) => process.stdout.write(`RECORD_START ${s.filePath}\n`));
 nms.on('doneRecord', (s) => process.stdout.write(`RECORD_DONE ${s.filePath}\n`));
 void nms.run();

@@ -13,7 +13,7 @@ import { closedRecordings } from '../helpers/nginx.js';
 import { requirePeer } from '../helpers/peers.js';
 import { eventually } from '../helpers/proxy.js';
 import { type ApiSession, DRAIN_VIA, type E2eEnv, SAMPLE_FLV, collect, startE2e } from './env.js';
-import { compareRecordings, describeComparison, mediaFrames } from './recordings.js';
+import { compareRecordings, describeComparison, mediaFrames } from '../../src/demo/verify.js';
 import { TcpTap } from './tcp-tap.js';
 
 interface Peers {

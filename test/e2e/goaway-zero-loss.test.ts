@@ -12,7 +12,7 @@ import { closedRecordings } from '../helpers/nginx.js';
 import { requirePeer, waitForLine } from '../helpers/peers.js';
 import { eventually } from '../helpers/proxy.js';
 import { type ApiSession, DRAIN_VIA, type E2eEnv, SAMPLE_FLV, collect, spawnCli, startE2e } from './env.js';
-import { compareRecordings, describeComparison, mediaFrames } from './recordings.js';
+import { compareRecordings, describeComparison, mediaFrames } from '../../src/demo/verify.js';
 
 describe('e2e: reference publisher + proxy + two nginx-rtmp + redis, drain mid-stream', () => {
   let env: E2eEnv | null = null;

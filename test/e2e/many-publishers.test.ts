@@ -9,7 +9,7 @@ import { type PublishReport, ReferencePublisher } from '../../src/client/referen
 import { closedRecordings } from '../helpers/nginx.js';
 import { eventually } from '../helpers/proxy.js';
 import { type ApiSession, DRAIN_VIA, type E2eEnv, SAMPLE_FLV, startE2e } from './env.js';
-import { compareRecordings, describeComparison, mediaFrames } from './recordings.js';
+import { compareRecordings, describeComparison, mediaFrames } from '../../src/demo/verify.js';
 
 const PUBLISHERS = 20;
 

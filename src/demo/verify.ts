@@ -1,5 +1,6 @@
 /**
- * What was sent vs what the backends recorded, frame by frame.
+ * What was sent vs what the backends recorded, frame by frame (the demo's frame check and the
+ * end-to-end tests' zero-loss assertion).
  *
  * nginx-rtmp `record` rebases every file's timestamps to its first message (PROTOCOL.md §9), so a
  * recorded frame is identified by its type and payload hash, and each file's timestamp offset is
@@ -10,7 +11,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { type FlvTag, classifyTag, isMediaFrame, parseFlv } from '../../src/client/flv.js';
+import { type FlvTag, type TagKind, classifyTag, isMediaFrame, parseFlv } from '../client/flv.js';
 
 export interface Frame {
   type: 'video' | 'audio';
@@ -19,12 +20,17 @@ export interface Frame {
   keyframe: boolean;
 }
 
+/** The media frame a tag carries, or null for metadata, sequence headers and other data. */
+export function frameOf(t: FlvTag, kind: TagKind = classifyTag(t)): Frame | null {
+  if (!isMediaFrame(kind)) return null;
+  return { type: t.type === 9 ? 'video' : 'audio', ts: t.timestamp, hash: createHash('sha1').update(t.data).digest('hex'), keyframe: kind === 'keyframe' };
+}
+
 export function mediaFrames(tags: readonly FlvTag[]): Frame[] {
   const out: Frame[] = [];
   for (const t of tags) {
-    const kind = classifyTag(t);
-    if (!isMediaFrame(kind)) continue;
-    out.push({ type: t.type === 9 ? 'video' : 'audio', ts: t.timestamp, hash: createHash('sha1').update(t.data).digest('hex'), keyframe: kind === 'keyframe' });
+    const f = frameOf(t);
+    if (f !== null) out.push(f);
   }
   return out;
 }
