@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { startProxy } from './app.js';
 import { registerPublishCommand } from './client/publish-command.js';
+import { registerDemoCommand } from './demo/command.js';
 import { type Config, ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
@@ -445,6 +446,7 @@ export function buildCli(): Command {
   });
 
   registerPublishCommand(program);
+  registerDemoCommand(program);
   return program;
 }
 
