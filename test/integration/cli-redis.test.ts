@@ -28,7 +28,16 @@ describe('CLI over the fleet registry in Redis', () => {
   let r1: TestProxy;
   let r2: TestProxy;
 
-  const flags = (id: string) => ({ redisUrl: redis!.url, redisPrefix: prefix, replicaId: id, redisHeartbeatMs: '200ms', redisSessionTtlMs: '1s', healthEnabled: 'false' });
+  const flags = (id: string) => ({
+    redisUrl: redis!.url,
+    redisPrefix: prefix,
+    replicaId: id,
+    redisHeartbeatMs: '200ms',
+    redisSessionTtlMs: '1s',
+    healthEnabled: 'false',
+    // The deadline test needs a session that stays (no proxy-side migration).
+    drainNonCapable: 'deadline-close',
+  });
   const target = () => ['--redis', redis!.url, '--redis-prefix', prefix];
 
   before(async (ctx) => {
