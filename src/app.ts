@@ -309,6 +309,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   try {
     address = await server.listen();
   } catch (err) {
+    await heartbeat.stop();
     await bus.stop({ cleanup: true });
     throw err;
   }

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
+import { runCli } from '../helpers/redis.js';
 
 interface ApiSession {
   client: string;
@@ -73,6 +74,24 @@ describe('undrain with the in-process bus', () => {
     const b = (await tp.api<ApiBackend[]>('/api/backends')).find((x) => x.name === 'b2')!;
     assert.deepEqual([b.draining, b.health, b.state], [false, 'down', 'down']);
     assert.equal(await publishTo('health-still-applies'), 'b1');
+  });
+
+  test('drain --wait --admin follows one replica until its sessions left', async () => {
+    for (const p of pubs.splice(0)) p.destroy();
+    await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).length === 0, 'earlier sessions gone');
+    const pub = new RtmpPublisher(tp.url('live', 'admin-wait'), { supportsGoAway: true });
+    pubs.push(pub);
+    pub.once('goaway', () => void pub.end());
+    await pub.publish();
+    const port = pub.socket!.localPort;
+    const s = await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null), 'routed');
+    const res = await runCli(['drain', s.backend!, '--wait', '--deadline', '20s', '--admin', `127.0.0.1:${tp.proxy.adminAddress!.port}`]);
+    assert.equal(res.code, 0, `stdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
+    assert.equal((JSON.parse(res.stdout) as { fleet: { bus: string } }).fleet.bus, 'local');
+    assert.match(res.stderr, new RegExp(`${s.backend} holds no session`));
+    const un = await runCli(['undrain', s.backend!, '--admin', `127.0.0.1:${tp.proxy.adminAddress!.port}`]);
+    assert.equal(un.code, 0, un.stderr);
+    assert.deepEqual(JSON.parse(un.stdout), { backend: s.backend, undrained: true });
   });
 
   test('the fleet view of a lone replica is itself', async () => {
