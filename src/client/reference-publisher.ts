@@ -473,11 +473,12 @@ export class ReferencePublisher extends EventEmitter<ReferencePublisherEvents> {
     } catch (err) {
       error = err as Error;
       if (this.client !== null) {
+        // Aborted, or the source failed (bad FLV, producer died): end the publish cleanly.
         const c = this.client;
-        this.finishReport(this.state.closed(this.aborted ? 'aborted' : 'failed'));
         this.client = null;
-        if (this.aborted) await c.unpublish().catch(() => undefined);
-        else c.destroy();
+        const stats = this.state.closed(this.aborted ? 'aborted' : 'failed');
+        await c.unpublish().catch(() => undefined);
+        this.finishReport(stats);
       }
       await it.return?.(undefined);
     }
@@ -501,11 +502,11 @@ export class ReferencePublisher extends EventEmitter<ReferencePublisherEvents> {
 
   /** Wall time at which a frame with this timestamp is due (real time × speed, from the first frame). */
   private dueAt(ts: number): number {
-    if (this.opts.speed === 0) return 0;
     if (this.firstTs === null) {
       this.firstTs = ts;
       this.wallAtFirst = this.opts.now();
     }
+    if (this.opts.speed === 0) return 0;
     return this.wallAtFirst + (ts - this.firstTs) / this.opts.speed;
   }
 

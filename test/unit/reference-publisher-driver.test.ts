@@ -197,3 +197,27 @@ describe('ReferencePublisher over sockets', () => {
     assert.equal(mediaOf(clientMessages(fake.connections[1]!.raw))[0]!.payload[0], 0x17);
   });
 });
+
+describe('ReferencePublisher failure paths', () => {
+  test('a source that fails mid-stream ends the publish cleanly (FCUnpublish) and reports the error', async () => {
+    const fake = new FakeRtmpServer();
+    const port = await fake.listen();
+    try {
+      const tags = stream(1);
+      async function* broken(): AsyncGenerator<FlvTag> {
+        yield* tags.slice(0, 6);
+        throw new Error('input ended inside a tag');
+      }
+      const pub = new ReferencePublisher(broken(), `rtmp://127.0.0.1:${port}/live/k5`, { speed: 0 });
+      const report = await pub.run();
+      assert.equal(report.ok, false);
+      assert.match(report.error ?? '', /inside a tag/);
+      assert.equal(report.connections[0]!.endReason, 'failed');
+      assert.ok(pub.progress().mediaMs > 0, 'media time is tracked at --speed 0 too');
+      await eventually(() => fake.connections[0]!.socket.destroyed || fake.connections[0]!.commands.includes('deleteStream'), 'clean end');
+      assert.deepEqual(fake.connections[0]!.commands.slice(-2), ['FCUnpublish', 'deleteStream']);
+    } finally {
+      await fake.close();
+    }
+  });
+});
