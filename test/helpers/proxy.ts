@@ -50,7 +50,7 @@ export async function startTestProxy(backends: Record<string, number>, flags: Re
 }
 
 /** Polls `check` until it returns a truthy value (bounded: the test fails instead of hanging). */
-export async function eventually<T>(check: () => T | Promise<T>, what: string, timeoutMs = 10_000): Promise<NonNullable<T>> {
+export async function eventually<T>(check: () => T | Promise<T>, what: string, timeoutMs = 30_000): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
