@@ -12,6 +12,8 @@ import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
+import { createDrainStrategy } from './proxy/drain-strategy.js';
+import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { ProxyServer } from './proxy/server.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
@@ -82,10 +84,12 @@ const FAST_HEARTBEAT_MS = 1_000;
 
 export async function startProxy(config: Config, log: Logger = createLogger(config)): Promise<RunningProxy> {
   const replicaId = config.replicaId;
+  const featureMetrics = new FeatureMetrics();
   const pool = new BackendPool(config.backends, {
     defaultDrainDeadlineMs: config.drain.deadlineMs,
     health: config.health,
     logger: log,
+    strategy: createDrainStrategy({ nonCapable: config.drain.nonCapable, erpc: config.erpc.offer }),
   });
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
@@ -108,6 +112,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
           maxChunkStreams: config.limits.maxChunkStreams,
         },
         amfLimits: { maxDepth: config.limits.amfMaxDepth, maxItems: config.limits.amfMaxItems },
+        erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
+        metrics: featureMetrics,
       },
     },
     pool,
@@ -124,6 +130,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     busConnected: () => (bus.connected ? 1 : 0),
   });
   server.setMetrics(metrics);
+  featureMetrics.register(metrics.registry);
   pool.on('drain-complete', (e) => {
     metrics.drainDuration.observe({ backend: e.name }, e.durationMs / 1000);
     log.info({ backend: e.name, durationMs: e.durationMs }, 'drain complete: no session left on backend');

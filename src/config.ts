@@ -297,6 +297,23 @@ function hostPortValue(opts: { allowEmpty?: boolean; minPort?: number } = {}) {
   });
 }
 
+function rtmpUrlValue() {
+  return validator((v, ctx): string => {
+    if (v === undefined || v === null) return required(ctx);
+    if (typeof v !== 'string') return issue(ctx, `expected an rtmp:// URL, got ${show(v)}`);
+    const s = v.trim();
+    if (s === '') return '';
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      return issue(ctx, `expected an rtmp:// URL like rtmp://ingest.example.com/live, got ${show(s)}`);
+    }
+    if (u.protocol !== 'rtmp:' && u.protocol !== 'rtmps:') return issue(ctx, `expected an rtmp:// or rtmps:// URL, got ${show(s)}`);
+    return s;
+  });
+}
+
 function redisUrlValue() {
   return validator((v, ctx): string | undefined => {
     if (v === undefined || v === null || v === '') return undefined;
@@ -438,10 +455,43 @@ export const ConfigSchema = z
         ),
         nonCapable: oneOf(
           NON_CAPABLE_POLICIES,
-          'deadline-close',
-          'Policy for sessions whose client does not support Go Away: `deadline-close` closes them at the drain deadline, ' +
-            '`ignore` leaves them on the draining backend until they end. `migrate` is reserved for a later feature and currently behaves as `deadline-close`.',
+          'migrate',
+          'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
+            'inside the proxy, switching at the client\'s next video keyframe, without the client noticing (on failure: closed at the drain deadline); ' +
+            '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
         ),
+      })
+      .prefault({}),
+    erpc: z
+      .strictObject({
+        offer: bool(
+          true,
+          'Offer E-RTMP reconnect: add `capsEx` Reconnect (0x01) to the connect `_result` of clients that sent `capsEx`, and on drain send ' +
+            '`NetConnection.Connect.ReconnectRequest` to clients that announced Reconnect but not Go Away (Go Away is preferred when both are announced).',
+        ),
+        tcUrl: rtmpUrlValue()
+          .default('')
+          .meta({
+            kind: 'url',
+            allowEmpty: true,
+            defaultDoc: '"" (same URL)',
+            description: '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
+          } satisfies LeafMeta),
+      })
+      .prefault({}),
+    migration: z
+      .strictObject({
+        maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', { min: 1, max: 100_000 }),
+        timeoutMs: duration(5_000, 'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.'),
+        switchTimeoutMs: duration(
+          20_000,
+          'Time a migration waits for the client\'s next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.',
+        ),
+        maxCachedBytes: size(64 * 1024, 'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).', {
+          min: 1,
+          max: MAX_RTMP_MESSAGE_SIZE,
+        }),
+        chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
       })
       .prefault({}),
     limits: z

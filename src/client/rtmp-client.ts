@@ -251,6 +251,11 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
     return this.socket.write(this.writer.write(msg));
   }
 
+  /** Sends any message as it is (control messages, acknowledgements: tests and tools). */
+  sendMessage(msg: Parameters<ChunkWriter['write']>[0]): boolean {
+    return this.sendRaw(msg);
+  }
+
   /** Sends one FLV tag body as an RTMP message on the publish stream. Returns the socket's write result (false = back off). */
   sendMedia(typeId: number, timestamp: number, payload: Uint8Array): boolean {
     const csid = typeId === MessageType.Audio ? CSID_AUDIO : typeId === MessageType.Video ? CSID_VIDEO : CSID_DATA;

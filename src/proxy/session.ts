@@ -3,12 +3,13 @@ import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
 import type { BackendConfig, DrainableSession } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
-import { type ChunkReaderLimits, ChunkReader } from '../rtmp/chunk-reader.js';
-import { CONTROL_CSID } from '../rtmp/constants.js';
+import { type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
+import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
-import { CAPS_EX_RECONNECT, goAwayChunk } from '../rtmp/messages.js';
+import { CAPS_EX_RECONNECT, decodeCommand, goAwayChunk, reconnectRequestMessage, withCapsEx } from '../rtmp/messages.js';
 import { SessionView } from '../rtmp/session-view.js';
+import type { FeatureMetrics } from './feature-metrics.js';
 import { ClientBoundInjector } from './injector.js';
 import { redactStreamKey } from './redact.js';
 
@@ -24,6 +25,10 @@ export interface SessionSettings {
   logStreamKeys: boolean;
   chunkLimits: Partial<ChunkReaderLimits>;
   amfLimits: Partial<Amf0Limits>;
+  /** E-RTMP reconnect (PROTOCOL.md §2); absent = not offered. */
+  erpc?: { offer: boolean; tcUrl: string };
+  /** Counters of E-RTMP and migration events. */
+  metrics?: FeatureMetrics;
 }
 
 export interface SessionHooks {
@@ -51,6 +56,8 @@ export interface SessionSnapshot {
   bytesOut: number;
   startedAt: string;
   goAwaySentAt: string | null;
+  /** When the E-RTMP ReconnectRequest was written. */
+  reconnectRequestSentAt: string | null;
   parseFallback: string | null;
 }
 
@@ -73,6 +80,7 @@ export class Session implements DrainableSession {
   bytesIn = 0;
   bytesOut = 0;
   goAwaySentAt: number | null = null;
+  reconnectRequestSentAt: number | null = null;
   closeReason: string | null = null;
   fallback: ProtocolError | null = null;
 
@@ -85,6 +93,12 @@ export class Session implements DrainableSession {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private goAwayRequested = false;
+  private reconnectRequested = false;
+  private deadlineExempt = false;
+  /** The connect `_result` is awaited to add capsEx to it. */
+  private capsExPending = false;
+  /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
+  private c2sFeeding: Buffer | null = null;
   private handshakeTimer: NodeJS.Timeout | null = null;
   private detach: (() => void) | null = null;
   private finished = false;
@@ -100,13 +114,9 @@ export class Session implements DrainableSession {
   ) {
     this.id = `s${process.pid.toString(36)}-${(nextId++).toString(36)}`;
     this.clientAddress = `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
-    this.view = new SessionView({}, settings.amfLimits);
-    this.c2sReader = new ChunkReader(
-      { message: (info, payload) => this.view.clientMessage(info, payload) },
-      undefined,
-      settings.chunkLimits,
-    );
-    this.s2c = new ClientBoundInjector((info, payload) => this.view.serverMessage(info, payload), undefined, settings.chunkLimits);
+    this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
+    this.c2sReader = new ChunkReader({ message: (info, payload) => this.onClientMessage(info, payload) }, undefined, settings.chunkLimits);
+    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), undefined, settings.chunkLimits);
   }
 
   get supportsGoAway(): boolean {
@@ -120,7 +130,7 @@ export class Session implements DrainableSession {
   /** Derived from what has happened, so no code path can leave it stale. */
   get state(): SessionState {
     if (this.finished) return 'closed';
-    if (this.goAwaySentAt !== null) return 'going-away';
+    if (this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null) return 'going-away';
     if (this.view.facts.publishing) return 'publishing';
     if (this.view.facts.connect !== null) return 'connected';
     return this.backend === null ? 'connecting' : 'handshake';
@@ -220,7 +230,9 @@ export class Session implements DrainableSession {
         if (!this.c2sHandshake.done) start = this.c2sHandshake.consume(buf, 0);
         if (start < buf.length) {
           const hadConnect = this.view.facts.connect !== null;
+          this.c2sFeeding = buf;
           reader.feed(buf, start);
+          this.c2sFeeding = null;
           if (!hadConnect && this.view.facts.connect !== null) this.onConnectSeen();
         }
       } catch (err) {
@@ -239,6 +251,59 @@ export class Session implements DrainableSession {
       return;
     }
     if (!backend.write(buf)) this.client.pause();
+  }
+
+  /** A complete client message (payload for the collected kinds). Runs for every message: keep it cheap. */
+  private onClientMessage(info: MessageInfo, payload: Buffer | null): void {
+    if (payload !== null && info.typeId === MessageType.Acknowledgement) this.translateAck(payload);
+    this.view.clientMessage(info, payload);
+  }
+
+  /**
+   * The client acknowledges the bytes it received, which include what the proxy added to the
+   * client-bound stream; the server must see its own count (PROTOCOL.md §8). The payload of a
+   * single-chunk message is a view of the buffer about to be forwarded: rewrite it in place.
+   */
+  private translateAck(payload: Buffer): void {
+    const added = this.s2c.addedBytes;
+    if (added === 0 || payload.length < 4) return;
+    const buf = this.c2sFeeding;
+    if (buf === null || payload.buffer !== buf.buffer || payload.byteOffset < buf.byteOffset || payload.byteOffset + 4 > buf.byteOffset + buf.length) {
+      // Straddled two reads: its first bytes are already forwarded.
+      this.settings.metrics?.ackTranslations.inc({ result: 'straddled' });
+      return;
+    }
+    payload.writeUInt32BE((payload.readUInt32BE(0) - added) >>> 0, 0);
+    this.settings.metrics?.ackTranslations.inc({ result: 'rewritten' });
+  }
+
+  /** A complete server message, in the order the client gets them. */
+  private onServerMessage(info: MessageInfo, payload: Buffer | null): void {
+    this.view.serverMessage(info, payload);
+    if (this.capsExPending && this.view.facts.connectAnswered) {
+      this.capsExPending = false;
+      this.s2c.setCommandRewriter(null);
+      // Held messages reach the rewriter right after this; one that was not held went out as it was.
+      if (!this.s2c.holding) this.settings.metrics?.capsExOffered.inc({ result: 'interleaved' });
+    }
+  }
+
+  /**
+   * E-RTMP (PROTOCOL.md §2): add capsEx Reconnect to the connect `_result` this client gets. The
+   * client sent capsEx, so it reads the server's; nginx-rtmp sends none.
+   */
+  private offerCapsEx(): void {
+    const txn = this.view.facts.connectTransactionId;
+    this.capsExPending = true;
+    this.s2c.setCommandRewriter((info, payload) => {
+      if (info.streamId !== 0) return null;
+      const cmd = decodeCommand(info.typeId, payload, this.settings.amfLimits);
+      if (cmd === null || cmd.name !== '_result' || cmd.transactionId !== txn) return null;
+      const out = withCapsEx(info.typeId, payload, CAPS_EX_RECONNECT, this.settings.amfLimits);
+      this.settings.metrics?.capsExOffered.inc({ result: out === null ? 'unchanged' : 'rewritten' });
+      if (out !== null) this.log.debug({ session: this.id }, 'capsEx Reconnect added to the connect _result');
+      return out;
+    });
   }
 
   private onBackendData(buf: Buffer): void {
@@ -265,8 +330,14 @@ export class Session implements DrainableSession {
     this.handshakeTimer = null;
     const c = this.view.facts.connect!;
     this.log.debug({ session: this.id, app: c.app, tcUrl: c.tcUrl, flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    if (this.settings.erpc?.offer === true && c.capsEx !== null && this.s2c.failure === null) this.offerCapsEx();
     // A session that connects to a backend already draining is told at once.
     if (this.backendName !== null) this.pool.reapplyStrategy(this.backendName, this);
+  }
+
+  private onPublishStarted(): void {
+    // A non-capable session on a draining backend can migrate only once it publishes.
+    if (this.backendName !== null && !this.finished) this.pool.reapplyStrategy(this.backendName, this);
   }
 
   private parseFailed(direction: 'c2s' | 's2c', err: ProtocolError): void {
@@ -305,8 +376,43 @@ export class Session implements DrainableSession {
     return true;
   }
 
+  /**
+   * Injects the E-RTMP `NetConnection.Connect.ReconnectRequest` (PROTOCOL.md §2) into the
+   * client-bound stream at the next safe point, with the configured tcUrl if any. Only for
+   * clients that announced capsEx Reconnect and not Go Away (Go Away is preferred). Idempotent.
+   */
+  reconnectRequest(): boolean {
+    if (this.finished || this.capability !== 'erpc') return false;
+    if (this.reconnectRequested) return true;
+    const tcUrl = this.settings.erpc?.tcUrl;
+    const msg = reconnectRequestMessage(tcUrl ? { tcUrl } : {});
+    const out = this.s2c.inject(COMMAND_CSID, msg, () => {
+      this.reconnectRequestSentAt = Date.now();
+      this.settings.metrics?.reconnectRequests.inc({ backend: this.backendName ?? 'none' });
+      this.log.info({ session: this.id, backend: this.backendName, tcUrl: tcUrl || null }, 'reconnect request sent');
+    });
+    if (out === null) return false;
+    this.reconnectRequested = true;
+    this.writeToClient(out);
+    return true;
+  }
+
+  /** Proxy-side migration (drain.nonCapable: migrate). */
+  migrate(_backend: string): 'migrating' | 'waiting' {
+    return 'waiting';
+  }
+
+  /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
+  exemptFromDeadline(): void {
+    this.deadlineExempt = true;
+  }
+
   close(reason: string): void {
     if (this.finished) return;
+    if (reason === 'drain-deadline' && this.deadlineExempt) {
+      this.log.info({ session: this.id, backend: this.backendName }, 'drain deadline: session left on the draining backend (drain.nonCapable: ignore)');
+      return;
+    }
     if (this.closeReason === null) this.closeReason = reason;
     this.client.destroy();
     this.backend?.destroy();
@@ -326,7 +432,7 @@ export class Session implements DrainableSession {
     this.handshakeTimer = null;
     this.detach?.();
     this.detach = null;
-    if (this.closeReason === null) this.closeReason = this.goAwaySentAt !== null ? 'client-went-away' : 'client-closed';
+    if (this.closeReason === null) this.closeReason = this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null ? 'client-went-away' : 'client-closed';
     const f = this.view.facts;
     this.log.info(
       {
@@ -343,6 +449,7 @@ export class Session implements DrainableSession {
         durationMs: Date.now() - this.startedAt,
         reason: this.closeReason,
         goAwaySent: this.goAwaySentAt !== null,
+        reconnectRequestSent: this.reconnectRequestSentAt !== null,
         parseFallback: this.fallback?.code ?? null,
       },
       'session end',
@@ -381,6 +488,7 @@ export class Session implements DrainableSession {
       bytesOut: this.bytesOut,
       startedAt: new Date(this.startedAt).toISOString(),
       goAwaySentAt: this.goAwaySentAt === null ? null : new Date(this.goAwaySentAt).toISOString(),
+      reconnectRequestSentAt: this.reconnectRequestSentAt === null ? null : new Date(this.reconnectRequestSentAt).toISOString(),
       parseFallback: this.fallback?.code ?? null,
     };
   }

@@ -68,10 +68,28 @@ export interface ChunkReaderHandler {
   chunkHeader?(csid: number, fmt: number, headerLength: number, end: number): void;
   /** Optional, for the injector: a chunk (header + payload) ended at offset `end` of the buffer being fed. */
   chunkEnd?(csid: number, end: number): void;
+  /**
+   * Optional: the first chunk header of a new message was read (called before `chunkHeader`
+   * for the same header). The header spans `headerLength` bytes ending at `headerEnd` in the
+   * buffer being fed (it may have started in an earlier buffer: then `headerEnd - headerLength`
+   * is negative). None of the payload has been read yet.
+   */
+  messageStart?(csid: number, typeId: number, length: number, headerEnd: number, headerLength: number): void;
 }
 
-/** Decides at the start of each message whether its payload is collected. */
-export type CollectPolicy = (typeId: number, length: number) => boolean;
+/**
+ * Decides at the start of each message whether its payload is collected: true, false, or
+ * `'head'` = decide once the first bytes are in (see HeadPolicy).
+ */
+export type CollectPolicy = (typeId: number, length: number) => boolean | 'head';
+
+/**
+ * For messages the CollectPolicy answered `'head'` for: called once, as soon as the first
+ * min(length, HEAD_BYTES) payload bytes are in (`head[0..headLen)`, a view reused by the
+ * reader), before any payload is kept. True collects the whole message. Lets a caller keep,
+ * say, only sequence headers without allocating anything for the other media messages.
+ */
+export type HeadPolicy = (typeId: number, head: Buffer, headLen: number) => boolean;
 
 /** Protocol control and command messages; media is skipped. */
 export const collectControlAndCommands: CollectPolicy = (typeId) =>
@@ -93,6 +111,8 @@ class ChunkStream {
   /** Payload bytes of the current message still to come; 0 = between messages. */
   remaining = 0;
   collect = false;
+  /** Collection is decided by the head policy once the first bytes are in. */
+  headFilter = false;
   parts: Buffer[] = [];
   readonly head = Buffer.alloc(HEAD_BYTES);
   headLen = 0;
@@ -129,6 +149,11 @@ export class ChunkReader {
   private hLen = 0;
   private hBasic = 0;
   private hExtended = false;
+  /** The header just applied starts a new message. */
+  private hNew = false;
+  private headPolicy: HeadPolicy | null = null;
+  /** Largest message collected; starts as limits.maxCollectedSize. */
+  private maxCollected: number;
 
   constructor(
     private readonly handler: ChunkReaderHandler,
@@ -136,10 +161,31 @@ export class ChunkReader {
     limits: Partial<ChunkReaderLimits> = {},
   ) {
     this.limits = { ...DEFAULT_CHUNK_READER_LIMITS, ...limits };
+    this.maxCollected = this.limits.maxCollectedSize;
   }
 
-  setCollectPolicy(policy: CollectPolicy): void {
+  /**
+   * Replaces the collect policy (and the head policy for its `'head'` answers) for messages that
+   * start from now on. `maxCollectedSize` overrides limits.maxCollectedSize (e.g. a proxy that
+   * re-chunks every message must collect even the largest, up to limits.maxMessageSize).
+   */
+  setCollectPolicy(policy: CollectPolicy, headPolicy: HeadPolicy | null = null, maxCollectedSize = this.limits.maxCollectedSize): void {
     this.collect = policy;
+    this.headPolicy = headPolicy;
+    this.maxCollected = maxCollectedSize;
+  }
+
+  /** True when no message is partly read on any chunk stream (a message boundary for every csid). */
+  get idle(): boolean {
+    if (this.chunkLeft !== 0 || this.scratchLen !== 0) return false;
+    for (const s of this.streams.values()) if (s.remaining > 0) return false;
+    return true;
+  }
+
+  /** True when no chunk stream other than `csid` has a partly read message. */
+  idleExcept(csid: number): boolean {
+    for (const s of this.streams.values()) if (s.remaining > 0 && s.csid !== csid) return false;
+    return true;
   }
 
   /** True between chunks: no chunk header or payload partly read. */
@@ -178,9 +224,11 @@ export class ChunkReader {
         const st = this.current!;
         const n = this.chunkLeft < len - off ? this.chunkLeft : len - off;
         if (st.headLen < HEAD_BYTES) {
-          const k = Math.min(HEAD_BYTES - st.headLen, n);
-          buf.copy(st.head, st.headLen, off, off + k);
+          const before = st.headLen;
+          const k = Math.min(HEAD_BYTES - before, n);
+          buf.copy(st.head, before, off, off + k);
           st.headLen += k;
+          if (st.headFilter && (st.headLen === HEAD_BYTES || st.headLen === st.length)) this.decideByHead(st, before);
         }
         if (st.collect) st.parts.push(buf.subarray(off, off + n));
         off += n;
@@ -213,6 +261,7 @@ export class ChunkReader {
         this.applyHeader(this.scratch, 0);
       }
       off = headerEnd;
+      if (this.hNew) this.handler.messageStart?.(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
       this.handler.chunkHeader?.(this.hCsid, this.hFmt, this.hLen, off);
       if (this.chunkLeft === 0) this.endChunk(this.current!, off); // zero-length message
     }
@@ -277,6 +326,7 @@ export class ChunkReader {
       throw new ProtocolError('interleaved-header', `new fmt ${fmt} header on csid ${csid} inside an unfinished message`);
     }
     const newMessage = st.remaining === 0;
+    this.hNew = newMessage;
     if (fmt === 3) {
       if (newMessage) st.timestamp = (st.timestamp + st.delta) >>> 0;
       // A continuation chunk's extended timestamp repeats the header's: nothing to update.
@@ -300,13 +350,24 @@ export class ChunkReader {
       st.headLen = 0;
       // Set Chunk Size and Abort change how this direction is framed: always read them,
       // whatever the policy, or the reader loses sync with the peers.
-      st.collect =
-        st.length <= this.limits.maxCollectedSize &&
-        (st.typeId === MessageType.SetChunkSize || st.typeId === MessageType.Abort || this.collect(st.typeId, st.length));
+      const c =
+        st.length > this.maxCollected
+          ? false
+          : st.typeId === MessageType.SetChunkSize || st.typeId === MessageType.Abort || this.collect(st.typeId, st.length);
+      st.collect = c === true;
+      st.headFilter = c === 'head';
     }
     this.current = st;
     this.chunkLeft = st.remaining < this.chunkSize ? st.remaining : this.chunkSize;
     this.chunksRead++;
+  }
+
+  /** Head policy decision for a `'head'` message; `before` payload bytes were read earlier (all in `st.head`). */
+  private decideByHead(st: ChunkStream, before: number): void {
+    st.headFilter = false;
+    if (this.headPolicy === null || !this.headPolicy(st.typeId, st.head, st.headLen)) return;
+    st.collect = true;
+    if (before > 0) st.parts.push(Buffer.from(st.head.subarray(0, before)));
   }
 
   private endChunk(st: ChunkStream, end: number): void {
@@ -352,6 +413,7 @@ export class ChunkReader {
         target.remaining = 0;
         target.parts = [];
         target.collect = false;
+        target.headFilter = false;
       }
     }
   }

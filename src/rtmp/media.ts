@@ -50,3 +50,52 @@ export function isVideoKeyframe(head: Uint8Array): boolean {
   const b0 = head[0]!;
   return (b0 & 0x80 ? (b0 >> 4) & 0x07 : b0 >> 4) === 1;
 }
+
+/**
+ * Allocation-free: the message is video decoder configuration — an AVC/HEVC sequence header
+ * (legacy codec 7/12, packet type 0) or an E-RTMP SequenceStart (also inside a Multitrack
+ * packet). Reads `head[0..len)`; false when too short to tell.
+ */
+export function isVideoSequenceHeader(head: Uint8Array, len = head.length): boolean {
+  if (len < 2) return false;
+  const b0 = head[0]!;
+  if (b0 & 0x80) {
+    const packetType = b0 & 0x0f;
+    return packetType === 0 || (packetType === 6 && (head[1]! & 0x0f) === 0);
+  }
+  const codec = b0 & 0x0f;
+  return (codec === 7 || codec === 12) && head[1] === 0;
+}
+
+/**
+ * Allocation-free: the message is audio decoder configuration — the AAC sequence header (sound
+ * format 10, AACPacketType 0) or an E-RTMP ExAudioTagHeader (sound format 9) SequenceStart,
+ * also inside a Multitrack (packet type 5) packet. Reads `head[0..len)`.
+ */
+export function isAudioSequenceHeader(head: Uint8Array, len = head.length): boolean {
+  if (len < 1) return false;
+  const b0 = head[0]!;
+  const format = b0 >> 4;
+  if (format === 10) return len >= 2 && head[1] === 0;
+  if (format === 9) {
+    const packetType = b0 & 0x0f;
+    return packetType === 0 || (packetType === 5 && len >= 2 && (head[1]! & 0x0f) === 0);
+  }
+  return false;
+}
+
+/**
+ * Allocation-free: a data message (type 18) that carries stream metadata, i.e. whose first AMF0
+ * value is the string `@setDataFrame` or `onMetaData` (what publishers send once after publish).
+ */
+export function isMetadataMessage(payload: Uint8Array): boolean {
+  if (payload.length < 3 || payload[0] !== 0x02) return false;
+  const n = (payload[1]! << 8) | payload[2]!;
+  if (payload.length < 3 + n) return false;
+  return (n === 13 && asciiAt(payload, 3, '@setDataFrame')) || (n === 10 && asciiAt(payload, 3, 'onMetaData'));
+}
+
+function asciiAt(b: Uint8Array, at: number, s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (b[at + i] !== s.charCodeAt(i)) return false;
+  return true;
+}

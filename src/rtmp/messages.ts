@@ -3,11 +3,12 @@ import {
   type Amf0Object,
   type Amf0Value,
   Amf0Error,
+  amf0Object,
   decodeAmf0,
   encodeAmf0,
   isAmf0Object,
 } from './amf0.js';
-import { CONTROL_CSID, MessageType } from './constants.js';
+import { COMMAND_CSID, CONTROL_CSID, MessageType } from './constants.js';
 import { type OutgoingMessage, encodeFmt0Header } from './chunk-writer.js';
 import { ProtocolError } from './errors.js';
 
@@ -145,4 +146,56 @@ export function userControlMessage(event: number, ...values: number[]): Outgoing
   payload.writeUInt16BE(event);
   values.forEach((v, i) => payload.writeUInt32BE(v >>> 0, 2 + 4 * i));
   return { csid: CONTROL_CSID, timestamp: 0, typeId: MessageType.UserControl, streamId: 0, payload };
+}
+
+/** A command message (type 20) ready for a ChunkWriter. */
+export function commandMessage(
+  csid: number,
+  streamId: number,
+  name: string,
+  transactionId: number,
+  commandObject: Amf0Value,
+  ...args: Amf0Value[]
+): OutgoingMessage {
+  return { csid, timestamp: 0, typeId: MessageType.CommandAmf0, streamId, payload: encodeCommand(name, transactionId, commandObject, ...args) };
+}
+
+export const RECONNECT_REQUEST_CODE = 'NetConnection.Connect.ReconnectRequest';
+
+/**
+ * E-RTMP v2 reconnect request (PROTOCOL.md §2): `onStatus(0, null, {level: "status", code:
+ * "NetConnection.Connect.ReconnectRequest", description, tcUrl?})`, type 20, msid 0, csid 3.
+ * Without `tcUrl` the client reconnects to the URL it used.
+ */
+export function reconnectRequestMessage(opts: { tcUrl?: string; description?: string } = {}): OutgoingMessage {
+  const info: Record<string, Amf0Value> = {
+    level: 'status',
+    code: RECONNECT_REQUEST_CODE,
+    description: opts.description ?? 'The server is going away: reconnect.',
+  };
+  if (opts.tcUrl !== undefined && opts.tcUrl !== '') info['tcUrl'] = opts.tcUrl;
+  return commandMessage(COMMAND_CSID, 0, 'onStatus', 0, null, amf0Object(info));
+}
+
+/**
+ * Re-encodes a connect `_result` with E-RTMP `capsEx` (bits OR-ed into any value the server
+ * gave) in its properties object — the command object; a null or non-object one becomes
+ * `{capsEx}`. Returns null when the bits are already there (nothing to change). AMF0 only:
+ * type 17 bodies keep their leading 0x00. Throws ProtocolError('bad-amf').
+ */
+export function withCapsEx(typeId: number, payload: Buffer, bits: number, limits?: Partial<Amf0Limits>): Buffer | null {
+  const cmd = decodeCommand(typeId, payload, limits);
+  if (cmd === null) return null;
+  let props: Amf0Object;
+  if (isAmf0Object(cmd.commandObject)) {
+    const prev = cmd.commandObject['capsEx'];
+    const had = typeof prev === 'number' && Number.isFinite(prev) ? prev : 0;
+    if ((had & bits) === bits) return null;
+    props = amf0Object(cmd.commandObject);
+    props['capsEx'] = had | bits;
+  } else {
+    props = amf0Object({ capsEx: bits });
+  }
+  const body = encodeCommand(cmd.name, cmd.transactionId, props, ...cmd.args);
+  return typeId === MessageType.CommandAmf3 && payload.length > 0 && payload[0] === 0 ? Buffer.concat([Buffer.of(0), body]) : body;
 }

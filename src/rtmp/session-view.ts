@@ -1,4 +1,4 @@
-import type { Amf0Limits } from './amf0.js';
+import type { Amf0Limits, Amf0Value } from './amf0.js';
 import type { MessageInfo } from './chunk-reader.js';
 import { MessageType } from './constants.js';
 import { isVideoKeyframe } from './media.js';
@@ -17,6 +17,12 @@ export interface SessionFacts {
   connect: ConnectInfo | null;
   /** Transaction id of `connect`, to recognise its `_result`. */
   connectTransactionId: number | null;
+  /** The decoded `connect` command, as the client sent it (replayed by a proxy-side migration). */
+  connectCommand: Command | null;
+  /** The server answered `connect` (`_result` or `_error`). */
+  connectAnswered: boolean;
+  /** Arguments of `publish` after the command object (key, type …), for replay. */
+  publishArgs: Amf0Value[] | null;
   streamKey: string | null;
   publishType: string | null;
   /** Message stream id the server returned for createStream. */
@@ -49,6 +55,9 @@ export class SessionView {
   readonly facts: SessionFacts = {
     connect: null,
     connectTransactionId: null,
+    connectCommand: null,
+    connectAnswered: false,
+    publishArgs: null,
     streamKey: null,
     publishType: null,
     streamId: null,
@@ -102,6 +111,7 @@ export class SessionView {
         if (this.facts.connect !== null) return;
         this.facts.connect = readConnect(cmd);
         this.facts.connectTransactionId = cmd.transactionId;
+        this.facts.connectCommand = cmd;
         this.events.connect?.(this.facts.connect);
         return;
       case 'createStream':
@@ -111,6 +121,7 @@ export class SessionView {
         const p = readPublish(cmd);
         this.facts.streamKey = p.streamKey;
         this.facts.publishType = p.publishType;
+        this.facts.publishArgs = cmd.args;
         this.events.publish?.(p.streamKey);
         return;
       }
@@ -125,6 +136,9 @@ export class SessionView {
   }
 
   private serverCommand(cmd: Command): void {
+    if ((cmd.name === '_result' || cmd.name === '_error') && cmd.transactionId === this.facts.connectTransactionId && this.facts.connect !== null) {
+      this.facts.connectAnswered = true;
+    }
     if (cmd.name === '_result' && this.createStreamTxns.delete(cmd.transactionId)) {
       const id = readCreateStreamResult(cmd);
       if (id !== null) this.facts.streamId = id;

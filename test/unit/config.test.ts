@@ -55,7 +55,7 @@ describe('defaults', () => {
     assert.equal(c.admin, '127.0.0.1:9935');
     assert.deepEqual(c.backends, []);
     assert.deepEqual(c.health, { enabled: true, intervalMs: 5000, timeoutMs: 2000, rise: 2, fall: 3 });
-    assert.deepEqual(c.drain, { deadlineMs: 30_000, nonCapable: 'deadline-close' });
+    assert.deepEqual(c.drain, { deadlineMs: 30_000, nonCapable: 'migrate' });
     assert.deepEqual(c.limits, {
       handshakeTimeoutMs: 10_000,
       idleTimeoutMs: 60_000,
@@ -451,7 +451,7 @@ describe('settingDocs', () => {
     assert.equal(byPath.get('onParseError')!.flag, '--on-parse-error');
     assert.equal(byPath.get('limits.maxPendingBytes')!.default, '64k');
     assert.equal(byPath.get('replicaId')!.default, '<hostname>-<pid>');
-    assert.match(byPath.get('drain.nonCapable')!.description, /migrate.*currently behaves as `deadline-close`/);
+    assert.match(byPath.get('drain.nonCapable')!.description, /`migrate` moves the publish/);
     for (const d of docs) {
       assert.ok(d.description.length > 10, `${d.path} has a description`);
       assert.ok(d.type && d.default, `${d.path} has type and default`);

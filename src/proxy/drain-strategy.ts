@@ -1,0 +1,58 @@
+import type { DrainableSession, DrainStrategy } from '../balancer/types.js';
+
+/** What the proxy's sessions offer the drain strategy beyond DrainableSession. */
+export interface StrategySession extends DrainableSession {
+  /** 'unknown' until `connect` was parsed; then 'goaway' > 'erpc' > 'none'. */
+  readonly capability: 'goaway' | 'erpc' | 'none' | 'unknown';
+  /** Inject E-RTMP NetConnection.Connect.ReconnectRequest; false if it could not be queued. */
+  reconnectRequest(): boolean;
+  /**
+   * Start (or queue) a proxy-side migration off `backend`: 'migrating' when started or queued,
+   * 'waiting' when the session cannot migrate (yet): not publishing, unparseable stream, …
+   */
+  migrate(backend: string): 'migrating' | 'waiting';
+  /** `drain.nonCapable: ignore`: the drain deadline does not close this session. */
+  exemptFromDeadline(): void;
+}
+
+export type NonCapablePolicy = 'deadline-close' | 'ignore' | 'migrate';
+
+export interface DrainStrategyOptions {
+  nonCapable: NonCapablePolicy;
+  /** Send E-RTMP ReconnectRequest to clients that announced capsEx Reconnect (erpc.offer). */
+  erpc: boolean;
+}
+
+function isStrategySession(s: DrainableSession): s is StrategySession {
+  return typeof (s as Partial<StrategySession>).migrate === 'function';
+}
+
+/**
+ * What a drain does to each session (DESIGN.md "Drain"):
+ *  - announced Go Away ⇒ type 32 (preferred when a client announced both) → outcome `go-away`;
+ *  - announced E-RTMP capsEx Reconnect and `erpc.offer` ⇒ ReconnectRequest → `reconnect-request`;
+ *  - neither: `drain.nonCapable` — `migrate` ⇒ proxy-side migration → `migrating` (or `waiting`
+ *    when it cannot start yet: the pool re-applies the strategy when the session publishes);
+ *    `ignore` ⇒ `ignored` (stays past the deadline); `deadline-close` ⇒ `waiting`.
+ * A session whose `connect` is not parsed yet is `waiting`; the strategy is re-applied then.
+ */
+export function createDrainStrategy(opts: DrainStrategyOptions): DrainStrategy {
+  return {
+    begin(session, backend) {
+      if (session.supportsGoAway) return session.goAway() ? 'go-away' : 'waiting';
+      if (!isStrategySession(session)) return 'waiting';
+      const cap = session.capability;
+      if (cap === 'unknown') return 'waiting';
+      if (cap === 'erpc' && opts.erpc) return session.reconnectRequest() ? 'reconnect-request' : 'waiting';
+      switch (opts.nonCapable) {
+        case 'migrate':
+          return session.migrate(backend);
+        case 'ignore':
+          session.exemptFromDeadline();
+          return 'ignored';
+        default:
+          return 'waiting';
+      }
+    },
+  };
+}
