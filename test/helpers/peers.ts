@@ -1,25 +1,18 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
+import { findExecutable, startNodeMediaServer as startNms, stopProcess } from '../../src/demo/backends.js';
+
+export { findExecutable };
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const projectRoot = join(here, '..', '..');
 
 /** In CI a missing peer is a failure, never a silent skip (README "Tests"). */
 export const IN_CI = process.env['CI'] === 'true';
-
-/** Path of an executable on PATH or in the usual sbin directories (nginx, redis-server live there), or null. */
-export function findExecutable(name: string): string | null {
-  const dirs = (process.env['PATH'] ?? '').split(':').concat(['/usr/sbin', '/usr/local/sbin', '/sbin']);
-  for (const d of dirs) {
-    const p = join(d, name);
-    if (spawnSync('test', ['-x', p]).status === 0) return p;
-  }
-  return null;
-}
 
 /**
  * Returns the executable, or skips the test when it is missing outside CI. In CI the missing
@@ -78,30 +71,20 @@ export interface RunningPeer {
   stop(): Promise<void>;
 }
 
-export async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  await new Promise<void>((resolve) => {
-    const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
+/** SIGTERM, then SIGKILL after 3 s; resolves when the process is gone. */
+export function stopChild(child: ChildProcess): Promise<void> {
+  return stopProcess(child, 'SIGTERM', 3000);
 }
 
-/** A node-media-server RTMP backend in its own process on an ephemeral port. */
+/** A node-media-server RTMP backend in its own process on an ephemeral port (the demo's launcher). */
 export async function startNodeMediaServer(): Promise<RunningPeer> {
   const dir = tempDir('nms');
-  const child = spawn(process.execPath, [join(here, 'nms-child.cjs')], { cwd: dir.path, stdio: ['ignore', 'pipe', 'pipe'] });
-  const m = await waitForLine(child, /PORT (\d+)\n/);
-  child.stdout?.resume();
-  child.stderr?.resume();
+  const b = await startNms({ dir: dir.path });
   return {
-    port: Number(m[1]),
-    child,
+    port: b.port,
+    child: b.child,
     async stop() {
-      await stopChild(child);
+      await b.stop();
       dir.remove();
     },
   };

@@ -1,19 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
 import { Redis } from 'ioredis';
+import { freePort } from '../../src/demo/backends.js';
 import { projectRoot, stopChild, tempDir } from './peers.js';
 
-/** A free TCP port on 127.0.0.1 (bind to 0, read, close). `redis-server --port 0` does not work. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface TestRedis {
   port: number;
