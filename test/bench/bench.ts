@@ -21,13 +21,14 @@
  * --verify (byte-compare at the sink), --no-paced, --no-fanout, --profile DIR (run the proxy under
  * `node --cpu-prof` for one bulk phase only and print its hottest functions).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HAPROXY, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, startMiddle } from './lib/middles.js';
-import { type RpcChild, cpuSeconds, forkRpc, nowSec, rssBytes, sleep, spawnReady } from './lib/proc.js';
+import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, nowSec, pin, rssBytes, sleep, spawnReady } from './lib/proc.js';
 import { NOMINAL_BPS, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
@@ -43,6 +44,10 @@ const { values: argv } = parseArgs({
     'no-fanout': { type: 'boolean', default: false },
     profile: { type: 'string' },
     quiet: { type: 'boolean', default: false },
+    pin: { type: 'string', default: 'none' },
+    phases: { type: 'string', default: 'idle,latency,bulk,paced' },
+    'latency-pin': { type: 'string', default: 'one' },
+    'proxy-code': { type: 'string' },
   },
 });
 
@@ -98,6 +103,8 @@ const smoke = argv.smoke!;
 const scale: Scale = { ...(smoke ? SMOKE : FULL) };
 if (argv.reps !== undefined) scale.reps = Math.max(1, Number(argv.reps));
 const verify = argv.verify! || smoke;
+/** The smoke run uses src/ through tsx (no build step in the test suite); the full bench the compiled dist/, as shipped. */
+const proxyCode: 'dist' | 'src' = argv['proxy-code'] === 'src' || argv['proxy-code'] === 'dist' ? argv['proxy-code'] : smoke ? 'src' : 'dist';
 const log = (msg: string): void => {
   if (!argv.quiet) process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 };
@@ -136,26 +143,39 @@ interface SinkSnapshot {
 
 const problems: string[] = [];
 
-async function waitDelivered(sink: RpcChild, lo: number, written: Record<number, number>, what: string, timeoutMs = 20_000): Promise<{ complete: boolean; mismatches: number }> {
-  const ids = Object.keys(written).map(Number);
-  const hi = Math.max(...ids) + 1;
+/**
+ * Waits until the sink has received, per connection, exactly the bytes the generator sent (and,
+ * with verify, the same bytes). Connections the generator saw fail (reset by an overloaded
+ * middle, say) are excluded and counted as dropped: bytes in flight on a reset connection are
+ * legitimately lost. Anything else short or different is a problem (the bench exits 1).
+ */
+async function waitDelivered(sink: RpcChild, lo: number, sent: { written: Record<number, number>; failedIds: number[] }, what: string, timeoutMs = 20_000): Promise<{ complete: boolean; dropped: number }> {
+  const failed = new Set(sent.failedIds);
+  const ids = Object.keys(sent.written).map(Number).filter((id) => !failed.has(id));
+  const hi = Math.max(lo, ...Object.keys(sent.written).map(Number)) + 1;
   const until = Date.now() + timeoutMs;
   let snap: SinkSnapshot;
+  let ok = true;
   for (;;) {
     snap = await sink.call<SinkSnapshot>('snapshot', { lo, hi, perConn: true });
-    const short = ids.filter((id) => snap.per![id - lo] !== written[id]);
+    const short = ids.filter((id) => snap.per![id - lo] !== sent.written[id]);
     if (short.length === 0) break;
     if (Date.now() > until) {
       const id = short[0]!;
-      problems.push(`${what}: ${short.length} of ${ids.length} connections not delivered byte-exact (conn ${id}: sent ${written[id]}, sink got ${snap.per![id - lo]})`);
-      await sink.call('forget', { lo, hi });
-      return { complete: false, mismatches: snap.mismatches.length };
+      problems.push(`${what}: ${short.length} of ${ids.length} connections not delivered byte-exact (conn ${id}: sent ${sent.written[id]}, sink got ${snap.per![id - lo]})`);
+      ok = false;
+      break;
     }
     await sleep(20);
   }
-  if (snap.mismatches.length > 0) problems.push(`${what}: ${snap.mismatches.length} connections delivered different bytes (first at stream offset ${snap.mismatches[0]!.at})`);
+  const bad = snap.mismatches.filter((m) => !failed.has(m.id));
+  if (bad.length > 0) {
+    problems.push(`${what}: ${bad.length} connections delivered different bytes (conn ${bad[0]!.id}, first at stream offset ${bad[0]!.at})`);
+    ok = false;
+  }
+  if (failed.size > 0) log(`${what}: ${failed.size} connection(s) dropped (socket error at the publisher)`);
   await sink.call('forget', { lo, hi });
-  return { complete: snap.mismatches.length === 0, mismatches: snap.mismatches.length };
+  return { complete: ok, dropped: failed.size };
 }
 
 const cpuOf = (pid: number | null): number | null => (pid === null ? null : cpuSeconds(pid));
@@ -178,22 +198,29 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
   };
 }
 
-async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, procs: { gen: number; sink: number }): Promise<RunResult['bulk']> {
+async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, procs: { gen: number; sink: number }, hooks: { start?(): void; end?(): void } = {}): Promise<NonNullable<RunResult['bulk']>> {
   const lo = allocIds(scale.bulkConns);
   await gen.call('bulkStart', { port: m.port, conns: scale.bulkConns, idBase: lo });
   await sleep(scale.bulkWarmupMs);
+  hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
   const c0 = cpuOf(m.pid);
   const g0 = cpuSeconds(procs.gen);
   const k0 = cpuSeconds(procs.sink);
+  const o0 = cpuSeconds(process.pid);
+  const b0 = machineBusySeconds();
   await sleep(scale.bulkMeasureMs);
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
   const c1 = cpuOf(m.pid);
   const g1 = cpuSeconds(procs.gen);
   const k1 = cpuSeconds(procs.sink);
-  const stopped = await gen.call<{ written: Record<number, number>; errors: string[] }>('bulkStop');
+  const o1 = cpuSeconds(process.pid);
+  const b1 = machineBusySeconds();
+  hooks.end?.();
+  const stopped = await gen.call<{ written: Record<number, number>; errors: string[]; failedIds: number[] }>('bulkStop');
+  // Nothing excuses a lost bulk connection: four publishers are no overload.
   for (const e of stopped.errors) problems.push(`${m.name} bulk: ${e}`);
-  const delivered = await waitDelivered(sink, lo, stopped.written, `${m.name} bulk`);
+  const delivered = await waitDelivered(sink, lo, stopped, `${m.name} bulk`);
   const seconds = s1.t - s0.t;
   const gbit = ((s1.total - s0.total) * 8) / 1e9;
   return {
@@ -205,6 +232,7 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
     cpuPercent: c1 === null ? null : ((c1 - c0!) / seconds) * 100,
     loadgenCpuPercent: ((g1 - g0) / seconds) * 100,
     sinkCpuPercent: ((k1 - k0) / seconds) * 100,
+    backgroundCpuPercent: Math.max(0, ((b1 - b0 - (g1 - g0) - (k1 - k0) - (o1 - o0) - (c1 === null ? 0 : c1 - c0!)) / seconds) * 100),
     bytesSent: Object.values(stopped.written).reduce((a, b) => a + b, 0),
     complete: delivered.complete,
   };
@@ -221,9 +249,9 @@ async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: 
   await sleep(scale.pacedMeasureMs);
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
   const c1 = cpuOf(m.pid);
-  const stopped = await gen.call<{ written: Record<number, number>; errors: string[]; skipped: number }>('pacedStop');
-  for (const e of stopped.errors.slice(0, 3)) problems.push(`${m.name} paced ${n}: ${e}`);
-  const delivered = await waitDelivered(sink, lo, stopped.written, `${m.name} paced ${n}`);
+  const stopped = await gen.call<{ written: Record<number, number>; errors: string[]; failedIds: number[]; skipped: number }>('pacedStop');
+  if (stopped.errors.length > 0) log(`${m.name} paced ${n}: ${stopped.errors.length} publisher socket error(s), e.g. ${stopped.errors[0]}`);
+  const delivered = await waitDelivered(sink, lo, stopped, `${m.name} paced ${n}`);
   const seconds = s1.t - s0.t;
   const perConnBps = s1.per!.map((b, i) => ((b - s0.per![i]!) * 8) / seconds).sort((a, b) => a - b);
   const deliveredBps = ((s1.total - s0.total) * 8) / seconds;
@@ -237,9 +265,10 @@ async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: 
     deliveredGbps: deliveredBps / 1e9,
     deliveredRatio: ratio,
     p5PublisherRatio: p5,
-    sustained: ratio >= 0.95 && p5 >= 0.9,
+    sustained: ratio >= 0.95 && p5 >= 0.9 && delivered.dropped === 0,
     cpuPercent: c1 === null ? null : ((c1 - c0!) / seconds) * 100,
     complete: delivered.complete,
+    dropped: delivered.dropped,
   };
 }
 
@@ -270,12 +299,12 @@ class Resp {
     });
   }
   private pump(): void {
-    // Replies used here are integers (:N) or an array of [bulk, integer]; return the last integer of a reply.
+    // Replies used here: integers (:N), [bulk, integer] arrays (PUBSUB NUMSUB), +OK, -ERR.
     while (this.waiters.length > 0) {
-      const m = /^(?::(-?\d+)\r\n|\*2\r\n\$\d+\r\n[^\r]*\r\n:(-?\d+)\r\n|-([^\r]*)\r\n)/.exec(this.buf);
+      const m = /^(?::(-?\d+)\r\n|\*2\r\n\$\d+\r\n[^\r]*\r\n:(-?\d+)\r\n|\+([^\r]*)\r\n|-([^\r]*)\r\n)/.exec(this.buf);
       if (m === null) return;
       this.buf = this.buf.slice(m[0].length);
-      this.waiters.shift()!(m[1] ?? m[2] ?? `ERR ${m[3]}`);
+      this.waiters.shift()!(m[1] ?? m[2] ?? m[3] ?? `ERR ${m[4]}`);
     }
   }
   command(...args: string[]): Promise<string> {
@@ -314,9 +343,15 @@ interface GoAwayStatus {
 }
 
 async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 'admin' | 'redis', rep: number, redisPort: number | null): Promise<FanoutResult | null> {
+  if (trigger === 'redis') {
+    // The Redis bus persists drains as desired state: start every measurement from a clean one.
+    const r = await Resp.connect(redisPort!);
+    await r.command('FLUSHALL');
+    r.close();
+  }
   const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
   const redisUrl = trigger === 'redis' ? `redis://127.0.0.1:${redisPort}/0` : undefined;
-  const m = await startMiddle('proxy', sinkPort, redisUrl === undefined ? {} : { redisUrl });
+  const m = await startMiddle('proxy', sinkPort, redisUrl === undefined ? { proxyCode } : { proxyCode, redisUrl });
   let resp: Resp | null = null;
   try {
     if (trigger === 'redis') {
@@ -346,7 +381,7 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
       if (!r.ok) throw new Error(`drain: HTTP ${r.status}`);
       commandSeconds = nowSec() - t0;
     } else {
-      const receivers = Number(await resp!.command('PUBLISH', 'rtmp-goaway:control', 'drain b1'));
+      const receivers = Number(await resp!.command('PUBLISH', 'rtmp-goaway:control', 'drain b1 10m bench'));
       commandSeconds = nowSec() - t0;
       if (receivers < 1) problems.push('fan-out over Redis: PUBLISH reached no subscriber');
     }
@@ -391,16 +426,49 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
 
 // --- profile --------------------------------------------------------------------------------
 
-async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string): Promise<void> {
+async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: MiddleName): Promise<void> {
   mkdirSync(dir, { recursive: true });
+  if (middle === 'node-relay') {
+    // The relay has no profiling switch: profile its whole life (start-up is a few ms of it).
+    const { port } = await sink.call<{ port: number }>('listen', {});
+    const m = await startMiddle('node-relay', port, { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'] });
+    const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid });
+    await m.stop();
+    await sink.call('closeServer', { port });
+    log(`node-relay bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit`);
+    process.stdout.write(summarizeProfiles(dir, PROJECT_ROOT) + '\n');
+    return;
+  }
+  const file = join(dir, `proxy-bulk-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
   const { port } = await sink.call<{ port: number }>('listen', {});
-  const m = await startMiddle('proxy', port, { proxyNodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=250'] });
-  log(`profiling the proxy (pid ${m.pid}) under bulk load → ${dir}`);
-  const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid });
+  const m = await startMiddle('proxy', port, { proxyCode, profileFile: file });
+  log(`profiling the proxy (pid ${m.pid}, ${proxyCode}) over one bulk window → ${file}`);
+  const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid }, { start: () => process.kill(m.pid!, 'SIGUSR2'), end: () => process.kill(m.pid!, 'SIGUSR2') });
+  const until = Date.now() + 10_000;
+  while (!existsSync(file) && Date.now() < until) await sleep(50);
+  await sleep(200);
   await m.stop();
   await sink.call('closeServer', { port });
-  log(`bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit`);
-  process.stdout.write(summarizeProfiles(dir, PROJECT_ROOT) + '\n');
+  log(`bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit, background load ${bulk.backgroundCpuPercent?.toFixed(0)} %`);
+  if (!existsSync(file)) throw new Error(`no profile written to ${file}:\n${m.output()}`);
+  process.stdout.write(summarizeProfiles(file, PROJECT_ROOT) + '\n');
+}
+
+/** Builds dist/ when it is missing or older than src/ (the bench measures the proxy as it ships). */
+function ensureDist(): void {
+  const newest = (dir: string): number => {
+    let t = 0;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+    }
+    return t;
+  };
+  const built = join(PROJECT_ROOT, 'dist/app.js');
+  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(PROJECT_ROOT, 'src'))) return;
+  log('dist/ is missing or older than src/: npm run build');
+  const r = spawnSync('npm', ['run', 'build'], { cwd: PROJECT_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error('npm run build failed');
 }
 
 // --- main -----------------------------------------------------------------------------------
@@ -417,34 +485,46 @@ async function main(): Promise<void> {
       scale.fanoutSizes = scale.fanoutSizes.map((s) => Math.min(s, Math.floor((fdLimit - 200) / 2)));
     }
   }
-  log(`middles: ${middles.join(', ')}; ${scale.reps} repetitions${verify ? '; byte-compare at the sink' : ''}`);
+  if (proxyCode === 'dist' && (middles.includes('proxy') || argv.profile !== undefined)) ensureDist();
+  log(`middles: ${middles.join(', ')}; ${scale.reps} repetitions; proxy runs ${proxyCode}/${verify ? '; byte-compare at the sink' : ''}`);
   const gen = forkRpc(join(import.meta.dirname, 'loadgen.ts'));
   const sink = forkRpc(join(import.meta.dirname, 'sink.ts'));
   const procs = { gen: gen.pid, sink: sink.pid };
+  const ncpu = os.cpus().length;
+  const pinMode = argv.pin;
+  const latencyPin = argv['latency-pin'];
+  const phases = new Set(argv.phases!.split(','));
+  if (pinMode === 'split') {
+    pin(gen.pid, '0');
+    pin(sink.pid, '0');
+  }
   const runs: RunResult[] = [];
   const fanout: FanoutResult[] = [];
   try {
     await sink.call('setVerify', { verify });
     if (argv.profile !== undefined) {
-      await profileProxy(gen, sink, resolve(argv.profile));
+      await profileProxy(gen, sink, resolve(argv.profile), argv.middles === 'node-relay' ? 'node-relay' : 'proxy');
       return;
     }
     for (let rep = 0; rep < scale.reps; rep++) {
       const order = middles.map((_, i) => middles[(i + rep) % middles.length]!);
       for (const name of order) {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
-        const m = await startMiddle(name, sinkPort);
+        const m = await startMiddle(name, sinkPort, { proxyCode });
+        if (pinMode === 'split' && m.pid !== null) pin(m.pid, String(ncpu - 1));
         try {
           await sleep(smoke ? 50 : 300);
           const rssIdle = m.pid === null ? null : rssBytes(m.pid);
           log(`rep ${rep + 1}/${scale.reps} ${name}: idle ${scale.idleSessions} sessions`);
-          const idle = await measureIdle(gen, sink, m, scale.idleSessions);
-          const latency = await measureLatency(gen, m);
+          const idle = phases.has('idle') ? await measureIdle(gen, sink, m, scale.idleSessions) : { sessions: 0, setupSeconds: 0, rssBefore: null, rssAfter: null, rssPerSession: null };
+          if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, '0');
+          const latency = phases.has('latency') ? await measureLatency(gen, m) : { count: 0, p50: NaN, p99: NaN, min: NaN, max: NaN };
+          if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, `0-${ncpu - 1}`);
           log(`rep ${rep + 1}/${scale.reps} ${name}: ping p50 ${latency.p50.toFixed(0)} µs; bulk`);
-          const bulk = await measureBulk(gen, sink, m, procs);
-          log(`rep ${rep + 1}/${scale.reps} ${name}: bulk ${bulk.gbps.toFixed(2)} Gbps${bulk.cpuPerGbit === null ? '' : `, ${bulk.cpuPerGbit.toFixed(3)} CPU-s/Gbit`}`);
+          const bulk = phases.has('bulk') ? await measureBulk(gen, sink, m, procs) : null;
+          if (bulk !== null) log(`rep ${rep + 1}/${scale.reps} ${name}: bulk ${bulk.gbps.toFixed(2)} Gbps${bulk.cpuPerGbit === null ? '' : `, ${bulk.cpuPerGbit.toFixed(3)} CPU-s/Gbit`}`);
           const paced: RunResult['paced'] = [];
-          if (!argv['no-paced']) {
+          if (phases.has('paced') && !argv['no-paced']) {
             for (const n of scale.pacedLevels) {
               const p = await measurePaced(gen, sink, m, n);
               paced.push(p);
@@ -511,6 +591,8 @@ async function main(): Promise<void> {
     },
     scale: { ...scale },
     verify,
+    proxyCode,
+    pin: { throughput: argv.pin!, latency: argv['latency-pin']! },
     middles,
     runs,
     fanout,

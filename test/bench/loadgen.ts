@@ -107,14 +107,19 @@ function endAll(conns: Conn[], timeoutMs = 20_000): Promise<void> {
   ).then(() => undefined);
 }
 
-function summary(conns: Conn[]): { written: Record<number, number>; errors: string[] } {
+/** Bytes each connection handed to its socket; connections that saw a socket error are listed apart (their bytes may legitimately be cut short). */
+function summary(conns: Conn[]): { written: Record<number, number>; errors: string[]; failedIds: number[] } {
   const written: Record<number, number> = {};
   const errors: string[] = [];
+  const failedIds: number[] = [];
   for (const c of conns) {
     written[c.id] = c.written;
-    if (c.error !== null) errors.push(`conn ${c.id}: ${c.error}`);
+    if (c.error !== null) {
+      errors.push(`conn ${c.id}: ${c.error}`);
+      failedIds.push(c.id);
+    }
   }
-  return { written, errors };
+  return { written, errors, failedIds };
 }
 
 // --- bulk -----------------------------------------------------------------------------------
@@ -213,8 +218,11 @@ serveRpc({
       const pre = stream.preambleFor(c.id);
       c.sock.write(pre);
       c.written += pre.length;
-      c.start = nowSec();
     });
+    // Every publisher's clock starts now, not at its connect: otherwise the first ones would
+    // owe the whole set-up time and burst to catch up inside the measured window.
+    const start = nowSec();
+    for (const c of conns) c.start = start + (c.id % PACE_GROUPS) * 0.001;
     if (failed.length > 0) {
       for (const c of conns) c.sock.destroy();
       throw new Error(`paced: ${failed.length} of ${args.n} connections failed: ${failed[0]}`);

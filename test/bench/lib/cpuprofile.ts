@@ -6,7 +6,7 @@
  * Usage (standalone): node --import tsx test/bench/lib/cpuprofile.ts <dir-or-file> [top]
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 interface CallFrame {
@@ -35,11 +35,86 @@ interface Row {
   total: number;
 }
 
+// --- source maps (dist/*.js → src/*.ts), so hot spots are reported at TypeScript lines -------
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/** Decoded "mappings": per generated line, [generatedColumn, sourceIndex, originalLine] triples. */
+type LineMap = [number, number, number][];
+const maps = new Map<string, { sources: string[]; lines: LineMap[] } | null>();
+
+function decodeMappings(mappings: string): LineMap[] {
+  const lines: LineMap[] = [];
+  let src = 0;
+  let origLine = 0;
+  let origCol = 0;
+  for (const line of mappings.split(';')) {
+    const segs: LineMap = [];
+    let genCol = 0;
+    for (const seg of line.split(',')) {
+      if (seg === '') continue;
+      const vals: number[] = [];
+      let shift = 0;
+      let value = 0;
+      for (const ch of seg) {
+        const d = B64.indexOf(ch);
+        value += (d & 31) << shift;
+        if (d & 32) shift += 5;
+        else {
+          vals.push(value & 1 ? -(value >>> 1) : value >>> 1);
+          value = 0;
+          shift = 0;
+        }
+      }
+      genCol += vals[0]!;
+      if (vals.length >= 4) {
+        src += vals[1]!;
+        origLine += vals[2]!;
+        origCol += vals[3]!;
+        segs.push([genCol, src, origLine]);
+      }
+    }
+    lines.push(segs);
+  }
+  return lines;
+}
+
+function loadMap(file: string): { sources: string[]; lines: LineMap[] } | null {
+  if (maps.has(file)) return maps.get(file)!;
+  let m: { sources: string[]; lines: LineMap[] } | null = null;
+  try {
+    const raw = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[]; mappings: string };
+    m = { sources: raw.sources.map((s) => join(dirname(file), s)), lines: decodeMappings(raw.mappings) };
+  } catch {
+    m = null;
+  }
+  maps.set(file, m);
+  return m;
+}
+
+/** Original file and 1-based line of a generated position, when the file has a .map beside it. */
+function original(file: string, line: number, col: number): { file: string; line: number } | null {
+  const m = loadMap(file);
+  const segs = m?.lines[line];
+  if (m === null || segs === undefined || segs.length === 0) return null;
+  let best = segs[0]!;
+  for (const s of segs) if (s[0] <= col) best = s;
+  return { file: m.sources[best[1]]!, line: best[2] + 1 };
+}
+
 function where(cf: CallFrame, root: string): string {
   if (cf.url === '') return '';
   let u = cf.url.startsWith('file://') ? fileURLToPath(cf.url) : cf.url;
+  let line = cf.lineNumber + 1;
+  if (u.endsWith('.js') && u.startsWith(join(root, 'dist'))) {
+    const o = original(u, cf.lineNumber, cf.columnNumber);
+    if (o !== null) {
+      u = o.file;
+      line = o.line;
+    }
+  }
   if (u.startsWith(root)) u = relative(root, u);
-  return `${u}:${cf.lineNumber + 1}`;
+  return `${u}:${line}`;
 }
 
 function label(cf: CallFrame, root: string): string {

@@ -30,8 +30,12 @@ export interface RunningMiddle {
 }
 
 export interface MiddleOptions {
-  /** Extra node flags for the proxy process (e.g. --cpu-prof). */
-  proxyNodeArgs?: string[];
+  /** Which code the proxy runs: the compiled dist/ (as shipped) or src/ through tsx. */
+  proxyCode?: 'dist' | 'src';
+  /** Makes SIGUSR2 start/stop a CPU profile written there (proxy-runner.mjs). */
+  profileFile?: string;
+  /** Extra node flags for the proxy and Node relay processes (e.g. --cpu-prof). */
+  nodeArgs?: string[];
   /** redis:// URL handed to the proxy (fan-out over Redis). */
   redisUrl?: string;
 }
@@ -118,11 +122,13 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
     case 'direct':
       return { name, port: backendPort, pid: null, adminPort: null, stop: async () => {}, output: () => '' };
     case 'node-relay':
-      return wrap(name, await spawnReady(process.execPath, [join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)]));
+      return wrap(name, await spawnReady(process.execPath, [...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)]));
     case 'proxy': {
-      const args = [...(opts.proxyNodeArgs ?? []), '--import', 'tsx', join(BENCH_DIR, 'proxy-runner.ts'), String(backendPort)];
+      const code = opts.proxyCode ?? 'src';
+      const args = [...(opts.nodeArgs ?? []), ...(code === 'src' ? ['--import', 'tsx'] : []), join(BENCH_DIR, 'proxy-runner.mjs'), String(backendPort)];
       if (opts.redisUrl !== undefined) args.push(opts.redisUrl);
-      return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT }));
+      const env = { ...process.env, BENCH_PROXY_CODE: code, BENCH_PROFILE_FILE: opts.profileFile ?? '' };
+      return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT, env }));
     }
     case 'haproxy': {
       if (HAPROXY === null) throw new Error('haproxy is not installed');

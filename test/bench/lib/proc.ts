@@ -1,5 +1,5 @@
 /** Process plumbing for the benchmark: /proc accounting, child processes, a tiny IPC RPC. */
-import { type ChildProcess, fork, spawn, type SpawnOptions } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork, spawn, type SpawnOptions } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux that matters). */
@@ -13,6 +13,14 @@ export function cpuSeconds(pid: number): number {
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
   return (utime + stime) / CLK_TCK;
+}
+
+/** CPU seconds the whole machine spent busy (user, nice, system, irq, softirq) since boot, from /proc/stat. */
+export function machineBusySeconds(): number {
+  const line = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0]!;
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal …
+  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
 }
 
 /** Resident set size in bytes (VmRSS of /proc/PID/status). */
@@ -30,6 +38,16 @@ export function nowNs(): bigint {
 /** Monotonic time in seconds: CLOCK_MONOTONIC is system-wide, so values compare across processes. */
 export function nowSec(): number {
   return Number(process.hrtime.bigint()) / 1e9;
+}
+
+/** Sets the CPU affinity of every thread of `pid` (taskset -a). Returns false when taskset is missing or fails. */
+export function pin(pid: number, cpus: string): boolean {
+  try {
+    execFileSync('taskset', ['-a', '-cp', cpus, String(pid)], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -87,8 +105,10 @@ export async function spawnReady<T>(cmd: string, args: string[], opts: SpawnOpti
       reject(err);
     });
   });
-  // Keep draining the pipes so a chatty child never blocks on a full pipe.
-  child.stdout!.on('data', () => {});
+  // Keep draining the pipes (a chatty child must never block on a full pipe), keeping the tail.
+  child.stdout!.on('data', (b: Buffer) => {
+    out = (out + b.toString()).slice(-20_000);
+  });
   return {
     child,
     pid: child.pid!,

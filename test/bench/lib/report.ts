@@ -21,7 +21,9 @@ export interface RunResult {
     bytesSent: number;
     /** Every byte sent arrived at the sink (and, with verify, was the same byte). */
     complete: boolean;
-  };
+    /** CPU used by processes other than the bench's own (other users of the machine) during the window, % of one core. */
+    backgroundCpuPercent: number | null;
+  } | null;
   paced: {
     publishers: number;
     setupSeconds: number;
@@ -33,6 +35,8 @@ export interface RunResult {
     sustained: boolean;
     cpuPercent: number | null;
     complete: boolean;
+    /** Publishers whose connection failed (reset) during the phase. */
+    dropped: number;
   }[];
 }
 
@@ -61,6 +65,8 @@ export interface BenchResult {
   stream: { capture: string; preambleBytes: number; blockBytes: number; blockMessages: number; nominalBps: number };
   scale: Record<string, unknown>;
   verify: boolean;
+  proxyCode: 'dist' | 'src';
+  pin: { throughput: string; latency: string };
   middles: MiddleName[];
   runs: RunResult[];
   fanout: FanoutResult[];
@@ -139,11 +145,11 @@ export function renderReport(result: BenchResult): string {
   const KiB = 1024;
   const MiB = 1024 * 1024;
 
-  rows.push([`Bulk throughput, ${result.runs[0]?.bulk.connections ?? 4} publishers (Gbps)`, (m) => cell(of(m, (r) => r.bulk.gbps), 2)]);
-  if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk.gbps, ratio), 2))]);
-  rows.push(['CPU-s per Gbit (middle process)', (m) => cell(of(m, (r) => r.bulk.cpuPerGbit), 3)]);
-  if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'direct' ? '—' : m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk.cpuPerGbit, ratio), 2))]);
-  if (has('haproxy')) rows.push(['… ratio to HAProxy', (m) => (m === 'direct' ? '—' : m === 'haproxy' ? '1' : cell(perRep(result, m, 'haproxy', (r) => r.bulk.cpuPerGbit, ratio), 2))]);
+  rows.push([`Bulk throughput, ${result.runs[0]?.bulk?.connections ?? 4} publishers (Gbps)`, (m) => cell(of(m, (r) => r.bulk?.gbps ?? null), 2)]);
+  if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.gbps ?? null, ratio), 2))]);
+  rows.push(['CPU-s per Gbit (middle process)', (m) => cell(of(m, (r) => r.bulk?.cpuPerGbit ?? null), 3)]);
+  if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'direct' ? '—' : m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
+  if (has('haproxy')) rows.push(['… ratio to HAProxy', (m) => (m === 'direct' ? '—' : m === 'haproxy' ? '1' : cell(perRep(result, m, 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
   const levels = [...new Set(result.runs.flatMap((r) => r.paced.map((p) => p.publishers)))].sort((a, b) => a - b);
   for (const n of levels) {
     rows.push([
@@ -191,13 +197,13 @@ export function renderTargets(result: BenchResult): string[] {
   const has = (m: MiddleName): boolean => result.middles.includes(m);
   if (!has('proxy')) return out;
   if (has('node-relay')) {
-    const t = perRep(result, 'proxy', 'node-relay', (r) => r.bulk.gbps, ratio);
+    const t = perRep(result, 'proxy', 'node-relay', (r) => r.bulk?.gbps ?? null, ratio);
     out.push(`Throughput ≥ 95 % of the Node relay: ${t === null ? 'n/a' : `${(t.median * 100).toFixed(0)} %`} ${mark(t === null ? null : t.median >= 0.95)}`);
-    const c = perRep(result, 'proxy', 'node-relay', (r) => r.bulk.cpuPerGbit, ratio);
+    const c = perRep(result, 'proxy', 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio);
     out.push(`CPU-s/Gbit ≤ 1.05× the Node relay: ${c === null ? 'n/a' : `${c.median.toFixed(2)}×`} ${mark(c === null ? null : c.median <= 1.05)}`);
   }
   if (has('haproxy')) {
-    const c = perRep(result, 'proxy', 'haproxy', (r) => r.bulk.cpuPerGbit, ratio);
+    const c = perRep(result, 'proxy', 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio);
     out.push(`CPU-s/Gbit ≤ 1.5× HAProxy: ${c === null ? 'n/a' : `${c.median.toFixed(2)}×`} ${mark(c === null ? null : c.median <= 1.5)}`);
   }
   const pc = of('proxy', perCore);
