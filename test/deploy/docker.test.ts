@@ -215,7 +215,8 @@ describe('Dockerfile', () => {
     const missing: string[] = [];
     for (const f of walk('src')) {
       const text = read(f);
-      // Value imports only: `import type` / `export type` are erased by the compiler.
+      // Value imports only: `import type` / `export type` are erased by the compiler. (A lazy
+      // require() inside a function, like the demo's node-media-server backend, is not needed by `serve`.)
       const re = /^\s*(?:import|export)\s+(?!type\b)(?:[^'"]*?\sfrom\s+)?['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)/gm;
       for (const m of text.matchAll(re)) {
         const spec = m[1] ?? m[2]!;

@@ -85,6 +85,15 @@ describe('Helm chart: values and schema (no helm needed)', () => {
     assert.deepEqual(paths.sort(), settingsTable().map((r) => r.path).sort());
   });
 
+  test('Chart.yaml: apiVersion v2, version and appVersion are the package version', () => {
+    const chart = readYaml(join(CHART, 'Chart.yaml'));
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(chart['apiVersion'], 'v2');
+    assert.equal(chart['name'], 'rtmp-goaway-proxy');
+    assert.equal(chart['appVersion'], pkg.version);
+    assert.equal(chart['version'], pkg.version);
+  });
+
   test('values.yaml and every ci/ values file validate against values.schema.json (ajv)', () => {
     assert.deepEqual(schemaErrors(defaults), [], 'values.yaml');
     assert.ok(ciFiles.length >= 2);
