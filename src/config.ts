@@ -22,6 +22,12 @@ import { z } from 'zod';
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
 export const CONFIG_FILE_ENV = 'RTMP_GOAWAY_CONFIG';
+/**
+ * Variables Kubernetes injects for a Service named `rtmp-goaway…` (`<SVC>_SERVICE_HOST`,
+ * `<SVC>_SERVICE_PORT[_<NAME>]`, `<SVC>_PORT[_<n>_<PROTO>[_ADDR|_PORT|_PROTO]]`): not settings,
+ * so never "unknown setting" errors, whatever enableServiceLinks says.
+ */
+const KUBERNETES_SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)?)$/;
 
 /** Largest timer value Node accepts (setTimeout clamps anything larger to 1ms). */
 const MAX_DURATION_MS = 2_147_483_647;
@@ -862,7 +868,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     sources.set(l.path.join('.'), `env ${name}`);
   }
   for (const name of Object.keys(env)) {
-    if (name.startsWith(ENV_PREFIX) && !known.has(name)) {
+    if (name.startsWith(ENV_PREFIX) && !known.has(name) && !KUBERNETES_SERVICE_LINK.test(name)) {
       issues.push(`unknown environment variable ${name}${suggest(name, [...known])}`);
     }
   }

@@ -575,3 +575,20 @@ describe('docs/configuration.md', () => {
     assert.equal(c.backends.length, 2);
   });
 });
+
+// Kubernetes injects <SERVICE>_SERVICE_HOST / _PORT… for every Service in the namespace; a
+// Service named rtmp-goaway-proxy must not make the proxy refuse to start.
+test('Kubernetes service-link variables are not taken for unknown settings; typos still are', () => {
+  const env = {
+    RTMP_GOAWAY_PROXY_SERVICE_HOST: '10.0.0.1',
+    RTMP_GOAWAY_PROXY_SERVICE_PORT: '1935',
+    RTMP_GOAWAY_PROXY_SERVICE_PORT_RTMP: '1935',
+    RTMP_GOAWAY_PROXY_PORT: 'tcp://10.0.0.1:1935',
+    RTMP_GOAWAY_PROXY_PORT_1935_TCP: 'tcp://10.0.0.1:1935',
+    RTMP_GOAWAY_PROXY_PORT_1935_TCP_ADDR: '10.0.0.1',
+    RTMP_GOAWAY_PROXY_PORT_1935_TCP_PORT: '1935',
+    RTMP_GOAWAY_PROXY_PORT_1935_TCP_PROTO: 'tcp',
+  };
+  assert.equal(loadConfig({ env }).listen, '0.0.0.0:1935');
+  assert.throws(() => loadConfig({ env: { RTMP_GOAWAY_LISTN: '0.0.0.0:1' } }), /unknown environment variable RTMP_GOAWAY_LISTN/);
+});
