@@ -14,6 +14,7 @@ import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
+import { MigrationCoordinator } from './proxy/migration.js';
 import { ProxyServer } from './proxy/server.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
@@ -84,7 +85,11 @@ const FAST_HEARTBEAT_MS = 1_000;
 
 export async function startProxy(config: Config, log: Logger = createLogger(config)): Promise<RunningProxy> {
   const replicaId = config.replicaId;
-  const featureMetrics = new FeatureMetrics();
+  let migration: MigrationCoordinator | null = null;
+  const featureMetrics = new FeatureMetrics(() => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }));
+  if (config.drain.nonCapable === 'migrate') {
+    migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, featureMetrics);
+  }
   const pool = new BackendPool(config.backends, {
     defaultDrainDeadlineMs: config.drain.deadlineMs,
     health: config.health,
@@ -114,6 +119,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         amfLimits: { maxDepth: config.limits.amfMaxDepth, maxItems: config.limits.amfMaxItems },
         erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
         metrics: featureMetrics,
+        migration,
       },
     },
     pool,

@@ -1,19 +1,43 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
-import type { BackendConfig, DrainableSession } from '../balancer/types.js';
+import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
-import { type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
+import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
+import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
-import { CAPS_EX_RECONNECT, decodeCommand, goAwayChunk, reconnectRequestMessage, withCapsEx } from '../rtmp/messages.js';
+import { isVideoKeyframe } from '../rtmp/media.js';
+import {
+  CAPS_EX_RECONNECT,
+  commandMessage,
+  controlMessage,
+  decodeCommand,
+  encodeCommand,
+  goAwayChunk,
+  reconnectRequestMessage,
+  withCapsEx,
+} from '../rtmp/messages.js';
 import { SessionView } from '../rtmp/session-view.js';
+import type { StrategySession } from './drain-strategy.js';
 import type { FeatureMetrics } from './feature-metrics.js';
 import { ClientBoundInjector } from './injector.js';
+import {
+  type MigrationCoordinator,
+  type MigrationTicket,
+  type ReplayPlan,
+  MediaCache,
+  SwitchSplitter,
+  UpstreamConnection,
+  collectEverything,
+  keyframeSwitch,
+  migrationCollectPolicy,
+  sequenceHeaderHeadPolicy,
+} from './migration.js';
 import { redactStreamKey } from './redact.js';
 
-export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'closed';
+export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
 export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';
 
 export interface SessionSettings {
@@ -29,6 +53,8 @@ export interface SessionSettings {
   erpc?: { offer: boolean; tcUrl: string };
   /** Counters of E-RTMP and migration events. */
   metrics?: FeatureMetrics;
+  /** Proxy-side migration (drain.nonCapable: migrate); absent = off. */
+  migration?: MigrationCoordinator | null;
 }
 
 export interface SessionHooks {
@@ -59,6 +85,34 @@ export interface SessionSnapshot {
   /** When the E-RTMP ReconnectRequest was written. */
   reconnectRequestSentAt: string | null;
   parseFallback: string | null;
+  /** Proxy-side migrations this session went through (its media now flows through the proxy's own RTMP). */
+  migrations: number;
+}
+
+/**
+ * How client bytes travel:
+ *  - `pass`: as they arrive, in the original Buffers (the hot path);
+ *  - `armed`: a migration target is publishing; still raw to the old backend, but the tail of
+ *    each buffer that could be the start of the switch message is held back (SwitchSplitter);
+ *  - `relay`: after a migration the proxy terminates RTMP both ways: client messages are
+ *    re-chunked for the backend, backend messages re-chunked for the client.
+ */
+type Mode = 'pass' | 'armed' | 'relay';
+
+/** One proxy-side migration of this session, from its start to its switch or failure. */
+interface MigrationRun {
+  from: string;
+  startedAt: number;
+  tried: Set<string>;
+  ticket: MigrationTicket | null;
+  /** The target being opened (or published and waiting for the switch). */
+  attempt: UpstreamConnection | null;
+  readyAt: number | null;
+  readyTimer: NodeJS.Timeout | null;
+  switchTimer: NodeJS.Timeout | null;
+  /** Relay mode: switch at the next keyframe message. */
+  armedInRelay: boolean;
+  lastReason: string | null;
 }
 
 let nextId = 1;
@@ -71,8 +125,11 @@ let nextId = 1;
  * whether it can be told to go away, and so server→client bytes can take an injected chunk.
  * Backpressure: a `write` that returns false pauses the other socket until `drain`.
  * Half-close is propagated (allowHalfOpen on both sockets); any error ends both.
+ *
+ * A session whose client supports neither Go Away nor E-RTMP reconnect can be migrated to
+ * another backend by the proxy (`migrate`, see migration.ts); after that it runs in relay mode.
  */
-export class Session implements DrainableSession {
+export class Session implements StrategySession {
   readonly id: string;
   readonly clientAddress: string;
   readonly startedAt = Date.now();
@@ -83,11 +140,14 @@ export class Session implements DrainableSession {
   reconnectRequestSentAt: number | null = null;
   closeReason: string | null = null;
   fallback: ProtocolError | null = null;
+  /** Completed proxy-side migrations. */
+  migrations = 0;
 
   readonly view: SessionView;
   private backend: net.Socket | null = null;
   private readonly c2sHandshake = new HandshakeSkipper();
   private c2sReader: ChunkReader | null;
+  private readonly c2sHandler: ChunkReaderHandler;
   private readonly s2c: ClientBoundInjector;
   /** Client bytes that arrived before the backend connection was up. */
   private pending: Buffer[] = [];
@@ -105,6 +165,27 @@ export class Session implements DrainableSession {
   private clientClosed = false;
   private backendClosed = true;
 
+  // ── migration ──
+  private mode: Mode = 'pass';
+  /** Metadata and sequence headers, kept when this session may migrate. */
+  private cache: MediaCache | null = null;
+  private migration: MigrationRun | null = null;
+  private splitter: SwitchSplitter | null = null;
+  /** Relay mode: the backend connection the proxy publishes to. */
+  private upstream: UpstreamConnection | null = null;
+  /** Relay mode: the proxy's writer towards the client (fmt 0 headers, the client's S→C chunk size). */
+  private clientWriter: ChunkWriter | null = null;
+  /** Relay messages for the client waiting until the old backend's stream is sealed. */
+  private clientQueue: OutgoingMessage[] = [];
+  /** Connections left behind by a switch, ending. */
+  private readonly retired = new Set<{ destroy(): void }>();
+  /** The client's Window Ack Size (C→S type 5): relay mode acknowledges by it. */
+  private clientWindowAck = 0;
+  private lastAckToClient = 0;
+  /** When the last switch happened; cleared when the switch message reached the new backend. */
+  private switchedAt: number | null = null;
+  private migrationRefusedCounted = false;
+
   constructor(
     private readonly client: net.Socket,
     private readonly pool: BackendPool,
@@ -115,7 +196,8 @@ export class Session implements DrainableSession {
     this.id = `s${process.pid.toString(36)}-${(nextId++).toString(36)}`;
     this.clientAddress = `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
     this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
-    this.c2sReader = new ChunkReader({ message: (info, payload) => this.onClientMessage(info, payload) }, undefined, settings.chunkLimits);
+    this.c2sHandler = { message: (info, payload) => this.onClientMessage(info, payload), messageStart: undefined };
+    this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits);
     this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), undefined, settings.chunkLimits);
   }
 
@@ -131,6 +213,7 @@ export class Session implements DrainableSession {
   get state(): SessionState {
     if (this.finished) return 'closed';
     if (this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null) return 'going-away';
+    if (this.migration !== null) return 'migrating';
     if (this.view.facts.publishing) return 'publishing';
     if (this.view.facts.connect !== null) return 'connected';
     return this.backend === null ? 'connecting' : 'handshake';
@@ -152,9 +235,15 @@ export class Session implements DrainableSession {
     c.on('end', () => this.onClientEnd());
     c.on('timeout', () => this.close('client-idle'));
     c.on('error', (err) => this.fail('client-error', err));
+    c.on('drain', () => {
+      this.backend?.resume();
+      this.upstream?.socket.resume();
+    });
     c.on('close', () => {
       this.clientClosed = true;
       this.backend?.destroy();
+      this.upstream?.destroy();
+      if (this.upstream !== null) this.backendClosed = true;
       this.maybeFinish();
     });
     this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), this.settings.handshakeTimeoutMs);
@@ -200,19 +289,30 @@ export class Session implements DrainableSession {
     this.backendName = target.name;
     sock.setNoDelay(true);
     sock.setTimeout(this.settings.idleTimeoutMs);
-    sock.on('data', (buf: Buffer) => this.onBackendData(buf));
-    sock.on('end', () => this.client.end());
-    sock.on('timeout', () => this.close('backend-idle'));
-    sock.on('error', (err) => this.fail('backend-error', err));
+    // Every handler checks that `sock` is still the session's backend: a migration retires it.
+    sock.on('data', (buf: Buffer) => (sock === this.backend ? this.onBackendData(buf) : this.onRetiredBackendData(buf)));
+    sock.on('end', () => {
+      if (sock === this.backend) this.client.end();
+    });
+    sock.on('timeout', () => (sock === this.backend ? this.close('backend-idle') : sock.destroy()));
+    sock.on('error', (err) => {
+      if (sock === this.backend) this.fail('backend-error', err);
+    });
     sock.on('close', () => {
+      if (sock !== this.backend) {
+        this.retired.delete(sock);
+        this.onRetiredBackendClosed();
+        return;
+      }
       this.backendClosed = true;
       // Let what the server sent reach the client, then FIN; a client that never closes its side
       // is ended by the idle timeout.
       this.client.end();
       this.maybeFinish();
     });
-    sock.on('drain', () => this.client.resume());
-    this.client.on('drain', () => sock.resume());
+    sock.on('drain', () => {
+      if (sock === this.backend) this.client.resume();
+    });
     this.detach = this.pool.attach(target.name, this);
     this.hooks.routed(this);
     for (const buf of this.pending) sock.write(buf);
@@ -223,6 +323,10 @@ export class Session implements DrainableSession {
 
   private onClientData(buf: Buffer): void {
     this.bytesIn += buf.length;
+    if (this.mode !== 'pass') {
+      this.onClientDataMigrating(buf);
+      return;
+    }
     const reader = this.c2sReader;
     if (reader !== null) {
       try {
@@ -237,6 +341,7 @@ export class Session implements DrainableSession {
         }
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
+        this.c2sFeeding = null;
         this.parseFailed('c2s', err);
         if (this.finished) return;
       }
@@ -253,10 +358,63 @@ export class Session implements DrainableSession {
     if (!backend.write(buf)) this.client.pause();
   }
 
+  /** Client bytes while a migration is armed or after it (relay). */
+  private onClientDataMigrating(buf: Buffer): void {
+    const reader = this.c2sReader!;
+    if (this.mode === 'armed') {
+      const splitter = this.splitter!;
+      let old: Buffer | null;
+      try {
+        old = splitter.push(buf);
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        const rest = splitter.unforwarded;
+        if (splitter.switched) {
+          // Already relaying: nothing to fall back to.
+          if (rest !== null && rest.length > 0) this.backend?.write(rest);
+          this.finishSwitchFromPass(null);
+          this.close(`parse-error:${err.code}`);
+          return;
+        }
+        this.migrationFailed(this.migration!, 'client-parse-error');
+        if (rest !== null && rest.length > 0) this.backend?.write(rest);
+        this.parseFailed('c2s', err);
+        return;
+      }
+      if (splitter.switched) {
+        this.finishSwitchFromPass(old);
+      } else if (old !== null && this.backend !== null && !this.backend.write(old)) {
+        this.client.pause();
+      }
+      if ((this.mode as Mode) === 'relay') this.ackClient();
+      return;
+    }
+    try {
+      reader.feed(buf);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.log.warn({ session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
+      this.hooks.parseFallback(this, 'c2s', err);
+      this.close(`parse-error:${err.code}`);
+      return;
+    }
+    this.ackClient();
+  }
+
   /** A complete client message (payload for the collected kinds). Runs for every message: keep it cheap. */
   private onClientMessage(info: MessageInfo, payload: Buffer | null): void {
-    if (payload !== null && info.typeId === MessageType.Acknowledgement) this.translateAck(payload);
+    if (payload !== null) {
+      const t = info.typeId;
+      if (t === MessageType.Acknowledgement) {
+        if (this.mode !== 'relay') this.translateAck(payload);
+      } else if (this.cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3)) {
+        this.cache.offer(info, payload);
+      } else if (t === MessageType.WindowAckSize && payload.length >= 4) {
+        this.clientWindowAck = payload.readUInt32BE(0);
+      }
+    }
     this.view.clientMessage(info, payload);
+    if (this.mode === 'relay') this.relayClientMessage(info, payload);
   }
 
   /**
@@ -267,7 +425,7 @@ export class Session implements DrainableSession {
   private translateAck(payload: Buffer): void {
     const added = this.s2c.addedBytes;
     if (added === 0 || payload.length < 4) return;
-    const buf = this.c2sFeeding;
+    const buf = this.mode === 'armed' ? (this.splitter?.feeding ?? null) : this.c2sFeeding;
     if (buf === null || payload.buffer !== buf.buffer || payload.byteOffset < buf.byteOffset || payload.byteOffset + 4 > buf.byteOffset + buf.length) {
       // Straddled two reads: its first bytes are already forwarded.
       this.settings.metrics?.ackTranslations.inc({ result: 'straddled' });
@@ -322,7 +480,10 @@ export class Session implements DrainableSession {
       this.bytesOut += b.length;
       ok = this.client.write(b) && ok;
     }
-    if (!ok) this.backend?.pause();
+    if (!ok) {
+      this.backend?.pause();
+      this.upstream?.socket.pause();
+    }
   }
 
   private onConnectSeen(): void {
@@ -330,14 +491,21 @@ export class Session implements DrainableSession {
     this.handshakeTimer = null;
     const c = this.view.facts.connect!;
     this.log.debug({ session: this.id, app: c.app, tcUrl: c.tcUrl, flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
-    if (this.settings.erpc?.offer === true && c.capsEx !== null && this.s2c.failure === null) this.offerCapsEx();
+    const erpcOffered = this.settings.erpc?.offer === true;
+    if (erpcOffered && c.capsEx !== null && this.s2c.failure === null) this.offerCapsEx();
+    // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
+    const told = c.supportsGoAway || (erpcOffered && this.capability === 'erpc');
+    if (!told && this.settings.migration && this.c2sReader !== null) {
+      this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes);
+      this.c2sReader.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+    }
     // A session that connects to a backend already draining is told at once.
     if (this.backendName !== null) this.pool.reapplyStrategy(this.backendName, this);
   }
 
   private onPublishStarted(): void {
     // A non-capable session on a draining backend can migrate only once it publishes.
-    if (this.backendName !== null && !this.finished) this.pool.reapplyStrategy(this.backendName, this);
+    if (this.backendName !== null && !this.finished && this.mode === 'pass') this.pool.reapplyStrategy(this.backendName, this);
   }
 
   private parseFailed(direction: 'c2s' | 's2c', err: ProtocolError): void {
@@ -350,11 +518,14 @@ export class Session implements DrainableSession {
       if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
       this.handshakeTimer = null;
     }
+    if (this.migration !== null) this.migrationFailed(this.migration, `${direction}-parse-error`);
     if (this.settings.onParseError === 'close') this.close(`parse-error:${err.code}`);
   }
 
   private onClientEnd(): void {
-    if (this.backend !== null) this.backend.end();
+    if (this.mode === 'armed' && this.migration !== null) this.migrationFailed(this.migration, 'client-ended');
+    if (this.upstream !== null) this.upstream.socket.end();
+    else if (this.backend !== null) this.backend.end();
     else this.close('client-closed');
   }
 
@@ -397,9 +568,392 @@ export class Session implements DrainableSession {
     return true;
   }
 
-  /** Proxy-side migration (drain.nonCapable: migrate). */
-  migrate(_backend: string): 'migrating' | 'waiting' {
-    return 'waiting';
+  // ───────────────────────────── proxy-side migration ─────────────────────────────
+
+  /** Why this session cannot migrate now, or null. */
+  private cannotMigrate(): string | null {
+    const f = this.view.facts;
+    if (!f.publishing || f.unpublished) return 'not-publishing';
+    if (f.connectCommand === null || f.streamKey === null || f.publishArgs === null || f.streamId === null) return 'not-publishing';
+    if (this.c2sReader === null || this.fallback !== null || this.s2c.failure !== null) return 'unparsed-stream';
+    if (this.cache === null) return 'no-cache';
+    if (this.cache.overflow) return 'cache-overflow';
+    if (this.mode === 'pass' && this.backend === null) return 'no-backend-connection';
+    if (this.mode === 'relay' && this.upstream === null) return 'no-backend-connection';
+    return null;
+  }
+
+  /** Some other backend could take this session now (healthy, not draining, below its cap). */
+  private hasMigrationTarget(exclude: string): boolean {
+    return this.pool.list().some((b) => b.name !== exclude && b.state === 'up' && !b.removing && (b.maxSessions === undefined || b.sessions < b.maxSessions));
+  }
+
+  /**
+   * Proxy-side migration off `backend` (drain.nonCapable: migrate): queued for a slot
+   * (migration.maxInFlight), then a healthy backend is opened and published to; the switch
+   * happens at the client's next keyframe. Returns 'waiting' when the session cannot migrate
+   * (yet): the drain deadline then applies.
+   */
+  migrate(backend: string): 'migrating' | 'waiting' {
+    const coordinator = this.settings.migration;
+    if (!coordinator || this.finished || this.clientClosed) return 'waiting';
+    if (this.migration !== null) return 'migrating';
+    const why = this.cannotMigrate();
+    if (why !== null) {
+      this.log.info({ session: this.id, backend, why }, 'cannot migrate this session');
+      if (why !== 'not-publishing' && !this.migrationRefusedCounted) {
+        this.migrationRefusedCounted = true;
+        this.settings.metrics?.migrations.inc({ result: 'failed', reason: why });
+      }
+      return 'waiting';
+    }
+    if (!this.hasMigrationTarget(backend)) {
+      this.log.warn({ session: this.id, backend }, 'no backend to migrate this session to: the drain deadline applies');
+      this.settings.metrics?.migrations.inc({ result: 'failed', reason: 'no-backend' });
+      return 'waiting';
+    }
+    const run: MigrationRun = {
+      from: backend,
+      startedAt: Date.now(),
+      tried: new Set([backend]),
+      ticket: null,
+      attempt: null,
+      readyAt: null,
+      readyTimer: null,
+      switchTimer: null,
+      armedInRelay: false,
+      lastReason: null,
+    };
+    this.migration = run;
+    this.settings.metrics?.migrationsStarted.inc({ backend });
+    this.log.info({ session: this.id, backend, queued: coordinator.inFlight >= coordinator.settings.maxInFlight }, 'migration started');
+    run.ticket = coordinator.acquire(() => this.nextAttempt(run));
+    return 'migrating';
+  }
+
+  /** Opens the next migration target (another healthy backend), or gives up. */
+  private nextAttempt(run: MigrationRun): void {
+    if (run !== this.migration || this.finished) return;
+    const coordinator = this.settings.migration!;
+    const why = this.cannotMigrate();
+    if (why !== null) {
+      this.migrationFailed(run, why);
+      return;
+    }
+    const target = this.pool.pick(run.tried);
+    if (target === null) {
+      this.migrationFailed(run, run.lastReason ?? 'no-backend');
+      return;
+    }
+    run.tried.add(target.name);
+    const f = this.view.facts;
+    const plan: ReplayPlan = {
+      connect: f.connectCommand!,
+      publishArgs: f.publishArgs!,
+      streamKey: f.streamKey!,
+      chunkSize: coordinator.settings.chunkSize,
+    };
+    const up: UpstreamConnection = new UpstreamConnection(
+      target,
+      plan,
+      {
+        published: () => this.onAttemptPublished(run, up),
+        failed: (reason, detail) => this.onUpstreamFailed(run, up, reason, detail),
+        message: (info, payload) => this.relayServerMessage(up, info, payload),
+        closed: (reason) => this.onUpstreamClosed(up, reason),
+        drain: () => {
+          if (up === this.upstream) this.client.resume();
+        },
+      },
+      {
+        connectTimeoutMs: coordinator.settings.connectTimeoutMs,
+        idleTimeoutMs: this.settings.idleTimeoutMs,
+        chunkLimits: this.settings.chunkLimits,
+        amfLimits: this.settings.amfLimits,
+      },
+    );
+    run.attempt = up;
+    run.readyTimer = setTimeout(() => this.onUpstreamFailed(run, up, 'publish-timeout', `no NetStream.Publish.Start within ${coordinator.settings.timeoutMs} ms`), coordinator.settings.timeoutMs);
+    run.readyTimer.unref();
+    this.log.debug({ session: this.id, from: run.from, to: target.name }, 'migration attempt');
+  }
+
+  private onAttemptPublished(run: MigrationRun, up: UpstreamConnection): void {
+    if (run !== this.migration || run.attempt !== up) return;
+    const coordinator = this.settings.migration!;
+    if (run.readyTimer !== null) clearTimeout(run.readyTimer);
+    run.readyTimer = null;
+    run.readyAt = Date.now();
+    this.settings.metrics?.migrationReadySeconds.observe((run.readyAt - run.startedAt) / 1000);
+    this.pool.reportConnectSuccess(up.target.name);
+    this.log.debug({ session: this.id, to: up.target.name, readyMs: run.readyAt - run.startedAt }, 'migration target publishing; waiting for a keyframe');
+    if (this.mode === 'pass') this.arm();
+    else run.armedInRelay = true;
+    run.switchTimer = setTimeout(() => this.migrationFailed(run, 'switch-timeout'), coordinator.settings.switchTimeoutMs);
+    run.switchTimer.unref();
+  }
+
+  /** pass → armed: every client message is collected, and the switch point searched. */
+  private arm(): void {
+    const reader = this.c2sReader!;
+    const splitter = new SwitchSplitter(reader, keyframeSwitch(reader), () => this.beginRelay());
+    this.splitter = splitter;
+    reader.setCollectPolicy(collectEverything, null, this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1);
+    this.c2sHandler.messageStart = (csid, typeId, length, headerEnd, headerLength) => splitter.onMessageStart(csid, typeId, length, headerEnd, headerLength);
+    this.mode = 'armed';
+  }
+
+  /** armed → pass, after a failed attempt: held bytes go to the old backend. */
+  private disarm(run: MigrationRun): void {
+    run.armedInRelay = false;
+    if (this.mode !== 'armed') return;
+    const held = this.splitter!.release();
+    this.splitter = null;
+    this.mode = 'pass';
+    this.c2sHandler.messageStart = undefined;
+    this.c2sReader?.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+    if (held !== null && this.backend !== null && !this.backend.write(held)) this.client.pause();
+  }
+
+  /** Sends the cached metadata and decoder configuration to a new backend, before the keyframe. */
+  private replayConfig(up: UpstreamConnection, keyframeTimestamp: number): void {
+    // Not after any frame that follows: audio may trail video a little (nginx-rtmp `record`
+    // cuts timestamps below its epoch to 0).
+    const a = this.view.facts.lastAudioTimestamp;
+    const ts = a !== null && a < keyframeTimestamp && keyframeTimestamp - a < 10_000 ? a : keyframeTimestamp;
+    for (const m of this.cache!.replay()) up.send({ csid: m.csid, timestamp: ts, typeId: m.typeId, streamId: up.protocol.streamId, payload: m.payload });
+  }
+
+  /** The switch point was found (inside the reader's feed): from now on client messages go to the new backend. */
+  private beginRelay(): void {
+    const run = this.migration!;
+    const up = run.attempt!;
+    this.clearRunTimers(run);
+    run.attempt = null;
+    this.mode = 'relay';
+    this.upstream = up;
+    up.protocol.forwarding = true;
+    this.c2sHandler.messageStart = undefined;
+    this.replayConfig(up, this.splitter!.switchTimestamp);
+    this.switchedAt = Date.now();
+  }
+
+  /** After the feed that found the switch point: the old backend gets the bytes before it, then a clean unpublish. */
+  private finishSwitchFromPass(old: Buffer | null): void {
+    const splitter = this.splitter!;
+    this.splitter = null;
+    const oldSock = this.backend;
+    this.backend = null;
+    if (oldSock !== null) {
+      this.retired.add(oldSock);
+      if (old !== null) oldSock.write(old);
+      const w = new ChunkWriter();
+      w.chunkSize = splitter.chunkSizeAtSwitch;
+      const f = this.view.facts;
+      oldSock.write(w.write(commandMessage(COMMAND_CSID, 0, 'FCUnpublish', 0, null, f.streamKey)));
+      oldSock.write(w.write(commandMessage(COMMAND_CSID, 0, 'deleteStream', 0, null, f.streamId)));
+      oldSock.end();
+      setTimeout(() => oldSock.destroy(), 5000).unref();
+    }
+    // The old backend's client-bound stream ends at its next message boundary (now, normally).
+    if (this.s2c.seal()) this.onS2CSealed();
+    const run = this.migration;
+    if (run !== null && this.upstream !== null) this.completeMigration(run, this.upstream);
+  }
+
+  /** Relay mode with a migration armed: the keyframe message switches to the new backend. */
+  private switchInRelay(info: MessageInfo): void {
+    const run = this.migration!;
+    const up = run.attempt!;
+    const old = this.upstream!;
+    this.clearRunTimers(run);
+    run.attempt = null;
+    run.armedInRelay = false;
+    this.retired.add(old);
+    old.end(true);
+    up.protocol.forwarding = true;
+    this.upstream = up;
+    this.replayConfig(up, info.timestamp);
+    this.switchedAt = Date.now();
+    this.completeMigration(run, up);
+  }
+
+  private completeMigration(run: MigrationRun, up: UpstreamConnection): void {
+    const now = Date.now();
+    run.ticket?.release();
+    this.migration = null;
+    this.migrations++;
+    this.settings.metrics?.migrations.inc({ result: 'ok', reason: 'ok' });
+    this.settings.metrics?.migrationSwitchSeconds.observe((now - run.startedAt) / 1000);
+    this.log.info(
+      { session: this.id, from: run.from, to: up.target.name, switchMs: now - run.startedAt, readyMs: run.readyAt === null ? null : run.readyAt - run.startedAt, attempts: run.tried.size - 1 },
+      'migration switched',
+    );
+    this.detach?.();
+    this.detach = null;
+    this.backendName = up.target.name;
+    try {
+      this.detach = this.pool.attach(up.target.name, this);
+    } catch (err) {
+      this.log.warn({ session: this.id, backend: up.target.name, err: (err as Error).message }, 'migrated session not attached to its new backend');
+    }
+  }
+
+  private clearRunTimers(run: MigrationRun): void {
+    if (run.readyTimer !== null) clearTimeout(run.readyTimer);
+    if (run.switchTimer !== null) clearTimeout(run.switchTimer);
+    run.readyTimer = null;
+    run.switchTimer = null;
+  }
+
+  /** An attempt failed (before the switch): try another backend. After the switch: the session's backend is gone. */
+  private onUpstreamFailed(run: MigrationRun, up: UpstreamConnection, reason: string, detail: string): void {
+    if (up === this.upstream) {
+      this.onUpstreamClosed(up, reason);
+      return;
+    }
+    if (run !== this.migration || run.attempt !== up) return;
+    if (run.readyTimer !== null) clearTimeout(run.readyTimer);
+    if (run.switchTimer !== null) clearTimeout(run.switchTimer);
+    run.readyTimer = null;
+    run.switchTimer = null;
+    up.destroy();
+    run.attempt = null;
+    run.lastReason = reason;
+    this.settings.metrics?.migrationAttemptsFailed.inc({ backend: up.target.name, reason });
+    if (reason === 'refused' || reason === 'connect-timeout') this.pool.reportConnectFailure(up.target.name, new Error(detail));
+    this.log.warn({ session: this.id, to: up.target.name, reason, detail }, 'migration attempt failed');
+    this.disarm(run);
+    if (this.finished) return;
+    this.nextAttempt(run);
+  }
+
+  /** The migration is given up: the session stays where it is (the drain deadline applies). */
+  private migrationFailed(run: MigrationRun, reason: string): void {
+    if (run !== this.migration) return;
+    this.clearRunTimers(run);
+    run.attempt?.destroy();
+    run.attempt = null;
+    this.disarm(run);
+    run.ticket?.release();
+    this.migration = null;
+    this.settings.metrics?.migrations.inc({ result: 'failed', reason });
+    this.log.warn({ session: this.id, from: run.from, reason, tried: [...run.tried].slice(1), elapsedMs: Date.now() - run.startedAt }, 'migration failed');
+  }
+
+  /** The connection the session relays to ended (after a switch). */
+  private onUpstreamClosed(up: UpstreamConnection, reason: string): void {
+    if (up !== this.upstream) {
+      this.retired.delete(up);
+      return;
+    }
+    if (this.backendClosed) return;
+    this.backendClosed = true;
+    if (this.closeReason === null && !this.clientClosed) this.closeReason = `backend-${reason}`;
+    if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
+    this.client.end();
+    this.maybeFinish();
+  }
+
+  /** Relay mode: one complete client message to the backend the session publishes to. */
+  private relayClientMessage(info: MessageInfo, payload: Buffer | null): void {
+    const t = info.typeId;
+    // Protocol control is per connection: the proxy speaks for itself on each side.
+    if (t <= MessageType.SetPeerBandwidth) return;
+    if (payload === null) {
+      this.close('relay-uncollected-message');
+      return;
+    }
+    const run = this.migration;
+    if (run !== null && run.armedInRelay && run.attempt !== null && t === MessageType.Video && isVideoKeyframe(info.head)) this.switchInRelay(info);
+    const up = this.upstream;
+    if (up === null) return;
+    const clientSid = this.view.facts.streamId;
+    const upSid = up.protocol.streamId;
+    let body = payload;
+    if ((t === MessageType.CommandAmf0 || t === MessageType.CommandAmf3) && clientSid !== upSid) body = this.mapCommandStreamId(t, payload, clientSid, upSid);
+    const ok = up.send({ csid: info.csid, timestamp: info.timestamp, typeId: t, streamId: info.streamId === clientSid ? upSid : info.streamId, payload: body });
+    if (!ok) this.client.pause();
+    if (this.switchedAt !== null && t === MessageType.Video) {
+      this.settings.metrics?.migrationGapSeconds.observe((Date.now() - this.switchedAt) / 1000);
+      this.switchedAt = null;
+    }
+  }
+
+  /** deleteStream / closeStream name the stream id in an argument: the backend knows its own. */
+  private mapCommandStreamId(typeId: number, payload: Buffer, from: number | null, to: number): Buffer {
+    let cmd;
+    try {
+      cmd = decodeCommand(typeId, payload, this.settings.amfLimits);
+    } catch {
+      return payload;
+    }
+    if (cmd === null || cmd.name !== 'deleteStream' || cmd.args[0] !== from) return payload;
+    const body = encodeCommand(cmd.name, cmd.transactionId, cmd.commandObject, to, ...cmd.args.slice(1));
+    return typeId === MessageType.CommandAmf3 ? Buffer.concat([Buffer.of(0), body]) : body;
+  }
+
+  /** Relay mode: a backend message for the client, stream id mapped back. */
+  private relayServerMessage(up: UpstreamConnection, info: MessageInfo, payload: Buffer): void {
+    if (up !== this.upstream) return;
+    const clientSid = this.view.facts.streamId ?? 0;
+    this.sendToClient({ csid: info.csid, timestamp: info.timestamp, typeId: info.typeId, streamId: info.streamId === up.protocol.streamId ? clientSid : info.streamId, payload });
+  }
+
+  private sendToClient(msg: OutgoingMessage): void {
+    if (this.clientWriter === null) {
+      this.clientQueue.push(msg);
+      return;
+    }
+    this.writeToClient([this.clientWriter.write(msg)]);
+  }
+
+  /** Relay mode: acknowledge the client's bytes by the window it asked for. */
+  private ackClient(): void {
+    if (this.clientWindowAck <= 0 || this.bytesIn - this.lastAckToClient < this.clientWindowAck) return;
+    this.lastAckToClient = this.bytesIn;
+    this.sendToClient(controlMessage(MessageType.Acknowledgement, this.bytesIn >>> 0));
+  }
+
+  /** The old backend's stream to the client ended at a message boundary: the proxy writes to the client now. */
+  private onS2CSealed(): void {
+    if (this.clientWriter !== null) return;
+    if (this.s2c.sealBroken) {
+      this.close('migration-s2c-desync');
+      return;
+    }
+    const w = new ChunkWriter();
+    w.chunkSize = this.s2c.reader.chunkSize;
+    this.clientWriter = w;
+    const queued = this.clientQueue;
+    this.clientQueue = [];
+    for (const m of queued) this.sendToClient(m);
+  }
+
+  /** A retired (old) backend still talking while its stream to the client is being sealed. */
+  private onRetiredBackendData(buf: Buffer): void {
+    if (this.s2c.sealed) return;
+    this.writeToClient(this.s2c.push(buf));
+    if (this.s2c.sealed) this.onS2CSealed();
+  }
+
+  /** The old backend closed before its stream to the client reached a message boundary. */
+  private onRetiredBackendClosed(): void {
+    if (this.s2c.sealed || this.mode !== 'relay' || this.finished) return;
+    const reader = this.s2c.reader;
+    if (!reader.atChunkBoundary) {
+      this.close('migration-s2c-desync');
+      return;
+    }
+    // Abort (spec §5.4.2) what the client holds half of, then the proxy takes over.
+    const w = new ChunkWriter();
+    w.chunkSize = reader.chunkSize;
+    this.writeToClient(reader.partialMessages().map((csid) => w.write(controlMessage(MessageType.Abort, csid))));
+    this.s2c.seal();
+    this.clientWriter = w;
+    const queued = this.clientQueue;
+    this.clientQueue = [];
+    for (const m of queued) this.sendToClient(m);
   }
 
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
@@ -414,8 +968,13 @@ export class Session implements DrainableSession {
       return;
     }
     if (this.closeReason === null) this.closeReason = reason;
+    if (this.migration !== null) this.migrationFailed(this.migration, reason === 'drain-deadline' ? 'drain-deadline' : 'session-closed');
     this.client.destroy();
     this.backend?.destroy();
+    if (this.upstream !== null) {
+      this.upstream.destroy();
+      this.backendClosed = true;
+    }
     this.maybeFinish();
   }
 
@@ -430,6 +989,9 @@ export class Session implements DrainableSession {
     this.finished = true;
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
+    if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
+    for (const r of this.retired) r.destroy();
+    this.retired.clear();
     this.detach?.();
     this.detach = null;
     if (this.closeReason === null) this.closeReason = this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null ? 'client-went-away' : 'client-closed';
@@ -450,6 +1012,7 @@ export class Session implements DrainableSession {
         reason: this.closeReason,
         goAwaySent: this.goAwaySentAt !== null,
         reconnectRequestSent: this.reconnectRequestSentAt !== null,
+        migrations: this.migrations,
         parseFallback: this.fallback?.code ?? null,
       },
       'session end',
@@ -459,7 +1022,7 @@ export class Session implements DrainableSession {
 
   /** Bytes this process holds for the session in userland: socket write queues and the pre-connect buffer. */
   get bufferedBytes(): number {
-    return this.pendingBytes + this.client.writableLength + (this.backend?.writableLength ?? 0);
+    return this.pendingBytes + this.client.writableLength + (this.backend?.writableLength ?? 0) + (this.upstream?.socket.writableLength ?? 0);
   }
 
   /** Logged once per session start, when the backend is known. */
@@ -490,6 +1053,7 @@ export class Session implements DrainableSession {
       goAwaySentAt: this.goAwaySentAt === null ? null : new Date(this.goAwaySentAt).toISOString(),
       reconnectRequestSentAt: this.reconnectRequestSentAt === null ? null : new Date(this.reconnectRequestSentAt).toISOString(),
       parseFallback: this.fallback?.code ?? null,
+      migrations: this.migrations,
     };
   }
 }

@@ -182,6 +182,13 @@ export class ChunkReader {
     return true;
   }
 
+  /** Chunk stream ids with a partly read message. */
+  partialMessages(): number[] {
+    const out: number[] = [];
+    for (const s of this.streams.values()) if (s.remaining > 0) out.push(s.csid);
+    return out;
+  }
+
   /** True when no chunk stream other than `csid` has a partly read message. */
   idleExcept(csid: number): boolean {
     for (const s of this.streams.values()) if (s.remaining > 0 && s.csid !== csid) return false;

@@ -36,6 +36,8 @@ export interface SessionFacts {
   keyframes: number;
   /** Timestamp of the last media message from the client. */
   lastMediaTimestamp: number | null;
+  /** Timestamp of the last audio message from the client. */
+  lastAudioTimestamp: number | null;
 }
 
 export interface SessionViewEvents {
@@ -67,6 +69,7 @@ export class SessionView {
     audioMessages: 0,
     keyframes: 0,
     lastMediaTimestamp: null,
+    lastAudioTimestamp: null,
   };
   /** Transaction ids of createStream calls awaiting their _result. */
   private readonly createStreamTxns = new Set<number>();
@@ -88,6 +91,7 @@ export class SessionView {
     if (t === MessageType.Audio) {
       this.facts.audioMessages++;
       this.facts.lastMediaTimestamp = info.timestamp;
+      this.facts.lastAudioTimestamp = info.timestamp;
       return;
     }
     if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;

@@ -138,7 +138,7 @@ describe('SIGHUP reloads the backend list', () => {
   });
 
   const yaml = (backends: Record<string, number>) =>
-    `health: { enabled: false }\ndrain: { deadlineMs: 60s }\nbackends:\n${Object.entries(backends)
+    `health: { enabled: false }\ndrain: { deadlineMs: 60s, nonCapable: deadline-close }\nbackends:\n${Object.entries(backends)
       .map(([name, port]) => `  - { name: ${name}, host: 127.0.0.1, port: ${port} }\n`)
       .join('')}`;
 
