@@ -48,6 +48,7 @@ const { values: argv } = parseArgs({
     phases: { type: 'string', default: 'idle,latency,bulk,paced' },
     'latency-pin': { type: 'string', default: 'one' },
     'proxy-code': { type: 'string' },
+    'proxy-b': { type: 'string' },
   },
 });
 
@@ -115,6 +116,7 @@ function availableMiddles(): MiddleName[] {
   else log('haproxy not installed: skipped');
   if (NGINX !== null && nginxStreamVersion() !== null) all.push('nginx');
   else log('nginx with the stream module not installed: skipped (apt-get install libnginx-mod-stream)');
+  if (argv['proxy-b'] !== undefined) all.splice(all.indexOf('proxy') + 1, 0, 'proxy-b');
   if (argv.middles === undefined) return all;
   const wanted = argv.middles.split(',').map((s) => s.trim()) as MiddleName[];
   for (const w of wanted) if (!all.includes(w)) throw new Error(`middle ${w} is not available (have: ${all.join(', ')})`);
@@ -180,21 +182,33 @@ async function waitDelivered(sink: RpcChild, lo: number, sent: { written: Record
 
 const cpuOf = (pid: number | null): number | null => (pid === null ? null : cpuSeconds(pid));
 
+/** RSS after a full GC, for Node middles (null for others). */
+async function rssAfterGc(m: RunningMiddle): Promise<number | null> {
+  if (m.pid === null || !m.gcOnSignal) return null;
+  process.kill(m.pid, 'SIGWINCH');
+  await sleep(smoke ? 100 : 400);
+  return rssBytes(m.pid);
+}
+
 async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number): Promise<RunResult['idle']> {
   const before = m.pid === null ? null : rssBytes(m.pid);
+  const beforeGc = await rssAfterGc(m);
   const lo = allocIds(n);
   const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 100 });
   if (r.failed > 0) problems.push(`${m.name} idle: ${r.failed} of ${n} sessions failed: ${r.firstError}`);
   await sleep(scale.idleSettleMs);
   const after = m.pid === null ? null : rssBytes(m.pid);
+  const afterGc = await rssAfterGc(m);
   await gen.call('idleClose');
   await sink.call('forget', { lo, hi: lo + n });
+  const per = (a: number | null, b: number | null): number | null => (a === null || b === null || r.opened === 0 ? null : (b - a) / r.opened);
   return {
     sessions: r.opened,
     setupSeconds: r.seconds,
     rssBefore: before,
     rssAfter: after,
-    rssPerSession: before === null || after === null || r.opened === 0 ? null : (after - before) / r.opened,
+    rssPerSession: per(before, after),
+    rssPerSessionAfterGc: per(beforeGc, afterGc),
   };
 }
 
@@ -455,7 +469,7 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
 }
 
 /** Builds dist/ when it is missing or older than src/ (the bench measures the proxy as it ships). */
-function ensureDist(): void {
+function ensureDist(root: string): void {
   const newest = (dir: string): number => {
     let t = 0;
     for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -464,10 +478,10 @@ function ensureDist(): void {
     }
     return t;
   };
-  const built = join(PROJECT_ROOT, 'dist/app.js');
-  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(PROJECT_ROOT, 'src'))) return;
-  log('dist/ is missing or older than src/: npm run build');
-  const r = spawnSync('npm', ['run', 'build'], { cwd: PROJECT_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+  const built = join(root, 'dist/app.js');
+  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(root, 'src'))) return;
+  log(`${root}/dist is missing or older than src/: npm run build`);
+  const r = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error('npm run build failed');
 }
 
@@ -485,7 +499,8 @@ async function main(): Promise<void> {
       scale.fanoutSizes = scale.fanoutSizes.map((s) => Math.min(s, Math.floor((fdLimit - 200) / 2)));
     }
   }
-  if (proxyCode === 'dist' && (middles.includes('proxy') || argv.profile !== undefined)) ensureDist();
+  if (proxyCode === 'dist' && (middles.includes('proxy') || argv.profile !== undefined)) ensureDist(PROJECT_ROOT);
+  if (proxyCode === 'dist' && middles.includes('proxy-b')) ensureDist(resolve(argv['proxy-b']!));
   log(`middles: ${middles.join(', ')}; ${scale.reps} repetitions; proxy runs ${proxyCode}/${verify ? '; byte-compare at the sink' : ''}`);
   const gen = forkRpc(join(import.meta.dirname, 'loadgen.ts'));
   const sink = forkRpc(join(import.meta.dirname, 'sink.ts'));
@@ -510,13 +525,13 @@ async function main(): Promise<void> {
       const order = middles.map((_, i) => middles[(i + rep) % middles.length]!);
       for (const name of order) {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
-        const m = await startMiddle(name, sinkPort, { proxyCode });
+        const m = await startMiddle(name, sinkPort, { proxyCode, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
         if (pinMode === 'split' && m.pid !== null) pin(m.pid, String(ncpu - 1));
         try {
           await sleep(smoke ? 50 : 300);
           const rssIdle = m.pid === null ? null : rssBytes(m.pid);
           log(`rep ${rep + 1}/${scale.reps} ${name}: idle ${scale.idleSessions} sessions`);
-          const idle = phases.has('idle') ? await measureIdle(gen, sink, m, scale.idleSessions) : { sessions: 0, setupSeconds: 0, rssBefore: null, rssAfter: null, rssPerSession: null };
+          const idle = phases.has('idle') ? await measureIdle(gen, sink, m, scale.idleSessions) : { sessions: 0, setupSeconds: 0, rssBefore: null, rssAfter: null, rssPerSession: null, rssPerSessionAfterGc: null };
           if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, '0');
           const latency = phases.has('latency') ? await measureLatency(gen, m) : { count: 0, p50: NaN, p99: NaN, min: NaN, max: NaN };
           if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, `0-${ncpu - 1}`);

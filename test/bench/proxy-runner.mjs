@@ -5,16 +5,20 @@
 // Usage: node [--import tsx] test/bench/proxy-runner.mjs <backendPort> [redisUrl]
 //   BENCH_PROXY_CODE=dist  runs the compiled dist/ (as `bin/rtmp-goaway-proxy.js serve` does);
 //   otherwise src/ through tsx (then node needs --import tsx).
+//   BENCH_PROXY_ROOT=DIR   runs the proxy of another work tree (its src/ or dist/).
 //   BENCH_PROFILE_FILE=F   SIGUSR2 starts the V8 CPU profiler, the next SIGUSR2 writes the
 //                          profile to F and prints {"profile": F}: a profile of the measured
 //                          window only, without start-up.
 import { writeFileSync } from 'node:fs';
 import inspector from 'node:inspector';
+import { pathToFileURL } from 'node:url';
 
 const code = process.env.BENCH_PROXY_CODE === 'dist' ? 'dist' : 'src';
 const ext = code === 'dist' ? 'js' : 'ts';
-const { startProxy } = await import(new URL(`../../${code}/app.${ext}`, import.meta.url).href);
-const { loadConfig } = await import(new URL(`../../${code}/config.${ext}`, import.meta.url).href);
+// BENCH_PROXY_ROOT: another work tree of the project (A/B of a change, `--proxy-b`).
+const root = process.env.BENCH_PROXY_ROOT ? pathToFileURL(`${process.env.BENCH_PROXY_ROOT.replace(/\/+$/, '')}/`) : new URL('../../', import.meta.url);
+const { startProxy } = await import(new URL(`${code}/app.${ext}`, root).href);
+const { loadConfig } = await import(new URL(`${code}/config.${ext}`, root).href);
 
 const backendPort = Number(process.argv[2]);
 const redisUrl = process.argv[3];
@@ -52,6 +56,9 @@ if (profileFile) {
     });
   });
 }
+
+// The bench sends SIGWINCH to read RSS after a full GC too (node runs with --expose-gc).
+process.on('SIGWINCH', () => globalThis.gc?.());
 
 const exit = () => process.exit(0);
 process.on('SIGTERM', exit);

@@ -15,10 +15,12 @@ import { type Started, sleep, spawnReady, stopChild } from './proc.js';
 const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const PROJECT_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
-export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'haproxy' | 'nginx';
+export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'proxy-b' | 'haproxy' | 'nginx';
 
 export interface RunningMiddle {
   name: MiddleName;
+  /** A Node process that runs a full GC on SIGWINCH (so RSS can be read without garbage). */
+  gcOnSignal?: boolean;
   /** Where publishers connect. */
   port: number;
   /** The middle's process (null for direct). */
@@ -36,6 +38,8 @@ export interface MiddleOptions {
   profileFile?: string;
   /** Extra node flags for the proxy and Node relay processes (e.g. --cpu-prof). */
   nodeArgs?: string[];
+  /** Work tree whose proxy 'proxy-b' runs (A/B comparisons in one interleaved run). */
+  proxyBRoot?: string;
   /** redis:// URL handed to the proxy (fan-out over Redis). */
   redisUrl?: string;
 }
@@ -106,6 +110,7 @@ async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
 function wrap(name: MiddleName, s: Started<{ port: number; adminPort?: number | null }>, cleanup?: () => void): RunningMiddle {
   return {
     name,
+    gcOnSignal: true,
     port: s.ready.port,
     pid: s.pid,
     adminPort: s.ready.adminPort ?? null,
@@ -122,12 +127,14 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
     case 'direct':
       return { name, port: backendPort, pid: null, adminPort: null, stop: async () => {}, output: () => '' };
     case 'node-relay':
-      return wrap(name, await spawnReady(process.execPath, [...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)]));
-    case 'proxy': {
+      return wrap(name, await spawnReady(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)]));
+    case 'proxy':
+    case 'proxy-b': {
+      if (name === 'proxy-b' && opts.proxyBRoot === undefined) throw new Error('proxy-b needs --proxy-b DIR');
       const code = opts.proxyCode ?? 'src';
-      const args = [...(opts.nodeArgs ?? []), ...(code === 'src' ? ['--import', 'tsx'] : []), join(BENCH_DIR, 'proxy-runner.mjs'), String(backendPort)];
+      const args = ['--expose-gc', ...(opts.nodeArgs ?? []), ...(code === 'src' ? ['--import', 'tsx'] : []), join(BENCH_DIR, 'proxy-runner.mjs'), String(backendPort)];
       if (opts.redisUrl !== undefined) args.push(opts.redisUrl);
-      const env = { ...process.env, BENCH_PROXY_CODE: code, BENCH_PROFILE_FILE: opts.profileFile ?? '' };
+      const env = { ...process.env, BENCH_PROXY_CODE: code, BENCH_PROFILE_FILE: opts.profileFile ?? '', BENCH_PROXY_ROOT: name === 'proxy-b' ? opts.proxyBRoot! : '' };
       return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT, env }));
     }
     case 'haproxy': {

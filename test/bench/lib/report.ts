@@ -6,7 +6,16 @@ export interface RunResult {
   middle: MiddleName;
   /** RSS right after start, bytes (null for direct). */
   rssIdle: number | null;
-  idle: { sessions: number; setupSeconds: number; rssBefore: number | null; rssAfter: number | null; rssPerSession: number | null };
+  idle: {
+    sessions: number;
+    setupSeconds: number;
+    rssBefore: number | null;
+    rssAfter: number | null;
+    /** (RSS with the sessions − RSS before) / sessions, as the process stands. */
+    rssPerSession: number | null;
+    /** The same with both readings taken after a full GC (Node middles only): live memory, not garbage. */
+    rssPerSessionAfterGc: number | null;
+  };
   /** Round trip of an 18-byte message through the middle, µs. */
   latency: { count: number; p50: number; p99: number; min: number; max: number };
   bulk: {
@@ -78,6 +87,7 @@ const LABEL: Record<MiddleName, string> = {
   direct: 'direct',
   'node-relay': 'Node pipe relay',
   proxy: 'this proxy',
+  'proxy-b': 'proxy B',
   haproxy: 'HAProxy',
   nginx: 'nginx stream',
 };
@@ -150,6 +160,8 @@ export function renderReport(result: BenchResult): string {
   rows.push(['CPU-s per Gbit (middle process)', (m) => cell(of(m, (r) => r.bulk?.cpuPerGbit ?? null), 3)]);
   if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'direct' ? '—' : m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
   if (has('haproxy')) rows.push(['… ratio to HAProxy', (m) => (m === 'direct' ? '—' : m === 'haproxy' ? '1' : cell(perRep(result, m, 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
+  rows.push(['… load generator / sink CPU % during bulk', (m) => `${cell(of(m, (r) => r.bulk?.loadgenCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.sinkCpuPercent ?? null), 0)}`]);
+  rows.push(['… other processes on the machine, CPU % during bulk', (m) => cell(of(m, (r) => r.bulk?.backgroundCpuPercent ?? null), 0)]);
   const levels = [...new Set(result.runs.flatMap((r) => r.paced.map((p) => p.publishers)))].sort((a, b) => a - b);
   for (const n of levels) {
     rows.push([
@@ -166,10 +178,16 @@ export function renderReport(result: BenchResult): string {
   }
   if (levels.length > 0) rows.push(['6 Mbps publishers per core (est., largest sustained level)', (m) => (m === 'direct' ? '—' : cell(of(m, perCore), 0))]);
   rows.push(['Ping-pong RTT p50 / p99 (µs)', (m) => `${cell(of(m, (r) => r.latency.p50), 0)} / ${cell(of(m, (r) => r.latency.p99), 0)}`]);
-  if (has('direct')) rows.push(['Added latency p50 vs direct (µs)', (m) => (m === 'direct' ? '0' : cell(perRep(result, m, 'direct', (r) => r.latency.p50, minus), 0))]);
+  if (has('direct')) {
+    rows.push([
+      'Added latency p50 / p99 vs direct (µs)',
+      (m) => (m === 'direct' ? '0 / 0' : `${cell(perRep(result, m, 'direct', (r) => r.latency.p50, minus), 0)} / ${cell(perRep(result, m, 'direct', (r) => r.latency.p99, minus), 0)}`),
+    ]);
+  }
   rows.push(['RSS at idle (MiB)', (m) => cell(of(m, (r) => (r.rssIdle === null ? null : r.rssIdle / MiB)), 1)]);
   const idleN = result.runs[0]?.idle.sessions ?? 0;
   rows.push([`RSS per session at ${idleN.toLocaleString('en-US')} idle sessions (KiB)`, (m) => cell(of(m, (r) => (r.idle.rssPerSession === null ? null : r.idle.rssPerSession / KiB)), 1)]);
+  rows.push(['… the same, both readings after a full GC (KiB)', (m) => cell(of(m, (r) => (r.idle.rssPerSessionAfterGc == null ? null : r.idle.rssPerSessionAfterGc / KiB)), 1)]);
   for (const trigger of ['admin', 'redis'] as const) {
     const sizes = [...new Set(result.fanout.filter((f) => f.trigger === trigger).map((f) => f.sessions))].sort((a, b) => a - b);
     for (const n of sizes) {
