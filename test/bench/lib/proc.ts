@@ -15,12 +15,16 @@ export function cpuSeconds(pid: number): number {
   return (utime + stime) / CLK_TCK;
 }
 
-/** CPU seconds the whole machine spent busy (user, nice, system, irq, softirq) since boot, from /proc/stat. */
+/**
+ * CPU seconds all tasks of the machine spent in user and system mode since boot, from /proc/stat
+ * (irq and softirq time — loopback TCP is mostly softirq — is left out, as it is from
+ * /proc/PID/stat task times).
+ */
 export function machineBusySeconds(): number {
   const line = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0]!;
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal …
-  return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]!) / CLK_TCK;
+  return (f[0]! + f[1]! + f[2]!) / CLK_TCK;
 }
 
 /** Resident set size in bytes (VmRSS of /proc/PID/status). */
