@@ -151,7 +151,8 @@ export class ClientBoundInjector {
     if (this.sealState !== 'sealed') {
       let end = data.length;
       if (this.failure === null && (this.fixup.size > 0 || this.rewriter !== null || this.capture !== null) && this.reader.pendingHeaderBytes > 0) {
-        end -= this.reader.pendingHeaderBytes;
+        // The partial header may have begun in bytes already returned (before holding was needed).
+        end = Math.max(0, end - this.reader.pendingHeaderBytes);
         this.held = Buffer.from(data.subarray(end));
       }
       this.emitRange(this.cut, end);

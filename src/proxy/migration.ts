@@ -452,7 +452,8 @@ export class SwitchSplitter {
     // Not switched: hold back a trailing partial header, or a whole header with no payload byte yet.
     let end = data.length;
     if (this.reader.pendingHeaderBytes > 0) {
-      end -= this.reader.pendingHeaderBytes;
+      // The partial header may have begun in bytes already forwarded (before arming).
+      end = Math.max(0, end - this.reader.pendingHeaderBytes);
     } else if (this.lastStartAt >= 0) {
       end = this.lastStartAt;
       this.pendingStart = 0;

@@ -660,7 +660,11 @@ export class Session implements StrategySession {
         published: () => this.onAttemptPublished(run, up),
         failed: (reason, detail) => this.onUpstreamFailed(run, up, reason, detail),
         message: (info, payload) => this.relayServerMessage(up, info, payload),
-        closed: (reason) => this.onUpstreamClosed(up, reason),
+        closed: (reason) => {
+          if (up === this.upstream) this.onUpstreamClosed(up, reason);
+          else if (this.migration !== null && this.migration.attempt === up) this.onUpstreamFailed(this.migration, up, reason, 'the backend closed the connection');
+          else this.retired.delete(up);
+        },
         drain: () => {
           if (up === this.upstream) this.client.resume();
         },

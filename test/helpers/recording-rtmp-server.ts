@@ -36,6 +36,8 @@ export interface ServerScript {
   publish?: 'accept' | 'reject' | 'ignore';
   /** Destroy the connection after this many media messages. */
   dieAfterMedia?: number;
+  /** Destroy the connection this many ms after answering Publish.Start. */
+  dieAfterPublishMs?: number;
   /** Send a User Control PingRequest every this many ms once publishing (nginx-rtmp `ping`). */
   pingEveryMs?: number;
   /** Window Ack Size sent at connect. */
@@ -241,6 +243,7 @@ export class RecordingRtmpServer {
         conn.send(userControlMessage(UserControlEvent.StreamBegin, streamId));
         conn.send(reply(5, streamId, encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Publish.Start', description: 'Start publishing' }))));
         conn.published = true;
+        if (script.dieAfterPublishMs !== undefined) setTimeout(() => conn.socket.destroy(), script.dieAfterPublishMs);
         return;
       }
       case 'FCUnpublish':

@@ -172,6 +172,23 @@ describe('command rewriter', () => {
     }
   });
 
+  it('armed at any point of the stream (even mid-header): nothing lost, the _result rewritten iff it starts after', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 3073, max: input.length }), fc.array(fc.integer({ min: 0, max: input.length }), { maxLength: 8 }), (armAt, rawCuts) => {
+        const inj = new ClientBoundInjector(() => {});
+        const out = [...inj.push(input.subarray(0, armAt))];
+        inj.setCommandRewriter(rewriterFor(inj));
+        const rest = input.subarray(armAt);
+        for (const p of splitAt(rest, rawCuts.map((c) => c % (rest.length + 1)))) out.push(...inj.push(p));
+        const seen = decodeClientStream(Buffer.concat(out));
+        assert.equal(seen.length, msgs.length);
+        assert.ok(seen[3]!.payload === expected[3]!.payload || seen[3]!.payload === seenOf(msgs[3]!).payload);
+        for (const i of [0, 1, 2, 4, 5, 6]) assert.deepEqual(seen[i], expected[i]);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it('leaves other commands byte-exact, and everything after the rewriter is cleared', () => {
     const inj = new ClientBoundInjector(() => {});
     inj.setCommandRewriter(() => null);
