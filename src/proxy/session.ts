@@ -163,6 +163,8 @@ export class Session implements StrategySession {
   private detach: (() => void) | null = null;
   private finished = false;
   private clientClosed = false;
+  /** The client sent FIN. */
+  private clientEnded = false;
   private backendClosed = true;
 
   // ── migration ──
@@ -523,6 +525,7 @@ export class Session implements StrategySession {
   }
 
   private onClientEnd(): void {
+    this.clientEnded = true;
     if (this.mode === 'armed' && this.migration !== null) this.migrationFailed(this.migration, 'client-ended');
     if (this.upstream !== null) this.upstream.socket.end();
     else if (this.backend !== null) this.backend.end();
@@ -853,7 +856,8 @@ export class Session implements StrategySession {
     }
     if (this.backendClosed) return;
     this.backendClosed = true;
-    if (this.closeReason === null && !this.clientClosed) this.closeReason = `backend-${reason}`;
+    // The backend going first (not after the client's own end) is the reason the session ends.
+    if (this.closeReason === null && !this.clientClosed && !this.clientEnded) this.closeReason = reason.startsWith('backend-') ? reason : `backend-${reason}`;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
     this.client.end();
     this.maybeFinish();

@@ -151,6 +151,8 @@ export interface E2eOptions {
   drainDeadline?: string;
   /** Put something (a TCP tap) between the proxy and each backend: returns the port the proxy should use. */
   route?: (name: 'b1' | 'b2', backend: NginxBackend) => Promise<number>;
+  /** More `serve` flags (e.g. `--drain-non-capable deadline-close`). */
+  proxyFlags?: string[];
 }
 
 /**
@@ -179,6 +181,7 @@ export async function startE2e(t: TestContext, opts: E2eOptions = {}): Promise<E
     };
     const flags = ['--drain-deadline-ms', opts.drainDeadline ?? '20s', '--health-interval-ms', '1s', '--health-timeout-ms', '500ms'];
     if (redis !== null) flags.push('--redis-url', redis.url);
+    flags.push(...(opts.proxyFlags ?? []));
     const proxy = await startProxyChild(ports, flags);
     started.push(proxy);
     if (redis !== null) {

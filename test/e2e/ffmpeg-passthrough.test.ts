@@ -33,6 +33,8 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
     if (ffmpeg === null || ffprobe === null) return null;
     if (env === null) {
       env = await startE2e(t, {
+        // This file checks the deadline-close policy; proxy-side migration is test/e2e/migration-ffmpeg.test.ts.
+        proxyFlags: ['--drain-non-capable', 'deadline-close'],
         route: async (name, backend) => {
           taps[name] = new TcpTap(backend.port);
           return taps[name].listen();
