@@ -28,7 +28,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HAPROXY, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, startMiddle } from './lib/middles.js';
-import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, nowSec, pin, rssBytes, sleep, spawnReady } from './lib/proc.js';
+import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, nowSec, pin, rssBytes, sleep, spawnReady, threadCpuSeconds } from './lib/proc.js';
 import { NOMINAL_BPS, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
@@ -219,6 +219,7 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
   hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
   const c0 = cpuOf(m.pid);
+  const t0 = m.pid === null ? null : threadCpuSeconds(m.pid);
   const g0 = cpuSeconds(procs.gen);
   const k0 = cpuSeconds(procs.sink);
   const o0 = cpuSeconds(process.pid);
@@ -226,6 +227,7 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
   await sleep(scale.bulkMeasureMs);
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
   const c1 = cpuOf(m.pid);
+  const t1 = m.pid === null ? null : threadCpuSeconds(m.pid);
   const g1 = cpuSeconds(procs.gen);
   const k1 = cpuSeconds(procs.sink);
   const o1 = cpuSeconds(process.pid);
@@ -244,6 +246,8 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
     cpuSeconds: c1 === null ? null : c1 - c0!,
     cpuPerGbit: c1 === null ? null : (c1 - c0!) / gbit,
     cpuPercent: c1 === null ? null : ((c1 - c0!) / seconds) * 100,
+    mainThreadCpuPercent: t1 === null ? null : ((t1.main - t0!.main) / seconds) * 100,
+    otherThreadsCpuPercent: t1 === null ? null : ((t1.others - t0!.others) / seconds) * 100,
     loadgenCpuPercent: ((g1 - g0) / seconds) * 100,
     sinkCpuPercent: ((k1 - k0) / seconds) * 100,
     backgroundCpuPercent: Math.max(0, ((b1 - b0 - (g1 - g0) - (k1 - k0) - (o1 - o0) - (c1 === null ? 0 : c1 - c0!)) / seconds) * 100),

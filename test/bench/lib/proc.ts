@@ -1,13 +1,13 @@
 /** Process plumbing for the benchmark: /proc accounting, child processes, a tiny IPC RPC. */
 import { type ChildProcess, execFileSync, fork, spawn, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux that matters). */
 export const CLK_TCK = Number(process.env['BENCH_CLK_TCK'] ?? 100);
 
 /** CPU seconds (user + system) the process has used, from /proc/PID/stat fields 14 and 15. */
-export function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+export function cpuSeconds(pid: number, tid?: number): number {
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'latin1');
   // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const utime = Number(rest[11]);
@@ -25,6 +25,23 @@ export function machineBusySeconds(): number {
   const f = line.trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal …
   return (f[0]! + f[1]! + f[2]!) / CLK_TCK;
+}
+
+/** CPU seconds of the main thread (the thread whose id is the pid) and of all other threads (GC helpers, libuv pool, …). */
+export function threadCpuSeconds(pid: number): { main: number; others: number } {
+  let main = 0;
+  let others = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let s: number;
+    try {
+      s = cpuSeconds(pid, Number(tid));
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    if (Number(tid) === pid) main = s;
+    else others += s;
+  }
+  return { main, others };
 }
 
 /** Resident set size in bytes (VmRSS of /proc/PID/status). */

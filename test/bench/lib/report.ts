@@ -25,6 +25,9 @@ export interface RunResult {
     cpuSeconds: number | null;
     cpuPerGbit: number | null;
     cpuPercent: number | null;
+    /** The middle's CPU split: its main thread, and every other thread (V8 GC helpers, libuv pool; HAProxy/nginx have one). */
+    mainThreadCpuPercent: number | null;
+    otherThreadsCpuPercent: number | null;
     loadgenCpuPercent: number;
     sinkCpuPercent: number;
     bytesSent: number;
@@ -160,6 +163,7 @@ export function renderReport(result: BenchResult): string {
   rows.push(['CPU-s per Gbit (middle process)', (m) => cell(of(m, (r) => r.bulk?.cpuPerGbit ?? null), 3)]);
   if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'direct' ? '—' : m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
   if (has('haproxy')) rows.push(['… ratio to HAProxy', (m) => (m === 'direct' ? '—' : m === 'haproxy' ? '1' : cell(perRep(result, m, 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
+  rows.push(['… middle CPU % during bulk: main thread / other threads', (m) => (m === 'direct' ? '—' : `${cell(of(m, (r) => r.bulk?.mainThreadCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.otherThreadsCpuPercent ?? null), 0)}`)]);
   rows.push(['… load generator / sink CPU % during bulk', (m) => `${cell(of(m, (r) => r.bulk?.loadgenCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.sinkCpuPercent ?? null), 0)}`]);
   rows.push(['… other processes on the machine, CPU % during bulk', (m) => cell(of(m, (r) => r.bulk?.backgroundCpuPercent ?? null), 0)]);
   const levels = [...new Set(result.runs.flatMap((r) => r.paced.map((p) => p.publishers)))].sort((a, b) => a - b);
