@@ -89,6 +89,15 @@ describe('e2e: 50 publishers without Go Away migrated in one drain', () => {
       `${PUBLISHERS} publishers migrated b1 → b2 in one drain (via ${DRAIN_VIA}), ${source.filter((f) => f.type === 'video').length} video + ${source.filter((f) => f.type === 'audio').length} audio frames each; frames lost ${lost}; ` +
         `last switch ${Math.max(...switched.map((l) => Number(l['time']))) - drainedAt} ms after the drain`,
     );
+    const gapSum = Number(/rtmp_goaway_migration_gap_seconds_sum (\S+)/.exec(metrics)?.[1]);
+    const gapCount = Number(/rtmp_goaway_migration_gap_seconds_count (\S+)/.exec(metrics)?.[1]);
+    const gapMax = /rtmp_goaway_migration_gap_seconds_bucket\{le="([^"]+)"\} (\d+)/g;
+    let le = 'n/a';
+    for (const m of metrics.matchAll(gapMax)) if (Number(m[2]) === gapCount) {
+      le = m[1]!;
+      break;
+    }
+    t.diagnostic(`at the switch (last byte to b1 → keyframe written to b2): mean ${((gapSum / gapCount) * 1000).toFixed(2)} ms, all ≤ ${le} s`);
     t.diagnostic(`switch latency (drain → switch): p50 ${pct(switchMs, 50)} ms, p99 ${pct(switchMs, 99)} ms, max ${Math.max(...switchMs)} ms; new backend ready: p50 ${pct(readyMs, 50)} ms, p99 ${pct(readyMs, 99)} ms`);
   });
 });
