@@ -18,8 +18,11 @@
  * Redis PUBLISH when the proxy has a Redis bus), time until the last client has read type 32.
  *
  * Flags: --smoke (tiny sizes, a few seconds), --out FILE (JSON), --middles a,b,…, --reps N,
- * --verify (byte-compare at the sink), --no-paced, --no-fanout, --profile DIR (run the proxy under
- * `node --cpu-prof` for one bulk phase only and print its hottest functions).
+ * --phases idle,latency,bulk,paced, --verify (byte-compare at the sink), --no-paced, --no-fanout,
+ * --proxy-code dist|src, --proxy-b DIR (a second proxy column from another work tree: A/B),
+ * --profile DIR (one bulk window of the proxy — or, with --middles node-relay, the relay — under
+ * the V8 CPU profiler; prints the hottest functions at their src/*.ts lines),
+ * --pin none|split and --latency-pin one|none (CPU affinity). See docs/performance.md.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
