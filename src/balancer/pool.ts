@@ -34,6 +34,7 @@ import type {
   HealthCheckOptions,
   HealthProbe,
   HealthState,
+  SetBackendsOptions,
   SetBackendsResult,
 } from './types.js';
 
@@ -78,6 +79,11 @@ export interface BackendPoolOptions {
   logger?: Logger;
   /** Injectable for tests; default = `tcpProbe` from health.ts. */
   probe?: HealthProbe;
+  /**
+   * Addition (storm-free closes): when the drain deadline fires, the remaining sessions are closed
+   * one by one, evenly spread over this many ms, instead of all at once. 0 (default) = all at once.
+   */
+  closeSpreadMs?: number;
 }
 
 /** setTimeout's maximum delay; larger values would fire immediately. */
@@ -93,6 +99,10 @@ interface Entry {
   drainStartedAt?: number;
   drainDeadlineAt?: number;
   deadlineTimer?: NodeJS.Timeout;
+  /** Storm-free closes: timer of the next spread deadline close. */
+  spreadTimer?: NodeJS.Timeout;
+  /** Added with `pendingHealth`: down until its first successful probe. */
+  awaitingHealth: boolean;
   drainCompleteEmitted: boolean;
   /** The drain was started by setBackends removing the backend (so re-adding it undrains). */
   drainedByRemoval: boolean;
@@ -135,12 +145,17 @@ function validateBackends(configs: readonly BackendConfig[]): void {
     if (c.maxSessions !== undefined && (!Number.isInteger(c.maxSessions) || c.maxSessions < 0)) {
       throw new TypeError(`backend "${c.name}": maxSessions must be a non-negative integer, got ${c.maxSessions}`);
     }
+    if (c.weight !== undefined && (typeof c.weight !== 'number' || !Number.isFinite(c.weight) || c.weight < 0)) {
+      throw new TypeError(`backend "${c.name}": weight must be a non-negative number, got ${c.weight}`);
+    }
   }
 }
 
 function freezeConfig(c: BackendConfig): Readonly<BackendConfig> {
   const copy: BackendConfig = { name: c.name, host: c.host, port: c.port };
   if (c.maxSessions !== undefined) copy.maxSessions = c.maxSessions;
+  if (c.source !== undefined && c.source !== 'static') copy.source = c.source;
+  if (c.weight !== undefined) copy.weight = c.weight;
   return Object.freeze(copy);
 }
 
@@ -152,6 +167,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   private readonly health: Readonly<HealthCheckOptions>;
   private readonly strategy: DrainStrategy;
   private readonly probe: HealthProbe;
+  private readonly closeSpreadMs: number;
   private readonly log: Logger | undefined;
   /** Round-robin cursor: index (in insertion order) where the next tie-break search starts. */
   private rr = 0;
@@ -172,6 +188,8 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.health = Object.freeze({ ...h });
     this.strategy = opts.strategy ?? defaultDrainStrategy;
     this.probe = opts.probe ?? tcpProbe;
+    if (opts.closeSpreadMs !== undefined) assertDelay('closeSpreadMs', opts.closeSpreadMs);
+    this.closeSpreadMs = opts.closeSpreadMs ?? 0;
     this.log = opts.logger?.child({ component: 'backend-pool' });
     for (const b of backends) this.entries.set(b.name, this.newEntry(b));
   }
@@ -388,18 +406,24 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
    * removal cancels the removal (and the drain, if the removal started it).
    * Throws TypeError on invalid or duplicate configs, leaving the pool unchanged.
    */
-  setBackends(configs: BackendConfig[]): SetBackendsResult {
+  setBackends(configs: BackendConfig[], opts: SetBackendsOptions = {}): SetBackendsResult {
     validateBackends(configs);
     const result: SetBackendsResult = { added: [], updated: [], removed: [], removing: [] };
     const wanted = new Set(configs.map((c) => c.name));
+    const toProbe: Entry[] = [];
 
     for (const c of configs) {
       const entry = this.entries.get(c.name);
       if (!entry) {
         this.retired.delete(c.name);
-        this.entries.set(c.name, this.newEntry(c));
+        const added = this.newEntry(c);
+        if (opts.pendingHealth?.has(c.name)) {
+          this.awaitHealth(added);
+          toProbe.push(added);
+        }
+        this.entries.set(c.name, added);
         result.added.push(c.name);
-        this.log?.info({ backend: c.name, host: c.host, port: c.port }, 'backend added');
+        this.log?.info({ backend: c.name, host: c.host, port: c.port, source: c.source ?? 'static', awaitingHealth: added.awaitingHealth }, 'backend added');
         this.fire('backend-added', c.name);
         continue;
       }
@@ -417,8 +441,17 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
           entry.consecutiveFailures = 0;
           entry.consecutiveSuccesses = 0;
           entry.lastCheckError = undefined;
-          if (entry.health !== 'up') this.setHealth(entry, 'up', 'address changed');
+          if (opts.pendingHealth?.has(c.name)) {
+            this.awaitHealth(entry);
+            toProbe.push(entry);
+          } else {
+            entry.awaitingHealth = false;
+            if (entry.health !== 'up') this.setHealth(entry, 'up', 'address changed');
+          }
         }
+      } else if ((old.source ?? 'static') !== (c.source ?? 'static') || old.weight !== c.weight) {
+        // Not an "update" for the caller (sessions are unaffected): only what snapshots show and weighting.
+        entry.config = freezeConfig(c);
       }
     }
 
@@ -435,6 +468,8 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       entry.drainedByRemoval = !entry.draining;
       if (!entry.draining) this.drain(name, { reason: 'removed' });
     }
+    // Backends that join once healthy: probe them now when checks are running (else start() does).
+    if (this.interval) for (const e of toProbe) void this.checkEntry(e);
     return result;
   }
 
@@ -488,6 +523,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       drainCompleteEmitted: false,
       drainedByRemoval: false,
       removing: false,
+      awaitingHealth: false,
       sessions: new Set(),
       outcomes: new Map(),
       deadlineClosed: new WeakSet(),
@@ -529,7 +565,10 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       consecutiveSuccesses: e.consecutiveSuccesses,
       connectFailures: e.connectFailures,
       removing: e.removing,
+      source: e.config.source ?? 'static',
     };
+    if (e.config.weight !== undefined) s.weight = e.config.weight;
+    if (e.awaitingHealth) s.awaitingHealth = true;
     if (e.drainReason !== undefined) s.drainReason = e.drainReason;
     if (e.drainStartedAt !== undefined) s.drainStartedAt = e.drainStartedAt;
     if (e.drainDeadlineAt !== undefined) s.drainDeadlineAt = e.drainDeadlineAt;
@@ -609,11 +648,67 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   private clearDeadline(e: Entry): void {
     if (e.deadlineTimer) clearTimeout(e.deadlineTimer);
     e.deadlineTimer = undefined;
+    if (e.spreadTimer) clearTimeout(e.spreadTimer);
+    e.spreadTimer = undefined;
+  }
+
+  /** Down (not picked) until the first successful probe; see SetBackendsOptions.pendingHealth. */
+  private awaitHealth(e: Entry): void {
+    e.awaitingHealth = true;
+    e.lastCheckError = 'awaiting its first health check';
+    if (e.health !== 'down') this.setHealth(e, 'down', 'joins once healthy');
+  }
+
+  private closeAtDeadline(e: Entry, s: DrainableSession): void {
+    e.deadlineClosed.add(s);
+    try {
+      s.close('drain-deadline');
+    } catch (err) {
+      this.log?.error({ err: toError(err), backend: e.config.name, session: s.id }, 'session close threw');
+    }
+  }
+
+  /**
+   * Storm-free closes: the remaining sessions are closed one at a time, evenly over `closeSpreadMs`
+   * (the first at once), so their clients do not all reconnect in the same instant. Sessions that
+   * leave on their own meanwhile are skipped; undrain/stop cancel the closes still planned.
+   */
+  private spreadDeadlineCloses(e: Entry, sessions: DrainableSession[]): void {
+    const n = sessions.length;
+    const step = this.closeSpreadMs / n;
+    const startedAt = Date.now();
+    let i = 0;
+    let closed = 0;
+    this.log?.warn({ backend: e.config.name, sessions: n, spreadMs: this.closeSpreadMs }, 'drain deadline reached, closing remaining sessions spread over the window');
+    const next = (): void => {
+      e.spreadTimer = undefined;
+      if (!e.draining) return;
+      const due = Date.now() - startedAt;
+      while (i < n && i * step <= due) {
+        const s = sessions[i++]!;
+        if (!e.sessions.has(s) || e.deadlineClosed.has(s)) continue;
+        this.closeAtDeadline(e, s);
+        closed++;
+      }
+      if (i < n) {
+        e.spreadTimer = setTimeout(next, Math.max(0, Math.round(i * step - (Date.now() - startedAt))));
+        e.spreadTimer.unref?.();
+        return;
+      }
+      this.log?.warn({ backend: e.config.name, closed }, 'drain deadline: spread closes done');
+      this.fire('deadline-close', { name: e.config.name, closed });
+    };
+    next();
   }
 
   private onDeadline(e: Entry): void {
     e.deadlineTimer = undefined;
     if (!e.draining) return;
+    const remaining = [...e.sessions].filter((s) => !e.deadlineClosed.has(s));
+    if (this.closeSpreadMs > 0 && remaining.length > 1) {
+      this.spreadDeadlineCloses(e, remaining);
+      return;
+    }
     let closed = 0;
     for (const s of [...e.sessions]) {
       if (e.deadlineClosed.has(s)) continue;
@@ -683,7 +778,10 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       e.consecutiveSuccesses++;
       e.consecutiveFailures = 0;
       this.fire('health-check', { name, ok: true });
-      if (e.health === 'down' && e.consecutiveSuccesses >= this.health.rise) {
+      if (e.awaitingHealth) {
+        e.awaitingHealth = false;
+        this.setHealth(e, 'up', 'first successful health check');
+      } else if (e.health === 'down' && e.consecutiveSuccesses >= this.health.rise) {
         this.setHealth(e, 'up', `${e.consecutiveSuccesses} consecutive successful checks`);
       }
     } else {

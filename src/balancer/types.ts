@@ -13,6 +13,13 @@ export interface BackendConfig {
   port: number;
   /** Hard cap on concurrent sessions routed here; unset = unlimited. */
   maxSessions?: number;
+  /**
+   * Addition: where the backend came from, `'static'` (configuration; the default when unset) or
+   * `'dns:<name>'` (DNS discovery). Shown in snapshots, `/api/backends` and `status`.
+   */
+  source?: string;
+  /** Addition: relative weight for weighted balancing (SRV weight for discovered backends); unset = 1. */
+  weight?: number;
 }
 
 /** Result of health checking (active probes + passive connect failures). */
@@ -104,6 +111,12 @@ export interface BackendSnapshot {
   lastConnectError?: string;
   /** Addition: removed from config by `setBackends`; deleted once its last session detaches. */
   removing: boolean;
+  /** Addition: `'static'` or `'dns:<name>'` (see BackendConfig.source). */
+  source: string;
+  /** Addition: BackendConfig.weight when set. */
+  weight?: number;
+  /** Addition: added by `setBackends` with `pendingHealth` and not yet probed successfully (not picked until then). */
+  awaitingHealth?: boolean;
 }
 
 export interface HealthCheckOptions {
@@ -143,6 +156,16 @@ export interface DeadlineClose {
   name: string;
   /** Sessions `close('drain-deadline')` was called on. */
   closed: number;
+}
+
+/** Addition: options of `BackendPool.setBackends`. */
+export interface SetBackendsOptions {
+  /**
+   * Names that, when they are new (or their address changed), join only once healthy: they start
+   * health 'down' (not picked), are probed at once, and turn 'up' on their first successful probe.
+   * Used for discovered backends; statically configured ones join at once as before.
+   */
+  pendingHealth?: ReadonlySet<string>;
 }
 
 /** Returned by `BackendPool.setBackends`. */
