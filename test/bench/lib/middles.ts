@@ -143,7 +143,7 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
       const port = await freePort();
       const cfg = join(dir, 'haproxy.cfg');
       // HAProxy refuses to start when maxconn needs more descriptors than it may open.
-      const maxconn = Math.max(1000, Math.min(40_000, Math.floor((openFileLimit() - 100) / 2)));
+      const maxconn = Math.max(100, Math.min(40_000, Math.floor((openFileLimit() - 100) / 2)));
       writeFileSync(
         cfg,
         [
