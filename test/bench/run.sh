@@ -14,7 +14,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$smoke" = false ] && [ "${BENCH_NO_INSTALL:-}" != "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   need=()
   [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-  [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+  [ -x /usr/sbin/nginx ] || need+=(nginx)
   ls /usr/lib/nginx/modules/ngx_stream_module.so >/dev/null 2>&1 || need+=(libnginx-mod-stream)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   if [ "${#need[@]}" -gt 0 ]; then
