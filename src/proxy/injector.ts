@@ -4,6 +4,8 @@ import { MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
 
+
+const EMPTY = Buffer.alloc(0);
 /**
  * Decides what to do with a held server command message (see `setCommandRewriter`): a new
  * payload replaces the message, null lets the original bytes through unchanged.
@@ -75,7 +77,7 @@ export class ClientBoundInjector {
   /** The server stream stopped parsing while sealing: the client may hold a half message. */
   sealBroken = false;
   // State of the push in progress.
-  private data: Buffer = Buffer.alloc(0);
+  private data: Buffer = EMPTY;
   private cut = 0;
   private out: Buffer[] = [];
 
@@ -160,6 +162,8 @@ export class ClientBoundInjector {
     }
     const out = this.out;
     this.out = [];
+    // Drop the reference to the server's read: an idle session must not pin its last 64 KiB.
+    this.data = EMPTY;
     return out;
   }
 
