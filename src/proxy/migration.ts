@@ -402,13 +402,15 @@ export class SwitchSplitter {
   /** A video message whose header ended the last buffer: its header start, in held-bytes coordinates. */
   private pendingStart = -1;
   private pendingCsid = 0;
+  private pendingType = 0;
   /** Set during push: header of a message start that ended exactly at the end of data. */
   private lastStartAt = -1;
   private lastStartCsid = 0;
+  private lastStartType = 0;
 
   constructor(
     private readonly reader: ChunkReader,
-    private readonly accept: (csid: number, firstByte: number) => boolean,
+    private readonly accept: (csid: number, typeId: number, firstByte: number) => boolean,
     /** Called at the switch point, before any later message completes (inside `push`). */
     private readonly onSwitch: () => void = () => {},
   ) {}
@@ -438,7 +440,7 @@ export class SwitchSplitter {
     if (this.pendingStart >= 0) {
       const at = this.pendingStart;
       this.pendingStart = -1;
-      if (!this.switched && start < data.length && this.accept(this.pendingCsid, data[start]!)) this.decide(at, this.pendingCsid);
+      if (!this.switched && start < data.length && this.accept(this.pendingCsid, this.pendingType, data[start]!)) this.decide(at, this.pendingCsid);
     }
     const wasSwitched = this.switched && this.switchAt < 0;
     try {
@@ -458,6 +460,7 @@ export class SwitchSplitter {
       end = this.lastStartAt;
       this.pendingStart = 0;
       this.pendingCsid = this.lastStartCsid;
+      this.pendingType = this.lastStartType;
     }
     if (end < data.length) this.held = Buffer.from(data.subarray(end));
     return end === data.length ? data : end > 0 ? data.subarray(0, end) : null;
@@ -476,14 +479,15 @@ export class SwitchSplitter {
 
   /** The reader's messageStart hook while armed. */
   onMessageStart(csid: number, typeId: number, length: number, headerEnd: number, headerLength: number): void {
-    if (this.switched || typeId !== MessageType.Video || length === 0) return;
+    if (this.switched || length === 0 || (typeId !== MessageType.Video && typeId !== MessageType.Audio)) return;
     const start = headerEnd - headerLength;
     if (start < 0) return; // its header began in bytes already forwarded (before arming)
     if (headerEnd < this.data.length) {
-      if (this.accept(csid, this.data[headerEnd]!)) this.decide(start, csid);
+      if (this.accept(csid, typeId, this.data[headerEnd]!)) this.decide(start, csid);
     } else {
       this.lastStartAt = start;
       this.lastStartCsid = csid;
+      this.lastStartType = typeId;
     }
   }
 
@@ -496,13 +500,27 @@ export class SwitchSplitter {
   }
 }
 
-/** The switch criterion: a video keyframe (first byte) starting while no other csid has a half message. */
-export function keyframeSwitch(reader: ChunkReader): (csid: number, firstByte: number) => boolean {
+/**
+ * The switch criterion: a video keyframe (by its first byte) starting while no other csid has a
+ * half message — or, for a stream that has no video (`audioOnly()`), any audio message: every
+ * AAC/MP3/Opus frame decodes on its own.
+ */
+export function keyframeSwitch(reader: ChunkReader, audioOnly: () => boolean = () => false): (csid: number, typeId: number, firstByte: number) => boolean {
   const one = Buffer.alloc(1);
-  return (csid, firstByte) => {
-    one[0] = firstByte;
-    return isVideoKeyframe(one) && reader.idleExcept(csid);
+  return (csid, typeId, firstByte) => {
+    if (typeId === MessageType.Video) {
+      one[0] = firstByte;
+      if (!isVideoKeyframe(one)) return false;
+    } else if (typeId !== MessageType.Audio || !audioOnly()) {
+      return false;
+    }
+    return reader.idleExcept(csid);
   };
+}
+
+/** Relay mode's criterion, on a complete message: a video keyframe, or any audio message of a stream without video. */
+export function isSwitchMessage(info: MessageInfo, audioOnly: boolean): boolean {
+  return info.typeId === MessageType.Video ? isVideoKeyframe(info.head) : info.typeId === MessageType.Audio && audioOnly && info.length > 0;
 }
 
 // ───────────────────────────── in-flight limit ─────────────────────────────
@@ -597,9 +615,11 @@ export class UpstreamConnection {
     readonly target: BackendConfig,
     plan: ReplayPlan,
     private readonly events: UpstreamEvents,
-    opts: { connectTimeoutMs: number; idleTimeoutMs: number; chunkLimits?: Partial<ChunkReaderLimits>; amfLimits?: Partial<Amf0Limits> },
+    opts: { connectTimeoutMs: number; idleTimeoutMs: number; chunkLimits?: Partial<ChunkReaderLimits>; amfLimits?: Partial<Amf0Limits>; preamble?: Buffer | null },
   ) {
     this.socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    // The backend PROXY protocol header, before any RTMP byte.
+    if (opts.preamble) this.socket.write(opts.preamble);
     const sock = this.socket;
     this.protocol = new UpstreamPublisher(
       plan,

@@ -8,7 +8,6 @@ import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
-import { isVideoKeyframe } from '../rtmp/media.js';
 import {
   CAPS_EX_RECONNECT,
   commandMessage,
@@ -31,6 +30,7 @@ import {
   SwitchSplitter,
   UpstreamConnection,
   collectEverything,
+  isSwitchMessage,
   keyframeSwitch,
   migrationCollectPolicy,
   sequenceHeaderHeadPolicy,
@@ -65,6 +65,14 @@ export interface SessionHooks {
   goAwayWritten(session: Session): void;
   parseFallback(session: Session, direction: 'c2s' | 's2c', err: ProtocolError): void;
   connectFailed(session: Session, backend: string, err: Error): void;
+}
+
+/** Where a connection really comes from, when the listener knows better than the socket (PROXY protocol, TLS). */
+export interface SessionOrigin {
+  /** `address:port` of the client (the PROXY protocol source); default: the socket's peer. */
+  clientAddress?: string;
+  /** Written first on every backend connection of the session (the backend PROXY protocol header). */
+  preamble?: Buffer | null;
 }
 
 /** JSON view of a session for /api/sessions and the fleet registry. */
@@ -194,9 +202,10 @@ export class Session implements StrategySession {
     private readonly settings: SessionSettings,
     private readonly hooks: SessionHooks,
     private readonly log: Logger,
+    private readonly origin: SessionOrigin = {},
   ) {
     this.id = `s${process.pid.toString(36)}-${(nextId++).toString(36)}`;
-    this.clientAddress = `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
+    this.clientAddress = origin.clientAddress ?? `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
     this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
     this.c2sHandler = { message: (info, payload) => this.onClientMessage(info, payload), messageStart: undefined };
     this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits);
@@ -263,6 +272,7 @@ export class Session implements StrategySession {
     }
     tried.add(target.name);
     const sock = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    if (this.origin.preamble) sock.write(this.origin.preamble);
     this.backendClosed = false;
     const timer = setTimeout(() => sock.destroy(new Error(`connect timeout after ${this.settings.connectTimeoutMs} ms`)), this.settings.connectTimeoutMs);
     timer.unref();
@@ -677,6 +687,7 @@ export class Session implements StrategySession {
         idleTimeoutMs: this.settings.idleTimeoutMs,
         chunkLimits: this.settings.chunkLimits,
         amfLimits: this.settings.amfLimits,
+        preamble: this.origin.preamble ?? null,
       },
     );
     run.attempt = up;
@@ -703,7 +714,7 @@ export class Session implements StrategySession {
   /** pass → armed: every client message is collected, and the switch point searched. */
   private arm(): void {
     const reader = this.c2sReader!;
-    const splitter = new SwitchSplitter(reader, keyframeSwitch(reader), () => this.beginRelay());
+    const splitter = new SwitchSplitter(reader, keyframeSwitch(reader, () => this.view.facts.videoMessages === 0), () => this.beginRelay());
     this.splitter = splitter;
     reader.setCollectPolicy(collectEverything, null, this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1);
     this.c2sHandler.messageStart = (csid, typeId, length, headerEnd, headerLength) => splitter.onMessageStart(csid, typeId, length, headerEnd, headerLength);
@@ -873,7 +884,7 @@ export class Session implements StrategySession {
       return;
     }
     const run = this.migration;
-    if (run !== null && run.armedInRelay && run.attempt !== null && t === MessageType.Video && isVideoKeyframe(info.head)) this.switchInRelay(info);
+    if (run !== null && run.armedInRelay && run.attempt !== null && isSwitchMessage(info, this.view.facts.videoMessages === 0)) this.switchInRelay(info);
     const up = this.upstream;
     if (up === null) return;
     const clientSid = this.view.facts.streamId;

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { afterEach, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
-import { type RecordingConnection, RecordingRtmpServer, type ServerScript } from '../helpers/recording-rtmp-server.js';
+import { type RecordingConnection, RecordingRtmpServer, type ServerScript, hashBody } from '../helpers/recording-rtmp-server.js';
 import { type MediaMessage, SyntheticMedia } from '../helpers/synthetic-media.js';
 
 interface ApiSession {
@@ -208,6 +208,47 @@ describe('migration failure points', () => {
     assert.deepEqual(hashes, r.sent.slice(0, hashes.length).map((m) => m.hash), 'b1 has a prefix of the frames, up to the keyframe');
     const end = await eventually(() => r.tp.logs.find((l) => l['msg'] === 'session end'), 'session end');
     assert.match(String(end['reason']), /^backend-/);
+  });
+
+  test('an audio-only publisher (no video, so no keyframe) switches at an audio message, lossless', async () => {
+    const r = await rig({ b2: {} });
+    // A second publisher on b1 (b2 takes no new session meanwhile) that never sends video.
+    await r.tp.api('/api/backends/b2/drain', { method: 'POST' });
+    const pub = new RtmpPublisher(r.tp.url('live', 'radio'), { chunkSize: 4096 });
+    pub.on('error', () => {});
+    await pub.publish();
+    await r.tp.api('/api/backends/b2/undrain', { method: 'POST' });
+    pub.sendMedia(8, 0, Buffer.from([0xaf, 0, 0x12, 0x10]));
+    const sent: string[] = [];
+    let ts = 0;
+    const sendAudio = (n: number): void => {
+      for (let i = 0; i < n; i++) {
+        const body = Buffer.alloc(200, i & 0xff);
+        body[0] = 0xaf;
+        body[1] = 1;
+        body.writeUInt32BE(ts, 2);
+        pub.sendMedia(8, ts, body);
+        sent.push(hashBody(body));
+        ts += 21;
+      }
+    };
+    sendAudio(20);
+    await drainB1(r);
+    const until = Date.now() + 5000;
+    while ((await r.tp.api<ApiSession[]>('/api/sessions')).filter((x) => x.migrations === 1).length < 2 && Date.now() < until) {
+      sendAudio(3);
+      r.send(3);
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    sendAudio(20);
+    await pub.unpublish();
+    const a = r.servers['b1']!.publishersOf('radio')[0]!;
+    const b = r.servers['b2']!.publishersOf('radio')[0]!;
+    await eventually(() => a.closed && b.closed, 'closed');
+    assert.deepEqual([...frames(a), ...frames(b)], sent);
+    assert.ok(frames(b).length > 0);
+    assert.deepEqual(b.messages.slice(0, 1).map((m) => m.kind), ['audio-config'], 'the AAC sequence header first');
+    pub.destroy();
   });
 
   test('no other backend at all: not migrating (waiting), closed at the deadline', async () => {

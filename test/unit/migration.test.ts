@@ -326,6 +326,21 @@ describe('SwitchSplitter (where the client stream switches)', () => {
     assert.deepEqual(r.old, bytes.subarray(0, starts[k]!));
   });
 
+  it('audio-only streams switch at the first audio message after arming', () => {
+    const w = new ChunkWriter(true);
+    const msgs = [0, 1, 2, 3].map((i) => w.write({ csid: 4, timestamp: i * 21, typeId: 8, streamId: 1, payload: Buffer.from([0xaf, 1, i, i]) }));
+    let s: SwitchSplitter | null = null;
+    const reader = new ChunkReader({ message: () => {}, messageStart: (csid, t, l, e, h) => s?.onMessageStart(csid, t, l, e, h) }, collectEverything);
+    reader.feed(msgs[0]!);
+    s = new SwitchSplitter(reader, keyframeSwitch(reader, () => true));
+    const old = s.push(Buffer.concat(msgs.slice(1)));
+    assert.equal(s.switched, true);
+    assert.equal(s.switchTimestamp, 21);
+    assert.equal(old, null, 'switched at the very first byte of this push');
+    const withVideo = new SwitchSplitter(reader, keyframeSwitch(reader, () => false));
+    assert.equal(withVideo.switched, false);
+  });
+
   it('holds a trailing partial header, and release() gives it back (for the old backend)', () => {
     const held = new SwitchSplitter(new ChunkReader({ message: () => {} }), () => false);
     assert.deepEqual(held.push(Buffer.from([0x06, 0, 0])), null, 'a 3-byte partial header is held');
