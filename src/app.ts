@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type http from 'node:http';
 import type net from 'node:net';
 import { pino, type Logger } from 'pino';
+import { DnsDiscovery, mergeBackends } from './balancer/discovery.js';
 import { BackendPool, UnknownBackendError } from './balancer/pool.js';
 import type { BackendConfig, DrainOptions, DrainResult, SetBackendsResult } from './balancer/types.js';
 import { type Config, parseHostPort } from './config.js';
@@ -42,6 +43,8 @@ export interface RunningProxy {
   address: net.AddressInfo;
   /** Address of the admin HTTP server, null when disabled. */
   adminAddress: net.AddressInfo | null;
+  /** DNS discovery of backends (`discovery.dnsName`), null when not configured. */
+  discovery: DnsDiscovery | null;
   /**
    * Drains `name` on this replica at once and publishes the drain to the fleet (in the background;
    * `control()` waits for it). Throws UnknownBackendError.
@@ -95,7 +98,33 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     health: config.health,
     logger: log,
     strategy: createDrainStrategy({ nonCapable: config.drain.nonCapable, erpc: config.erpc.offer }),
+    closeSpreadMs: config.drain.closeSpreadMs,
   });
+  /** Backends from the configuration (replaced on reload); discovered ones are merged in by applyBackends. */
+  let staticBackends: BackendConfig[] = config.backends;
+  const discovery =
+    config.discovery.dnsName === ''
+      ? null
+      : new DnsDiscovery({
+          name: config.discovery.dnsName,
+          type: config.discovery.recordType,
+          port: config.discovery.port,
+          intervalMs: config.discovery.intervalMs,
+          jitterMs: config.discovery.jitterMs,
+          timeoutMs: Math.min(config.discovery.intervalMs, 2_000),
+          ...(config.discovery.servers !== '' ? { servers: config.discovery.servers.split(',') } : {}),
+          maxSessions: config.discovery.maxSessions,
+          sessionsPerWeight: config.discovery.sessionsPerWeight,
+          log,
+        });
+  /** Static + discovered backends into the pool: gone ones drain, new discovered ones join once healthy. */
+  function applyBackends(): SetBackendsResult {
+    const merged = mergeBackends(staticBackends, discovery?.current ? [discovery.current] : []);
+    for (const c of merged.conflicts) {
+      log.warn({ backend: c.name, source: c.source }, 'discovered backend ignored: a configured backend has the same name');
+    }
+    return pool.setBackends(merged.backends, { pendingHealth: merged.discoveredNames });
+  }
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
     {
@@ -251,6 +280,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     replicaId,
     address: null as unknown as net.AddressInfo,
     adminAddress: null,
+    discovery,
     shuttingDown: false,
     drain(name, opts = {}) {
       const cmd = newCommand('drain', name, opts);
@@ -271,7 +301,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       return { command: cmd, result, fleet };
     },
     reloadBackends(backends) {
-      const result = pool.setBackends(backends);
+      staticBackends = backends;
+      const result = applyBackends();
       converge('reload');
       heartbeat.flushSoon();
       return result;
@@ -282,6 +313,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   };
   let stopping: Promise<void> | undefined;
   async function doStop(reason: string): Promise<void> {
+    discovery?.stop();
     await heartbeat.stop();
     await Promise.all([server.stopAccepting(), (server.closeAll(reason), server.whenEmpty())]);
     pool.stop();
@@ -319,6 +351,22 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     },
   });
 
+  if (discovery !== null) {
+    discovery.on('update', (list) => {
+      try {
+        const result = applyBackends();
+        log.info({ source: discovery.source, backends: list.length, ...result }, 'discovered backends applied');
+      } catch (err) {
+        log.error({ err, source: discovery.source }, 'could not apply discovered backends');
+        return;
+      }
+      converge('discovery');
+      heartbeat.flushSoon();
+    });
+    // First resolution before listening (bounded by the resolver's timeout); failures keep static backends only.
+    await discovery.refresh();
+  }
+
   try {
     address = await server.listen();
   } catch (err) {
@@ -328,6 +376,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   }
   proxy.address = address;
   pool.start();
+  discovery?.start(false);
   heartbeat.start();
 
   if (config.admin !== '') {
@@ -367,7 +416,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     {
       listen: `${address.address}:${address.port}`,
       admin: proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null,
-      backends: config.backends.map((b) => `${b.name}=${b.host}:${b.port}`),
+      backends: pool.list().map((b) => `${b.name}=${b.host}:${b.port}`),
+      discovery: discovery === null ? null : `${discovery.type} ${discovery.name}`,
       replicaId,
       bus: bus.kind,
     },

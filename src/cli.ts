@@ -354,8 +354,8 @@ export function buildCli(): Command {
       .option('--sidecar', 'shorthand for --sidecar-enabled: on SIGTERM send Go Away to every session and wait for them to leave'),
   ).action(async (flags: Record<string, unknown>) => {
     const config = serveConfig(flags, process.env);
-    if (config.backends.length === 0) {
-      throw new ConfigError(['no backend configured: pass --backend name=host:port (repeatable), RTMP_GOAWAY_BACKENDS, or backends: in --config; `npm start` runs a self-contained demo instead']);
+    if (config.backends.length === 0 && config.discovery.dnsName === '') {
+      throw new ConfigError(['no backend configured: pass --backend name=host:port (repeatable), RTMP_GOAWAY_BACKENDS, backends: in --config, or discovery.dnsName; `npm start` runs a self-contained demo instead']);
     }
     const proxy = await startProxy(config);
     proxy.log.debug({ config: redactConfig(config) }, 'configuration');
@@ -366,7 +366,7 @@ export function buildCli(): Command {
       reloadBackends: () => {
         if (!hasFile) proxy.log.warn('SIGHUP without a config file: re-reading flags and environment only');
         const next = serveConfig(flags, process.env);
-        if (next.backends.length === 0) throw new ConfigError('the reloaded configuration has no backend');
+        if (next.backends.length === 0 && config.discovery.dnsName === '') throw new ConfigError('the reloaded configuration has no backend');
         return next.backends;
       },
     });
@@ -432,15 +432,15 @@ export function buildCli(): Command {
     }
     const base = target.base;
     const [backends, sessions] = (await Promise.all([adminRequest(base, 'GET', '/api/backends'), adminRequest(base, 'GET', '/api/sessions')])) as [
-      { name: string; host: string; port: number; state: string; sessions: number }[],
+      { name: string; host: string; port: number; state: string; sessions: number; source?: string }[],
       { id: string; backend: string | null; app: string | null; streamKey: string | null; capability: string; state: string; bytesIn: number }[],
     ];
     if (o.json) {
       console.log(JSON.stringify({ backends, sessions }, null, 2));
       return;
     }
-    console.log('BACKEND            ADDRESS                STATE      SESSIONS');
-    for (const b of backends) console.log(`${b.name.padEnd(18)} ${`${b.host}:${b.port}`.padEnd(22)} ${b.state.padEnd(10)} ${b.sessions}`);
+    console.log('BACKEND            ADDRESS                STATE      SESSIONS  SOURCE');
+    for (const b of backends) console.log(`${b.name.padEnd(18)} ${`${b.host}:${b.port}`.padEnd(22)} ${b.state.padEnd(10)} ${String(b.sessions).padEnd(9)} ${b.source ?? 'static'}`);
     console.log(`\n${sessions.length} session(s)`);
     for (const s of sessions) console.log(`  ${s.id}  ${s.backend ?? '-'}  ${s.app ?? '-'}/${s.streamKey ?? '-'}  ${s.capability}  ${s.state}  ${s.bytesIn} B in`);
   });

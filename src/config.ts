@@ -18,6 +18,7 @@ import os from 'node:os';
 import { Option, type Command } from 'commander';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { dnsServerSpec } from './balancer/discovery.js';
 
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
@@ -425,6 +426,35 @@ const backends = z
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const NON_CAPABLE_POLICIES = ['deadline-close', 'ignore', 'migrate'] as const;
 export const PARSE_ERROR_POLICIES = ['forward', 'close'] as const;
+export const DISCOVERY_RECORD_TYPES = ['auto', 'a', 'srv'] as const;
+
+/** DNS name for discovery; empty = no discovery. */
+function dnsNameValue() {
+  return validator((v, ctx): string => {
+    if (v === undefined || v === null) return required(ctx);
+    if (typeof v !== 'string') return issue(ctx, `expected a DNS name, got ${show(v)}`);
+    const s = v.trim().replace(/\.$/, '');
+    if (s === '') return '';
+    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s)) return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
+    return s;
+  });
+}
+
+/** Comma-separated DNS servers (`ip`, `ip:port`, `[ipv6]:port`); empty = the system's. */
+function dnsServersValue() {
+  return validator((v, ctx): string => {
+    if (v === undefined || v === null) return required(ctx);
+    const list = typeof v === 'string' ? v.split(',') : Array.isArray(v) ? v.map(String) : null;
+    if (list === null) return issue(ctx, `expected a comma-separated list of DNS server addresses, got ${show(v)}`);
+    const items = list.map((x) => x.trim()).filter((x) => x !== '');
+    try {
+      for (const x of items) dnsServerSpec(x);
+    } catch (e) {
+      return issue(ctx, (e as Error).message);
+    }
+    return items.join(',');
+  });
+}
 
 function defaultReplicaId(): string {
   return `${os.hostname()}-${process.pid}`;
@@ -457,6 +487,11 @@ export const ConfigSchema = z
         deadlineMs: duration(
           30_000,
           'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
+          { min: 0 },
+        ),
+        closeSpreadMs: duration(
+          0,
+          'Storm-free closes: when the drain deadline closes the sessions left on a backend, close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); 0 closes them together.',
           { min: 0 },
         ),
         nonCapable: oneOf(
@@ -498,6 +533,34 @@ export const ConfigSchema = z
           max: MAX_RTMP_MESSAGE_SIZE,
         }),
         chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
+      })
+      .prefault({}),
+    discovery: z
+      .strictObject({
+        dnsName: dnsNameValue()
+          .default('')
+          .meta({
+            kind: 'string',
+            allowEmpty: true,
+            description:
+              'Discover backends from DNS, merged with `backends`: a headless Service name (`ingest.live.svc.cluster.local`: every A/AAAA address is a backend on `discovery.port`, named by its IP) ' +
+              'or an SRV name (`_rtmp._tcp.ingest.live.svc.cluster.local`: targets, ports and weights; named by target). Re-resolved every `discovery.intervalMs`; a backend that disappears is drained (Go Away, migration), ' +
+              'not cut, a new one joins after its first successful health check. Empty: only `backends`.',
+          } satisfies LeafMeta),
+        recordType: oneOf(DISCOVERY_RECORD_TYPES, 'auto', 'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).'),
+        port: int(1935, 'RTMP port of backends discovered through A/AAAA records.', { min: 1, max: 65535 }),
+        intervalMs: duration(10_000, 'Time between two resolutions of `discovery.dnsName`.', { min: 100 }),
+        jitterMs: duration(1_000, 'Random extra delay (0 to this) added to each discovery interval, so replicas do not query in lockstep.', { min: 0 }),
+        servers: dnsServersValue()
+          .default('')
+          .meta({
+            kind: 'string',
+            allowEmpty: true,
+            defaultDoc: '"" (system resolver)',
+            description: 'DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system\'s (`/etc/resolv.conf`).',
+          } satisfies LeafMeta),
+        maxSessions: int(0, 'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.', { min: 0 }),
+        sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', { min: 0 }),
       })
       .prefault({}),
     limits: z

@@ -205,6 +205,7 @@ describe('Helm chart: lint and render (helm)', () => {
       if (path === 'limits.maxMessageSize') return 16777215;
       if (path === 'limits.maxCommandSize') return '512k';
       if (path === 'sidecar.enabled') return true;
+      if (path === 'discovery.servers') return '10.96.0.10:53';
       if (type.includes(' | ')) return type.split(' | ').at(-1);
       return { duration: '7s', size: 4096, integer: 7, boolean: true, string: 'pfx', 'host:port': '0.0.0.0:1' }[type];
     };

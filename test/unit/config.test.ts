@@ -55,7 +55,7 @@ describe('defaults', () => {
     assert.equal(c.admin, '127.0.0.1:9935');
     assert.deepEqual(c.backends, []);
     assert.deepEqual(c.health, { enabled: true, intervalMs: 5000, timeoutMs: 2000, rise: 2, fall: 3 });
-    assert.deepEqual(c.drain, { deadlineMs: 30_000, nonCapable: 'migrate' });
+    assert.deepEqual(c.drain, { deadlineMs: 30_000, closeSpreadMs: 0, nonCapable: 'migrate' });
     assert.deepEqual(c.limits, {
       handshakeTimeoutMs: 10_000,
       idleTimeoutMs: 60_000,
@@ -134,7 +134,7 @@ replicaId: proxy-1
       { name: 'c', host: '::1', port: 1936 },
     ]);
     assert.deepEqual(c.health, { enabled: false, intervalMs: 10_000, timeoutMs: 1500, rise: 2, fall: 3 });
-    assert.deepEqual(c.drain, { deadlineMs: 120_000, nonCapable: 'migrate' });
+    assert.deepEqual(c.drain, { deadlineMs: 120_000, closeSpreadMs: 0, nonCapable: 'migrate' });
     assert.equal(c.limits.maxPendingBytes, 131_072);
     assert.equal(c.limits.maxChunkSize, 1_048_576);
     assert.equal(c.limits.idleTimeoutMs, 60_000, 'unset keys keep their defaults');
