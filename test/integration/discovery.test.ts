@@ -150,3 +150,44 @@ describe('DNS discovery (A records) through the proxy', () => {
     assert.deepEqual(sessions.map((s) => s.backend), ['fixed', 'fixed', 'fixed']);
   });
 });
+
+describe('admission from SRV weights', () => {
+  let dns: TestDnsServer;
+  let f1: FakeRtmpServer;
+  let tp: TestProxy;
+  const publishers: RtmpPublisher[] = [];
+
+  before(async () => {
+    dns = await new TestDnsServer().start();
+    f1 = new FakeRtmpServer();
+    await f1.listen();
+    dns.set(SRV, { SRV: [{ target: 'pod-1.ingest.test', port: f1.port, weight: 2 }] });
+    dns.set('pod-1.ingest.test', { A: ['127.0.0.1'] });
+    tp = await startTestProxy({}, { discoveryDnsName: SRV, discoveryServers: dns.address, discoverySessionsPerWeight: '1' });
+  });
+  after(async () => {
+    for (const p of publishers) p.destroy();
+    await tp?.stop();
+    await f1?.close();
+    await dns?.stop();
+  });
+
+  test('weight 2 × 1 session per weight: the third publisher is refused at accept and counted', async () => {
+    const b = await eventually(async () => (await tp.api<BackendSnapshot[]>('/api/backends')).find((x) => x.state === 'up'), 'backend up');
+    assert.equal(b.maxSessions, 2);
+    for (const key of ['a', 'b']) {
+      const p = new RtmpPublisher(tp.url('live', key));
+      publishers.push(p);
+      await p.publish();
+    }
+    const third = new RtmpPublisher(tp.url('live', 'c'), { timeoutMs: 3000 });
+    publishers.push(third);
+    await assert.rejects(third.publish());
+    const metrics = await eventually(async () => {
+      const text = await (await tp.admin('/metrics')).text();
+      return /rtmp_goaway_sessions_rejected_total\{reason="no-backend"\} 1/.test(text) ? text : null;
+    }, 'the refusal counted');
+    assert.ok(metrics);
+    assert.equal(f1.connections.filter((c) => c.commands.includes('connect')).length, 2, 'the full backend never saw a third RTMP connect (health probes aside)');
+  });
+});
