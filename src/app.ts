@@ -17,6 +17,7 @@ import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
 import { ProxyServer } from './proxy/server.js';
+import { loadTlsContext } from './proxy/tls.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -45,6 +46,10 @@ export interface RunningProxy {
   adminAddress: net.AddressInfo | null;
   /** DNS discovery of backends (`discovery.dnsName`), null when not configured. */
   discovery: DnsDiscovery | null;
+  /** Address of the RTMPS listener, null when disabled. */
+  tlsAddress: net.AddressInfo | null;
+  /** Re-reads `tls.cert`/`tls.key` (SIGHUP, with the backends); throws when they do not load (the old ones stay). */
+  reloadTls(): void;
   /**
    * Drains `name` on this replica at once and publishes the drain to the fleet (in the background;
    * `control()` waits for it). Throws UnknownBackendError.
@@ -131,6 +136,13 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       host,
       port,
       maxSessions: config.limits.maxSessions,
+      acceptProxyProtocol: config.acceptProxyProtocol,
+      backendProxyProtocol: config.backendProxyProtocol,
+      admission: {
+        maxSessionsPerIp: config.limits.maxSessionsPerIp,
+        connectRatePerIp: config.limits.connectRatePerIp,
+        connectBurstPerIp: config.limits.connectBurstPerIp,
+      },
       session: {
         handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
         idleTimeoutMs: config.limits.idleTimeoutMs,
@@ -281,6 +293,12 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     address: null as unknown as net.AddressInfo,
     adminAddress: null,
     discovery,
+    tlsAddress: null,
+    reloadTls() {
+      if (config.tls.listen === '') return;
+      server.setTlsContext(loadTlsContext(config.tls.cert, config.tls.key));
+      log.info({ cert: config.tls.cert }, 'TLS certificate reloaded');
+    },
     shuttingDown: false,
     drain(name, opts = {}) {
       const cmd = newCommand('drain', name, opts);
@@ -301,6 +319,12 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       return { command: cmd, result, fleet };
     },
     reloadBackends(backends) {
+      // SIGHUP also renews the RTMPS certificate; a bad file keeps the old one.
+      try {
+        proxy.reloadTls();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'TLS certificate reload failed: keeping the current one');
+      }
       staticBackends = backends;
       const result = applyBackends();
       converge('reload');
@@ -375,6 +399,17 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     throw err;
   }
   proxy.address = address;
+  if (config.tls.listen !== '') {
+    try {
+      const t = parseHostPort(config.tls.listen);
+      proxy.tlsAddress = await server.listenTls(t.host, t.port, loadTlsContext(config.tls.cert, config.tls.key));
+    } catch (err) {
+      await server.stopAccepting();
+      await heartbeat.stop();
+      await bus.stop({ cleanup: true });
+      throw err;
+    }
+  }
   pool.start();
   discovery?.start(false);
   heartbeat.start();
@@ -403,6 +438,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       },
       metrics,
       log.child({ component: 'admin' }),
+      { token: config.adminToken },
     );
     try {
       proxy.adminAddress = await listenHttp(admin, config.admin);
@@ -416,6 +452,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     {
       listen: `${address.address}:${address.port}`,
       admin: proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null,
+      tls: proxy.tlsAddress ? `${proxy.tlsAddress.address}:${proxy.tlsAddress.port}` : null,
+      acceptProxyProtocol: config.acceptProxyProtocol,
+      backendProxyProtocol: config.backendProxyProtocol,
       backends: pool.list().map((b) => `${b.name}=${b.host}:${b.port}`),
       discovery: discovery === null ? null : `${discovery.type} ${discovery.name}`,
       replicaId,

@@ -288,6 +288,19 @@ function stringValue(opts: { pattern?: RegExp; patternHint?: string } = {}) {
   });
 }
 
+/** A string that may be empty (= unset), e.g. a file path or a secret. */
+function optionalStringValue() {
+  return validator((v, ctx): string => {
+    if (v === undefined || v === null) return required(ctx);
+    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `expected a string, got ${show(v)}`);
+    return String(v).trim();
+  });
+}
+
+function optionalString(description: string, defaultDoc = '"" (unset)') {
+  return optionalStringValue().default('').meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
+}
+
 function hostPortValue(opts: { allowEmpty?: boolean; minPort?: number } = {}) {
   return validator((v, ctx): string => {
     if (v === undefined) return required(ctx);
@@ -455,6 +468,8 @@ function dnsServersValue() {
     return items.join(',');
   });
 }
+export const ACCEPT_PROXY_PROTOCOL = ['off', 'optional', 'required'] as const;
+export const BACKEND_PROXY_PROTOCOL = ['off', 'v1', 'v2'] as const;
 
 function defaultReplicaId(): string {
   return `${os.hostname()}-${process.pid}`;
@@ -472,6 +487,36 @@ export const ConfigSchema = z
         allowEmpty: true,
         description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
       } satisfies LeafMeta),
+    adminToken: optionalString(
+      'Bearer token required by the mutating admin endpoints (`POST …/drain`, `…/undrain`): `Authorization: Bearer <token>`; read-only endpoints stay open. Empty: no token (keep the admin address on localhost). Redacted in logs; prefer the environment variable to a flag.',
+      '"" (none)',
+    ),
+    acceptProxyProtocol: oneOf(
+      ACCEPT_PROXY_PROTOCOL,
+      'off',
+      'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners: `required` refuses connections without a valid header; ' +
+        '`optional` takes one when present (any client can then claim any address: only behind a balancer); `off` treats every byte as RTMP. ' +
+        'The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session\'s client address (logs, API, per-IP limits, backend PROXY header).',
+    ),
+    backendProxyProtocol: oneOf(
+      BACKEND_PROXY_PROTOCOL,
+      'off',
+      'Send a PROXY protocol header carrying the client\'s address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.',
+    ),
+    tls: z
+      .strictObject({
+        listen: hostPortValue({ allowEmpty: true })
+          .default('')
+          .meta({
+            kind: 'hostport',
+            allowEmpty: true,
+            defaultDoc: '"" (disabled)',
+            description: 'Address of an RTMPS listener (TLS terminated by the proxy, plain RTMP to backends), e.g. `0.0.0.0:443`; empty disables it.',
+          } satisfies LeafMeta),
+        cert: optionalString('PEM certificate chain file of the RTMPS listener (re-read on SIGHUP).'),
+        key: optionalString('PEM private key file of the RTMPS listener (re-read on SIGHUP).'),
+      })
+      .prefault({}),
     backends,
     health: z
       .strictObject({
@@ -569,6 +614,9 @@ export const ConfigSchema = z
         idleTimeoutMs: duration(60_000, 'A session with no bytes in either direction for this long is closed.'),
         connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
         maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
+        maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),
+        connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
+        connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
         maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
         maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_RTMP_CHUNK_SIZE }),
         minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_RTMP_CHUNK_SIZE }),
@@ -638,6 +686,10 @@ export const ConfigSchema = z
     }
     if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
       add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);
+    }
+    if (c.tls.listen !== '') {
+      if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
+      if (c.tls.key === '') add(['tls', 'key'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
     }
     if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
       add(['redis', 'sessionTtlMs'], 'redis.heartbeatMs', `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`);
@@ -1059,9 +1111,10 @@ function redactUrl(s: string): string {
   }
 }
 
-/** Copy of the config safe to log (Redis password replaced by `***`). */
+/** Copy of the config safe to log (Redis password and admin token replaced by `***`). */
 export function redactConfig(c: Config): Config {
   const copy = structuredClone(c);
   if (copy.redis.url) copy.redis.url = redactUrl(copy.redis.url);
+  if (copy.adminToken) copy.adminToken = '***';
   return copy;
 }

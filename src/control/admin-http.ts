@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { UnknownBackendError } from '../balancer/pool.js';
@@ -77,11 +78,26 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
   return opts;
 }
 
+export interface AdminOptions {
+  /** Bearer token of the mutating endpoints; empty or absent = none. */
+  token?: string;
+}
+
+/** Constant-time comparison of `Authorization: Bearer <token>` with the configured token. */
+function authorized(req: http.IncomingMessage, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+  if (m === null) return false;
+  const given = Buffer.from(m[1]!);
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
 /**
  * Admin HTTP: /healthz (process alive), /readyz (can take publishers), /metrics (Prometheus),
  * /api/backends, /api/sessions, POST /api/backends/:name/drain and /undrain.
  */
-export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, log: Logger): http.Server {
+export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, log: Logger, opts: AdminOptions = {}): http.Server {
+  const token = opts.token ?? '';
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: err.message });
@@ -119,6 +135,12 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
     const m = /^\/api\/backends\/([^/]+)\/(drain|undrain)$/.exec(path);
     if (m !== null) {
       if (method !== 'POST') throw new HttpError(405, `use POST for ${path}`);
+      if (token !== '' && !authorized(req, token)) {
+        metrics.controlMessages.inc({ source: 'admin', result: 'rejected' });
+        log.warn({ method, path, remote: req.socket.remoteAddress }, 'admin request without a valid bearer token refused');
+        res.setHeader('www-authenticate', 'Bearer realm="rtmp-goaway-proxy"');
+        throw new HttpError(401, 'a valid "Authorization: Bearer <token>" header is required (admin token)');
+      }
       const name = decodeURIComponent(m[1]!);
       if (m[2] === 'drain') {
         const opts = drainOptions(await readBody(req), url.searchParams);

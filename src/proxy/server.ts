@@ -1,14 +1,45 @@
 import net from 'node:net';
+import { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
 import type { ProxyMetrics } from '../control/metrics.js';
-import { type SessionSettings, Session } from './session.js';
+import { type AdmissionLimits, Admission, limitKey } from './admission.js';
+import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
+import { type SessionOrigin, type SessionSettings, Session } from './session.js';
 
 export interface ProxyServerOptions {
   host: string;
   port: number;
   maxSessions: number;
   session: SessionSettings;
+  /** PROXY protocol header expected from a front balancer (both listeners); default off. */
+  acceptProxyProtocol?: 'off' | 'optional' | 'required';
+  /** PROXY protocol header sent to backends; default off. */
+  backendProxyProtocol?: BackendProxyProtocol;
+  /** Per-client-IP limits; absent or all 0 = none. */
+  admission?: AdmissionLimits;
+}
+
+/** Why a connection was refused before it became a session (`rtmp_goaway_sessions_rejected_total{reason}`). */
+export type RejectReason =
+  | 'max-sessions'
+  | 'per-ip-sessions'
+  | 'per-ip-rate'
+  | 'proxy-protocol-missing'
+  | 'proxy-protocol-invalid'
+  | 'proxy-protocol-timeout'
+  | 'tls-handshake-failed'
+  | 'tls-handshake-timeout';
+
+/** A connection between accept and its session: PROXY header, admission, TLS handshake. */
+interface Opening {
+  sock: net.Socket;
+  timer: NodeJS.Timeout;
+  done: boolean;
+  stage: 'proxy' | 'tls';
+  /** Gives back the per-IP slot if the connection fails before it is a session. */
+  release: (() => void) | null;
 }
 
 /**
@@ -22,6 +53,15 @@ export class ProxyServer {
   private readonly server: net.Server;
   private metrics: ProxyMetrics | null = null;
   private readonly closeWaiters = new Set<() => void>();
+  /** Connections accepted but not yet sessions (they count towards limits.maxSessions). */
+  private readonly opening = new Set<Opening>();
+  readonly admission: Admission;
+  private readonly acceptPP: 'off' | 'optional' | 'required';
+  private readonly backendPP: BackendProxyProtocol;
+  /** Nothing to do between accept and session (the common case): the plain path. */
+  private readonly direct: boolean;
+  private tlsServer: net.Server | null = null;
+  private tlsContext: tls.SecureContext | null = null;
 
   constructor(
     private readonly opts: ProxyServerOptions,
@@ -32,6 +72,10 @@ export class ProxyServer {
     // bytes still flow back, instead of Node closing both halves at once.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock));
     this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+    this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
+    this.acceptPP = opts.acceptProxyProtocol ?? 'off';
+    this.backendPP = opts.backendProxyProtocol ?? 'off';
+    this.direct = this.acceptPP === 'off' && this.backendPP === 'off' && !this.admission.enabled;
   }
 
   setMetrics(metrics: ProxyMetrics): void {
@@ -58,12 +102,44 @@ export class ProxyServer {
     return a !== null && typeof a === 'object' ? a : null;
   }
 
+  /**
+   * Opens the RTMPS listener: TLS is terminated here (after the PROXY header, when accepted),
+   * then the session is the same as on the plain listener. `setTlsContext` swaps the certificate.
+   */
+  listenTls(host: string, port: number, context: tls.SecureContext): Promise<net.AddressInfo> {
+    this.tlsContext = context;
+    const server = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, true));
+    server.on('error', (err) => this.log.error({ err }, 'TLS listener error'));
+    this.tlsServer = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.off('error', reject);
+        resolve(server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  /** New TLS connections use `context` (certificate reload); established ones keep theirs. */
+  setTlsContext(context: tls.SecureContext): void {
+    this.tlsContext = context;
+  }
+
+  tlsAddress(): net.AddressInfo | null {
+    const a = this.tlsServer?.address();
+    return a !== null && typeof a === 'object' ? a : null;
+  }
+
   /** Stops accepting; live sessions continue. */
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) return resolve();
-      this.server.close(() => resolve());
-    });
+    const close = (srv: net.Server | null) =>
+      new Promise<void>((resolve) => {
+        if (srv === null || !srv.listening) return resolve();
+        srv.close(() => resolve());
+      });
+    for (const o of [...this.opening]) this.abandon(o);
+    this.admission.stop();
+    return Promise.all([close(this.server), close(this.tlsServer)]).then(() => undefined);
   }
 
   /** Resolves once no session is left (or immediately). */
@@ -76,18 +152,139 @@ export class ProxyServer {
     for (const s of [...this.sessions.values()]) s.close(reason);
   }
 
-  private accept(sock: net.Socket): void {
-    if (this.sessions.size >= this.opts.maxSessions) {
-      this.metrics?.sessionsRejected.inc({ reason: 'max-sessions' });
-      this.log.warn({ client: `${sock.remoteAddress}:${sock.remotePort}`, limit: this.opts.maxSessions }, 'session limit reached, connection refused');
-      sock.destroy();
+  private reject(sock: net.Socket, reason: RejectReason, fields: Record<string, unknown> = {}): void {
+    this.metrics?.sessionsRejected.inc({ reason });
+    this.log.warn({ client: `${sock.remoteAddress}:${sock.remotePort}`, reason, ...fields }, 'connection refused');
+    sock.destroy();
+  }
+
+  private accept(sock: net.Socket, secure = false): void {
+    if (this.sessions.size + this.opening.size >= this.opts.maxSessions) {
+      this.reject(sock, 'max-sessions', { limit: this.opts.maxSessions });
       return;
     }
+    if (this.direct && !secure) {
+      this.startSession(sock, {}, null);
+      return;
+    }
+    // Between accept and session: bounded by the handshake timeout, no backend connection yet.
+    sock.on('error', () => {});
+    const o: Opening = { sock, done: false, stage: 'proxy', release: null, timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs) };
+    o.timer.unref();
+    this.opening.add(o);
+    sock.once('close', () => this.abandon(o));
+    if (this.acceptPP === 'off') {
+      this.admitted(o, { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 }, secure);
+      return;
+    }
+    this.readProxyHeader(o, secure);
+  }
+
+  private timedOut(o: Opening): void {
+    if (o.done) return;
+    this.fail(o, o.stage === 'tls' ? 'tls-handshake-timeout' : 'proxy-protocol-timeout', { timeoutMs: this.opts.session.handshakeTimeoutMs });
+  }
+
+  /** The connection goes on as a session (or is refused by the caller). */
+  private finishOpening(o: Opening): void {
+    o.done = true;
+    clearTimeout(o.timer);
+    this.opening.delete(o);
+  }
+
+  /** Refused before it became a session: counted, logged once, its per-IP slot given back. */
+  private fail(o: Opening, reason: RejectReason, fields: Record<string, unknown> = {}): void {
+    if (o.done) return;
+    this.finishOpening(o);
+    o.release?.();
+    o.release = null;
+    this.reject(o.sock, reason, fields);
+  }
+
+  /** Closed by the peer (or shutdown) before it became a session. */
+  private abandon(o: Opening): void {
+    if (o.done) return;
+    this.finishOpening(o);
+    o.release?.();
+    o.release = null;
+    o.sock.destroy();
+  }
+
+  /** Reads the PROXY header (at most MAX_PROXY_HEADER bytes); what follows it is put back for the session. */
+  private readProxyHeader(o: Opening, secure: boolean): void {
+    const sock = o.sock;
+    let acc: Buffer = Buffer.alloc(0);
+    const onData = (buf: Buffer): void => {
+      acc = acc.length === 0 ? buf : Buffer.concat([acc, buf]);
+      const r = parseProxyHeader(acc.length > MAX_PROXY_HEADER ? acc.subarray(0, MAX_PROXY_HEADER) : acc);
+      if (r.kind === 'incomplete') {
+        if (acc.length < MAX_PROXY_HEADER) return;
+        sock.off('data', onData);
+        this.fail(o, 'proxy-protocol-invalid', { why: `no complete header in ${MAX_PROXY_HEADER} bytes` });
+        return;
+      }
+      sock.off('data', onData);
+      sock.pause();
+      if (r.kind === 'invalid') return this.fail(o, 'proxy-protocol-invalid', { why: r.reason });
+      if (r.kind === 'none' && this.acceptPP === 'required') return this.fail(o, 'proxy-protocol-missing');
+      let src: ProxyEndpoint = { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 };
+      let dst: ProxyEndpoint = { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 };
+      let rest = acc;
+      if (r.kind === 'ok') {
+        rest = acc.subarray(r.length);
+        if (r.header.source !== null) src = r.header.source;
+        if (r.header.destination !== null) dst = r.header.destination;
+      }
+      if (rest.length > 0) sock.unshift(rest);
+      this.admitted(o, src, dst, secure);
+    };
+    sock.on('data', onData);
+    sock.resume();
+  }
+
+  private admitted(o: Opening, src: ProxyEndpoint, dst: ProxyEndpoint, secure: boolean): void {
+    const sock = o.sock;
+    const key = limitKey(src.address);
+    if (this.admission.enabled) {
+      const refused = this.admission.admit(key);
+      if (refused !== null) return this.fail(o, refused, { ip: key, via: sock.remoteAddress });
+      o.release = () => this.admission.release(key);
+    }
+    // Same `address:port` form as a session without a PROXY header.
+    const origin: SessionOrigin = { clientAddress: `${src.address}:${src.port}`, preamble: encodeProxyHeader(this.backendPP, src, dst) };
+    if (!secure) {
+      const release = o.release;
+      this.finishOpening(o);
+      this.startSession(sock, origin, release);
+      sock.resume();
+      return;
+    }
+    o.stage = 'tls';
+    const context = this.tlsContext!;
+    // Bytes already read (a PROXY header's tail) are in the JS stream buffer, which a TLSSocket
+    // over the raw handle would skip: then TLS runs over a stream wrapper instead.
+    const transport: net.Socket | Duplex = sock.readableLength > 0 ? streamOf(sock) : sock;
+    const tsock = new tls.TLSSocket(transport as net.Socket, { isServer: true, secureContext: context });
+    // Before `secure` the pending connection's timer covers the handshake; once a session, the session's handlers take over.
+    tsock.on('error', (err) => this.fail(o, 'tls-handshake-failed', { err: err.message }));
+    tsock.once('secure', () => {
+      if (o.done) return void tsock.destroy();
+      const release = o.release;
+      this.finishOpening(o);
+      tsock.pause();
+      this.startSession(tsock, origin, release);
+      tsock.resume();
+    });
+    if (transport === sock) sock.resume();
+  }
+
+  private startSession(sock: net.Socket, origin: SessionOrigin, release: (() => void) | null): void {
     const m = this.metrics;
     const session = new Session(sock, this.pool, this.opts.session, {
       routed: (s) => s.logStart(),
       closed: (s) => {
         this.sessions.delete(s.id);
+        release?.();
         this.closedBytes.c2s += s.bytesIn;
         this.closedBytes.s2c += s.bytesOut;
         if (m !== null) {
@@ -106,7 +303,7 @@ export class ProxyServer {
         m?.backendConnectFailures.inc({ backend });
         this.log.warn({ session: s.id, backend, err: err.message }, 'backend connect failed');
       },
-    }, this.log);
+    }, this.log, origin);
     this.sessions.set(session.id, session);
     session.start();
   }
@@ -133,4 +330,30 @@ export class ProxyServer {
     }
     return [...counts.values()];
   }
+}
+
+/** A plain Duplex over a socket (what a TLSSocket then reads through, including unshifted bytes). */
+function streamOf(sock: net.Socket): Duplex {
+  const d = new Duplex({
+    read() {
+      sock.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      sock.write(chunk, cb);
+    },
+    final(cb) {
+      sock.end();
+      cb();
+    },
+    destroy(err, cb) {
+      sock.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  sock.on('data', (b: Buffer) => {
+    if (!d.push(b)) sock.pause();
+  });
+  sock.on('end', () => d.push(null));
+  sock.on('close', () => d.destroy());
+  return d;
 }

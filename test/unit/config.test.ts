@@ -61,6 +61,9 @@ describe('defaults', () => {
       idleTimeoutMs: 60_000,
       connectTimeoutMs: 3000,
       maxSessions: 10_000,
+      maxSessionsPerIp: 0,
+      connectRatePerIp: 0,
+      connectBurstPerIp: 20,
       maxPendingBytes: 65_536,
       maxChunkSize: 16 * 1024 * 1024,
       minChunkSize: 32,
@@ -71,6 +74,10 @@ describe('defaults', () => {
       amfMaxItems: 1024,
     });
     assert.equal(c.onParseError, 'forward');
+    assert.equal(c.adminToken, '');
+    assert.equal(c.acceptProxyProtocol, 'off');
+    assert.equal(c.backendProxyProtocol, 'off');
+    assert.deepEqual(c.tls, { listen: '', cert: '', key: '' });
     assert.deepEqual(c.log, { level: 'info', streamKeys: false });
     assert.deepEqual(c.sidecar, { enabled: false, gracePeriodMs: 25_000 });
     assert.equal(c.redis.url, undefined);
