@@ -62,6 +62,8 @@ export class ProxyServer {
   private readonly direct: boolean;
   private tlsServer: net.Server | null = null;
   private tlsContext: tls.SecureContext | null = null;
+  /** Cleared by stopAccepting: connections still queued in the backlog are not turned into sessions after closeAll(). */
+  private accepting = true;
 
   constructor(
     private readonly opts: ProxyServerOptions,
@@ -137,6 +139,7 @@ export class ProxyServer {
         if (srv === null || !srv.listening) return resolve();
         srv.close(() => resolve());
       });
+    this.accepting = false;
     for (const o of [...this.opening]) this.abandon(o);
     this.admission.stop();
     return Promise.all([close(this.server), close(this.tlsServer)]).then(() => undefined);
@@ -159,6 +162,10 @@ export class ProxyServer {
   }
 
   private accept(sock: net.Socket, secure = false): void {
+    if (!this.accepting) {
+      sock.destroy();
+      return;
+    }
     if (this.sessions.size + this.opening.size >= this.opts.maxSessions) {
       this.reject(sock, 'max-sessions', { limit: this.opts.maxSessions });
       return;

@@ -289,6 +289,9 @@ export class Session implements StrategySession {
       sock.off('error', onConnectError);
       if (this.finished || this.clientClosed) {
         sock.destroy();
+        // The client left while this connect was in flight: nothing else will finish the session.
+        this.backendClosed = true;
+        this.maybeFinish();
         return;
       }
       this.pool.reportConnectSuccess(target.name);
