@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { ChunkWriter } from '../../src/rtmp/chunk-writer.js';
 import { MessageType } from '../../src/rtmp/constants.js';
-import { controlMessage } from '../../src/rtmp/messages.js';
+import { amf0Object } from '../../src/rtmp/amf0.js';
+import { controlMessage, encodeCommand } from '../../src/rtmp/messages.js';
 import { type FakeConnection, FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
 
@@ -148,7 +149,9 @@ describe('bad input never harms another session', () => {
     const legal = await rawClient(tp.proxy.address.port);
     const n = fake.connections.length;
     const lw = new ChunkWriter(true);
-    const msgs: Buffer[] = [handshakeBytes()];
+    // A real connect first: the handshake timeout bounds the wait for it, not the flood.
+    const connect = encodeCommand('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://127.0.0.1/live' }));
+    const msgs: Buffer[] = [handshakeBytes(), lw.write({ csid: 3, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: connect })];
     for (let i = 0; i < 100_000; i++) msgs.push(lw.write({ csid: 4, timestamp: i, typeId: MessageType.Audio, streamId: 1, payload: Buffer.of(0xaf) }));
     const all = Buffer.concat(msgs);
     legal.write(all);
