@@ -192,9 +192,9 @@ export function whyRemained(s: Pick<CliSession, 'capability' | 'goAwaySentAt' | 
         ? `Go Away was sent at ${s.goAwaySentAt} but the publisher has not reconnected yet`
         : 'it supports Go Away but the message could not be sent yet';
     case 'erpc':
-      return 'it only announced E-RTMP reconnect (capsEx), not Go Away: it waits for the deadline';
+      return 'it announced E-RTMP reconnect (capsEx): a ReconnectRequest was sent but it has not reconnected yet';
     case 'none':
-      return 'the publisher did not announce Go Away support: it waits for the deadline, then the proxy closes it (drain.nonCapable)';
+      return 'the publisher announced neither Go Away nor E-RTMP reconnect: the proxy migrates it at its next keyframe (drain.nonCapable migrate), or closes it at the deadline (deadline-close)';
     default:
       return `its RTMP connect was not seen yet (state ${s.state}): it cannot be told to go away`;
   }

@@ -46,7 +46,7 @@ describe('cli: serve shorthands', () => {
 describe('cli: why a session remained', () => {
   const s = { capability: 'none', goAwaySentAt: null, parseFallback: null, state: 'publishing' };
   test('one reason per case', () => {
-    assert.match(whyRemained(s), /did not announce Go Away/);
+    assert.match(whyRemained(s), /announced neither Go Away nor E-RTMP/);
     assert.match(whyRemained({ ...s, capability: 'goaway', goAwaySentAt: '2026-01-01T00:00:00.000Z' }), /Go Away was sent at 2026/);
     assert.match(whyRemained({ ...s, capability: 'goaway' }), /could not be sent yet/);
     assert.match(whyRemained({ ...s, capability: 'erpc' }), /E-RTMP/);
