@@ -22,11 +22,17 @@ export interface SidecarShutdownResult {
   closed: number;
 }
 
-/** Sends Go Away to every capable session on this replica; returns how many were told (now or before). */
-export function goAwayAll(proxy: RunningProxy): number {
+/**
+ * Tells every session on this replica that can reconnect by itself to do so: Go Away where the
+ * client announced it, else the E-RTMP ReconnectRequest where it announced capsEx Reconnect and
+ * the proxy offers it (PROTOCOL.md §1, §2). A sidecar's only backend is going away with the pod,
+ * so there is nowhere to migrate the others to: they stay until the grace period ends.
+ * Returns how many were told (now or before).
+ */
+export function tellAllToReconnect(proxy: RunningProxy): number {
   let told = 0;
   for (const s of proxy.server.sessions.values()) {
-    if (s.supportsGoAway && s.goAway()) told++;
+    if (s.goAway() || (proxy.config.erpc.offer && s.reconnectRequest())) told++;
   }
   return told;
 }
@@ -40,10 +46,10 @@ export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number
   proxy.shuttingDown = true;
   proxy.flushRegistry();
   const closing = server.stopAccepting();
-  const told = goAwayAll(proxy);
-  log.info({ sessions: server.sessions.size, goAwaySent: told, gracePeriodMs }, 'sidecar shutdown: /readyz 503, listener closed, Go Away sent; waiting for sessions to leave');
+  const told = tellAllToReconnect(proxy);
+  log.info({ sessions: server.sessions.size, goAwaySent: told, gracePeriodMs }, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave');
   // A session whose `connect` is parsed after SIGTERM is told as soon as it announces support.
-  const sweep = setInterval(() => goAwayAll(proxy), SWEEP_MS);
+  const sweep = setInterval(() => tellAllToReconnect(proxy), SWEEP_MS);
   sweep.unref();
   let graceTimer: NodeJS.Timeout | undefined;
   const grace = new Promise<'grace'>((resolve) => {

@@ -100,7 +100,7 @@ describe('sidecar mode', () => {
     const c = await serveSidecar('60s');
     await publisher(c, 'stays', false);
     c.child.kill('SIGTERM');
-    await eventually(() => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away sent; waiting for sessions to leave'), 'shutdown started');
+    await eventually(() => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave'), 'shutdown started');
     c.child.kill('SIGTERM');
     const exit = await c.exited(5_000);
     assert.equal(exit.code, 1);
@@ -111,7 +111,7 @@ describe('sidecar mode', () => {
     const c = await serveSidecar('60s');
     await publisher(c, 'stays-int', false);
     c.child.kill('SIGTERM');
-    await eventually(() => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away sent; waiting for sessions to leave'), 'shutdown started');
+    await eventually(() => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave'), 'shutdown started');
     c.child.kill('SIGINT');
     assert.equal((await c.exited(5_000)).code, 1);
   });
