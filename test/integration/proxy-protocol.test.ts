@@ -70,7 +70,9 @@ const closed = (s: net.Socket) => (s.destroyed ? Promise.resolve() : new Promise
 async function publishFrames(url: string, fake: FakeRtmpServer, frames: number): Promise<RtmpPublisher> {
   const p = new RtmpPublisher(url, { supportsGoAway: true, chunkSize: 4096 });
   await p.publish();
-  const conn = fake.connections.at(-1)!;
+  // The newest connection that published: a readiness probe through a front proxy opens
+  // backend connections too, and may land after ours.
+  const conn = await eventually(() => fake.connections.findLast((c) => c.commands.includes('publish')), 'the publishing backend connection');
   for (let i = 0; i < frames; i++) p.sendMedia(MessageType.Video, i * 33, Buffer.alloc(1500, i));
   await eventually(() => conn.media === frames, `${frames} frames at the backend (have ${conn.media} of ${fake.connections.length} connections: ${fake.connections.map((c) => c.media).join()})`, 10_000);
   return p;
