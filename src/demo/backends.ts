@@ -97,6 +97,20 @@ export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTE
   });
 }
 
+/** Calls `onLine` for every complete line a child process writes on `stream`. */
+export function onLines(stream: NodeJS.ReadableStream | null | undefined, onLine: (line: string) => void): void {
+  let buf = '';
+  stream?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      onLine(line);
+    }
+  });
+}
+
 function tail(lines: string[], s: string): void {
   lines.push(...s.split('\n').filter((l) => l !== ''));
   if (lines.length > 50) lines.splice(0, lines.length - 50);
@@ -251,23 +265,16 @@ export async function startNodeMediaServer(opts: { dir: string; timeoutMs?: numb
   let port = 0;
   const ready = new Promise<void>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error(`node-media-server did not start:\n${lines.join('\n')}`)), opts.timeoutMs ?? 15_000);
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        tail(lines, line);
-        const m = /^(PORT|RECORD_START|RECORD_DONE) (.*)$/.exec(line);
-        if (m === null) continue;
-        if (m[1] === 'PORT') {
-          port = Number(m[2]);
-          clearTimeout(timer);
-          resolveReady();
-        } else if (m[1] === 'RECORD_START') open.add(m[2]!);
-        else open.delete(m[2]!);
-      }
+    onLines(child.stdout, (line) => {
+      tail(lines, line);
+      const m = /^(PORT|RECORD_START|RECORD_DONE) (.*)$/.exec(line);
+      if (m === null) return;
+      if (m[1] === 'PORT') {
+        port = Number(m[2]);
+        clearTimeout(timer);
+        resolveReady();
+      } else if (m[1] === 'RECORD_START') open.add(m[2]!);
+      else open.delete(m[2]!);
     });
     child.stderr?.on('data', (d: Buffer) => tail(lines, d.toString()));
     child.once('exit', (code) => {

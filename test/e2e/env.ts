@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { Redis } from 'ioredis';
-import { freePort, stopProcess } from '../../src/demo/backends.js';
+import { freePort, onLines, stopProcess } from '../../src/demo/backends.js';
 import { type NginxBackend, requireNginxRtmp, startNginxBackend } from '../helpers/nginx.js';
 import { projectRoot, requirePeer, tempDir, waitForLine } from '../helpers/peers.js';
 import { eventually } from '../helpers/proxy.js';
@@ -62,18 +62,11 @@ export async function startProxyChild(backends: Record<string, number>, flags: s
   for (const [name, port] of Object.entries(backends)) args.push('--backend', `${name}=127.0.0.1:${port}`);
   const child = spawnCli(args, { env: { RTMP_GOAWAY_REPLICA_ID: `e2e-${process.pid}` } });
   const logs: Record<string, unknown>[] = [];
-  let buf = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        /* not JSON */
-      }
+  onLines(child.stdout, (line) => {
+    try {
+      logs.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      /* not JSON */
     }
   });
   const m = await waitForLine(child, /"listen":"127\.0\.0\.1:(\d+)","admin":"127\.0\.0\.1:(\d+)"[^\n]*"msg":"proxy listening"/, 20_000);
