@@ -40,6 +40,8 @@ interface Opening {
   stage: 'proxy' | 'tls';
   /** Gives back the per-IP slot if the connection fails before it is a session. */
   release: (() => void) | null;
+  /** The TLS socket once the handshake started (it owns the connection's handle from then on). */
+  tls: tls.TLSSocket | null;
 }
 
 /**
@@ -176,10 +178,12 @@ export class ProxyServer {
     }
     // Between accept and session: bounded by the handshake timeout, no backend connection yet.
     sock.on('error', () => {});
-    const o: Opening = { sock, done: false, stage: 'proxy', release: null, timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs) };
+    const o: Opening = { sock, done: false, stage: 'proxy', release: null, tls: null, timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs) };
     o.timer.unref();
     this.opening.add(o);
     sock.once('close', () => this.abandon(o));
+    // A client that half-closes before it is a session has nothing left to say (allowHalfOpen would keep it until the timeout).
+    sock.once('end', () => this.abandon(o));
     if (this.acceptPP === 'off') {
       this.admitted(o, { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 }, secure);
       return;
@@ -205,6 +209,7 @@ export class ProxyServer {
     this.finishOpening(o);
     o.release?.();
     o.release = null;
+    o.tls?.destroy();
     this.reject(o.sock, reason, fields);
   }
 
@@ -214,6 +219,7 @@ export class ProxyServer {
     this.finishOpening(o);
     o.release?.();
     o.release = null;
+    o.tls?.destroy();
     o.sock.destroy();
   }
 
@@ -268,10 +274,10 @@ export class ProxyServer {
     }
     o.stage = 'tls';
     const context = this.tlsContext!;
-    // Bytes already read (a PROXY header's tail) are in the JS stream buffer, which a TLSSocket
-    // over the raw handle would skip: then TLS runs over a stream wrapper instead.
-    const transport: net.Socket | Duplex = sock.readableLength > 0 ? streamOf(sock) : sock;
-    const tsock = new tls.TLSSocket(transport as net.Socket, { isServer: true, secureContext: context });
+    // TLS runs over a stream wrapper of the raw socket, not over its handle: bytes already read
+    // (a PROXY header's tail) are kept, and closing the raw socket closes everything.
+    const tsock = new tls.TLSSocket(streamOf(sock) as unknown as net.Socket, { isServer: true, secureContext: context });
+    o.tls = tsock;
     // Before `secure` the pending connection's timer covers the handshake; once a session, the session's handlers take over.
     tsock.on('error', (err) => this.fail(o, 'tls-handshake-failed', { err: err.message }));
     tsock.once('secure', () => {
@@ -282,7 +288,7 @@ export class ProxyServer {
       this.startSession(tsock, origin, release);
       tsock.resume();
     });
-    if (transport === sock) sock.resume();
+    sock.resume();
   }
 
   private startSession(sock: net.Socket, origin: SessionOrigin, release: (() => void) | null): void {
