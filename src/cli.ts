@@ -46,9 +46,13 @@ function adminUrl(v: string | undefined, env: NodeJS.ProcessEnv = process.env): 
 async function adminRequest(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
   let res: Response;
   try {
+    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
+    // The same variable the proxy reads for `adminToken`: mutating endpoints need it when set.
+    const token = process.env['RTMP_GOAWAY_ADMIN_TOKEN'];
+    if (token) headers['authorization'] = `Bearer ${token}`;
     res = await fetch(`${base}${path}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers,
       body: body === undefined ? null : JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });

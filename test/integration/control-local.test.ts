@@ -105,3 +105,24 @@ describe('undrain with the in-process bus', () => {
     assert.ok(f.sessions.every((s) => s.replica === 'solo'));
   });
 });
+
+describe('admin token', () => {
+  test('the CLI sends RTMP_GOAWAY_ADMIN_TOKEN: refused without it, applied with it', async () => {
+    const b = new FakeRtmpServer();
+    await b.listen();
+    const tp = await startTestProxy({ b1: b.port }, { healthEnabled: 'false', adminToken: 's3cret' });
+    try {
+      const admin = `127.0.0.1:${tp.proxy.adminAddress!.port}`;
+      const refused = await runCli(['drain', 'b1', '--admin', admin]);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /401/);
+      assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, false);
+      const ok = await runCli(['drain', 'b1', '--admin', admin], { env: { RTMP_GOAWAY_ADMIN_TOKEN: 's3cret' } });
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, true);
+    } finally {
+      await tp.stop();
+      await b.close();
+    }
+  });
+});
