@@ -178,7 +178,7 @@ describe('CLI over the fleet registry in Redis', () => {
     const res = await runCli(['drain', session.backend!, '--wait', '--deadline', '1s', ...target()]);
     assert.equal(res.code, 3, `stdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
     assert.match(res.stderr, new RegExp(`${session.backend} still held 1 session\\(s\\) at the deadline`));
-    assert.match(res.stderr, new RegExp(`${session.id} on replica cli-r1 .*capability none.*did not announce Go Away support`));
+    assert.match(res.stderr, new RegExp(`${session.id} on replica cli-r1 .*capability none.*announced neither Go Away nor E-RTMP reconnect`));
     assert.equal(plain.goAwayReceived, false);
     // The replica closes it at the deadline it received.
     await eventually(() => plain.socket?.destroyed, 'closed by the proxy at the deadline');
