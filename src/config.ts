@@ -212,34 +212,27 @@ function checkBounds(n: number, b: Bounds, fmt: (n: number) => string, ctx: Ctx)
 
 const required = (ctx: Ctx): never => issue(ctx, 'is required');
 
-function durationValue(b: Bounds = {}) {
-  const bounds = { min: b.min ?? 1, max: b.max ?? MAX_DURATION_MS };
+/** A number written as a unit-suffixed string or a plain number (durations, sizes), then bounded. */
+function unitValue(parse: (v: string | number) => number, hint: string, format: (n: number) => string, bounds: { min: number; max: number }) {
   return validator((v, ctx) => {
     if (v === undefined) return required(ctx);
-    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `${DURATION_HINT}, got ${show(v)}`);
-    let ms: number;
+    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `${hint}, got ${show(v)}`);
+    let n: number;
     try {
-      ms = parseDuration(v);
+      n = parse(v);
     } catch (e) {
       return issue(ctx, (e as Error).message);
     }
-    return checkBounds(ms, bounds, formatDuration, ctx);
+    return checkBounds(n, bounds, format, ctx);
   });
 }
 
+function durationValue(b: Bounds = {}) {
+  return unitValue(parseDuration, DURATION_HINT, formatDuration, { min: b.min ?? 1, max: b.max ?? MAX_DURATION_MS });
+}
+
 function sizeValue(b: Bounds = {}) {
-  const bounds = { min: b.min ?? 1, max: b.max ?? Number.MAX_SAFE_INTEGER };
-  return validator((v, ctx) => {
-    if (v === undefined) return required(ctx);
-    if (typeof v !== 'string' && typeof v !== 'number') return issue(ctx, `${SIZE_HINT}, got ${show(v)}`);
-    let n: number;
-    try {
-      n = parseSize(v);
-    } catch (e) {
-      return issue(ctx, (e as Error).message);
-    }
-    return checkBounds(n, bounds, String, ctx);
-  });
+  return unitValue(parseSize, SIZE_HINT, String, { min: b.min ?? 1, max: b.max ?? Number.MAX_SAFE_INTEGER });
 }
 
 function intValue(b: Bounds = {}) {
