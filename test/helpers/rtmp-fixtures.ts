@@ -9,6 +9,7 @@ import {
   ChunkReader,
   type ChunkReaderLimits,
   type CollectPolicy,
+  type MessageInfo,
   collectControlAndCommands,
 } from '../../src/rtmp/chunk-reader.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
@@ -69,6 +70,19 @@ export interface RecordedMessage {
   payload: string | null;
 }
 
+/** The reader's view of a message (valid only during its callback), copied into a RecordedMessage. */
+export function recordedMessage(info: MessageInfo, payload: Buffer | null): RecordedMessage {
+  return {
+    csid: info.csid,
+    timestamp: info.timestamp,
+    typeId: info.typeId,
+    length: info.length,
+    streamId: info.streamId,
+    head: info.head.toString('hex'),
+    payload: payload === null ? null : payload.toString('hex'),
+  };
+}
+
 export const collectAll: CollectPolicy = () => true;
 
 export interface RecordOptions {
@@ -85,15 +99,7 @@ export function recordMessages(
   const reader = new ChunkReader(
     {
       message(info, payload) {
-        messages.push({
-          csid: info.csid,
-          timestamp: info.timestamp,
-          typeId: info.typeId,
-          length: info.length,
-          streamId: info.streamId,
-          head: info.head.toString('hex'),
-          payload: payload === null ? null : payload.toString('hex'),
-        });
+        messages.push(recordedMessage(info, payload));
       },
     },
     opts.collect ?? collectControlAndCommands,

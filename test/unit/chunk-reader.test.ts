@@ -26,6 +26,7 @@ import {
   plainHandshake,
   pseudoRandomBytes,
   recordMessages,
+  recordedMessage,
   splitAt,
 } from '../helpers/rtmp-fixtures.js';
 
@@ -98,15 +99,7 @@ function parseCapture(publisher: Publisher, direction: 'c2s' | 's2c') {
   const r = new ChunkReader(
     {
       message(info, payload) {
-        messages.push({
-          csid: info.csid,
-          timestamp: info.timestamp,
-          typeId: info.typeId,
-          length: info.length,
-          streamId: info.streamId,
-          head: info.head.toString('hex'),
-          payload: payload === null ? null : payload.toString('hex'),
-        });
+        messages.push(recordedMessage(info, payload));
       },
       chunkHeader(csid, fmt) {
         headers.push({ csid, fmt, messagesBefore: messages.length });
@@ -512,15 +505,7 @@ function readSynthetic(bytes: Buffer, cuts: number[] | 'bytewise') {
   const r = new ChunkReader(
     {
       message(info, payload) {
-        messages.push({
-          csid: info.csid,
-          timestamp: info.timestamp,
-          typeId: info.typeId,
-          length: info.length,
-          streamId: info.streamId,
-          head: info.head.toString('hex'),
-          payload: payload === null ? null : payload.toString('hex'),
-        });
+        messages.push(recordedMessage(info, payload));
       },
       chunkHeader(csid, fmt, headerLength) {
         chunks.push({ csid, fmt, headerLength });
