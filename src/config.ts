@@ -79,15 +79,23 @@ const DURATION_HINT = 'expected a duration like 500ms, 5s, 1m';
  * strings may carry a unit: `250ms`, `5s`, `1.5s`, `2m`, `1h`. Throws ConfigError otherwise.
  */
 export function parseDuration(s: string | number): number {
-  let ms: number | undefined;
+  return parseWithUnit(s, /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i, (m) => DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!, DURATION_HINT);
+}
+
+/**
+ * A non-negative number, or a string `re` matches with the number in group 1 and a unit that
+ * `scale` turns into a multiplier; rounded to a safe integer, else ConfigError(`hint`).
+ */
+function parseWithUnit(s: string | number, re: RegExp, scale: (m: RegExpExecArray) => number, hint: string): number {
+  let n: number | undefined;
   if (typeof s === 'number') {
-    if (Number.isFinite(s) && s >= 0) ms = Math.round(s);
+    if (Number.isFinite(s) && s >= 0) n = Math.round(s);
   } else if (typeof s === 'string') {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(s);
-    if (m) ms = Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!);
+    const m = re.exec(s);
+    if (m) n = Math.round(Number(m[1]) * scale(m));
   }
-  if (ms === undefined || !Number.isSafeInteger(ms)) throw new ConfigError(`${DURATION_HINT}, got ${show(s)}`);
-  return ms;
+  if (n === undefined || !Number.isSafeInteger(n)) throw new ConfigError(`${hint}, got ${show(s)}`);
+  return n;
 }
 
 const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
@@ -98,15 +106,7 @@ const SIZE_HINT = 'expected a size like 4096, 64k, 4m, 1g';
  * binary unit: `64k`, `4m`, `1g` (also `64kb`, `64KiB`, `512b`). Throws ConfigError otherwise.
  */
 export function parseSize(s: string | number): number {
-  let bytes: number | undefined;
-  if (typeof s === 'number') {
-    if (Number.isFinite(s) && s >= 0) bytes = Math.round(s);
-  } else if (typeof s === 'string') {
-    const m = /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$/i.exec(s);
-    if (m) bytes = Math.round(Number(m[1]) * SIZE_UNITS[(m[2] ?? m[3] ?? '').toLowerCase()]!);
-  }
-  if (bytes === undefined || !Number.isSafeInteger(bytes)) throw new ConfigError(`${SIZE_HINT}, got ${show(s)}`);
-  return bytes;
+  return parseWithUnit(s, /^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|(b))?\s*$/i, (m) => SIZE_UNITS[(m[2] ?? m[3] ?? '').toLowerCase()]!, SIZE_HINT);
 }
 
 /** Shortest exact rendering of a millisecond count: 5000 → "5s", 90000 → "90s", 1500 → "1500ms". */
