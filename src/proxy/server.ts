@@ -30,7 +30,18 @@ export type RejectReason =
   | 'proxy-protocol-invalid'
   | 'proxy-protocol-timeout'
   | 'tls-handshake-failed'
-  | 'tls-handshake-timeout';
+  | 'tls-handshake-timeout'
+  /** Out of file descriptors: `accept` failed with EMFILE/ENFILE, or the session's backend connect did (never routed). */
+  | 'fd-exhausted';
+
+/** A listener logs the same accept error at most once per this interval (with how many it saw). */
+export const LISTENER_ERROR_LOG_INTERVAL_MS = 5_000;
+
+/** Out of file descriptors (per process or system-wide): our limit, not the peer's fault. */
+export function isFdExhausted(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
 
 /** A connection between accept and its session: PROXY header, admission, TLS handshake. */
 interface Opening {
@@ -66,6 +77,10 @@ export class ProxyServer {
   private tlsContext: tls.SecureContext | null = null;
   /** Cleared by stopAccepting: connections still queued in the backlog are not turned into sessions after closeAll(). */
   private accepting = true;
+  /** Rate-limited log lines (accept errors, backend connects out of descriptors): count since the last line. */
+  private readonly rateLimitedLogs = new Map<string, { count: number; loggedAt: number }>();
+  /** Sessions whose backend connect failed because this process is out of file descriptors. */
+  private readonly fdStarved = new WeakSet<Session>();
 
   constructor(
     private readonly opts: ProxyServerOptions,
@@ -75,7 +90,7 @@ export class ProxyServer {
     // allowHalfOpen: a publisher's FIN is passed on to the backend while the backend's last
     // bytes still flow back, instead of Node closing both halves at once.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock));
-    this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+    this.server.on('error', (err) => this.listenerError('rtmp', err));
     this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
     this.acceptPP = opts.acceptProxyProtocol ?? 'off';
     this.backendPP = opts.backendProxyProtocol ?? 'off';
@@ -113,7 +128,7 @@ export class ProxyServer {
   listenTls(host: string, port: number, context: tls.SecureContext): Promise<net.AddressInfo> {
     this.tlsContext = context;
     const server = net.createServer({ allowHalfOpen: true }, (sock) => this.accept(sock, true));
-    server.on('error', (err) => this.log.error({ err }, 'TLS listener error'));
+    server.on('error', (err) => this.listenerError('rtmps', err));
     this.tlsServer = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -155,6 +170,34 @@ export class ProxyServer {
 
   closeAll(reason: string): void {
     for (const s of [...this.sessions.values()]) s.close(reason);
+  }
+
+  /**
+   * An error on a listening socket after it listens: `accept` failed. It must not crash the
+   * process nor stop the listener (libuv goes on accepting). Out of descriptors, libuv first
+   * accepts and closes the pending connections with a descriptor it keeps in reserve, without
+   * telling Node; it reports EMFILE/ENFILE here when it cannot. Counted as `fd-exhausted`; logged
+   * at most once per LISTENER_ERROR_LOG_INTERVAL_MS per listener and code, with the count.
+   */
+  private listenerError(listener: 'rtmp' | 'rtmps', err: NodeJS.ErrnoException): void {
+    const fd = isFdExhausted(err);
+    if (fd) this.metrics?.sessionsRejected.inc({ reason: 'fd-exhausted' });
+    this.logRateLimited(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
+  }
+
+  /** Logs `msg` now if `key` was not logged within the interval, else counts it into the next line. */
+  private logRateLimited(key: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    let e = this.rateLimitedLogs.get(key);
+    if (e === undefined) {
+      e = { count: 0, loggedAt: -Infinity };
+      this.rateLimitedLogs.set(key, e);
+    }
+    e.count++;
+    if (now - e.loggedAt < LISTENER_ERROR_LOG_INTERVAL_MS) return;
+    this.log.warn({ ...fields, count: e.count, sinceMs: Number.isFinite(e.loggedAt) ? now - e.loggedAt : null }, msg);
+    e.count = 0;
+    e.loggedAt = now;
   }
 
   private reject(sock: net.Socket, reason: RejectReason, fields: Record<string, unknown> = {}): void {
@@ -302,7 +345,10 @@ export class ProxyServer {
         this.closedBytes.s2c += s.bytesOut;
         if (m !== null) {
           if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
-          else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed') m.sessionsRejected.inc({ reason: s.closeReason });
+          else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted') {
+            // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
+            m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
+          }
           m.sessionsClosed.inc({ reason: s.closeReason ?? 'unknown' });
         }
         if (this.sessions.size === 0) {
@@ -313,6 +359,11 @@ export class ProxyServer {
       goAwayWritten: (s) => m?.goAwaySent.inc({ backend: s.backendName ?? 'none', key: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
       parseFallback: (_s, direction, err) => m?.parseFallbacks.inc({ direction, reason: err.code }),
       connectFailed: (s, backend, err) => {
+        if (isFdExhausted(err)) {
+          this.fdStarved.add(s);
+          this.logRateLimited(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
+          return;
+        }
         m?.backendConnectFailures.inc({ backend });
         this.log.warn({ session: s.id, backend, err: err.message }, 'backend connect failed');
       },
