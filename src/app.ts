@@ -16,6 +16,7 @@ import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
+import { Router } from './proxy/routing.js';
 import { ProxyServer } from './proxy/server.js';
 import { loadTlsContext } from './proxy/tls.js';
 
@@ -161,6 +162,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
         metrics: featureMetrics,
         migration,
+        router: config.routing === null ? null : Router.compile(config.routing),
       },
     },
     pool,

@@ -19,6 +19,7 @@ import { Option, type Command } from 'commander';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
+import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
 
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
@@ -173,7 +174,7 @@ function parseBackendSpec(spec: string, index: number): { name: string; host: st
 // messages, then `.default()` and `.meta()` describing it for docs/env/flags.
 // ---------------------------------------------------------------------------------------------
 
-type Kind = 'duration' | 'size' | 'integer' | 'boolean' | 'hostport' | 'enum' | 'string' | 'url' | 'backends';
+type Kind = 'duration' | 'size' | 'integer' | 'boolean' | 'hostport' | 'enum' | 'string' | 'url' | 'backends' | 'routing';
 
 interface LeafMeta {
   description: string;
@@ -373,6 +374,7 @@ export const BackendSchema = z.strictObject({
   host: stringValue({ pattern: /^[^\s/@]+$/, patternHint: 'expected a host name or IP address' }),
   port: intValue({ min: 1, max: 65535 }),
   maxSessions: intValue({ min: 0 }).optional(),
+  weight: intValue({ min: 0, max: 65_535 }).optional(),
 });
 export type BackendConfig = z.infer<typeof BackendSchema>;
 
@@ -422,7 +424,46 @@ const backends = z
     description:
       'Ingest servers to proxy to. YAML: a list of `{ name, host, port, maxSessions? }` mappings (or `name=host:port` strings). ' +
       'Env: comma-separated `name=host:port` list. CLI: repeat `--backend name=host:port`. A bare `host:port` is named `b<index+1>`. ' +
-      'Names must be unique and match `[A-Za-z0-9._-]{1,63}`; `maxSessions` (YAML only) caps concurrent sessions on that backend.',
+      'Names must be unique and match `[A-Za-z0-9._-]{1,63}`; `maxSessions` (YAML only) caps concurrent sessions on that backend; `weight` (YAML only) is its share under `balance: weighted` routing (default 1).',
+  } satisfies LeafMeta);
+
+/**
+ * Routing rules (proxy/routing.ts): a YAML mapping `{ groups, rules }`, or the same as JSON text
+ * in the environment or on the command line. Compiled here so every mistake is reported at start.
+ */
+const routing = validator((v, ctx): RoutingSpec | null => {
+  if (v === undefined || v === null || v === '') return null;
+  let spec: unknown = v;
+  if (typeof v === 'string') {
+    try {
+      spec = JSON.parse(v);
+    } catch (e) {
+      return issue(ctx, `expected routing rules as JSON ({"groups": …, "rules": […]}): ${(e as Error).message}`);
+    }
+    if (spec === null) return null;
+  }
+  if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) return issue(ctx, `expected a mapping with groups and rules, got ${show(v)}`);
+  const unknownKeys = Object.keys(spec).filter((k) => k !== 'groups' && k !== 'rules');
+  if (unknownKeys.length > 0) return issue(ctx, `unknown key ${unknownKeys.map((k) => JSON.stringify(k)).join(', ')} (expected groups, rules)`);
+  try {
+    Router.compile(spec as RoutingSpec);
+  } catch (e) {
+    if (e instanceof RoutingConfigError) {
+      for (const m of e.issues) ctx.addIssue({ code: 'custom', message: m });
+      return z.NEVER;
+    }
+    return issue(ctx, `invalid routing rules: ${(e as Error).message}`);
+  }
+  return spec as RoutingSpec;
+})
+  .default(null)
+  .meta({
+    kind: 'routing',
+    defaultDoc: '(none: every backend, least connections)',
+    description:
+      'Routing rules, evaluated in order, first match wins: `{ groups: { <name>: { backends: [names or globs], sources: [static, dns:<name>] } }, rules: [ { match: { app, keyPrefix, keyRegex, cidr }, group, balance: least-connections|weighted, sticky } ] }` ' +
+      '(YAML mapping; env and flag take the same as JSON). Rules on the app route at `connect`, on the stream key or `sticky` (rendezvous hashing of the key) at `publish`: until then the proxy answers the client itself. ' +
+      'A session no rule matches, or whose group has no usable backend with room, gets `_error` NetConnection.Connect.Rejected with the reason and is closed. See docs/routing.md.',
   } satisfies LeafMeta);
 
 // ---------------------------------------------------------------------------------------------
@@ -511,6 +552,7 @@ export const ConfigSchema = z
       })
       .prefault({}),
     backends,
+    routing,
     health: z
       .strictObject({
         enabled: bool(true, 'Run active health probes against every backend.'),
@@ -773,6 +815,8 @@ function typeDoc(m: LeafMeta): string {
       return 'URL';
     case 'backends':
       return 'list of name=host:port';
+    case 'routing':
+      return 'mapping (JSON in env/flag)';
   }
 }
 
@@ -1054,6 +1098,8 @@ function placeholder(m: LeafMeta): string {
       return 'url';
     case 'backends':
       return 'name=host:port';
+    case 'routing':
+      return 'json';
     default:
       return 'value';
   }

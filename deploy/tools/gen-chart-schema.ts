@@ -55,6 +55,8 @@ function leaf(type: string, description: string): Schema {
           ],
         },
       };
+    case 'mapping (JSON in env/flag)':
+      return { type: ['object', 'string', 'null'], description: `${description} In the chart: the mapping itself (passed to the proxy as JSON).` };
     default:
       throw new Error(`gen-chart-schema: no JSON schema for setting type "${type}"; teach leaf() about it`);
   }

@@ -19,6 +19,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import type { BackendView, Placement, RouteRequest, Router } from '../proxy/routing.js';
 import { tcpProbe } from './health.js';
 import type {
   BackendConfig,
@@ -226,6 +227,28 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     if (!best) return null;
     this.rr = (bestIdx + 1) % n;
     return best.config;
+  }
+
+  /**
+   * Routed pick (routing rules, see proxy/routing.ts): the rule matching `req` chooses a group and
+   * the group's balance or sticky placement chooses among its usable backends (health 'up', not
+   * draining, below maxSessions, not in `exclude`). Call `attach` right after, as with `pick`.
+   */
+  place(router: Router, req: RouteRequest, exclude?: ReadonlySet<string>): { target: BackendConfig | null; placement: Placement } {
+    const views: BackendView[] = [];
+    for (const e of this.entries.values()) {
+      const c = e.config;
+      views.push({
+        name: c.name,
+        source: c.source ?? 'static',
+        sessions: e.sessions.size,
+        ...(c.maxSessions !== undefined ? { maxSessions: c.maxSessions } : {}),
+        ...(c.weight !== undefined ? { weight: c.weight } : {}),
+        usable: e.health === 'up' && !e.draining && !e.removing && !(exclude?.has(c.name) ?? false),
+      });
+    }
+    const placement = router.place(req, views);
+    return { target: placement.backend === null ? null : this.entries.get(placement.backend)!.config, placement };
   }
 
   /**

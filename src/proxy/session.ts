@@ -8,6 +8,7 @@ import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
+import { HandshakeEnd } from '../rtmp/handshake-peer.js';
 import {
   CAPS_EX_RECONNECT,
   commandMessage,
@@ -15,6 +16,8 @@ import {
   decodeCommand,
   encodeCommand,
   goAwayChunk,
+  goAwayMessage,
+  readCreateStreamResult,
   reconnectRequestMessage,
   withCapsEx,
 } from '../rtmp/messages.js';
@@ -35,7 +38,9 @@ import {
   migrationCollectPolicy,
   sequenceHeaderHeadPolicy,
 } from './migration.js';
+import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
 import { redactStreamKey } from './redact.js';
+import { type Placement, type Router, normalizeIp, rejectionDescription } from './routing.js';
 
 export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
 export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';
@@ -55,6 +60,8 @@ export interface SessionSettings {
   metrics?: FeatureMetrics;
   /** Proxy-side migration (drain.nonCapable: migrate); absent = off. */
   migration?: MigrationCoordinator | null;
+  /** Routing rules (routing.ts); absent = least connections over every backend. */
+  router?: Router | null;
 }
 
 export interface SessionHooks {
@@ -95,6 +102,8 @@ export interface SessionSnapshot {
   parseFallback: string | null;
   /** Proxy-side migrations this session went through (its media now flows through the proxy's own RTMP). */
   migrations: number;
+  /** The routing rule that placed the session and how (`live: sticky`), null without routing rules. */
+  route: string | null;
 }
 
 /**
@@ -196,6 +205,35 @@ export class Session implements StrategySession {
   private switchedAt: number | null = null;
   private migrationRefusedCounted = false;
 
+  // ── late binding (routing rules that need the app or the stream key) ──
+  /**
+   * The backend is chosen only once `connect` (app rules) or `publish` (stream-key rules, sticky)
+   * is known. Until then the proxy is the server: it answers the handshake (and, for stream-key
+   * rules, `connect` and `createStream`); then it opens the backend with its own handshake and
+   * writes the client's RTMP bytes from the first chunk on, unchanged (C→S stays the hot path).
+   * S→C, the backend's messages are relayed re-chunked by the proxy's writer, minus its replies to
+   * what the proxy already answered.
+   */
+  private readonly late: boolean;
+  /** The proxy's server end of the client's handshake (late binding). */
+  private front: HandshakeEnd | null = null;
+  /** The proxy's client end of the backend's handshake (late binding). */
+  private backendHandshake: HandshakeEnd | null = null;
+  /** Late binding: client bytes wait in `pending` until the backend finished its handshake. */
+  private holdClient = false;
+  /** Late binding: routing started (connect or publish seen). */
+  private routeStarted = false;
+  /** Late binding: the transaction (and stream) of the command that triggered routing, for the rejection. */
+  private routeTrigger: { transactionId: number; streamId: number } | null = null;
+  /** Late binding: bytes received from the backend (client acks are translated by the difference). */
+  private backendBytesIn = 0;
+  /** Late binding: transactions the proxy answered itself; the backend's replies to them are dropped. */
+  private readonly localTxns = new Set<number>();
+  private createStreamTxn: number | null = null;
+  private connectAnsweredLocally = false;
+  private placement: Placement | null = null;
+  private rejected = false;
+
   constructor(
     private readonly client: net.Socket,
     private readonly pool: BackendPool,
@@ -209,7 +247,17 @@ export class Session implements StrategySession {
     this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
     this.c2sHandler = { message: (info, payload) => this.onClientMessage(info, payload), messageStart: undefined };
     this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits);
-    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), undefined, settings.chunkLimits);
+    const router = settings.router ?? null;
+    this.late = router !== null && router.needs !== 'accept';
+    // Late binding relays whole server messages: collect them all.
+    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits);
+  }
+
+  /** The client's IP (the PROXY protocol source when accepted), for CIDR routing rules. */
+  private get clientIp(): string {
+    const a = this.clientAddress;
+    const ip = a.slice(0, Math.max(0, a.lastIndexOf(':')));
+    return normalizeIp(ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip);
   }
 
   get supportsGoAway(): boolean {
@@ -259,15 +307,32 @@ export class Session implements StrategySession {
     });
     this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), this.settings.handshakeTimeoutMs);
     this.handshakeTimer.unref();
-    this.connectBackend(new Set());
+    if (this.late) this.front = new HandshakeEnd('server');
+    else this.connectBackend(new Set());
+  }
+
+  /**
+   * The next backend to try, not in `exclude`: by the routing rules when configured (a migration
+   * stays in the session's group, a sticky key goes to its next preferred backend), else least
+   * connections over every backend.
+   */
+  private choose(exclude: ReadonlySet<string>): { target: BackendConfig | null; placement: Placement | null } {
+    const router = this.settings.router;
+    if (!router) return { target: this.pool.pick(exclude), placement: null };
+    const f = this.view.facts;
+    return this.pool.place(router, { app: f.connect?.app ?? null, streamKey: f.streamKey, clientIp: this.clientIp }, exclude);
   }
 
   /** Routes to the least loaded healthy backend; on refusal tries the next (issue: "try the next"). */
   private connectBackend(tried: Set<string>): void {
     if (this.finished || this.clientClosed) return;
-    const target = this.pool.pick(tried);
+    const { target, placement } = this.choose(tried);
+    this.placement = placement;
     if (target === null) {
-      this.close(tried.size === 0 ? 'no-backend' : 'all-backends-failed');
+      const p = placement;
+      const reason = tried.size > 0 ? 'all-backends-failed' : p !== null && p.backend === null && p.reason === 'no-rule' ? 'no-route' : 'no-backend';
+      if (this.late && this.routeTrigger !== null) this.reject(reason);
+      else this.close(reason);
       return;
     }
     tried.add(target.name);
@@ -330,10 +395,21 @@ export class Session implements StrategySession {
     });
     this.detach = this.pool.attach(target.name, this);
     this.hooks.routed(this);
+    if (this.late) {
+      // Our own handshake first; the client's bytes follow once it is done (onLateBackendData).
+      this.holdClient = true;
+      this.backendHandshake = new HandshakeEnd('client');
+      sock.write(this.backendHandshake.hello());
+    } else {
+      this.flushPending(sock);
+    }
+    this.client.resume();
+  }
+
+  private flushPending(sock: net.Socket): void {
     for (const buf of this.pending) sock.write(buf);
     this.pending = [];
     this.pendingBytes = 0;
-    this.client.resume();
   }
 
   private onClientData(buf: Buffer): void {
@@ -342,6 +418,14 @@ export class Session implements StrategySession {
       this.onClientDataMigrating(buf);
       return;
     }
+    let fwd = buf;
+    if (this.front !== null && !this.front.done) {
+      // Late binding: the proxy answers the handshake; the backend gets its own.
+      const next = this.answerHandshake(buf);
+      if (next < 0) return;
+      fwd = buf.subarray(next);
+    }
+    if (this.rejected) return;
     const reader = this.c2sReader;
     if (reader !== null) {
       try {
@@ -362,15 +446,30 @@ export class Session implements StrategySession {
       }
     }
     const backend = this.backend;
-    if (backend === null) {
-      this.pending.push(buf);
-      this.pendingBytes += buf.length;
+    if (backend === null || this.holdClient) {
+      if (fwd.length === 0 || this.finished || this.rejected) return;
+      this.pending.push(fwd);
+      this.pendingBytes += fwd.length;
       // The client only sends C0+C1 (1537 bytes) before it hears from the server, so this bound
       // is reached only by a peer that does not speak RTMP.
       if (this.pendingBytes > this.settings.maxPendingBytes) this.client.pause();
       return;
     }
     if (!backend.write(buf)) this.client.pause();
+  }
+
+  /** Late binding: C0+C1 → S0+S1+S2. Returns the offset after the handshake bytes, -1 when the session closed. */
+  private answerHandshake(buf: Buffer): number {
+    try {
+      const r = this.front!.push(buf);
+      if (r.reply !== null) this.writeToClient([r.reply]);
+      return r.next;
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.parseFailed('c2s', err);
+      if (!this.finished) this.close(`parse-error:${err.code}`);
+      return -1;
+    }
   }
 
   /** Client bytes while a migration is armed or after it (relay). */
@@ -430,6 +529,70 @@ export class Session implements StrategySession {
     }
     this.view.clientMessage(info, payload);
     if (this.mode === 'relay') this.relayClientMessage(info, payload);
+    else if (this.late && !this.routeStarted) this.onUnroutedCommand(info, payload);
+  }
+
+  /**
+   * Late binding, before routing: the proxy plays the server for as long as the rules need. App
+   * rules route at `connect`; stream-key rules need `publish`, so `connect` and `createStream`
+   * are answered here as nginx-rtmp would (the backend's own replies are dropped later);
+   * `releaseStream` and `FCPublish` need no answer (clients do not wait for one).
+   */
+  private onUnroutedCommand(info: MessageInfo, payload: Buffer | null): void {
+    const t = info.typeId;
+    if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
+    const cmd = decodeCommand(t, payload, this.settings.amfLimits);
+    if (cmd === null) return;
+    const byKey = this.settings.router!.needs === 'publish';
+    if (cmd.name === 'connect' && this.view.facts.connectTransactionId === cmd.transactionId && !this.connectAnsweredLocally) {
+      if (!byKey) {
+        this.route(cmd.transactionId, 0);
+        return;
+      }
+      const c = this.view.facts.connect!;
+      this.connectAnsweredLocally = true;
+      this.localTxns.add(cmd.transactionId);
+      // E-RTMP: offer Reconnect in our own _result to clients that sent capsEx (PROTOCOL.md §2).
+      const capsEx = this.settings.erpc?.offer === true && c.capsEx !== null ? CAPS_EX_RECONNECT : null;
+      if (capsEx !== null) this.settings.metrics?.capsExOffered.inc({ result: 'rewritten' });
+      for (const m of connectAnswer(cmd.transactionId, { objectEncoding: c.objectEncoding, capsEx })) this.sendToClient(m);
+    } else if (cmd.name === 'createStream' && byKey && this.connectAnsweredLocally && this.createStreamTxn === null) {
+      this.createStreamTxn = cmd.transactionId;
+      this.localTxns.add(cmd.transactionId);
+      this.sendToClient(createStreamAnswer(cmd.transactionId));
+    } else if (cmd.name === 'publish' && byKey && this.connectAnsweredLocally) {
+      this.route(cmd.transactionId, info.streamId);
+    }
+  }
+
+  /** Late binding: what routing needs is known. */
+  private route(transactionId: number, streamId: number): void {
+    this.routeStarted = true;
+    this.routeTrigger = { transactionId, streamId };
+    this.connectBackend(new Set());
+  }
+
+  /**
+   * Late binding: no backend for this session. The client gets `_error` NetConnection.Connect.Rejected
+   * with the reason (for its connect or its publish), then FIN; counted by its close reason.
+   */
+  private reject(reason: string): void {
+    const p = this.placement;
+    const f = this.view.facts;
+    const description =
+      p !== null && p.backend === null
+        ? rejectionDescription(p, { app: f.connect?.app ?? null, streamKey: f.streamKey })
+        : 'No ingest server reachable for this stream: rejected by the ingest proxy';
+    const trigger = this.routeTrigger!;
+    this.rejected = true;
+    this.closeReason = reason;
+    this.log.warn({ session: this.id, client: this.clientAddress, app: f.connect?.app ?? null, streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null }, 'session rejected by routing');
+    this.sendToClient(rejection(trigger.transactionId, trigger.streamId, description));
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.client.end();
+    // A client that keeps its side open does not hold the session.
+    setTimeout(() => this.close(reason), 2000).unref();
   }
 
   /**
@@ -438,7 +601,8 @@ export class Session implements StrategySession {
    * single-chunk message is a view of the buffer about to be forwarded: rewrite it in place.
    */
   private translateAck(payload: Buffer): void {
-    const added = this.s2c.addedBytes;
+    // Late binding: the client counts what the proxy wrote, the backend what it sent.
+    const added = this.late ? this.bytesOut - this.backendBytesIn : this.s2c.addedBytes;
     if (added === 0 || payload.length < 4) return;
     const buf = this.mode === 'armed' ? (this.splitter?.feeding ?? null) : this.c2sFeeding;
     if (buf === null || payload.buffer !== buf.buffer || payload.byteOffset < buf.byteOffset || payload.byteOffset + 4 > buf.byteOffset + buf.length) {
@@ -453,6 +617,10 @@ export class Session implements StrategySession {
   /** A complete server message, in the order the client gets them. */
   private onServerMessage(info: MessageInfo, payload: Buffer | null): void {
     this.view.serverMessage(info, payload);
+    if (this.late) {
+      this.relayBackendMessage(info, payload);
+      return;
+    }
     if (this.capsExPending && this.view.facts.connectAnswered) {
       this.capsExPending = false;
       this.s2c.setCommandRewriter(null);
@@ -467,6 +635,11 @@ export class Session implements StrategySession {
    */
   private offerCapsEx(): void {
     const txn = this.view.facts.connectTransactionId;
+    if (this.late) {
+      // Our own _result already has it, or relayBackendMessage adds it to the backend's.
+      this.capsExPending = !this.connectAnsweredLocally;
+      return;
+    }
     this.capsExPending = true;
     this.s2c.setCommandRewriter((info, payload) => {
       if (info.streamId !== 0) return null;
@@ -480,6 +653,10 @@ export class Session implements StrategySession {
   }
 
   private onBackendData(buf: Buffer): void {
+    if (this.late) {
+      this.onLateBackendData(buf);
+      return;
+    }
     const hadFailure = this.s2c.failure;
     const out = this.s2c.push(buf);
     if (hadFailure === null && this.s2c.failure !== null) {
@@ -487,6 +664,78 @@ export class Session implements StrategySession {
       if (this.finished) return;
     }
     this.writeToClient(out);
+  }
+
+  /**
+   * Late binding: the backend's S0+S1+S2 get C2, then the client's bytes follow. Its messages
+   * (the injector parses them, handshake skipped) reach the client through relayBackendMessage;
+   * the injector's byte output is not used.
+   */
+  private onLateBackendData(buf: Buffer): void {
+    this.backendBytesIn += buf.length;
+    const hs = this.backendHandshake!;
+    if (!hs.done) {
+      let r;
+      try {
+        r = hs.push(buf);
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        this.log.warn({ session: this.id, backend: this.backendName, err: err.message }, 'backend handshake failed');
+        this.close('backend-handshake-failed');
+        return;
+      }
+      if (r.reply !== null) this.backend!.write(r.reply);
+      if (hs.done) {
+        this.holdClient = false;
+        this.flushPending(this.backend!);
+        this.client.resume();
+      }
+    }
+    const hadFailure = this.s2c.failure;
+    this.s2c.push(buf);
+    if (hadFailure === null && this.s2c.failure !== null) this.parseFailed('s2c', this.s2c.failure);
+  }
+
+  /**
+   * Late binding: one backend message for the client, re-chunked by the proxy's writer. Chunking
+   * control is per hop; replies to what the proxy answered itself are dropped (a refusal of
+   * those ends the session: the client was told yes).
+   */
+  private relayBackendMessage(info: MessageInfo, payload: Buffer | null): void {
+    const t = info.typeId;
+    if (t === MessageType.SetChunkSize || t === MessageType.Abort || this.finished) return;
+    if (payload === null) {
+      this.close('relay-uncollected-message');
+      return;
+    }
+    let body = payload;
+    if ((t === MessageType.CommandAmf0 || t === MessageType.CommandAmf3) && (this.localTxns.size > 0 || this.capsExPending)) {
+      let cmd;
+      try {
+        cmd = decodeCommand(t, payload, this.settings.amfLimits);
+      } catch {
+        cmd = null;
+      }
+      const isReply = cmd !== null && (cmd.name === '_result' || cmd.name === '_error');
+      if (isReply && this.localTxns.delete(cmd!.transactionId)) {
+        if (cmd!.name === '_error') {
+          this.log.warn({ session: this.id, backend: this.backendName, command: cmd!.transactionId === this.createStreamTxn ? 'createStream' : 'connect' }, 'the backend refused what the proxy had answered for it');
+          this.close('backend-rejected');
+        } else if (cmd!.transactionId === this.createStreamTxn && readCreateStreamResult(cmd!) !== LOCAL_STREAM_ID) {
+          // The client publishes on the stream id we gave it; its chunks reach the backend unchanged.
+          this.log.warn({ session: this.id, backend: this.backendName, streamId: readCreateStreamResult(cmd!) }, `the backend gave createStream another stream id than ${LOCAL_STREAM_ID}`);
+          this.close('backend-stream-id-mismatch');
+        }
+        return;
+      }
+      if (isReply && this.capsExPending && cmd!.name === '_result' && cmd!.transactionId === this.view.facts.connectTransactionId) {
+        this.capsExPending = false;
+        const out = withCapsEx(t, payload, CAPS_EX_RECONNECT, this.settings.amfLimits);
+        this.settings.metrics?.capsExOffered.inc({ result: out === null ? 'unchanged' : 'rewritten' });
+        if (out !== null) body = out;
+      }
+    }
+    this.sendToClient({ csid: info.csid, timestamp: info.timestamp, typeId: t, streamId: info.streamId, payload: body });
   }
 
   private writeToClient(out: Buffer[]): void {
@@ -527,6 +776,11 @@ export class Session implements StrategySession {
     if (this.fallback === null) this.fallback = err;
     this.hooks.parseFallback(this, direction, err);
     this.log.warn({ session: this.id, direction, reason: err.code, err: err.message, action: this.settings.onParseError }, 'RTMP parse failed');
+    // Late binding: nothing to fall back to before routing (no backend), nor S→C (the client's chunk stream is ours).
+    if (this.late && (direction === 's2c' || !this.routeStarted)) {
+      this.close(`parse-error:${err.code}`);
+      return;
+    }
     if (direction === 'c2s') {
       this.c2sReader = null;
       // Without a parsed connect there is nothing to wait for.
@@ -552,6 +806,15 @@ export class Session implements StrategySession {
   goAway(): boolean {
     if (this.finished || !this.supportsGoAway) return false;
     if (this.goAwayRequested) return true;
+    if (this.late) {
+      // The proxy writes whole messages to this client: any point between two is a chunk boundary.
+      this.goAwayRequested = true;
+      this.sendToClient(goAwayMessage());
+      this.goAwaySentAt = Date.now();
+      this.hooks.goAwayWritten(this);
+      this.log.info({ session: this.id, backend: this.backendName }, 'go away sent');
+      return true;
+    }
     const out = this.s2c.inject(CONTROL_CSID, goAwayChunk(), () => {
       this.goAwaySentAt = Date.now();
       this.hooks.goAwayWritten(this);
@@ -573,6 +836,14 @@ export class Session implements StrategySession {
     if (this.reconnectRequested) return true;
     const tcUrl = this.settings.erpc?.tcUrl;
     const msg = reconnectRequestMessage(tcUrl ? { tcUrl } : {});
+    if (this.late) {
+      this.reconnectRequested = true;
+      this.sendToClient(msg);
+      this.reconnectRequestSentAt = Date.now();
+      this.settings.metrics?.reconnectRequests.inc({ backend: this.backendName ?? 'none' });
+      this.log.info({ session: this.id, backend: this.backendName, tcUrl: tcUrl || null }, 'reconnect request sent');
+      return true;
+    }
     const out = this.s2c.inject(COMMAND_CSID, msg, () => {
       this.reconnectRequestSentAt = Date.now();
       this.settings.metrics?.reconnectRequests.inc({ backend: this.backendName ?? 'none' });
@@ -601,6 +872,7 @@ export class Session implements StrategySession {
 
   /** Some other backend could take this session now (healthy, not draining, below its cap). */
   private hasMigrationTarget(exclude: string): boolean {
+    if (this.settings.router) return this.choose(new Set([exclude])).target !== null;
     return this.pool.list().some((b) => b.name !== exclude && b.state === 'up' && !b.removing && (b.maxSessions === undefined || b.sessions < b.maxSessions));
   }
 
@@ -656,7 +928,7 @@ export class Session implements StrategySession {
       this.migrationFailed(run, why);
       return;
     }
-    const target = this.pool.pick(run.tried);
+    const { target } = this.choose(run.tried);
     if (target === null) {
       this.migrationFailed(run, run.lastReason ?? 'no-backend');
       return;
@@ -924,8 +1196,15 @@ export class Session implements StrategySession {
 
   private sendToClient(msg: OutgoingMessage): void {
     if (this.clientWriter === null) {
-      this.clientQueue.push(msg);
-      return;
+      if (!this.late) {
+        this.clientQueue.push(msg);
+        return;
+      }
+      // Late binding: the client-bound stream is the proxy's from the handshake on; our chunk size first.
+      const w = new ChunkWriter();
+      this.clientWriter = w;
+      this.writeToClient([w.write(localChunkSize())]);
+      w.chunkSize = LOCAL_CHUNK_SIZE;
     }
     this.writeToClient([this.clientWriter.write(msg)]);
   }
@@ -955,13 +1234,16 @@ export class Session implements StrategySession {
   /** A retired (old) backend still talking while its stream to the client is being sealed. */
   private onRetiredBackendData(buf: Buffer): void {
     if (this.s2c.sealed) return;
-    this.writeToClient(this.s2c.push(buf));
+    const out = this.s2c.push(buf);
+    // Late binding: its messages were relayed whole (relayBackendMessage), not its bytes.
+    if (!this.late) this.writeToClient(out);
     if (this.s2c.sealed) this.onS2CSealed();
   }
 
   /** The old backend closed before its stream to the client reached a message boundary. */
   private onRetiredBackendClosed(): void {
-    if (this.s2c.sealed || this.mode !== 'relay' || this.finished) return;
+    // Late binding: the client only ever got whole messages of it.
+    if (this.s2c.sealed || this.mode !== 'relay' || this.finished || this.late) return;
     const reader = this.s2c.reader;
     if (!reader.atChunkBoundary) {
       this.close('migration-s2c-desync');
@@ -1076,6 +1358,13 @@ export class Session implements StrategySession {
       reconnectRequestSentAt: this.reconnectRequestSentAt === null ? null : new Date(this.reconnectRequestSentAt).toISOString(),
       parseFallback: this.fallback?.code ?? null,
       migrations: this.migrations,
+      route: this.routeLabel(),
     };
+  }
+
+  /** `rule: how` of the routing placement, null without routing rules. */
+  routeLabel(): string | null {
+    const p = this.placement;
+    return p === null ? null : p.backend === null ? `${p.rule?.label ?? 'no rule'}: ${p.reason}` : `${p.rule.label}: ${p.how}`;
   }
 }

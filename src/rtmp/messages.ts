@@ -119,8 +119,13 @@ export function encodeCommand(name: string, transactionId: number, commandObject
  * body, FFmpeg ignores the body.
  */
 export function goAwayChunk(): Buffer {
-  const header = encodeFmt0Header(CONTROL_CSID, 0, 1, MessageType.GoAway, 0);
-  return Buffer.concat([header, Buffer.of(0)]);
+  const m = goAwayMessage();
+  return Buffer.concat([encodeFmt0Header(m.csid, m.timestamp, m.payload.length, m.typeId, m.streamId), m.payload]);
+}
+
+/** Go Away as a message, for a writer that owns the client-bound stream (late binding, relay). */
+export function goAwayMessage(): OutgoingMessage {
+  return { csid: CONTROL_CSID, timestamp: 0, typeId: MessageType.GoAway, streamId: 0, payload: Buffer.of(0) };
 }
 
 /** Protocol control message with a 4-byte big-endian value (Set Chunk Size, Ack, Window Ack Size). */

@@ -206,6 +206,7 @@ describe('Helm chart: lint and render (helm)', () => {
       if (path === 'limits.maxCommandSize') return '512k';
       if (path === 'sidecar.enabled') return true;
       if (path === 'discovery.servers') return '10.96.0.10:53';
+      if (path === 'routing') return { groups: { all: { backends: ['a', 'b*'] } }, rules: [{ name: 'live', match: { app: 'live', cidr: ['10.0.0.0/8'] }, group: 'all', sticky: true }] };
       if (type.includes(' | ')) return type.split(' | ').at(-1);
       return { duration: '7s', size: 4096, integer: 7, boolean: true, string: 'pfx', 'host:port': '0.0.0.0:1' }[type];
     };

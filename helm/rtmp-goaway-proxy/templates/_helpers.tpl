@@ -86,7 +86,11 @@ every setting of docs/configuration.md through it and compares the names.
 {{- $path := .path -}}
 {{- range $key, $value := .values }}
 {{- $p := ternary $key (printf "%s.%s" $path $key) (eq $path "") }}
-{{- if kindIs "map" $value }}
+{{- if and (eq $p "routing") (not (kindIs "invalid" $value)) }}
+{{- /* Routing rules are one setting: the proxy reads them as JSON from the environment. */}}
+- name: {{ include "rtmp-goaway-proxy.envName" $p }}
+  value: {{ ternary $value (toJson $value) (kindIs "string" $value) | quote }}
+{{- else if kindIs "map" $value }}
 {{- include "rtmp-goaway-proxy.configEnvOf" (dict "path" $p "values" $value) }}
 {{- else if kindIs "slice" $value }}
 {{- if $value }}
