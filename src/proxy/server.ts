@@ -345,7 +345,7 @@ export class ProxyServer {
         this.closedBytes.s2c += s.bytesOut;
         if (m !== null) {
           if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
-          else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted') {
+          else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted' || s.closeReason === 'no-route') {
             // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
             m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
           }
