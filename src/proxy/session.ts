@@ -345,6 +345,12 @@ export class Session implements StrategySession {
       clearTimeout(timer);
       this.backendClosed = true;
       this.hooks.connectFailed(this, target.name, err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EMFILE' || code === 'ENFILE') {
+        // Out of file descriptors: our limit, not the backend's — it stays up, this session ends.
+        this.close('fd-exhausted');
+        return;
+      }
       this.pool.reportConnectFailure(target.name, err);
       this.connectBackend(tried);
     };
