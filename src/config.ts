@@ -571,7 +571,8 @@ export const ConfigSchema = z
         ),
         closeSpreadMs: duration(
           0,
-          'Storm-free closes: when the drain deadline closes the sessions left on a backend, close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); 0 closes them together.',
+          'Storm-free closes: when the drain deadline closes the sessions left on a backend (or a removed one), close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); ' +
+            'in sidecar mode the sessions left at the end of `sidecar.gracePeriodMs` are closed over its last part of this length. 0 closes them together.',
           { min: 0 },
         ),
         nonCapable: oneOf(

@@ -3,13 +3,15 @@
  *
  *  - SIGTERM / SIGINT, sidecar mode: Go Away to every capable session, `/readyz` 503 at once, the
  *    listener closed (new connections are refused), then wait until no session is left or the
- *    grace period ends, close what remains and exit 0.
+ *    grace period ends, close what remains (spread over the last drain.closeSpreadMs of the grace
+ *    period) and exit 0.
  *  - SIGTERM / SIGINT, otherwise: close every session and exit 0.
  *  - a second SIGTERM or SIGINT during either: exit 1 at once.
  *  - SIGHUP: reload the backend list (config file + env + flags, same precedence as at start)
  *    without dropping sessions; removed backends drain, the fleet's desired state is re-applied.
  */
 import type { RunningProxy } from './app.js';
+import { spreadOver } from './balancer/spread.js';
 import type { BackendConfig } from './balancer/types.js';
 
 /** How often sessions that only announced Go Away support after SIGTERM are looked for. */
@@ -51,16 +53,25 @@ export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number
   // A session whose `connect` is parsed after SIGTERM is told as soon as it announces support.
   const sweep = setInterval(() => tellAllToReconnect(proxy), SWEEP_MS);
   sweep.unref();
+  // Storm-free closes (drain.closeSpreadMs): the last part of the grace period closes what is
+  // left one session at a time, so those clients do not all reconnect in the same instant.
+  const spreadMs = Math.min(proxy.config.drain.closeSpreadMs, gracePeriodMs);
   let graceTimer: NodeJS.Timeout | undefined;
   const grace = new Promise<'grace'>((resolve) => {
-    graceTimer = setTimeout(() => resolve('grace'), gracePeriodMs);
+    graceTimer = setTimeout(() => resolve('grace'), gracePeriodMs - spreadMs);
   });
   const ended = await Promise.race([server.whenEmpty().then(() => 'empty' as const), grace]);
   clearInterval(sweep);
   clearTimeout(graceTimer);
-  const remaining = [...server.sessions.values()].map((s) => ({ session: s.id, backend: s.backendName, capability: s.capability, goAwaySent: s.goAwaySentAt !== null }));
+  const left = [...server.sessions.values()];
+  const remaining = left.map((s) => ({ session: s.id, backend: s.backendName, capability: s.capability, goAwaySent: s.goAwaySentAt !== null }));
   if (ended === 'empty') log.info('sidecar shutdown: every session left');
-  else log.warn({ remaining }, 'sidecar shutdown: grace period over, closing the remaining sessions');
+  else log.warn({ remaining, spreadMs }, 'sidecar shutdown: grace period over, closing the remaining sessions');
+  if (ended === 'grace' && spreadMs > 0 && left.length > 1) {
+    await new Promise<void>((resolve) => {
+      spreadOver(left, spreadMs, (s) => (s.state === 'closed' ? false : (s.close('sidecar-grace'), true)), () => resolve());
+    });
+  }
   await proxy.stop(ended === 'grace' ? 'sidecar-grace' : 'shutdown');
   await closing;
   return { ended, closed: ended === 'grace' ? remaining.length : 0 };

@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { BackendView, Placement, RouteRequest, Router } from '../proxy/routing.js';
 import { tcpProbe } from './health.js';
+import { spreadOver } from './spread.js';
 import type {
   BackendConfig,
   BackendSnapshot,
@@ -101,7 +102,7 @@ interface Entry {
   drainDeadlineAt?: number;
   deadlineTimer?: NodeJS.Timeout;
   /** Storm-free closes: timer of the next spread deadline close. */
-  spreadTimer?: NodeJS.Timeout;
+  cancelSpread?: () => void;
   /** Added with `pendingHealth`: down until its first successful probe. */
   awaitingHealth: boolean;
   drainCompleteEmitted: boolean;
@@ -671,8 +672,8 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   private clearDeadline(e: Entry): void {
     if (e.deadlineTimer) clearTimeout(e.deadlineTimer);
     e.deadlineTimer = undefined;
-    if (e.spreadTimer) clearTimeout(e.spreadTimer);
-    e.spreadTimer = undefined;
+    e.cancelSpread?.();
+    e.cancelSpread = undefined;
   }
 
   /** Down (not picked) until the first successful probe; see SetBackendsOptions.pendingHealth. */
@@ -697,31 +698,21 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
    * leave on their own meanwhile are skipped; undrain/stop cancel the closes still planned.
    */
   private spreadDeadlineCloses(e: Entry, sessions: DrainableSession[]): void {
-    const n = sessions.length;
-    const step = this.closeSpreadMs / n;
-    const startedAt = Date.now();
-    let i = 0;
-    let closed = 0;
-    this.log?.warn({ backend: e.config.name, sessions: n, spreadMs: this.closeSpreadMs }, 'drain deadline reached, closing remaining sessions spread over the window');
-    const next = (): void => {
-      e.spreadTimer = undefined;
-      if (!e.draining) return;
-      const due = Date.now() - startedAt;
-      while (i < n && i * step <= due) {
-        const s = sessions[i++]!;
-        if (!e.sessions.has(s) || e.deadlineClosed.has(s)) continue;
+    this.log?.warn({ backend: e.config.name, sessions: sessions.length, spreadMs: this.closeSpreadMs }, 'drain deadline reached, closing remaining sessions spread over the window');
+    e.cancelSpread = spreadOver(
+      sessions,
+      this.closeSpreadMs,
+      (s) => {
+        if (!e.draining || !e.sessions.has(s) || e.deadlineClosed.has(s)) return false;
         this.closeAtDeadline(e, s);
-        closed++;
-      }
-      if (i < n) {
-        e.spreadTimer = setTimeout(next, Math.max(0, Math.round(i * step - (Date.now() - startedAt))));
-        e.spreadTimer.unref?.();
-        return;
-      }
-      this.log?.warn({ backend: e.config.name, closed }, 'drain deadline: spread closes done');
-      this.fire('deadline-close', { name: e.config.name, closed });
-    };
-    next();
+        return true;
+      },
+      (closed) => {
+        e.cancelSpread = undefined;
+        this.log?.warn({ backend: e.config.name, closed }, 'drain deadline: spread closes done');
+        this.fire('deadline-close', { name: e.config.name, closed });
+      },
+    );
   }
 
   private onDeadline(e: Entry): void {
