@@ -233,6 +233,8 @@ export class Session implements StrategySession {
   private connectAnsweredLocally = false;
   private placement: Placement | null = null;
   private rejected = false;
+  /** Admission: no backend could take the session when it arrived; it is refused at `connect` with this reason. */
+  private refusal: string | null = null;
 
   constructor(
     private readonly client: net.Socket,
@@ -332,7 +334,12 @@ export class Session implements StrategySession {
       const p = placement;
       const reason = tried.size > 0 ? 'all-backends-failed' : p !== null && p.backend === null && p.reason === 'no-rule' ? 'no-route' : 'no-backend';
       if (this.late && this.routeTrigger !== null) this.reject(reason);
-      else this.close(reason);
+      else if (tried.size === 0 && !this.late && this.front === null && this.c2sReader !== null && !this.clientClosed) {
+        // Admission (every backend draining, down or full): a clear RTMP error beats a silent
+        // close — the proxy answers the handshake, then refuses the connect with the reason.
+        this.refusal = reason;
+        this.front = new HandshakeEnd('server');
+      } else this.close(reason);
       return;
     }
     tried.add(target.name);
@@ -535,7 +542,7 @@ export class Session implements StrategySession {
     }
     this.view.clientMessage(info, payload);
     if (this.mode === 'relay') this.relayClientMessage(info, payload);
-    else if (this.late && !this.routeStarted) this.onUnroutedCommand(info, payload);
+    else if (this.front !== null && !this.routeStarted) this.onUnroutedCommand(info, payload);
   }
 
   /**
@@ -549,7 +556,15 @@ export class Session implements StrategySession {
     if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
     const cmd = decodeCommand(t, payload, this.settings.amfLimits);
     if (cmd === null) return;
-    const byKey = this.settings.router!.needs === 'publish';
+    if (this.refusal !== null) {
+      // No backend could take a session when it arrived: say so at connect.
+      if (cmd.name === 'connect') {
+        this.routeTrigger = { transactionId: cmd.transactionId, streamId: 0 };
+        this.reject(this.refusal);
+      }
+      return;
+    }
+    const byKey = this.settings.router?.needs === 'publish';
     if (cmd.name === 'connect' && this.view.facts.connectTransactionId === cmd.transactionId && !this.connectAnsweredLocally) {
       if (!byKey) {
         this.route(cmd.transactionId, 0);
@@ -588,7 +603,9 @@ export class Session implements StrategySession {
     const description =
       p !== null && p.backend === null
         ? rejectionDescription(p, { app: f.connect?.app ?? null, streamKey: f.streamKey })
-        : 'No ingest server reachable for this stream: rejected by the ingest proxy';
+        : reason === 'no-backend'
+          ? 'No ingest server available: all are draining, down or full'
+          : 'No ingest server reachable for this stream: rejected by the ingest proxy';
     const trigger = this.routeTrigger!;
     this.rejected = true;
     this.closeReason = reason;
@@ -1202,11 +1219,11 @@ export class Session implements StrategySession {
 
   private sendToClient(msg: OutgoingMessage): void {
     if (this.clientWriter === null) {
-      if (!this.late) {
+      if (this.front === null) {
         this.clientQueue.push(msg);
         return;
       }
-      // Late binding: the client-bound stream is the proxy's from the handshake on; our chunk size first.
+      // Late binding or a refusal: the client-bound stream is the proxy's from the handshake on; our chunk size first.
       const w = new ChunkWriter();
       this.clientWriter = w;
       this.writeToClient([w.write(localChunkSize())]);

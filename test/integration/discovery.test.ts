@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { BackendSnapshot } from '../../src/balancer/types.js';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
+import { type Command, readStatusCode } from '../../src/rtmp/messages.js';
 import { TestDnsServer } from '../helpers/dns-server.js';
 import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
@@ -172,7 +173,7 @@ describe('admission from SRV weights', () => {
     await dns?.stop();
   });
 
-  test('weight 2 × 1 session per weight: the third publisher is refused at accept and counted', async () => {
+  test('weight 2 × 1 session per weight: the third publisher is refused at connect with _error, counted', async () => {
     const b = await eventually(async () => (await tp.api<BackendSnapshot[]>('/api/backends')).find((x) => x.state === 'up'), 'backend up');
     assert.equal(b.maxSessions, 2);
     for (const key of ['a', 'b']) {
@@ -182,7 +183,16 @@ describe('admission from SRV weights', () => {
     }
     const third = new RtmpPublisher(tp.url('live', 'c'), { timeoutMs: 3000 });
     publishers.push(third);
+    const errors: Command[] = [];
+    third.on('command', (cmd) => {
+      if (cmd.name === '_error') errors.push(cmd);
+    });
+    third.on('error', () => {});
     await assert.rejects(third.publish());
+    // Refused at connect with a clear RTMP error (the proxy answered the handshake itself).
+    assert.equal(errors.length, 1);
+    assert.equal(readStatusCode(errors[0]!), 'NetConnection.Connect.Rejected');
+    assert.match(String((errors[0]!.args[0] as Record<string, unknown>)['description']), /all are draining, down or full/);
     const metrics = await eventually(async () => {
       const text = await (await tp.admin('/metrics')).text();
       return /rtmp_goaway_sessions_rejected_total\{reason="no-backend"\} 1/.test(text) ? text : null;
