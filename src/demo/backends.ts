@@ -191,15 +191,20 @@ export function nginxRtmpConfig(o: { module: string; dir: string; port: number; 
   ].join('\n');
 }
 
-/** Starts nginx-rtmp in `dir` (config, logs, recordings in `dir/rec`) and waits until it accepts. */
-export async function startNginxRtmp(opts: { dir: string; exe?: string; module?: string; timeoutMs?: number }): Promise<EmbeddedBackend> {
+/**
+ * Starts nginx-rtmp in `dir` (config, logs, recordings in `dir/rec`) and waits until it accepts.
+ * `port` pins the port (a backend restarted where the proxy expects it); default: a free one.
+ */
+export async function startNginxRtmp(opts: { dir: string; exe?: string; module?: string; timeoutMs?: number; port?: number }): Promise<EmbeddedBackend> {
   const found = opts.exe !== undefined && opts.module !== undefined ? { exe: opts.exe, module: opts.module } : findNginxRtmp();
   if (found === null) throw new Error('nginx with the RTMP module is not installed (apt-get install nginx libnginx-mod-rtmp)');
   const recordDir = join(opts.dir, 'rec');
   mkdirSync(recordDir, { recursive: true });
   let lastError = '';
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+  // A free port can be lost to another process between freePort() and nginx's bind: try another.
+  // A pinned port may still be held for a moment by the previous process: try it again.
+  for (let attempt = 0; attempt < (opts.port === undefined ? 3 : 10); attempt++) {
+    const port = opts.port ?? (await freePort());
     const conf = join(opts.dir, 'nginx.conf');
     writeFileSync(conf, nginxRtmpConfig({ module: found.module, dir: opts.dir, port, recordDir }));
     const child = spawn(found.exe, ['-e', join(opts.dir, 'error.log'), '-p', opts.dir, '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -228,7 +233,10 @@ export async function startNginxRtmp(opts: { dir: string; exe?: string; module?:
     if (!up) {
       lastError = output();
       await stopProcess(child, 'SIGKILL');
-      if (/Address already in use/.test(lastError)) continue; // lost the port race: try another
+      if (/Address already in use/.test(lastError)) {
+        if (opts.port !== undefined) await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
       throw new Error(`nginx-rtmp did not start on 127.0.0.1:${port}:\n${lastError}`);
     }
     return {
@@ -244,7 +252,7 @@ export async function startNginxRtmp(opts: { dir: string; exe?: string; module?:
       stop: () => stopProcess(child, 'SIGQUIT'),
     };
   }
-  throw new Error(`nginx-rtmp could not bind a free port:\n${lastError}`);
+  throw new Error(`nginx-rtmp could not bind ${opts.port === undefined ? 'a free port' : `127.0.0.1:${opts.port}`}:\n${lastError}`);
 }
 
 /** The child script running one node-media-server (compiled next to this file, or run through tsx). */
