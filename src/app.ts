@@ -177,6 +177,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     bytesTotal: () => server.bytesTotal(),
     backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions })),
     busConnected: () => (bus.connected ? 1 : 0),
+    discovery: () =>
+      discovery === null
+        ? null
+        : { source: discovery.source, rounds: discovery.rounds, failures: discovery.failures, backends: discovery.current?.length ?? 0, lastSuccessAt: discovery.lastSuccessAt },
   });
   server.setMetrics(metrics);
   featureMetrics.register(metrics.registry);

@@ -14,6 +14,8 @@ export interface MetricsSources {
   backends(): Iterable<{ name: string; up: boolean; draining: boolean; sessions: number }>;
   /** Control bus connection: 1 connected, 0 not (in-process bus is always 1). */
   busConnected(): number;
+  /** DNS discovery state, when configured. */
+  discovery?(): { source: string; rounds: number; failures: number; backends: number; lastSuccessAt: number | undefined } | null;
 }
 
 export class ProxyMetrics {
@@ -74,6 +76,41 @@ export class ProxyMetrics {
       collect() {
         this.reset();
         for (const b of sources.backends()) this.set({ backend: b.name }, b.draining ? 1 : 0);
+      },
+    });
+    const rounds = new Counter({
+      name: `${p}discovery_rounds_total`,
+      help: 'DNS discovery resolutions, by source (dns:<name>) and result (ok, failed: the last known backends were kept).',
+      labelNames: ['source', 'result'] as const,
+      registers,
+      collect() {
+        const d = sources.discovery?.();
+        rounds.reset();
+        if (!d) return;
+        rounds.inc({ source: d.source, result: 'ok' }, d.rounds - d.failures);
+        rounds.inc({ source: d.source, result: 'failed' }, d.failures);
+      },
+    });
+    new Gauge({
+      name: `${p}discovery_backends`,
+      help: 'Backends the last successful DNS discovery round found, by source.',
+      labelNames: ['source'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const d = sources.discovery?.();
+        if (d) this.set({ source: d.source }, d.backends);
+      },
+    });
+    new Gauge({
+      name: `${p}discovery_last_success_timestamp_seconds`,
+      help: 'When DNS discovery last resolved successfully (Unix time), by source; alert when it falls behind.',
+      labelNames: ['source'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const d = sources.discovery?.();
+        if (d && d.lastSuccessAt !== undefined) this.set({ source: d.source }, d.lastSuccessAt / 1000);
       },
     });
     new Gauge({

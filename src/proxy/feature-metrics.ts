@@ -15,6 +15,7 @@ export class FeatureMetrics {
   readonly migrationSwitchSeconds: Histogram;
   readonly migrationReadySeconds: Histogram;
   readonly migrationGapSeconds: Histogram;
+  readonly routed: Counter<'rule' | 'how'>;
   private readonly all: (Counter<string> | Gauge<string> | Histogram<string>)[];
 
   constructor(inFlight: () => { inFlight: number; queued: number } = () => ({ inFlight: 0, queued: 0 })) {
@@ -74,6 +75,12 @@ export class FeatureMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     });
+    this.routed = new Counter({
+      name: `${p}sessions_routed_total`,
+      help: 'Sessions placed by the routing rules, by rule and how (least-connections, weighted, sticky, sticky-moved: the key\'s preferred backend was not usable).',
+      labelNames: ['rule', 'how'] as const,
+      registers,
+    });
     const inFlightGauge = new Gauge({
       name: `${p}migrations_in_flight`,
       help: 'Proxy-side migrations in progress (new backend being opened, or waiting for the keyframe).',
@@ -100,6 +107,7 @@ export class FeatureMetrics {
       this.migrationSwitchSeconds,
       this.migrationReadySeconds,
       this.migrationGapSeconds,
+      this.routed,
       inFlightGauge,
       queuedGauge,
     ];

@@ -407,6 +407,8 @@ export class Session implements StrategySession {
       if (sock === this.backend) this.client.resume();
     });
     this.detach = this.pool.attach(target.name, this);
+    const p = this.placement;
+    if (p !== null && p.backend !== null) this.settings.metrics?.routed.inc({ rule: p.rule.label, how: p.how });
     this.hooks.routed(this);
     if (this.late) {
       // Our own handshake first; the client's bytes follow once it is done (onLateBackendData).

@@ -100,6 +100,13 @@ describe('DNS discovery (SRV) through the proxy', () => {
       const l = await tp.api<BackendSnapshot[]>('/api/backends');
       return l.length === 1 && l[0]!.name === 'pod-2.ingest.test';
     }, 'pod-1 deleted once its last session left');
+    // Discovery is observable: rounds, the backends found, the last success.
+    const text = await (await tp.admin('/metrics')).text();
+    const src = `source="dns:${SRV}"`;
+    const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    assert.ok(value(new RegExp(`rtmp_goaway_discovery_rounds_total\\{${src},result="ok"\\} (\\d+)`)) >= 2, text);
+    assert.equal(value(new RegExp(`rtmp_goaway_discovery_backends\\{${src}\\} (\\d+)`)), 1);
+    assert.ok(value(new RegExp(`rtmp_goaway_discovery_last_success_timestamp_seconds\\{${src}\\} ([\\d.e+]+)`)) > Date.now() / 1000 - 60);
   });
 });
 

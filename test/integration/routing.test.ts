@@ -133,6 +133,8 @@ describe('routing by app: two backend groups', () => {
     const bySrv = new Map(sessions.map((s) => [s.backend, s]));
     assert.equal(bySrv.get('dvr1')?.route, 'recordings: least-connections');
     assert.equal(bySrv.get(liveOf('l1')[0]!)?.route, 'live: least-connections');
+    assert.equal(await metric(tp, 'rtmp_goaway_sessions_routed_total', 'rule="recordings",how="least-connections"'), 1);
+    assert.equal(await metric(tp, 'rtmp_goaway_sessions_routed_total', 'rule="live",how="least-connections"'), 2);
   });
 
   test('a drain sends Go Away to a late-bound capable session; the next session avoids the drained backend', async () => {
