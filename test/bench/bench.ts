@@ -22,7 +22,11 @@
  * --proxy-code dist|src, --proxy-b DIR (a second proxy column from another work tree: A/B),
  * --profile DIR (one bulk window of the proxy — or, with --middles node-relay, the relay — under
  * the V8 CPU profiler; prints the hottest functions at their src/*.ts lines),
- * --pin none|split and --latency-pin one|none (CPU affinity). See docs/performance.md.
+ * --pin none|split and --latency-pin one|none (CPU affinity), --proxy-args "FLAGS" / --proxy-b-args
+ * "FLAGS" (node flags of the proxy / proxy-b process, e.g. --max-semi-space-size=32), --runtime
+ * tuned|default and --proxy-b-runtime tuned|default (glibc malloc and V8 heap settings of the
+ * Node middles, RUNTIME_TUNED in lib/middles.ts; tuned by default). The full run adds `proxy-tls` (the proxy's RTMPS listener:
+ * the generator connects with TLS) when openssl is installed. See docs/performance.md.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -30,7 +34,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { HAPROXY, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, startMiddle } from './lib/middles.js';
+import { HAPROXY, RUNTIME_TUNED, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, opensslAvailable, startMiddle } from './lib/middles.js';
 import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, nowSec, pin, rssBytes, sleep, spawnReady, threadCpuSeconds } from './lib/proc.js';
 import { NOMINAL_BPS, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
@@ -52,6 +56,10 @@ const { values: argv } = parseArgs({
     'latency-pin': { type: 'string', default: 'one' },
     'proxy-code': { type: 'string' },
     'proxy-b': { type: 'string' },
+    'proxy-args': { type: 'string' },
+    'proxy-b-args': { type: 'string' },
+    runtime: { type: 'string', default: 'tuned' },
+    'proxy-b-runtime': { type: 'string' },
   },
 });
 
@@ -109,6 +117,20 @@ if (argv.reps !== undefined) scale.reps = Math.max(1, Number(argv.reps));
 const verify = argv.verify! || smoke;
 /** The smoke run uses src/ through tsx (no build step in the test suite); the full bench the compiled dist/, as shipped. */
 const proxyCode: 'dist' | 'src' = argv['proxy-code'] === 'src' || argv['proxy-code'] === 'dist' ? argv['proxy-code'] : smoke ? 'src' : 'dist';
+/** Extra node flags for the proxy / proxy-b processes (e.g. "--max-semi-space-size=32"), space-separated. */
+const splitArgs = (s: string | undefined): string[] => (s === undefined ? [] : s.split(/\s+/).filter((a) => a !== ''));
+const proxyArgsOnly = splitArgs(argv['proxy-args']);
+const proxyBArgsOnly = argv['proxy-b-args'] === undefined ? proxyArgsOnly : splitArgs(argv['proxy-b-args']);
+/** Runtime settings of the Node middles (relay and proxies alike): `tuned` (RUNTIME_TUNED in lib/middles.ts) or `default`. */
+const runtimeOf = (mode: string | undefined): { env: Record<string, string>; nodeArgs: string[] } => {
+  if (mode !== 'tuned' && mode !== 'default') throw new Error(`--runtime tuned|default, not ${mode}`);
+  return mode === 'tuned' ? RUNTIME_TUNED : { env: {}, nodeArgs: [] };
+};
+const runtime = runtimeOf(argv.runtime);
+const runtimeB = runtimeOf(argv['proxy-b-runtime'] ?? argv.runtime);
+const middleEnv = runtime.env;
+const proxyArgs = [...runtime.nodeArgs, ...proxyArgsOnly];
+const proxyBArgs = [...runtimeB.nodeArgs, ...proxyBArgsOnly];
 const log = (msg: string): void => {
   if (!argv.quiet) process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 };
@@ -120,7 +142,10 @@ function availableMiddles(): MiddleName[] {
   if (NGINX !== null && nginxStreamVersion() !== null) all.push('nginx');
   else log('nginx with the stream module not installed: skipped (apt-get install libnginx-mod-stream)');
   if (argv['proxy-b'] !== undefined) all.splice(all.indexOf('proxy') + 1, 0, 'proxy-b');
-  if (argv.middles === undefined) return all;
+  // RTMPS costs a TLS load generator too: in the full run (and on request), not in the smoke run.
+  if (opensslAvailable()) all.splice(all.lastIndexOf(all.includes('proxy-b') ? 'proxy-b' : 'proxy') + 1, 0, 'proxy-tls');
+  else log('openssl not installed: proxy-tls (RTMPS) skipped');
+  if (argv.middles === undefined) return smoke ? all.filter((m) => m !== 'proxy-tls') : all;
   const wanted = argv.middles.split(',').map((s) => s.trim()) as MiddleName[];
   for (const w of wanted) if (!all.includes(w)) throw new Error(`middle ${w} is not available (have: ${all.join(', ')})`);
   return wanted;
@@ -197,7 +222,7 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
   const before = m.pid === null ? null : rssBytes(m.pid);
   const beforeGc = await rssAfterGc(m);
   const lo = allocIds(n);
-  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 100 });
+  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, tls: m.tls === true, n, idBase: lo, parallel: 100 });
   if (r.failed > 0) problems.push(`${m.name} idle: ${r.failed} of ${n} sessions failed: ${r.firstError}`);
   await sleep(scale.idleSettleMs);
   const after = m.pid === null ? null : rssBytes(m.pid);
@@ -217,7 +242,7 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
 
 async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, procs: { gen: number; sink: number }, hooks: { start?(): void; end?(): void } = {}): Promise<NonNullable<RunResult['bulk']>> {
   const lo = allocIds(scale.bulkConns);
-  await gen.call('bulkStart', { port: m.port, conns: scale.bulkConns, idBase: lo });
+  await gen.call('bulkStart', { port: m.port, tls: m.tls === true, conns: scale.bulkConns, idBase: lo });
   await sleep(scale.bulkWarmupMs);
   hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
@@ -262,7 +287,7 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
 async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number): Promise<RunResult['paced'][number]> {
   const lo = allocIds(n);
   const t0 = nowSec();
-  await gen.call('pacedStart', { port: m.port, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64 });
+  await gen.call('pacedStart', { port: m.port, tls: m.tls === true, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64 });
   const setup = nowSec() - t0;
   await sleep(scale.pacedWarmupMs);
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
@@ -294,7 +319,7 @@ async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: 
 }
 
 async function measureLatency(gen: RpcChild, m: RunningMiddle): Promise<RunResult['latency']> {
-  return gen.call('ping', { port: m.port, id: allocIds(1), count: scale.pingCount, warmup: scale.pingWarmup });
+  return gen.call('ping', { port: m.port, tls: m.tls === true, id: allocIds(1), count: scale.pingCount, warmup: scale.pingWarmup });
 }
 
 // --- Redis (optional) -----------------------------------------------------------------------
@@ -372,7 +397,7 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
   }
   const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
   const redisUrl = trigger === 'redis' ? `redis://127.0.0.1:${redisPort}/0` : undefined;
-  const m = await startMiddle('proxy', sinkPort, redisUrl === undefined ? { proxyCode } : { proxyCode, redisUrl });
+  const m = await startMiddle('proxy', sinkPort, redisUrl === undefined ? { proxyCode, nodeArgs: proxyArgs, env: middleEnv } : { proxyCode, nodeArgs: proxyArgs, env: middleEnv, redisUrl });
   let resp: Resp | null = null;
   try {
     if (trigger === 'redis') {
@@ -452,7 +477,7 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   if (middle === 'node-relay') {
     // The relay has no profiling switch: profile its whole life (start-up is a few ms of it).
     const { port } = await sink.call<{ port: number }>('listen', {});
-    const m = await startMiddle('node-relay', port, { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'] });
+    const m = await startMiddle('node-relay', port, { nodeArgs: [...runtime.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'], env: middleEnv });
     const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid });
     await m.stop();
     await sink.call('closeServer', { port });
@@ -462,7 +487,7 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   }
   const file = join(dir, `proxy-bulk-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
   const { port } = await sink.call<{ port: number }>('listen', {});
-  const m = await startMiddle('proxy', port, { proxyCode, profileFile: file });
+  const m = await startMiddle('proxy', port, { proxyCode, profileFile: file, nodeArgs: proxyArgs, env: middleEnv });
   log(`profiling the proxy (pid ${m.pid}, ${proxyCode}) over one bulk window → ${file}`);
   const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid }, { start: () => process.kill(m.pid!, 'SIGUSR2'), end: () => process.kill(m.pid!, 'SIGUSR2') });
   const until = Date.now() + 10_000;
@@ -532,7 +557,9 @@ async function main(): Promise<void> {
       const order = middles.map((_, i) => middles[(i + rep) % middles.length]!);
       for (const name of order) {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
-        const m = await startMiddle(name, sinkPort, { proxyCode, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
+        const nodeArgs = name === 'proxy' || name === 'proxy-tls' ? proxyArgs : name === 'proxy-b' ? proxyBArgs : name === 'node-relay' ? runtime.nodeArgs : [];
+        const env = name === 'proxy-b' ? runtimeB.env : middleEnv;
+        const m = await startMiddle(name, sinkPort, { proxyCode, nodeArgs, env, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
         if (pinMode === 'split' && m.pid !== null) pin(m.pid, String(ncpu - 1));
         try {
           await sleep(smoke ? 50 : 300);
@@ -546,7 +573,8 @@ async function main(): Promise<void> {
           const bulk = phases.has('bulk') ? await measureBulk(gen, sink, m, procs) : null;
           if (bulk !== null) log(`rep ${rep + 1}/${scale.reps} ${name}: bulk ${bulk.gbps.toFixed(2)} Gbps${bulk.cpuPerGbit === null ? '' : `, ${bulk.cpuPerGbit.toFixed(3)} CPU-s/Gbit`}`);
           const paced: RunResult['paced'] = [];
-          if (phases.has('paced') && !argv['no-paced']) {
+          // RTMPS: bulk, latency and idle only (1,000 TLS publishers would measure the TLS load generator).
+          if (phases.has('paced') && !argv['no-paced'] && name !== 'proxy-tls') {
             for (const n of scale.pacedLevels) {
               const p = await measurePaced(gen, sink, m, n);
               paced.push(p);
@@ -615,6 +643,7 @@ async function main(): Promise<void> {
     verify,
     proxyCode,
     pin: { throughput: argv.pin!, latency: argv['latency-pin']! },
+    runtime: { middles: argv.runtime!, proxyB: argv['proxy-b-runtime'] ?? argv.runtime!, tuned: RUNTIME_TUNED },
     middles,
     runs,
     fanout,

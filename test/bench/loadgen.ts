@@ -8,8 +8,10 @@
  * - idle: preamble only, then silence; each connection parses what comes back with the
  *   project's ChunkReader and records when a Go Away (type 32) arrives;
  * - ping: one connection in echo mode, small messages ping-ponged one at a time.
+ * With `tls: true` every connection is RTMPS (TLS to the middle, which forwards plain RTMP).
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { ChunkReader } from '../../src/rtmp/chunk-reader.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
@@ -35,10 +37,12 @@ interface Conn {
   goAwayAt: number | null;
 }
 
-function connect(port: number, host: string): Promise<net.Socket> {
+/** A TCP connection to the middle, or with `secure` a TLS one (RTMPS; the middle's self-signed certificate is accepted). */
+function connect(port: number, host: string, secure = false): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ port, host, noDelay: true });
-    s.once('connect', () => {
+    const s = secure ? tls.connect({ port, host, rejectUnauthorized: false }) : net.connect({ port, host, noDelay: true });
+    if (secure) s.setNoDelay(true);
+    s.once(secure ? 'secureConnect' : 'connect', () => {
       s.off('error', reject);
       resolve(s);
     });
@@ -67,7 +71,7 @@ function writeSlice(c: Conn, max: number): boolean {
 }
 
 /** Opens `n` connections with at most `parallel` connects in flight; `init` runs on each as it connects. */
-async function openMany(port: number, host: string, idBase: number, n: number, parallel: number, init: (c: Conn) => void | Promise<void>): Promise<{ conns: Conn[]; failed: string[] }> {
+async function openMany(port: number, host: string, idBase: number, n: number, parallel: number, init: (c: Conn) => void | Promise<void>, secure = false): Promise<{ conns: Conn[]; failed: string[] }> {
   const conns: Conn[] = [];
   const failed: string[] = [];
   let next = 0;
@@ -75,7 +79,7 @@ async function openMany(port: number, host: string, idBase: number, n: number, p
     while (next < n) {
       const i = next++;
       try {
-        const c = newConn(idBase + i, await connect(port, host));
+        const c = newConn(idBase + i, await connect(port, host, secure));
         conns.push(c);
         await init(c);
       } catch (err) {
@@ -186,7 +190,7 @@ function watchServer(c: Conn, established: () => void): void {
 }
 
 serveRpc({
-  async bulkStart(args: { port: number; host?: string; conns: number; idBase: number }) {
+  async bulkStart(args: { port: number; host?: string; tls?: boolean; conns: number; idBase: number }) {
     bulk = { conns: [], running: true };
     const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.conns, args.conns, (c) => {
       c.sock.on('data', (b: Buffer) => {
@@ -196,7 +200,7 @@ serveRpc({
       const pre = stream.preambleFor(c.id);
       c.sock.write(pre);
       c.written += pre.length;
-    });
+    }, args.tls === true);
     if (failed.length > 0) throw new Error(`bulk: ${failed.length} connections failed: ${failed[0]}`);
     bulk.conns = conns;
     for (const c of conns) pump(c);
@@ -210,7 +214,7 @@ serveRpc({
     return summary(b.conns);
   },
 
-  async pacedStart(args: { port: number; host?: string; n: number; idBase: number; bitsPerSec: number; parallel?: number }) {
+  async pacedStart(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; bitsPerSec: number; parallel?: number }) {
     const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.n, args.parallel ?? 64, (c) => {
       c.sock.on('data', (b: Buffer) => {
         c.received += b.length;
@@ -218,7 +222,7 @@ serveRpc({
       const pre = stream.preambleFor(c.id);
       c.sock.write(pre);
       c.written += pre.length;
-    });
+    }, args.tls === true);
     // Every publisher's clock starts now, not at its connect: otherwise the first ones would
     // owe the whole set-up time and burst to catch up inside the measured window.
     const start = nowSec();
@@ -238,7 +242,7 @@ serveRpc({
     return { ...summary(p.conns), skipped: p.skipped };
   },
 
-  async idleOpen(args: { port: number; host?: string; n: number; idBase: number; parallel?: number; timeoutMs?: number }) {
+  async idleOpen(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; parallel?: number; timeoutMs?: number }) {
     const t0 = nowSec();
     const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.n, args.parallel ?? 100, (c) =>
       new Promise<void>((resolve, reject) => {
@@ -252,6 +256,7 @@ serveRpc({
         c.sock.write(pre);
         c.written += pre.length;
       }),
+      args.tls === true,
     );
     idle.push(...conns);
     return { opened: conns.length - failed.length, failed: failed.length, firstError: failed[0] ?? null, seconds: nowSec() - t0 };
@@ -269,8 +274,8 @@ serveRpc({
     return { closed: n };
   },
 
-  async ping(args: { port: number; host?: string; id: number; count: number; warmup: number }) {
-    const sock = await connect(args.port, args.host ?? '127.0.0.1');
+  async ping(args: { port: number; host?: string; tls?: boolean; id: number; count: number; warmup: number }) {
+    const sock = await connect(args.port, args.host ?? '127.0.0.1', args.tls === true);
     sock.on('error', () => {});
     let need = 0;
     let got = 0;

@@ -6,6 +6,8 @@
 //   BENCH_PROXY_CODE=dist  runs the compiled dist/ (as `bin/rtmp-goaway-proxy.js serve` does);
 //   otherwise src/ through tsx (then node needs --import tsx).
 //   BENCH_PROXY_ROOT=DIR   runs the proxy of another work tree (its src/ or dist/).
+//   BENCH_TLS_CERT=C BENCH_TLS_KEY=K  also opens the RTMPS listener (--tls-listen) with that
+//                          certificate; its port is printed as "tlsPort".
 //   BENCH_PROFILE_FILE=F   SIGUSR2 starts the V8 CPU profiler, the next SIGUSR2 writes the
 //                          profile to F and prints {"profile": F}: a profile of the measured
 //                          window only, without start-up.
@@ -34,8 +36,13 @@ const flags = {
   limitsMaxSessions: '100000',
 };
 if (redisUrl !== undefined && redisUrl !== '') flags.redisUrl = redisUrl;
+if (process.env.BENCH_TLS_CERT) {
+  flags.tlsListen = '127.0.0.1:0';
+  flags.tlsCert = process.env.BENCH_TLS_CERT;
+  flags.tlsKey = process.env.BENCH_TLS_KEY;
+}
 const proxy = await startProxy(loadConfig({ flags, env: {} }));
-process.stdout.write(JSON.stringify({ port: proxy.address.port, adminPort: proxy.adminAddress?.port ?? null, pid: process.pid, code }) + '\n');
+process.stdout.write(JSON.stringify({ port: proxy.address.port, tlsPort: proxy.tlsAddress?.port ?? null, adminPort: proxy.adminAddress?.port ?? null, pid: process.pid, code }) + '\n');
 
 const profileFile = process.env.BENCH_PROFILE_FILE;
 if (profileFile) {

@@ -15,7 +15,7 @@ import { type Started, sleep, spawnReady, stopChild } from './proc.js';
 const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const PROJECT_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
-export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'proxy-b' | 'haproxy' | 'nginx';
+export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'proxy-b' | 'proxy-tls' | 'haproxy' | 'nginx';
 
 export interface RunningMiddle {
   name: MiddleName;
@@ -23,6 +23,8 @@ export interface RunningMiddle {
   gcOnSignal?: boolean;
   /** Where publishers connect. */
   port: number;
+  /** Publishers connect with TLS (RTMPS; the middle's certificate is self-signed). */
+  tls?: boolean;
   /** The middle's process (null for direct). */
   pid: number | null;
   adminPort: number | null;
@@ -42,6 +44,45 @@ export interface MiddleOptions {
   proxyBRoot?: string;
   /** redis:// URL handed to the proxy (fan-out over Redis). */
   redisUrl?: string;
+  /** Extra environment of the Node middles (node-relay, proxy, proxy-b, proxy-tls), e.g. GLIBC_TUNABLES. */
+  env?: Record<string, string>;
+}
+
+/**
+ * Runtime settings of the Node middles (`--runtime tuned`, the default; docs/performance.md):
+ * - GLIBC_TUNABLES trim_threshold 128 MiB: keep freed heap instead of returning it to the kernel
+ *   at once. Every socket read is a fresh 64 KiB buffer; V8 frees them hundreds at a time (a
+ *   scavenge every ~32 MB of them), glibc then trims the top of its heap (brk) and the next reads
+ *   fault every page in again: 13 page faults per read, a third of the proxy's CPU in bulk (perf).
+ * - --initial-old-space-size=64: after a memory-reducing GC (V8's memory reducer, a few seconds
+ *   after traffic drops; or the bench's forced GC) the old generation's limit sits right above its
+ *   live size, and under load every ~70 ms a few promoted objects start a full mark-compact (~14/s,
+ *   30 % of a core on V8's helper threads). A 64 MB floor for that limit stops it. Not allowed in
+ *   NODE_OPTIONS: it goes on node's command line.
+ */
+export const MALLOC_TUNED = 'glibc.malloc.trim_threshold=134217728';
+export const RUNTIME_TUNED: { env: Record<string, string>; nodeArgs: string[] } = {
+  env: { GLIBC_TUNABLES: MALLOC_TUNED },
+  nodeArgs: ['--initial-old-space-size=64'],
+};
+
+let tlsFiles: { dir: string; cert: string; key: string } | null = null;
+
+/** A self-signed P-256 certificate for the proxy-tls middle (made once per bench run with openssl). */
+export function benchTlsFiles(): { cert: string; key: string } {
+  if (tlsFiles !== null) return tlsFiles;
+  const dir = mkdtempSync(join(tmpdir(), 'bench-tls-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=bench', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  tlsFiles = { dir, cert, key };
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return tlsFiles;
+}
+
+/** openssl is there to make the proxy-tls middle's certificate. */
+export function opensslAvailable(): boolean {
+  return spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
 }
 
 export const HAPROXY = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((p) => existsSync(p)) ?? null;
@@ -107,11 +148,14 @@ async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
   }
 }
 
-function wrap(name: MiddleName, s: Started<{ port: number; adminPort?: number | null }>, cleanup?: () => void): RunningMiddle {
+function wrap(name: MiddleName, s: Started<{ port: number; adminPort?: number | null; tlsPort?: number | null }>, cleanup?: () => void): RunningMiddle {
+  const tls = name === 'proxy-tls';
+  if (tls && typeof s.ready.tlsPort !== 'number') throw new Error(`${name}: the proxy reported no TLS port`);
   return {
     name,
     gcOnSignal: true,
-    port: s.ready.port,
+    port: tls ? s.ready.tlsPort! : s.ready.port,
+    tls,
     pid: s.pid,
     adminPort: s.ready.adminPort ?? null,
     output: s.output,
@@ -127,14 +171,24 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
     case 'direct':
       return { name, port: backendPort, pid: null, adminPort: null, stop: async () => {}, output: () => '' };
     case 'node-relay':
-      return wrap(name, await spawnReady(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)]));
+      return wrap(name, await spawnReady(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)], { env: { ...process.env, ...opts.env } }));
     case 'proxy':
-    case 'proxy-b': {
+    case 'proxy-b':
+    case 'proxy-tls': {
       if (name === 'proxy-b' && opts.proxyBRoot === undefined) throw new Error('proxy-b needs --proxy-b DIR');
       const code = opts.proxyCode ?? 'src';
       const args = ['--expose-gc', ...(opts.nodeArgs ?? []), ...(code === 'src' ? ['--import', 'tsx'] : []), join(BENCH_DIR, 'proxy-runner.mjs'), String(backendPort)];
       if (opts.redisUrl !== undefined) args.push(opts.redisUrl);
-      const env = { ...process.env, BENCH_PROXY_CODE: code, BENCH_PROFILE_FILE: opts.profileFile ?? '', BENCH_PROXY_ROOT: name === 'proxy-b' ? opts.proxyBRoot! : '' };
+      const tlsFiles = name === 'proxy-tls' ? benchTlsFiles() : null;
+      const env = {
+        ...process.env,
+        ...opts.env,
+        BENCH_PROXY_CODE: code,
+        BENCH_PROFILE_FILE: opts.profileFile ?? '',
+        BENCH_PROXY_ROOT: name === 'proxy-b' ? opts.proxyBRoot! : '',
+        BENCH_TLS_CERT: tlsFiles?.cert ?? '',
+        BENCH_TLS_KEY: tlsFiles?.key ?? '',
+      };
       return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT, env }));
     }
     case 'haproxy': {

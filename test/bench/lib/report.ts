@@ -79,6 +79,8 @@ export interface BenchResult {
   verify: boolean;
   proxyCode: 'dist' | 'src';
   pin: { throughput: string; latency: string };
+  /** Runtime settings (glibc malloc, V8 heap) of the Node middles (absent in results from before it existed). */
+  runtime?: { middles: string; proxyB: string; tuned: { env: Record<string, string>; nodeArgs: string[] } };
   middles: MiddleName[];
   runs: RunResult[];
   fanout: FanoutResult[];
@@ -91,6 +93,7 @@ const LABEL: Record<MiddleName, string> = {
   'node-relay': 'Node pipe relay',
   proxy: 'this proxy',
   'proxy-b': 'proxy B',
+  'proxy-tls': 'this proxy, RTMPS',
   haproxy: 'HAProxy',
   nginx: 'nginx stream',
 };
