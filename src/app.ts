@@ -16,8 +16,9 @@ import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
-import { Router } from './proxy/routing.js';
+import { Router, type RoutingSpec } from './proxy/routing.js';
 import { ProxyServer } from './proxy/server.js';
+import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
@@ -61,7 +62,8 @@ export interface RunningProxy {
   /** Applies a command here at once, then publishes it to the fleet and persists it (Redis). */
   control(cmd: ControlCommand, source?: ControlSource): Promise<ControlOutcome>;
   /** SIGHUP: new backend list (sessions stay; removed backends drain), then re-applies the desired state. */
-  reloadBackends(backends: BackendConfig[]): SetBackendsResult;
+  /** SIGHUP: new backend list and, when given, new routing rules (for sessions that arrive from now on). */
+  reloadBackends(backends: BackendConfig[], routing?: RoutingSpec | null): SetBackendsResult;
   /** Every replica and session of the fleet (this replica only with the local bus). */
   fleet(): Promise<FleetView>;
   /** Writes this replica's registry record soon (e.g. after `shuttingDown` changed). */
@@ -131,6 +133,27 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     }
     return pool.setBackends(merged.backends, { pendingHealth: merged.discoveredNames });
   }
+  /** Shared by every session; SIGHUP replaces `router` (sessions keep the rules they started with). */
+  const sessionSettings: SessionSettings = {
+    handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
+    idleTimeoutMs: config.limits.idleTimeoutMs,
+    connectTimeoutMs: config.limits.connectTimeoutMs,
+    maxPendingBytes: config.limits.maxPendingBytes,
+    onParseError: config.onParseError,
+    logStreamKeys: config.log.streamKeys,
+    chunkLimits: {
+      maxChunkSize: config.limits.maxChunkSize,
+      minChunkSize: config.limits.minChunkSize,
+      maxMessageSize: config.limits.maxMessageSize,
+      maxCollectedSize: config.limits.maxCommandSize,
+      maxChunkStreams: config.limits.maxChunkStreams,
+    },
+    amfLimits: { maxDepth: config.limits.amfMaxDepth, maxItems: config.limits.amfMaxItems },
+    erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
+    metrics: featureMetrics,
+    migration,
+    router: config.routing === null ? null : Router.compile(config.routing),
+  };
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
     {
@@ -144,26 +167,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         connectRatePerIp: config.limits.connectRatePerIp,
         connectBurstPerIp: config.limits.connectBurstPerIp,
       },
-      session: {
-        handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
-        idleTimeoutMs: config.limits.idleTimeoutMs,
-        connectTimeoutMs: config.limits.connectTimeoutMs,
-        maxPendingBytes: config.limits.maxPendingBytes,
-        onParseError: config.onParseError,
-        logStreamKeys: config.log.streamKeys,
-        chunkLimits: {
-          maxChunkSize: config.limits.maxChunkSize,
-          minChunkSize: config.limits.minChunkSize,
-          maxMessageSize: config.limits.maxMessageSize,
-          maxCollectedSize: config.limits.maxCommandSize,
-          maxChunkStreams: config.limits.maxChunkStreams,
-        },
-        amfLimits: { maxDepth: config.limits.amfMaxDepth, maxItems: config.limits.amfMaxItems },
-        erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
-        metrics: featureMetrics,
-        migration,
-        router: config.routing === null ? null : Router.compile(config.routing),
-      },
+      session: sessionSettings,
     },
     pool,
     log,
@@ -324,7 +328,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       const fleet = await toFleet(cmd);
       return { command: cmd, result, fleet };
     },
-    reloadBackends(backends) {
+    reloadBackends(backends, routing) {
+      // Compiled first: invalid rules throw before anything changes.
+      if (routing !== undefined) sessionSettings.router = routing === null ? null : Router.compile(routing);
       // SIGHUP also renews the RTMPS certificate; a bad file keeps the old one.
       try {
         proxy.reloadTls();

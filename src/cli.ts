@@ -367,11 +367,11 @@ export function buildCli(): Command {
     installSignalHandlers(proxy, {
       sidecar: config.sidecar.enabled,
       gracePeriodMs: config.sidecar.gracePeriodMs,
-      reloadBackends: () => {
+      reload: () => {
         if (!hasFile) proxy.log.warn('SIGHUP without a config file: re-reading flags and environment only');
         const next = serveConfig(flags, process.env);
         if (next.backends.length === 0 && config.discovery.dnsName === '') throw new ConfigError('the reloaded configuration has no backend');
-        return next.backends;
+        return { backends: next.backends, routing: next.routing };
       },
     });
   });

@@ -13,6 +13,13 @@
 import type { RunningProxy } from './app.js';
 import { spreadOver } from './balancer/spread.js';
 import type { BackendConfig } from './balancer/types.js';
+import type { RoutingSpec } from './proxy/routing.js';
+
+/** What SIGHUP re-reads. */
+export interface ReloadedConfig {
+  backends: BackendConfig[];
+  routing: RoutingSpec | null;
+}
 
 /** How often sessions that only announced Go Away support after SIGTERM are looked for. */
 const SWEEP_MS = 200;
@@ -80,8 +87,8 @@ export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number
 export interface SignalOptions {
   sidecar: boolean;
   gracePeriodMs: number;
-  /** Re-reads the configuration and returns the backend list (throws on invalid config). */
-  reloadBackends(): BackendConfig[];
+  /** Re-reads the configuration: the backend list and the routing rules (throws on invalid config). */
+  reload(): ReloadedConfig;
   /** Defaults to process.exit. */
   exit?(code: number): void;
   /** Defaults to process (tests pass an EventEmitter). */
@@ -118,10 +125,10 @@ export function installSignalHandlers(proxy: RunningProxy, opts: SignalOptions):
   const onHup = (): void => {
     if (stopping) return;
     try {
-      const backends = opts.reloadBackends();
-      const r = proxy.reloadBackends(backends);
+      const next = opts.reload();
+      const r = proxy.reloadBackends(next.backends, next.routing);
       proxy.metrics.controlMessages.inc({ source: 'signal', result: 'ok' });
-      log.info({ signal: 'SIGHUP', ...r, backends: backends.map((b) => `${b.name}=${b.host}:${b.port}`) }, 'backends reloaded');
+      log.info({ signal: 'SIGHUP', ...r, backends: next.backends.map((b) => `${b.name}=${b.host}:${b.port}`), routingRules: next.routing?.rules.length ?? 0 }, 'backends reloaded');
     } catch (err) {
       proxy.metrics.controlMessages.inc({ source: 'signal', result: 'rejected' });
       log.error({ signal: 'SIGHUP', err: (err as Error).message }, 'reload failed: keeping the current backends');

@@ -215,6 +215,7 @@ export class Session implements StrategySession {
    * what the proxy already answered.
    */
   private readonly late: boolean;
+  private readonly router: Router | null;
   /** The proxy's server end of the client's handshake (late binding). */
   private front: HandshakeEnd | null = null;
   /** The proxy's client end of the backend's handshake (late binding). */
@@ -249,7 +250,9 @@ export class Session implements StrategySession {
     this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
     this.c2sHandler = { message: (info, payload) => this.onClientMessage(info, payload), messageStart: undefined };
     this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits);
+    // The rules this session started with (a reload changes them for new sessions only).
     const router = settings.router ?? null;
+    this.router = router;
     this.late = router !== null && router.needs !== 'accept';
     // Late binding relays whole server messages: collect them all.
     this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits);
@@ -319,8 +322,8 @@ export class Session implements StrategySession {
    * connections over every backend.
    */
   private choose(exclude: ReadonlySet<string>): { target: BackendConfig | null; placement: Placement | null } {
-    const router = this.settings.router;
-    if (!router) return { target: this.pool.pick(exclude), placement: null };
+    const router = this.router;
+    if (router === null) return { target: this.pool.pick(exclude), placement: null };
     const f = this.view.facts;
     return this.pool.place(router, { app: f.connect?.app ?? null, streamKey: f.streamKey, clientIp: this.clientIp }, exclude);
   }
@@ -566,7 +569,7 @@ export class Session implements StrategySession {
       }
       return;
     }
-    const byKey = this.settings.router?.needs === 'publish';
+    const byKey = this.router?.needs === 'publish';
     if (cmd.name === 'connect' && this.view.facts.connectTransactionId === cmd.transactionId && !this.connectAnsweredLocally) {
       if (!byKey) {
         this.route(cmd.transactionId, 0);
@@ -897,7 +900,7 @@ export class Session implements StrategySession {
 
   /** Some other backend could take this session now (healthy, not draining, below its cap). */
   private hasMigrationTarget(exclude: string): boolean {
-    if (this.settings.router) return this.choose(new Set([exclude])).target !== null;
+    if (this.router !== null) return this.choose(new Set([exclude])).target !== null;
     return this.pool.list().some((b) => b.name !== exclude && b.state === 'up' && !b.removing && (b.maxSessions === undefined || b.sessions < b.maxSessions));
   }
 

@@ -158,6 +158,20 @@ describe('routing by app: two backend groups', () => {
     await tp.admin('/api/backends/dvr1/undrain', { method: 'POST' });
   });
 
+  test('a reload (SIGHUP) replaces the rules for new sessions; invalid rules are refused and change nothing', async () => {
+    const backends = tp.proxy.config.backends;
+    assert.throws(() => tp.proxy.reloadBackends(backends, { groups: {}, rules: [{ group: 'nope' }] }), /unknown group/);
+    tp.proxy.reloadBackends(backends, { groups: { all: { backends: ['live2'] } }, rules: [{ name: 'reloaded', match: { app: 'reloaded-app' }, group: 'all' }] });
+    try {
+      const pub = new RtmpPublisher(tp.url('reloaded-app', 'after-reload'));
+      pubs.push(pub);
+      await pub.publish();
+      await eventually(() => servers['live2']!.publishersOf('after-reload').length === 1, 'the reloaded rule placed it');
+    } finally {
+      tp.proxy.reloadBackends(backends, tp.proxy.config.routing);
+    }
+  });
+
   test('an app no rule matches gets _error NetConnection.Connect.Rejected and is closed, counted', async () => {
     const before = await metric(tp, 'rtmp_goaway_sessions_rejected_total', 'reason="no-route"');
     const pub = new RtmpPublisher(tp.url('other', 'x'));
