@@ -48,6 +48,8 @@ export interface SessionRecord {
   /** Redacted unless `log.streamKeys`. */
   streamKey: string | null;
   parseFallback: string | null;
+  /** The routing rule that placed it and how (`live: sticky`); absent or null without routing rules. */
+  route?: string | null;
 }
 
 export interface FleetView {

@@ -42,6 +42,7 @@ export function sessionRecord(s: SessionSnapshot, replica: string): SessionRecor
     client: s.client,
     streamKey: s.streamKey,
     parseFallback: s.parseFallback,
+    route: s.route,
   };
 }
 
