@@ -20,6 +20,26 @@ interface Injection {
   onWritten: (() => void) | undefined;
 }
 
+/**
+ * The injector's reader callbacks as prototype methods of one small object (four closures per
+ * session would cost more memory, and a session lives for hours).
+ */
+class InjectorEvents implements ChunkReaderHandler {
+  constructor(private readonly inj: ClientBoundInjector) {}
+  message(info: MessageInfo, payload: Buffer | null): void {
+    this.inj.onServerMessage(info, payload);
+  }
+  chunkEnd(_csid: number, end: number): void {
+    this.inj.onChunkEnd(end);
+  }
+  chunkHeader(csid: number, fmt: number, headerLength: number, end: number): void {
+    this.inj.onChunkHeader(csid, fmt, headerLength, end);
+  }
+  messageStart(csid: number, typeId: number, _length: number, headerEnd: number, headerLength: number): void {
+    this.inj.onMessageStart(csid, typeId, headerEnd - headerLength);
+  }
+}
+
 /** Encodes one message with fmt 0 and the given chunk size. */
 export function encodeMessage(msg: OutgoingMessage, chunkSize: number): Buffer {
   const w = new ChunkWriter();
@@ -66,8 +86,8 @@ export class ClientBoundInjector {
   rewritten = 0;
   /** Chunks waiting for a safe point, in order. */
   private readonly queue: Injection[] = [];
-  /** csids whose next server header must become fmt 0. */
-  private readonly fixup = new Set<number>();
+  /** csids whose next server header must become fmt 0 (null until the first injection). */
+  private fixup: Set<number> | null = null;
   private held: Buffer | null = null;
   private rewriter: CommandRewriter | null = null;
   /** The command message being held for the rewriter: its bytes so far (what would have gone out). */
@@ -86,13 +106,7 @@ export class ClientBoundInjector {
     collect?: CollectPolicy,
     limits?: Partial<ChunkReaderLimits>,
   ) {
-    const handler: ChunkReaderHandler = {
-      message: (info, payload) => this.onServerMessage(info, payload),
-      chunkEnd: (_csid, end) => this.onChunkEnd(end),
-      chunkHeader: (csid, fmt, headerLength, end) => this.onChunkHeader(csid, fmt, headerLength, end),
-      messageStart: (csid, typeId, _length, headerEnd, headerLength) => this.onMessageStart(csid, typeId, headerEnd - headerLength),
-    };
-    this.reader = new ChunkReader(handler, collect, limits);
+    this.reader = new ChunkReader(new InjectorEvents(this), collect, limits);
   }
 
   /** Chunks queued but not yet placed in the stream. */
@@ -152,7 +166,7 @@ export class ClientBoundInjector {
     }
     if (this.sealState !== 'sealed') {
       let end = data.length;
-      if (this.failure === null && (this.fixup.size > 0 || this.rewriter !== null || this.capture !== null) && this.reader.pendingHeaderBytes > 0) {
+      if (this.failure === null && ((this.fixup !== null && this.fixup.size > 0) || this.rewriter !== null || this.capture !== null) && this.reader.pendingHeaderBytes > 0) {
         // The partial header may have begun in bytes already returned (before holding was needed).
         end = Math.max(0, end - this.reader.pendingHeaderBytes);
         this.held = Buffer.from(data.subarray(end));
@@ -217,7 +231,8 @@ export class ClientBoundInjector {
     this.emit(from === 0 && to === this.data.length ? this.data : this.data.subarray(from, to));
   }
 
-  private onChunkEnd(end: number): void {
+  /** @internal (InjectorEvents) */
+  onChunkEnd(end: number): void {
     this.lastChunkEnd = end;
     if (this.sealState === 'sealing') {
       if (this.capture === null && this.reader.idle) {
@@ -249,12 +264,13 @@ export class ClientBoundInjector {
       const bytes = next.bytes ?? encodeMessage(next.msg!, this.reader.chunkSize);
       out.push(bytes);
       this.addedBytes += bytes.length;
-      this.fixup.add(next.csid);
+      (this.fixup ??= new Set()).add(next.csid);
       next.onWritten?.();
     }
   }
 
-  private onMessageStart(csid: number, typeId: number, start: number): void {
+  /** @internal (InjectorEvents) */
+  onMessageStart(csid: number, typeId: number, start: number): void {
     if (this.capture !== null && csid !== this.capture.csid) this.abandonCapture(start);
     if (
       this.rewriter !== null &&
@@ -269,10 +285,11 @@ export class ClientBoundInjector {
     }
   }
 
-  private onChunkHeader(csid: number, fmt: number, headerLength: number, end: number): void {
+  /** @internal (InjectorEvents) */
+  onChunkHeader(csid: number, fmt: number, headerLength: number, end: number): void {
     const start = end - headerLength;
     if (this.capture !== null && csid !== this.capture.csid) this.abandonCapture(start);
-    if (!this.fixup.delete(csid) || fmt === 0) return;
+    if (this.fixup === null || !this.fixup.delete(csid) || fmt === 0) return;
     const h = this.reader.lastHeader(csid)!;
     this.emitRange(this.cut, start);
     const header = encodeFmt0Header(csid, h.timestamp, h.length, h.typeId, h.streamId);
@@ -281,7 +298,8 @@ export class ClientBoundInjector {
     this.cut = end;
   }
 
-  private onServerMessage(info: MessageInfo, payload: Buffer | null): void {
+  /** @internal (InjectorEvents) */
+  onServerMessage(info: MessageInfo, payload: Buffer | null): void {
     // The rewriter in force when the message began decides, even if onMessage clears it.
     const fn = this.rewriter;
     this.onMessage(info, payload);
@@ -312,7 +330,7 @@ export class ClientBoundInjector {
       this.addedBytes += bytes.length - raw;
       this.rewritten++;
       this.emit(bytes);
-      this.fixup.add(info.csid);
+      (this.fixup ??= new Set()).add(info.csid);
     }
     if (this.sealState === 'sealing' && this.reader.idle) {
       this.sealState = 'sealed';

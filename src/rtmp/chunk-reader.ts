@@ -12,7 +12,10 @@ import { ProtocolError } from './errors.js';
  *   `feed` calls is copied, into an 18-byte scratch area;
  * - payloads are skipped by offset arithmetic; they are kept (as zero-copy views, joined once
  *   when the message ends) only for messages the `collect` policy asks for;
- * - nothing is allocated per chunk; per message, one small info object.
+ * - nothing is allocated per chunk or per message (one info object per reader, reused); per
+ *   collected message, its parts list and the joined payload;
+ * - per reader: a few small objects per chunk stream; limits objects are shared (see limitsFor),
+ *   the split-header scratch area is allocated the first time a header straddles two reads.
  * The caller keeps forwarding its original buffers; the reader never changes them.
  */
 
@@ -97,6 +100,24 @@ export const collectControlAndCommands: CollectPolicy = (typeId) =>
   typeId === MessageType.CommandAmf3;
 
 const LOW_CSIDS = 16;
+/** Chunk streams below this csid keep their head bytes in one 64-byte slab per reader (views: no ArrayBuffer each). */
+const SLAB_CSIDS = 8;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Limits merged with the defaults, shared by every reader given the same `limits` object (a
+ * proxy passes one settings object to the two readers of every session: no copy per reader).
+ */
+const mergedLimits = new WeakMap<Partial<ChunkReaderLimits>, ChunkReaderLimits>();
+const NO_LIMITS: Partial<ChunkReaderLimits> = Object.freeze({});
+function limitsFor(limits: Partial<ChunkReaderLimits>): ChunkReaderLimits {
+  let m = mergedLimits.get(limits);
+  if (m === undefined) {
+    m = Object.freeze({ ...DEFAULT_CHUNK_READER_LIMITS, ...limits });
+    mergedLimits.set(limits, m);
+  }
+  return m;
+}
 
 /** Per chunk stream state (RTMP spec §5.3.1.2: later headers inherit from earlier ones). */
 class ChunkStream {
@@ -114,10 +135,14 @@ class ChunkStream {
   collect = false;
   /** Collection is decided by the head policy once the first bytes are in. */
   headFilter = false;
-  parts: Buffer[] = [];
-  readonly head = Buffer.alloc(HEAD_BYTES);
+  /** Payload pieces of the message being collected; null when none (allocated per collected message). */
+  parts: Buffer[] | null = null;
   headLen = 0;
-  constructor(readonly csid: number) {}
+  constructor(
+    readonly csid: number,
+    /** First HEAD_BYTES bytes of the current message (a view into the reader's slab for low csids). */
+    readonly head: Buffer,
+  ) {}
 }
 
 export class ChunkReader {
@@ -129,21 +154,27 @@ export class ChunkReader {
   chunksRead = 0;
 
   private readonly limits: ChunkReaderLimits;
-  private readonly streams = new Map<number, ChunkStream>();
-  /** The same streams for the low csids every publisher uses (2–15): an array read instead of a Map lookup per chunk. */
+  /** Chunk streams of the low csids every publisher uses (2–15): an array read per chunk, no Map. */
   private readonly low: (ChunkStream | undefined)[] = new Array<ChunkStream | undefined>(LOW_CSIDS);
+  /** Chunk streams with csid ≥ LOW_CSIDS (rare), created with the first of them. */
+  private high: Map<number, ChunkStream> | null = null;
+  /** Chunk streams tracked (limits.maxChunkStreams). */
+  private streamCount = 0;
   /** Stream whose chunk payload is being read, and how many payload bytes of that chunk are left. */
   private current: ChunkStream | null = null;
   private chunkLeft = 0;
-  private readonly scratch = Buffer.alloc(MAX_CHUNK_HEADER);
+  /** A chunk header split across two `feed` calls; allocated the first time one is. */
+  private scratch: Buffer | null = null;
   private scratchLen = 0;
+  /** Head bytes of chunk streams 0..SLAB_CSIDS-1, allocated with the first of them. */
+  private headSlab: Buffer | null = null;
   private readonly info: MessageInfo = {
     csid: 0,
     timestamp: 0,
     typeId: 0,
     length: 0,
     streamId: 0,
-    head: Buffer.alloc(0),
+    head: EMPTY,
   };
 
   // Fields written by parseHeader (kept on the instance so parsing allocates nothing).
@@ -161,9 +192,9 @@ export class ChunkReader {
   constructor(
     private readonly handler: ChunkReaderHandler,
     private collect: CollectPolicy = collectControlAndCommands,
-    limits: Partial<ChunkReaderLimits> = {},
+    limits: Partial<ChunkReaderLimits> = NO_LIMITS,
   ) {
-    this.limits = { ...DEFAULT_CHUNK_READER_LIMITS, ...limits };
+    this.limits = limitsFor(limits);
     this.maxCollected = this.limits.maxCollectedSize;
   }
 
@@ -181,21 +212,31 @@ export class ChunkReader {
   /** True when no message is partly read on any chunk stream (a message boundary for every csid). */
   get idle(): boolean {
     if (this.chunkLeft !== 0 || this.scratchLen !== 0) return false;
-    for (const s of this.streams.values()) if (s.remaining > 0) return false;
-    return true;
+    return this.findPartial(-1) === null;
   }
 
   /** Chunk stream ids with a partly read message. */
   partialMessages(): number[] {
     const out: number[] = [];
-    for (const s of this.streams.values()) if (s.remaining > 0) out.push(s.csid);
+    for (const s of this.low) if (s !== undefined && s.remaining > 0) out.push(s.csid);
+    if (this.high !== null) for (const s of this.high.values()) if (s.remaining > 0) out.push(s.csid);
     return out;
   }
 
   /** True when no chunk stream other than `csid` has a partly read message. */
   idleExcept(csid: number): boolean {
-    for (const s of this.streams.values()) if (s.remaining > 0 && s.csid !== csid) return false;
-    return true;
+    return this.findPartial(csid) === null;
+  }
+
+  /** A chunk stream other than `except` with a partly read message, or null. */
+  private findPartial(except: number): ChunkStream | null {
+    for (const s of this.low) if (s !== undefined && s.remaining > 0 && s.csid !== except) return s;
+    if (this.high !== null) for (const s of this.high.values()) if (s.remaining > 0 && s.csid !== except) return s;
+    return null;
+  }
+
+  private stream(csid: number): ChunkStream | undefined {
+    return csid < LOW_CSIDS ? this.low[csid] : (this.high?.get(csid) ?? undefined);
   }
 
   /** True between chunks: no chunk header or payload partly read. */
@@ -210,13 +251,13 @@ export class ChunkReader {
 
   /** True while a message on `csid` has been started but not finished. */
   inMessage(csid: number): boolean {
-    const s = this.streams.get(csid);
+    const s = this.stream(csid);
     return s !== undefined && s.remaining > 0;
   }
 
   /** The last header seen on `csid` (for re-encoding a chunk header as fmt 0). */
   lastHeader(csid: number): { timestamp: number; length: number; typeId: number; streamId: number } | null {
-    const s = this.streams.get(csid);
+    const s = this.stream(csid);
     if (s === undefined || !s.hasHeader) return null;
     return { timestamp: s.timestamp, length: s.length, typeId: s.typeId, streamId: s.streamId };
   }
@@ -242,7 +283,7 @@ export class ChunkReader {
           st.headLen += k;
           if (st.headFilter && (st.headLen === HEAD_BYTES || st.headLen === st.length)) this.decideByHead(st, before);
         }
-        if (st.collect) st.parts.push(buf.subarray(off, off + n));
+        if (st.collect) (st.parts ??= []).push(buf.subarray(off, off + n));
         off += n;
         this.chunkLeft -= n;
         st.remaining -= n;
@@ -254,7 +295,7 @@ export class ChunkReader {
       let headerEnd: number;
       if (this.scratchLen === 0) {
         if (!this.parseHeader(buf, off, len - off)) {
-          buf.copy(this.scratch, 0, off, len);
+          buf.copy((this.scratch ??= Buffer.alloc(MAX_CHUNK_HEADER)), 0, off, len);
           this.scratchLen = len - off;
           return;
         }
@@ -263,14 +304,15 @@ export class ChunkReader {
       } else {
         const had = this.scratchLen;
         const take = Math.min(MAX_CHUNK_HEADER - had, len - off);
-        buf.copy(this.scratch, had, off, off + take);
-        if (!this.parseHeader(this.scratch, 0, had + take)) {
+        const scratch = this.scratch!;
+        buf.copy(scratch, had, off, off + take);
+        if (!this.parseHeader(scratch, 0, had + take)) {
           this.scratchLen = had + take;
           return;
         }
         this.scratchLen = 0;
         headerEnd = off + (this.hLen - had);
-        this.applyHeader(this.scratch, 0);
+        this.applyHeader(scratch, 0);
       }
       off = headerEnd;
       if (this.hNew) this.handler.messageStart?.(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
@@ -304,7 +346,7 @@ export class ChunkReader {
     if (avail < total) return false;
     let extended: boolean;
     if (fmt === 3) {
-      const st = csid < LOW_CSIDS ? this.low[csid] : this.streams.get(csid);
+      const st = csid < LOW_CSIDS ? this.low[csid] : this.high?.get(csid);
       extended = st !== undefined && st.extended;
     } else {
       extended = src[at + basic] === 0xff && src[at + basic + 1] === 0xff && src[at + basic + 2] === 0xff;
@@ -323,14 +365,23 @@ export class ChunkReader {
     const fmt = this.hFmt;
     const csid = this.hCsid;
     const p = at + this.hBasic;
-    let st = csid < LOW_CSIDS ? this.low[csid] : this.streams.get(csid);
+    let st = csid < LOW_CSIDS ? this.low[csid] : this.high?.get(csid);
     if (st === undefined) {
-      if (this.streams.size >= this.limits.maxChunkStreams) {
+      if (this.streamCount >= this.limits.maxChunkStreams) {
         throw new ProtocolError('too-many-chunk-streams', `more than ${this.limits.maxChunkStreams} chunk streams`);
       }
-      st = new ChunkStream(csid);
-      this.streams.set(csid, st);
+      let head: Buffer;
+      if (csid < SLAB_CSIDS) {
+        // allocUnsafe: a slice of Node's shared pool, so the views below need no ArrayBuffer of their own.
+        this.headSlab ??= Buffer.allocUnsafe(SLAB_CSIDS * HEAD_BYTES).fill(0);
+        head = this.headSlab.subarray(csid * HEAD_BYTES, (csid + 1) * HEAD_BYTES);
+      } else {
+        head = Buffer.alloc(HEAD_BYTES);
+      }
+      st = new ChunkStream(csid, head);
+      this.streamCount++;
       if (csid < LOW_CSIDS) this.low[csid] = st;
+      else (this.high ??= new Map()).set(csid, st);
     }
     if (fmt !== 0 && !st.hasHeader) {
       throw new ProtocolError('missing-header', `fmt ${fmt} chunk on csid ${csid} without a previous fmt 0 header`);
@@ -380,7 +431,7 @@ export class ChunkReader {
     st.headFilter = false;
     if (this.headPolicy === null || !this.headPolicy(st.typeId, st.head, st.headLen)) return;
     st.collect = true;
-    if (before > 0) st.parts.push(Buffer.from(st.head.subarray(0, before)));
+    if (before > 0) (st.parts ??= []).push(Buffer.from(st.head.subarray(0, before)));
   }
 
   private endChunk(st: ChunkStream, end: number): void {
@@ -393,8 +444,9 @@ export class ChunkReader {
     this.messagesRead++;
     let payload: Buffer | null = null;
     if (st.collect) {
-      payload = st.parts.length === 1 ? st.parts[0]! : Buffer.concat(st.parts, st.length);
-      st.parts = [];
+      const parts = st.parts;
+      payload = parts === null ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, st.length);
+      st.parts = null;
       st.collect = false;
       this.applyControl(st, payload);
     }
@@ -421,10 +473,11 @@ export class ChunkReader {
       this.chunkSize = size;
     } else if (st.typeId === MessageType.Abort) {
       if (payload.length < 4) throw new ProtocolError('bad-message', 'Abort shorter than 4 bytes');
-      const target = this.streams.get(payload.readUInt32BE(0));
+      const id = payload.readUInt32BE(0);
+      const target = id <= 65599 ? this.stream(id) : undefined;
       if (target !== undefined && target !== st) {
         target.remaining = 0;
-        target.parts = [];
+        target.parts = null;
         target.collect = false;
         target.headFilter = false;
       }

@@ -20,8 +20,9 @@
  * Flags: --smoke (tiny sizes, a few seconds), --out FILE (JSON), --middles a,b,…, --reps N,
  * --phases idle,latency,bulk,paced, --verify (byte-compare at the sink), --no-paced, --no-fanout,
  * --proxy-code dist|src, --proxy-b DIR (a second proxy column from another work tree: A/B),
- * --profile DIR (one bulk window of the proxy — or, with --middles node-relay, the relay — under
- * the V8 CPU profiler; prints the hottest functions at their src/*.ts lines),
+ * --profile DIR (one bulk window of the proxy — or, with --middles node-relay, the relay; with
+ * --phases paced the proxy's 500 × 6 Mbps paced window — under the V8 CPU profiler; prints the
+ * hottest functions at their src/*.ts lines),
  * --pin none|split and --latency-pin one|none (CPU affinity), --proxy-args "FLAGS" / --proxy-b-args
  * "FLAGS" (node flags of the proxy / proxy-b process, e.g. --max-semi-space-size=32), --runtime
  * tuned|default and --proxy-b-runtime tuned|default (glibc malloc and V8 heap settings of the
@@ -284,17 +285,19 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
   };
 }
 
-async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number): Promise<RunResult['paced'][number]> {
+async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number, hooks: { start?(): void; end?(): void } = {}): Promise<RunResult['paced'][number]> {
   const lo = allocIds(n);
   const t0 = nowSec();
   await gen.call('pacedStart', { port: m.port, tls: m.tls === true, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64 });
   const setup = nowSec() - t0;
   await sleep(scale.pacedWarmupMs);
+  hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
   const c0 = cpuOf(m.pid);
   await sleep(scale.pacedMeasureMs);
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
   const c1 = cpuOf(m.pid);
+  hooks.end?.();
   const stopped = await gen.call<{ written: Record<number, number>; errors: string[]; failedIds: number[]; skipped: number }>('pacedStop');
   if (stopped.errors.length > 0) log(`${m.name} paced ${n}: ${stopped.errors.length} publisher socket error(s), e.g. ${stopped.errors[0]}`);
   const delivered = await waitDelivered(sink, lo, stopped, `${m.name} paced ${n}`);
@@ -488,14 +491,22 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   const file = join(dir, `proxy-bulk-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
   const { port } = await sink.call<{ port: number }>('listen', {});
   const m = await startMiddle('proxy', port, { proxyCode, profileFile: file, nodeArgs: proxyArgs, env: middleEnv });
-  log(`profiling the proxy (pid ${m.pid}, ${proxyCode}) over one bulk window → ${file}`);
-  const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid }, { start: () => process.kill(m.pid!, 'SIGUSR2'), end: () => process.kill(m.pid!, 'SIGUSR2') });
+  // `--phases paced` profiles the paced window of the middle level (500 × 6 Mbps) instead of bulk.
+  const paced = argv.phases === 'paced';
+  const level = scale.pacedLevels[Math.floor(scale.pacedLevels.length / 2)]!;
+  log(`profiling the proxy (pid ${m.pid}, ${proxyCode}) over one ${paced ? `paced ${level} × 6 Mbps` : 'bulk'} window → ${file}`);
+  const hooks = { start: () => process.kill(m.pid!, 'SIGUSR2'), end: () => process.kill(m.pid!, 'SIGUSR2') };
+  if (paced) {
+    const p = await measurePaced(gen, sink, m, level, hooks);
+    log(`paced ${level} under the profiler: ${(p.deliveredRatio * 100).toFixed(1)} % delivered, CPU ${p.cpuPercent?.toFixed(0)} %`);
+  }
+  const bulk = paced ? null : await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid }, hooks);
   const until = Date.now() + 10_000;
   while (!existsSync(file) && Date.now() < until) await sleep(50);
   await sleep(200);
   await m.stop();
   await sink.call('closeServer', { port });
-  log(`bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit, background load ${bulk.backgroundCpuPercent?.toFixed(0)} %`);
+  if (bulk !== null) log(`bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit, background load ${bulk.backgroundCpuPercent?.toFixed(0)} %`);
   if (!existsSync(file)) throw new Error(`no profile written to ${file}:\n${m.output()}`);
   process.stdout.write(summarizeProfiles(file, PROJECT_ROOT) + '\n');
 }
