@@ -17,6 +17,7 @@ import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './proxy/routing.js';
+import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
@@ -137,6 +138,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const sessionSettings: SessionSettings = {
     handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
     idleTimeoutMs: config.limits.idleTimeoutMs,
+    backendIdleTimeoutMs: config.limits.backendIdleTimeoutMs,
     connectTimeoutMs: config.limits.connectTimeoutMs,
     maxPendingBytes: config.limits.maxPendingBytes,
     onParseError: config.onParseError,
@@ -154,6 +156,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     migration,
     router: config.routing === null ? null : Router.compile(config.routing),
   };
+  const idleSweep = new IdleSweep(() => server.sessions.values(), idleSweepIntervalMs([config.limits.idleTimeoutMs, config.limits.backendIdleTimeoutMs]));
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
     {
@@ -350,6 +353,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   let stopping: Promise<void> | undefined;
   async function doStop(reason: string): Promise<void> {
     discovery?.stop();
+    idleSweep.stop();
     await heartbeat.stop();
     await Promise.all([server.stopAccepting(), (server.closeAll(reason), server.whenEmpty())]);
     pool.stop();
@@ -411,6 +415,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     throw err;
   }
   proxy.address = address;
+  idleSweep.start();
   if (config.tls.listen !== '') {
     try {
       const t = parseHostPort(config.tls.listen);

@@ -647,7 +647,15 @@ export const ConfigSchema = z
     limits: z
       .strictObject({
         handshakeTimeoutMs: duration(10_000, 'Time a client has to finish the RTMP handshake and send `connect`.'),
-        idleTimeoutMs: duration(60_000, 'A session with no bytes in either direction for this long is closed.'),
+        idleTimeoutMs: duration(
+          60_000,
+          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
+        ),
+        backendIdleTimeoutMs: duration(
+          0,
+          'Server→client idle timeout: a session that received no byte from its backend for this long is closed (`backend-idle`); 0 disables it. Backends can be quiet for long (nginx-rtmp sends an Acknowledgement per `ack_window` bytes and pings every `ping` interval): set it above those.',
+          { min: 0 },
+        ),
         connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
         maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
         maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),

@@ -47,7 +47,10 @@ export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';
 
 export interface SessionSettings {
   handshakeTimeoutMs: number;
+  /** No byte from the client for this long closes the session (checked by the proxy's idle sweep). */
   idleTimeoutMs: number;
+  /** No byte from the backend for this long closes the session; 0 or absent = off. */
+  backendIdleTimeoutMs?: number;
   connectTimeoutMs: number;
   maxPendingBytes: number;
   onParseError: 'forward' | 'close';
@@ -204,6 +207,9 @@ export class Session implements StrategySession {
   /** When the last switch happened; cleared when the switch message reached the new backend. */
   private switchedAt: number | null = null;
   private migrationRefusedCounted = false;
+  /** Idle sweep: the byte count last seen in each direction and since when it has not moved. */
+  private readonly idleIn = { bytes: 0, at: 0 };
+  private readonly idleOut = { bytes: 0, at: 0 };
 
   // ── late binding (routing rules that need the app or the stream key) ──
   /**
@@ -294,10 +300,11 @@ export class Session implements StrategySession {
   start(): void {
     const c = this.client;
     c.setNoDelay(true);
-    c.setTimeout(this.settings.idleTimeoutMs);
+    // Idle timeouts are checked by one sweep over all sessions (checkIdle), not a socket timer
+    // refreshed on every read and write.
+    this.idleIn.at = this.idleOut.at = this.startedAt;
     c.on('data', (buf: Buffer) => this.onClientData(buf));
     c.on('end', () => this.onClientEnd());
-    c.on('timeout', () => this.close('client-idle'));
     c.on('error', (err) => this.fail('client-error', err));
     c.on('drain', () => {
       this.backend?.resume();
@@ -384,13 +391,13 @@ export class Session implements StrategySession {
     this.backend = sock;
     this.backendName = target.name;
     sock.setNoDelay(true);
-    sock.setTimeout(this.settings.idleTimeoutMs);
     // Every handler checks that `sock` is still the session's backend: a migration retires it.
     sock.on('data', (buf: Buffer) => (sock === this.backend ? this.onBackendData(buf) : this.onRetiredBackendData(buf)));
     sock.on('end', () => {
-      if (sock === this.backend) this.client.end();
+      if (sock !== this.backend) return;
+      this.backendWentFirst();
+      this.client.end();
     });
-    sock.on('timeout', () => (sock === this.backend ? this.close('backend-idle') : sock.destroy()));
     sock.on('error', (err) => {
       if (sock === this.backend) this.fail('backend-error', err);
     });
@@ -401,6 +408,7 @@ export class Session implements StrategySession {
         return;
       }
       this.backendClosed = true;
+      this.backendWentFirst();
       // Let what the server sent reach the client, then FIN; a client that never closes its side
       // is ended by the idle timeout.
       this.client.end();
@@ -1286,6 +1294,39 @@ export class Session implements StrategySession {
     const queued = this.clientQueue;
     this.clientQueue = [];
     for (const m of queued) this.sendToClient(m);
+  }
+
+  /** The backend ended the connection before the client did: that is why the session ends. */
+  private backendWentFirst(): void {
+    if (this.closeReason === null && !this.clientEnded && !this.clientClosed) this.closeReason = 'backend-closed';
+  }
+
+  /**
+   * Idle timeouts, per direction, called by the proxy's sweep every few hundred ms: no new byte
+   * from the client for `idleTimeoutMs`, or from the backend for `backendIdleTimeoutMs`, closes
+   * the session. When the client is silent because the proxy paused it (the backend stopped
+   * reading: a blackholed backend), the backend is named: `backend-stalled`.
+   */
+  checkIdle(now: number): void {
+    if (this.finished) return;
+    const inn = this.idleIn;
+    if (inn.bytes !== this.bytesIn) {
+      inn.bytes = this.bytesIn;
+      inn.at = now;
+    } else if (now - inn.at >= this.settings.idleTimeoutMs) {
+      const stalled = this.client.isPaused() && ((this.backend?.writableLength ?? 0) > 0 || (this.upstream?.socket.writableLength ?? 0) > 0);
+      this.close(stalled ? 'backend-stalled' : 'client-idle');
+      return;
+    }
+    const limit = this.settings.backendIdleTimeoutMs ?? 0;
+    if (limit <= 0 || this.backendName === null) return;
+    const out = this.idleOut;
+    if (out.bytes !== this.bytesOut) {
+      out.bytes = this.bytesOut;
+      out.at = now;
+    } else if (now - out.at >= limit) {
+      this.close('backend-idle');
+    }
   }
 
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
