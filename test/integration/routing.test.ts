@@ -172,6 +172,21 @@ describe('routing by app: two backend groups', () => {
     }
   });
 
+  test('bad input before routing (not RTMP, RTMPE) is closed and counted; no backend is opened for it', async () => {
+    const net = await import('node:net');
+    const before = await metric(tp, 'rtmp_goaway_parse_fallbacks_total', 'reason="bad-version"');
+    const connsBefore = Object.values(servers).reduce((n, s) => n + s.connections.length, 0);
+    for (const first of [Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), Buffer.concat([Buffer.of(6), Buffer.alloc(1536, 1)])]) {
+      const sock = net.connect(tp.proxy.address.port, '127.0.0.1');
+      sock.on('error', () => {});
+      await new Promise<void>((r) => sock.once('connect', () => r()));
+      sock.write(first);
+      await new Promise<void>((r) => sock.once('close', () => r()));
+    }
+    await eventually(async () => (await metric(tp, 'rtmp_goaway_parse_fallbacks_total', 'reason="bad-version"')) === before + 1, 'counted');
+    assert.equal(Object.values(servers).reduce((n, s) => n + s.connections.length, 0), connsBefore, 'no backend connection');
+  });
+
   test('an app no rule matches gets _error NetConnection.Connect.Rejected and is closed, counted', async () => {
     const before = await metric(tp, 'rtmp_goaway_sessions_rejected_total', 'reason="no-route"');
     const pub = new RtmpPublisher(tp.url('other', 'x'));
