@@ -79,12 +79,19 @@ export function createLogger(config: Pick<Config, 'log'>, destination?: pino.Des
   return pino({ level: config.log.level, base: { app: 'rtmp-goaway-proxy' } }, destination);
 }
 
-function listenHttp(server: http.Server, hostPort: string): Promise<net.AddressInfo> {
+function listenHttp(server: http.Server, hostPort: string, log: Logger): Promise<net.AddressInfo> {
   const { host, port } = parseHostPort(hostPort);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port }, () => {
       server.off('error', reject);
+      // Once listening, an accept error (EMFILE while out of descriptors) must not crash the process.
+      let lastLog = 0;
+      server.on('error', (err: NodeJS.ErrnoException) => {
+        if (Date.now() - lastLog < 5000) return;
+        lastLog = Date.now();
+        log.warn({ err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
+      });
       resolve(server.address() as net.AddressInfo);
     });
   });
@@ -458,7 +465,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       { token: config.adminToken },
     );
     try {
-      proxy.adminAddress = await listenHttp(admin, config.admin);
+      proxy.adminAddress = await listenHttp(admin, config.admin, log);
     } catch (err) {
       admin = null;
       await proxy.stop('startup-failed');

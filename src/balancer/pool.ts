@@ -799,6 +799,12 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
         this.setHealth(e, 'up', `${e.consecutiveSuccesses} consecutive successful checks`);
       }
     } else {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EMFILE' || code === 'ENFILE') {
+        // This process is out of file descriptors: the probe says nothing about the backend.
+        this.log?.debug({ backend: name, err: err.message }, 'health check skipped: out of file descriptors');
+        return;
+      }
       e.lastCheckError = err.message;
       e.consecutiveFailures++;
       e.consecutiveSuccesses = 0;

@@ -223,7 +223,7 @@ describe('Redis going away mid-stream', () => {
       assert.equal((await sessionOf(tp, pub)).backend, 'b1');
       assert.equal(await metric(tp, BUS_CONNECTED), 1);
 
-      await redis.stop();
+      await redis.remove();
       await eventually(async () => (await metric(tp, BUS_CONNECTED)) === 0, 'rtmp_goaway_bus_connected 0 while redis is down');
 
       // Forwarding does not care: media still flows, and a new publisher gets in.
