@@ -19,14 +19,14 @@
  * machines (unit-tested with scripted peers), the in-flight limiter and the socket wrapper of
  * the new backend connection. The switching itself lives in Session.
  */
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Amf0Limits, Amf0Value } from '../rtmp/amf0.js';
 import type { BackendConfig } from '../balancer/types.js';
 import { type ChunkReaderLimits, type CollectPolicy, type HeadPolicy, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
-import { COMMAND_CSID, HANDSHAKE_PACKET_SIZE, MessageType, RTMP_VERSION_PLAIN } from '../rtmp/constants.js';
+import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
+import { HandshakeEnd } from '../rtmp/handshake-peer.js';
 import { isAudioSequenceHeader, isMetadataMessage, isVideoKeyframe, isVideoSequenceHeader } from '../rtmp/media.js';
 import {
   type Command,
@@ -188,9 +188,7 @@ export class UpstreamPublisher {
   forwarding = false;
   readonly reader: ChunkReader;
   private readonly writer = new ChunkWriter(true);
-  private handshakeBuf: Buffer[] = [];
-  private handshakeLen = 0;
-  private c1: Buffer | null = null;
+  private readonly hs = new HandshakeEnd('client');
   private windowAckSize = 0;
   private lastAck = 0;
 
@@ -212,12 +210,7 @@ export class UpstreamPublisher {
   start(): void {
     if (this.phase !== 'init') return;
     this.phase = 'handshake';
-    const c0c1 = Buffer.alloc(1 + HANDSHAKE_PACKET_SIZE);
-    c0c1[0] = RTMP_VERSION_PLAIN;
-    // C1: time (4) = 0, zero (4) = 0, then random bytes.
-    randomBytes(HANDSHAKE_PACKET_SIZE - 8).copy(c0c1, 9);
-    this.c1 = c0c1.subarray(1);
-    this.write(c0c1);
+    this.write(this.hs.hello());
   }
 
   receive(buf: Buffer): void {
@@ -262,28 +255,24 @@ export class UpstreamPublisher {
     this.sink.failed(reason, detail);
   }
 
-  /** Collects S0+S1+S2; answers C2 and starts the command exchange. Returns bytes after S2. */
+  /** Takes S0+S1+S2 (answering C2), then starts the command exchange. Returns the bytes after S2. */
   private handshake(buf: Buffer): Buffer | null {
-    this.handshakeBuf.push(buf);
-    this.handshakeLen += buf.length;
-    const first = this.handshakeBuf[0]!;
-    if (first.length > 0 && first[0] !== RTMP_VERSION_PLAIN) {
-      this.fail('handshake', `server answered handshake version ${first[0]}`);
+    let r;
+    try {
+      r = this.hs.push(buf);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      this.fail('handshake', err.message);
       return null;
     }
-    const total = 1 + 2 * HANDSHAKE_PACKET_SIZE;
-    if (this.handshakeLen < total) return null;
-    const all = Buffer.concat(this.handshakeBuf, this.handshakeLen);
-    this.handshakeBuf = [];
-    // C2 echoes S1 (spec §5.2.4).
-    this.write(Buffer.from(all.subarray(1, 1 + HANDSHAKE_PACKET_SIZE)));
-    this.c1 = null;
+    if (r.reply !== null) this.write(r.reply);
+    if (!this.hs.done) return null;
     this.phase = 'connect';
     this.send(controlMessage(MessageType.SetChunkSize, this.plan.chunkSize));
     this.writer.chunkSize = this.plan.chunkSize;
     const c = this.plan.connect;
     this.send(commandMessage(COMMAND_CSID, 0, 'connect', TXN.connect, c.commandObject, ...c.args));
-    return all.subarray(total);
+    return buf.subarray(r.next);
   }
 
   private onMessage(info: MessageInfo, payload: Buffer | null): void {
