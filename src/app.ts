@@ -102,7 +102,8 @@ const MAX_OWN_IDS = 1_000;
 /** Registry heartbeat interval while a drain is in progress, so `drain --wait` sees sessions leave. */
 const FAST_HEARTBEAT_MS = 1_000;
 
-export async function startProxy(config: Config, log: Logger = createLogger(config)): Promise<RunningProxy> {
+/** `worker`: this process is worker N of a cluster (its admin API is internal, served to the primary). */
+export async function startProxy(config: Config, log: Logger = createLogger(config), opts: { worker?: number } = {}): Promise<RunningProxy> {
   const replicaId = config.replicaId;
   let migration: MigrationCoordinator | null = null;
   const featureMetrics = new FeatureMetrics(() => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }));
@@ -472,10 +473,12 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       throw err;
     }
   }
+  const adminAt = proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null;
   log.info(
     {
       listen: `${address.address}:${address.port}`,
-      admin: proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null,
+      // A worker's admin API is for its primary only: named so no one takes it for the proxy's.
+      ...(opts.worker === undefined ? { admin: adminAt } : { worker: opts.worker, workerAdmin: adminAt }),
       tls: proxy.tlsAddress ? `${proxy.tlsAddress.address}:${proxy.tlsAddress.port}` : null,
       acceptProxyProtocol: config.acceptProxyProtocol,
       backendProxyProtocol: config.backendProxyProtocol,
@@ -484,7 +487,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       replicaId,
       bus: bus.kind,
     },
-    'proxy listening',
+    opts.worker === undefined ? 'proxy listening' : 'worker listening',
   );
   return proxy;
 }

@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { startProxy } from './app.js';
+import cluster from 'node:cluster';
+import { createLogger, startProxy } from './app.js';
+import { type WorkerReady, runPrimary, workerConfig } from './cluster.js';
 import { registerPublishCommand } from './client/publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
 import { type Config, ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
@@ -361,10 +363,25 @@ export function buildCli(): Command {
     if (config.backends.length === 0 && config.discovery.dnsName === '') {
       throw new ConfigError(['no backend configured: pass --backend name=host:port (repeatable), RTMP_GOAWAY_BACKENDS, backends: in --config, or discovery.dnsName; `npm start` runs a self-contained demo instead']);
     }
-    const proxy = await startProxy(config);
-    proxy.log.debug({ config: redactConfig(config) }, 'configuration');
+    if (cluster.isPrimary && config.workers !== 1) {
+      // Cluster mode: this process forks the workers and serves their combined admin API.
+      const log = createLogger(config).child({ role: 'primary' });
+      await runPrimary(config, log);
+      process.exit(0);
+    }
+    const workerId = cluster.isWorker ? cluster.worker!.id : undefined;
+    const proxyConfig = workerId === undefined ? config : workerConfig(config, workerId);
+    const base = createLogger(proxyConfig);
+    const proxy = await startProxy(proxyConfig, workerId === undefined ? base : base.child({ worker: workerId }), { worker: workerId });
+    if (workerId !== undefined) {
+      const ready: WorkerReady = { kind: 'rtmp-goaway-worker-ready', listen: `${proxy.address.address}:${proxy.address.port}`, adminPort: proxy.adminAddress!.port };
+      process.send!(ready);
+    }
+    proxy.log.debug({ config: redactConfig(proxyConfig) }, 'configuration');
     const hasFile = typeof flags['config'] === 'string' || Boolean(process.env['RTMP_GOAWAY_CONFIG']);
     installSignalHandlers(proxy, {
+      // A worker gets SIGTERM from its primary; a terminal's Ctrl-C reaches it too, and is left to the primary.
+      interrupt: workerId === undefined,
       sidecar: config.sidecar.enabled,
       gracePeriodMs: config.sidecar.gracePeriodMs,
       reload: () => {

@@ -711,6 +711,11 @@ export const ConfigSchema = z
         sessionTtlMs: duration(15_000, 'TTL of session records in Redis; must be greater than `redis.heartbeatMs`.'),
       })
       .prefault({}),
+    workers: int(
+      1,
+      'Proxy processes sharing the listener (Node cluster): 1 runs one process; N > 1 runs a primary that forks N workers and serves the admin API for all of them (sessions, backends, metrics summed, drains sent to every worker); 0 = one per CPU. Limits such as `limits.maxSessions` apply per worker; with Redis each worker is a replica named `<replicaId>-w<n>`.',
+      { min: 0, max: 256 },
+    ),
     replicaId: stringValue({ pattern: /^\S+$/, patternHint: 'must not contain whitespace' })
       .default(defaultReplicaId)
       .meta({

@@ -87,6 +87,8 @@ export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number
 export interface SignalOptions {
   sidecar: boolean;
   gracePeriodMs: number;
+  /** Handle SIGINT (default true); a cluster worker leaves it to its primary. */
+  interrupt?: boolean;
   /** Re-reads the configuration: the backend list and the routing rules (throws on invalid config). */
   reload(): ReloadedConfig;
   /** Defaults to process.exit. */
@@ -137,12 +139,15 @@ export function installSignalHandlers(proxy: RunningProxy, opts: SignalOptions):
 
   const term = (): void => onStop('SIGTERM');
   const int = (): void => onStop('SIGINT');
+  const ignore = (): void => {};
   target.on('SIGTERM', term);
-  target.on('SIGINT', int);
+  if (opts.interrupt === false) target.on('SIGINT', ignore);
+  else target.on('SIGINT', int);
   target.on('SIGHUP', onHup);
   return () => {
     target.off('SIGTERM', term);
     target.off('SIGINT', int);
+    target.off('SIGINT', ignore);
     target.off('SIGHUP', onHup);
   };
 }

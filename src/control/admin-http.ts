@@ -28,13 +28,15 @@ class HttpError extends Error {
   }
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+/** A JSON answer (also used by the cluster primary's admin API). */
+export function send(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body, null, 2) + '\n';
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
   res.end(text);
 }
 
-function readBody(req: http.IncomingMessage): Promise<string> {
+/** A request body, bounded (MAX_BODY). */
+export function readBody(req: http.IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let size = 0;
@@ -121,6 +123,8 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
       return why === null ? send(res, 200, { status: 'ready' }) : send(res, 503, { status: 'not ready', reason: why });
     }
     if (method === 'GET' && path === '/metrics') {
+      // JSON for a cluster primary, which sums its workers' metrics (prom-client AggregatorRegistry).
+      if (url.searchParams.get('format') === 'json') return send(res, 200, await metrics.registry.getMetricsAsJSON());
       const text = await metrics.registry.metrics();
       res.writeHead(200, { 'content-type': metrics.registry.contentType });
       res.end(text);

@@ -60,6 +60,8 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: `${p}backend_up`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'max',
       help: 'Backend health: 1 up, 0 down.',
       labelNames: ['backend'] as const,
       registers,
@@ -70,6 +72,8 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: `${p}backend_draining`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'max',
       help: 'Backend drain flag: 1 draining (takes no new sessions), 0 not.',
       labelNames: ['backend'] as const,
       registers,
@@ -93,6 +97,8 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: `${p}discovery_backends`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'max',
       help: 'Backends the last successful DNS discovery round found, by source.',
       labelNames: ['source'] as const,
       registers,
@@ -104,6 +110,8 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: `${p}discovery_last_success_timestamp_seconds`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'max',
       help: 'When DNS discovery last resolved successfully (Unix time), by source; alert when it falls behind.',
       labelNames: ['source'] as const,
       registers,
@@ -115,6 +123,8 @@ export class ProxyMetrics {
     });
     new Gauge({
       name: `${p}bus_connected`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'min',
       help: 'Control bus connection state: 1 connected, 0 disconnected.',
       registers,
       collect() {

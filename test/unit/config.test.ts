@@ -59,6 +59,7 @@ describe('defaults', () => {
     assert.deepEqual(c.limits, {
       handshakeTimeoutMs: 10_000,
       idleTimeoutMs: 60_000,
+      backendIdleTimeoutMs: 0,
       connectTimeoutMs: 3000,
       maxSessions: 10_000,
       maxSessionsPerIp: 0,
@@ -85,6 +86,8 @@ describe('defaults', () => {
     assert.equal(c.redis.heartbeatMs, 5000);
     assert.equal(c.redis.sessionTtlMs, 15_000);
     assert.equal(c.replicaId, `${os.hostname()}-${process.pid}`);
+    assert.equal(c.workers, 1, 'one process unless asked');
+    assert.equal(c.routing, null, 'no routing rules: every backend, least connections');
   });
 
   test('ConfigSchema.parse({}) equals loadConfig with no inputs', () => {

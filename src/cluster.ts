@@ -1,0 +1,225 @@
+/**
+ * Cluster mode (`workers` > 1): one Node process is one core, so a pod with more cores runs a
+ * primary and N workers (node:cluster). The workers share the RTMP listener (the primary accepts
+ * and hands connections round-robin); each runs the whole proxy with its own admin API on a
+ * loopback port it reports to the primary. The primary serves the one admin API operators use,
+ * so drains and what the API shows stay coherent across workers:
+ *
+ *  - POST drain / undrain go to every worker (each applies it to its own sessions; with Redis,
+ *    each worker is also a replica `<replicaId>-w<n>` and gets fleet commands itself);
+ *  - /api/sessions is every worker's sessions; /api/backends sums the session counts;
+ *  - /metrics sums the workers' metrics (prom-client AggregatorRegistry; gauges such as
+ *    backend_up say how to combine);
+ *  - /readyz is ready while one worker is and no shutdown started.
+ *
+ * Signals: SIGTERM / SIGINT are passed to every worker as SIGTERM (each runs its own sidecar drain
+ * or close), the primary exits 0 once they all have; a second one kills them. SIGHUP is passed on.
+ * A worker that dies is replaced (after 1 s, not while stopping).
+ */
+import cluster, { type Worker } from 'node:cluster';
+import http from 'node:http';
+import os from 'node:os';
+import type { Logger } from 'pino';
+import { AggregatorRegistry } from 'prom-client';
+import { type Config, parseHostPort } from './config.js';
+import { readBody, send } from './control/admin-http.js';
+
+/** What a worker tells its primary once it listens. */
+export interface WorkerReady {
+  kind: 'rtmp-goaway-worker-ready';
+  listen: string;
+  adminPort: number;
+}
+
+export function isWorkerReady(m: unknown): m is WorkerReady {
+  return typeof m === 'object' && m !== null && (m as WorkerReady).kind === 'rtmp-goaway-worker-ready';
+}
+
+/** How many workers `workers` asks for (0 = one per CPU). */
+export function workerCount(config: Config): number {
+  return config.workers === 0 ? os.availableParallelism() : config.workers;
+}
+
+/** A worker's configuration: an internal admin API on loopback, its own replica id. */
+export function workerConfig(config: Config, id: number): Config {
+  return { ...config, admin: '127.0.0.1:0', replicaId: `${config.replicaId}-w${id}`, workers: 1 };
+}
+
+interface WorkerEntry {
+  worker: Worker;
+  id: number;
+  adminPort: number | null;
+}
+
+interface Answer {
+  status: number;
+  body: string;
+}
+
+const FORWARDED_HEADERS = ['authorization', 'content-type'];
+
+/**
+ * Runs the primary: forks the workers, serves the combined admin API, passes signals on.
+ * Resolves when the primary has stopped (after its workers); the caller exits.
+ */
+export async function runPrimary(config: Config, log: Logger): Promise<void> {
+  const n = workerCount(config);
+  const entries = new Map<number, WorkerEntry>();
+  let stopping = false;
+  let listen = '';
+
+  const fork = (): void => {
+    const worker = cluster.fork();
+    entries.set(worker.id, { worker, id: worker.id, adminPort: null });
+    worker.on('message', (m: unknown) => {
+      if (!isWorkerReady(m)) return;
+      const e = entries.get(worker.id);
+      if (e === undefined) return;
+      e.adminPort = m.adminPort;
+      listen = m.listen;
+      readyWaiters.splice(0).forEach((w) => w());
+    });
+  };
+  const readyWaiters: (() => void)[] = [];
+  const ready = (): WorkerEntry[] => [...entries.values()].filter((e) => e.adminPort !== null && e.worker.isConnected());
+
+  cluster.on('exit', (worker, code, signal) => {
+    entries.delete(worker.id);
+    if (stopping) {
+      if (entries.size === 0) exitWaiters.splice(0).forEach((w) => w());
+      return;
+    }
+    log.error({ worker: worker.id, code, signal }, 'worker died: starting another in 1 s');
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, 1000).unref();
+  });
+  const exitWaiters: (() => void)[] = [];
+
+  for (let i = 0; i < n; i++) fork();
+  // Until every worker listens (bounded: a worker that cannot start exits, and is replaced).
+  const startedBy = Date.now() + 60_000;
+  while (ready().length < n) {
+    if (Date.now() > startedBy) throw new Error(`only ${ready().length} of ${n} workers started within 60 s`);
+    await new Promise<void>((r) => {
+      readyWaiters.push(r);
+      setTimeout(r, 500).unref();
+    });
+  }
+
+  /** The same request to every worker's internal admin API. */
+  async function each(path: string, init: RequestInit = {}): Promise<Answer[]> {
+    return Promise.all(
+      ready().map(async (e) => {
+        try {
+          const r = await fetch(`http://127.0.0.1:${e.adminPort}${path}`, { ...init, signal: AbortSignal.timeout(5000) });
+          return { status: r.status, body: await r.text() };
+        } catch (err) {
+          return { status: 502, body: JSON.stringify({ error: `worker ${e.id}: ${(err as Error).message}` }) };
+        }
+      }),
+    );
+  }
+
+  const admin = http.createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      log.error({ err }, 'admin request failed');
+      if (!res.headersSent) send(res, 500, { error: 'internal error' });
+    });
+  });
+  admin.requestTimeout = 10_000;
+  admin.headersTimeout = 5_000;
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+    if (method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok', workers: ready().length });
+    if (method === 'GET' && path === '/readyz') {
+      if (stopping) return send(res, 503, { status: 'not ready', reason: 'shutting down' });
+      const answers = await each('/readyz');
+      const ok = answers.filter((a) => a.status === 200).length;
+      return ok > 0 ? send(res, 200, { status: 'ready', workers: `${ok}/${n}` }) : send(res, 503, { status: 'not ready', reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' });
+    }
+    if (method === 'GET' && path === '/metrics') {
+      const answers = await each('/metrics?format=json');
+      const parts = answers.filter((a) => a.status === 200).map((a) => JSON.parse(a.body) as object[]);
+      const registry = AggregatorRegistry.aggregate(parts);
+      res.writeHead(200, { 'content-type': registry.contentType });
+      res.end(await registry.metrics());
+      return;
+    }
+    if (method === 'GET' && path === '/api/sessions') {
+      const answers = await each(`/api/sessions${url.search}`);
+      return send(res, 200, answers.filter((a) => a.status === 200).flatMap((a) => JSON.parse(a.body) as unknown[]));
+    }
+    if (method === 'GET' && path === '/api/backends') {
+      const answers = (await each('/api/backends')).filter((a) => a.status === 200).map((a) => JSON.parse(a.body) as { name: string; sessions: number }[]);
+      const merged = new Map<string, { name: string; sessions: number }>();
+      for (const list of answers) {
+        for (const b of list) {
+          const prev = merged.get(b.name);
+          if (prev === undefined) merged.set(b.name, { ...b });
+          else prev.sessions += b.sessions;
+        }
+      }
+      return send(res, 200, [...merged.values()]);
+    }
+    if (/^\/api\/backends\/[^/]+\/(drain|undrain)$/.test(path)) {
+      const body = await readBody(req);
+      const headers: Record<string, string> = {};
+      for (const h of FORWARDED_HEADERS) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
+      const answers = await each(`${path}${url.search}`, { method, headers, body: method === 'GET' ? null : body });
+      const failed = answers.find((a) => a.status < 200 || a.status >= 300);
+      const pick = failed ?? answers[0];
+      if (pick === undefined) return send(res, 503, { error: 'no worker' });
+      log.info({ path, workers: answers.length, status: pick.status }, 'admin command sent to every worker');
+      res.writeHead(pick.status, { 'content-type': 'application/json; charset=utf-8', 'x-rtmp-goaway-workers': String(answers.length) });
+      res.end(pick.body);
+      return;
+    }
+    return send(res, 404, { error: `no route for ${method} ${path}` });
+  }
+
+  let adminAt: string | null = null;
+  if (config.admin !== '') {
+    const { host, port } = parseHostPort(config.admin);
+    await new Promise<void>((resolve, reject) => {
+      admin.once('error', reject);
+      admin.listen({ host, port }, () => {
+        admin.off('error', reject);
+        admin.on('error', (err) => log.warn({ err: err.message }, 'admin listener error'));
+        resolve();
+      });
+    });
+    const a = admin.address() as { address: string; port: number };
+    adminAt = `${a.address}:${a.port}`;
+  }
+  log.info({ listen, admin: adminAt, workers: n, pid: process.pid }, 'proxy listening');
+
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const stop = (signal: string): void => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal }, 'second signal: killing the workers');
+        for (const e of entries.values()) e.worker.process.kill('SIGKILL');
+        resolve();
+        return;
+      }
+      stopping = true;
+      log.info({ signal, workers: entries.size }, 'stopping: SIGTERM to every worker');
+      for (const e of entries.values()) e.worker.process.kill('SIGTERM');
+      if (entries.size === 0) resolve();
+      else exitWaiters.push(resolve);
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info({ workers: entries.size }, 'SIGHUP passed to every worker');
+      for (const e of entries.values()) e.worker.process.kill('SIGHUP');
+    });
+  });
+  await new Promise<void>((r) => admin.close(() => r()));
+  log.info('stopped');
+}

@@ -1,0 +1,88 @@
+// Cluster mode through real processes: `serve --workers 2` (a primary and two workers sharing the
+// listener), publishers spread over both workers, and one admin API that stays coherent: every
+// session listed, metrics summed, a drain reaching the publishers of every worker, SIGTERM
+// stopping them all.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { RtmpPublisher } from '../../src/client/rtmp-client.js';
+import { eventually } from '../helpers/proxy.js';
+import { RecordingRtmpServer } from '../helpers/recording-rtmp-server.js';
+import { type ServeChild, spawnServe } from '../helpers/redis.js';
+
+interface ApiSession {
+  id: string;
+  backend: string | null;
+  state: string;
+}
+
+describe('cluster mode: serve --workers 2', () => {
+  const b1 = new RecordingRtmpServer();
+  const b2 = new RecordingRtmpServer();
+  let proxy: ServeChild;
+  const pubs: RtmpPublisher[] = [];
+  const api = async <T>(path: string, init?: RequestInit): Promise<T> => {
+    const r = await fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, init);
+    assert.ok(r.ok, `${path}: HTTP ${r.status} ${await r.clone().text()}`);
+    return (await r.json()) as T;
+  };
+
+  before(async () => {
+    await b1.listen();
+    await b2.listen();
+    proxy = await spawnServe(['--workers', '2', '--backend', `b1=127.0.0.1:${b1.port}`, '--backend', `b2=127.0.0.1:${b2.port}`, '--health-enabled', 'false', '--drain-deadline-ms', '30s']);
+  });
+  after(async () => {
+    for (const p of pubs) p.destroy();
+    await proxy?.kill();
+    await b1.close();
+    await b2.close();
+  });
+
+  test('sessions spread over both workers; the primary lists them all and sums the metrics', async (t) => {
+    for (let i = 0; i < 8; i++) {
+      const pub = new RtmpPublisher(`rtmp://127.0.0.1:${proxy.port}/live/c${i}`, { supportsGoAway: true });
+      pub.on('error', () => {});
+      pubs.push(pub);
+      await pub.publish();
+    }
+    const sessions = await eventually(async () => {
+      const s = await api<ApiSession[]>('/api/sessions');
+      return s.length === 8 && s.every((x) => x.state === 'publishing') ? s : null;
+    }, 'eight publishing sessions');
+    // Session ids start with the worker's pid (s<pid base 36>-<n>).
+    const pids = new Set(sessions.map((s) => s.id.split('-')[0]));
+    t.diagnostic(`sessions per worker: ${[...pids].map((p) => `${p}=${sessions.filter((s) => s.id.startsWith(`${p}-`)).length}`).join(' ')}`);
+    assert.equal(pids.size, 2, 'both workers took sessions');
+    const backends = await api<{ name: string; sessions: number }[]>('/api/backends');
+    assert.equal(backends.reduce((n, b) => n + b.sessions, 0), 8, 'backend session counts summed over the workers');
+    const metrics = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
+    const active = [...metrics.matchAll(/^rtmp_goaway_sessions_active\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    assert.equal(active, 8, 'sessions_active summed');
+    assert.match(metrics, /^rtmp_goaway_backend_up\{backend="b1"\} 1$/m, 'gauges combined, not summed');
+    const ready = await fetch(`http://127.0.0.1:${proxy.adminPort}/readyz`);
+    assert.equal(ready.status, 200);
+  });
+
+  test('a drain through the primary reaches the publishers of every worker', async () => {
+    const sessions = await api<ApiSession[]>('/api/sessions');
+    const onB1 = sessions.filter((s) => s.backend === 'b1');
+    assert.ok(onB1.length > 0);
+    const res = await api<{ backend: string }>('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 30_000 }), headers: { 'content-type': 'application/json' } });
+    assert.equal(res.backend, 'b1');
+    await eventually(() => pubs.filter((p) => p.goAwayReceived).length === onB1.length, `Go Away to the ${onB1.length} publishers on b1, whichever worker holds them`);
+    const backends = await api<{ name: string; state: string }[]>('/api/backends');
+    assert.equal(backends.find((b) => b.name === 'b1')?.state, 'draining');
+    // A new session, on whichever worker, avoids b1.
+    const pub = new RtmpPublisher(`rtmp://127.0.0.1:${proxy.port}/live/after-drain`);
+    pubs.push(pub);
+    await pub.publish();
+    await eventually(() => b2.publishersOf('after-drain').length === 1, 'the new session on b2');
+  });
+
+  test('SIGTERM: the primary stops every worker and exits 0', async () => {
+    proxy.child.kill('SIGTERM');
+    const { code } = await proxy.exited(30_000);
+    assert.equal(code, 0);
+    await eventually(() => pubs.every((p) => p.socket === null || p.socket.destroyed || p.socket.readyState === 'closed'), 'every publisher disconnected');
+  });
+});
