@@ -36,7 +36,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HAPROXY, RUNTIME_TUNED, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, opensslAvailable, startMiddle } from './lib/middles.js';
-import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, nowSec, pin, rssBytes, sleep, spawnReady, threadCpuSeconds } from './lib/proc.js';
+import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, minorFaults, nowSec, pin, readCalls, rssBytes, sleep, spawnReady, threadCpuSeconds } from './lib/proc.js';
 import { NOMINAL_BPS, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
@@ -249,6 +249,8 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
   const c0 = cpuOf(m.pid);
   const t0 = m.pid === null ? null : threadCpuSeconds(m.pid);
+  const f0 = m.pid === null ? null : minorFaults(m.pid);
+  const r0 = m.pid === null ? null : readCalls(m.pid);
   const g0 = cpuSeconds(procs.gen);
   const k0 = cpuSeconds(procs.sink);
   const o0 = cpuSeconds(process.pid);
@@ -257,6 +259,8 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
   const c1 = cpuOf(m.pid);
   const t1 = m.pid === null ? null : threadCpuSeconds(m.pid);
+  const f1 = m.pid === null ? null : minorFaults(m.pid);
+  const r1 = m.pid === null ? null : readCalls(m.pid);
   const g1 = cpuSeconds(procs.gen);
   const k1 = cpuSeconds(procs.sink);
   const o1 = cpuSeconds(process.pid);
@@ -282,7 +286,15 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
     backgroundCpuPercent: Math.max(0, ((b1 - b0 - (g1 - g0) - (k1 - k0) - (o1 - o0) - (c1 === null ? 0 : c1 - c0!)) / seconds) * 100),
     bytesSent: Object.values(stopped.written).reduce((a, b) => a + b, 0),
     complete: delivered.complete,
+    ...readStats(f0, f1, r0, r1),
   };
+}
+
+/** Per read syscall of the middle during a window: bytes, and minor page faults (the malloc trim symptom, docs/performance.md). */
+function readStats(f0: number | null, f1: number | null, r0: { calls: number; bytes: number } | null, r1: { calls: number; bytes: number } | null): { bytesPerRead: number | null; minorFaultsPerRead: number | null } {
+  if (r0 === null || r1 === null || r1.calls <= r0.calls) return { bytesPerRead: null, minorFaultsPerRead: null };
+  const reads = r1.calls - r0.calls;
+  return { bytesPerRead: (r1.bytes - r0.bytes) / reads, minorFaultsPerRead: f0 === null || f1 === null ? null : (f1 - f0) / reads };
 }
 
 async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number, hooks: { start?(): void; end?(): void } = {}): Promise<RunResult['paced'][number]> {

@@ -27,6 +27,24 @@ export function machineBusySeconds(): number {
   return (f[0]! + f[1]! + f[2]!) / CLK_TCK;
 }
 
+/** Minor page faults of the process so far (/proc/PID/stat field 10). */
+export function minorFaults(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
+/** Read syscalls and bytes read by the process so far (/proc/PID/io; null when not readable). */
+export function readCalls(pid: number): { calls: number; bytes: number } | null {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'latin1');
+    const calls = /^syscr: (\d+)/m.exec(io);
+    const bytes = /^rchar: (\d+)/m.exec(io);
+    return calls === null || bytes === null ? null : { calls: Number(calls[1]), bytes: Number(bytes[1]) };
+  } catch {
+    return null;
+  }
+}
+
 /** CPU seconds of the main thread (the thread whose id is the pid) and of all other threads (GC helpers, libuv pool, …). */
 export function threadCpuSeconds(pid: number): { main: number; others: number } {
   let main = 0;

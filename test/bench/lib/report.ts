@@ -35,6 +35,9 @@ export interface RunResult {
     complete: boolean;
     /** CPU used by processes other than the bench's own (other users of the machine) during the window, % of one core. */
     backgroundCpuPercent: number | null;
+    /** The middle's read syscalls during the window: bytes per read, minor page faults per read (absent in older results). */
+    bytesPerRead?: number | null;
+    minorFaultsPerRead?: number | null;
   } | null;
   paced: {
     publishers: number;
@@ -167,6 +170,7 @@ export function renderReport(result: BenchResult): string {
   if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'direct' ? '—' : m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
   if (has('haproxy')) rows.push(['… ratio to HAProxy', (m) => (m === 'direct' ? '—' : m === 'haproxy' ? '1' : cell(perRep(result, m, 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
   rows.push(['… middle CPU % during bulk: main thread / other threads', (m) => (m === 'direct' ? '—' : `${cell(of(m, (r) => r.bulk?.mainThreadCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.otherThreadsCpuPercent ?? null), 0)}`)]);
+  rows.push(['… middle: KiB per read syscall / minor page faults per read', (m) => (m === 'direct' ? '—' : `${cell(of(m, (r) => (r.bulk?.bytesPerRead == null ? null : r.bulk.bytesPerRead / KiB)), 1)} / ${cell(of(m, (r) => r.bulk?.minorFaultsPerRead ?? null), 1)}`)]);
   rows.push(['… load generator / sink CPU % during bulk', (m) => `${cell(of(m, (r) => r.bulk?.loadgenCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.sinkCpuPercent ?? null), 0)}`]);
   rows.push(['… other processes on the machine, CPU % during bulk', (m) => cell(of(m, (r) => r.bulk?.backgroundCpuPercent ?? null), 0)]);
   const levels = [...new Set(result.runs.flatMap((r) => r.paced.map((p) => p.publishers)))].sort((a, b) => a - b);
