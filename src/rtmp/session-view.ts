@@ -71,8 +71,8 @@ export class SessionView {
     lastMediaTimestamp: null,
     lastAudioTimestamp: null,
   };
-  /** Transaction ids of createStream calls awaiting their _result. */
-  private readonly createStreamTxns = new Set<number>();
+  /** Transaction ids of createStream calls awaiting their _result (null when none: sessions live long, the list is short-lived). */
+  private createStreamTxns: number[] | null = null;
 
   constructor(
     private readonly events: SessionViewEvents = {},
@@ -119,7 +119,10 @@ export class SessionView {
         this.events.connect?.(this.facts.connect);
         return;
       case 'createStream':
-        if (this.createStreamTxns.size < 16) this.createStreamTxns.add(cmd.transactionId);
+      {
+        const txns = (this.createStreamTxns ??= []);
+        if (txns.length < 16 && !txns.includes(cmd.transactionId)) txns.push(cmd.transactionId);
+      }
         return;
       case 'publish': {
         const p = readPublish(cmd);
@@ -139,11 +142,21 @@ export class SessionView {
     }
   }
 
+  /** Removes `txn` from the awaited createStream transactions; true if it was there. */
+  private takeCreateStreamTxn(txn: number): boolean {
+    const txns = this.createStreamTxns;
+    const i = txns === null ? -1 : txns.indexOf(txn);
+    if (i < 0) return false;
+    txns!.splice(i, 1);
+    if (txns!.length === 0) this.createStreamTxns = null;
+    return true;
+  }
+
   private serverCommand(cmd: Command): void {
     if ((cmd.name === '_result' || cmd.name === '_error') && cmd.transactionId === this.facts.connectTransactionId && this.facts.connect !== null) {
       this.facts.connectAnswered = true;
     }
-    if (cmd.name === '_result' && this.createStreamTxns.delete(cmd.transactionId)) {
+    if (cmd.name === '_result' && this.takeCreateStreamTxn(cmd.transactionId)) {
       const id = readCreateStreamResult(cmd);
       if (id !== null) this.facts.streamId = id;
       return;
