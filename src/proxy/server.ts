@@ -68,6 +68,11 @@ export class ProxyServer {
   private readonly closeWaiters = new Set<() => void>();
   /** Connections accepted but not yet sessions (they count towards limits.maxSessions). */
   private readonly opening = new Set<Opening>();
+
+  /** Connections accepted but not yet sessions (reading a PROXY header or in the TLS handshake). */
+  get openingCount(): number {
+    return this.opening.size;
+  }
   readonly admission: Admission;
   private readonly acceptPP: 'off' | 'optional' | 'required';
   private readonly backendPP: BackendProxyProtocol;
@@ -317,12 +322,17 @@ export class ProxyServer {
     }
     o.stage = 'tls';
     const context = this.tlsContext!;
-    // TLS runs over a stream wrapper of the raw socket, not over its handle: bytes already read
-    // (a PROXY header's tail) are kept, and closing the raw socket closes everything.
-    const tsock = new tls.TLSSocket(streamOf(sock) as unknown as net.Socket, { isServer: true, secureContext: context });
+    // After a PROXY header, TLS runs over a stream wrapper of the raw socket, not over its handle:
+    // bytes already read (the header's tail) are kept, and closing the raw socket closes
+    // everything. Without one nothing was read ahead, so TLS runs natively on the socket's handle
+    // (bench: 0.19–0.23 vs 0.26 CPU-s/Gbit, 63 vs 73 KiB per idle TLS session).
+    const tsock = new tls.TLSSocket(this.acceptPP === 'off' ? sock : (streamOf(sock) as unknown as net.Socket), { isServer: true, secureContext: context });
     o.tls = tsock;
     // Before `secure` the pending connection's timer covers the handshake; once a session, the session's handlers take over.
     tsock.on('error', (err) => this.fail(o, 'tls-handshake-failed', { err: err.message }));
+    // Natively wrapped, the raw socket may no longer report the peer leaving mid-handshake.
+    tsock.once('close', () => this.abandon(o));
+    tsock.once('end', () => this.abandon(o));
     tsock.once('secure', () => {
       if (o.done) return void tsock.destroy();
       const release = o.release;

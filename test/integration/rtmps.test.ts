@@ -173,4 +173,17 @@ describe('RTMPS listener', () => {
     // Clients that leave after the handshake are not reported as timeouts.
     assert.equal(await rejected(p0, 'tls-handshake-timeout'), 0);
   });
+
+  test('a client that leaves in the middle of its TLS handshake is released at once, not at the handshake timeout', async (t) => {
+    const p0 = await proxy(t);
+    if (p0 === null) return;
+    const port = p0.proxy.tlsAddress!.port;
+    const timeouts = await rejected(p0, 'tls-handshake-timeout');
+    const s = net.connect(port, '127.0.0.1', () => s.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]))); // half a ClientHello
+    s.on('error', () => {});
+    await eventually(() => p0.proxy.server.openingCount === 1, 'the handshake in progress');
+    s.destroy();
+    await eventually(() => p0.proxy.server.openingCount === 0, 'released when the client left');
+    assert.equal(await rejected(p0, 'tls-handshake-timeout'), timeouts, 'not left to the handshake timeout');
+  });
 });
