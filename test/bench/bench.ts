@@ -36,7 +36,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { HAPROXY, RUNTIME_TUNED, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, opensslAvailable, startMiddle } from './lib/middles.js';
-import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, minorFaults, nowSec, pin, readCalls, rssBytes, sleep, spawnReady, threadCpuSeconds } from './lib/proc.js';
+import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, minorFaults, nowSec, pin, processTree, readCalls, rssBytes, sleep, spawnReady, threadCpuSeconds, treeSum } from './lib/proc.js';
 import { NOMINAL_BPS, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
@@ -146,7 +146,9 @@ function availableMiddles(): MiddleName[] {
   // RTMPS costs a TLS load generator too: in the full run (and on request), not in the smoke run.
   if (opensslAvailable()) all.splice(all.lastIndexOf(all.includes('proxy-b') ? 'proxy-b' : 'proxy') + 1, 0, 'proxy-tls');
   else log('openssl not installed: proxy-tls (RTMPS) skipped');
-  if (argv.middles === undefined) return smoke ? all.filter((m) => m !== 'proxy-tls') : all;
+  // Cluster mode (`serve --workers 2`): in the full run, after the single-process proxy.
+  all.splice(all.lastIndexOf(all.includes('proxy-tls') ? 'proxy-tls' : 'proxy') + 1, 0, 'proxy-cluster');
+  if (argv.middles === undefined) return smoke ? all.filter((m) => m !== 'proxy-tls' && m !== 'proxy-cluster') : all;
   const wanted = argv.middles.split(',').map((s) => s.trim()) as MiddleName[];
   for (const w of wanted) if (!all.includes(w)) throw new Error(`middle ${w} is not available (have: ${all.join(', ')})`);
   return wanted;
@@ -209,7 +211,28 @@ async function waitDelivered(sink: RpcChild, lo: number, sent: { written: Record
   return { complete: ok, dropped: failed.size };
 }
 
-const cpuOf = (pid: number | null): number | null => (pid === null ? null : cpuSeconds(pid));
+/** The middle's CPU seconds; for the cluster, of the primary and its workers together. */
+const cpuOfMiddle = (m: RunningMiddle): number | null => (m.pid === null ? null : m.tree ? treeSum(m.pid, (p) => cpuSeconds(p)) : cpuSeconds(m.pid));
+/** The middle's RSS in bytes (summed over the cluster's processes). */
+const rssOfMiddle = (m: RunningMiddle): number | null => (m.pid === null ? null : m.tree ? treeSum(m.pid, rssBytes) : rssBytes(m.pid));
+const threadsOfMiddle = (m: RunningMiddle): { main: number; others: number } | null => {
+  if (m.pid === null) return null;
+  if (!m.tree) return threadCpuSeconds(m.pid);
+  const all = processTree(m.pid).map((p) => {
+    try {
+      return threadCpuSeconds(p);
+    } catch {
+      return { main: 0, others: 0 };
+    }
+  });
+  return { main: all.reduce((n, t) => n + t.main, 0), others: all.reduce((n, t) => n + t.others, 0) };
+};
+const faultsOfMiddle = (m: RunningMiddle): number | null => (m.pid === null ? null : m.tree ? treeSum(m.pid, minorFaults) : minorFaults(m.pid));
+const readsOfMiddle = (m: RunningMiddle): { calls: number; bytes: number } | null => {
+  if (m.pid === null) return null;
+  if (!m.tree) return readCalls(m.pid);
+  return { calls: treeSum(m.pid, (p) => readCalls(p)?.calls ?? 0), bytes: treeSum(m.pid, (p) => readCalls(p)?.bytes ?? 0) };
+};
 
 /** RSS after a full GC, for Node middles (null for others). */
 async function rssAfterGc(m: RunningMiddle): Promise<number | null> {
@@ -220,13 +243,13 @@ async function rssAfterGc(m: RunningMiddle): Promise<number | null> {
 }
 
 async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number): Promise<RunResult['idle']> {
-  const before = m.pid === null ? null : rssBytes(m.pid);
+  const before = rssOfMiddle(m);
   const beforeGc = await rssAfterGc(m);
   const lo = allocIds(n);
   const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, tls: m.tls === true, n, idBase: lo, parallel: 100 });
   if (r.failed > 0) problems.push(`${m.name} idle: ${r.failed} of ${n} sessions failed: ${r.firstError}`);
   await sleep(scale.idleSettleMs);
-  const after = m.pid === null ? null : rssBytes(m.pid);
+  const after = rssOfMiddle(m);
   const afterGc = await rssAfterGc(m);
   await gen.call('idleClose');
   await sink.call('forget', { lo, hi: lo + n });
@@ -247,20 +270,20 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
   await sleep(scale.bulkWarmupMs);
   hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
-  const c0 = cpuOf(m.pid);
-  const t0 = m.pid === null ? null : threadCpuSeconds(m.pid);
-  const f0 = m.pid === null ? null : minorFaults(m.pid);
-  const r0 = m.pid === null ? null : readCalls(m.pid);
+  const c0 = cpuOfMiddle(m);
+  const t0 = threadsOfMiddle(m);
+  const f0 = faultsOfMiddle(m);
+  const r0 = readsOfMiddle(m);
   const g0 = cpuSeconds(procs.gen);
   const k0 = cpuSeconds(procs.sink);
   const o0 = cpuSeconds(process.pid);
   const b0 = machineBusySeconds();
   await sleep(scale.bulkMeasureMs);
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
-  const c1 = cpuOf(m.pid);
-  const t1 = m.pid === null ? null : threadCpuSeconds(m.pid);
-  const f1 = m.pid === null ? null : minorFaults(m.pid);
-  const r1 = m.pid === null ? null : readCalls(m.pid);
+  const c1 = cpuOfMiddle(m);
+  const t1 = threadsOfMiddle(m);
+  const f1 = faultsOfMiddle(m);
+  const r1 = readsOfMiddle(m);
   const g1 = cpuSeconds(procs.gen);
   const k1 = cpuSeconds(procs.sink);
   const o1 = cpuSeconds(process.pid);
@@ -305,10 +328,10 @@ async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: 
   await sleep(scale.pacedWarmupMs);
   hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
-  const c0 = cpuOf(m.pid);
+  const c0 = cpuOfMiddle(m);
   await sleep(scale.pacedMeasureMs);
   const s1 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + n, perConn: true });
-  const c1 = cpuOf(m.pid);
+  const c1 = cpuOfMiddle(m);
   hooks.end?.();
   const stopped = await gen.call<{ written: Record<number, number>; errors: string[]; failedIds: number[]; skipped: number }>('pacedStop');
   if (stopped.errors.length > 0) log(`${m.name} paced ${n}: ${stopped.errors.length} publisher socket error(s), e.g. ${stopped.errors[0]}`);
@@ -580,13 +603,13 @@ async function main(): Promise<void> {
       const order = middles.map((_, i) => middles[(i + rep) % middles.length]!);
       for (const name of order) {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
-        const nodeArgs = name === 'proxy' || name === 'proxy-tls' ? proxyArgs : name === 'proxy-b' ? proxyBArgs : name === 'node-relay' ? runtime.nodeArgs : [];
+        const nodeArgs = name === 'proxy' || name === 'proxy-tls' || name === 'proxy-cluster' ? proxyArgs : name === 'proxy-b' ? proxyBArgs : name === 'node-relay' ? runtime.nodeArgs : [];
         const env = name === 'proxy-b' ? runtimeB.env : middleEnv;
         const m = await startMiddle(name, sinkPort, { proxyCode, nodeArgs, env, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
         if (pinMode === 'split' && m.pid !== null) pin(m.pid, String(ncpu - 1));
         try {
           await sleep(smoke ? 50 : 300);
-          const rssIdle = m.pid === null ? null : rssBytes(m.pid);
+          const rssIdle = rssOfMiddle(m);
           log(`rep ${rep + 1}/${scale.reps} ${name}: idle ${scale.idleSessions} sessions`);
           const idle = phases.has('idle') ? await measureIdle(gen, sink, m, scale.idleSessions) : { sessions: 0, setupSeconds: 0, rssBefore: null, rssAfter: null, rssPerSession: null, rssPerSessionAfterGc: null };
           if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, '0');

@@ -15,7 +15,7 @@ import { type Started, sleep, spawnReady, stopChild } from './proc.js';
 const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const PROJECT_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
-export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'proxy-b' | 'proxy-tls' | 'haproxy' | 'nginx';
+export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'proxy-b' | 'proxy-tls' | 'proxy-cluster' | 'haproxy' | 'nginx';
 
 export interface RunningMiddle {
   name: MiddleName;
@@ -27,6 +27,8 @@ export interface RunningMiddle {
   tls?: boolean;
   /** The middle's process (null for direct). */
   pid: number | null;
+  /** Several processes (cluster primary + workers): CPU and RSS are summed over the tree below `pid`. */
+  tree?: boolean;
   adminPort: number | null;
   stop(): Promise<void>;
   /** Last output of the process, for error messages. */
@@ -196,6 +198,25 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
       };
       return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT, env }));
     }
+    case 'proxy-cluster': {
+      // `serve --workers 2` (cluster mode) as shipped: its CPU and RSS are summed over the primary
+      // and its workers (processTree); fan-out goes through the primary's admin API.
+      const code = opts.proxyCode ?? 'src';
+      const port = await freePort();
+      const adminPort = await freePort();
+      const entry = code === 'dist' ? [join(PROJECT_ROOT, 'bin/rtmp-goaway-proxy.js')] : ['--import', 'tsx', '-e', 'import("./src/cli.ts").then((m) => m.main(["node", "rtmp-goaway-proxy", ...process.argv.slice(1)]))', '--'];
+      const args = [
+        ...(opts.nodeArgs ?? []),
+        ...entry,
+        'serve', '--workers', '2', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, '--backend', `b1=127.0.0.1:${backendPort}`,
+        '--health-enabled', 'false', '--log-level', 'warn', '--limits-idle-timeout-ms', '10m', '--limits-handshake-timeout-ms', '60s', '--limits-max-sessions', '100000',
+        ...(opts.redisUrl !== undefined ? ['--redis-url', opts.redisUrl] : []),
+      ];
+      const dir = mkdtempSync(join(tmpdir(), 'bench-cluster-'));
+      // The primary opens its admin port once both workers listen.
+      const m = await startByPort(name, process.execPath, args, adminPort, dir, { cwd: PROJECT_ROOT, env: { ...process.env, ...opts.env } });
+      return { ...m, port, adminPort, tree: true };
+    }
     case 'haproxy': {
       if (HAPROXY === null) throw new Error('haproxy is not installed');
       const dir = mkdtempSync(join(tmpdir(), 'bench-haproxy-'));
@@ -259,8 +280,8 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
 }
 
 /** For servers that print no ready line: spawn, then wait until the port accepts. */
-async function startByPort(name: MiddleName, cmd: string, args: string[], port: number, dir: string): Promise<RunningMiddle> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startByPort(name: MiddleName, cmd: string, args: string[], port: number, dir: string, spawnOpts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunningMiddle> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOpts });
   let out = '';
   child.stdout.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-10_000)));
   child.stderr.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-10_000)));

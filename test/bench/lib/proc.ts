@@ -62,6 +62,44 @@ export function threadCpuSeconds(pid: number): { main: number; others: number } 
   return { main, others };
 }
 
+/** `pid` and every process below it (a cluster primary and its workers), from the ppid in /proc/<pid>/stat. */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${d}/stat`, 'latin1');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const list = children.get(ppid);
+    if (list === undefined) children.set(ppid, [Number(d)]);
+    else list.push(Number(d));
+  }
+  const out: number[] = [];
+  const visit = (p: number): void => {
+    out.push(p);
+    for (const c of children.get(p) ?? []) visit(c);
+  };
+  visit(pid);
+  return out;
+}
+
+/** Sums `f` over a middle's process tree (one process for every middle but the cluster). */
+export function treeSum(pid: number, f: (pid: number) => number): number {
+  let n = 0;
+  for (const p of processTree(pid)) {
+    try {
+      n += f(p);
+    } catch {
+      // the process ended meanwhile
+    }
+  }
+  return n;
+}
+
 /** Resident set size in bytes (VmRSS of /proc/PID/status). */
 export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'latin1');

@@ -97,6 +97,7 @@ const LABEL: Record<MiddleName, string> = {
   proxy: 'this proxy',
   'proxy-b': 'proxy B',
   'proxy-tls': 'this proxy, RTMPS',
+  'proxy-cluster': 'this proxy, 2 workers',
   haproxy: 'HAProxy',
   nginx: 'nginx stream',
 };
