@@ -6,7 +6,7 @@ import type { BackendPool } from '../balancer/pool.js';
 import type { ProxyMetrics } from '../control/metrics.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
-import { type SessionOrigin, type SessionSettings, Session } from './session.js';
+import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
 
 export interface ProxyServerOptions {
   host: string;
@@ -345,42 +345,53 @@ export class ProxyServer {
   }
 
   private startSession(sock: net.Socket, origin: SessionOrigin, release: (() => void) | null): void {
-    const m = this.metrics;
-    const session = new Session(sock, this.pool, this.opts.session, {
-      routed: (s) => s.logStart(),
-      closed: (s) => {
-        this.sessions.delete(s.id);
-        release?.();
-        this.closedBytes.c2s += s.bytesIn;
-        this.closedBytes.s2c += s.bytesOut;
-        if (m !== null) {
-          if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
-          else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted' || s.closeReason === 'no-route') {
-            // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
-            m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
-          }
-          m.sessionsClosed.inc({ reason: s.closeReason ?? 'unknown' });
-        }
-        if (this.sessions.size === 0) {
-          for (const w of this.closeWaiters) w();
-          this.closeWaiters.clear();
-        }
-      },
-      goAwayWritten: (s) => m?.goAwaySent.inc({ backend: s.backendName ?? 'none', key: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
-      parseFallback: (_s, direction, err) => m?.parseFallbacks.inc({ direction, reason: err.code }),
-      connectFailed: (s, backend, err) => {
-        if (isFdExhausted(err)) {
-          this.fdStarved.add(s);
-          this.logRateLimited(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
-          return;
-        }
-        m?.backendConnectFailures.inc({ backend });
-        this.log.warn({ session: s.id, backend, err: err.message }, 'backend connect failed');
-      },
-    }, this.log, origin);
+    const session = new Session(sock, this.pool, this.opts.session, this.sessionHooks, this.log, origin);
+    if (release !== null) this.releases.set(session, release);
     this.sessions.set(session.id, session);
     session.start();
   }
+
+  /** Per-IP admission slots to give back when their session ends. */
+  private readonly releases = new Map<Session, () => void>();
+
+  /** One hooks object for every session (no closures per session). */
+  private readonly sessionHooks: SessionHooks = {
+    routed: (s) => s.logStart(),
+    closed: (s) => {
+      const m = this.metrics;
+      this.sessions.delete(s.id);
+      const release = this.releases.get(s);
+      if (release !== undefined) {
+        this.releases.delete(s);
+        release();
+      }
+      this.closedBytes.c2s += s.bytesIn;
+      this.closedBytes.s2c += s.bytesOut;
+      if (m !== null) {
+        if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
+        else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted' || s.closeReason === 'no-route') {
+          // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
+          m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
+        }
+        m.sessionsClosed.inc({ reason: s.closeReason ?? 'unknown' });
+      }
+      if (this.sessions.size === 0) {
+        for (const w of this.closeWaiters) w();
+        this.closeWaiters.clear();
+      }
+    },
+    goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', key: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
+    parseFallback: (_s, direction, err) => this.metrics?.parseFallbacks.inc({ direction, reason: err.code }),
+    connectFailed: (s, backend, err) => {
+      if (isFdExhausted(err)) {
+        this.fdStarved.add(s);
+        this.logRateLimited(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
+        return;
+      }
+      this.metrics?.backendConnectFailures.inc({ backend });
+      this.log.warn({ session: s.id, backend, err: err.message }, 'backend connect failed');
+    },
+  };
 
   /** Bytes ever forwarded (closed + live sessions), monotonic. */
   bytesTotal(): { c2s: number; s2c: number } {
