@@ -880,24 +880,12 @@ export class Session implements StrategySession {
   goAway(): boolean {
     if (this.finished || !this.supportsGoAway) return false;
     if (this.goAwayRequested) return true;
-    if (this.late) {
-      // The proxy writes whole messages to this client: any point between two is a chunk boundary.
-      this.goAwayRequested = true;
-      this.sendToClient(goAwayMessage());
+    const written = (): void => {
       this.goAwaySentAt = Date.now();
       this.hooks.goAwayWritten(this);
       this.log.info({ session: this.id, backend: this.backendName }, 'go away sent');
-      return true;
-    }
-    const out = this.s2c.inject(CONTROL_CSID, goAwayChunk(), () => {
-      this.goAwaySentAt = Date.now();
-      this.hooks.goAwayWritten(this);
-      this.log.info({ session: this.id, backend: this.backendName }, 'go away sent');
-    });
-    if (out === null) return false;
-    this.goAwayRequested = true;
-    this.writeToClient(out);
-    return true;
+    };
+    return (this.goAwayRequested = this.tellClient(CONTROL_CSID, goAwayChunk, goAwayMessage, written));
   }
 
   /**
@@ -909,22 +897,28 @@ export class Session implements StrategySession {
     if (this.finished || this.capability !== 'erpc') return false;
     if (this.reconnectRequested) return true;
     const tcUrl = this.settings.erpc?.tcUrl;
-    const msg = reconnectRequestMessage(tcUrl ? { tcUrl } : {});
-    if (this.late) {
-      this.reconnectRequested = true;
-      this.sendToClient(msg);
+    const msg = (): OutgoingMessage => reconnectRequestMessage(tcUrl ? { tcUrl } : {});
+    const written = (): void => {
       this.reconnectRequestSentAt = Date.now();
       this.settings.metrics?.reconnectRequests.inc({ backend: this.backendName ?? 'none' });
       this.log.info({ session: this.id, backend: this.backendName, tcUrl: tcUrl || null }, 'reconnect request sent');
+    };
+    return (this.reconnectRequested = this.tellClient(COMMAND_CSID, msg, msg, written));
+  }
+
+  /**
+   * Puts a message for the client between two chunks of the server's stream (the injector), or,
+   * when the proxy writes this client's stream itself (late binding), between two messages: any
+   * such point is a chunk boundary. `written` runs once it is in the client's write queue.
+   */
+  private tellClient(csid: number, injected: () => Buffer | OutgoingMessage, whole: () => OutgoingMessage, written: () => void): boolean {
+    if (this.late) {
+      this.sendToClient(whole());
+      written();
       return true;
     }
-    const out = this.s2c.inject(COMMAND_CSID, msg, () => {
-      this.reconnectRequestSentAt = Date.now();
-      this.settings.metrics?.reconnectRequests.inc({ backend: this.backendName ?? 'none' });
-      this.log.info({ session: this.id, backend: this.backendName, tcUrl: tcUrl || null }, 'reconnect request sent');
-    });
+    const out = this.s2c.inject(csid, injected(), written);
     if (out === null) return false;
-    this.reconnectRequested = true;
     this.writeToClient(out);
     return true;
   }
