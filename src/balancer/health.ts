@@ -6,6 +6,15 @@ import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { BackendConfig, HealthProbe } from './types.js';
 
+/**
+ * Out of file descriptors (per process or system-wide): our limit, not the peer's fault. A probe
+ * or a connect failing this way says nothing about the backend.
+ */
+export function isFdExhausted(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
+
 /** RTMP spec §5.2 (kept local so this module does not depend on the RTMP codec). */
 const RTMP_VERSION = 3;
 const HANDSHAKE_PACKET_SIZE = 1536;

@@ -20,7 +20,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { BackendView, Placement, RouteRequest, Router } from '../proxy/routing.js';
-import { tcpProbe } from './health.js';
+import { isFdExhausted, tcpProbe } from './health.js';
 import { spreadOver } from './spread.js';
 import type {
   BackendConfig,
@@ -799,8 +799,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
         this.setHealth(e, 'up', `${e.consecutiveSuccesses} consecutive successful checks`);
       }
     } else {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EMFILE' || code === 'ENFILE') {
+      if (isFdExhausted(err)) {
         // This process is out of file descriptors: the probe says nothing about the backend.
         this.log?.debug({ backend: name, err: err.message }, 'health check skipped: out of file descriptors');
         return;

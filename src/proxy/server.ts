@@ -3,6 +3,7 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
+import { isFdExhausted } from '../balancer/health.js';
 import type { ProxyMetrics } from '../control/metrics.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
@@ -36,12 +37,6 @@ export type RejectReason =
 
 /** A listener logs the same accept error at most once per this interval (with how many it saw). */
 export const LISTENER_ERROR_LOG_INTERVAL_MS = 5_000;
-
-/** Out of file descriptors (per process or system-wide): our limit, not the peer's fault. */
-export function isFdExhausted(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === 'EMFILE' || code === 'ENFILE';
-}
 
 /** A connection between accept and its session: PROXY header, admission, TLS handshake. */
 interface Opening {

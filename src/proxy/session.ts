@@ -1,6 +1,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
+import { isFdExhausted } from '../balancer/health.js';
 import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
 import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
@@ -419,8 +420,7 @@ export class Session implements StrategySession {
       clearTimeout(timer);
       this.backendClosed = true;
       this.hooks.connectFailed(this, target.name, err);
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EMFILE' || code === 'ENFILE') {
+      if (isFdExhausted(err)) {
         // Out of file descriptors: our limit, not the backend's — it stays up, this session ends.
         this.close('fd-exhausted');
         return;
