@@ -809,29 +809,21 @@ const flagName = (l: Leaf) => `--${l.meta.flag ?? words(l.path).join('-')}`;
 /** The key commander uses in `opts()` for a flag: `--health-interval-ms` → `healthIntervalMs`. */
 const flagKey = (flag: string) => flag.replace(/^--/, '').replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
+/** How each kind of setting is named: its type in docs/configuration.md and its `--flag <placeholder>`. */
+const KIND_NAMES: Record<Exclude<Kind, 'enum'>, { doc: string; flag: string }> = {
+  duration: { doc: 'duration', flag: 'duration' },
+  size: { doc: 'size', flag: 'size' },
+  integer: { doc: 'integer', flag: 'n' },
+  boolean: { doc: 'boolean', flag: 'value' },
+  hostport: { doc: 'host:port', flag: 'host:port' },
+  string: { doc: 'string', flag: 'value' },
+  url: { doc: 'URL', flag: 'url' },
+  backends: { doc: 'list of name=host:port', flag: 'name=host:port' },
+  routing: { doc: 'mapping (JSON in env/flag)', flag: 'json' },
+};
+
 function typeDoc(m: LeafMeta): string {
-  switch (m.kind) {
-    case 'duration':
-      return 'duration';
-    case 'size':
-      return 'size';
-    case 'integer':
-      return 'integer';
-    case 'boolean':
-      return 'boolean';
-    case 'hostport':
-      return 'host:port';
-    case 'enum':
-      return (m.values ?? []).join(' | ');
-    case 'string':
-      return 'string';
-    case 'url':
-      return 'URL';
-    case 'backends':
-      return 'list of name=host:port';
-    case 'routing':
-      return 'mapping (JSON in env/flag)';
-  }
+  return m.kind === 'enum' ? (m.values ?? []).join(' | ') : KIND_NAMES[m.kind].doc;
 }
 
 function defaultDoc(m: LeafMeta, v: unknown): string {
@@ -1097,26 +1089,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
 // ---------------------------------------------------------------------------------------------
 
 function placeholder(m: LeafMeta): string {
-  switch (m.kind) {
-    case 'duration':
-      return 'duration';
-    case 'size':
-      return 'size';
-    case 'integer':
-      return 'n';
-    case 'hostport':
-      return 'host:port';
-    case 'enum':
-      return (m.values ?? []).join('|');
-    case 'url':
-      return 'url';
-    case 'backends':
-      return 'name=host:port';
-    case 'routing':
-      return 'json';
-    default:
-      return 'value';
-  }
+  return m.kind === 'enum' ? (m.values ?? []).join('|') : KIND_NAMES[m.kind].flag;
 }
 
 /**
