@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { UnknownBackendError } from '../balancer/pool.js';
+import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.js';
 import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/types.js';
 import type { SessionSnapshot } from '../proxy/session.js';
 import type { ProxyMetrics } from './metrics.js';
@@ -10,11 +10,14 @@ import type { ProxyMetrics } from './metrics.js';
 export interface AdminTarget {
   backends(): BackendSnapshot[];
   sessions(): SessionSnapshot[];
-  drain(name: string, opts: DrainOptions): Promise<DrainResult> | DrainResult;
+  /** `force`: drain even the last backend that can take new sessions (else LastRoutableBackendError). */
+  drain(name: string, opts: AdminDrainOptions): Promise<DrainResult> | DrainResult;
   undrain(name: string): Promise<boolean> | boolean;
   /** null when ready, else why not (shown in the 503 body). */
   notReadyReason(): string | null;
 }
+
+export type AdminDrainOptions = DrainOptions & { force?: boolean };
 
 /** Request bodies are tiny JSON objects; anything bigger is refused rather than buffered. */
 const MAX_BODY = 16 * 1024;
@@ -54,8 +57,8 @@ export function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
-/** Parses `{"deadlineMs": 30000, "reason": "…"}`; `?deadlineMs=` and `?reason=` work too, for curl one-liners. */
-function drainOptions(body: string, query: URLSearchParams): DrainOptions {
+/** Parses `{"deadlineMs": 30000, "reason": "…", "force": true}`; `?deadlineMs=`, `?reason=` and `?force=1` work too, for curl one-liners. */
+function drainOptions(body: string, query: URLSearchParams): AdminDrainOptions {
   let obj: Record<string, unknown> = {};
   if (body.trim() !== '') {
     try {
@@ -66,7 +69,7 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
       throw new HttpError(400, 'body must be a JSON object like {"deadlineMs":30000,"reason":"deploy"}');
     }
   }
-  const opts: DrainOptions = {};
+  const opts: AdminDrainOptions = {};
   const d = obj['deadlineMs'] ?? (query.has('deadlineMs') ? Number(query.get('deadlineMs')) : undefined);
   if (d !== undefined) {
     if (typeof d !== 'number' || !Number.isFinite(d) || d < 0 || d > 2 ** 31 - 1) throw new HttpError(400, 'deadlineMs must be a number of milliseconds ≥ 0');
@@ -76,6 +79,11 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
   if (r !== undefined) {
     if (typeof r !== 'string' || r.length > 200) throw new HttpError(400, 'reason must be a string of at most 200 characters');
     opts.reason = r;
+  }
+  const f = obj['force'] ?? (query.has('force') ? ['1', 'true', ''].includes(query.get('force')!) : undefined);
+  if (f !== undefined) {
+    if (typeof f !== 'boolean') throw new HttpError(400, 'force must be true or false');
+    if (f) opts.force = true;
   }
   return opts;
 }
@@ -104,6 +112,7 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: err.message });
       if (err instanceof UnknownBackendError) return send(res, 404, { error: err.message });
+      if (err instanceof LastRoutableBackendError) return send(res, 409, { error: err.message, backend: err.backend, hint: 'add "force": true to the body (or ?force=1; the CLI: --force)' });
       log.error({ err }, 'admin request failed');
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
     });
