@@ -343,10 +343,18 @@ export function editDistance(a: string, b: string): number {
   return d[a.length]![b.length]!;
 }
 
-/** The known names closest to `name` (at most two edits away, case ignored), best first. */
+/** Characters a typist takes for one another (`bl` for `b1`, `bO` for `b0`). */
+const LOOKALIKE: Record<string, string> = { l: '1', i: '1', '|': '1', o: '0' };
+const unconfuse = (s: string): string => [...s.toLowerCase()].map((c) => LOOKALIKE[c] ?? c).join('');
+
+/** The known names closest to `name` (at most two edits away; look-alike characters count half), the best ones only. */
 export function closestNames(name: string, known: Iterable<string>): string[] {
-  const scored = [...new Set(known)].map((k) => ({ k, d: editDistance(name.toLowerCase(), k.toLowerCase()) })).filter((x) => x.d <= Math.min(2, Math.max(1, name.length - 1)));
-  return scored.sort((a, b) => a.d - b.d || a.k.localeCompare(b.k)).map((x) => x.k);
+  const limit = Math.min(2, Math.max(1, name.length - 1));
+  const scored = [...new Set(known)]
+    .map((k) => ({ k, d: unconfuse(name) === unconfuse(k) ? 0.5 : editDistance(name.toLowerCase(), k.toLowerCase()) }))
+    .filter((x) => x.d <= limit);
+  const best = Math.min(...scored.map((x) => x.d));
+  return scored.filter((x) => x.d === best).map((x) => x.k).sort();
 }
 
 /**
