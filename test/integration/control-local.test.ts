@@ -117,7 +117,7 @@ describe('admin token', () => {
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /401/);
       assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, false);
-      const ok = await runCli(['drain', 'b1', '--admin', admin], { env: { RTMP_GOAWAY_ADMIN_TOKEN: 's3cret' } });
+      const ok = await runCli(['drain', 'b1', '--force', '--admin', admin], { env: { RTMP_GOAWAY_ADMIN_TOKEN: 's3cret' } });
       assert.equal(ok.code, 0, ok.stderr);
       assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, true);
     } finally {
