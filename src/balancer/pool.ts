@@ -58,7 +58,7 @@ export class UnknownBackendError extends Error {
 export class LastRoutableBackendError extends Error {
   readonly backend: string;
   constructor(name: string) {
-    super(`refusing to drain "${name}": it is the last backend that can take new sessions (healthy and not draining); force the drain to do it anyway`);
+    super(`refusing to drain "${name}": it is the last backend that can take new sessions (healthy and not draining)`);
     this.name = 'LastRoutableBackendError';
     this.backend = name;
   }

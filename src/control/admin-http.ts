@@ -112,7 +112,7 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: err.message });
       if (err instanceof UnknownBackendError) return send(res, 404, { error: err.message });
-      if (err instanceof LastRoutableBackendError) return send(res, 409, { error: err.message, backend: err.backend, hint: 'add "force": true to the body (or ?force=1; the CLI: --force)' });
+      if (err instanceof LastRoutableBackendError) return send(res, 409, { error: err.message, backend: err.backend, hint: 'to drain it anyway: "force": true in the body or ?force=1 (CLI: --force)' });
       log.error({ err }, 'admin request failed');
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
     });
