@@ -5,6 +5,7 @@ import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.
 import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/types.js';
 import type { SessionSnapshot } from '../proxy/session.js';
 import type { ProxyMetrics } from './metrics.js';
+import { RateLimitedLog } from './rate-limited-log.js';
 
 /** What the admin API needs from the running proxy. */
 export interface AdminTarget {
@@ -108,6 +109,8 @@ function authorized(req: http.IncomingMessage, token: string): boolean {
  */
 export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, log: Logger, opts: AdminOptions = {}): http.Server {
   const token = opts.token ?? '';
+  /** Anyone who reaches the port controls the rate of refused requests: their lines are limited. */
+  const peerLog = new RateLimitedLog(log);
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: err.message });
@@ -150,7 +153,7 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
       if (method !== 'POST') throw new HttpError(405, `use POST for ${path}`);
       if (token !== '' && !authorized(req, token)) {
         metrics.controlMessages.inc({ source: 'admin', result: 'rejected' });
-        log.warn({ method, path, remote: req.socket.remoteAddress }, 'admin request without a valid bearer token refused');
+        peerLog.write('unauthorized', { method, path, remote: req.socket.remoteAddress }, 'admin request without a valid bearer token refused');
         res.setHeader('www-authenticate', 'Bearer realm="rtmp-goaway-proxy"');
         throw new HttpError(401, 'a valid "Authorization: Bearer <token>" header is required (admin token)');
       }
