@@ -98,8 +98,8 @@ export interface RedisBusOptions {
 
 type Role = 'subscriber' | 'command';
 
-/** Messages received during a resync are kept (in order) up to this many. */
-const MAX_QUEUED = 10_000;
+/** Messages received during a resync are kept (in order) up to this many characters in all (1 MiB of text at most); the hash read after covers the rest. */
+export const MAX_QUEUED_CHARS = 1024 * 1024;
 
 export class RedisBus implements ControlBus {
   readonly kind = 'redis' as const;
@@ -116,6 +116,7 @@ export class RedisBus implements ControlBus {
   private isConnected = false;
   private stopped = false;
   private queue: string[] = [];
+  private queuedChars = 0;
   /** Commands published while disconnected, by backend (the latest wins), sent on reconnect. */
   private readonly pending = new Map<string, ControlCommand>();
   private readonly lastError: Record<Role, string | null> = { subscriber: null, command: null };
@@ -275,6 +276,7 @@ export class RedisBus implements ControlBus {
       this.syncing = false;
       const queued = this.queue;
       this.queue = [];
+      this.queuedChars = 0;
       for (const text of queued) this.handleMessage(text);
       if (this.synced) this.firstAttempt?.();
     }
@@ -283,8 +285,10 @@ export class RedisBus implements ControlBus {
   private onMessage(channel: string, text: string): void {
     if (channel !== this.keys.channel || this.stopped) return;
     if (this.syncing) {
-      if (this.queue.length < MAX_QUEUED) this.queue.push(text);
-      else this.persistLog.write('resync-overflow', {}, 'too many messages during resync, dropping one (the next resync reads the hash)');
+      if (this.queuedChars + text.length <= MAX_QUEUED_CHARS) {
+        this.queue.push(text);
+        this.queuedChars += text.length;
+      } else this.persistLog.write('resync-overflow', {}, 'too many messages during resync, dropping one (the next resync reads the hash)');
       return;
     }
     this.handleMessage(text);
