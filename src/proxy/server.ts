@@ -78,7 +78,7 @@ export class ProxyServer {
   private tlsContext: tls.SecureContext | null = null;
   /** Cleared by stopAccepting: connections still queued in the backlog are not turned into sessions after closeAll(). */
   private accepting = true;
-  /** Accept errors and backend connects out of descriptors: one line per key per interval, with the count. */
+  /** Accept errors and backend connects out of descriptors: one line per key per interval, the rest counted as `suppressed`. */
   private readonly fdLog: RateLimitedLog;
   /** What a remote peer causes per connection (refusals, parse failures): token bucket per kind. */
   private readonly peerLog: RateLimitedLog;
