@@ -26,7 +26,7 @@ interface Packet { codec_type: string; dts_time: string; size: string; flags: st
 
 /** ffprobe's streams of `file`, with packet counts, bytes, keyframe times (ms) and the bitrate defined as above. */
 export function probeFile(file: string): Record<string, unknown> {
-  const streams = (ffprobeJson(['-show_entries', 'stream=codec_type,codec_name,profile,width,height,r_frame_rate,avg_frame_rate,sample_rate,channels', file]) as { streams: Record<string, unknown>[] }).streams;
+  const streams = (ffprobeJson(['-show_entries', 'stream=codec_type,codec_name,profile,level,width,height,r_frame_rate,avg_frame_rate,sample_rate,channels', file]) as { streams: Record<string, unknown>[] }).streams;
   const packets = (ffprobeJson(['-show_entries', 'packet=codec_type,dts_time,size,flags', file]) as { packets: Packet[] }).packets;
   const out: Record<string, unknown> = {};
   for (const s of streams) {
