@@ -361,7 +361,8 @@ export class MediaTelemetry {
         packetType = head[1]! & 0x0f;
         at = 2;
       }
-      if (n < at + 4) return;
+      // ModEx (7) puts modifier data before the FourCC; not read: bytes only.
+      if (packetType === 7 || n < at + 4) return;
       this.setVideoCodec(fourccAt(head, at));
       coded = (packetType === 1 || packetType === 3) && frameType !== 5;
       sequenceStart = packetType === 0;
@@ -436,7 +437,7 @@ export class MediaTelemetry {
         packetType = head[1]! & 0x0f;
         at = 2;
       }
-      if (n < at + 4) return;
+      if (packetType === 7 || n < at + 4) return;
       const codec = fourccAt(head, at);
       if (codec !== track.codec) this.resetSound();
       track.codec = codec;

@@ -440,6 +440,11 @@ describe('MediaTelemetry: windows and timestamps', () => {
     assert.equal(t.snapshot().video!.codec, 'vp9');
     feed(t, [{ typeId: MessageType.Video, timestamp: 120, payload: Buffer.concat([hex('93'), hex('00 ff 41 42')]) }]);
     assert.deepEqual([t.snapshot().video!.codec, t.snapshot().video!.fourcc], [null, null], 'unprintable FourCC');
+    // ModEx (packet type 7): modifier bytes stand where the FourCC would; the codec stays.
+    feed(t, [{ typeId: MessageType.Video, timestamp: 160, payload: Buffer.concat([hex('97 02 000000'), Buffer.from('31vp09', 'latin1')]) }]);
+    feed(t, [{ typeId: MessageType.Video, timestamp: 200, payload: Buffer.concat([hex('93'), Buffer.from('vp09', 'latin1')]) }]);
+    feed(t, [{ typeId: MessageType.Video, timestamp: 240, payload: Buffer.concat([hex('97 02 000000'), Buffer.from('31vp09', 'latin1')]) }]);
+    assert.equal(t.snapshot().video!.codec, 'vp9');
   });
 });
 
