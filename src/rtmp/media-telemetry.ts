@@ -197,8 +197,11 @@ class Track {
   codec = NO_CODEC;
   lastTimestamp = 0;
   private started = false;
-  /** Extended time (ms) of the newest message. */
-  now = 0;
+  /**
+   * Extended time (ms) of the newest message. It starts at MAX_LATE_MS so that a late message's
+   * time (at most that much earlier) is never negative.
+   */
+  now = MAX_LATE_MS;
   private readonly buckets = new Float64Array(BUCKETS);
   private head = -1;
   private firstT = 0;
@@ -273,7 +276,12 @@ class Track {
     }
     if (this.lastFrameT >= 0) {
       if (t <= this.lastFrameT) return;
-      const gap = t - this.lastFrameT; // ≤ MAX_GAP_MS: fits 16 bits
+      const gap = t - this.lastFrameT;
+      // A pause longer than a jump (other messages kept the clock going) is no frame interval.
+      if (gap > MAX_GAP_MS) {
+        this.lastFrameT = t;
+        return;
+      }
       if (this.gapCount === INTERVALS) this.gapSum -= this.gaps[this.gapAt]!;
       else this.gapCount++;
       this.gaps[this.gapAt] = gap;

@@ -403,6 +403,19 @@ describe('MediaTelemetry: windows and timestamps', () => {
     assert.equal(t.snapshot().video!.fps, null);
   });
 
+  it('a long pause in the frames, with other video messages in between, is no frame interval', () => {
+    const t = new MediaTelemetry();
+    feed(t, frames(0, 2, 40, 10));
+    const config = (ts: number): Msg => ({ typeId: MessageType.Video, timestamp: ts, payload: AVC_CONFIG });
+    feed(t, Array.from({ length: 10 }, (_, i) => config(40 + (i + 1) * 9000)));
+    feed(t, frames(40 + 10 * 9000 + 40, 9, 40, 10));
+    assert.equal(t.snapshot().video!.fps, 25);
+    // An audio message a little older than the first one (players interleave loosely).
+    const a = new MediaTelemetry();
+    feed(a, [1000, 990, 23, 1023].map((ts) => ({ typeId: MessageType.Audio, timestamp: ts, payload: hex('af01 2100') })));
+    assert.ok(a.snapshot().audio!.bitrate! > 0);
+  });
+
   it('the age of the last keyframe comes from the clock the caller gives', () => {
     let now = 1_000_000;
     const t = new MediaTelemetry({ clock: () => now });
