@@ -1,7 +1,9 @@
 /**
  * What a decoder configuration says about a stream: picture size and profile from an
  * AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3) or HEVCDecoderConfigurationRecord
- * (§8.3.3) and the sequence parameter set inside it (H.264 §7.3.2.1.1, H.265 §7.3.2.2); sample
+ * (§8.3.3) and the sequence parameter set inside it (H.264 §7.3.2.1.1, H.265 §7.3.2.2), or from
+ * an AV1CodecConfigurationRecord and its sequence header OBU (AV1 ISOBMFF binding §2.3, AV1
+ * §5.5.1); sample
  * rate and channels from an AAC AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1), an Opus ID
  * header (RFC 7845 §5.1) or an MP3 frame header.
  *
@@ -15,7 +17,7 @@ export interface PictureInfo {
   height: number;
   /** ffprobe's profile name ("High", "Main" …), null when not one it names. */
   profile: string | null;
-  /** level_idc as coded: H.264 ×10 (31 = 3.1), H.265 ×30 (93 = 3.1). */
+  /** The level as coded: H.264 level_idc ×10 (31 = 3.1), H.265 ×30 (93 = 3.1), AV1 seq_level_idx. */
   level: number;
 }
 
@@ -309,6 +311,82 @@ export function readHevcConfig(b: Uint8Array, at: number, end: number): PictureI
       if (nalType === 33) return readHevcSps(b, start, start + len);
       pos = start + len;
     }
+  }
+  return null;
+}
+
+// ── AV1 ───────────────────────────────────────────────────────────────────────────────────────
+
+const AV1_PROFILES = ['Main', 'High', 'Professional'];
+/** OBUs looked at in the record's configOBUs before giving up. */
+const MAX_CONFIG_OBUS = 8;
+
+/** A sequence header OBU's payload (AV1 §5.5.1) → the largest frame size and the profile. */
+export function readAv1SequenceHeader(b: Uint8Array, at: number, end: number): PictureInfo | null {
+  const r = new BitReader(b, at, Math.min(end, b.length), false);
+  const profile = r.bits(3);
+  r.bit(); // still_picture
+  let level: number;
+  if (r.bit()) {
+    // reduced_still_picture_header
+    level = r.bits(5);
+  } else {
+    let decoderModelInfo = 0;
+    let bufferDelayLength = 0;
+    if (r.bit()) {
+      // timing_info_present_flag: timing_info(), then decoder_model_info_present_flag.
+      r.skip(64);
+      if (r.bit()) r.ue(); // equal_picture_interval → num_ticks_per_picture_minus_1, uvlc() = ue(v)
+      decoderModelInfo = r.bit();
+      if (decoderModelInfo) {
+        bufferDelayLength = r.bits(5) + 1;
+        r.skip(32 + 5 + 5);
+      }
+    }
+    const initialDisplayDelay = r.bit();
+    const operatingPoints = r.bits(5) + 1;
+    level = 0;
+    for (let i = 0; i < operatingPoints && !r.bad; i++) {
+      r.skip(12); // operating_point_idc
+      const seqLevelIdx = r.bits(5);
+      if (i === 0) level = seqLevelIdx;
+      if (seqLevelIdx > 7) r.bit(); // seq_tier
+      if (decoderModelInfo && r.bit()) r.skip(2 * bufferDelayLength + 1);
+      if (initialDisplayDelay && r.bit()) r.skip(4);
+    }
+  }
+  const widthBits = r.bits(4) + 1;
+  const heightBits = r.bits(4) + 1;
+  const width = r.bits(widthBits) + 1;
+  const height = r.bits(heightBits) + 1;
+  if (r.bad || width > MAX_SIDE || height > MAX_SIDE) return null;
+  return { width, height, profile: AV1_PROFILES[profile] ?? null, level };
+}
+
+/** An AV1CodecConfigurationRecord (av1C) at `b[at..end)` → what its sequence header OBU says. */
+export function readAv1Config(b: Uint8Array, at: number, end: number): PictureInfo | null {
+  end = Math.min(end, b.length);
+  if (end - at < 5 || b[at] !== 0x81) return null; // marker 1, version 1
+  let pos = at + 4;
+  for (let i = 0; i < MAX_CONFIG_OBUS && pos < end; i++) {
+    const header = b[pos++]!;
+    const type = (header >> 3) & 0x0f;
+    if (header & 0x04) pos++; // obu_extension_flag
+    let size = end - pos;
+    if (header & 0x02) {
+      // obu_has_size_field: leb128, at most 8 bytes.
+      size = 0;
+      let k = 0;
+      for (;;) {
+        if (pos >= end || k === 8) return null;
+        const byte = b[pos++]!;
+        size += (byte & 0x7f) * 2 ** (7 * k++);
+        if (!(byte & 0x80)) break;
+      }
+    }
+    if (pos + size > end) return null;
+    if (type === 1) return readAv1SequenceHeader(b, pos, pos + size);
+    pos += size;
   }
   return null;
 }

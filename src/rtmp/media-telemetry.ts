@@ -1,7 +1,7 @@
 /**
  * Per-stream media telemetry from a publisher's messages: video and audio codec (legacy FLV ids
- * and E-RTMP FourCCs), picture size and profile (from the decoder configuration, else
- * `onMetaData`), sample rate and channels, frame rate and bitrate measured over a moving window,
+ * and E-RTMP FourCCs), picture size and profile (from the AVC, HEVC or AV1 decoder configuration,
+ * else `onMetaData`), sample rate and channels, frame rate and bitrate measured over a moving window,
  * keyframe interval and the last keyframe.
  *
  * How to feed it — once per complete client message, in wire order:
@@ -31,7 +31,7 @@
  * configuration or metadata leaves the fields it would have set unknown (null).
  */
 import { type Amf0Limits, type Amf0Object, type Amf0Value, Amf0EcmaArray, decodeAmf0, isAmf0Object } from './amf0.js';
-import { mp3Channels, mp3SampleRate, readAudioSpecificConfig, readAvcConfig, readHevcConfig, readOpusHead } from './codec-config.js';
+import { mp3Channels, mp3SampleRate, readAudioSpecificConfig, readAv1Config, readAvcConfig, readHevcConfig, readOpusHead } from './codec-config.js';
 import { MessageType } from './constants.js';
 import { isMetadataMessage } from './media.js';
 
@@ -144,6 +144,7 @@ const AUDIO_FOURCCS: Record<string, string> = { '.mp3': 'mp3', mp4a: 'aac', Opus
 const FOURCC = (s: string): number => ((s.charCodeAt(0) << 24) | (s.charCodeAt(1) << 16) | (s.charCodeAt(2) << 8) | s.charCodeAt(3)) >>> 0;
 const AVC1 = FOURCC('avc1');
 const HVC1 = FOURCC('hvc1');
+const AV01 = FOURCC('av01');
 const MP4A = FOURCC('mp4a');
 const OPUS = FOURCC('Opus');
 const DOT_MP3 = FOURCC('.mp3');
@@ -405,7 +406,8 @@ export class MediaTelemetry {
   }
 
   private videoConfig(codec: number, b: Uint8Array, start: number, end: number): void {
-    const info = codec === AVC1 ? readAvcConfig(b, start, end) : codec === HVC1 ? readHevcConfig(b, start, end) : null;
+    const info =
+      codec === AVC1 ? readAvcConfig(b, start, end) : codec === HVC1 ? readHevcConfig(b, start, end) : codec === AV01 ? readAv1Config(b, start, end) : null;
     this.width = info?.width ?? 0;
     this.height = info?.height ?? 0;
     this.videoProfile = info?.profile ?? null;
