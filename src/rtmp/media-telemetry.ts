@@ -76,6 +76,12 @@ export interface VideoTelemetry {
   lastTimestamp: number | null;
   /** Wall-clock ms since the last keyframe arrived; null without a clock. */
   keyframeAgeMs: number | null;
+  /**
+   * When the next keyframe is expected, in ms from now: the keyframe interval minus the last
+   * keyframe's age (wall clock when there is a clock, else stream time); 0 when overdue. What a
+   * move that must start at a keyframe waits for.
+   */
+  nextKeyframeInMs: number | null;
 }
 
 export interface AudioTelemetry {
@@ -518,6 +524,9 @@ export class MediaTelemetry {
     let video: VideoTelemetry | null = null;
     if (v.messages > 0) {
       const measured = v.frameRate();
+      const interval = this.keyframeInterval();
+      const ageMs = now !== undefined && !Number.isNaN(this.lastKeyAt) ? Math.max(0, now - this.lastKeyAt) : null;
+      const age = ageMs ?? (this.lastKeyTimestamp >= 0 ? ((v.lastTimestamp - this.lastKeyTimestamp) | 0) : null);
       video = {
         codec: codecName(v.codec, VIDEO_IDS, VIDEO_FOURCCS),
         fourcc: v.codec >= 0 ? fourccText(v.codec) : null,
@@ -527,10 +536,11 @@ export class MediaTelemetry {
         height: this.height || md?.height || null,
         fps: v.gapCount >= MIN_MEASURED_INTERVALS ? measured : (md?.framerate ?? measured),
         bitrate: v.bitrate(),
-        keyframeIntervalMs: this.keyframeInterval(),
+        keyframeIntervalMs: interval,
         lastKeyframeTimestamp: this.lastKeyTimestamp >= 0 ? this.lastKeyTimestamp : null,
         lastTimestamp: v.lastTimestamp,
-        keyframeAgeMs: now !== undefined && !Number.isNaN(this.lastKeyAt) ? Math.max(0, now - this.lastKeyAt) : null,
+        keyframeAgeMs: ageMs,
+        nextKeyframeInMs: interval === null || age === null ? null : Math.max(0, interval - Math.max(0, age)),
       };
     }
     let audio: AudioTelemetry | null = null;

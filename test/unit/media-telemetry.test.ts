@@ -449,6 +449,12 @@ describe('MediaTelemetry: windows and timestamps', () => {
     now += 1234;
     assert.equal(t.snapshot().video!.keyframeAgeMs, 1234);
     assert.equal(t.snapshot(now + 10).video!.keyframeAgeMs, 1244);
+    assert.equal(t.snapshot(now - 1234 + 50).video!.nextKeyframeInMs, 150, 'interval 200 ms, keyframe 50 ms ago');
+    assert.equal(t.snapshot().video!.nextKeyframeInMs, 0, 'overdue');
+    // Without a clock, the age is in stream time: frame 6 of a 5-frame GOP is 40 ms after its keyframe.
+    const s = new MediaTelemetry();
+    feed(s, frames(0, 7, 40, 5));
+    assert.deepEqual([s.snapshot().video!.keyframeAgeMs, s.snapshot().video!.nextKeyframeInMs], [null, 160]);
     assert.equal(new MediaTelemetry().snapshot().video, null);
   });
 
