@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type { Logger } from 'pino';
-import { UnknownBackendError } from '../balancer/pool.js';
+import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.js';
 import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/types.js';
 import type { SessionSnapshot } from '../proxy/session.js';
 import type { AdminAccess } from './admin-access.js';
@@ -11,14 +11,16 @@ import type { ProxyMetrics } from './metrics.js';
 export interface AdminTarget {
   backends(): BackendSnapshot[];
   sessions(): SessionSnapshot[];
-  drain(name: string, opts: DrainOptions): Promise<DrainResult> | DrainResult;
+  drain(name: string, opts: AdminDrainOptions): Promise<DrainResult> | DrainResult;
   undrain(name: string): Promise<boolean> | boolean;
   /** null when ready, else why not (shown in the 503 body). */
   notReadyReason(): string | null;
 }
 
-/** Parses `{"deadlineMs": 30000, "reason": "…"}`; `?deadlineMs=` and `?reason=` work too, for curl one-liners. */
-function drainOptions(body: string, query: URLSearchParams): DrainOptions {
+export type AdminDrainOptions = DrainOptions & { force?: boolean };
+
+/** Parses `{"deadlineMs": 30000, "reason": "…", "force": true}`; `?deadlineMs=`, `?reason=` and `?force=1` work too, for curl one-liners. */
+function drainOptions(body: string, query: URLSearchParams): AdminDrainOptions {
   let obj: Record<string, unknown> = {};
   if (body.trim() !== '') {
     try {
@@ -29,7 +31,7 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
       throw new HttpError(400, 'body must be a JSON object like {"deadlineMs":30000,"reason":"deploy"}');
     }
   }
-  const opts: DrainOptions = {};
+  const opts: AdminDrainOptions = {};
   const d = obj['deadlineMs'] ?? (query.has('deadlineMs') ? Number(query.get('deadlineMs')) : undefined);
   if (d !== undefined) {
     if (typeof d !== 'number' || !Number.isFinite(d) || d < 0 || d > 2 ** 31 - 1) throw new HttpError(400, 'deadlineMs must be a number of milliseconds ≥ 0');
@@ -39,6 +41,11 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
   if (r !== undefined) {
     if (typeof r !== 'string' || r.length > 200) throw new HttpError(400, 'reason must be a string of at most 200 characters');
     opts.reason = r;
+  }
+  const f = obj['force'] ?? (query.has('force') ? ['1', 'true', ''].includes(query.get('force')!) : undefined);
+  if (f !== undefined) {
+    if (typeof f !== 'boolean') throw new HttpError(400, 'force must be true or false');
+    if (f) opts.force = true;
   }
   return opts;
 }
@@ -59,6 +66,9 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
       await handle(req, res);
     } catch (err) {
       if (err instanceof UnknownBackendError) throw new HttpError(404, err.message);
+      if (err instanceof LastRoutableBackendError) {
+        return send(res, 409, { error: err.message, backend: err.backend, hint: 'to drain it anyway: "force": true in the body or ?force=1 (CLI: --force)' });
+      }
       throw err;
     }
   });

@@ -71,7 +71,7 @@ describe('admin API on a non-loopback address without a token (the image binds 0
       assert.match(error, /RTMP_GOAWAY_ADMIN_TOKEN/);
       assert.doesNotMatch(error, /\n/, 'one line');
     }
-    const drain = await request(port, '/api/backends/fake/drain', { method: 'POST', headers: JSON_CT, body: '{"deadlineMs":0}' });
+    const drain = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: JSON_CT, body: '{"deadlineMs":0}' });
     assert.equal(drain.status, 403);
     assert.equal(draining(tp), false);
     assert.equal(await metric(tp, 'rtmp_goaway_control_messages_total', 'source="admin",result="rejected"'), 3);
@@ -106,12 +106,12 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
     await pub.publish();
     try {
       const host = `127.0.0.1:${port}`;
-      const crossSite = await request(port, '/api/backends/fake/drain', { method: 'POST', headers: { host, origin: 'http://evil.example', 'content-type': 'text/plain' }, body: '{"deadlineMs":0}' });
+      const crossSite = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin: 'http://evil.example', 'content-type': 'text/plain' }, body: '{"deadlineMs":0}' });
       assert.equal(crossSite.status, 403);
       assert.match(crossSite.body, /Origin/);
       // Even as JSON, a foreign (or opaque) origin is refused.
       for (const origin of ['http://evil.example', 'null', `http://127.0.0.1:${port + 1}`]) {
-        assert.equal((await request(port, '/api/backends/fake/drain', { method: 'POST', headers: { host, origin, ...JSON_CT }, body: '{}' })).status, 403, origin);
+        assert.equal((await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin, ...JSON_CT }, body: '{}' })).status, 403, origin);
       }
       // Without Origin (an old browser, a form): text/plain and form bodies are not JSON.
       for (const ct of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
@@ -123,7 +123,7 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
       assert.equal(pub.goAwayReceived, false);
       assert.equal(tp.proxy.server.sessions.size, 1);
       // The admin's own origin and a JSON body: accepted.
-      const own = await request(port, '/api/backends/fake/drain', { method: 'POST', headers: { host, origin: `http://${host}`, ...JSON_CT }, body: '{"deadlineMs":60000}' });
+      const own = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin: `http://${host}`, ...JSON_CT }, body: '{"deadlineMs":60000}' });
       assert.equal(own.status, 200, own.body);
       assert.equal(draining(tp), true);
       assert.equal((await request(port, '/api/backends/fake/undrain', { method: 'POST', headers: { host, 'content-type': 'application/json; charset=utf-8' } })).status, 200);
@@ -139,7 +139,7 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
       assert.match(r.body, /loopback/);
     }
     assert.equal((await request(port, '/api/sessions', { headers: { host: 'localhost.evil.example' } })).status, 403);
-    assert.equal((await request(port, '/api/backends/fake/drain', { method: 'POST', headers: { host: `evil.example:${port}`, ...JSON_CT }, body: '{}' })).status, 403);
+    assert.equal((await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host: `evil.example:${port}`, ...JSON_CT }, body: '{}' })).status, 403);
     assert.equal(draining(tp), false);
     // An ssh tunnel or kubectl port-forward changes the port, not the loopback name.
     for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST:8080', '127.0.0.2']) {
@@ -148,7 +148,7 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
   });
 
   test('every mutation logs the caller\'s address and the outcome', async () => {
-    const ok = await request(port, '/api/backends/fake/drain', { method: 'POST', headers: JSON_CT, body: '{"deadlineMs":60000,"reason":"audit"}' });
+    const ok = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: JSON_CT, body: '{"deadlineMs":60000,"reason":"audit"}' });
     assert.equal(ok.status, 200);
     const unknown = await request(port, '/api/backends/nope/undrain', { method: 'POST', headers: JSON_CT, body: '{}' });
     assert.equal(unknown.status, 404);
@@ -161,7 +161,7 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
     );
     assert.equal(line(unknown.clientPort)?.['status'], 404);
     // Refusals are logged too (rate-limited), with the caller.
-    const refused = await request(port, '/api/backends/fake/drain', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
+    const refused = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' });
     assert.ok(tp.logs.some((l) => l['msg'] === 'admin request refused' && l['remote'] === `127.0.0.1:${refused.clientPort}` && l['reason'] === 'content-type'));
   });
 });
@@ -174,7 +174,7 @@ describe('admin API with a token (on 0.0.0.0)', () => {
     const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', admin: '0.0.0.0:0', adminToken: token });
     const port = tp.proxy.adminAddress!.port;
     try {
-      const drain = (auth?: string) => request(port, '/api/backends/fake/drain', { method: 'POST', headers: { ...JSON_CT, ...(auth === undefined ? {} : { authorization: auth }) }, body: '{}' });
+      const drain = (auth?: string) => request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...JSON_CT, ...(auth === undefined ? {} : { authorization: auth }) }, body: '{}' });
       assert.equal((await drain()).status, 401);
       assert.equal((await drain('Bearer tok-3f9a1c7e5c')).status, 401, 'same length, one character off');
       assert.equal((await drain('Bearer tok')).status, 401, 'a prefix');
@@ -193,8 +193,8 @@ describe('admin API with a token (on 0.0.0.0)', () => {
       assert.equal((await tp.admin('/api/backends/fake/undrain', { method: 'POST', headers: { ...auth, ...JSON_CT } })).status, 200);
       for (const path of ['/api/sessions', '/api/backends']) assert.equal((await tp.admin(path, { headers: auth })).status, 200, path);
       // With the token, a foreign Origin and a non-JSON POST are still refused.
-      assert.equal((await tp.admin('/api/backends/fake/drain', { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' } })).status, 415);
-      assert.equal((await tp.admin('/api/backends/fake/drain', { method: 'POST', headers: { ...auth, ...JSON_CT, origin: 'https://evil.example' } })).status, 403);
+      assert.equal((await tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' } })).status, 415);
+      assert.equal((await tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...auth, ...JSON_CT, origin: 'https://evil.example' } })).status, 403);
       assert.ok(!JSON.stringify(tp.logs).includes(token), 'token in the logs');
     } finally {
       await tp.stop();
@@ -231,7 +231,7 @@ describe('admin token from a file (a mounted Secret), and the CLI sending it', (
     const without = await runCli(['status', '--admin', admin]);
     assert.equal(without.code, 1, without.stderr);
     assert.match(without.stderr, /HTTP 401/);
-    const drained = await runCli(['drain', 'fake', '--admin', admin, '--deadline', '60s'], { env: { RTMP_GOAWAY_ADMIN_TOKEN: token } });
+    const drained = await runCli(['drain', 'fake', '--force', '--admin', admin, '--deadline', '60s'], { env: { RTMP_GOAWAY_ADMIN_TOKEN: token } });
     assert.equal(drained.code, 0, drained.stderr);
     assert.equal(draining(tp), true);
     const undrained = await runCli(['undrain', 'fake', '--admin', admin, '--admin-token-file', file]);
