@@ -20,6 +20,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
+import { NO_TUNE_ENV } from './runtime-tuning.js';
 
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
@@ -1016,7 +1017,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   }
 
   // 2. Environment
-  const known = new Set<string>([CONFIG_FILE_ENV]);
+  const known = new Set<string>([CONFIG_FILE_ENV, NO_TUNE_ENV]);
   for (const l of leaves) {
     const name = envName(l);
     known.add(name);

@@ -30,7 +30,7 @@
  * the generator connects with TLS) when openssl is installed. See docs/performance.md.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -40,6 +40,7 @@ import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, minorFaults, no
 import { NOMINAL_BPS, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
+import { ensureDist } from '../helpers/build.js';
 
 const { values: argv } = parseArgs({
   options: {
@@ -546,23 +547,6 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   process.stdout.write(summarizeProfiles(file, PROJECT_ROOT) + '\n');
 }
 
-/** Builds dist/ when it is missing or older than src/ (the bench measures the proxy as it ships). */
-function ensureDist(root: string): void {
-  const newest = (dir: string): number => {
-    let t = 0;
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-    }
-    return t;
-  };
-  const built = join(root, 'dist/app.js');
-  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(root, 'src'))) return;
-  log(`${root}/dist is missing or older than src/: npm run build`);
-  const r = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-  if (r.status !== 0) throw new Error('npm run build failed');
-}
-
 // --- main -----------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -577,8 +561,8 @@ async function main(): Promise<void> {
       scale.fanoutSizes = scale.fanoutSizes.map((s) => Math.min(s, Math.floor((fdLimit - 200) / 2)));
     }
   }
-  if (proxyCode === 'dist' && (middles.includes('proxy') || argv.profile !== undefined)) ensureDist(PROJECT_ROOT);
-  if (proxyCode === 'dist' && middles.includes('proxy-b')) ensureDist(resolve(argv['proxy-b']!));
+  if (proxyCode === 'dist' && (middles.some((m) => m.startsWith('proxy')) || argv.profile !== undefined)) ensureDist(PROJECT_ROOT, log);
+  if (proxyCode === 'dist' && middles.includes('proxy-b')) ensureDist(resolve(argv['proxy-b']!), log);
   log(`middles: ${middles.join(', ')}; ${scale.reps} repetitions; proxy runs ${proxyCode}/${verify ? '; byte-compare at the sink' : ''}`);
   const gen = forkRpc(join(import.meta.dirname, 'loadgen.ts'));
   const sink = forkRpc(join(import.meta.dirname, 'sink.ts'));
