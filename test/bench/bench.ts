@@ -147,12 +147,14 @@ function availableMiddles(): MiddleName[] {
   else log('haproxy not installed: skipped');
   if (NGINX !== null && nginxStreamVersion() !== null) all.push('nginx');
   else log('nginx with the stream module not installed: skipped (apt-get install libnginx-mod-stream)');
-  if (argv['proxy-b'] !== undefined) all.splice(all.indexOf('proxy') + 1, 0, 'proxy-b');
+  /** After the last proxy column so far: proxy columns stay together. */
+  const afterProxies = (): number => all.reduce((at, m, i) => (isProxy(m) ? i + 1 : at), 0);
+  if (argv['proxy-b'] !== undefined) all.splice(afterProxies(), 0, 'proxy-b');
   // RTMPS costs a TLS load generator too: in the full run (and on request), not in the smoke run.
-  if (opensslAvailable()) all.splice(all.lastIndexOf(all.includes('proxy-b') ? 'proxy-b' : 'proxy') + 1, 0, 'proxy-tls');
+  if (opensslAvailable()) all.splice(afterProxies(), 0, 'proxy-tls');
   else log('openssl not installed: proxy-tls (RTMPS) skipped');
   // Cluster mode (`serve --workers 2`): in the full run, after the single-process proxy.
-  all.splice(all.lastIndexOf(all.includes('proxy-tls') ? 'proxy-tls' : 'proxy') + 1, 0, 'proxy-cluster');
+  all.splice(afterProxies(), 0, 'proxy-cluster');
   if (argv.middles === undefined) return smoke ? all.filter((m) => m !== 'proxy-tls' && m !== 'proxy-cluster' && m !== 'node-relay-untuned') : all;
   const wanted = argv.middles.split(',').map((s) => s.trim()) as MiddleName[];
   for (const w of wanted) if (!all.includes(w)) throw new Error(`middle ${w} is not available (have: ${all.join(', ')})`);
