@@ -1,22 +1,23 @@
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import cluster from 'node:cluster';
 import { createLogger, startProxy } from './app.js';
-import { type WorkerReady, runPrimary, workerConfig } from './cluster.js';
+import { type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
+import { ConfigFileWatcher } from './config-watch.js';
+import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './client/publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
-import { type Config, ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
+import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
+import { VERSION } from './version.js';
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
 /** `drain --wait` ended at the deadline with sessions still on the backend. */
 export const EXIT_SESSIONS_REMAINED = 3;
@@ -349,7 +350,7 @@ export function serveConfig(flags: Record<string, unknown>, env: NodeJS.ProcessE
 export function buildCli(): Command {
   const program = new Command('rtmp-goaway-proxy')
     .description('RTMP-aware TCP proxy: drains ingest servers without losing a frame (RTMP Go Away)')
-    .version(pkg.version)
+    .version(VERSION)
     .showHelpAfterError();
 
   addConfigOptions(
@@ -366,7 +367,7 @@ export function buildCli(): Command {
     if (cluster.isPrimary && config.workers !== 1) {
       // Cluster mode: this process forks the workers and serves their combined admin API.
       const log = createLogger(config).child({ role: 'primary' });
-      await runPrimary(config, log);
+      await runPrimary(config, log, { configFile: configFileOf(flags, process.env) });
       process.exit(0);
     }
     const workerId = cluster.isWorker ? cluster.worker!.id : undefined;
@@ -378,19 +379,22 @@ export function buildCli(): Command {
       process.send!(ready);
     }
     proxy.log.debug({ config: redactConfig(proxyConfig) }, 'configuration');
-    const hasFile = typeof flags['config'] === 'string' || Boolean(process.env['RTMP_GOAWAY_CONFIG']);
+    const file = configFileOf(flags, process.env);
+    const reloader = new ConfigReloader(proxy, () => {
+      if (file === undefined) proxy.log.warn('reload without a config file: re-reading flags and environment only');
+      const next = serveConfig(flags, process.env);
+      return workerId === undefined ? next : workerConfig(next, workerId);
+    });
     installSignalHandlers(proxy, {
       // A worker gets SIGTERM from its primary; a terminal's Ctrl-C reaches it too, and is left to the primary.
       interrupt: workerId === undefined,
       sidecar: config.sidecar.enabled,
       gracePeriodMs: config.sidecar.gracePeriodMs,
-      reload: () => {
-        if (!hasFile) proxy.log.warn('SIGHUP without a config file: re-reading flags and environment only');
-        const next = serveConfig(flags, process.env);
-        if (next.backends.length === 0 && config.discovery.dnsName === '') throw new ConfigError('the reloaded configuration has no backend');
-        return { backends: next.backends, routing: next.routing };
-      },
+      reload: () => reloader.reload('signal'),
     });
+    // The config file is watched once per pod: here, or by the cluster primary, which tells each worker.
+    if (workerId !== undefined) process.on('message', (m: unknown) => isReloadRequest(m) && reloader.reload('file'));
+    else if (file !== undefined) new ConfigFileWatcher({ file, log: proxy.log, onChange: () => reloader.reload('file') }).start();
   });
 
   addTargetOptions(

@@ -14,6 +14,8 @@
  *
  * Signals: SIGTERM / SIGINT are passed to every worker as SIGTERM (each runs its own sidecar drain
  * or close), the primary exits 0 once they all have; a second one kills them. SIGHUP is passed on.
+ * The config file is watched here, once for the pod: a change is passed to every worker as a
+ * reload request (each reloads it as on SIGHUP, and counts it).
  * A worker that dies is replaced (after 1 s, not while stopping).
  */
 import cluster, { type Worker } from 'node:cluster';
@@ -22,6 +24,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { type Config, parseHostPort } from './config.js';
+import { ConfigFileWatcher } from './config-watch.js';
 import { readBody, send } from './control/admin-http.js';
 
 /** What a worker tells its primary once it listens. */
@@ -33,6 +36,15 @@ export interface WorkerReady {
 
 export function isWorkerReady(m: unknown): m is WorkerReady {
   return typeof m === 'object' && m !== null && (m as WorkerReady).kind === 'rtmp-goaway-worker-ready';
+}
+
+/** What the primary tells each worker when the watched config file changed. */
+export interface ReloadRequest {
+  kind: 'rtmp-goaway-reload';
+}
+
+export function isReloadRequest(m: unknown): m is ReloadRequest {
+  return typeof m === 'object' && m !== null && (m as ReloadRequest).kind === 'rtmp-goaway-reload';
 }
 
 /** How many workers `workers` asks for (0 = one per CPU). */
@@ -62,7 +74,7 @@ const FORWARDED_HEADERS = ['authorization', 'content-type'];
  * Runs the primary: forks the workers, serves the combined admin API, passes signals on.
  * Resolves when the primary has stopped (after its workers); the caller exits.
  */
-export async function runPrimary(config: Config, log: Logger): Promise<void> {
+export async function runPrimary(config: Config, log: Logger, opts: { configFile?: string | undefined } = {}): Promise<void> {
   const n = workerCount(config);
   const entries = new Map<number, WorkerEntry>();
   let stopping = false;
@@ -196,6 +208,19 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     adminAt = `${a.address}:${a.port}`;
   }
   log.info({ listen, admin: adminAt, workers: n, pid: process.pid }, 'proxy listening');
+  const watcher =
+    opts.configFile === undefined
+      ? null
+      : new ConfigFileWatcher({
+          file: opts.configFile,
+          log,
+          onChange: () => {
+            const request: ReloadRequest = { kind: 'rtmp-goaway-reload' };
+            log.info({ workers: ready().length }, 'config file changed: reload sent to every worker');
+            for (const e of ready()) e.worker.send(request);
+          },
+        });
+  watcher?.start();
 
   await new Promise<void>((resolve) => {
     let signals = 0;
@@ -220,6 +245,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       for (const e of entries.values()) e.worker.process.kill('SIGHUP');
     });
   });
+  watcher?.stop();
   await new Promise<void>((r) => admin.close(() => r()));
   log.info('stopped');
 }
