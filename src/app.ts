@@ -87,6 +87,35 @@ export interface RunningProxy {
   stop(reason?: string): Promise<void>;
 }
 
+/** `serve` exit code when a listener (RTMP, RTMPS or admin) could not be opened. */
+export const EXIT_LISTEN_FAILED = 4;
+
+/** Which listener could not be opened, where, and why (`serve` exits EXIT_LISTEN_FAILED with this one line). */
+export class ListenError extends Error {
+  constructor(
+    readonly listener: 'RTMP' | 'RTMPS' | 'admin',
+    readonly address: string,
+    override readonly cause: NodeJS.ErrnoException,
+  ) {
+    super(`cannot open the ${listener} listener on ${address}: ${ListenError.why(cause)}`);
+    this.name = 'ListenError';
+  }
+
+  private static why(err: NodeJS.ErrnoException): string {
+    switch (err.code) {
+      case 'EADDRINUSE':
+        return 'address already in use (EADDRINUSE): another process listens there';
+      case 'EACCES':
+      case 'EPERM':
+        return `permission denied (${err.code}): ports below 1024 need CAP_NET_BIND_SERVICE`;
+      case 'EADDRNOTAVAIL':
+        return 'address not available on this host (EADDRNOTAVAIL)';
+      default:
+        return err.code !== undefined ? `${err.message} (${err.code})` : err.message;
+    }
+  }
+}
+
 export function createLogger(config: Pick<Config, 'log'>, destination?: pino.DestinationStream): Logger {
   return pino({ level: config.log.level, base: { app: 'rtmp-goaway-proxy' } }, destination);
 }
@@ -462,14 +491,17 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   } catch (err) {
     await heartbeat.stop();
     await bus.stop({ cleanup: true });
-    throw err;
+    throw new ListenError('RTMP', config.listen, err as NodeJS.ErrnoException);
   }
   proxy.address = address;
   idleSweep.start();
   if (config.tls.listen !== '') {
     try {
       const t = parseHostPort(config.tls.listen);
-      proxy.tlsAddress = await server.listenTls(t.host, t.port, loadTlsContext(config.tls.cert, config.tls.key));
+      const context = loadTlsContext(config.tls.cert, config.tls.key);
+      proxy.tlsAddress = await server.listenTls(t.host, t.port, context).catch((err: NodeJS.ErrnoException) => {
+        throw new ListenError('RTMPS', config.tls.listen, err);
+      });
     } catch (err) {
       await server.stopAccepting();
       await heartbeat.stop();
@@ -512,7 +544,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     } catch (err) {
       admin = null;
       await proxy.stop('startup-failed');
-      throw err;
+      throw new ListenError('admin', config.admin, err as NodeJS.ErrnoException);
     }
   }
   const adminAt = proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null;

@@ -23,6 +23,7 @@ import http from 'node:http';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
+import { EXIT_LISTEN_FAILED, ListenError } from './app.js';
 import { type Config, parseHostPort } from './config.js';
 import { ConfigFileWatcher } from './config-watch.js';
 import { readBody, send } from './control/admin-http.js';
@@ -95,8 +96,15 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
   const readyWaiters: (() => void)[] = [];
   const ready = (): WorkerEntry[] => [...entries.values()].filter((e) => e.adminPort !== null && e.worker.isConnected());
 
+  let listenFailed = false;
   cluster.on('exit', (worker, code, signal) => {
     entries.delete(worker.id);
+    if (code === EXIT_LISTEN_FAILED && !started) {
+      // The worker said which listener and why on its own line: another worker would fail the same way.
+      listenFailed = true;
+      readyWaiters.splice(0).forEach((w) => w());
+      return;
+    }
     if (stopping) {
       if (entries.size === 0) exitWaiters.splice(0).forEach((w) => w());
       return;
@@ -108,16 +116,24 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
   });
   const exitWaiters: (() => void)[] = [];
 
+  let started = false;
   for (let i = 0; i < n; i++) fork();
   // Until every worker listens (bounded: a worker that cannot start exits, and is replaced).
   const startedBy = Date.now() + 60_000;
   while (ready().length < n) {
+    if (listenFailed) {
+      stopping = true;
+      for (const e of entries.values()) e.worker.process.kill('SIGKILL');
+      throw new ListenError('RTMP', config.listen, Object.assign(new Error('a worker could not open it (its line above says why)'), { code: 'EWORKER' }));
+    }
     if (Date.now() > startedBy) throw new Error(`only ${ready().length} of ${n} workers started within 60 s`);
     await new Promise<void>((r) => {
       readyWaiters.push(r);
       setTimeout(r, 500).unref();
     });
   }
+
+  started = true;
 
   /** The same request to every worker's internal admin API. */
   async function each(path: string, init: RequestInit = {}): Promise<Answer[]> {
@@ -197,9 +213,14 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
   if (config.admin !== '') {
     const { host, port } = parseHostPort(config.admin);
     await new Promise<void>((resolve, reject) => {
-      admin.once('error', reject);
+      const failed = (err: NodeJS.ErrnoException): void => {
+        stopping = true;
+        for (const e of entries.values()) e.worker.process.kill('SIGTERM');
+        reject(new ListenError('admin', config.admin, err));
+      };
+      admin.once('error', failed);
       admin.listen({ host, port }, () => {
-        admin.off('error', reject);
+        admin.off('error', failed);
         admin.on('error', (err) => log.warn({ err: err.message }, 'admin listener error'));
         resolve();
       });

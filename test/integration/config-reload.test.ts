@@ -148,7 +148,7 @@ describe('the watched config file (ConfigMap volume) is applied without a restar
     // One log line for the first refusal; the second, within the interval, is only counted.
     const refused = await eventually(() => {
       const lines = child!.logs().filter((l) => l['msg'] === 'configuration reload refused: nothing changed');
-      return lines.length > 0 && lines;
+      return lines.length > 0 ? lines : null;
     }, 'the refusal logged');
     assert.equal(refused.length, 1);
     assert.match(String(refused[0]!['error']), /invalid YAML/);
