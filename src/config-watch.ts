@@ -14,6 +14,9 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { MAX_CONFIG_FILE_BYTES } from './config.js';
 
+/** How often the file is checked when no event came (events can be lost or unsupported). */
+export const CONFIG_POLL_MS = 10_000;
+
 export interface ConfigWatchOptions {
   file: string;
   /** Called once per change of the file's content (or of its readability). */
@@ -21,7 +24,7 @@ export interface ConfigWatchOptions {
   log: Logger;
   /** Quiet time after the last event before the file is checked. Default 250 ms. */
   debounceMs?: number;
-  /** Fallback check interval. Default 10 s. */
+  /** Fallback check interval. Default CONFIG_POLL_MS. */
   pollMs?: number;
 }
 
@@ -53,7 +56,7 @@ export class ConfigFileWatcher {
 
   constructor(private readonly opts: ConfigWatchOptions) {
     this.debounceMs = opts.debounceMs ?? 250;
-    this.pollMs = opts.pollMs ?? 10_000;
+    this.pollMs = opts.pollMs ?? CONFIG_POLL_MS;
   }
 
   start(): void {
