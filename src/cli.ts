@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import cluster from 'node:cluster';
 import { EXIT_LISTEN_FAILED, ListenError, createLogger, startProxy } from './app.js';
-import { type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
+import { type WorkerListenFailed, type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
 import { ConfigFileWatcher } from './config-watch.js';
 import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './client/publish-command.js';
@@ -515,11 +515,19 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     if (err instanceof ListenError) {
+      if (cluster.isWorker) {
+        // Its primary says it once for every worker, and exits.
+        const m: WorkerListenFailed = { kind: 'rtmp-goaway-worker-listen-failed', listener: err.listener, address: err.address, code: err.cause.code, message: err.cause.message };
+        process.send!(m, () => process.exit(EXIT_LISTEN_FAILED));
+        return;
+      }
       console.error(`rtmp-goaway-proxy: ${err.message}`);
       process.exitCode = EXIT_LISTEN_FAILED;
       return;
     }
     console.error(`rtmp-goaway-proxy: ${(err as Error).message}`);
     process.exitCode = 1;
+    // A worker's IPC channel would keep it alive: its primary replaces it.
+    if (cluster.isWorker) process.exit(1);
   }
 }

@@ -39,6 +39,19 @@ export function isWorkerReady(m: unknown): m is WorkerReady {
   return typeof m === 'object' && m !== null && (m as WorkerReady).kind === 'rtmp-goaway-worker-ready';
 }
 
+/** What a worker tells its primary before it exits EXIT_LISTEN_FAILED: the primary says it once, for all. */
+export interface WorkerListenFailed {
+  kind: 'rtmp-goaway-worker-listen-failed';
+  listener: ListenError['listener'];
+  address: string;
+  code: string | undefined;
+  message: string;
+}
+
+export function isWorkerListenFailed(m: unknown): m is WorkerListenFailed {
+  return typeof m === 'object' && m !== null && (m as WorkerListenFailed).kind === 'rtmp-goaway-worker-listen-failed';
+}
+
 /** What the primary tells each worker when the watched config file changed. */
 export interface ReloadRequest {
   kind: 'rtmp-goaway-reload';
@@ -77,6 +90,7 @@ const FORWARDED_HEADERS = ['authorization', 'content-type'];
  */
 export async function runPrimary(config: Config, log: Logger, opts: { configFile?: string | undefined } = {}): Promise<void> {
   const n = workerCount(config);
+  let listenFailed: ListenError | null = null;
   const entries = new Map<number, WorkerEntry>();
   let stopping = false;
   let listen = '';
@@ -85,6 +99,10 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     const worker = cluster.fork();
     entries.set(worker.id, { worker, id: worker.id, adminPort: null });
     worker.on('message', (m: unknown) => {
+      if (isWorkerListenFailed(m)) {
+        listenFailed ??= new ListenError(m.listener, m.address, Object.assign(new Error(m.message), { code: m.code }));
+        return;
+      }
       if (!isWorkerReady(m)) return;
       const e = entries.get(worker.id);
       if (e === undefined) return;
@@ -96,12 +114,11 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
   const readyWaiters: (() => void)[] = [];
   const ready = (): WorkerEntry[] => [...entries.values()].filter((e) => e.adminPort !== null && e.worker.isConnected());
 
-  let listenFailed = false;
   cluster.on('exit', (worker, code, signal) => {
     entries.delete(worker.id);
     if (code === EXIT_LISTEN_FAILED && !started) {
-      // The worker said which listener and why on its own line: another worker would fail the same way.
-      listenFailed = true;
+      // Another worker would fail the same way: the primary stops, saying why once.
+      listenFailed ??= new ListenError('RTMP', config.listen, Object.assign(new Error('a worker could not open it'), { code: undefined }));
       readyWaiters.splice(0).forEach((w) => w());
       return;
     }
@@ -121,10 +138,10 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
   // Until every worker listens (bounded: a worker that cannot start exits, and is replaced).
   const startedBy = Date.now() + 60_000;
   while (ready().length < n) {
-    if (listenFailed) {
+    if (listenFailed !== null) {
       stopping = true;
       for (const e of entries.values()) e.worker.process.kill('SIGKILL');
-      throw new ListenError('RTMP', config.listen, Object.assign(new Error('a worker could not open it (its line above says why)'), { code: 'EWORKER' }));
+      throw listenFailed;
     }
     if (Date.now() > startedBy) throw new Error(`only ${ready().length} of ${n} workers started within 60 s`);
     await new Promise<void>((r) => {

@@ -191,6 +191,8 @@ export class ProxyServer {
    * at most once per LISTENER_ERROR_LOG_INTERVAL_MS per listener and code, with the count.
    */
   private listenerError(listener: 'rtmp' | 'rtmps', err: NodeJS.ErrnoException): void {
+    // Before it listens, an error is the listen failing: listen() / listenTls() report it.
+    if (!(listener === 'rtmp' ? this.server : this.tlsServer)?.listening) return;
     const fd = isFdExhausted(err);
     if (fd) this.metrics?.sessionsRejected.inc({ reason: 'fd-exhausted' });
     this.logRateLimited(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');

@@ -62,8 +62,15 @@ describe('cli: a listener that cannot be opened', () => {
       const r = await runCli(args);
       assert.equal(r.code, 4, r.stderr);
       assert.deepEqual(lines(r.stderr), [`rtmp-goaway-proxy: cannot open the ${name} listener on 127.0.0.1:${port}: address already in use (EADDRINUSE): another process listens there`]);
+      assert.doesNotMatch(r.stdout, /"msg":"listener error"/, 'no warn line besides the error');
     });
   }
+
+  test('cluster mode: the primary says it once for its workers and exits 4 (no restart loop)', async () => {
+    const r = await runCli(['serve', '--workers', '2', '--backend', 'a=127.0.0.1:1935', '--health-enabled', 'false', '--admin', '127.0.0.1:0', '--listen', `127.0.0.1:${port}`]);
+    assert.equal(r.code, 4, r.stderr);
+    assert.deepEqual(lines(r.stderr), [`rtmp-goaway-proxy: cannot open the RTMP listener on 127.0.0.1:${port}: address already in use (EADDRINUSE): another process listens there`]);
+  });
 });
 
 describe('cli: status --config reads the proxy address from its file', () => {
