@@ -17,11 +17,11 @@ import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './proxy/routing.js';
-import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
+import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { VERSION } from './version.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
