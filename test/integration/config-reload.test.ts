@@ -105,8 +105,10 @@ describe('the watched config file (ConfigMap volume) is applied without a restar
     media(20);
 
     // Replace a by b and change a setting that needs a restart.
+    const swappedAt = Date.now();
     volume.write(yaml({ b: b.port }, 'migration: { maxInFlight: 3 }\n'));
     await eventually(async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 1, 'the file reload counted');
+    console.log(`# ConfigMap swap applied and counted within ${Date.now() - swappedAt} ms (debounce 250 ms)`);
     const reloaded = await eventually(() => child!.logs().find((l) => l['msg'] === 'configuration reloaded'), 'the reload logged');
     assert.deepEqual(reloaded['removing'], ['a']);
     assert.deepEqual(reloaded['added'], ['b']);
