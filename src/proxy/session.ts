@@ -40,7 +40,8 @@ import {
   sequenceHeaderHeadPolicy,
 } from './migration.js';
 import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
-import { redactStreamKey } from './redact.js';
+import { type ClientTextView, clientTextView } from './redact.js';
+import type { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type Placement, type Router, normalizeIp, rejectionDescription } from './routing.js';
 
 export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
@@ -55,7 +56,10 @@ export interface SessionSettings {
   connectTimeoutMs: number;
   maxPendingBytes: number;
   onParseError: 'forward' | 'close';
+  /** Stream keys and query strings of the app and tcUrl in clear in logs, the API and the registry (`log.streamKeys`). */
   logStreamKeys: boolean;
+  /** Warnings a peer can cause per connection or message go through this (rate-limited). */
+  peerLog: RateLimitedLog;
   chunkLimits: Partial<ChunkReaderLimits>;
   amfLimits: Partial<Amf0Limits>;
   /** E-RTMP reconnect (PROTOCOL.md §2); absent = not offered. */
@@ -251,6 +255,7 @@ export class Session implements StrategySession {
   private rejected = false;
   /** Admission: no backend could take the session when it arrived; it is refused at `connect` with this reason. */
   private refusal: string | null = null;
+  private startLogged = false;
 
   constructor(
     private readonly client: net.Socket,
@@ -271,6 +276,11 @@ export class Session implements StrategySession {
     this.late = router !== null && router.needs !== 'accept';
     // Late binding relays whole server messages: collect them all.
     this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits);
+  }
+
+  /** How the client's credentials (stream key, query strings) are shown. */
+  private get shown(): ClientTextView {
+    return clientTextView(this.settings.logStreamKeys);
   }
 
   /** The client's IP (the PROXY protocol source when accepted), for CIDR routing rules. */
@@ -571,7 +581,7 @@ export class Session implements StrategySession {
       reader.feed(buf);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
-      this.log.warn({ session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
+      this.settings.peerLog.write(`relay-parse:${err.code}`, { session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
       this.hooks.parseFallback(this, 'c2s', err);
       this.close(`parse-error:${err.code}`);
       return;
@@ -660,7 +670,11 @@ export class Session implements StrategySession {
     const trigger = this.routeTrigger!;
     this.rejected = true;
     this.closeReason = reason;
-    this.log.warn({ session: this.id, client: this.clientAddress, app: f.connect?.app ?? null, streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null }, 'session rejected by routing');
+    this.settings.peerLog.write(
+      `rejected:${reason}`,
+      { session: this.id, client: this.clientAddress, rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null), streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null },
+      'session rejected by routing',
+    );
     this.sendToClient(rejection(trigger.transactionId, trigger.streamId, description));
     this.pending = [];
     this.pendingBytes = 0;
@@ -828,7 +842,8 @@ export class Session implements StrategySession {
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     const c = this.view.facts.connect!;
-    this.log.debug({ session: this.id, app: c.app, tcUrl: c.tcUrl, flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    this.log.debug({ session: this.id, rtmpApp: this.shown.appOrUrl(c.app), tcUrl: this.shown.appOrUrl(c.tcUrl), flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    this.logStart();
     const erpcOffered = this.settings.erpc?.offer === true;
     if (erpcOffered && c.capsEx !== null && this.s2c.failure === null) this.offerCapsEx();
     // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
@@ -848,8 +863,9 @@ export class Session implements StrategySession {
 
   private parseFailed(direction: 'c2s' | 's2c', err: ProtocolError): void {
     if (this.fallback === null) this.fallback = err;
+    // Counted and logged (rate-limited) by the listener.
     this.hooks.parseFallback(this, direction, err);
-    this.log.warn({ session: this.id, direction, reason: err.code, err: err.message, action: this.settings.onParseError }, 'RTMP parse failed');
+    if (direction === 'c2s') this.logStart();
     // Late binding: nothing to fall back to before routing (no backend), nor S→C (the client's chunk stream is ours).
     if (this.late && (direction === 's2c' || !this.routeStarted)) {
       this.close(`parse-error:${err.code}`);
@@ -1406,7 +1422,7 @@ export class Session implements StrategySession {
         session: this.id,
         client: this.clientAddress,
         backend: this.backendName,
-        app: f.connect?.app ?? null,
+        rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null),
         streamKey: this.streamKeyForDisplay(),
         capability: this.capability,
         bytesIn: this.bytesIn,
@@ -1430,14 +1446,21 @@ export class Session implements StrategySession {
     return this.pendingBytes + this.client.writableLength + (this.backend?.writableLength ?? 0) + (this.upstream?.socket.writableLength ?? 0);
   }
 
-  /** Logged once per session start, when the backend is known. */
+  /**
+   * `session start`, once, when both the backend and the client's `connect` (app, capability) are
+   * known, whichever comes last; or with the backend alone when the client's stream stopped parsing
+   * before a `connect`. A session that ends before that has only its `session end` line.
+   */
   logStart(): void {
-    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName }, 'session start');
+    if (this.startLogged || this.backendName === null) return;
+    const c = this.view.facts.connect;
+    if (c === null && this.fallback === null) return;
+    this.startLogged = true;
+    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability }, 'session start');
   }
 
   streamKeyForDisplay(): string | null {
-    const k = this.view.facts.streamKey;
-    return k === null || this.settings.logStreamKeys ? k : redactStreamKey(k);
+    return this.shown.streamKey(this.view.facts.streamKey);
   }
 
   snapshot(): SessionSnapshot {
@@ -1446,7 +1469,7 @@ export class Session implements StrategySession {
       id: this.id,
       client: this.clientAddress,
       backend: this.backendName,
-      app: c?.app ?? null,
+      app: this.shown.appOrUrl(c?.app ?? null),
       streamKey: this.streamKeyForDisplay(),
       goAway: c?.supportsGoAway ?? false,
       capsEx: c?.capsEx ?? null,

@@ -460,7 +460,7 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
     const t0 = nowSec();
     let commandSeconds: number;
     if (trigger === 'admin') {
-      const r = await fetch(`${base}/api/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench' }) });
+      const r = await fetch(`${base}/api/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench', force: true }) });
       await r.text();
       if (!r.ok) throw new Error(`drain: HTTP ${r.status}`);
       commandSeconds = nowSec() - t0;
