@@ -53,7 +53,7 @@ configuration: it is resolved again exactly as at start (file, environment and f
   \`rtmp_goaway_config_restart_required\`.
 - An invalid file (YAML error, invalid value, unknown key, no backend, larger than ${MAX_CONFIG_FILE_BYTES / 1024} KiB) changes nothing: it is
   counted in \`rtmp_goaway_config_reloads_total{trigger,result="invalid"}\`, \`rtmp_goaway_config_last_reload_successful\`
-  turns 0, and one error line is logged (at most one per ${INVALID_RELOAD_LOG_INTERVAL_MS / 1000} s; it says how many were refused).
+  turns 0, and one error line is logged (at most one per ${INVALID_RELOAD_LOG_INTERVAL_MS / 1000} s; the next one says how many were not logged).
   \`rtmp_goaway_config_last_reload_success_timestamp_seconds\` is when a configuration was last applied.
 - The file is watched through its directory, so a Kubernetes ConfigMap volume (which swaps a \`..data\` symlink
   instead of writing the file) is seen; events are debounced, and the file is also checked every ${CONFIG_POLL_MS / 1000} s in case

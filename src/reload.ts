@@ -10,6 +10,7 @@
 import type { Logger } from 'pino';
 import type { SetBackendsResult } from './balancer/types.js';
 import { type Config, ConfigError, settingDocs } from './config.js';
+import { RateLimitedLog } from './control/rate-limited-log.js';
 
 /** Top-level settings a reload applies; the others are read once at start. */
 export const RELOADABLE = ['backends', 'routing', 'limits', 'drain'] as const;
@@ -65,16 +66,18 @@ export const INVALID_RELOAD_LOG_INTERVAL_MS = 10_000;
 /**
  * Reloads `target` from `load()` (which resolves the whole configuration and throws ConfigError
  * when it is invalid). Every attempt is counted; an invalid one is logged on one line, at most
- * once per INVALID_RELOAD_LOG_INTERVAL_MS. Returns whether the configuration was applied.
+ * once per INVALID_RELOAD_LOG_INTERVAL_MS (the next line says how many were not logged).
+ * Returns whether the configuration was applied.
  */
 export class ConfigReloader {
-  private lastInvalidLogAt = -Infinity;
-  private invalidSinceLog = 0;
+  private readonly refusals: RateLimitedLog;
 
   constructor(
     private readonly target: ReloadTarget,
     private readonly load: () => Config,
-  ) {}
+  ) {
+    this.refusals = new RateLimitedLog(target.log, { burst: 1, perSecond: 1000 / INVALID_RELOAD_LOG_INTERVAL_MS, level: 'error' });
+  }
 
   reload(trigger: ReloadTrigger): boolean {
     const { log } = this.target;
@@ -87,14 +90,8 @@ export class ConfigReloader {
       r = this.target.reload(next);
     } catch (err) {
       this.target.metrics.configReloaded(trigger, 'invalid');
-      this.invalidSinceLog++;
-      const now = Date.now();
-      if (now - this.lastInvalidLogAt >= INVALID_RELOAD_LOG_INTERVAL_MS) {
-        const issues = err instanceof ConfigError ? err.issues : [(err as Error).message];
-        log.error({ trigger, refused: this.invalidSinceLog, error: issues.join('; ') }, 'configuration reload refused: nothing changed');
-        this.lastInvalidLogAt = now;
-        this.invalidSinceLog = 0;
-      }
+      const issues = err instanceof ConfigError ? err.issues : [(err as Error).message];
+      this.refusals.write('refused', { trigger, error: issues.join('; ') }, 'configuration reload refused: nothing changed');
       return false;
     }
     this.target.metrics.configReloaded(trigger, 'ok', r.ignored.length);
