@@ -9,6 +9,8 @@ import { EXIT_LISTEN_FAILED } from '../src/app.js';
 import { CONFIG_POLL_MS } from '../src/config-watch.js';
 import { CONFIG_FILE_ENV, ENV_PREFIX, MAX_CONFIG_FILE_BYTES, settingDocs } from '../src/config.js';
 import { INVALID_RELOAD_LOG_INTERVAL_MS, RELOADABLE } from '../src/reload.js';
+import { CONFIG_FILE_ENV, ENV_PREFIX, settingDocs } from '../src/config.js';
+import { NO_TUNE_ENV } from '../src/runtime-tuning.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
 const code = (s: string) => cell('`' + s + '`');
@@ -34,6 +36,8 @@ The YAML file is named by \`--config <path>\` or \`${CONFIG_FILE_ENV}\`.
 Invalid values are reported with the setting and where the value came from, e.g.
 \`invalid setting health.intervalMs (from env ${ENV_PREFIX}HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"\`.
 Unknown YAML keys and unknown \`${ENV_PREFIX}*\` environment variables are errors, so typos do not pass silently.
+One more variable is not a setting: \`${NO_TUNE_ENV}=1\` makes \`bin/rtmp-goaway-proxy\` start node without the
+runtime settings it applies otherwise ([performance.md](performance.md#runtime-settings-what-operators-set)).
 At start, every configuration error is one line on stderr (\`rtmp-goaway-proxy: configuration error: …\`) and
 \`serve\` exits **2**; so does an unknown flag (\`rtmp-goaway-proxy: error: unknown option '--bakend' (did you mean --backend?)\`).
 A listener that cannot be opened exits **${EXIT_LISTEN_FAILED}** with one line naming it (RTMP, RTMPS or admin), its address and why

@@ -24,6 +24,7 @@ import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { VERSION } from './version.js';
+import { runtimeReport } from './runtime-tuning.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -582,6 +583,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       discovery: discovery === null ? null : `${discovery.type} ${discovery.name}`,
       replicaId,
       bus: bus.kind,
+      // Whether node runs with the runtime settings bin/ applies (src/runtime-tuning.ts).
+      runtime: runtimeReport(),
     },
     opts.worker === undefined ? 'proxy listening' : 'worker listening',
   );

@@ -1,5 +1,6 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import cliProgress from 'cli-progress';
+import type * as CliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -243,7 +244,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {
   const err = process.stderr;
   const tty = err.isTTY === true;
-  let bar: cliProgress.SingleBar | null = null;
+  let bar: CliProgress.SingleBar | null = null;
   let total = 0;
   let lastLine = '';
   let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
@@ -266,6 +267,8 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
       const secs = Math.max(0, Math.ceil((deadlineAt - Date.now()) / 1000));
       if (tty) {
         if (bar === null) {
+          // Loaded here: only `drain --wait` on a terminal draws a progress bar.
+          const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
           bar = new cliProgress.SingleBar(
             { format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`, stream: err, hideCursor: true, clearOnComplete: false },
             cliProgress.Presets.shades_classic,

@@ -18,12 +18,20 @@
  * full desired state to the replica (`sync`). Messages that arrive during that read are applied
  * after it, in order.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BusHandlers, ControlBus, FleetView, PublishOutcome, ReplicaRecord, SessionRecord } from './bus.js';
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, encodeControlMessage, parseControlMessage } from './commands.js';
 import { RateLimitedLog } from './rate-limited-log.js';
 import { type RegistryKeys, readRegistry, registryKeys, removeReplica, writeReport } from './registry.js';
+
+/**
+ * ioredis is loaded with the first Redis connection: a proxy without `redis.url` never loads it
+ * (about 10 MiB of resident memory at start-up).
+ */
+const load = createRequire(import.meta.url);
+const RedisClient = (): typeof Redis => (load('ioredis') as typeof import('ioredis')).Redis;
 
 export interface BusKeys extends RegistryKeys {
   channel: string;
@@ -133,8 +141,8 @@ export class RedisBus implements ControlBus {
       maxRetriesPerRequest: 1,
       connectTimeout: 5_000,
     };
-    this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, retryStrategy: (n) => this.retryDelay('subscriber', n) });
-    this.cmd = new Redis(opts.url, { ...base, retryStrategy: (n) => this.retryDelay('command', n) });
+    this.sub = new (RedisClient())(opts.url, { ...base, autoResubscribe: false, retryStrategy: (n) => this.retryDelay('subscriber', n) });
+    this.cmd = new (RedisClient())(opts.url, { ...base, retryStrategy: (n) => this.retryDelay('command', n) });
     for (const [role, conn] of [['subscriber', this.sub], ['command', this.cmd]] as const) {
       conn.on('ready', () => this.onReady(role));
       conn.on('close', () => this.onDown(role));
@@ -315,7 +323,7 @@ export class RedisBus implements ControlBus {
 
 /** A short-lived connection for the CLI: fails fast instead of retrying forever. */
 export async function connectOnce(url: string, timeoutMs = 5_000): Promise<Redis> {
-  const redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
+  const redis = new (RedisClient())(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
   redis.on('error', () => undefined);
   try {
     await redis.connect();

@@ -37,7 +37,6 @@ import {
   isSwitchMessage,
   keyframeSwitch,
   migrationCollectPolicy,
-  sequenceHeaderHeadPolicy,
 } from './migration.js';
 import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
 import { type ClientTextView, clientTextView } from './redact.js';
@@ -850,7 +849,7 @@ export class Session implements StrategySession {
     const told = c.supportsGoAway || (erpcOffered && this.capability === 'erpc');
     if (!told && this.settings.migration && this.c2sReader !== null) {
       this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes);
-      this.c2sReader.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+      this.c2sReader.setCollectPolicy(migrationCollectPolicy);
     }
     // A session that connects to a backend already draining is told at once.
     if (this.backendName !== null) this.pool.reapplyStrategy(this.backendName, this);
@@ -1075,7 +1074,7 @@ export class Session implements StrategySession {
     const reader = this.c2sReader!;
     const splitter = new SwitchSplitter(reader, keyframeSwitch(reader, () => this.view.facts.videoMessages === 0), () => this.beginRelay());
     this.splitter = splitter;
-    reader.setCollectPolicy(collectEverything, null, this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1);
+    reader.setCollectPolicy(collectEverything, this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1);
     this.c2sHandler.messageStart = (csid, typeId, length, headerEnd, headerLength) => splitter.onMessageStart(csid, typeId, length, headerEnd, headerLength);
     this.mode = 'armed';
   }
@@ -1088,7 +1087,7 @@ export class Session implements StrategySession {
     this.splitter = null;
     this.mode = 'pass';
     this.c2sHandler.messageStart = undefined;
-    this.c2sReader?.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+    this.c2sReader?.setCollectPolicy(migrationCollectPolicy);
     if (held !== null && this.backend !== null && !this.backend.write(held)) this.client.pause();
   }
 

@@ -13,8 +13,8 @@
  *   keyframe come from the tag head, bytes from the length. That work is O(1) and allocates
  *   nothing (a few integer operations and typed-array writes), so `payload` may be null.
  * - The body (`payload`) is read only for decoder configurations (video/audio SequenceStart, the
- *   messages `isVideoSequenceHeader` / `isAudioSequenceHeader` pick, i.e. what a HeadPolicy
- *   collects) and for data messages (18, or 15 with its 0x00 marker) that are `@setDataFrame` /
+ *   messages `isVideoSequenceHeader` / `isAudioSequenceHeader` pick, i.e. what the chunk reader's
+ *   `'head'` collection keeps, see isConfigurationHead) and for data messages (18, or 15 with its 0x00 marker) that are `@setDataFrame` /
  *   `onMetaData`. Those arrive once per publish (again after a reconnect or codec change), and
  *   their payload is parsed in place and not kept.
  * - Other message types are ignored at the cost of one comparison.
