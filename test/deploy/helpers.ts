@@ -461,7 +461,7 @@ export function checkProxyPod(spec: PodSpec, objs: K8sObject[], what: string): C
   assert.notEqual(config.adminToken, '', `${what}: no admin token (mount a Secret and name it with RTMP_GOAWAY_ADMIN_TOKEN_FILE)`);
   assert.ok(!envNames(proxy).includes('RTMP_GOAWAY_ADMIN_TOKEN'), `${what}: the admin token belongs in a mounted Secret file, not in the pod spec`);
   for (const n of Object.keys(env)) assert.ok(docs.has(n), `${what}: ${n} (from envFrom) is not a setting of docs/configuration.md`);
-  assert.ok(config.backends.length > 0, `${what}: no backend configured`);
+  assert.ok(config.backends.length > 0 || config.discovery.dnsName !== '', `${what}: no backend configured, none discovered`);
 
   assert.equal(spec.enableServiceLinks, false, `${what}: enableServiceLinks must be false (Service links inject RTMP_GOAWAY_* variables the proxy rejects)`);
 
@@ -547,7 +547,8 @@ export function checkSelfDrainingPod(spec: PodSpec, what: string): { drainer: Co
   assert.ok(m, `${what}: the drain container's preStop does not run \`rtmp-goaway-proxy drain "$NAME" --deadline Ns --wait …; touch <file>\`: ${hook}`);
   const [, nameVar, deadline, doneFile] = m;
   const deadlineS = Number(deadline);
-  assert.ok(drainer.env?.some((e) => e.name === nameVar), `${what}: the drain container has no ${nameVar}`);
+  const fromEnv = new RegExp(`\\b${nameVar}=\\$(\\w+)`).exec(hook)?.[1];
+  assert.ok(drainer.env?.some((e) => e.name === (fromEnv ?? nameVar)), `${what}: the drain container has no ${fromEnv ?? nameVar}`);
   const redis = drainer.env?.find((e) => e.name === 'RTMP_GOAWAY_REDIS_URL');
   assert.ok((redis?.valueFrom as { secretKeyRef?: unknown } | undefined)?.secretKeyRef, `${what}: the drain container's Redis URL must come from a Secret`);
   const nginx = spec.containers.find((c) => c !== drainer);
@@ -561,5 +562,5 @@ export function checkSelfDrainingPod(spec: PodSpec, what: string): { drainer: Co
   assert.ok(wait >= deadlineS + 10, `${what}: nginx stops after ${wait} s, before the drain (deadline ${deadlineS} s) can end`);
   assert.ok(tgps >= wait + 5, `${what}: terminationGracePeriodSeconds ${tgps} < nginx's wait ${wait} s + 5 s: the kubelet kills the pod mid-drain`);
   for (const c of spec.containers) checkContainerHardening(c, `${what} container ${c.name}`);
-  return { drainer, deadlineS, nameVar: nameVar! };
+  return { drainer, deadlineS, nameVar: fromEnv ?? nameVar! };
 }
