@@ -343,7 +343,7 @@ describe('Helm chart: lint and render (helm)', () => {
     const rules = (rule['spec'] as { groups: { rules: { alert: string; expr: string; for?: string }[] }[] }).groups[0]!.rules;
     assert.deepEqual(rules.map((r) => r.alert), ['RtmpGoawayBackendDown', 'RtmpGoawayDrainStuck', 'RtmpGoawayMigrationsFailing', 'RtmpGoawayDescriptorsNearLimit', 'RtmpGoawayBusDisconnected', 'RtmpGoawayNoReadyReplica']);
     assert.equal(rules.find((r) => r.alert === 'RtmpGoawayDrainStuck')!.for, `${120 + 60}s`, 'the drain deadline of the values plus a minute');
-    const registry = new ProxyMetrics({ activeSessions: () => [], bytesTotal: () => ({ c2s: 0, s2c: 0 }), backends: () => [], busConnected: () => 1 } satisfies MetricsSources);
+    const registry = new ProxyMetrics({ activeSessions: () => [], bytesTotal: () => [], backends: () => [], busConnected: () => 1 } satisfies MetricsSources);
     const exported = new Set((await registry.registry.getMetricsAsJSON()).map((m) => m.name));
     // Metrics of other modules (migrations, …): their `${p}name` declarations with the prefix.
     const walk = (d: string): string[] => readdirSync(join(root, d), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.ts') ? [join(d, e.name)] : []));
