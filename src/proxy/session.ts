@@ -116,9 +116,11 @@ export interface SessionSnapshot {
  *  - `armed`: a migration target is publishing; still raw to the old backend, but the tail of
  *    each buffer that could be the start of the switch message is held back (SwitchSplitter);
  *  - `relay`: after a migration the proxy terminates RTMP both ways: client messages are
- *    re-chunked for the backend, backend messages re-chunked for the client.
+ *    re-chunked for the backend, backend messages re-chunked for the client;
+ *  - `drop`: the backend side is gone (backendGone): the client is read to its end, its bytes
+ *    dropped and not counted.
  */
-type Mode = 'pass' | 'armed' | 'relay';
+type Mode = 'pass' | 'armed' | 'relay' | 'drop';
 
 /** One proxy-side migration of this session, from its start to its switch or failure. */
 interface MigrationRun {
@@ -325,12 +327,8 @@ export class Session implements StrategySession {
       s.onRetiredBackendClosed();
       return;
     }
-    s.backendClosed = true;
     s.backendWentFirst();
-    // Let what the server sent reach the client, then FIN; a client that never closes its side
-    // is ended by the idle timeout.
-    s.client.end();
-    s.maybeFinish();
+    s.backendGone();
   }
   private static backendDrain(this: OwnedSocket): void {
     const s = this[SESSION]!;
@@ -477,6 +475,7 @@ export class Session implements StrategySession {
   }
 
   private onClientData(buf: Buffer): void {
+    if (this.mode === 'drop') return;
     this.bytesIn += buf.length;
     if (this.mode !== 'pass') {
       this.onClientDataMigrating(buf);
@@ -935,6 +934,7 @@ export class Session implements StrategySession {
     if (this.cache.overflow) return 'cache-overflow';
     if (this.mode === 'pass' && this.backend === null) return 'no-backend-connection';
     if (this.mode === 'relay' && this.upstream === null) return 'no-backend-connection';
+    if (this.mode === 'drop') return 'no-backend-connection';
     return null;
   }
 
@@ -1136,6 +1136,8 @@ export class Session implements StrategySession {
     this.upstream = up;
     this.replayConfig(up, info.timestamp);
     this.switchedAt = Date.now();
+    // A pause for the old connection's backpressure would wait for a `drain` nobody listens to any more.
+    if (!up.socket.writableNeedDrain) this.client.resume();
     this.completeMigration(run, up);
   }
 
@@ -1212,8 +1214,23 @@ export class Session implements StrategySession {
     this.backendClosed = true;
     // The backend going first (not after the client's own end) is the reason the session ends.
     if (this.closeReason === null && !this.clientClosed && !this.clientEnded) this.closeReason = reason.startsWith('backend-') ? reason : `backend-${reason}`;
+    this.backendGone();
+  }
+
+  /**
+   * The session's backend connection (or, relaying, its upstream) closed: the session ends once
+   * the client has gone too. What the server sent reaches the client, then FIN. From now on the
+   * client is read to its end and its bytes dropped (`drop`): a client paused for the
+   * backpressure of that connection, which will never drain, would otherwise never see its own
+   * peer leave, and the session would never end. A client that does not close its side is ended
+   * by the idle timeout (dropped bytes do not count as activity).
+   */
+  private backendGone(): void {
+    this.backendClosed = true;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
+    this.mode = 'drop';
     this.client.end();
+    this.client.resume();
     this.maybeFinish();
   }
 

@@ -1,9 +1,14 @@
 // Socket-level behaviour of a session: backpressure bounds what the proxy buffers, half-close
-// travels both ways, and an error on one side ends the other.
+// travels both ways, and an error on one side ends the other. Once a test's peers are gone every
+// session must have ended by itself (TestProxy.settled); `scripts/run-tests.mjs stress` runs
+// this file under CPU load.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
+import { cpuLoadFromEnv } from '../helpers/cpu-load.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
+
+cpuLoadFromEnv();
 
 /** A backend whose sockets the test controls. */
 async function rawBackend(): Promise<{ port: number; sockets: net.Socket[]; close(): Promise<void> }> {
@@ -18,7 +23,7 @@ async function rawBackend(): Promise<{ port: number; sockets: net.Socket[]; clos
     sockets,
     close: () => {
       for (const s of sockets) s.destroy();
-      return new Promise((r) => server.close(() => r()));
+      return new Promise((r) => (server.listening ? server.close(() => r()) : r()));
     },
   };
 }
@@ -28,6 +33,8 @@ async function withProxy(fn: (tp: TestProxy, backend: Awaited<ReturnType<typeof 
   const tp = await startTestProxy({ raw: backend.port }, { healthEnabled: 'false' });
   try {
     await fn(tp, backend);
+    await backend.close();
+    await tp.settled();
   } finally {
     await tp.stop();
     await backend.close();
