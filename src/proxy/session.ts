@@ -6,7 +6,7 @@ import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
 import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
-import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
+import { COMMAND_CSID, CONTROL_CSID, HANDSHAKE_PACKET_SIZE, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
@@ -84,7 +84,12 @@ export interface SessionOrigin {
   clientAddress?: string;
   /** Written first on every backend connection of the session (the backend PROXY protocol header). */
   preamble?: Buffer | null;
+  /** When the listener accepted the connection (before its PROXY header or TLS handshake): the handshake deadline counts from it. Default: the session's start. */
+  acceptedAt?: number;
 }
+
+/** C0 + C1: what a client sends before it hears from the server. The backend is opened once they are in. */
+const CLIENT_HELLO_BYTES = 1 + HANDSHAKE_PACKET_SIZE;
 
 /** JSON view of a session for /api/sessions and the fleet registry. */
 export interface SessionSnapshot {
@@ -190,7 +195,10 @@ export class Session implements StrategySession {
   private capsExPending = false;
   /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
   private c2sFeeding: Buffer | null = null;
+  /** Runs from the start until `connect` is seen, whatever the client sends meanwhile (a parse fallback included). */
   private handshakeTimer: NodeJS.Timeout | null = null;
+  /** The backend is opened once the client's C0+C1 are in (not late-bound): a silent connection costs no backend connection. */
+  private awaitingHello = false;
   private detach: (() => void) | null = null;
   private finished = false;
   private clientClosed = false;
@@ -373,10 +381,11 @@ export class Session implements StrategySession {
     c.on('error', Session.clientError);
     c.on('drain', Session.clientDrain);
     c.on('close', Session.clientClose);
-    this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), this.settings.handshakeTimeoutMs);
+    const deadline = (this.origin.acceptedAt ?? this.startedAt) + this.settings.handshakeTimeoutMs;
+    this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), Math.max(0, deadline - Date.now()));
     this.handshakeTimer.unref();
     if (this.late) this.front = new HandshakeEnd('server');
-    else this.connectBackend(new Set());
+    else this.awaitingHello = true;
   }
 
   /**
@@ -405,6 +414,11 @@ export class Session implements StrategySession {
         // close — the proxy answers the handshake, then refuses the connect with the reason.
         this.refusal = reason;
         this.front = new HandshakeEnd('server');
+        // The client's bytes before the current read (the start of C0+C1) were held for a backend.
+        const early = this.pending;
+        this.pending = [];
+        this.pendingBytes = 0;
+        for (const b of early) if (this.answerHandshake(b) < 0) return;
       } else this.close(reason);
       return;
     }
@@ -472,11 +486,17 @@ export class Session implements StrategySession {
     for (const buf of this.pending) sock.write(buf);
     this.pending = [];
     this.pendingBytes = 0;
+    if (this.clientEnded) sock.end();
   }
 
   private onClientData(buf: Buffer): void {
     if (this.mode === 'drop') return;
     this.bytesIn += buf.length;
+    if (this.awaitingHello && this.bytesIn >= CLIENT_HELLO_BYTES) {
+      this.awaitingHello = false;
+      this.connectBackend(new Set());
+      if (this.client.destroyed) return;
+    }
     if (this.mode !== 'pass') {
       this.onClientDataMigrating(buf);
       return;
@@ -514,8 +534,8 @@ export class Session implements StrategySession {
       this.pending.push(fwd);
       this.pendingBytes += fwd.length;
       // The client only sends C0+C1 (1537 bytes) before it hears from the server, so this bound
-      // is reached only by a peer that does not speak RTMP.
-      if (this.pendingBytes > this.settings.maxPendingBytes) this.client.pause();
+      // is reached only by a peer that does not speak RTMP. Before C0+C1 nothing would resume it.
+      if (this.pendingBytes > this.settings.maxPendingBytes && !this.awaitingHello) this.client.pause();
       return;
     }
     if (!backend.write(buf)) this.client.pause();
@@ -854,12 +874,8 @@ export class Session implements StrategySession {
       this.close(`parse-error:${err.code}`);
       return;
     }
-    if (direction === 'c2s') {
-      this.c2sReader = null;
-      // Without a parsed connect there is nothing to wait for.
-      if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
-      this.handshakeTimer = null;
-    }
+    // The handshake timer keeps running: a session that falls back before `connect` is closed at its deadline.
+    if (direction === 'c2s') this.c2sReader = null;
     if (this.migration !== null) this.migrationFailed(this.migration, `${direction}-parse-error`);
     if (this.settings.onParseError === 'close') this.close(`parse-error:${err.code}`);
   }
@@ -868,8 +884,9 @@ export class Session implements StrategySession {
     this.clientEnded = true;
     if (this.mode === 'armed' && this.migration !== null) this.migrationFailed(this.migration, 'client-ended');
     if (this.upstream !== null) this.upstream.socket.end();
-    else if (this.backend !== null) this.backend.end();
-    else this.close('client-closed');
+    else if (this.backend !== null && !this.holdClient) this.backend.end();
+    // A backend still being opened (or doing its handshake) gets the FIN after the held bytes (flushPending).
+    else if (this.backendClosed) this.close('client-closed');
   }
 
   /**

@@ -164,7 +164,8 @@ describe('garbage flood', () => {
   test('500 garbage connections alongside 20 real publishers: every frame delivered, flood gone within the timeouts', async () => {
     const fake = new FakeRtmpServer();
     await fake.listen();
-    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', logLevel: 'error', limitsHandshakeTimeoutMs: '1s', limitsIdleTimeoutMs: '2s' });
+    // Every flood connection lacks a `connect`: the handshake deadline ends them all (2 s, the time the idle timeout used to take for the blind-forwarded ones).
+    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', logLevel: 'error', limitsHandshakeTimeoutMs: '2s', limitsIdleTimeoutMs: '2s' });
     const FLOOD = 500;
     const PUBLISHERS = 20;
     try {
