@@ -3,11 +3,11 @@
 // Node 20's `--test` does not expand globs, so the files are listed here.
 // Usage: node scripts/run-tests.mjs [unit|integration|deploy|e2e|stress ...]   (default: all)
 //
-// `stress` runs the session tests again with busy threads competing for the cores
-// (TEST_CPU_LOAD, test/helpers/cpu-load.ts), STRESS_RUNS times (default 1): races between socket
-// events (one peer's close handled in the same loop turn as the other's data) show up there as
-// on a loaded machine, and each of these files checks that every session ends by itself once
-// its peers are gone (TestProxy.settled).
+// `stress` runs the session tests again with their event loop stalled (TEST_LOOP_STALL_MS,
+// default 10; TEST_CPU_LOAD adds busy threads; test/helpers/stress.ts), STRESS_RUNS times
+// (default 1): races between socket events (one peer's close handled in the same loop turn as
+// the other's data) show up there as on a loaded machine, and each of these files checks that
+// every session ends by itself once its peers are gone (TestProxy.settled).
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -53,13 +53,10 @@ if (files.length > 0) {
 if (stress) {
   const runs = Number(process.env.STRESS_RUNS ?? 1);
   for (let i = 1; i <= runs; i++) {
-    console.log(`# stress run ${i}/${runs}: ${STRESS_FILES.join(' ')} with TEST_CPU_LOAD=${process.env.TEST_CPU_LOAD ?? 3}`);
-    // One file at a time: the load is what TEST_CPU_LOAD says.
-    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...STRESS_FILES], {
-      cwd: root,
-      stdio: 'inherit',
-      env: { ...process.env, TEST_CPU_LOAD: process.env.TEST_CPU_LOAD ?? '3' },
-    });
+    const env = { ...process.env, TEST_LOOP_STALL_MS: process.env.TEST_LOOP_STALL_MS ?? '10' };
+    console.log(`# stress run ${i}/${runs}: ${STRESS_FILES.join(' ')} (TEST_LOOP_STALL_MS=${env.TEST_LOOP_STALL_MS}, TEST_CPU_LOAD=${env.TEST_CPU_LOAD ?? 0})`);
+    // One file at a time: the stress is what the variables say.
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...STRESS_FILES], { cwd: root, stdio: 'inherit', env });
     if ((r.status ?? 1) !== 0) status = r.status ?? 1;
   }
 }

@@ -1,14 +1,14 @@
 // Socket-level behaviour of a session: backpressure bounds what the proxy buffers, half-close
 // travels both ways, and an error on one side ends the other. Once a test's peers are gone every
 // session must have ended by itself (TestProxy.settled); `scripts/run-tests.mjs stress` runs
-// this file under CPU load.
+// this file with the event loop stalled (test/helpers/stress.ts).
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { describe, test } from 'node:test';
-import { cpuLoadFromEnv } from '../helpers/cpu-load.js';
+import { stressFromEnv } from '../helpers/stress.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
 
-cpuLoadFromEnv();
+stressFromEnv();
 
 /** A backend whose sockets the test controls. */
 async function rawBackend(): Promise<{ port: number; sockets: net.Socket[]; close(): Promise<void> }> {

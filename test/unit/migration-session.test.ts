@@ -4,12 +4,13 @@
 // and at the switch), retries on another backend, the switch timeout and the drain deadline —
 // and in every failure before the switch, the old backend still gets every frame. After each
 // test, with its client and backends gone, the session must have ended by itself
-// (TestProxy.settled); `scripts/run-tests.mjs stress` runs this file under CPU load.
+// (TestProxy.settled); `scripts/run-tests.mjs stress` runs this file with the event loop
+// stalled (test/helpers/stress.ts).
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { afterEach, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
-import { cpuLoadFromEnv } from '../helpers/cpu-load.js';
+import { stressFromEnv } from '../helpers/stress.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
 import { type RecordingConnection, RecordingRtmpServer, type ServerScript, hashBody } from '../helpers/recording-rtmp-server.js';
 import { type MediaMessage, SyntheticMedia } from '../helpers/synthetic-media.js';
@@ -31,7 +32,7 @@ interface Rig {
   close(): Promise<void>;
 }
 
-cpuLoadFromEnv();
+stressFromEnv();
 
 const rigs: Rig[] = [];
 afterEach(async () => {
