@@ -674,7 +674,12 @@ export const ConfigSchema = z
         }),
         maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
         amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
-        amfMaxItems: int(1024, 'Maximum number of AMF values (object properties, array items) decoded per command.', { min: 1 }),
+        amfMaxItems: int(
+          1024,
+          'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
+          { min: 1 },
+        ),
+        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
       })
       .prefault({}),
     onParseError: oneOf(

@@ -20,7 +20,7 @@
  * the new backend connection. The switching itself lives in Session.
  */
 import net from 'node:net';
-import type { Amf0Limits, Amf0Value } from '../rtmp/amf0.js';
+import { type Amf0Limits, encodeAmf0 } from '../rtmp/amf0.js';
 import type { BackendConfig } from '../balancer/types.js';
 import { type ChunkReaderLimits, type CollectPolicy, type HeadPolicy, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
@@ -140,12 +140,12 @@ export class MediaCache {
 
 // ───────────────────────────── the client side, towards the new backend ─────────────────────────────
 
-/** What to replay on the new backend: the session's own commands. */
+/** What to replay on the new backend: the session's own commands, as AMF0 bytes the client sent. */
 export interface ReplayPlan {
-  /** The client's `connect` as it sent it. */
-  connect: Command;
-  /** `publish` arguments after the command object: [key, type, …]. */
-  publishArgs: Amf0Value[];
+  /** The client's `connect` command object and arguments (SessionFacts.connectReplay). */
+  connect: Buffer;
+  /** `publish` arguments after the command object: [key, type, …] (SessionFacts.publishReplay). */
+  publishArgs: Buffer;
   streamKey: string;
   /** Our chunk size towards the backend (sent with Set Chunk Size before connect, as OBS does). */
   chunkSize: number;
@@ -270,8 +270,10 @@ export class UpstreamPublisher {
     this.phase = 'connect';
     this.send(controlMessage(MessageType.SetChunkSize, this.plan.chunkSize));
     this.writer.chunkSize = this.plan.chunkSize;
+    // The client's own bytes after a transaction id of ours (a connect without a command object gets null).
     const c = this.plan.connect;
-    this.send(commandMessage(COMMAND_CSID, 0, 'connect', TXN.connect, c.commandObject, ...c.args));
+    const payload = Buffer.concat([encodeAmf0(['connect', TXN.connect]), c.length > 0 ? c : encodeAmf0([null])]);
+    this.send({ csid: COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload });
     return buf.subarray(r.next);
   }
 
@@ -334,7 +336,8 @@ export class UpstreamPublisher {
       }
       this.streamId = id;
       this.phase = 'publish';
-      this.send({ ...commandMessage(STREAM_COMMAND_CSID, id, 'publish', TXN.publish, null, ...this.plan.publishArgs) });
+      const payload = Buffer.concat([encodeAmf0(['publish', TXN.publish, null]), this.plan.publishArgs]);
+      this.send({ csid: STREAM_COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: id, payload });
       return true;
     }
     if (this.phase === 'publish') {

@@ -12,6 +12,7 @@ import { HandshakeSkipper } from '../rtmp/handshake.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
 import {
   CAPS_EX_RECONNECT,
+  type Command,
   commandMessage,
   controlMessage,
   decodeCommand,
@@ -591,9 +592,9 @@ export class Session implements StrategySession {
         this.clientWindowAck = payload.readUInt32BE(0);
       }
     }
-    this.view.clientMessage(info, payload);
+    const cmd = this.view.clientMessage(info, payload);
     if (this.mode === 'relay') this.relayClientMessage(info, payload);
-    else if (this.front !== null && !this.routeStarted) this.onUnroutedCommand(info, payload);
+    else if (this.front !== null && !this.routeStarted && cmd !== null) this.onUnroutedCommand(info, cmd);
   }
 
   /**
@@ -602,11 +603,7 @@ export class Session implements StrategySession {
    * are answered here as nginx-rtmp would (the backend's own replies are dropped later);
    * `releaseStream` and `FCPublish` need no answer (clients do not wait for one).
    */
-  private onUnroutedCommand(info: MessageInfo, payload: Buffer | null): void {
-    const t = info.typeId;
-    if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
-    const cmd = decodeCommand(t, payload, this.settings.amfLimits);
-    if (cmd === null) return;
+  private onUnroutedCommand(info: MessageInfo, cmd: Command): void {
     if (this.refusal !== null) {
       // No backend could take a session when it arrived: say so at connect.
       if (cmd.name === 'connect') {
@@ -929,7 +926,7 @@ export class Session implements StrategySession {
   private cannotMigrate(): string | null {
     const f = this.view.facts;
     if (!f.publishing || f.unpublished) return 'not-publishing';
-    if (f.connectCommand === null || f.streamKey === null || f.publishArgs === null || f.streamId === null) return 'not-publishing';
+    if (f.connectReplay === null || f.streamKey === null || f.publishReplay === null || f.streamId === null) return 'not-publishing';
     if (this.c2sReader === null || this.fallback !== null || this.s2c.failure !== null) return 'unparsed-stream';
     if (this.cache === null) return 'no-cache';
     if (this.cache.overflow) return 'cache-overflow';
@@ -1004,8 +1001,8 @@ export class Session implements StrategySession {
     run.tried.add(target.name);
     const f = this.view.facts;
     const plan: ReplayPlan = {
-      connect: f.connectCommand!,
-      publishArgs: f.publishArgs!,
+      connect: f.connectReplay!,
+      publishArgs: f.publishReplay!,
       streamKey: f.streamKey!,
       chunkSize: coordinator.settings.chunkSize,
     };
