@@ -14,6 +14,7 @@ import { ProxyMetrics } from './control/metrics.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
+import { ProcessBudget } from './proxy/buffer-budget.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './proxy/routing.js';
@@ -106,7 +107,11 @@ const FAST_HEARTBEAT_MS = 1_000;
 export async function startProxy(config: Config, log: Logger = createLogger(config), opts: { worker?: number } = {}): Promise<RunningProxy> {
   const replicaId = config.replicaId;
   let migration: MigrationCoordinator | null = null;
-  const featureMetrics = new FeatureMetrics(() => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }));
+  const processBudget = new ProcessBudget(config.limits.processBufferBytes);
+  const featureMetrics = new FeatureMetrics(
+    () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
+    () => ({ held: processBudget.held, limit: processBudget.limit }),
+  );
   if (config.drain.nonCapable === 'migrate') {
     migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, featureMetrics);
   }
@@ -169,6 +174,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     metrics: featureMetrics,
     migration,
     router: config.routing === null ? null : Router.compile(config.routing),
+    sessionBufferBytes: config.limits.sessionBufferBytes,
+    processBudget,
   };
   const idleSweep = new IdleSweep(() => server.sessions.values(), idleSweepIntervalMs([config.limits.idleTimeoutMs, config.limits.backendIdleTimeoutMs]));
   const { host, port } = parseHostPort(config.listen);
