@@ -113,7 +113,13 @@ describe('unfinished commands on many chunk streams: one budget per session (onP
   before(async () => {
     fake = new FakeRtmpServer();
     await fake.listen();
-    tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', limitsSessionBufferBytes: '512k', onParseError: 'close' });
+    tp = await startTestProxy({ fake: fake.port }, {
+      healthEnabled: 'false',
+      limitsSessionBufferBytes: '512k',
+      onParseError: 'close',
+      // 20 clients pushing 5 MiB each through one process on a loaded machine: the backend connects must not time out.
+      limitsConnectTimeoutMs: '30s',
+    });
   });
   after(async () => {
     await tp.stop();
@@ -128,7 +134,8 @@ describe('unfinished commands on many chunk streams: one budget per session (onP
     live.send(10);
     await Promise.all(clients.map(closed));
     await Promise.all(writes);
-    assert.equal(await metric(tp, /rtmp_goaway_buffer_budget_exceeded_total\{budget="session",outcome="closed"\} (\d+)/), 20);
+    const ends = tp.logs.filter((l) => l['msg'] === 'session end').map((l) => l['reason']);
+    assert.equal(await metric(tp, /rtmp_goaway_buffer_budget_exceeded_total\{budget="session",outcome="closed"\} (\d+)/), 20, JSON.stringify(ends));
     await eventually(() => tp.logs.filter((l) => l['msg'] === 'session end' && l['reason'] === 'parse-error:buffer-budget').length === 20, '20 sessions ended for buffer-budget');
     // Each held at most its budget; all of it is given back.
     assert.ok(proc.peak <= 20 * 512 * 1024, `peak ${proc.peak}`);
