@@ -6,6 +6,7 @@
  * test/unit/config.test.ts asserts the committed file equals this script's output.
  */
 import { CONFIG_FILE_ENV, ENV_PREFIX, settingDocs } from '../src/config.js';
+import { NO_TUNE_ENV } from '../src/runtime-tuning.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
 const code = (s: string) => cell('`' + s + '`');
@@ -31,6 +32,8 @@ The YAML file is named by \`--config <path>\` or \`${CONFIG_FILE_ENV}\`.
 Invalid values are reported with the setting and where the value came from, e.g.
 \`invalid setting health.intervalMs (from env ${ENV_PREFIX}HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"\`.
 Unknown YAML keys and unknown \`${ENV_PREFIX}*\` environment variables are errors, so typos do not pass silently.
+One more variable is not a setting: \`${NO_TUNE_ENV}=1\` makes \`bin/rtmp-goaway-proxy\` start node without the
+runtime settings it applies otherwise ([performance.md](performance.md#runtime-settings-what-operators-set)).
 
 ## Value syntax
 

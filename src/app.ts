@@ -3,7 +3,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import { pino, type Logger } from 'pino';
 import { DnsDiscovery, mergeBackends } from './balancer/discovery.js';
-import { BackendPool, UnknownBackendError } from './balancer/pool.js';
+import { BackendPool, LastRoutableBackendError, UnknownBackendError } from './balancer/pool.js';
 import type { BackendConfig, DrainOptions, DrainResult, SetBackendsResult } from './balancer/types.js';
 import { type Config, parseHostPort } from './config.js';
 import { createAdminServer } from './control/admin-http.js';
@@ -11,6 +11,7 @@ import type { ControlBus, FleetView, PublishOutcome, ReplicaRecord } from './con
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './control/commands.js';
 import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
+import { RateLimitedLog } from './control/rate-limited-log.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
@@ -22,6 +23,7 @@ import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
+import { runtimeReport } from './runtime-tuning.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -56,13 +58,16 @@ export interface RunningProxy {
   reloadTls(): void;
   /**
    * Drains `name` on this replica at once and publishes the drain to the fleet (in the background;
-   * `control()` waits for it). Throws UnknownBackendError.
+   * `control()` waits for it). Throws UnknownBackendError, and LastRoutableBackendError unless `force`.
    */
-  drain(name: string, opts?: DrainOptions): DrainResult;
+  drain(name: string, opts?: DrainOptions & { force?: boolean }): DrainResult;
   /** Undrains here at once and publishes the undrain to the fleet. Throws UnknownBackendError. */
   undrain(name: string): boolean;
-  /** Applies a command here at once, then publishes it to the fleet and persists it (Redis). */
-  control(cmd: ControlCommand, source?: ControlSource): Promise<ControlOutcome>;
+  /**
+   * Applies a command here at once, then publishes it to the fleet and persists it (Redis). A drain
+   * that would leave this replica no routable backend throws LastRoutableBackendError unless `force`.
+   */
+  control(cmd: ControlCommand, source?: ControlSource, opts?: { force?: boolean }): Promise<ControlOutcome>;
   /** SIGHUP: new backend list (sessions stay; removed backends drain), then re-applies the desired state. */
   /** SIGHUP: new backend list and, when given, new routing rules (for sessions that arrive from now on). */
   reloadBackends(backends: BackendConfig[], routing?: RoutingSpec | null): SetBackendsResult;
@@ -87,11 +92,9 @@ function listenHttp(server: http.Server, hostPort: string, log: Logger): Promise
     server.listen({ host, port }, () => {
       server.off('error', reject);
       // Once listening, an accept error (EMFILE while out of descriptors) must not crash the process.
-      let lastLog = 0;
+      const limited = new RateLimitedLog(log, { burst: 1, perSecond: 1 / 5 });
       server.on('error', (err: NodeJS.ErrnoException) => {
-        if (Date.now() - lastLog < 5000) return;
-        lastLog = Date.now();
-        log.warn({ err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
+        limited.write(`admin-listener:${err.code ?? ''}`, { err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
       });
       resolve(server.address() as net.AddressInfo);
     });
@@ -156,6 +159,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     maxPendingBytes: config.limits.maxPendingBytes,
     onParseError: config.onParseError,
     logStreamKeys: config.log.streamKeys,
+    peerLog: new RateLimitedLog(log),
     chunkLimits: {
       maxChunkSize: config.limits.maxChunkSize,
       minChunkSize: config.limits.minChunkSize,
@@ -257,9 +261,19 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     else desired.delete(cmd.backend);
   }
 
-  /** The one place a command changes the pool. Throws UnknownBackendError. */
-  function apply(cmd: ControlCommand, source: ControlSource): DrainResult | boolean {
+  /**
+   * The one place a command changes the pool. Throws UnknownBackendError; LastRoutableBackendError
+   * for a drain given here (admin API, CLI through it, programmatic) that would leave no backend to
+   * route to, unless forced. Commands from the bus and the desired state are applied as they are:
+   * their issuer checked them (the CLI against the fleet registry), and the fleet must converge.
+   */
+  function apply(cmd: ControlCommand, source: ControlSource, force = source === 'bus'): DrainResult | boolean {
     if (cmd.action === 'drain') {
+      if (!force && pool.isLastRoutable(cmd.backend)) {
+        metrics.controlMessages.inc({ source, result: 'rejected' });
+        log.warn({ backend: cmd.backend, source, origin: cmd.origin }, 'drain refused: last routable backend (not forced)');
+        throw new LastRoutableBackendError(cmd.backend);
+      }
       const opts: DrainOptions = {};
       if (cmd.deadlineMs !== undefined) opts.deadlineMs = cmd.deadlineMs;
       if (cmd.reason !== undefined) opts.reason = cmd.reason;
@@ -336,7 +350,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     shuttingDown: false,
     drain(name, opts = {}) {
       const cmd = newCommand('drain', name, opts);
-      const result = apply(cmd, 'api') as DrainResult;
+      const result = apply(cmd, 'api', opts.force === true) as DrainResult;
       void toFleet(cmd);
       return result;
     },
@@ -346,9 +360,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       void toFleet(cmd);
       return changed;
     },
-    async control(c, source = 'api') {
+    async control(c, source = 'api', opts = {}) {
       const cmd: ControlCommand = { ...c, id: c.id ?? randomUUID(), at: c.at ?? Date.now(), origin: c.origin ?? replicaId };
-      const result = apply(cmd, source);
+      const result = apply(cmd, source, source === 'bus' || opts.force === true);
       const fleet = await toFleet(cmd);
       return { command: cmd, result, fleet };
     },
@@ -382,24 +396,30 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     if (admin !== null) await new Promise<void>((r) => admin!.close(() => r()));
   }
 
+  /** Anyone who can PUBLISH on the channel controls the rate of these lines: limited. */
+  const busLog = new RateLimitedLog(log);
   await bus.start({
     command(cmd) {
-      if (cmd.id !== undefined && ownIds.delete(cmd.id)) return;
-      remember(cmd);
+      if (cmd.id !== undefined && ownIds.delete(cmd.id)) return true;
+      if (cmd.action === 'undrain') remember(cmd);
       try {
         apply(cmd, 'bus');
+        // Only backends this replica has: a flood of made-up names must not grow memory.
+        if (cmd.action === 'drain') remember(cmd);
         metrics.controlMessages.inc({ source: 'bus', result: 'ok' });
+        return true;
       } catch (err) {
         // Never fatal: a bad command is logged and counted.
         metrics.controlMessages.inc({ source: 'bus', result: 'rejected' });
         if (err instanceof UnknownBackendError) {
-          log.warn({ action: cmd.action, backend: cmd.backend, origin: cmd.origin }, 'bus command for a backend this replica does not have (kept in the desired state)');
+          busLog.write('unknown-backend', { action: cmd.action, backend: cmd.backend, origin: cmd.origin }, 'bus command for a backend this replica does not have: ignored');
         } else log.error({ err, action: cmd.action, backend: cmd.backend }, 'bus command failed');
+        return false;
       }
     },
     malformed(text, error) {
       metrics.controlMessages.inc({ source: 'bus', result: 'malformed' });
-      log.warn({ message: text.length > 200 ? `${text.slice(0, 200)}…` : text, error }, 'malformed control message ignored');
+      busLog.write('malformed', { message: text.length > 200 ? `${text.slice(0, 200)}…` : text, error }, 'malformed control message ignored');
     },
     sync(list) {
       desired = new Map(list.map((d) => [d.backend, d]));
@@ -459,7 +479,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         sessions: () => [...server.sessions.values()].map((s) => s.snapshot()),
         async drain(name, opts) {
           const cmd = newCommand('drain', name, opts);
-          const out = await proxy.control(cmd, 'admin');
+          const out = await proxy.control(cmd, 'admin', { force: opts.force === true });
           const body = { ...(out.result as DrainResult), fleet: out.fleet };
           return body;
         },
@@ -470,8 +490,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         notReadyReason: () => {
           if (proxy.shuttingDown) return 'shutting down';
           if (!server.listening) return 'listener closed';
-          const usable = pool.list().some((b) => b.health === 'up' && !b.draining);
-          return usable ? null : 'no healthy backend';
+          if (pool.hasProvenRoutable) return null;
+          if (pool.allRoutableDraining) return 'all backends draining';
+          return pool.list().some((b) => b.health === 'up' && !b.draining) ? 'waiting for the first health check to find a backend up' : 'no healthy backend';
         },
       },
       metrics,
@@ -499,6 +520,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       discovery: discovery === null ? null : `${discovery.type} ${discovery.name}`,
       replicaId,
       bus: bus.kind,
+      // Whether node runs with the runtime settings bin/ applies (src/runtime-tuning.ts).
+      runtime: runtimeReport(),
     },
     opts.worker === undefined ? 'proxy listening' : 'worker listening',
   );

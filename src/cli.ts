@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError } from 'commander';
-import cliProgress from 'cli-progress';
+import type * as CliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
@@ -15,6 +16,7 @@ import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './contr
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
+import { safeText } from './terminal-text.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -62,8 +64,17 @@ async function adminRequest(base: string, method: string, path: string, body?: u
     throw new Error(`cannot reach the admin API at ${base}: ${(err as Error).message}`);
   }
   const text = await res.text();
-  const json: unknown = text === '' ? null : JSON.parse(text);
-  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
+  let json: unknown = null;
+  try {
+    json = text === '' ? null : JSON.parse(text);
+  } catch {
+    if (res.ok) throw new Error(`${method} ${path}: the admin API answered something that is not JSON`);
+  }
+  if (!res.ok) {
+    const e = json !== null && typeof json === 'object' ? (json as { error?: unknown; hint?: unknown }) : {};
+    const detail = typeof e.error === 'string' ? `${e.error}${typeof e.hint === 'string' ? ` (${e.hint})` : ''}` : JSON.stringify(json ?? text.slice(0, 200));
+    throw new Error(`${method} ${path}: HTTP ${res.status}: ${detail}`);
+  }
   return json;
 }
 
@@ -158,31 +169,32 @@ function ago(iso: string, now = Date.now()): string {
   return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s ago` : `${Math.round(ms / 1000)}s ago`;
 }
 
+/** Left-aligned column of client- or fleet-supplied text, escaped first (terminal-text.ts). */
+const col = (v: unknown, width: number): string => safeText(v).padEnd(width);
+
 function printFleet(f: FleetStatus, url: string): void {
-  console.log(`fleet at ${redactRedisUrl(url)}: ${f.replicas.length} replica(s), ${f.sessions.length} session(s)`);
+  console.log(`fleet at ${safeText(redactRedisUrl(url))}: ${f.replicas.length} replica(s), ${f.sessions.length} session(s)`);
   for (const d of f.desired) {
     const bits = [`since ${new Date(d.at).toISOString()}`];
     if (d.deadlineMs !== undefined) bits.push(`deadline ${d.deadlineMs} ms`);
     if (d.reason !== undefined) bits.push(`reason ${JSON.stringify(d.reason)}`);
     if (d.origin !== undefined) bits.push(`by ${d.origin}`);
-    console.log(`desired: ${d.backend} drained (${bits.join(', ')})`);
+    console.log(`desired: ${safeText(d.backend)} drained (${safeText(bits.join(', '))})`);
   }
   console.log('\nBACKEND            DESIRED  SESSIONS  STATE PER REPLICA');
   for (const b of f.backends) {
     const states = Object.entries(b.states).map(([r, s]) => `${r}=${s}`).join(' ') || '(no live replica has it)';
-    console.log(`${b.name.padEnd(18)} ${b.desired.padEnd(8)} ${String(b.sessions).padEnd(9)} ${states}`);
+    console.log(`${col(b.name, 18)} ${col(b.desired, 8)} ${col(b.sessions, 9)} ${safeText(states)}`);
   }
   console.log('\nREPLICA                  LAST SEEN   STATE     SESSIONS  LISTEN');
   for (const r of f.replicas) {
     const n = f.sessions.filter((s) => s.replica === r.replicaId).length;
-    console.log(`${r.replicaId.padEnd(24)} ${ago(r.heartbeatAt).padEnd(11)} ${(r.shuttingDown ? 'stopping' : 'serving').padEnd(9)} ${String(n).padEnd(9)} ${r.listen}`);
+    console.log(`${col(r.replicaId, 24)} ${col(ago(r.heartbeatAt), 11)} ${col(r.shuttingDown ? 'stopping' : 'serving', 9)} ${col(n, 9)} ${safeText(r.listen)}`);
   }
   if (f.sessions.length > 0) {
     console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED');
     for (const s of f.sessions) {
-      console.log(
-        `${s.id.padEnd(16)} ${s.replica.padEnd(24)} ${(s.backend ?? '-').padEnd(14)} ${(s.app ?? '-').padEnd(14)} ${s.capability.padEnd(11)} ${s.state.padEnd(11)} ${s.startedAt}`,
-      );
+      console.log(`${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${safeText(s.startedAt)}`);
     }
   }
 }
@@ -219,7 +231,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {
   const err = process.stderr;
   const tty = err.isTTY === true;
-  let bar: cliProgress.SingleBar | null = null;
+  let bar: CliProgress.SingleBar | null = null;
   let total = 0;
   let lastLine = '';
   let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
@@ -242,6 +254,8 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
       const secs = Math.max(0, Math.ceil((deadlineAt - Date.now()) / 1000));
       if (tty) {
         if (bar === null) {
+          // Loaded here: only `drain --wait` on a terminal draws a progress bar.
+          const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
           bar = new cliProgress.SingleBar(
             { format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`, stream: err, hideCursor: true, clearOnComplete: false },
             cliProgress.Presets.shades_classic,
@@ -251,7 +265,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
         bar.setTotal(Math.max(total, 1));
         bar.update(total - left, { left, secs });
       } else {
-        const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${lastError})` : ''}`;
+        const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${safeText(lastError)})` : ''}`;
         if (line !== lastLine) err.write(`${line}, deadline in ${secs}s\n`);
         lastLine = line;
       }
@@ -271,12 +285,12 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
     bar?.stop();
   }
   if (lastError !== null && last.length === 0) {
-    err.write(`could not read the sessions on ${backend} before the deadline: ${lastError}\n`);
+    err.write(`could not read the sessions on ${backend} before the deadline: ${safeText(lastError)}\n`);
     return 1;
   }
   err.write(`${backend} still held ${last.length} session(s) at the deadline:\n`);
   for (const s of last) {
-    err.write(`  ${s.id} on replica ${s.replica} (client ${s.client}, app ${s.app ?? '-'}, capability ${s.capability}, state ${s.state}): ${whyRemained(s)}\n`);
+    err.write(`  ${safeText(s.id)} on replica ${safeText(s.replica)} (client ${safeText(s.client)}, app ${safeText(s.app)}, capability ${safeText(s.capability)}, state ${safeText(s.state)}): ${safeText(whyRemained(s))}\n`);
   }
   return EXIT_SESSIONS_REMAINED;
 }
@@ -319,14 +333,69 @@ function cliCommand(action: 'drain' | 'undrain', backend: string, o: { deadline?
   return cmd;
 }
 
-/** Publishes through Redis; warns on stderr when no live replica knows the backend. */
-async function publishViaRedis(redis: Redis, prefix: string, cmd: ControlCommand): Promise<Record<string, unknown>> {
+/** Edit distance (insert, delete, substitute, swap two neighbours): how far a typo is from a name. */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** Characters a typist takes for one another (`bl` for `b1`, `bO` for `b0`). */
+const LOOKALIKE: Record<string, string> = { l: '1', i: '1', '|': '1', o: '0' };
+const unconfuse = (s: string): string => [...s.toLowerCase()].map((c) => LOOKALIKE[c] ?? c).join('');
+
+/** The known names closest to `name` (at most two edits away; look-alike characters count half), the best ones only. */
+export function closestNames(name: string, known: Iterable<string>): string[] {
+  const limit = Math.min(2, Math.max(1, name.length - 1));
+  const scored = [...new Set(known)]
+    .map((k) => ({ k, d: unconfuse(name) === unconfuse(k) ? 0.5 : editDistance(name.toLowerCase(), k.toLowerCase()) }))
+    .filter((x) => x.d <= limit);
+  const best = Math.min(...scored.map((x) => x.d));
+  return scored.filter((x) => x.d === best).map((x) => x.k).sort();
+}
+
+/**
+ * Why a drain must not be published without `--force`, from the live replicas' registry records,
+ * or null when it may: no live replica has the backend (a typo would sit in the desired state and
+ * drain nothing, while the script that asked goes on as if the real backend were empty), or the
+ * backend is the last one taking new sessions on some replica.
+ */
+export function drainRefusal(backend: string, replicas: readonly Pick<ReplicaRecord, 'replicaId' | 'backends'>[], hash: string): string | null {
+  const having = replicas.filter((r) => r.backends.some((b) => b.name === backend));
+  if (having.length === 0) {
+    const known = replicas.flatMap((r) => r.backends.map((b) => b.name));
+    const close = closestNames(backend, known);
+    return [
+      `no live replica has a backend named "${backend}" (${replicas.length} replica(s) live${known.length > 0 ? `, backends: ${[...new Set(known)].sort().join(', ')}` : ''}).`,
+      close.length > 0 ? ` Did you mean ${close.join(' or ')}?` : '',
+      ` Nothing was published; --force keeps the drain in ${hash} for replicas that get this backend later.`,
+    ].join('');
+  }
+  const stranded = having.filter((r) => r.backends.every((b) => (b.name === backend ? b.state === 'up' : b.state !== 'up'))).map((r) => r.replicaId);
+  if (stranded.length > 0) {
+    return `refusing to drain "${backend}": it is the last backend taking new sessions on replica(s) ${stranded.join(', ')}; nothing was published. --force drains it anyway`;
+  }
+  return null;
+}
+
+/** Publishes through Redis; a drain is checked against the fleet registry first unless forced (drainRefusal). */
+async function publishViaRedis(redis: Redis, prefix: string, cmd: ControlCommand, force = false): Promise<Record<string, unknown>> {
   const keys = busKeys(prefix);
+  const before = await readRegistry(redis, keys);
+  if (cmd.action === 'drain' && !force) {
+    const why = drainRefusal(cmd.backend, before.replicas, keys.backends);
+    if (why !== null) throw new Error(why);
+  }
   const receivers = await publishCommand(redis, keys, cmd);
-  const reg = await readRegistry(redis, keys);
-  const knowing = reg.replicas.filter((r) => r.backends.some((b) => b.name === cmd.backend)).map((r) => r.replicaId);
+  const knowing = before.replicas.filter((r) => r.backends.some((b) => b.name === cmd.backend)).map((r) => r.replicaId);
   if (knowing.length === 0) {
-    process.stderr.write(`warning: no live replica reports a backend named ${cmd.backend} (${reg.replicas.length} replica(s) live); the ${cmd.action} is kept in ${keys.backends} for replicas that have it\n`);
+    process.stderr.write(`warning: no live replica reports a backend named ${cmd.backend} (${before.replicas.length} replica(s) live)${cmd.action === 'drain' ? `; the drain is kept in ${keys.backends} (--force)` : ''}\n`);
   }
   return { command: cmd, published: true, receivers, channel: keys.channel, hash: keys.backends, replicas: knowing };
 }
@@ -399,15 +468,16 @@ export function buildCli(): Command {
       .description('stop routing new sessions to <backend> and tell its publishers to go away (every replica with --redis)')
       .option('--deadline <duration>', 'close sessions still on the backend after this long (default: each replica\'s drain.deadlineMs)', durationArg)
       .option('--reason <text>', 'free text recorded with the drain')
+      .option('--force', 'drain even when no live replica has the backend (--redis), or when it is the last backend taking new sessions')
       .option('--wait', `show the sessions left on the backend until none is left (exit 0) or the deadline passes (exit ${EXIT_SESSIONS_REMAINED})`),
-  ).action(async (backendName: string, o: TargetFlags & { deadline?: number; reason?: string; wait?: boolean }) => {
+  ).action(async (backendName: string, o: TargetFlags & { deadline?: number; reason?: string; wait?: boolean; force?: boolean }) => {
     const backend = backendArg(backendName);
     const target = resolveTarget(o);
     const started = Date.now();
     const fixedDeadline = o.deadline !== undefined ? started + o.deadline : null;
     if (target.kind === 'redis') {
       await withRedis(target, async (redis) => {
-        const out = await publishViaRedis(redis, target.prefix, cliCommand('drain', backend, o));
+        const out = await publishViaRedis(redis, target.prefix, cliCommand('drain', backend, o), o.force === true);
         console.log(JSON.stringify(out, null, 2));
         if (o.wait) process.exitCode = await waitEmpty(backend, redisWaitSource(redis, target.prefix, backend), fixedDeadline, started);
       });
@@ -416,6 +486,7 @@ export function buildCli(): Command {
     const body: Record<string, unknown> = {};
     if (o.deadline !== undefined) body['deadlineMs'] = o.deadline;
     if (o.reason !== undefined) body['reason'] = o.reason;
+    if (o.force === true) body['force'] = true;
     const r = (await adminRequest(target.base, 'POST', `/api/backends/${encodeURIComponent(backend)}/drain`, body)) as { deadlineAt?: number };
     console.log(JSON.stringify(r, null, 2));
     if (o.wait) process.exitCode = await waitEmpty(backend, adminWaitSource(target.base, backend), r.deadlineAt ?? fixedDeadline, started);
@@ -461,9 +532,11 @@ export function buildCli(): Command {
       return;
     }
     console.log('BACKEND            ADDRESS                STATE      SESSIONS  SOURCE');
-    for (const b of backends) console.log(`${b.name.padEnd(18)} ${`${b.host}:${b.port}`.padEnd(22)} ${b.state.padEnd(10)} ${String(b.sessions).padEnd(9)} ${b.source ?? 'static'}`);
+    for (const b of backends) console.log(`${col(b.name, 18)} ${col(`${b.host}:${b.port}`, 22)} ${col(b.state, 10)} ${col(b.sessions, 9)} ${safeText(b.source ?? 'static')}`);
     console.log(`\n${sessions.length} session(s)`);
-    for (const s of sessions) console.log(`  ${s.id}  ${s.backend ?? '-'}  ${s.app ?? '-'}/${s.streamKey ?? '-'}  ${s.capability}  ${s.state}  ${s.bytesIn} B in`);
+    for (const s of sessions) {
+      console.log(`  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in`);
+    }
   });
 
   registerPublishCommand(program);
@@ -480,7 +553,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    console.error(`rtmp-goaway-proxy: ${(err as Error).message}`);
+    console.error(`rtmp-goaway-proxy: ${safeText((err as Error).message)}`);
     process.exitCode = 1;
   }
 }

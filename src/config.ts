@@ -16,10 +16,16 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { Option, type Command } from 'commander';
-import YAML from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
+import { NO_TUNE_ENV } from './runtime-tuning.js';
+
+/** yaml is loaded with the first configuration file: a proxy configured by flags and environment never loads it. */
+const load = createRequire(import.meta.url);
+const yaml = (): typeof Yaml => load('yaml') as typeof Yaml;
 
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
@@ -935,8 +941,8 @@ function displayPath(path: readonly PropertyKey[]): string {
 
 interface YamlSource {
   file: string;
-  doc: YAML.Document.Parsed;
-  lines: YAML.LineCounter;
+  doc: Yaml.Document.Parsed;
+  lines: Yaml.LineCounter;
 }
 
 /** `file path:line` for a path inside the YAML document (line of its key, when found). */
@@ -944,15 +950,15 @@ function yamlLabel(y: YamlSource, path: readonly PropertyKey[]): string {
   let node: unknown = y.doc.contents;
   let offset: number | undefined;
   for (const seg of path) {
-    if (YAML.isMap(node)) {
-      const pair = node.items.find((p) => (YAML.isScalar(p.key) ? p.key.value : p.key) === seg);
+    if (yaml().isMap(node)) {
+      const pair = node.items.find((p) => (yaml().isScalar(p.key) ? p.key.value : p.key) === seg);
       if (!pair) break;
-      if (YAML.isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
+      if (yaml().isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
       node = pair.value;
-    } else if (YAML.isSeq(node)) {
+    } else if (yaml().isSeq(node)) {
       const item = node.items[Number(seg)];
       if (!item) break;
-      if (YAML.isNode(item) && item.range) offset = item.range[0];
+      if (yaml().isNode(item) && item.range) offset = item.range[0];
       node = item;
     } else break;
   }
@@ -975,8 +981,8 @@ function readYaml(file: string, via: string): { data: Record<string, unknown>; s
     const code = (e as NodeJS.ErrnoException).code;
     throw new ConfigError(`cannot read config file ${file} (from ${via}): ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
-  const lines = new YAML.LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: true });
+  const lines = new (yaml().LineCounter)();
+  const doc = yaml().parseDocument(text, { lineCounter: lines, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((err) => `invalid YAML in config file ${file}: ${err.message.split('\n')[0]}`));
   }
@@ -1040,7 +1046,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   }
 
   // 2. Environment
-  const known = new Set<string>([CONFIG_FILE_ENV]);
+  const known = new Set<string>([CONFIG_FILE_ENV, NO_TUNE_ENV]);
   for (const l of leaves) {
     const name = envName(l);
     known.add(name);

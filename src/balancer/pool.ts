@@ -50,6 +50,20 @@ export class UnknownBackendError extends Error {
   }
 }
 
+/**
+ * Thrown by the control plane (src/app.ts) for a drain that would leave no backend able to take a
+ * new session, unless the caller forces it: a typo or a script draining "everything but one" must
+ * not take the whole ingest down.
+ */
+export class LastRoutableBackendError extends Error {
+  readonly backend: string;
+  constructor(name: string) {
+    super(`refusing to drain "${name}": it is the last backend that can take new sessions (healthy and not draining)`);
+    this.name = 'LastRoutableBackendError';
+    this.backend = name;
+  }
+}
+
 /** Go Away if the client announced support and the message could be queued, else wait for the deadline. */
 export const defaultDrainStrategy: DrainStrategy = {
   begin(session) {
@@ -120,7 +134,14 @@ interface Entry {
   consecutiveFailures: number;
   consecutiveSuccesses: number;
   connectFailures: number;
+  /** A health probe has succeeded since the backend was (re)configured: 'up' is no longer just the starting assumption. */
+  probedUp: boolean;
   inflight?: Promise<void>;
+}
+
+/** Can take a new session (maxSessions aside). */
+function routable(e: Entry): boolean {
+  return e.health === 'up' && !e.draining && !e.removing;
 }
 
 function toError(err: unknown): Error {
@@ -302,6 +323,34 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   // ───────────────────────────── draining ─────────────────────────────
+
+  /**
+   * Whether `name` can take new sessions now (healthy, not draining, not being removed) and no other
+   * backend can: draining it would leave none. Throws UnknownBackendError.
+   */
+  isLastRoutable(name: string): boolean {
+    const entry = this.entries.get(name);
+    if (!entry) throw new UnknownBackendError(name);
+    if (!routable(entry)) return false;
+    for (const e of this.entries.values()) if (e !== entry && routable(e)) return false;
+    return true;
+  }
+
+  /** No backend can take a new session: every healthy one is draining (or being removed). */
+  get allRoutableDraining(): boolean {
+    let healthy = false;
+    for (const e of this.entries.values()) {
+      if (routable(e)) return false;
+      if (e.health === 'up') healthy = true;
+    }
+    return healthy;
+  }
+
+  /** Some backend is healthy by a probe (or checks are off), not draining: the first health round is in. */
+  get hasProvenRoutable(): boolean {
+    for (const e of this.entries.values()) if (routable(e) && (e.probedUp || !this.health.enabled)) return true;
+    return false;
+  }
 
   /**
    * Marks the backend draining (no new sessions), applies the strategy to every session on it that has
@@ -554,6 +603,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       consecutiveFailures: 0,
       consecutiveSuccesses: 0,
       connectFailures: 0,
+      probedUp: false,
     };
   }
 
@@ -791,6 +841,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       e.lastCheckError = undefined;
       e.consecutiveSuccesses++;
       e.consecutiveFailures = 0;
+      e.probedUp = true;
       this.fire('health-check', { name, ok: true });
       if (e.awaitingHealth) {
         e.awaitingHealth = false;

@@ -18,8 +18,6 @@ export class ProcessBudget {
   peak = 0;
   /** Refusals, by which budget said no. */
   readonly refused = { session: 0, process: 0 };
-  private lastLogAt = 0;
-  private suppressed = 0;
 
   constructor(readonly limit: number) {}
 
@@ -32,21 +30,6 @@ export class ProcessBudget {
 
   give(n: number): void {
     this.held = Math.max(0, this.held - n);
-  }
-
-  /**
-   * Rate limit of the refusal log line (a hostile client can open many sessions): returns the
-   * number of refusals not logged since the last line, or -1 when this one is not logged either.
-   */
-  shouldLog(now: number, intervalMs = 5_000): number {
-    if (now - this.lastLogAt < intervalMs) {
-      this.suppressed++;
-      return -1;
-    }
-    this.lastLogAt = now;
-    const s = this.suppressed;
-    this.suppressed = 0;
-    return s;
   }
 }
 

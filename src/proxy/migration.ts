@@ -22,7 +22,7 @@
 import net from 'node:net';
 import { type Amf0Limits, encodeAmf0 } from '../rtmp/amf0.js';
 import type { BackendConfig } from '../balancer/types.js';
-import { type ByteBudget, type ChunkReaderLimits, type CollectPolicy, type HeadPolicy, type MessageInfo, ChunkReader, UNLIMITED_BUDGET } from '../rtmp/chunk-reader.js';
+import { type ByteBudget, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader, UNLIMITED_BUDGET } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
@@ -56,23 +56,15 @@ export interface MigrationSettings {
 // ───────────────────────────── what is collected, what is cached ─────────────────────────────
 
 /**
- * C→S collect policy of a session that may migrate: control and commands (as always), data
- * messages (metadata), and audio/video decided by their first bytes (sequence headers only):
- * other media messages allocate nothing.
+ * C→S collect policy of a session that may migrate: control and commands (as always), and
+ * audio, video and data messages only when their first bytes say they are decoder configuration
+ * or metadata (the reader looks, ChunkReader `'head'`): other media messages cost nothing more
+ * than for a session that is never migrated.
  */
 export const migrationCollectPolicy: CollectPolicy = (typeId) => {
-  if (typeId === MessageType.Video || typeId === MessageType.Audio) return 'head';
-  return (
-    typeId <= MessageType.SetPeerBandwidth ||
-    typeId === MessageType.CommandAmf0 ||
-    typeId === MessageType.CommandAmf3 ||
-    typeId === MessageType.DataAmf0 ||
-    typeId === MessageType.DataAmf3
-  );
+  if (typeId === MessageType.Video || typeId === MessageType.Audio || typeId === MessageType.DataAmf0 || typeId === MessageType.DataAmf3) return 'head';
+  return typeId <= MessageType.SetPeerBandwidth || typeId === MessageType.CommandAmf0 || typeId === MessageType.CommandAmf3;
 };
-
-export const sequenceHeaderHeadPolicy: HeadPolicy = (typeId, head, headLen) =>
-  typeId === MessageType.Video ? isVideoSequenceHeader(head, headLen) : typeId === MessageType.Audio && isAudioSequenceHeader(head, headLen);
 
 /** While armed or relaying: every message whole. */
 export const collectEverything: CollectPolicy = () => true;
@@ -107,7 +99,11 @@ export class MediaCache {
     return (this.metadata?.payload.length ?? 0) + (this.video?.payload.length ?? 0) + (this.audio?.payload.length ?? 0);
   }
 
-  /** Offers a complete client message; keeps a copy when it is configuration. Cheap for the rest. */
+  /**
+   * Offers a complete client message the reader collected as configuration; keeps a copy when it
+   * is configuration and differs from the one kept (encoders that repeat their sequence headers at
+   * every keyframe cost a comparison, not a copy).
+   */
   offer(info: MessageInfo, payload: Buffer): void {
     const t = info.typeId;
     let slot: 'metadata' | 'video' | 'audio';
@@ -126,7 +122,12 @@ export class MediaCache {
     } else {
       return;
     }
-    const before = this[slot]?.payload.length ?? 0;
+    const kept = this[slot];
+    if (kept !== null && kept.csid === info.csid && kept.typeId === t && kept.payload.equals(payload)) {
+      kept.timestamp = info.timestamp;
+      return;
+    }
+    const before = kept?.payload.length ?? 0;
     if (this.bytes - before + payload.length > this.maxBytes) {
       this.overflow = true;
       return;

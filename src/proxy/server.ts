@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
 import { isFdExhausted } from '../balancer/health.js';
 import type { ProxyMetrics } from '../control/metrics.js';
+import { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
 import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
@@ -77,8 +78,10 @@ export class ProxyServer {
   private tlsContext: tls.SecureContext | null = null;
   /** Cleared by stopAccepting: connections still queued in the backlog are not turned into sessions after closeAll(). */
   private accepting = true;
-  /** Rate-limited log lines (accept errors, backend connects out of descriptors): count since the last line. */
-  private readonly rateLimitedLogs = new Map<string, { count: number; loggedAt: number }>();
+  /** Accept errors and backend connects out of descriptors: one line per key per interval, the rest counted as `suppressed`. */
+  private readonly fdLog: RateLimitedLog;
+  /** What a remote peer causes per connection (refusals, parse failures): token bucket per kind. */
+  private readonly peerLog: RateLimitedLog;
   /** Sessions whose backend connect failed because this process is out of file descriptors. */
   private readonly fdStarved = new WeakSet<Session>();
 
@@ -91,6 +94,8 @@ export class ProxyServer {
     // bytes still flow back, instead of Node closing both halves at once.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock));
     this.server.on('error', (err) => this.listenerError('rtmp', err));
+    this.fdLog = new RateLimitedLog(log, { burst: 1, perSecond: 1000 / LISTENER_ERROR_LOG_INTERVAL_MS });
+    this.peerLog = opts.session.peerLog;
     this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
     this.acceptPP = opts.acceptProxyProtocol ?? 'off';
     this.backendPP = opts.backendProxyProtocol ?? 'off';
@@ -182,27 +187,12 @@ export class ProxyServer {
   private listenerError(listener: 'rtmp' | 'rtmps', err: NodeJS.ErrnoException): void {
     const fd = isFdExhausted(err);
     if (fd) this.metrics?.sessionsRejected.inc({ reason: 'fd-exhausted' });
-    this.logRateLimited(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
-  }
-
-  /** Logs `msg` now if `key` was not logged within the interval, else counts it into the next line. */
-  private logRateLimited(key: string, fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    let e = this.rateLimitedLogs.get(key);
-    if (e === undefined) {
-      e = { count: 0, loggedAt: -Infinity };
-      this.rateLimitedLogs.set(key, e);
-    }
-    e.count++;
-    if (now - e.loggedAt < LISTENER_ERROR_LOG_INTERVAL_MS) return;
-    this.log.warn({ ...fields, count: e.count, sinceMs: Number.isFinite(e.loggedAt) ? now - e.loggedAt : null }, msg);
-    e.count = 0;
-    e.loggedAt = now;
+    this.fdLog.write(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
   }
 
   private reject(sock: net.Socket, reason: RejectReason, fields: Record<string, unknown> = {}): void {
     this.metrics?.sessionsRejected.inc({ reason });
-    this.log.warn({ client: `${sock.remoteAddress}:${sock.remotePort}`, reason, ...fields }, 'connection refused');
+    this.peerLog.write(`refused:${reason}`, { client: `${sock.remoteAddress}:${sock.remotePort}`, reason, ...fields }, 'connection refused');
     sock.destroy();
   }
 
@@ -376,15 +366,18 @@ export class ProxyServer {
       }
     },
     goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', key: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
-    parseFallback: (_s, direction, err) => this.metrics?.parseFallbacks.inc({ direction, reason: err.code }),
+    parseFallback: (s, direction, err) => {
+      this.metrics?.parseFallbacks.inc({ direction, reason: err.code });
+      this.peerLog.write(`parse:${direction}:${err.code}`, { session: s.id, direction, reason: err.code, err: err.message, action: this.opts.session.onParseError }, 'RTMP parse failed');
+    },
     connectFailed: (s, backend, err) => {
       if (isFdExhausted(err)) {
         this.fdStarved.add(s);
-        this.logRateLimited(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
+        this.fdLog.write(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
         return;
       }
       this.metrics?.backendConnectFailures.inc({ backend });
-      this.log.warn({ session: s.id, backend, err: err.message }, 'backend connect failed');
+      this.peerLog.write(`backend-connect:${backend}`, { session: s.id, backend, err: err.message }, 'backend connect failed');
     },
   };
 

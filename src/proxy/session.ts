@@ -39,10 +39,10 @@ import {
   isSwitchMessage,
   keyframeSwitch,
   migrationCollectPolicy,
-  sequenceHeaderHeadPolicy,
 } from './migration.js';
 import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
-import { redactStreamKey } from './redact.js';
+import { type ClientTextView, clientTextView } from './redact.js';
+import type { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type Placement, type Router, normalizeIp, rejectionDescription } from './routing.js';
 
 export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
@@ -57,7 +57,10 @@ export interface SessionSettings {
   connectTimeoutMs: number;
   maxPendingBytes: number;
   onParseError: 'forward' | 'close';
+  /** Stream keys and query strings of the app and tcUrl in clear in logs, the API and the registry (`log.streamKeys`). */
   logStreamKeys: boolean;
+  /** Warnings a peer can cause per connection or message go through this (rate-limited). */
+  peerLog: RateLimitedLog;
   chunkLimits: Partial<ChunkReaderLimits>;
   amfLimits: Partial<Amf0Limits>;
   /** E-RTMP reconnect (PROTOCOL.md §2); absent = not offered. */
@@ -259,6 +262,7 @@ export class Session implements StrategySession {
   private rejected = false;
   /** Admission: no backend could take the session when it arrived; it is refused at `connect` with this reason. */
   private refusal: string | null = null;
+  private startLogged = false;
 
   constructor(
     private readonly client: net.Socket,
@@ -280,6 +284,11 @@ export class Session implements StrategySession {
     this.late = router !== null && router.needs !== 'accept';
     // Late binding relays whole server messages: collect them all.
     this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits, this.budget);
+  }
+
+  /** How the client's credentials (stream key, query strings) are shown. */
+  private get shown(): ClientTextView {
+    return clientTextView(this.settings.logStreamKeys);
   }
 
   /** The client's IP (the PROXY protocol source when accepted), for CIDR routing rules. */
@@ -591,7 +600,7 @@ export class Session implements StrategySession {
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
       if (err.code === 'buffer-budget') this.overBudget('closed', 'relayed messages');
-      else this.log.warn({ session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
+      else this.settings.peerLog.write(`relay-parse:${err.code}`, { session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
       this.hooks.parseFallback(this, 'c2s', err);
       this.close(`parse-error:${err.code}`);
       return;
@@ -678,7 +687,11 @@ export class Session implements StrategySession {
     const trigger = this.routeTrigger!;
     this.rejected = true;
     this.closeReason = reason;
-    this.log.warn({ session: this.id, client: this.clientAddress, app: f.connect?.app ?? null, streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null }, 'session rejected by routing');
+    this.settings.peerLog.write(
+      `rejected:${reason}`,
+      { session: this.id, client: this.clientAddress, rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null), streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null },
+      'session rejected by routing',
+    );
     this.sendToClient(rejection(trigger.transactionId, trigger.streamId, description));
     this.dropPending();
     this.client.end();
@@ -847,14 +860,15 @@ export class Session implements StrategySession {
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     const c = this.view.facts.connect!;
-    this.log.debug({ session: this.id, app: c.app, tcUrl: c.tcUrl, flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    this.log.debug({ session: this.id, rtmpApp: this.shown.appOrUrl(c.app), tcUrl: this.shown.appOrUrl(c.tcUrl), flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    this.logStart();
     const erpcOffered = this.settings.erpc?.offer === true;
     if (erpcOffered && c.capsEx !== null && this.s2c.failure === null) this.offerCapsEx();
     // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
     const told = c.supportsGoAway || (erpcOffered && this.capability === 'erpc');
     if (!told && this.settings.migration && this.c2sReader !== null) {
       this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes, this.budget);
-      this.c2sReader.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+      this.c2sReader.setCollectPolicy(migrationCollectPolicy);
     }
     // A session that connects to a backend already draining is told at once.
     if (this.backendName !== null) this.pool.reapplyStrategy(this.backendName, this);
@@ -867,11 +881,12 @@ export class Session implements StrategySession {
 
   private parseFailed(direction: 'c2s' | 's2c', err: ProtocolError): void {
     if (this.fallback === null) this.fallback = err;
+    // Counted and logged (rate-limited) by the listener.
     this.hooks.parseFallback(this, direction, err);
+    if (direction === 'c2s') this.logStart();
     // Late binding: nothing to fall back to before routing (no backend), nor S→C (the client's chunk stream is ours).
     const closes = this.settings.onParseError === 'close' || (this.late && (direction === 's2c' || !this.routeStarted));
     if (err.code === 'buffer-budget') this.overBudget(closes ? 'closed' : 'fallback', `${direction} messages`);
-    else this.log.warn({ session: this.id, direction, reason: err.code, err: err.message, action: this.settings.onParseError }, 'RTMP parse failed');
     if (this.late && (direction === 's2c' || !this.routeStarted)) {
       this.close(`parse-error:${err.code}`);
       return;
@@ -889,18 +904,14 @@ export class Session implements StrategySession {
     if (this.settings.onParseError === 'close') this.close(`parse-error:${err.code}`);
   }
 
-  /**
-   * This session was refused buffer memory (its budget or the process's): counted, and logged at
-   * most once per interval for the whole process (hostile clients come in numbers).
-   */
+  /** This session was refused buffer memory (its budget or the process's): counted, logged rate-limited. */
   private overBudget(outcome: 'fallback' | 'closed' | 'not-cached' | 'unchanged', what: string): void {
     const b = this.budget;
     const which = b.exceeded ?? 'session';
     this.settings.metrics?.bufferBudgetExceeded.inc({ budget: which, outcome });
-    const suppressed = b.process.shouldLog(Date.now());
-    if (suppressed < 0) return;
-    this.log.warn(
-      { session: this.id, client: this.clientAddress, budget: which, outcome, what, sessionHeld: b.held, sessionLimit: b.limit, processHeld: b.process.held, processLimit: b.process.limit, suppressed },
+    this.settings.peerLog.write(
+      `buffer-budget:${which}:${outcome}`,
+      { session: this.id, client: this.clientAddress, budget: which, outcome, what, sessionHeld: b.held, sessionLimit: b.limit, processHeld: b.process.held, processLimit: b.process.limit },
       'session over its buffer budget',
     );
   }
@@ -1101,7 +1112,7 @@ export class Session implements StrategySession {
     const splitter = new SwitchSplitter(reader, keyframeSwitch(reader, () => this.view.facts.videoMessages === 0), () => this.beginRelay());
     this.splitter = splitter;
     const maxMessageSize = this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1;
-    reader.setCollectPolicy(collectEverything, null, maxMessageSize);
+    reader.setCollectPolicy(collectEverything, maxMessageSize);
     // From now on whole media messages are assembled: room for one of the largest on top.
     this.budget.limit = (this.settings.sessionBufferBytes ?? Infinity) + maxMessageSize;
     this.c2sHandler.messageStart = (csid, typeId, length, headerEnd, headerLength) => splitter.onMessageStart(csid, typeId, length, headerEnd, headerLength);
@@ -1116,7 +1127,7 @@ export class Session implements StrategySession {
     this.splitter = null;
     this.mode = 'pass';
     this.c2sHandler.messageStart = undefined;
-    this.c2sReader?.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+    this.c2sReader?.setCollectPolicy(migrationCollectPolicy);
     this.budget.limit = this.settings.sessionBufferBytes ?? Infinity;
     if (held !== null && this.backend !== null && !this.backend.write(held)) this.client.pause();
   }
@@ -1452,7 +1463,7 @@ export class Session implements StrategySession {
         session: this.id,
         client: this.clientAddress,
         backend: this.backendName,
-        app: f.connect?.app ?? null,
+        rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null),
         streamKey: this.streamKeyForDisplay(),
         capability: this.capability,
         bytesIn: this.bytesIn,
@@ -1476,14 +1487,21 @@ export class Session implements StrategySession {
     return this.pendingBytes + this.client.writableLength + (this.backend?.writableLength ?? 0) + (this.upstream?.socket.writableLength ?? 0);
   }
 
-  /** Logged once per session start, when the backend is known. */
+  /**
+   * `session start`, once, when both the backend and the client's `connect` (app, capability) are
+   * known, whichever comes last; or with the backend alone when the client's stream stopped parsing
+   * before a `connect`. A session that ends before that has only its `session end` line.
+   */
   logStart(): void {
-    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName }, 'session start');
+    if (this.startLogged || this.backendName === null) return;
+    const c = this.view.facts.connect;
+    if (c === null && this.fallback === null) return;
+    this.startLogged = true;
+    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability }, 'session start');
   }
 
   streamKeyForDisplay(): string | null {
-    const k = this.view.facts.streamKey;
-    return k === null || this.settings.logStreamKeys ? k : redactStreamKey(k);
+    return this.shown.streamKey(this.view.facts.streamKey);
   }
 
   snapshot(): SessionSnapshot {
@@ -1492,7 +1510,7 @@ export class Session implements StrategySession {
       id: this.id,
       client: this.clientAddress,
       backend: this.backendName,
-      app: c?.app ?? null,
+      app: this.shown.appOrUrl(c?.app ?? null),
       streamKey: this.streamKeyForDisplay(),
       goAway: c?.supportsGoAway ?? false,
       capsEx: c?.capsEx ?? null,

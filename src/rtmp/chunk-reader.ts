@@ -3,6 +3,7 @@ import {
   MessageType,
 } from './constants.js';
 import { ProtocolError } from './errors.js';
+import { isConfigurationHead } from './media.js';
 
 /**
  * Streaming RTMP chunk reader for one direction (RTMP spec §5.3, PROTOCOL.md §4).
@@ -11,7 +12,8 @@ import { ProtocolError } from './errors.js';
  * - chunk headers are parsed in place in the caller's Buffer; only a header split across two
  *   `feed` calls is copied, into an 18-byte scratch area;
  * - payloads are skipped by offset arithmetic; they are kept (as zero-copy views, joined once
- *   when the message ends) only for messages the `collect` policy asks for;
+ *   when the message ends) only for messages the `collect` policy asks for (a table lookup per
+ *   message; for `'head'` types a look at the first bytes, no callback);
  * - nothing is allocated per chunk or per message (one info object per reader, reused); per
  *   collected message, its parts list and the joined payload;
  * - per reader: a few small objects per chunk stream; limits objects are shared (see limitsFor),
@@ -100,24 +102,43 @@ export interface ChunkReaderHandler {
 }
 
 /**
- * Decides at the start of each message whether its payload is collected: true, false, or
- * `'head'` = decide once the first bytes are in (see HeadPolicy).
+ * Which messages have their payload collected, by message type: true, false, or `'head'` =
+ * only when its first bytes say it is decoder configuration or stream metadata (see
+ * isConfigurationHead: AVC/HEVC/E-RTMP sequence headers, AAC/E-RTMP audio sequence start,
+ * `@setDataFrame`/`onMetaData`). Lets a caller keep just those without allocating anything for
+ * the other media messages. Decided by type alone: the reader asks the policy once per type id
+ * when it is set and looks the answer up per message, so a policy costs nothing per message.
  */
-export type CollectPolicy = (typeId: number, length: number) => boolean | 'head';
-
-/**
- * For messages the CollectPolicy answered `'head'` for: called once, as soon as the first
- * min(length, HEAD_BYTES) payload bytes are in (`head[0..headLen)`, a view reused by the
- * reader), before any payload is kept. True collects the whole message. Lets a caller keep,
- * say, only sequence headers without allocating anything for the other media messages.
- */
-export type HeadPolicy = (typeId: number, head: Buffer, headLen: number) => boolean;
+export type CollectPolicy = (typeId: number) => boolean | 'head';
 
 /** Protocol control and command messages; media is skipped. */
 export const collectControlAndCommands: CollectPolicy = (typeId) =>
   typeId <= MessageType.SetPeerBandwidth ||
   typeId === MessageType.CommandAmf0 ||
   typeId === MessageType.CommandAmf3;
+
+/** Per type id (0–255): 0 skip, 1 collect, 2 decide by the head. */
+const SKIP = 0;
+const COLLECT = 1;
+const BY_HEAD = 2;
+/** One table per policy, shared by every reader using it. */
+const policyTables = new WeakMap<CollectPolicy, Uint8Array>();
+function tableOf(policy: CollectPolicy): Uint8Array {
+  let t = policyTables.get(policy);
+  if (t === undefined) {
+    t = new Uint8Array(256);
+    for (let i = 0; i < 256; i++) {
+      const c = policy(i);
+      t[i] = c === true ? COLLECT : c === 'head' ? BY_HEAD : SKIP;
+    }
+    // Set Chunk Size and Abort change how this direction is framed: always read them, whatever
+    // the policy, or the reader loses sync with the peer.
+    t[MessageType.SetChunkSize] = COLLECT;
+    t[MessageType.Abort] = COLLECT;
+    policyTables.set(policy, t);
+  }
+  return t;
+}
 
 const LOW_CSIDS = 16;
 /** Chunk streams below this csid keep their head bytes in one 64-byte slab per reader (views: no ArrayBuffer each). */
@@ -153,7 +174,7 @@ class ChunkStream {
   /** Payload bytes of the current message still to come; 0 = between messages. */
   remaining = 0;
   collect = false;
-  /** Collection is decided by the head policy once the first bytes are in. */
+  /** Collection is decided by isConfigurationHead once the first bytes are in. */
   headFilter = false;
   /** Payload pieces of the message being collected, views of the buffer being fed; null when none. */
   parts: Buffer[] | null = null;
@@ -210,7 +231,8 @@ export class ChunkReader {
   private hExtended = false;
   /** The header just applied starts a new message. */
   private hNew = false;
-  private headPolicy: HeadPolicy | null = null;
+  /** The collect policy's answer per type id (tableOf). */
+  private collectTable: Uint8Array;
   /** Largest message collected; starts as limits.maxCollectedSize. */
   private maxCollected: number;
   /** Bytes of own buffers of partly collected messages (charged to `budget`). */
@@ -221,22 +243,22 @@ export class ChunkReader {
 
   constructor(
     private readonly handler: ChunkReaderHandler,
-    private collect: CollectPolicy = collectControlAndCommands,
+    collect: CollectPolicy = collectControlAndCommands,
     limits: Partial<ChunkReaderLimits> = NO_LIMITS,
     private readonly budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
     this.limits = limitsFor(limits);
     this.maxCollected = this.limits.maxCollectedSize;
+    this.collectTable = tableOf(collect);
   }
 
   /**
-   * Replaces the collect policy (and the head policy for its `'head'` answers) for messages that
-   * start from now on. `maxCollectedSize` overrides limits.maxCollectedSize (e.g. a proxy that
-   * re-chunks every message must collect even the largest, up to limits.maxMessageSize).
+   * Replaces the collect policy for messages that start from now on. `maxCollectedSize` overrides
+   * limits.maxCollectedSize (e.g. a proxy that re-chunks every message must collect even the
+   * largest, up to limits.maxMessageSize).
    */
-  setCollectPolicy(policy: CollectPolicy, headPolicy: HeadPolicy | null = null, maxCollectedSize = this.limits.maxCollectedSize): void {
-    this.collect = policy;
-    this.headPolicy = headPolicy;
+  setCollectPolicy(policy: CollectPolicy, maxCollectedSize = this.limits.maxCollectedSize): void {
+    this.collectTable = tableOf(policy);
     this.maxCollected = maxCollectedSize;
   }
 
@@ -514,24 +536,19 @@ export class ChunkReader {
       }
       st.remaining = st.length;
       st.headLen = 0;
-      // Set Chunk Size and Abort change how this direction is framed: always read them,
-      // whatever the policy, or the reader loses sync with the peers.
-      const c =
-        st.length > this.maxCollected
-          ? false
-          : st.typeId === MessageType.SetChunkSize || st.typeId === MessageType.Abort || this.collect(st.typeId, st.length);
-      st.collect = c === true;
-      st.headFilter = c === 'head';
+      const c = st.length > this.maxCollected ? SKIP : this.collectTable[st.typeId]!;
+      st.collect = c === COLLECT;
+      st.headFilter = c === BY_HEAD;
     }
     this.current = st;
     this.chunkLeft = st.remaining < this.chunkSize ? st.remaining : this.chunkSize;
     this.chunksRead++;
   }
 
-  /** Head policy decision for a `'head'` message; `before` payload bytes were read earlier (all in `st.head`). */
+  /** Decides a `'head'` message by its first bytes; `before` payload bytes were read earlier (all in `st.head`). */
   private decideByHead(st: ChunkStream, before: number): void {
     st.headFilter = false;
-    if (this.headPolicy === null || !this.headPolicy(st.typeId, st.head, st.headLen)) return;
+    if (!isConfigurationHead(st.typeId, st.head, st.headLen)) return;
     st.collect = true;
     if (before > 0) (st.parts ??= []).push(Buffer.from(st.head.subarray(0, before)));
   }

@@ -70,14 +70,6 @@ describe('SessionBudget / ProcessBudget accounting', () => {
       ),
     );
   });
-
-  it('the refusal log is rate limited and reports what it left out', () => {
-    const proc = new ProcessBudget(1);
-    assert.equal(proc.shouldLog(10_000), 0);
-    assert.equal(proc.shouldLog(10_001), -1);
-    assert.equal(proc.shouldLog(14_000), -1);
-    assert.equal(proc.shouldLog(15_000), 2);
-  });
 });
 
 describe('ChunkReader: partly collected messages are held as copies, charged to the budget', () => {

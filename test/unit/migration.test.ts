@@ -385,6 +385,18 @@ describe('MediaCache', () => {
     assert.equal(c.overflow, false);
   });
 
+  it('copies a sequence header only when it changes (encoders that repeat it at every keyframe)', () => {
+    const c = new MediaCache(1000);
+    c.offer(info(9), Buffer.from([0x17, 0, 1, 2, 3]));
+    const kept = c.video!.payload;
+    c.offer({ ...info(9), timestamp: 2000 }, Buffer.from([0x17, 0, 1, 2, 3]));
+    assert.equal(c.video!.payload, kept, 'the same bytes again: nothing copied');
+    assert.equal(c.video!.timestamp, 2000);
+    c.offer(info(9), Buffer.from([0x17, 0, 1, 2, 4]));
+    assert.notEqual(c.video!.payload, kept, 'new decoder configuration: kept');
+    assert.equal(c.video!.payload[4], 4);
+  });
+
   it('is bounded: what does not fit is not kept and marks the cache overflowed', () => {
     const c = new MediaCache(100);
     c.offer(info(9), Buffer.concat([Buffer.from([0x17, 0]), Buffer.alloc(90)]));

@@ -549,3 +549,31 @@ describe('setBackends (reload)', () => {
     assert.deepEqual(pool.names(), ['a', 'b']);
   });
 });
+
+describe('routability (fail-safe drains, /readyz)', () => {
+  test('isLastRoutable: only when no other backend can take a session', (t) => {
+    const pool = mkPool(t, [A, B]);
+    assert.equal(pool.isLastRoutable('a'), false);
+    pool.drain('b');
+    assert.equal(pool.isLastRoutable('a'), true);
+    assert.equal(pool.isLastRoutable('b'), false, 'already draining: a re-drain takes nothing away');
+    assert.throws(() => pool.isLastRoutable('zz'), /unknown backend/);
+    assert.equal(pool.allRoutableDraining, false);
+    pool.drain('a');
+    assert.equal(pool.allRoutableDraining, true);
+  });
+
+  test('hasProvenRoutable: the starting "up" is not proof until a probe succeeds (or checks are off)', async (t) => {
+    let ok = false;
+    const pool = mkPool(t, [A], { probe: async () => { if (!ok) throw new Error('refused'); } });
+    assert.equal(pool.hasProvenRoutable, false);
+    await pool.checkNow();
+    assert.equal(pool.list()[0]!.health, 'up');
+    assert.equal(pool.hasProvenRoutable, false, 'one failed probe: still nominally up, not proven');
+    ok = true;
+    await pool.checkNow();
+    assert.equal(pool.hasProvenRoutable, true);
+    const off = mkPool(t, [A], { health: { intervalMs: 1000, timeoutMs: 100, rise: 2, fall: 3, enabled: false } });
+    assert.equal(off.hasProvenRoutable, true);
+  });
+});
