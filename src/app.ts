@@ -23,6 +23,8 @@ import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
+import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
+import { VERSION } from './version.js';
 import { runtimeReport } from './runtime-tuning.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
@@ -68,9 +70,19 @@ export interface RunningProxy {
    * that would leave this replica no routable backend throws LastRoutableBackendError unless `force`.
    */
   control(cmd: ControlCommand, source?: ControlSource, opts?: { force?: boolean }): Promise<ControlOutcome>;
-  /** SIGHUP: new backend list (sessions stay; removed backends drain), then re-applies the desired state. */
-  /** SIGHUP: new backend list and, when given, new routing rules (for sessions that arrive from now on). */
+  /**
+   * New backend list (sessions stay; removed backends drain) and, when given, new routing rules
+   * (for sessions that arrive from now on); re-reads the RTMPS certificate; re-applies the fleet's
+   * desired state.
+   */
   reloadBackends(backends: BackendConfig[], routing?: RoutingSpec | null): SetBackendsResult;
+  /**
+   * Configuration reload (SIGHUP, watched config file; see reload.ts): applies the reloadable
+   * settings of `next` (backends and routing as reloadBackends; limits and drain settings for
+   * sessions and drains from now on) and reports the others that differ as ignored. Throws when
+   * `next` cannot be applied (nothing changed then).
+   */
+  reload(next: Config): SetBackendsResult & ConfigDiff;
   /** Every replica and session of the fleet (this replica only with the local bus). */
   fleet(): Promise<FleetView>;
   /** Writes this replica's registry record soon (e.g. after `shuttingDown` changed). */
@@ -79,6 +91,35 @@ export interface RunningProxy {
   shuttingDown: boolean;
   /** Stops accepting, closes every session, stops timers, the bus and the admin server. Idempotent. */
   stop(reason?: string): Promise<void>;
+}
+
+/** `serve` exit code when a listener (RTMP, RTMPS or admin) could not be opened. */
+export const EXIT_LISTEN_FAILED = 4;
+
+/** Which listener could not be opened, where, and why (`serve` exits EXIT_LISTEN_FAILED with this one line). */
+export class ListenError extends Error {
+  constructor(
+    readonly listener: 'RTMP' | 'RTMPS' | 'admin',
+    readonly address: string,
+    override readonly cause: NodeJS.ErrnoException,
+  ) {
+    super(`cannot open the ${listener} listener on ${address}: ${ListenError.why(cause)}`);
+    this.name = 'ListenError';
+  }
+
+  private static why(err: NodeJS.ErrnoException): string {
+    switch (err.code) {
+      case 'EADDRINUSE':
+        return 'address already in use (EADDRINUSE): another process listens there';
+      case 'EACCES':
+      case 'EPERM':
+        return `permission denied (${err.code}): ports below 1024 need CAP_NET_BIND_SERVICE`;
+      case 'EADDRNOTAVAIL':
+        return 'address not available on this host (EADDRNOTAVAIL)';
+      default:
+        return err.code !== undefined ? `${err.message} (${err.code})` : err.message;
+    }
+  }
 }
 
 export function createLogger(config: Pick<Config, 'log'>, destination?: pino.DestinationStream): Logger {
@@ -150,37 +191,46 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     }
     return pool.setBackends(merged.backends, { pendingHealth: merged.discoveredNames });
   }
-  /** Shared by every session; SIGHUP replaces `router` (sessions keep the rules they started with). */
-  const sessionSettings: SessionSettings = {
-    handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
-    idleTimeoutMs: config.limits.idleTimeoutMs,
-    backendIdleTimeoutMs: config.limits.backendIdleTimeoutMs,
-    connectTimeoutMs: config.limits.connectTimeoutMs,
-    maxPendingBytes: config.limits.maxPendingBytes,
-    onParseError: config.onParseError,
-    logStreamKeys: config.log.streamKeys,
-    peerLog: new RateLimitedLog(log),
+  /** One rate limit for the peer-caused log lines of every session (reloads keep it). */
+  const peerLog = new RateLimitedLog(log);
+  /** Settings of the sessions that start from now on; a reload replaces the object (live sessions keep theirs). */
+  const sessionSettingsOf = (c: Config, router: Router | null): SessionSettings => ({
+    handshakeTimeoutMs: c.limits.handshakeTimeoutMs,
+    idleTimeoutMs: c.limits.idleTimeoutMs,
+    backendIdleTimeoutMs: c.limits.backendIdleTimeoutMs,
+    connectTimeoutMs: c.limits.connectTimeoutMs,
+    maxPendingBytes: c.limits.maxPendingBytes,
+    onParseError: c.onParseError,
+    logStreamKeys: c.log.streamKeys,
+    peerLog,
     chunkLimits: {
-      maxChunkSize: config.limits.maxChunkSize,
-      minChunkSize: config.limits.minChunkSize,
-      maxMessageSize: config.limits.maxMessageSize,
-      maxCollectedSize: config.limits.maxCommandSize,
-      maxChunkStreams: config.limits.maxChunkStreams,
+      maxChunkSize: c.limits.maxChunkSize,
+      minChunkSize: c.limits.minChunkSize,
+      maxMessageSize: c.limits.maxMessageSize,
+      maxCollectedSize: c.limits.maxCommandSize,
+      maxChunkStreams: c.limits.maxChunkStreams,
     },
     amfLimits: {
-      maxDepth: config.limits.amfMaxDepth,
-      maxItems: config.limits.amfMaxItems,
-      maxTotalValues: config.limits.amfMaxItems,
-      maxStringBytes: config.limits.amfMaxStringBytes,
-      maxTotalStringBytes: config.limits.amfMaxStringBytes,
+      maxDepth: c.limits.amfMaxDepth,
+      maxItems: c.limits.amfMaxItems,
+      maxTotalValues: c.limits.amfMaxItems,
+      maxStringBytes: c.limits.amfMaxStringBytes,
+      maxTotalStringBytes: c.limits.amfMaxStringBytes,
     },
-    erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
+    erpc: { offer: c.erpc.offer, tcUrl: c.erpc.tcUrl },
     metrics: featureMetrics,
     migration,
-    router: config.routing === null ? null : Router.compile(config.routing),
-    sessionBufferBytes: config.limits.sessionBufferBytes,
-    processBudget,
-  };
+    router,
+    sessionBufferBytes: c.limits.sessionBufferBytes,
+    // One process budget across reloads: a new limit applies to every session's next take.
+    processBudget: Object.assign(processBudget, { limit: c.limits.processBufferBytes }),
+  });
+  const admissionOf = (c: Config) => ({
+    maxSessionsPerIp: c.limits.maxSessionsPerIp,
+    connectRatePerIp: c.limits.connectRatePerIp,
+    connectBurstPerIp: c.limits.connectBurstPerIp,
+  });
+  let sessionSettings = sessionSettingsOf(config, config.routing === null ? null : Router.compile(config.routing));
   const idleSweep = new IdleSweep(() => server.sessions.values(), idleSweepIntervalMs([config.limits.idleTimeoutMs, config.limits.backendIdleTimeoutMs]));
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
@@ -190,11 +240,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       maxSessions: config.limits.maxSessions,
       acceptProxyProtocol: config.acceptProxyProtocol,
       backendProxyProtocol: config.backendProxyProtocol,
-      admission: {
-        maxSessionsPerIp: config.limits.maxSessionsPerIp,
-        connectRatePerIp: config.limits.connectRatePerIp,
-        connectBurstPerIp: config.limits.connectBurstPerIp,
-      },
+      admission: admissionOf(config),
       session: sessionSettings,
     },
     pool,
@@ -207,13 +253,14 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const metrics = new ProxyMetrics({
     activeSessions: () => server.activeByBackendAndCapability(),
     bytesTotal: () => server.bytesTotal(),
-    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions })),
+    forgetBackend: (name) => server.forgetBackend(name),
+    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
     busConnected: () => (bus.connected ? 1 : 0),
     discovery: () =>
       discovery === null
         ? null
         : { source: discovery.source, rounds: discovery.rounds, failures: discovery.failures, backends: discovery.current?.length ?? 0, lastSuccessAt: discovery.lastSuccessAt },
-  });
+  }, { version: VERSION, limits: config.limits });
   server.setMetrics(metrics);
   featureMetrics.register(metrics.registry);
   pool.on('drain-complete', (e) => {
@@ -221,6 +268,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     log.info({ backend: e.name, durationMs: e.durationMs }, 'drain complete: no session left on backend');
   });
   pool.on('deadline-close', (e) => metrics.deadlineCloses.inc({ backend: e.name }, e.closed));
+  pool.on('health-check', (e) => metrics.healthCheckDuration.observe({ backend: e.name, result: e.ok ? 'ok' : 'failed' }, e.durationMs / 1000));
+  pool.on('backend-added', (name) => metrics.backendAdded(name));
+  pool.on('backend-removed', (name) => void metrics.backendRemoved(name));
   pool.on('backend-state', (e) => log.info({ backend: e.name, from: e.from, to: e.to }, 'backend state'));
 
   const startedAt = new Date().toISOString();
@@ -292,7 +342,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 
   /** Brings the pool to the desired state (after a (re)connect or a reload). */
   function converge(why: string): void {
-    const steps = planConvergence(pool.list(), [...desired.values()], Date.now(), config.drain.deadlineMs);
+    const steps = planConvergence(pool.list(), [...desired.values()], Date.now(), proxy.config.drain.deadlineMs);
     for (const step of steps) {
       log.info({ ...step, why }, 'converging to the fleet desired state');
       try {
@@ -368,7 +418,10 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     },
     reloadBackends(backends, routing) {
       // Compiled first: invalid rules throw before anything changes.
-      if (routing !== undefined) sessionSettings.router = routing === null ? null : Router.compile(routing);
+      if (routing !== undefined) {
+        sessionSettings = { ...sessionSettings, router: routing === null ? null : Router.compile(routing) };
+        server.setLimits({ maxSessions: proxy.config.limits.maxSessions, admission: admissionOf(proxy.config), session: sessionSettings });
+      }
       // SIGHUP also renews the RTMPS certificate; a bad file keeps the old one.
       try {
         proxy.reloadTls();
@@ -380,6 +433,27 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       converge('reload');
       heartbeat.flushSoon();
       return result;
+    },
+    reload(next) {
+      const diff = diffConfig(proxy.config, next);
+      // Compiled before anything changes: invalid rules throw here.
+      const router = next.routing === null ? null : Router.compile(next.routing);
+      const merged = mergeReloadable(proxy.config, next);
+      if (merged.drain.nonCapable === 'migrate' && migration === null) {
+        migration = new MigrationCoordinator({ ...merged.migration, connectTimeoutMs: merged.limits.connectTimeoutMs }, featureMetrics);
+      }
+      pool.setDrainSettings({
+        defaultDrainDeadlineMs: merged.drain.deadlineMs,
+        closeSpreadMs: merged.drain.closeSpreadMs,
+        strategy: createDrainStrategy({ nonCapable: merged.drain.nonCapable, erpc: merged.erpc.offer }),
+      });
+      proxy.config = merged;
+      sessionSettings = sessionSettingsOf(merged, router);
+      server.setLimits({ maxSessions: merged.limits.maxSessions, admission: admissionOf(merged), session: sessionSettings });
+      idleSweep.setIntervalMs(idleSweepIntervalMs([merged.limits.idleTimeoutMs, merged.limits.backendIdleTimeoutMs]));
+      metrics.setLimits(merged.limits);
+      const result = proxy.reloadBackends(next.backends);
+      return { ...result, ...diff };
     },
     fleet: () => bus.fleet(),
     flushRegistry: () => heartbeat.flushSoon(),
@@ -453,14 +527,17 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   } catch (err) {
     await heartbeat.stop();
     await bus.stop({ cleanup: true });
-    throw err;
+    throw new ListenError('RTMP', config.listen, err as NodeJS.ErrnoException);
   }
   proxy.address = address;
   idleSweep.start();
   if (config.tls.listen !== '') {
     try {
       const t = parseHostPort(config.tls.listen);
-      proxy.tlsAddress = await server.listenTls(t.host, t.port, loadTlsContext(config.tls.cert, config.tls.key));
+      const context = loadTlsContext(config.tls.cert, config.tls.key);
+      proxy.tlsAddress = await server.listenTls(t.host, t.port, context).catch((err: NodeJS.ErrnoException) => {
+        throw new ListenError('RTMPS', config.tls.listen, err);
+      });
     } catch (err) {
       await server.stopAccepting();
       await heartbeat.stop();
@@ -504,7 +581,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     } catch (err) {
       admin = null;
       await proxy.stop('startup-failed');
-      throw err;
+      throw new ListenError('admin', config.admin, err as NodeJS.ErrnoException);
     }
   }
   const adminAt = proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null;

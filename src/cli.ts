@@ -1,25 +1,28 @@
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import type * as CliProgress from 'cli-progress';
 import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import cluster from 'node:cluster';
-import { createLogger, startProxy } from './app.js';
-import { type WorkerReady, runPrimary, workerConfig } from './cluster.js';
+import { EXIT_LISTEN_FAILED, ListenError, createLogger, startProxy } from './app.js';
+import { type WorkerListenFailed, type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
+import { ConfigFileWatcher } from './config-watch.js';
+import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './client/publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
-import { type Config, ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
+import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
 import { safeText } from './terminal-text.js';
+import { VERSION } from './version.js';
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** A configuration or usage error: unknown flag or command, bad value, invalid config file or environment. */
+export const EXIT_CONFIG_ERROR = 2;
 /** `drain --wait` ended at the deadline with sessions still on the backend. */
 export const EXIT_SESSIONS_REMAINED = 3;
 /** What replicas use when a drain names no deadline (`drain.deadlineMs` default). */
@@ -43,7 +46,7 @@ function backendArg(v: string): string {
 /** Admin API base URL from `--admin` (host:port or URL) or RTMP_GOAWAY_ADMIN. */
 function adminUrl(v: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   const raw = v ?? env['RTMP_GOAWAY_ADMIN'] ?? '127.0.0.1:9935';
-  const withScheme = /^https?:\/\//.test(raw) ? raw : `http://${raw.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
+  const withScheme = /^https?:\/\//.test(raw) ? raw : `http://${raw.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:')}`;
   return withScheme.replace(/\/+$/, '');
 }
 
@@ -86,15 +89,24 @@ interface TargetFlags {
   redis?: string;
   redisPrefix?: string;
   admin?: string;
+  config?: string;
 }
 
 /**
  * Where drain/undrain/status go: `--redis URL` (the whole fleet), `--admin URL` (one replica),
- * else REDIS_URL / RTMP_GOAWAY_REDIS_URL from the environment, else the admin API
- * (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935).
+ * else the proxy's YAML file given with `--config` (its `redis.url` and `redis.prefix`, else its
+ * `admin` address), else REDIS_URL / RTMP_GOAWAY_REDIS_URL from the environment, else the admin
+ * API (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935). Throws ConfigError for an invalid file.
  */
 export function resolveTarget(o: TargetFlags, env: NodeJS.ProcessEnv = process.env): ControlTarget {
   if (o.redis !== undefined && o.admin !== undefined) throw new InvalidArgumentError('use either --redis or --admin, not both');
+  if (o.redis === undefined && o.admin === undefined && o.config !== undefined) {
+    // The file alone: the CLI's environment holds its own variables (RTMP_GOAWAY_ADMIN), not the proxy's.
+    const c = loadConfig({ file: o.config, env: {} });
+    if (c.redis.url !== undefined) return { kind: 'redis', url: c.redis.url, prefix: o.redisPrefix ?? c.redis.prefix };
+    if (c.admin === '') throw new ConfigError(`${o.config} sets neither redis.url nor an admin address: pass --redis or --admin`);
+    return { kind: 'admin', base: adminUrl(c.admin, env) };
+  }
   const prefix = o.redisPrefix ?? env['RTMP_GOAWAY_REDIS_PREFIX'] ?? 'rtmp-goaway';
   if (o.redis !== undefined) return { kind: 'redis', url: o.redis, prefix };
   if (o.admin !== undefined) return { kind: 'admin', base: adminUrl(o.admin, env) };
@@ -107,7 +119,8 @@ function addTargetOptions(cmd: Command): Command {
   return cmd
     .option('--redis <url>', 'Redis of the fleet: command every replica (env REDIS_URL or RTMP_GOAWAY_REDIS_URL)')
     .option('--redis-prefix <prefix>', 'prefix of the Redis keys and channel (env RTMP_GOAWAY_REDIS_PREFIX)', undefined)
-    .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)');
+    .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
+    .option('--config <path>', "the proxy's YAML config file: use its redis.url and redis.prefix, else its admin address");
 }
 
 async function withRedis<T>(t: { url: string }, fn: (r: Redis) => Promise<T>): Promise<T> {
@@ -418,8 +431,12 @@ export function serveConfig(flags: Record<string, unknown>, env: NodeJS.ProcessE
 export function buildCli(): Command {
   const program = new Command('rtmp-goaway-proxy')
     .description('RTMP-aware TCP proxy: drains ingest servers without losing a frame (RTMP Go Away)')
-    .version(pkg.version)
-    .showHelpAfterError();
+    .version(VERSION)
+    // Usage errors are one line (with commander's "did you mean"), not the help: main() exits 2.
+    .exitOverride((err) => {
+      throw Object.assign(err, { printed: true });
+    })
+    .configureOutput({ outputError: (str, write) => write(`rtmp-goaway-proxy: ${oneLineUsageError(str)}\n`) });
 
   addConfigOptions(
     program
@@ -435,7 +452,7 @@ export function buildCli(): Command {
     if (cluster.isPrimary && config.workers !== 1) {
       // Cluster mode: this process forks the workers and serves their combined admin API.
       const log = createLogger(config).child({ role: 'primary' });
-      await runPrimary(config, log);
+      await runPrimary(config, log, { configFile: configFileOf(flags, process.env) });
       process.exit(0);
     }
     const workerId = cluster.isWorker ? cluster.worker!.id : undefined;
@@ -447,19 +464,22 @@ export function buildCli(): Command {
       process.send!(ready);
     }
     proxy.log.debug({ config: redactConfig(proxyConfig) }, 'configuration');
-    const hasFile = typeof flags['config'] === 'string' || Boolean(process.env['RTMP_GOAWAY_CONFIG']);
+    const file = configFileOf(flags, process.env);
+    const reloader = new ConfigReloader(proxy, () => {
+      if (file === undefined) proxy.log.warn('reload without a config file: re-reading flags and environment only');
+      const next = serveConfig(flags, process.env);
+      return workerId === undefined ? next : workerConfig(next, workerId);
+    });
     installSignalHandlers(proxy, {
       // A worker gets SIGTERM from its primary; a terminal's Ctrl-C reaches it too, and is left to the primary.
       interrupt: workerId === undefined,
       sidecar: config.sidecar.enabled,
       gracePeriodMs: config.sidecar.gracePeriodMs,
-      reload: () => {
-        if (!hasFile) proxy.log.warn('SIGHUP without a config file: re-reading flags and environment only');
-        const next = serveConfig(flags, process.env);
-        if (next.backends.length === 0 && config.discovery.dnsName === '') throw new ConfigError('the reloaded configuration has no backend');
-        return { backends: next.backends, routing: next.routing };
-      },
+      reload: () => reloader.reload('signal'),
     });
+    // The config file is watched once per pod: here, or by the cluster primary, which tells each worker.
+    if (workerId !== undefined) process.on('message', (m: unknown) => isReloadRequest(m) && reloader.reload('file'));
+    else if (file !== undefined) new ConfigFileWatcher({ file, log: proxy.log, onChange: () => reloader.reload('file') }).start();
   });
 
   addTargetOptions(
@@ -544,16 +564,43 @@ export function buildCli(): Command {
   return program;
 }
 
+/** Commander's `error: unknown option '--bakend'\n(Did you mean --backend?)` as one line, pointing at --help. */
+export function oneLineUsageError(text: string): string {
+  const parts = text.trim().split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const line = parts.map((l) => l.replace(/^\(Did you mean (.*)\)$/, '(did you mean $1)')).join(' ');
+  return `${line} (see --help)`;
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildCli().parseAsync(argv);
   } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and --version end here with exit 0; anything else is a usage error.
+      if (err.exitCode === 0) return;
+      if (!(err as CommanderError & { printed?: boolean }).printed) console.error(`rtmp-goaway-proxy: error: ${err.message}`);
+      process.exitCode = EXIT_CONFIG_ERROR;
+      return;
+    }
     if (err instanceof ConfigError) {
-      console.error(`rtmp-goaway-proxy: configuration error:\n  ${err.issues.join('\n  ')}`);
-      process.exitCode = 2;
+      for (const issue of err.issues) console.error(`rtmp-goaway-proxy: configuration error: ${issue}`);
+      process.exitCode = EXIT_CONFIG_ERROR;
+      return;
+    }
+    if (err instanceof ListenError) {
+      if (cluster.isWorker) {
+        // Its primary says it once for every worker, and exits.
+        const m: WorkerListenFailed = { kind: 'rtmp-goaway-worker-listen-failed', listener: err.listener, address: err.address, code: err.cause.code, message: err.cause.message };
+        process.send!(m, () => process.exit(EXIT_LISTEN_FAILED));
+        return;
+      }
+      console.error(`rtmp-goaway-proxy: ${err.message}`);
+      process.exitCode = EXIT_LISTEN_FAILED;
       return;
     }
     console.error(`rtmp-goaway-proxy: ${safeText((err as Error).message)}`);
     process.exitCode = 1;
+    // A worker's IPC channel would keep it alive: its primary replaces it.
+    if (cluster.isWorker) process.exit(1);
   }
 }

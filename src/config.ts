@@ -30,6 +30,8 @@ const yaml = (): typeof Yaml => load('yaml') as typeof Yaml;
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
 export const CONFIG_FILE_ENV = 'RTMP_GOAWAY_CONFIG';
+/** Largest config file read (a config is a few KiB; anything bigger is refused unread). */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 /**
  * Variables Kubernetes injects for a Service named `rtmp-goaway…` (`<SVC>_SERVICE_HOST`,
  * `<SVC>_SERVICE_PORT[_<NAME>]`, `<SVC>_PORT[_<n>_<PROTO>[_ADDR|_PORT|_PROTO]]`): not settings,
@@ -975,11 +977,22 @@ function dropNulls(v: unknown): unknown {
 
 function readYaml(file: string, via: string): { data: Record<string, unknown>; source: YamlSource } {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    fd = fs.openSync(file, 'r');
+    const size = fs.fstatSync(fd).size;
+    if (size > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
+    // Read at most one byte past the bound, whatever the file grows to meanwhile.
+    const buf = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
+    const n = fs.readSync(fd, buf, 0, buf.length, 0);
+    if (n > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is more than the ${MAX_CONFIG_FILE_BYTES} bytes allowed`);
+    text = buf.toString('utf8', 0, n);
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new ConfigError(`cannot read config file ${file} (from ${via}): ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
   const lines = new (yaml().LineCounter)();
   const doc = yaml().parseDocument(text, { lineCounter: lines, prettyErrors: true });
@@ -1003,6 +1016,12 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** YAML config file; overrides `flags.config` and RTMP_GOAWAY_CONFIG. */
   file?: string;
+}
+
+/** The YAML config file `loadConfig` reads for these flags and environment (`--config`, else RTMP_GOAWAY_CONFIG), if any. */
+export function configFileOf(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
+  if (typeof flags['config'] === 'string' && flags['config'] !== '') return flags['config'];
+  return env[CONFIG_FILE_ENV] || undefined;
 }
 
 /**

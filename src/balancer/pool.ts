@@ -11,7 +11,7 @@
  *  - `'deadline-close'`  ({ name, closed })     the drain deadline fired and closed the remaining sessions
  *  - `'backend-added'`   (name)                 addition: `setBackends` added a backend
  *  - `'backend-removed'` (name)                 addition: a backend removed by `setBackends` was deleted
- *  - `'health-check'`    ({ name, ok, error? }) addition: an active probe finished (for metrics)
+ *  - `'health-check'`    ({ name, ok, error?, durationMs }) addition: an active probe finished (for metrics)
  * All events are emitted synchronously. A listener that throws is logged and otherwise ignored, so it
  * cannot leave the pool half-updated. The pool never emits `'error'`.
  *
@@ -75,6 +75,8 @@ export interface HealthCheckEvent {
   name: string;
   ok: boolean;
   error?: string;
+  /** How long the probe took. */
+  durationMs: number;
 }
 
 export type BackendPoolEvents = {
@@ -186,11 +188,11 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   private readonly entries = new Map<string, Entry>();
   /** Last config of backends deleted by setBackends, so a late attach (pick → connect → reload → attach) still works. */
   private readonly retired = new Map<string, Readonly<BackendConfig>>();
-  private readonly defaultDrainDeadlineMs: number;
+  private defaultDrainDeadlineMs: number;
   private readonly health: Readonly<HealthCheckOptions>;
-  private readonly strategy: DrainStrategy;
+  private strategy: DrainStrategy;
   private readonly probe: HealthProbe;
-  private readonly closeSpreadMs: number;
+  private closeSpreadMs: number;
   private readonly log: Logger | undefined;
   /** Round-robin cursor: index (in insertion order) where the next tie-break search starts. */
   private rr = 0;
@@ -215,6 +217,18 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.closeSpreadMs = opts.closeSpreadMs ?? 0;
     this.log = opts.logger?.child({ component: 'backend-pool' });
     for (const b of backends) this.entries.set(b.name, this.newEntry(b));
+  }
+
+  /**
+   * Drain settings from a configuration reload: drains started from now on use them (a drain in
+   * progress keeps its deadline; its sessions that are told later get the new strategy).
+   */
+  setDrainSettings(opts: Pick<BackendPoolOptions, 'defaultDrainDeadlineMs' | 'closeSpreadMs' | 'strategy'>): void {
+    assertDelay('defaultDrainDeadlineMs', opts.defaultDrainDeadlineMs);
+    if (opts.closeSpreadMs !== undefined) assertDelay('closeSpreadMs', opts.closeSpreadMs);
+    this.defaultDrainDeadlineMs = opts.defaultDrainDeadlineMs;
+    this.closeSpreadMs = opts.closeSpreadMs ?? 0;
+    if (opts.strategy !== undefined) this.strategy = opts.strategy;
   }
 
   // ───────────────────────────── routing ─────────────────────────────
@@ -796,6 +810,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     if (e.inflight) return e.inflight;
     const gen = this.generation;
     const cfg = e.config;
+    const startedAt = performance.now();
     const p: Promise<void> = this.runProbe(cfg)
       .then(
         () => undefined,
@@ -803,7 +818,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       )
       .then((err) => {
         if (gen !== this.generation || this.entries.get(cfg.name) !== e || e.config !== cfg) return;
-        this.recordCheck(e, err);
+        this.recordCheck(e, err, performance.now() - startedAt);
       })
       .finally(() => {
         if (e.inflight === p) e.inflight = undefined;
@@ -834,7 +849,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     });
   }
 
-  private recordCheck(e: Entry, err: Error | undefined): void {
+  private recordCheck(e: Entry, err: Error | undefined, durationMs: number): void {
     e.lastCheckAt = Date.now();
     const name = e.config.name;
     if (!err) {
@@ -842,7 +857,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       e.consecutiveSuccesses++;
       e.consecutiveFailures = 0;
       e.probedUp = true;
-      this.fire('health-check', { name, ok: true });
+      this.fire('health-check', { name, ok: true, durationMs });
       if (e.awaitingHealth) {
         e.awaitingHealth = false;
         this.setHealth(e, 'up', 'first successful health check');
@@ -859,7 +874,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       e.consecutiveFailures++;
       e.consecutiveSuccesses = 0;
       this.log?.debug({ backend: name, err: err.message }, 'health check failed');
-      this.fire('health-check', { name, ok: false, error: err.message });
+      this.fire('health-check', { name, ok: false, error: err.message, durationMs });
       if (e.health === 'up' && e.consecutiveFailures >= this.health.fall) {
         this.setHealth(e, 'down', `${e.consecutiveFailures} consecutive failed checks: ${err.message}`);
       }

@@ -19,7 +19,8 @@ export class ProcessBudget {
   /** Refusals, by which budget said no. */
   readonly refused = { session: 0, process: 0 };
 
-  constructor(readonly limit: number) {}
+  /** `limits.processBufferBytes`; a configuration reload may change it (takes from then on). */
+  constructor(public limit: number) {}
 
   take(n: number): boolean {
     if (this.held + n > this.limit) return false;

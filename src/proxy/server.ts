@@ -57,8 +57,8 @@ interface Opening {
  */
 export class ProxyServer {
   readonly sessions = new Map<string, Session>();
-  /** Bytes of sessions that have ended; live sessions add their own counts (metrics). */
-  readonly closedBytes = { c2s: 0, s2c: 0 };
+  /** Bytes of sessions that have ended, by the backend they ended on (`none`: never routed); live sessions add their own counts (metrics). */
+  private readonly closedBytes = new Map<string, { c2s: number; s2c: number }>();
   private readonly server: net.Server;
   private metrics: ProxyMetrics | null = null;
   private readonly closeWaiters = new Set<() => void>();
@@ -72,8 +72,6 @@ export class ProxyServer {
   readonly admission: Admission;
   private readonly acceptPP: 'off' | 'optional' | 'required';
   private readonly backendPP: BackendProxyProtocol;
-  /** Nothing to do between accept and session (the common case): the plain path. */
-  private readonly direct: boolean;
   private tlsServer: net.Server | null = null;
   private tlsContext: tls.SecureContext | null = null;
   /** Cleared by stopAccepting: connections still queued in the backlog are not turned into sessions after closeAll(). */
@@ -86,7 +84,7 @@ export class ProxyServer {
   private readonly fdStarved = new WeakSet<Session>();
 
   constructor(
-    private readonly opts: ProxyServerOptions,
+    private opts: ProxyServerOptions,
     readonly pool: BackendPool,
     private readonly log: Logger,
   ) {
@@ -99,7 +97,20 @@ export class ProxyServer {
     this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
     this.acceptPP = opts.acceptProxyProtocol ?? 'off';
     this.backendPP = opts.backendProxyProtocol ?? 'off';
-    this.direct = this.acceptPP === 'off' && this.backendPP === 'off' && !this.admission.enabled;
+  }
+
+  /** Nothing to do between accept and session (the common case): the plain path. */
+  private get direct(): boolean {
+    return this.acceptPP === 'off' && this.backendPP === 'off' && !this.admission.enabled;
+  }
+
+  /**
+   * Limits from a configuration reload, for connections accepted from now on: live sessions keep
+   * the settings object they started with.
+   */
+  setLimits(limits: { maxSessions: number; admission: AdmissionLimits; session: SessionSettings }): void {
+    this.opts = { ...this.opts, maxSessions: limits.maxSessions, admission: limits.admission, session: limits.session };
+    this.admission.setLimits(limits.admission);
   }
 
   setMetrics(metrics: ProxyMetrics): void {
@@ -185,6 +196,8 @@ export class ProxyServer {
    * at most once per LISTENER_ERROR_LOG_INTERVAL_MS per listener and code, with the count.
    */
   private listenerError(listener: 'rtmp' | 'rtmps', err: NodeJS.ErrnoException): void {
+    // Before it listens, an error is the listen failing: listen() / listenTls() report it.
+    if (!(listener === 'rtmp' ? this.server : this.tlsServer)?.listening) return;
     const fd = isFdExhausted(err);
     if (fd) this.metrics?.sessionsRejected.inc({ reason: 'fd-exhausted' });
     this.fdLog.write(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
@@ -350,22 +363,25 @@ export class ProxyServer {
         this.releases.delete(s);
         release();
       }
-      this.closedBytes.c2s += s.bytesIn;
-      this.closedBytes.s2c += s.bytesOut;
+      const backend = s.backendName ?? 'none';
+      let closed = this.closedBytes.get(backend);
+      if (closed === undefined) this.closedBytes.set(backend, (closed = { c2s: 0, s2c: 0 }));
+      closed.c2s += s.bytesIn;
+      closed.s2c += s.bytesOut;
       if (m !== null) {
         if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
         else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted' || s.closeReason === 'no-route') {
           // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
           m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
         }
-        m.sessionsClosed.inc({ reason: s.closeReason ?? 'unknown' });
+        m.sessionsClosed.inc({ backend, reason: s.closeReason ?? 'unknown' });
       }
       if (this.sessions.size === 0) {
         for (const w of this.closeWaiters) w();
         this.closeWaiters.clear();
       }
     },
-    goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', key: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
+    goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', connect_flag: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
     parseFallback: (s, direction, err) => {
       this.metrics?.parseFallbacks.inc({ direction, reason: err.code });
       this.peerLog.write(`parse:${direction}:${err.code}`, { session: s.id, direction, reason: err.code, err: err.message, action: this.opts.session.onParseError }, 'RTMP parse failed');
@@ -381,15 +397,25 @@ export class ProxyServer {
     },
   };
 
-  /** Bytes ever forwarded (closed + live sessions), monotonic. */
-  bytesTotal(): { c2s: number; s2c: number } {
-    let c2s = this.closedBytes.c2s;
-    let s2c = this.closedBytes.s2c;
-    for (const s of this.sessions.values()) {
-      c2s += s.bytesIn;
-      s2c += s.bytesOut;
-    }
-    return { c2s, s2c };
+  /** Bytes ever forwarded (closed + live sessions) by backend, monotonic per backend until forgetBackend. */
+  bytesTotal(): { backend: string; c2s: number; s2c: number }[] {
+    const out = new Map<string, { backend: string; c2s: number; s2c: number }>();
+    const add = (backend: string, c2s: number, s2c: number): void => {
+      const e = out.get(backend);
+      if (e === undefined) out.set(backend, { backend, c2s, s2c });
+      else {
+        e.c2s += c2s;
+        e.s2c += s2c;
+      }
+    };
+    for (const [backend, b] of this.closedBytes) add(backend, b.c2s, b.s2c);
+    for (const s of this.sessions.values()) add(s.backendName ?? 'none', s.bytesIn, s.bytesOut);
+    return [...out.values()];
+  }
+
+  /** A backend left the pool: its byte counts stop being reported (label values stay bounded). */
+  forgetBackend(name: string): void {
+    this.closedBytes.delete(name);
   }
 
   activeByBackendAndCapability(): { backend: string; capability: string; count: number }[] {

@@ -200,7 +200,7 @@ describe('CLI over the fleet registry in Redis', () => {
     assert.equal(un.code, 0, un.stderr);
     assert.equal(await redis.client.hexists(`${prefix}:backends`, 'nowhere'), 0);
     const badName = await runCli(['drain', 'no/such', ...target()]);
-    assert.equal(badName.code, 1);
+    assert.equal(badName.code, 2);
     assert.match(badName.stderr, /backend names match/);
   });
 

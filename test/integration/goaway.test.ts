@@ -90,7 +90,7 @@ describe('Go Away through the proxy to node-media-server', () => {
     assert.ok(!plain.received.some((m) => m.typeId === MessageType.GoAway));
 
     const metrics = await (await tp.admin('/metrics')).text();
-    assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="nms",key="supportsGoAway"\} 1/);
+    assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="nms",connect_flag="supportsGoAway"\} 1/);
     assert.match(metrics, /rtmp_goaway_backend_draining\{backend="nms"\} 1/);
     assert.match(metrics, /rtmp_goaway_sessions_active\{backend="nms",capability="none"\} 1/);
 
@@ -181,7 +181,7 @@ describe('Go Away injection against a server that uses fmt 1/2/3 on csid 2', () 
       await tp.api('/api/backends/fake/drain?force=1', { method: 'POST' });
       await eventually(() => pub.goAwayReceived, 'Go Away');
       const metrics = await (await tp.admin('/metrics')).text();
-      assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="fake",key="goaway"\} 1/);
+      assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="fake",connect_flag="goaway"\} 1/);
     } finally {
       pub.destroy();
       await tp.stop();

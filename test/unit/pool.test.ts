@@ -577,3 +577,35 @@ describe('routability (fail-safe drains, /readyz)', () => {
     assert.equal(off.hasProvenRoutable, true);
   });
 });
+
+describe('active health checks and reloaded drain settings', () => {
+  test("'health-check' says the result and how long the probe took", async (t) => {
+    let release: () => void = () => {};
+    const pool = mkPool(t, [A, B], {
+      probe: (cfg) => (cfg.name === 'a' ? new Promise<void>((r) => (release = r)) : Promise.reject(new Error('refused'))),
+    });
+    const seen: { name: string; ok: boolean; durationMs: number }[] = [];
+    pool.on('health-check', (e) => seen.push(e));
+    const started = performance.now();
+    const done = pool.checkNow();
+    await new Promise<void>((r) => setImmediate(r));
+    release();
+    await done;
+    const byName = Object.fromEntries(seen.map((e) => [e.name, e]));
+    assert.equal(byName['a']!.ok, true);
+    assert.equal(byName['b']!.ok, false);
+    for (const e of seen) assert.ok(e.durationMs >= 0 && e.durationMs <= performance.now() - started, `${e.name}: ${e.durationMs} ms`);
+  });
+
+  test('setDrainSettings: the next drain gets the new default deadline; a drain in progress keeps its own', (t) => {
+    mockTimers(t);
+    const pool = mkPool(t, [A, B]);
+    const first = pool.drain('a');
+    pool.setDrainSettings({ defaultDrainDeadlineMs: 5000, closeSpreadMs: 0 });
+    const second = pool.drain('b');
+    assert.equal(pool.get('a')?.drainDeadlineAt, first.deadlineAt);
+    assert.equal(first.deadlineAt - Date.now(), 1000);
+    assert.equal(second.deadlineAt - Date.now(), 5000);
+    assert.throws(() => pool.setDrainSettings({ defaultDrainDeadlineMs: -1 }), RangeError);
+  });
+});
