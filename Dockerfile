@@ -7,7 +7,8 @@
 #
 # Settings are the RTMP_GOAWAY_* variables of docs/configuration.md (or flags after `serve`).
 # The build context is an allowlist (.dockerignore): sources, lockfile and bin only.
-ARG NODE_VERSION=20
+# Node 24 LTS is the target; CI also runs the suite on the machine's Node (>= 20, see .ci/run).
+ARG NODE_VERSION=24
 
 # 1. Compile TypeScript with the dev dependencies.
 FROM node:${NODE_VERSION}-bookworm-slim AS build
@@ -42,14 +43,9 @@ RUN ln -s /app/bin/rtmp-goaway-proxy.js /usr/local/bin/rtmp-goaway-proxy
 # Inside a container the listeners bind every interface: probes and Prometheus reach the admin
 # port on the pod/container IP. The admin API can drain backends: do not publish 9935 beyond
 # the cluster / host (compose binds it to 127.0.0.1).
-# Runtime tuning measured by the bench (docs/performance.md): glibc keeps freed memory instead of
-# returning it after every burst of socket buffers (13 page faults per 64 KiB read otherwise),
-# and a small young generation keeps RSS per idle session low (8 KiB instead of 28 at 1,000).
 ENV NODE_ENV=production \
     RTMP_GOAWAY_LISTEN=0.0.0.0:1935 \
-    RTMP_GOAWAY_ADMIN=0.0.0.0:9935 \
-    GLIBC_TUNABLES=glibc.malloc.trim_threshold=134217728 \
-    NODE_OPTIONS=--max-semi-space-size=2
+    RTMP_GOAWAY_ADMIN=0.0.0.0:9935
 # The image's `node` user, numeric so that Kubernetes `runAsNonRoot` can verify it.
 USER 1000:1000
 EXPOSE 1935 9935
@@ -57,7 +53,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 CMD ["nod
 # tini is PID 1: it forwards SIGTERM/SIGINT to node (whose handlers drain in sidecar mode) and
 # reaps zombies; a signal that arrives before node installs its handlers still stops the container.
 STOPSIGNAL SIGTERM
-# --initial-old-space-size is refused in NODE_OPTIONS: without it, V8 runs a full GC every ~70 ms
-# under load after a quiet spell (bench: 0.175 → 0.100 CPU-s/Gbit with the glibc setting above).
-ENTRYPOINT ["/usr/bin/tini", "--", "node", "--initial-old-space-size=64", "/app/bin/rtmp-goaway-proxy.js"]
+# The entry point is run as a program, as `npm`/`npx` users run it: its shell half starts node with
+# the runtime settings (GLIBC_TUNABLES, --initial-old-space-size, --max-semi-space-size;
+# src/runtime-tuning.ts, docs/performance.md) by `exec`, so node is tini's child, one process.
+# RTMP_GOAWAY_NO_TUNE=1 turns them off; GLIBC_TUNABLES or the flag in NODE_OPTIONS set here win.
+ENTRYPOINT ["/usr/bin/tini", "--", "/app/bin/rtmp-goaway-proxy.js"]
 CMD ["serve"]

@@ -5,7 +5,12 @@
  *
  * test/unit/config.test.ts asserts the committed file equals this script's output.
  */
+import { EXIT_LISTEN_FAILED } from '../src/app.js';
+import { CONFIG_POLL_MS } from '../src/config-watch.js';
+import { CONFIG_FILE_ENV, ENV_PREFIX, MAX_CONFIG_FILE_BYTES, settingDocs } from '../src/config.js';
+import { INVALID_RELOAD_LOG_INTERVAL_MS, RELOADABLE } from '../src/reload.js';
 import { CONFIG_FILE_ENV, ENV_PREFIX, settingDocs } from '../src/config.js';
+import { NO_TUNE_ENV } from '../src/runtime-tuning.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
 const code = (s: string) => cell('`' + s + '`');
@@ -31,6 +36,34 @@ The YAML file is named by \`--config <path>\` or \`${CONFIG_FILE_ENV}\`.
 Invalid values are reported with the setting and where the value came from, e.g.
 \`invalid setting health.intervalMs (from env ${ENV_PREFIX}HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"\`.
 Unknown YAML keys and unknown \`${ENV_PREFIX}*\` environment variables are errors, so typos do not pass silently.
+One more variable is not a setting: \`${NO_TUNE_ENV}=1\` makes \`bin/rtmp-goaway-proxy\` start node without the
+runtime settings it applies otherwise ([performance.md](performance.md#runtime-settings-what-operators-set)).
+At start, every configuration error is one line on stderr (\`rtmp-goaway-proxy: configuration error: …\`) and
+\`serve\` exits **2**; so does an unknown flag (\`rtmp-goaway-proxy: error: unknown option '--bakend' (did you mean --backend?)\`).
+A listener that cannot be opened exits **${EXIT_LISTEN_FAILED}** with one line naming it (RTMP, RTMPS or admin), its address and why
+(address in use, permission denied). The config file may be at most ${MAX_CONFIG_FILE_BYTES / 1024} KiB.
+
+## Reloading without a restart
+
+SIGHUP, and any change of the config file while \`serve\` runs with \`--config\` / \`${CONFIG_FILE_ENV}\`, reload the
+configuration: it is resolved again exactly as at start (file, environment and flags, same precedence) and validated whole.
+
+- Applied: ${RELOADABLE.map((k) => `\`${k}\``).join(', ')} (every setting under them). New backends take new sessions; removed
+  ones are drained like a \`drain\` (Go Away, ReconnectRequest, migration, then the deadline); live sessions keep
+  the backend, routing rules and limits they started with; new connections and new drains use the new values.
+  The RTMPS certificate files are re-read too.
+- Any other setting that differs (\`listen\`, \`admin\`, \`tls.*\` paths, \`workers\`, \`redis.*\`, \`health.*\`, \`discovery.*\`, …)
+  needs a restart: the running value stays, the setting is named in a warning and counted in
+  \`rtmp_goaway_config_restart_required\`.
+- An invalid file (YAML error, invalid value, unknown key, no backend, larger than ${MAX_CONFIG_FILE_BYTES / 1024} KiB) changes nothing: it is
+  counted in \`rtmp_goaway_config_reloads_total{trigger,result="invalid"}\`, \`rtmp_goaway_config_last_reload_successful\`
+  turns 0, and one error line is logged (at most one per ${INVALID_RELOAD_LOG_INTERVAL_MS / 1000} s; the next one says how many were not logged).
+  \`rtmp_goaway_config_last_reload_success_timestamp_seconds\` is when a configuration was last applied.
+- The file is watched through its directory, so a Kubernetes ConfigMap volume (which swaps a \`..data\` symlink
+  instead of writing the file) is seen; events are debounced, and the file is also checked every ${CONFIG_POLL_MS / 1000} s in case
+  events are lost. Content that did not change is not reloaded.
+- Cluster mode (\`workers\` > 1): the primary watches the file and asks every worker to reload it once; each
+  worker counts its own reload (the primary's \`/metrics\` sums them). SIGHUP to the primary is passed to every worker.
 
 ## Value syntax
 

@@ -3,7 +3,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import { pino, type Logger } from 'pino';
 import { DnsDiscovery, mergeBackends } from './balancer/discovery.js';
-import { BackendPool, UnknownBackendError } from './balancer/pool.js';
+import { BackendPool, LastRoutableBackendError, UnknownBackendError } from './balancer/pool.js';
 import type { BackendConfig, DrainOptions, DrainResult, SetBackendsResult } from './balancer/types.js';
 import { type Config, parseHostPort } from './config.js';
 import { createAdminServer } from './control/admin-http.js';
@@ -11,9 +11,11 @@ import type { ControlBus, FleetView, PublishOutcome, ReplicaRecord } from './con
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './control/commands.js';
 import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
+import { RateLimitedLog } from './control/rate-limited-log.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
+import { ProcessBudget } from './proxy/buffer-budget.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './proxy/routing.js';
@@ -21,6 +23,9 @@ import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
+import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
+import { VERSION } from './version.js';
+import { runtimeReport } from './runtime-tuning.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -55,16 +60,29 @@ export interface RunningProxy {
   reloadTls(): void;
   /**
    * Drains `name` on this replica at once and publishes the drain to the fleet (in the background;
-   * `control()` waits for it). Throws UnknownBackendError.
+   * `control()` waits for it). Throws UnknownBackendError, and LastRoutableBackendError unless `force`.
    */
-  drain(name: string, opts?: DrainOptions): DrainResult;
+  drain(name: string, opts?: DrainOptions & { force?: boolean }): DrainResult;
   /** Undrains here at once and publishes the undrain to the fleet. Throws UnknownBackendError. */
   undrain(name: string): boolean;
-  /** Applies a command here at once, then publishes it to the fleet and persists it (Redis). */
-  control(cmd: ControlCommand, source?: ControlSource): Promise<ControlOutcome>;
-  /** SIGHUP: new backend list (sessions stay; removed backends drain), then re-applies the desired state. */
-  /** SIGHUP: new backend list and, when given, new routing rules (for sessions that arrive from now on). */
+  /**
+   * Applies a command here at once, then publishes it to the fleet and persists it (Redis). A drain
+   * that would leave this replica no routable backend throws LastRoutableBackendError unless `force`.
+   */
+  control(cmd: ControlCommand, source?: ControlSource, opts?: { force?: boolean }): Promise<ControlOutcome>;
+  /**
+   * New backend list (sessions stay; removed backends drain) and, when given, new routing rules
+   * (for sessions that arrive from now on); re-reads the RTMPS certificate; re-applies the fleet's
+   * desired state.
+   */
   reloadBackends(backends: BackendConfig[], routing?: RoutingSpec | null): SetBackendsResult;
+  /**
+   * Configuration reload (SIGHUP, watched config file; see reload.ts): applies the reloadable
+   * settings of `next` (backends and routing as reloadBackends; limits and drain settings for
+   * sessions and drains from now on) and reports the others that differ as ignored. Throws when
+   * `next` cannot be applied (nothing changed then).
+   */
+  reload(next: Config): SetBackendsResult & ConfigDiff;
   /** Every replica and session of the fleet (this replica only with the local bus). */
   fleet(): Promise<FleetView>;
   /** Writes this replica's registry record soon (e.g. after `shuttingDown` changed). */
@@ -73,6 +91,35 @@ export interface RunningProxy {
   shuttingDown: boolean;
   /** Stops accepting, closes every session, stops timers, the bus and the admin server. Idempotent. */
   stop(reason?: string): Promise<void>;
+}
+
+/** `serve` exit code when a listener (RTMP, RTMPS or admin) could not be opened. */
+export const EXIT_LISTEN_FAILED = 4;
+
+/** Which listener could not be opened, where, and why (`serve` exits EXIT_LISTEN_FAILED with this one line). */
+export class ListenError extends Error {
+  constructor(
+    readonly listener: 'RTMP' | 'RTMPS' | 'admin',
+    readonly address: string,
+    override readonly cause: NodeJS.ErrnoException,
+  ) {
+    super(`cannot open the ${listener} listener on ${address}: ${ListenError.why(cause)}`);
+    this.name = 'ListenError';
+  }
+
+  private static why(err: NodeJS.ErrnoException): string {
+    switch (err.code) {
+      case 'EADDRINUSE':
+        return 'address already in use (EADDRINUSE): another process listens there';
+      case 'EACCES':
+      case 'EPERM':
+        return `permission denied (${err.code}): ports below 1024 need CAP_NET_BIND_SERVICE`;
+      case 'EADDRNOTAVAIL':
+        return 'address not available on this host (EADDRNOTAVAIL)';
+      default:
+        return err.code !== undefined ? `${err.message} (${err.code})` : err.message;
+    }
+  }
 }
 
 export function createLogger(config: Pick<Config, 'log'>, destination?: pino.DestinationStream): Logger {
@@ -86,11 +133,9 @@ function listenHttp(server: http.Server, hostPort: string, log: Logger): Promise
     server.listen({ host, port }, () => {
       server.off('error', reject);
       // Once listening, an accept error (EMFILE while out of descriptors) must not crash the process.
-      let lastLog = 0;
+      const limited = new RateLimitedLog(log, { burst: 1, perSecond: 1 / 5 });
       server.on('error', (err: NodeJS.ErrnoException) => {
-        if (Date.now() - lastLog < 5000) return;
-        lastLog = Date.now();
-        log.warn({ err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
+        limited.write(`admin-listener:${err.code ?? ''}`, { err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
       });
       resolve(server.address() as net.AddressInfo);
     });
@@ -106,7 +151,11 @@ const FAST_HEARTBEAT_MS = 1_000;
 export async function startProxy(config: Config, log: Logger = createLogger(config), opts: { worker?: number } = {}): Promise<RunningProxy> {
   const replicaId = config.replicaId;
   let migration: MigrationCoordinator | null = null;
-  const featureMetrics = new FeatureMetrics(() => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }));
+  const processBudget = new ProcessBudget(config.limits.processBufferBytes);
+  const featureMetrics = new FeatureMetrics(
+    () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
+    () => ({ held: processBudget.held, limit: processBudget.limit }),
+  );
   if (config.drain.nonCapable === 'migrate') {
     migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, featureMetrics);
   }
@@ -142,28 +191,46 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     }
     return pool.setBackends(merged.backends, { pendingHealth: merged.discoveredNames });
   }
-  /** Shared by every session; SIGHUP replaces `router` (sessions keep the rules they started with). */
-  const sessionSettings: SessionSettings = {
-    handshakeTimeoutMs: config.limits.handshakeTimeoutMs,
-    idleTimeoutMs: config.limits.idleTimeoutMs,
-    backendIdleTimeoutMs: config.limits.backendIdleTimeoutMs,
-    connectTimeoutMs: config.limits.connectTimeoutMs,
-    maxPendingBytes: config.limits.maxPendingBytes,
-    onParseError: config.onParseError,
-    logStreamKeys: config.log.streamKeys,
+  /** One rate limit for the peer-caused log lines of every session (reloads keep it). */
+  const peerLog = new RateLimitedLog(log);
+  /** Settings of the sessions that start from now on; a reload replaces the object (live sessions keep theirs). */
+  const sessionSettingsOf = (c: Config, router: Router | null): SessionSettings => ({
+    handshakeTimeoutMs: c.limits.handshakeTimeoutMs,
+    idleTimeoutMs: c.limits.idleTimeoutMs,
+    backendIdleTimeoutMs: c.limits.backendIdleTimeoutMs,
+    connectTimeoutMs: c.limits.connectTimeoutMs,
+    maxPendingBytes: c.limits.maxPendingBytes,
+    onParseError: c.onParseError,
+    logStreamKeys: c.log.streamKeys,
+    peerLog,
     chunkLimits: {
-      maxChunkSize: config.limits.maxChunkSize,
-      minChunkSize: config.limits.minChunkSize,
-      maxMessageSize: config.limits.maxMessageSize,
-      maxCollectedSize: config.limits.maxCommandSize,
-      maxChunkStreams: config.limits.maxChunkStreams,
+      maxChunkSize: c.limits.maxChunkSize,
+      minChunkSize: c.limits.minChunkSize,
+      maxMessageSize: c.limits.maxMessageSize,
+      maxCollectedSize: c.limits.maxCommandSize,
+      maxChunkStreams: c.limits.maxChunkStreams,
     },
-    amfLimits: { maxDepth: config.limits.amfMaxDepth, maxItems: config.limits.amfMaxItems },
-    erpc: { offer: config.erpc.offer, tcUrl: config.erpc.tcUrl },
+    amfLimits: {
+      maxDepth: c.limits.amfMaxDepth,
+      maxItems: c.limits.amfMaxItems,
+      maxTotalValues: c.limits.amfMaxItems,
+      maxStringBytes: c.limits.amfMaxStringBytes,
+      maxTotalStringBytes: c.limits.amfMaxStringBytes,
+    },
+    erpc: { offer: c.erpc.offer, tcUrl: c.erpc.tcUrl },
     metrics: featureMetrics,
     migration,
-    router: config.routing === null ? null : Router.compile(config.routing),
-  };
+    router,
+    sessionBufferBytes: c.limits.sessionBufferBytes,
+    // One process budget across reloads: a new limit applies to every session's next take.
+    processBudget: Object.assign(processBudget, { limit: c.limits.processBufferBytes }),
+  });
+  const admissionOf = (c: Config) => ({
+    maxSessionsPerIp: c.limits.maxSessionsPerIp,
+    connectRatePerIp: c.limits.connectRatePerIp,
+    connectBurstPerIp: c.limits.connectBurstPerIp,
+  });
+  let sessionSettings = sessionSettingsOf(config, config.routing === null ? null : Router.compile(config.routing));
   const idleSweep = new IdleSweep(() => server.sessions.values(), idleSweepIntervalMs([config.limits.idleTimeoutMs, config.limits.backendIdleTimeoutMs]));
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
@@ -173,11 +240,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       maxSessions: config.limits.maxSessions,
       acceptProxyProtocol: config.acceptProxyProtocol,
       backendProxyProtocol: config.backendProxyProtocol,
-      admission: {
-        maxSessionsPerIp: config.limits.maxSessionsPerIp,
-        connectRatePerIp: config.limits.connectRatePerIp,
-        connectBurstPerIp: config.limits.connectBurstPerIp,
-      },
+      admission: admissionOf(config),
       session: sessionSettings,
     },
     pool,
@@ -190,13 +253,14 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const metrics = new ProxyMetrics({
     activeSessions: () => server.activeByBackendAndCapability(),
     bytesTotal: () => server.bytesTotal(),
-    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions })),
+    forgetBackend: (name) => server.forgetBackend(name),
+    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
     busConnected: () => (bus.connected ? 1 : 0),
     discovery: () =>
       discovery === null
         ? null
         : { source: discovery.source, rounds: discovery.rounds, failures: discovery.failures, backends: discovery.current?.length ?? 0, lastSuccessAt: discovery.lastSuccessAt },
-  });
+  }, { version: VERSION, limits: config.limits });
   server.setMetrics(metrics);
   featureMetrics.register(metrics.registry);
   pool.on('drain-complete', (e) => {
@@ -204,6 +268,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     log.info({ backend: e.name, durationMs: e.durationMs }, 'drain complete: no session left on backend');
   });
   pool.on('deadline-close', (e) => metrics.deadlineCloses.inc({ backend: e.name }, e.closed));
+  pool.on('health-check', (e) => metrics.healthCheckDuration.observe({ backend: e.name, result: e.ok ? 'ok' : 'failed' }, e.durationMs / 1000));
+  pool.on('backend-added', (name) => metrics.backendAdded(name));
+  pool.on('backend-removed', (name) => void metrics.backendRemoved(name));
   pool.on('backend-state', (e) => log.info({ backend: e.name, from: e.from, to: e.to }, 'backend state'));
 
   const startedAt = new Date().toISOString();
@@ -244,9 +311,19 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     else desired.delete(cmd.backend);
   }
 
-  /** The one place a command changes the pool. Throws UnknownBackendError. */
-  function apply(cmd: ControlCommand, source: ControlSource): DrainResult | boolean {
+  /**
+   * The one place a command changes the pool. Throws UnknownBackendError; LastRoutableBackendError
+   * for a drain given here (admin API, CLI through it, programmatic) that would leave no backend to
+   * route to, unless forced. Commands from the bus and the desired state are applied as they are:
+   * their issuer checked them (the CLI against the fleet registry), and the fleet must converge.
+   */
+  function apply(cmd: ControlCommand, source: ControlSource, force = source === 'bus'): DrainResult | boolean {
     if (cmd.action === 'drain') {
+      if (!force && pool.isLastRoutable(cmd.backend)) {
+        metrics.controlMessages.inc({ source, result: 'rejected' });
+        log.warn({ backend: cmd.backend, source, origin: cmd.origin }, 'drain refused: last routable backend (not forced)');
+        throw new LastRoutableBackendError(cmd.backend);
+      }
       const opts: DrainOptions = {};
       if (cmd.deadlineMs !== undefined) opts.deadlineMs = cmd.deadlineMs;
       if (cmd.reason !== undefined) opts.reason = cmd.reason;
@@ -265,7 +342,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
 
   /** Brings the pool to the desired state (after a (re)connect or a reload). */
   function converge(why: string): void {
-    const steps = planConvergence(pool.list(), [...desired.values()], Date.now(), config.drain.deadlineMs);
+    const steps = planConvergence(pool.list(), [...desired.values()], Date.now(), proxy.config.drain.deadlineMs);
     for (const step of steps) {
       log.info({ ...step, why }, 'converging to the fleet desired state');
       try {
@@ -323,7 +400,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     shuttingDown: false,
     drain(name, opts = {}) {
       const cmd = newCommand('drain', name, opts);
-      const result = apply(cmd, 'api') as DrainResult;
+      const result = apply(cmd, 'api', opts.force === true) as DrainResult;
       void toFleet(cmd);
       return result;
     },
@@ -333,15 +410,18 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       void toFleet(cmd);
       return changed;
     },
-    async control(c, source = 'api') {
+    async control(c, source = 'api', opts = {}) {
       const cmd: ControlCommand = { ...c, id: c.id ?? randomUUID(), at: c.at ?? Date.now(), origin: c.origin ?? replicaId };
-      const result = apply(cmd, source);
+      const result = apply(cmd, source, source === 'bus' || opts.force === true);
       const fleet = await toFleet(cmd);
       return { command: cmd, result, fleet };
     },
     reloadBackends(backends, routing) {
       // Compiled first: invalid rules throw before anything changes.
-      if (routing !== undefined) sessionSettings.router = routing === null ? null : Router.compile(routing);
+      if (routing !== undefined) {
+        sessionSettings = { ...sessionSettings, router: routing === null ? null : Router.compile(routing) };
+        server.setLimits({ maxSessions: proxy.config.limits.maxSessions, admission: admissionOf(proxy.config), session: sessionSettings });
+      }
       // SIGHUP also renews the RTMPS certificate; a bad file keeps the old one.
       try {
         proxy.reloadTls();
@@ -353,6 +433,27 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       converge('reload');
       heartbeat.flushSoon();
       return result;
+    },
+    reload(next) {
+      const diff = diffConfig(proxy.config, next);
+      // Compiled before anything changes: invalid rules throw here.
+      const router = next.routing === null ? null : Router.compile(next.routing);
+      const merged = mergeReloadable(proxy.config, next);
+      if (merged.drain.nonCapable === 'migrate' && migration === null) {
+        migration = new MigrationCoordinator({ ...merged.migration, connectTimeoutMs: merged.limits.connectTimeoutMs }, featureMetrics);
+      }
+      pool.setDrainSettings({
+        defaultDrainDeadlineMs: merged.drain.deadlineMs,
+        closeSpreadMs: merged.drain.closeSpreadMs,
+        strategy: createDrainStrategy({ nonCapable: merged.drain.nonCapable, erpc: merged.erpc.offer }),
+      });
+      proxy.config = merged;
+      sessionSettings = sessionSettingsOf(merged, router);
+      server.setLimits({ maxSessions: merged.limits.maxSessions, admission: admissionOf(merged), session: sessionSettings });
+      idleSweep.setIntervalMs(idleSweepIntervalMs([merged.limits.idleTimeoutMs, merged.limits.backendIdleTimeoutMs]));
+      metrics.setLimits(merged.limits);
+      const result = proxy.reloadBackends(next.backends);
+      return { ...result, ...diff };
     },
     fleet: () => bus.fleet(),
     flushRegistry: () => heartbeat.flushSoon(),
@@ -369,24 +470,30 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     if (admin !== null) await new Promise<void>((r) => admin!.close(() => r()));
   }
 
+  /** Anyone who can PUBLISH on the channel controls the rate of these lines: limited. */
+  const busLog = new RateLimitedLog(log);
   await bus.start({
     command(cmd) {
-      if (cmd.id !== undefined && ownIds.delete(cmd.id)) return;
-      remember(cmd);
+      if (cmd.id !== undefined && ownIds.delete(cmd.id)) return true;
+      if (cmd.action === 'undrain') remember(cmd);
       try {
         apply(cmd, 'bus');
+        // Only backends this replica has: a flood of made-up names must not grow memory.
+        if (cmd.action === 'drain') remember(cmd);
         metrics.controlMessages.inc({ source: 'bus', result: 'ok' });
+        return true;
       } catch (err) {
         // Never fatal: a bad command is logged and counted.
         metrics.controlMessages.inc({ source: 'bus', result: 'rejected' });
         if (err instanceof UnknownBackendError) {
-          log.warn({ action: cmd.action, backend: cmd.backend, origin: cmd.origin }, 'bus command for a backend this replica does not have (kept in the desired state)');
+          busLog.write('unknown-backend', { action: cmd.action, backend: cmd.backend, origin: cmd.origin }, 'bus command for a backend this replica does not have: ignored');
         } else log.error({ err, action: cmd.action, backend: cmd.backend }, 'bus command failed');
+        return false;
       }
     },
     malformed(text, error) {
       metrics.controlMessages.inc({ source: 'bus', result: 'malformed' });
-      log.warn({ message: text.length > 200 ? `${text.slice(0, 200)}…` : text, error }, 'malformed control message ignored');
+      busLog.write('malformed', { message: text.length > 200 ? `${text.slice(0, 200)}…` : text, error }, 'malformed control message ignored');
     },
     sync(list) {
       desired = new Map(list.map((d) => [d.backend, d]));
@@ -420,14 +527,17 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   } catch (err) {
     await heartbeat.stop();
     await bus.stop({ cleanup: true });
-    throw err;
+    throw new ListenError('RTMP', config.listen, err as NodeJS.ErrnoException);
   }
   proxy.address = address;
   idleSweep.start();
   if (config.tls.listen !== '') {
     try {
       const t = parseHostPort(config.tls.listen);
-      proxy.tlsAddress = await server.listenTls(t.host, t.port, loadTlsContext(config.tls.cert, config.tls.key));
+      const context = loadTlsContext(config.tls.cert, config.tls.key);
+      proxy.tlsAddress = await server.listenTls(t.host, t.port, context).catch((err: NodeJS.ErrnoException) => {
+        throw new ListenError('RTMPS', config.tls.listen, err);
+      });
     } catch (err) {
       await server.stopAccepting();
       await heartbeat.stop();
@@ -446,7 +556,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         sessions: () => [...server.sessions.values()].map((s) => s.snapshot()),
         async drain(name, opts) {
           const cmd = newCommand('drain', name, opts);
-          const out = await proxy.control(cmd, 'admin');
+          const out = await proxy.control(cmd, 'admin', { force: opts.force === true });
           const body = { ...(out.result as DrainResult), fleet: out.fleet };
           return body;
         },
@@ -457,8 +567,9 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         notReadyReason: () => {
           if (proxy.shuttingDown) return 'shutting down';
           if (!server.listening) return 'listener closed';
-          const usable = pool.list().some((b) => b.health === 'up' && !b.draining);
-          return usable ? null : 'no healthy backend';
+          if (pool.hasProvenRoutable) return null;
+          if (pool.allRoutableDraining) return 'all backends draining';
+          return pool.list().some((b) => b.health === 'up' && !b.draining) ? 'waiting for the first health check to find a backend up' : 'no healthy backend';
         },
       },
       metrics,
@@ -470,7 +581,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     } catch (err) {
       admin = null;
       await proxy.stop('startup-failed');
-      throw err;
+      throw new ListenError('admin', config.admin, err as NodeJS.ErrnoException);
     }
   }
   const adminAt = proxy.adminAddress ? `${proxy.adminAddress.address}:${proxy.adminAddress.port}` : null;
@@ -486,6 +597,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       discovery: discovery === null ? null : `${discovery.type} ${discovery.name}`,
       replicaId,
       bus: bus.kind,
+      // Whether node runs with the runtime settings bin/ applies (src/runtime-tuning.ts).
+      runtime: runtimeReport(),
     },
     opts.worker === undefined ? 'proxy listening' : 'worker listening',
   );

@@ -1,23 +1,28 @@
-import { Command, InvalidArgumentError } from 'commander';
-import cliProgress from 'cli-progress';
-import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import type * as CliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import cluster from 'node:cluster';
-import { createLogger, startProxy } from './app.js';
-import { type WorkerReady, runPrimary, workerConfig } from './cluster.js';
+import { EXIT_LISTEN_FAILED, ListenError, createLogger, startProxy } from './app.js';
+import { type WorkerListenFailed, type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
+import { ConfigFileWatcher } from './config-watch.js';
+import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './client/publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
-import { type Config, ConfigError, addConfigOptions, loadConfig, parseDuration, redactConfig } from './config.js';
+import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
+import { safeText } from './terminal-text.js';
+import { VERSION } from './version.js';
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
+/** A configuration or usage error: unknown flag or command, bad value, invalid config file or environment. */
+export const EXIT_CONFIG_ERROR = 2;
 /** `drain --wait` ended at the deadline with sessions still on the backend. */
 export const EXIT_SESSIONS_REMAINED = 3;
 /** What replicas use when a drain names no deadline (`drain.deadlineMs` default). */
@@ -41,7 +46,7 @@ function backendArg(v: string): string {
 /** Admin API base URL from `--admin` (host:port or URL) or RTMP_GOAWAY_ADMIN. */
 function adminUrl(v: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   const raw = v ?? env['RTMP_GOAWAY_ADMIN'] ?? '127.0.0.1:9935';
-  const withScheme = /^https?:\/\//.test(raw) ? raw : `http://${raw.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
+  const withScheme = /^https?:\/\//.test(raw) ? raw : `http://${raw.replace(/^(0\.0\.0\.0|\[::\]):/, '127.0.0.1:')}`;
   return withScheme.replace(/\/+$/, '');
 }
 
@@ -62,8 +67,17 @@ async function adminRequest(base: string, method: string, path: string, body?: u
     throw new Error(`cannot reach the admin API at ${base}: ${(err as Error).message}`);
   }
   const text = await res.text();
-  const json: unknown = text === '' ? null : JSON.parse(text);
-  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${JSON.stringify(json)}`);
+  let json: unknown = null;
+  try {
+    json = text === '' ? null : JSON.parse(text);
+  } catch {
+    if (res.ok) throw new Error(`${method} ${path}: the admin API answered something that is not JSON`);
+  }
+  if (!res.ok) {
+    const e = json !== null && typeof json === 'object' ? (json as { error?: unknown; hint?: unknown }) : {};
+    const detail = typeof e.error === 'string' ? `${e.error}${typeof e.hint === 'string' ? ` (${e.hint})` : ''}` : JSON.stringify(json ?? text.slice(0, 200));
+    throw new Error(`${method} ${path}: HTTP ${res.status}: ${detail}`);
+  }
   return json;
 }
 
@@ -75,15 +89,24 @@ interface TargetFlags {
   redis?: string;
   redisPrefix?: string;
   admin?: string;
+  config?: string;
 }
 
 /**
  * Where drain/undrain/status go: `--redis URL` (the whole fleet), `--admin URL` (one replica),
- * else REDIS_URL / RTMP_GOAWAY_REDIS_URL from the environment, else the admin API
- * (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935).
+ * else the proxy's YAML file given with `--config` (its `redis.url` and `redis.prefix`, else its
+ * `admin` address), else REDIS_URL / RTMP_GOAWAY_REDIS_URL from the environment, else the admin
+ * API (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935). Throws ConfigError for an invalid file.
  */
 export function resolveTarget(o: TargetFlags, env: NodeJS.ProcessEnv = process.env): ControlTarget {
   if (o.redis !== undefined && o.admin !== undefined) throw new InvalidArgumentError('use either --redis or --admin, not both');
+  if (o.redis === undefined && o.admin === undefined && o.config !== undefined) {
+    // The file alone: the CLI's environment holds its own variables (RTMP_GOAWAY_ADMIN), not the proxy's.
+    const c = loadConfig({ file: o.config, env: {} });
+    if (c.redis.url !== undefined) return { kind: 'redis', url: c.redis.url, prefix: o.redisPrefix ?? c.redis.prefix };
+    if (c.admin === '') throw new ConfigError(`${o.config} sets neither redis.url nor an admin address: pass --redis or --admin`);
+    return { kind: 'admin', base: adminUrl(c.admin, env) };
+  }
   const prefix = o.redisPrefix ?? env['RTMP_GOAWAY_REDIS_PREFIX'] ?? 'rtmp-goaway';
   if (o.redis !== undefined) return { kind: 'redis', url: o.redis, prefix };
   if (o.admin !== undefined) return { kind: 'admin', base: adminUrl(o.admin, env) };
@@ -96,7 +119,8 @@ function addTargetOptions(cmd: Command): Command {
   return cmd
     .option('--redis <url>', 'Redis of the fleet: command every replica (env REDIS_URL or RTMP_GOAWAY_REDIS_URL)')
     .option('--redis-prefix <prefix>', 'prefix of the Redis keys and channel (env RTMP_GOAWAY_REDIS_PREFIX)', undefined)
-    .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)');
+    .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
+    .option('--config <path>', "the proxy's YAML config file: use its redis.url and redis.prefix, else its admin address");
 }
 
 async function withRedis<T>(t: { url: string }, fn: (r: Redis) => Promise<T>): Promise<T> {
@@ -158,31 +182,32 @@ function ago(iso: string, now = Date.now()): string {
   return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s ago` : `${Math.round(ms / 1000)}s ago`;
 }
 
+/** Left-aligned column of client- or fleet-supplied text, escaped first (terminal-text.ts). */
+const col = (v: unknown, width: number): string => safeText(v).padEnd(width);
+
 function printFleet(f: FleetStatus, url: string): void {
-  console.log(`fleet at ${redactRedisUrl(url)}: ${f.replicas.length} replica(s), ${f.sessions.length} session(s)`);
+  console.log(`fleet at ${safeText(redactRedisUrl(url))}: ${f.replicas.length} replica(s), ${f.sessions.length} session(s)`);
   for (const d of f.desired) {
     const bits = [`since ${new Date(d.at).toISOString()}`];
     if (d.deadlineMs !== undefined) bits.push(`deadline ${d.deadlineMs} ms`);
     if (d.reason !== undefined) bits.push(`reason ${JSON.stringify(d.reason)}`);
     if (d.origin !== undefined) bits.push(`by ${d.origin}`);
-    console.log(`desired: ${d.backend} drained (${bits.join(', ')})`);
+    console.log(`desired: ${safeText(d.backend)} drained (${safeText(bits.join(', '))})`);
   }
   console.log('\nBACKEND            DESIRED  SESSIONS  STATE PER REPLICA');
   for (const b of f.backends) {
     const states = Object.entries(b.states).map(([r, s]) => `${r}=${s}`).join(' ') || '(no live replica has it)';
-    console.log(`${b.name.padEnd(18)} ${b.desired.padEnd(8)} ${String(b.sessions).padEnd(9)} ${states}`);
+    console.log(`${col(b.name, 18)} ${col(b.desired, 8)} ${col(b.sessions, 9)} ${safeText(states)}`);
   }
   console.log('\nREPLICA                  LAST SEEN   STATE     SESSIONS  LISTEN');
   for (const r of f.replicas) {
     const n = f.sessions.filter((s) => s.replica === r.replicaId).length;
-    console.log(`${r.replicaId.padEnd(24)} ${ago(r.heartbeatAt).padEnd(11)} ${(r.shuttingDown ? 'stopping' : 'serving').padEnd(9)} ${String(n).padEnd(9)} ${r.listen}`);
+    console.log(`${col(r.replicaId, 24)} ${col(ago(r.heartbeatAt), 11)} ${col(r.shuttingDown ? 'stopping' : 'serving', 9)} ${col(n, 9)} ${safeText(r.listen)}`);
   }
   if (f.sessions.length > 0) {
     console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED');
     for (const s of f.sessions) {
-      console.log(
-        `${s.id.padEnd(16)} ${s.replica.padEnd(24)} ${(s.backend ?? '-').padEnd(14)} ${(s.app ?? '-').padEnd(14)} ${s.capability.padEnd(11)} ${s.state.padEnd(11)} ${s.startedAt}`,
-      );
+      console.log(`${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${safeText(s.startedAt)}`);
     }
   }
 }
@@ -219,7 +244,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {
   const err = process.stderr;
   const tty = err.isTTY === true;
-  let bar: cliProgress.SingleBar | null = null;
+  let bar: CliProgress.SingleBar | null = null;
   let total = 0;
   let lastLine = '';
   let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
@@ -242,6 +267,8 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
       const secs = Math.max(0, Math.ceil((deadlineAt - Date.now()) / 1000));
       if (tty) {
         if (bar === null) {
+          // Loaded here: only `drain --wait` on a terminal draws a progress bar.
+          const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
           bar = new cliProgress.SingleBar(
             { format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`, stream: err, hideCursor: true, clearOnComplete: false },
             cliProgress.Presets.shades_classic,
@@ -251,7 +278,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
         bar.setTotal(Math.max(total, 1));
         bar.update(total - left, { left, secs });
       } else {
-        const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${lastError})` : ''}`;
+        const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${safeText(lastError)})` : ''}`;
         if (line !== lastLine) err.write(`${line}, deadline in ${secs}s\n`);
         lastLine = line;
       }
@@ -271,12 +298,12 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
     bar?.stop();
   }
   if (lastError !== null && last.length === 0) {
-    err.write(`could not read the sessions on ${backend} before the deadline: ${lastError}\n`);
+    err.write(`could not read the sessions on ${backend} before the deadline: ${safeText(lastError)}\n`);
     return 1;
   }
   err.write(`${backend} still held ${last.length} session(s) at the deadline:\n`);
   for (const s of last) {
-    err.write(`  ${s.id} on replica ${s.replica} (client ${s.client}, app ${s.app ?? '-'}, capability ${s.capability}, state ${s.state}): ${whyRemained(s)}\n`);
+    err.write(`  ${safeText(s.id)} on replica ${safeText(s.replica)} (client ${safeText(s.client)}, app ${safeText(s.app)}, capability ${safeText(s.capability)}, state ${safeText(s.state)}): ${safeText(whyRemained(s))}\n`);
   }
   return EXIT_SESSIONS_REMAINED;
 }
@@ -319,14 +346,69 @@ function cliCommand(action: 'drain' | 'undrain', backend: string, o: { deadline?
   return cmd;
 }
 
-/** Publishes through Redis; warns on stderr when no live replica knows the backend. */
-async function publishViaRedis(redis: Redis, prefix: string, cmd: ControlCommand): Promise<Record<string, unknown>> {
+/** Edit distance (insert, delete, substitute, swap two neighbours): how far a typo is from a name. */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** Characters a typist takes for one another (`bl` for `b1`, `bO` for `b0`). */
+const LOOKALIKE: Record<string, string> = { l: '1', i: '1', '|': '1', o: '0' };
+const unconfuse = (s: string): string => [...s.toLowerCase()].map((c) => LOOKALIKE[c] ?? c).join('');
+
+/** The known names closest to `name` (at most two edits away; look-alike characters count half), the best ones only. */
+export function closestNames(name: string, known: Iterable<string>): string[] {
+  const limit = Math.min(2, Math.max(1, name.length - 1));
+  const scored = [...new Set(known)]
+    .map((k) => ({ k, d: unconfuse(name) === unconfuse(k) ? 0.5 : editDistance(name.toLowerCase(), k.toLowerCase()) }))
+    .filter((x) => x.d <= limit);
+  const best = Math.min(...scored.map((x) => x.d));
+  return scored.filter((x) => x.d === best).map((x) => x.k).sort();
+}
+
+/**
+ * Why a drain must not be published without `--force`, from the live replicas' registry records,
+ * or null when it may: no live replica has the backend (a typo would sit in the desired state and
+ * drain nothing, while the script that asked goes on as if the real backend were empty), or the
+ * backend is the last one taking new sessions on some replica.
+ */
+export function drainRefusal(backend: string, replicas: readonly Pick<ReplicaRecord, 'replicaId' | 'backends'>[], hash: string): string | null {
+  const having = replicas.filter((r) => r.backends.some((b) => b.name === backend));
+  if (having.length === 0) {
+    const known = replicas.flatMap((r) => r.backends.map((b) => b.name));
+    const close = closestNames(backend, known);
+    return [
+      `no live replica has a backend named "${backend}" (${replicas.length} replica(s) live${known.length > 0 ? `, backends: ${[...new Set(known)].sort().join(', ')}` : ''}).`,
+      close.length > 0 ? ` Did you mean ${close.join(' or ')}?` : '',
+      ` Nothing was published; --force keeps the drain in ${hash} for replicas that get this backend later.`,
+    ].join('');
+  }
+  const stranded = having.filter((r) => r.backends.every((b) => (b.name === backend ? b.state === 'up' : b.state !== 'up'))).map((r) => r.replicaId);
+  if (stranded.length > 0) {
+    return `refusing to drain "${backend}": it is the last backend taking new sessions on replica(s) ${stranded.join(', ')}; nothing was published. --force drains it anyway`;
+  }
+  return null;
+}
+
+/** Publishes through Redis; a drain is checked against the fleet registry first unless forced (drainRefusal). */
+async function publishViaRedis(redis: Redis, prefix: string, cmd: ControlCommand, force = false): Promise<Record<string, unknown>> {
   const keys = busKeys(prefix);
+  const before = await readRegistry(redis, keys);
+  if (cmd.action === 'drain' && !force) {
+    const why = drainRefusal(cmd.backend, before.replicas, keys.backends);
+    if (why !== null) throw new Error(why);
+  }
   const receivers = await publishCommand(redis, keys, cmd);
-  const reg = await readRegistry(redis, keys);
-  const knowing = reg.replicas.filter((r) => r.backends.some((b) => b.name === cmd.backend)).map((r) => r.replicaId);
+  const knowing = before.replicas.filter((r) => r.backends.some((b) => b.name === cmd.backend)).map((r) => r.replicaId);
   if (knowing.length === 0) {
-    process.stderr.write(`warning: no live replica reports a backend named ${cmd.backend} (${reg.replicas.length} replica(s) live); the ${cmd.action} is kept in ${keys.backends} for replicas that have it\n`);
+    process.stderr.write(`warning: no live replica reports a backend named ${cmd.backend} (${before.replicas.length} replica(s) live)${cmd.action === 'drain' ? `; the drain is kept in ${keys.backends} (--force)` : ''}\n`);
   }
   return { command: cmd, published: true, receivers, channel: keys.channel, hash: keys.backends, replicas: knowing };
 }
@@ -349,8 +431,12 @@ export function serveConfig(flags: Record<string, unknown>, env: NodeJS.ProcessE
 export function buildCli(): Command {
   const program = new Command('rtmp-goaway-proxy')
     .description('RTMP-aware TCP proxy: drains ingest servers without losing a frame (RTMP Go Away)')
-    .version(pkg.version)
-    .showHelpAfterError();
+    .version(VERSION)
+    // Usage errors are one line (with commander's "did you mean"), not the help: main() exits 2.
+    .exitOverride((err) => {
+      throw Object.assign(err, { printed: true });
+    })
+    .configureOutput({ outputError: (str, write) => write(`rtmp-goaway-proxy: ${oneLineUsageError(str)}\n`) });
 
   addConfigOptions(
     program
@@ -366,7 +452,7 @@ export function buildCli(): Command {
     if (cluster.isPrimary && config.workers !== 1) {
       // Cluster mode: this process forks the workers and serves their combined admin API.
       const log = createLogger(config).child({ role: 'primary' });
-      await runPrimary(config, log);
+      await runPrimary(config, log, { configFile: configFileOf(flags, process.env) });
       process.exit(0);
     }
     const workerId = cluster.isWorker ? cluster.worker!.id : undefined;
@@ -378,19 +464,22 @@ export function buildCli(): Command {
       process.send!(ready);
     }
     proxy.log.debug({ config: redactConfig(proxyConfig) }, 'configuration');
-    const hasFile = typeof flags['config'] === 'string' || Boolean(process.env['RTMP_GOAWAY_CONFIG']);
+    const file = configFileOf(flags, process.env);
+    const reloader = new ConfigReloader(proxy, () => {
+      if (file === undefined) proxy.log.warn('reload without a config file: re-reading flags and environment only');
+      const next = serveConfig(flags, process.env);
+      return workerId === undefined ? next : workerConfig(next, workerId);
+    });
     installSignalHandlers(proxy, {
       // A worker gets SIGTERM from its primary; a terminal's Ctrl-C reaches it too, and is left to the primary.
       interrupt: workerId === undefined,
       sidecar: config.sidecar.enabled,
       gracePeriodMs: config.sidecar.gracePeriodMs,
-      reload: () => {
-        if (!hasFile) proxy.log.warn('SIGHUP without a config file: re-reading flags and environment only');
-        const next = serveConfig(flags, process.env);
-        if (next.backends.length === 0 && config.discovery.dnsName === '') throw new ConfigError('the reloaded configuration has no backend');
-        return { backends: next.backends, routing: next.routing };
-      },
+      reload: () => reloader.reload('signal'),
     });
+    // The config file is watched once per pod: here, or by the cluster primary, which tells each worker.
+    if (workerId !== undefined) process.on('message', (m: unknown) => isReloadRequest(m) && reloader.reload('file'));
+    else if (file !== undefined) new ConfigFileWatcher({ file, log: proxy.log, onChange: () => reloader.reload('file') }).start();
   });
 
   addTargetOptions(
@@ -399,15 +488,16 @@ export function buildCli(): Command {
       .description('stop routing new sessions to <backend> and tell its publishers to go away (every replica with --redis)')
       .option('--deadline <duration>', 'close sessions still on the backend after this long (default: each replica\'s drain.deadlineMs)', durationArg)
       .option('--reason <text>', 'free text recorded with the drain')
+      .option('--force', 'drain even when no live replica has the backend (--redis), or when it is the last backend taking new sessions')
       .option('--wait', `show the sessions left on the backend until none is left (exit 0) or the deadline passes (exit ${EXIT_SESSIONS_REMAINED})`),
-  ).action(async (backendName: string, o: TargetFlags & { deadline?: number; reason?: string; wait?: boolean }) => {
+  ).action(async (backendName: string, o: TargetFlags & { deadline?: number; reason?: string; wait?: boolean; force?: boolean }) => {
     const backend = backendArg(backendName);
     const target = resolveTarget(o);
     const started = Date.now();
     const fixedDeadline = o.deadline !== undefined ? started + o.deadline : null;
     if (target.kind === 'redis') {
       await withRedis(target, async (redis) => {
-        const out = await publishViaRedis(redis, target.prefix, cliCommand('drain', backend, o));
+        const out = await publishViaRedis(redis, target.prefix, cliCommand('drain', backend, o), o.force === true);
         console.log(JSON.stringify(out, null, 2));
         if (o.wait) process.exitCode = await waitEmpty(backend, redisWaitSource(redis, target.prefix, backend), fixedDeadline, started);
       });
@@ -416,6 +506,7 @@ export function buildCli(): Command {
     const body: Record<string, unknown> = {};
     if (o.deadline !== undefined) body['deadlineMs'] = o.deadline;
     if (o.reason !== undefined) body['reason'] = o.reason;
+    if (o.force === true) body['force'] = true;
     const r = (await adminRequest(target.base, 'POST', `/api/backends/${encodeURIComponent(backend)}/drain`, body)) as { deadlineAt?: number };
     console.log(JSON.stringify(r, null, 2));
     if (o.wait) process.exitCode = await waitEmpty(backend, adminWaitSource(target.base, backend), r.deadlineAt ?? fixedDeadline, started);
@@ -461,9 +552,11 @@ export function buildCli(): Command {
       return;
     }
     console.log('BACKEND            ADDRESS                STATE      SESSIONS  SOURCE');
-    for (const b of backends) console.log(`${b.name.padEnd(18)} ${`${b.host}:${b.port}`.padEnd(22)} ${b.state.padEnd(10)} ${String(b.sessions).padEnd(9)} ${b.source ?? 'static'}`);
+    for (const b of backends) console.log(`${col(b.name, 18)} ${col(`${b.host}:${b.port}`, 22)} ${col(b.state, 10)} ${col(b.sessions, 9)} ${safeText(b.source ?? 'static')}`);
     console.log(`\n${sessions.length} session(s)`);
-    for (const s of sessions) console.log(`  ${s.id}  ${s.backend ?? '-'}  ${s.app ?? '-'}/${s.streamKey ?? '-'}  ${s.capability}  ${s.state}  ${s.bytesIn} B in`);
+    for (const s of sessions) {
+      console.log(`  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in`);
+    }
   });
 
   registerPublishCommand(program);
@@ -471,16 +564,43 @@ export function buildCli(): Command {
   return program;
 }
 
+/** Commander's `error: unknown option '--bakend'\n(Did you mean --backend?)` as one line, pointing at --help. */
+export function oneLineUsageError(text: string): string {
+  const parts = text.trim().split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const line = parts.map((l) => l.replace(/^\(Did you mean (.*)\)$/, '(did you mean $1)')).join(' ');
+  return `${line} (see --help)`;
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildCli().parseAsync(argv);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`rtmp-goaway-proxy: configuration error:\n  ${err.issues.join('\n  ')}`);
-      process.exitCode = 2;
+    if (err instanceof CommanderError) {
+      // Help and --version end here with exit 0; anything else is a usage error.
+      if (err.exitCode === 0) return;
+      if (!(err as CommanderError & { printed?: boolean }).printed) console.error(`rtmp-goaway-proxy: error: ${err.message}`);
+      process.exitCode = EXIT_CONFIG_ERROR;
       return;
     }
-    console.error(`rtmp-goaway-proxy: ${(err as Error).message}`);
+    if (err instanceof ConfigError) {
+      for (const issue of err.issues) console.error(`rtmp-goaway-proxy: configuration error: ${issue}`);
+      process.exitCode = EXIT_CONFIG_ERROR;
+      return;
+    }
+    if (err instanceof ListenError) {
+      if (cluster.isWorker) {
+        // Its primary says it once for every worker, and exits.
+        const m: WorkerListenFailed = { kind: 'rtmp-goaway-worker-listen-failed', listener: err.listener, address: err.address, code: err.cause.code, message: err.cause.message };
+        process.send!(m, () => process.exit(EXIT_LISTEN_FAILED));
+        return;
+      }
+      console.error(`rtmp-goaway-proxy: ${err.message}`);
+      process.exitCode = EXIT_LISTEN_FAILED;
+      return;
+    }
+    console.error(`rtmp-goaway-proxy: ${safeText((err as Error).message)}`);
     process.exitCode = 1;
+    // A worker's IPC channel would keep it alive: its primary replaces it.
+    if (cluster.isWorker) process.exit(1);
   }
 }

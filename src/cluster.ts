@@ -14,6 +14,8 @@
  *
  * Signals: SIGTERM / SIGINT are passed to every worker as SIGTERM (each runs its own sidecar drain
  * or close), the primary exits 0 once they all have; a second one kills them. SIGHUP is passed on.
+ * The config file is watched here, once for the pod: a change is passed to every worker as a
+ * reload request (each reloads it as on SIGHUP, and counts it).
  * A worker that dies is replaced (after 1 s, not while stopping).
  */
 import cluster, { type Worker } from 'node:cluster';
@@ -21,7 +23,9 @@ import http from 'node:http';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
+import { EXIT_LISTEN_FAILED, ListenError } from './app.js';
 import { type Config, parseHostPort } from './config.js';
+import { ConfigFileWatcher } from './config-watch.js';
 import { readBody, send } from './control/admin-http.js';
 
 /** What a worker tells its primary once it listens. */
@@ -33,6 +37,28 @@ export interface WorkerReady {
 
 export function isWorkerReady(m: unknown): m is WorkerReady {
   return typeof m === 'object' && m !== null && (m as WorkerReady).kind === 'rtmp-goaway-worker-ready';
+}
+
+/** What a worker tells its primary before it exits EXIT_LISTEN_FAILED: the primary says it once, for all. */
+export interface WorkerListenFailed {
+  kind: 'rtmp-goaway-worker-listen-failed';
+  listener: ListenError['listener'];
+  address: string;
+  code: string | undefined;
+  message: string;
+}
+
+export function isWorkerListenFailed(m: unknown): m is WorkerListenFailed {
+  return typeof m === 'object' && m !== null && (m as WorkerListenFailed).kind === 'rtmp-goaway-worker-listen-failed';
+}
+
+/** What the primary tells each worker when the watched config file changed. */
+export interface ReloadRequest {
+  kind: 'rtmp-goaway-reload';
+}
+
+export function isReloadRequest(m: unknown): m is ReloadRequest {
+  return typeof m === 'object' && m !== null && (m as ReloadRequest).kind === 'rtmp-goaway-reload';
 }
 
 /** How many workers `workers` asks for (0 = one per CPU). */
@@ -62,8 +88,9 @@ const FORWARDED_HEADERS = ['authorization', 'content-type'];
  * Runs the primary: forks the workers, serves the combined admin API, passes signals on.
  * Resolves when the primary has stopped (after its workers); the caller exits.
  */
-export async function runPrimary(config: Config, log: Logger): Promise<void> {
+export async function runPrimary(config: Config, log: Logger, opts: { configFile?: string | undefined } = {}): Promise<void> {
   const n = workerCount(config);
+  let listenFailed: ListenError | null = null;
   const entries = new Map<number, WorkerEntry>();
   let stopping = false;
   let listen = '';
@@ -72,6 +99,10 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     const worker = cluster.fork();
     entries.set(worker.id, { worker, id: worker.id, adminPort: null });
     worker.on('message', (m: unknown) => {
+      if (isWorkerListenFailed(m)) {
+        listenFailed ??= new ListenError(m.listener, m.address, Object.assign(new Error(m.message), { code: m.code }));
+        return;
+      }
       if (!isWorkerReady(m)) return;
       const e = entries.get(worker.id);
       if (e === undefined) return;
@@ -85,6 +116,12 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
 
   cluster.on('exit', (worker, code, signal) => {
     entries.delete(worker.id);
+    if (code === EXIT_LISTEN_FAILED && !started) {
+      // Another worker would fail the same way: the primary stops, saying why once.
+      listenFailed ??= new ListenError('RTMP', config.listen, Object.assign(new Error('a worker could not open it'), { code: undefined }));
+      readyWaiters.splice(0).forEach((w) => w());
+      return;
+    }
     if (stopping) {
       if (entries.size === 0) exitWaiters.splice(0).forEach((w) => w());
       return;
@@ -96,16 +133,24 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   });
   const exitWaiters: (() => void)[] = [];
 
+  let started = false;
   for (let i = 0; i < n; i++) fork();
   // Until every worker listens (bounded: a worker that cannot start exits, and is replaced).
   const startedBy = Date.now() + 60_000;
   while (ready().length < n) {
+    if (listenFailed !== null) {
+      stopping = true;
+      for (const e of entries.values()) e.worker.process.kill('SIGKILL');
+      throw listenFailed;
+    }
     if (Date.now() > startedBy) throw new Error(`only ${ready().length} of ${n} workers started within 60 s`);
     await new Promise<void>((r) => {
       readyWaiters.push(r);
       setTimeout(r, 500).unref();
     });
   }
+
+  started = true;
 
   /** The same request to every worker's internal admin API. */
   async function each(path: string, init: RequestInit = {}): Promise<Answer[]> {
@@ -185,9 +230,14 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
   if (config.admin !== '') {
     const { host, port } = parseHostPort(config.admin);
     await new Promise<void>((resolve, reject) => {
-      admin.once('error', reject);
+      const failed = (err: NodeJS.ErrnoException): void => {
+        stopping = true;
+        for (const e of entries.values()) e.worker.process.kill('SIGTERM');
+        reject(new ListenError('admin', config.admin, err));
+      };
+      admin.once('error', failed);
       admin.listen({ host, port }, () => {
-        admin.off('error', reject);
+        admin.off('error', failed);
         admin.on('error', (err) => log.warn({ err: err.message }, 'admin listener error'));
         resolve();
       });
@@ -196,6 +246,19 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
     adminAt = `${a.address}:${a.port}`;
   }
   log.info({ listen, admin: adminAt, workers: n, pid: process.pid }, 'proxy listening');
+  const watcher =
+    opts.configFile === undefined
+      ? null
+      : new ConfigFileWatcher({
+          file: opts.configFile,
+          log,
+          onChange: () => {
+            const request: ReloadRequest = { kind: 'rtmp-goaway-reload' };
+            log.info({ workers: ready().length }, 'config file changed: reload sent to every worker');
+            for (const e of ready()) e.worker.send(request);
+          },
+        });
+  watcher?.start();
 
   await new Promise<void>((resolve) => {
     let signals = 0;
@@ -220,6 +283,7 @@ export async function runPrimary(config: Config, log: Logger): Promise<void> {
       for (const e of entries.values()) e.worker.process.kill('SIGHUP');
     });
   });
+  watcher?.stop();
   await new Promise<void>((r) => admin.close(() => r()));
   log.info('stopped');
 }

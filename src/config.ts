@@ -16,14 +16,22 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { Option, type Command } from 'commander';
-import YAML from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
+import { NO_TUNE_ENV } from './runtime-tuning.js';
+
+/** yaml is loaded with the first configuration file: a proxy configured by flags and environment never loads it. */
+const load = createRequire(import.meta.url);
+const yaml = (): typeof Yaml => load('yaml') as typeof Yaml;
 
 export const ENV_PREFIX = 'RTMP_GOAWAY_';
 /** Environment variable naming the YAML config file (same as `--config`). */
 export const CONFIG_FILE_ENV = 'RTMP_GOAWAY_CONFIG';
+/** Largest config file read (a config is a few KiB; anything bigger is refused unread). */
+export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
 /**
  * Variables Kubernetes injects for a Service named `rtmp-goaway…` (`<SVC>_SERVICE_HOST`,
  * `<SVC>_SERVICE_PORT[_<NAME>]`, `<SVC>_PORT[_<n>_<PROTO>[_ADDR|_PORT|_PROTO]]`): not settings,
@@ -676,8 +684,26 @@ export const ConfigSchema = z
           max: MAX_RTMP_MESSAGE_SIZE,
         }),
         maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
+        sessionBufferBytes: size(
+          512 * 1024,
+          'Memory one session may hold between reads: unfinished command/control messages of either direction, client bytes waiting for the backend connection, the held connect `_result`, the migration cache. ' +
+            'Over it the session stops parsing and is forwarded blindly (`onParseError: forward`) or closed, counted in `rtmp_goaway_buffer_budget_exceeded_total`. ' +
+            'A session relaying after a proxy-side migration may hold one whole message of up to `limits.maxMessageSize` more. Must be at least `limits.maxCommandSize`.',
+          { min: 1 },
+        ),
+        processBufferBytes: size(
+          64 * 1024 ** 2,
+          'Memory all sessions of this process together may hold between reads (each within `limits.sessionBufferBytes`); a session refused memory because the process is full is handled as one over its own budget, the others go on. ' +
+            'Buffers live outside the V8 heap, in the same container: keep it well below the memory limit minus the heap.',
+          { min: 1 },
+        ),
         amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
-        amfMaxItems: int(1024, 'Maximum number of AMF values (object properties, array items) decoded per command.', { min: 1 }),
+        amfMaxItems: int(
+          1024,
+          'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
+          { min: 1 },
+        ),
+        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
       })
       .prefault({}),
     onParseError: oneOf(
@@ -735,6 +761,12 @@ export const ConfigSchema = z
     }
     if (c.limits.minChunkSize > c.limits.maxChunkSize) {
       add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
+    }
+    if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
+      add(['limits', 'sessionBufferBytes'], 'limits.maxCommandSize', `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`);
+    }
+    if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
+      add(['limits', 'processBufferBytes'], 'limits.sessionBufferBytes', `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`);
     }
     if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
       add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);
@@ -914,8 +946,8 @@ function displayPath(path: readonly PropertyKey[]): string {
 
 interface YamlSource {
   file: string;
-  doc: YAML.Document.Parsed;
-  lines: YAML.LineCounter;
+  doc: Yaml.Document.Parsed;
+  lines: Yaml.LineCounter;
 }
 
 /** `file path:line` for a path inside the YAML document (line of its key, when found). */
@@ -923,15 +955,15 @@ function yamlLabel(y: YamlSource, path: readonly PropertyKey[]): string {
   let node: unknown = y.doc.contents;
   let offset: number | undefined;
   for (const seg of path) {
-    if (YAML.isMap(node)) {
-      const pair = node.items.find((p) => (YAML.isScalar(p.key) ? p.key.value : p.key) === seg);
+    if (yaml().isMap(node)) {
+      const pair = node.items.find((p) => (yaml().isScalar(p.key) ? p.key.value : p.key) === seg);
       if (!pair) break;
-      if (YAML.isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
+      if (yaml().isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
       node = pair.value;
-    } else if (YAML.isSeq(node)) {
+    } else if (yaml().isSeq(node)) {
       const item = node.items[Number(seg)];
       if (!item) break;
-      if (YAML.isNode(item) && item.range) offset = item.range[0];
+      if (yaml().isNode(item) && item.range) offset = item.range[0];
       node = item;
     } else break;
   }
@@ -948,14 +980,25 @@ function dropNulls(v: unknown): unknown {
 
 function readYaml(file: string, via: string): { data: Record<string, unknown>; source: YamlSource } {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    fd = fs.openSync(file, 'r');
+    const size = fs.fstatSync(fd).size;
+    if (size > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
+    // Read at most one byte past the bound, whatever the file grows to meanwhile.
+    const buf = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
+    const n = fs.readSync(fd, buf, 0, buf.length, 0);
+    if (n > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is more than the ${MAX_CONFIG_FILE_BYTES} bytes allowed`);
+    text = buf.toString('utf8', 0, n);
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new ConfigError(`cannot read config file ${file} (from ${via}): ${code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
-  const lines = new YAML.LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: true });
+  const lines = new (yaml().LineCounter)();
+  const doc = yaml().parseDocument(text, { lineCounter: lines, prettyErrors: true });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((err) => `invalid YAML in config file ${file}: ${err.message.split('\n')[0]}`));
   }
@@ -976,6 +1019,12 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** YAML config file; overrides `flags.config` and RTMP_GOAWAY_CONFIG. */
   file?: string;
+}
+
+/** The YAML config file `loadConfig` reads for these flags and environment (`--config`, else RTMP_GOAWAY_CONFIG), if any. */
+export function configFileOf(flags: Record<string, unknown>, env: NodeJS.ProcessEnv): string | undefined {
+  if (typeof flags['config'] === 'string' && flags['config'] !== '') return flags['config'];
+  return env[CONFIG_FILE_ENV] || undefined;
 }
 
 /**
@@ -1019,7 +1068,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   }
 
   // 2. Environment
-  const known = new Set<string>([CONFIG_FILE_ENV]);
+  const known = new Set<string>([CONFIG_FILE_ENV, NO_TUNE_ENV]);
   for (const l of leaves) {
     const name = envName(l);
     known.add(name);

@@ -7,19 +7,12 @@
  *    period) and exit 0.
  *  - SIGTERM / SIGINT, otherwise: close every session and exit 0.
  *  - a second SIGTERM or SIGINT during either: exit 1 at once.
- *  - SIGHUP: reload the backend list (config file + env + flags, same precedence as at start)
- *    without dropping sessions; removed backends drain, the fleet's desired state is re-applied.
+ *  - SIGHUP: reload the configuration (config file + env + flags, same precedence as at start;
+ *    reload.ts) without dropping sessions; removed backends drain, the fleet's desired state is
+ *    re-applied. A change of the watched config file (config-watch.ts) takes the same path.
  */
 import type { RunningProxy } from './app.js';
 import { spreadOver } from './balancer/spread.js';
-import type { BackendConfig } from './balancer/types.js';
-import type { RoutingSpec } from './proxy/routing.js';
-
-/** What SIGHUP re-reads. */
-export interface ReloadedConfig {
-  backends: BackendConfig[];
-  routing: RoutingSpec | null;
-}
 
 /** How often sessions that only announced Go Away support after SIGTERM are looked for. */
 const SWEEP_MS = 200;
@@ -89,8 +82,8 @@ export interface SignalOptions {
   gracePeriodMs: number;
   /** Handle SIGINT (default true); a cluster worker leaves it to its primary. */
   interrupt?: boolean;
-  /** Re-reads the configuration: the backend list and the routing rules (throws on invalid config). */
-  reload(): ReloadedConfig;
+  /** Re-reads and applies the configuration (ConfigReloader.reload): whether it was applied. */
+  reload(): boolean;
   /** Defaults to process.exit. */
   exit?(code: number): void;
   /** Defaults to process (tests pass an EventEmitter). */
@@ -126,15 +119,7 @@ export function installSignalHandlers(proxy: RunningProxy, opts: SignalOptions):
 
   const onHup = (): void => {
     if (stopping) return;
-    try {
-      const next = opts.reload();
-      const r = proxy.reloadBackends(next.backends, next.routing);
-      proxy.metrics.controlMessages.inc({ source: 'signal', result: 'ok' });
-      log.info({ signal: 'SIGHUP', ...r, backends: next.backends.map((b) => `${b.name}=${b.host}:${b.port}`), routingRules: next.routing?.rules.length ?? 0 }, 'backends reloaded');
-    } catch (err) {
-      proxy.metrics.controlMessages.inc({ source: 'signal', result: 'rejected' });
-      log.error({ signal: 'SIGHUP', err: (err as Error).message }, 'reload failed: keeping the current backends');
-    }
+    proxy.metrics.controlMessages.inc({ source: 'signal', result: opts.reload() ? 'ok' : 'rejected' });
   };
 
   const term = (): void => onStop('SIGTERM');

@@ -47,11 +47,20 @@ function leaf(type: string, description: string): Schema {
     case 'list of name=host:port':
       return {
         type: 'array',
-        description: `${description} In the chart: mappings {name, host, port} or "name=host:port" strings (maxSessions needs a YAML config file).`,
+        description: `${description} In the chart: mappings {name, host, port, maxSessions?, weight?} or "name=host:port" strings.`,
         items: {
           oneOf: [
             { type: 'string', pattern: '^([A-Za-z0-9._-]{1,63}=)?(\\[[^\\]]+\\]|[^:\\s]+):\\d{1,5}$' },
-            obj({ name: { type: 'string', pattern: BACKEND_NAME }, host: { type: 'string', minLength: 1 }, port: { type: 'integer', minimum: 1, maximum: 65535 } }, { required: ['name', 'host', 'port'] }),
+            obj(
+              {
+                name: { type: 'string', pattern: BACKEND_NAME },
+                host: { type: 'string', minLength: 1 },
+                port: { type: 'integer', minimum: 1, maximum: 65535 },
+                maxSessions: { type: 'integer', minimum: 0 },
+                weight: { type: 'integer', minimum: 0 },
+              },
+              { required: ['name', 'host', 'port'] },
+            ),
           ],
         },
       };
@@ -64,7 +73,7 @@ function leaf(type: string, description: string): Schema {
 
 /** The `config` object: nested groups exactly as the YAML paths, every group and leaf strict. */
 export function configSchema(): Schema {
-  const root: Schema = obj({}, { description: 'Proxy settings by their YAML path (docs/configuration.md); each becomes the RTMP_GOAWAY_* variable of the same name.' });
+  const root: Schema = obj({}, { description: 'Proxy settings by their YAML path (docs/configuration.md), written to the config file the proxy watches.' });
   for (const d of settingDocs()) {
     const parts = d.path.split('.');
     let node = root;
@@ -102,6 +111,30 @@ function stringMapOrNumber(description: string): Schema {
   return { type: 'object', description, additionalProperties: { type: ['string', 'number'] } };
 }
 
+/**
+ * Combinations that render but cannot work, refused before anything is deployed (the templates
+ * check them again, with the numbers: the heap against the memory limit, the grace periods).
+ */
+function crossChecks(): Schema[] {
+  return [
+    {
+      $comment: 'A load balancer that sends PROXY protocol needs a proxy that reads it: otherwise every handshake fails.',
+      if: { required: ['proxyProtocol'], properties: { proxyProtocol: { required: ['serviceAnnotations'], properties: { serviceAnnotations: { minProperties: 1 } } } } },
+      then: { properties: { config: { required: ['acceptProxyProtocol'], properties: { acceptProxyProtocol: { enum: ['optional', 'required'] } } } } },
+    },
+    {
+      $comment: 'A TLS Secret is only used by an RTMPS listener.',
+      if: { required: ['tls'], properties: { tls: { required: ['secretName'], properties: { secretName: { minLength: 1 } } } } },
+      then: { properties: { config: { required: ['tls'], properties: { tls: { required: ['listen'], properties: { listen: { minLength: 1 } } } } } } },
+    },
+    {
+      $comment: 'The ingest pool is part of the l4 tier and drains itself through Redis.',
+      if: { required: ['ingestPool'], properties: { ingestPool: { required: ['enabled'], properties: { enabled: { const: true } } } } },
+      then: { properties: { mode: { const: 'l4' }, redis: { required: ['existingSecret'], properties: { existingSecret: { minLength: 1 } } } } },
+    },
+  ];
+}
+
 export function valuesSchema(): Schema {
   return {
     $schema: 'http://json-schema.org/draft-07/schema#',
@@ -132,6 +165,7 @@ export function valuesSchema(): Schema {
             sizeLimit: { type: ['string', 'integer'], description: 'Size limit of the emptyDir.' },
           }),
           extraVolumeMounts: k8sList('Extra volume mounts of the nginx container.'),
+          probes: obj({ readiness: probe('nginx readiness'), liveness: probe('nginx liveness') }),
         }),
         shutdown: obj({
           preStopSleepSeconds: int('Seconds the proxy waits in preStop before SIGTERM.', { minimum: 0 }),
@@ -146,15 +180,56 @@ export function valuesSchema(): Schema {
           labels: stringMap('Extra labels of the Service.'),
         }),
         proxyProtocol: obj({
-          serviceAnnotations: stringMap('Annotations merged into the Service (a load balancer sending PROXY protocol).'),
-          env: k8sList('Environment entries added to the proxy container.'),
-          args: stringList('Arguments appended after `serve`.'),
+          serviceAnnotations: stringMap('Annotations merged into the Service that make the load balancer send PROXY protocol (needs config.acceptProxyProtocol).'),
         }),
         tls: obj({
-          secretName: str('kubernetes.io/tls Secret mounted read-only at mountPath.'),
+          secretName: str('kubernetes.io/tls Secret mounted read-only at mountPath (needs config.tls.listen).'),
           mountPath: str('Mount path of the TLS Secret.', { pattern: '^/' }),
-          env: k8sList('Environment entries added to the proxy container.'),
-          args: stringList('Arguments appended after `serve`.'),
+          servicePort: int('Service port for RTMPS.', { minimum: 1, maximum: 65535 }),
+        }),
+        hotReloadedSettings: {
+          type: 'array',
+          description: 'Top-level config keys the proxy applies from its watched file; the others roll the pods when changed.',
+          items: { type: 'string', enum: [...new Set(settingDocs().map((d) => d.path.split('.')[0]!))] },
+        },
+        adminToken: obj({
+          existingSecret: str('Secret holding the admin token; empty: the chart creates one with a random token.'),
+          secretKey: str('Key of the token in the Secret.', { minLength: 1 }),
+          mountPath: str('Directory the token Secret is mounted at.', { pattern: '^/' }),
+        }),
+        nodeOptions: str('NODE_OPTIONS of the proxy; must keep --max-semi-space-size=2.', { pattern: '(^|\\s)--max-semi-space-size=2(\\s|$)' }),
+        ingestPool: obj({
+          enabled: bool('Run a pool of nginx-rtmp servers (l4 mode), discovered through DNS, each draining itself before it stops.'),
+          replicas: int('Pods of the ingest StatefulSet.', { minimum: 0 }),
+          clusterDomain: str('Cluster DNS domain.', { minLength: 1 }),
+          args: stringList('nginx arguments.'),
+          port: int('RTMP port of nginx.', { minimum: 1, maximum: 65535 }),
+          drainDeadline: leaf('duration', 'Deadline of the preStop drain.'),
+          terminationGracePeriodSeconds: int('Pod terminationGracePeriodSeconds; 0 means derived from drainDeadline.', { minimum: 0 }),
+          resources: resources('nginx'),
+          drainResources: resources('drain container'),
+          recordings: obj({
+            size: { type: ['string', 'integer'], description: 'Size of each pod\'s recordings claim.' },
+            storageClassName: str('StorageClass of the claims.'),
+          }),
+        }),
+        autoscaling: obj({
+          enabled: bool('Create a HorizontalPodAutoscaler.'),
+          minReplicas: int('Fewest replicas.', { minimum: 1 }),
+          maxReplicas: int('Most replicas.', { minimum: 1 }),
+          targetCPUUtilizationPercentage: int('Target average CPU utilization.', { minimum: 1, maximum: 100 }),
+          scaleDownStabilizationSeconds: int('Seconds of lower load before scaling down.', { minimum: 0 }),
+        }),
+        networkPolicy: obj({
+          enabled: bool('Create a NetworkPolicy.'),
+          monitoringNamespaceSelector: k8sObject('Namespaces whose pods may reach the admin port.'),
+          adminClientPodSelector: k8sObject('Pods of the namespace that may reach the admin port.'),
+        }),
+        prometheusRule: obj({
+          enabled: bool('Create a PrometheusRule with the alerts of docs/deploy.md.'),
+          labels: stringMap('Extra labels of the PrometheusRule.'),
+          alertLabels: stringMap('Labels added to every alert.'),
+          descriptorsRatio: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: 'Open / max descriptors ratio that fires RtmpGoawayDescriptorsNearLimit.' },
         }),
         probes: obj({ readiness: probe('GET /readyz'), liveness: probe('GET /healthz') }),
         resources: resources('proxy'),
@@ -170,7 +245,11 @@ export function valuesSchema(): Schema {
           interval: str('Scrape interval.', { pattern: '^\\d+(ms|s|m|h)$' }),
           scrapeTimeout: str('Scrape timeout.', { pattern: '^\\d+(ms|s|m|h)$' }),
         }),
-        extraEnv: k8sList('Extra environment entries of the proxy container.'),
+        extraEnv: {
+          type: 'array',
+          description: 'Extra environment entries of the proxy container (not NODE_OPTIONS: use nodeOptions).',
+          items: { type: 'object', not: { required: ['name'], properties: { name: { const: 'NODE_OPTIONS' } } } },
+        },
         extraEnvFrom: k8sList('Extra envFrom sources of the proxy container.'),
         extraArgs: stringList('Arguments appended after `serve`.'),
         extraVolumes: k8sList('Extra volumes of the pod.'),
@@ -183,7 +262,7 @@ export function valuesSchema(): Schema {
         affinity: k8sObject('Affinity.'),
         topologySpreadConstraints: k8sList('Topology spread constraints; empty means spread over nodes.'),
       },
-      { required: ['mode', 'image', 'config'] },
+      { required: ['mode', 'image', 'config'], allOf: crossChecks() },
     ),
   };
 }

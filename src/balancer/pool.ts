@@ -11,7 +11,7 @@
  *  - `'deadline-close'`  ({ name, closed })     the drain deadline fired and closed the remaining sessions
  *  - `'backend-added'`   (name)                 addition: `setBackends` added a backend
  *  - `'backend-removed'` (name)                 addition: a backend removed by `setBackends` was deleted
- *  - `'health-check'`    ({ name, ok, error? }) addition: an active probe finished (for metrics)
+ *  - `'health-check'`    ({ name, ok, error?, durationMs }) addition: an active probe finished (for metrics)
  * All events are emitted synchronously. A listener that throws is logged and otherwise ignored, so it
  * cannot leave the pool half-updated. The pool never emits `'error'`.
  *
@@ -50,6 +50,20 @@ export class UnknownBackendError extends Error {
   }
 }
 
+/**
+ * Thrown by the control plane (src/app.ts) for a drain that would leave no backend able to take a
+ * new session, unless the caller forces it: a typo or a script draining "everything but one" must
+ * not take the whole ingest down.
+ */
+export class LastRoutableBackendError extends Error {
+  readonly backend: string;
+  constructor(name: string) {
+    super(`refusing to drain "${name}": it is the last backend that can take new sessions (healthy and not draining)`);
+    this.name = 'LastRoutableBackendError';
+    this.backend = name;
+  }
+}
+
 /** Go Away if the client announced support and the message could be queued, else wait for the deadline. */
 export const defaultDrainStrategy: DrainStrategy = {
   begin(session) {
@@ -61,6 +75,8 @@ export interface HealthCheckEvent {
   name: string;
   ok: boolean;
   error?: string;
+  /** How long the probe took. */
+  durationMs: number;
 }
 
 export type BackendPoolEvents = {
@@ -120,7 +136,14 @@ interface Entry {
   consecutiveFailures: number;
   consecutiveSuccesses: number;
   connectFailures: number;
+  /** A health probe has succeeded since the backend was (re)configured: 'up' is no longer just the starting assumption. */
+  probedUp: boolean;
   inflight?: Promise<void>;
+}
+
+/** Can take a new session (maxSessions aside). */
+function routable(e: Entry): boolean {
+  return e.health === 'up' && !e.draining && !e.removing;
 }
 
 function toError(err: unknown): Error {
@@ -165,11 +188,11 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   private readonly entries = new Map<string, Entry>();
   /** Last config of backends deleted by setBackends, so a late attach (pick → connect → reload → attach) still works. */
   private readonly retired = new Map<string, Readonly<BackendConfig>>();
-  private readonly defaultDrainDeadlineMs: number;
+  private defaultDrainDeadlineMs: number;
   private readonly health: Readonly<HealthCheckOptions>;
-  private readonly strategy: DrainStrategy;
+  private strategy: DrainStrategy;
   private readonly probe: HealthProbe;
-  private readonly closeSpreadMs: number;
+  private closeSpreadMs: number;
   private readonly log: Logger | undefined;
   /** Round-robin cursor: index (in insertion order) where the next tie-break search starts. */
   private rr = 0;
@@ -194,6 +217,18 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.closeSpreadMs = opts.closeSpreadMs ?? 0;
     this.log = opts.logger?.child({ component: 'backend-pool' });
     for (const b of backends) this.entries.set(b.name, this.newEntry(b));
+  }
+
+  /**
+   * Drain settings from a configuration reload: drains started from now on use them (a drain in
+   * progress keeps its deadline; its sessions that are told later get the new strategy).
+   */
+  setDrainSettings(opts: Pick<BackendPoolOptions, 'defaultDrainDeadlineMs' | 'closeSpreadMs' | 'strategy'>): void {
+    assertDelay('defaultDrainDeadlineMs', opts.defaultDrainDeadlineMs);
+    if (opts.closeSpreadMs !== undefined) assertDelay('closeSpreadMs', opts.closeSpreadMs);
+    this.defaultDrainDeadlineMs = opts.defaultDrainDeadlineMs;
+    this.closeSpreadMs = opts.closeSpreadMs ?? 0;
+    if (opts.strategy !== undefined) this.strategy = opts.strategy;
   }
 
   // ───────────────────────────── routing ─────────────────────────────
@@ -302,6 +337,34 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   // ───────────────────────────── draining ─────────────────────────────
+
+  /**
+   * Whether `name` can take new sessions now (healthy, not draining, not being removed) and no other
+   * backend can: draining it would leave none. Throws UnknownBackendError.
+   */
+  isLastRoutable(name: string): boolean {
+    const entry = this.entries.get(name);
+    if (!entry) throw new UnknownBackendError(name);
+    if (!routable(entry)) return false;
+    for (const e of this.entries.values()) if (e !== entry && routable(e)) return false;
+    return true;
+  }
+
+  /** No backend can take a new session: every healthy one is draining (or being removed). */
+  get allRoutableDraining(): boolean {
+    let healthy = false;
+    for (const e of this.entries.values()) {
+      if (routable(e)) return false;
+      if (e.health === 'up') healthy = true;
+    }
+    return healthy;
+  }
+
+  /** Some backend is healthy by a probe (or checks are off), not draining: the first health round is in. */
+  get hasProvenRoutable(): boolean {
+    for (const e of this.entries.values()) if (routable(e) && (e.probedUp || !this.health.enabled)) return true;
+    return false;
+  }
 
   /**
    * Marks the backend draining (no new sessions), applies the strategy to every session on it that has
@@ -554,6 +617,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       consecutiveFailures: 0,
       consecutiveSuccesses: 0,
       connectFailures: 0,
+      probedUp: false,
     };
   }
 
@@ -746,6 +810,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     if (e.inflight) return e.inflight;
     const gen = this.generation;
     const cfg = e.config;
+    const startedAt = performance.now();
     const p: Promise<void> = this.runProbe(cfg)
       .then(
         () => undefined,
@@ -753,7 +818,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       )
       .then((err) => {
         if (gen !== this.generation || this.entries.get(cfg.name) !== e || e.config !== cfg) return;
-        this.recordCheck(e, err);
+        this.recordCheck(e, err, performance.now() - startedAt);
       })
       .finally(() => {
         if (e.inflight === p) e.inflight = undefined;
@@ -784,14 +849,15 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     });
   }
 
-  private recordCheck(e: Entry, err: Error | undefined): void {
+  private recordCheck(e: Entry, err: Error | undefined, durationMs: number): void {
     e.lastCheckAt = Date.now();
     const name = e.config.name;
     if (!err) {
       e.lastCheckError = undefined;
       e.consecutiveSuccesses++;
       e.consecutiveFailures = 0;
-      this.fire('health-check', { name, ok: true });
+      e.probedUp = true;
+      this.fire('health-check', { name, ok: true, durationMs });
       if (e.awaitingHealth) {
         e.awaitingHealth = false;
         this.setHealth(e, 'up', 'first successful health check');
@@ -808,7 +874,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
       e.consecutiveFailures++;
       e.consecutiveSuccesses = 0;
       this.log?.debug({ backend: name, err: err.message }, 'health check failed');
-      this.fire('health-check', { name, ok: false, error: err.message });
+      this.fire('health-check', { name, ok: false, error: err.message, durationMs });
       if (e.health === 'up' && e.consecutiveFailures >= this.health.fall) {
         this.setHealth(e, 'down', `${e.consecutiveFailures} consecutive failed checks: ${err.message}`);
       }

@@ -6,6 +6,7 @@ import { createReadStream, statSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parseDuration } from '../config.js';
 import { redactStreamKey } from '../proxy/redact.js';
+import { safeText } from '../terminal-text.js';
 import { readFlvTags } from './flv.js';
 import { type ConnectionReport, type ProgressInfo, type PublishReport, ReferencePublisher } from './reference-publisher.js';
 import { parseRtmpUrl } from './rtmp-client.js';
@@ -104,7 +105,8 @@ export function registerPublishCommand(program: Command): void {
     .option('--json', 'print the final report as JSON on stdout (the other lines go to stderr)')
     .action(async (input: string, url: string, o: PublishFlags) => {
       const out = o.json ? process.stderr : process.stdout;
-      const say = (line: string): void => void out.write(`${line}\n`);
+      // Lines can quote what the server sent (status descriptions, errors): escaped for the terminal.
+      const say = (line: string): void => void out.write(`${safeText(line)}\n`);
       parseRtmpUrl(url); // fail early on a bad URL
       if (input !== '-') {
         try {

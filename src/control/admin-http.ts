@@ -1,20 +1,24 @@
 import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { Logger } from 'pino';
-import { UnknownBackendError } from '../balancer/pool.js';
+import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.js';
 import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/types.js';
 import type { SessionSnapshot } from '../proxy/session.js';
 import type { ProxyMetrics } from './metrics.js';
+import { RateLimitedLog } from './rate-limited-log.js';
 
 /** What the admin API needs from the running proxy. */
 export interface AdminTarget {
   backends(): BackendSnapshot[];
   sessions(): SessionSnapshot[];
-  drain(name: string, opts: DrainOptions): Promise<DrainResult> | DrainResult;
+  /** `force`: drain even the last backend that can take new sessions (else LastRoutableBackendError). */
+  drain(name: string, opts: AdminDrainOptions): Promise<DrainResult> | DrainResult;
   undrain(name: string): Promise<boolean> | boolean;
   /** null when ready, else why not (shown in the 503 body). */
   notReadyReason(): string | null;
 }
+
+export type AdminDrainOptions = DrainOptions & { force?: boolean };
 
 /** Request bodies are tiny JSON objects; anything bigger is refused rather than buffered. */
 const MAX_BODY = 16 * 1024;
@@ -54,8 +58,8 @@ export function readBody(req: http.IncomingMessage): Promise<string> {
   });
 }
 
-/** Parses `{"deadlineMs": 30000, "reason": "…"}`; `?deadlineMs=` and `?reason=` work too, for curl one-liners. */
-function drainOptions(body: string, query: URLSearchParams): DrainOptions {
+/** Parses `{"deadlineMs": 30000, "reason": "…", "force": true}`; `?deadlineMs=`, `?reason=` and `?force=1` work too, for curl one-liners. */
+function drainOptions(body: string, query: URLSearchParams): AdminDrainOptions {
   let obj: Record<string, unknown> = {};
   if (body.trim() !== '') {
     try {
@@ -66,7 +70,7 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
       throw new HttpError(400, 'body must be a JSON object like {"deadlineMs":30000,"reason":"deploy"}');
     }
   }
-  const opts: DrainOptions = {};
+  const opts: AdminDrainOptions = {};
   const d = obj['deadlineMs'] ?? (query.has('deadlineMs') ? Number(query.get('deadlineMs')) : undefined);
   if (d !== undefined) {
     if (typeof d !== 'number' || !Number.isFinite(d) || d < 0 || d > 2 ** 31 - 1) throw new HttpError(400, 'deadlineMs must be a number of milliseconds ≥ 0');
@@ -76,6 +80,11 @@ function drainOptions(body: string, query: URLSearchParams): DrainOptions {
   if (r !== undefined) {
     if (typeof r !== 'string' || r.length > 200) throw new HttpError(400, 'reason must be a string of at most 200 characters');
     opts.reason = r;
+  }
+  const f = obj['force'] ?? (query.has('force') ? ['1', 'true', ''].includes(query.get('force')!) : undefined);
+  if (f !== undefined) {
+    if (typeof f !== 'boolean') throw new HttpError(400, 'force must be true or false');
+    if (f) opts.force = true;
   }
   return opts;
 }
@@ -100,10 +109,13 @@ function authorized(req: http.IncomingMessage, token: string): boolean {
  */
 export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, log: Logger, opts: AdminOptions = {}): http.Server {
   const token = opts.token ?? '';
+  /** Anyone who reaches the port controls the rate of refused requests: their lines are limited. */
+  const peerLog = new RateLimitedLog(log);
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) return send(res, err.status, { error: err.message });
       if (err instanceof UnknownBackendError) return send(res, 404, { error: err.message });
+      if (err instanceof LastRoutableBackendError) return send(res, 409, { error: err.message, backend: err.backend, hint: 'to drain it anyway: "force": true in the body or ?force=1 (CLI: --force)' });
       log.error({ err }, 'admin request failed');
       if (!res.headersSent) send(res, 500, { error: 'internal error' });
     });
@@ -141,7 +153,7 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
       if (method !== 'POST') throw new HttpError(405, `use POST for ${path}`);
       if (token !== '' && !authorized(req, token)) {
         metrics.controlMessages.inc({ source: 'admin', result: 'rejected' });
-        log.warn({ method, path, remote: req.socket.remoteAddress }, 'admin request without a valid bearer token refused');
+        peerLog.write('unauthorized', { method, path, remote: req.socket.remoteAddress }, 'admin request without a valid bearer token refused');
         res.setHeader('www-authenticate', 'Bearer realm="rtmp-goaway-proxy"');
         throw new HttpError(401, 'a valid "Authorization: Bearer <token>" header is required (admin token)');
       }

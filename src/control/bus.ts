@@ -70,8 +70,11 @@ export interface PublishOutcome {
 }
 
 export interface BusHandlers {
-  /** A valid command from the bus (possibly this replica's own, recognisable by `id`). */
-  command(cmd: ControlCommand): void;
+  /**
+   * A valid command from the bus (possibly this replica's own, recognisable by `id`). Returns
+   * whether this replica has the backend (the command applied, or was its own).
+   */
+  command(cmd: ControlCommand): boolean;
   /** A message that is not a valid command; log and count, never fatal. */
   malformed(text: string, error: string): void;
   /** The full desired state, after every (re)connect; the replica converges to it. */

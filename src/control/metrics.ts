@@ -1,40 +1,122 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
- * Prometheus metrics, all prefixed `rtmp_goaway_`. Hot-path quantities (bytes) are not
- * incremented per read: sessions count in plain fields and the gauges/counters are filled at
- * scrape time through `collect()` callbacks given by the owner (see ProxyServer).
+ * Prometheus metrics of the proxy, prefixed `rtmp_goaway_`; Node's default process metrics keep
+ * their standard names (`process_cpu_seconds_total`, `process_open_fds`, `nodejs_*`) so stock
+ * Node.js dashboards and alerts work. Hot-path quantities (bytes) are not incremented per read:
+ * sessions count in plain fields and the gauges/counters are filled at scrape time through
+ * `collect()` callbacks given by the owner (see ProxyServer).
+ *
+ * Label values are bounded: backends are the configured and discovered ones (series of a removed
+ * backend are dropped), reasons and capabilities are fixed sets.
  */
 export interface MetricsSources {
   /** Live sessions grouped by backend and capability. */
   activeSessions(): Iterable<{ backend: string; capability: string; count: number }>;
-  /** Bytes ever forwarded, by direction (monotonic: closed sessions + live ones). */
-  bytesTotal(): { c2s: number; s2c: number };
-  /** Backend states, for `backend_up` and `backend_draining`. */
-  backends(): Iterable<{ name: string; up: boolean; draining: boolean; sessions: number }>;
+  /** Bytes ever forwarded, by backend and direction (monotonic per backend while it is configured). */
+  bytesTotal(): Iterable<{ backend: string; c2s: number; s2c: number }>;
+  /** Backend states, for `backend_up`, `backend_draining`, the zero `sessions_active` series and `backend_session_limit`. */
+  backends(): Iterable<{ name: string; up: boolean; draining: boolean; sessions: number; maxSessions?: number | undefined }>;
+  /** A removed backend's series are dropped (see ProxyMetrics.backendRemoved): the owner forgets what it counts for it. */
+  forgetBackend?(name: string): void;
   /** Control bus connection: 1 connected, 0 not (in-process bus is always 1). */
   busConnected(): number;
   /** DNS discovery state, when configured. */
   discovery?(): { source: string; rounds: number; failures: number; backends: number; lastSuccessAt: number | undefined } | null;
 }
 
+/**
+ * Removed backends whose counters are still reported (their last sessions' closes stay visible);
+ * past this many, the oldest one's series are dropped, so backends coming and going through
+ * discovery do not grow the label set without bound.
+ */
+export const MAX_RETIRED_BACKENDS = 64;
+
+/** Client capabilities a session is counted under (`sessions_active{capability}`). */
+const CAPABILITIES = ['goaway', 'erpc', 'none', 'unknown'] as const;
+
+/** The configured per-replica session limits (`session_limit{limit}`; label values are the `sessions_rejected_total` reasons they cause). */
+export interface SessionLimits {
+  maxSessions: number;
+  maxSessionsPerIp: number;
+  connectRatePerIp: number;
+  connectBurstPerIp: number;
+}
+
+export interface ProxyMetricsOptions {
+  /** Register Node's default process metrics (default true). */
+  defaultMetrics?: boolean;
+  /** `build_info{version,node}`. */
+  version?: string;
+  /** Initial `session_limit` values (replaced by setLimits on a reload). */
+  limits?: SessionLimits;
+}
+
 export class ProxyMetrics {
   readonly registry = new Registry();
   readonly sessionsTotal: Counter<'backend' | 'capability'>;
-  readonly sessionsClosed: Counter<'reason'>;
+  readonly sessionsClosed: Counter<'backend' | 'reason'>;
   readonly sessionsRejected: Counter<'reason'>;
-  readonly goAwaySent: Counter<'backend' | 'key'>;
+  readonly goAwaySent: Counter<'backend' | 'connect_flag'>;
   readonly parseFallbacks: Counter<'direction' | 'reason'>;
   readonly backendConnectFailures: Counter<'backend'>;
   readonly drainDuration: Histogram<'backend'>;
   readonly drains: Counter<'backend' | 'action'>;
   readonly deadlineCloses: Counter<'backend'>;
   readonly controlMessages: Counter<'source' | 'result'>;
+  readonly healthCheckDuration: Histogram<'backend' | 'result'>;
+  private readonly configReloads: Counter<'trigger' | 'result'>;
+  private readonly configLastSuccess: Gauge;
+  private readonly configLastSuccessful: Gauge;
+  private readonly configRestartRequired: Gauge;
+  private limits: SessionLimits | null;
+  private readonly retired: string[] = [];
+  private readonly forget: ((name: string) => void) | undefined;
 
-  constructor(sources: MetricsSources, opts: { defaultMetrics?: boolean } = {}) {
+  constructor(sources: MetricsSources, opts: ProxyMetricsOptions = {}) {
     const registers = [this.registry];
     const p = 'rtmp_goaway_';
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: p });
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    this.limits = opts.limits ?? null;
+    this.forget = sources.forgetBackend?.bind(sources);
+    const metrics = this;
+
+    const build = new Gauge({
+      name: `${p}build_info`,
+      // Cluster: every worker reports 1 for the same labels.
+      aggregator: 'max',
+      help: 'Always 1; the labels say which version runs on which Node.js.',
+      labelNames: ['version', 'node'] as const,
+      registers,
+    });
+    build.set({ version: opts.version ?? 'unknown', node: process.version }, 1);
+    new Gauge({
+      name: `${p}session_limit`,
+      help: 'Configured session limits of this replica (summed over cluster workers: each applies its own); 0 = no limit. The label is the sessions_rejected_total reason the limit causes.',
+      labelNames: ['limit'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const l = metrics.limits;
+        if (l === null) return;
+        this.set({ limit: 'max-sessions' }, l.maxSessions);
+        this.set({ limit: 'per-ip-sessions' }, l.maxSessionsPerIp);
+        this.set({ limit: 'per-ip-rate' }, l.connectRatePerIp);
+        this.set({ limit: 'per-ip-burst' }, l.connectBurstPerIp);
+      },
+    });
+    new Gauge({
+      name: `${p}backend_session_limit`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'max',
+      help: 'Concurrent sessions allowed on a backend (backends[].maxSessions, discovery.maxSessions); 0 = no limit.',
+      labelNames: ['backend'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const b of sources.backends()) this.set({ backend: b.name }, b.maxSessions ?? 0);
+      },
+    });
 
     new Gauge({
       name: `${p}sessions_active`,
@@ -43,19 +125,22 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.reset();
+        // Every backend reads 0 rather than having no series when it holds no session.
+        for (const b of sources.backends()) for (const capability of CAPABILITIES) this.set({ backend: b.name, capability }, 0);
         for (const s of sources.activeSessions()) this.set({ backend: s.backend, capability: s.capability }, s.count);
       },
     });
     const bytes = new Counter({
       name: `${p}bytes_total`,
-      help: 'Bytes forwarded, by direction: c2s = publisher to backend, s2c = backend to publisher (injected bytes included).',
-      labelNames: ['direction'] as const,
+      help: 'Bytes forwarded, by backend (the one a session ended on; none = never routed) and direction: c2s = publisher to backend, s2c = backend to publisher (injected bytes included).',
+      labelNames: ['backend', 'direction'] as const,
       registers,
       collect() {
-        const b = sources.bytesTotal();
         bytes.reset();
-        bytes.inc({ direction: 'c2s' }, b.c2s);
-        bytes.inc({ direction: 's2c' }, b.s2c);
+        for (const b of sources.bytesTotal()) {
+          bytes.inc({ backend: b.backend, direction: 'c2s' }, b.c2s);
+          bytes.inc({ backend: b.backend, direction: 's2c' }, b.s2c);
+        }
       },
     });
     new Gauge({
@@ -139,8 +224,8 @@ export class ProxyMetrics {
     });
     this.sessionsClosed = new Counter({
       name: `${p}sessions_closed_total`,
-      help: 'Sessions ended, by reason (client-closed, backend-closed, drain-deadline, idle-timeout, …).',
-      labelNames: ['reason'] as const,
+      help: 'Sessions ended, by backend (none = never routed) and reason (client-closed, backend-closed, drain-deadline, idle-timeout, …).',
+      labelNames: ['backend', 'reason'] as const,
       registers,
     });
     this.sessionsRejected = new Counter({
@@ -151,8 +236,8 @@ export class ProxyMetrics {
     });
     this.goAwaySent = new Counter({
       name: `${p}goaway_sent_total`,
-      help: 'RTMP Go Away (type 32) messages written to publishers, by backend and the connect key that announced support.',
-      labelNames: ['backend', 'key'] as const,
+      help: 'RTMP Go Away (type 32) messages written to publishers, by backend and the connect property that announced support (supportsGoAway or goaway).',
+      labelNames: ['backend', 'connect_flag'] as const,
       registers,
     });
     this.parseFallbacks = new Counter({
@@ -192,5 +277,88 @@ export class ProxyMetrics {
       labelNames: ['source', 'result'] as const,
       registers,
     });
+    this.healthCheckDuration = new Histogram({
+      name: `${p}health_check_duration_seconds`,
+      help: 'Duration of the active health probes, by backend and result (ok, failed).',
+      labelNames: ['backend', 'result'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    });
+    this.configReloads = new Counter({
+      name: `${p}config_reloads_total`,
+      help: 'Configuration reloads, by trigger (signal: SIGHUP, file: the watched config file changed) and result (ok: applied, invalid: refused, nothing changed).',
+      labelNames: ['trigger', 'result'] as const,
+      registers,
+    });
+    this.configLastSuccess = new Gauge({
+      name: `${p}config_last_reload_success_timestamp_seconds`,
+      // Cluster: the worker that applied a configuration longest ago.
+      aggregator: 'min',
+      help: 'When the configuration was last loaded successfully (at start or by a reload), Unix time.',
+      registers,
+    });
+    this.configLastSuccess.setToCurrentTime();
+    this.configLastSuccessful = new Gauge({
+      name: `${p}config_last_reload_successful`,
+      // Cluster: 0 when one worker refused the last configuration.
+      aggregator: 'min',
+      help: '1 when the last reload attempt applied the configuration, 0 when it was refused (the previous one still runs).',
+      registers,
+    });
+    this.configLastSuccessful.set(1);
+    this.configRestartRequired = new Gauge({
+      name: `${p}config_restart_required`,
+      // Cluster: the primary combines its workers' values this way.
+      aggregator: 'max',
+      help: 'Settings of the last applied configuration that differ from the running ones but need a restart (listen, admin, tls, workers, redis, …); 0 = the running configuration is the file\'s.',
+      registers,
+    });
+  }
+
+  /** Counts a configuration reload attempt; `restartRequired`: settings ignored because they need a restart. */
+  configReloaded(trigger: 'signal' | 'file', result: 'ok' | 'invalid', restartRequired?: number): void {
+    this.configReloads.inc({ trigger, result });
+    this.configLastSuccessful.set(result === 'ok' ? 1 : 0);
+    if (result === 'ok') {
+      this.configLastSuccess.setToCurrentTime();
+      this.configRestartRequired.set(restartRequired ?? 0);
+    }
+  }
+
+  /** A backend joined (again): its series are kept. */
+  backendAdded(name: string): void {
+    const i = this.retired.indexOf(name);
+    if (i >= 0) this.retired.splice(i, 1);
+  }
+
+  /** A backend left the pool: once MAX_RETIRED_BACKENDS newer ones left, its series are dropped. */
+  backendRemoved(name: string): Promise<void> {
+    this.backendAdded(name);
+    this.retired.push(name);
+    const drops: Promise<void>[] = [];
+    while (this.retired.length > MAX_RETIRED_BACKENDS) drops.push(this.dropBackend(this.retired.shift()!));
+    return Promise.all(drops).then(() => undefined);
+  }
+
+  private async dropBackend(name: string): Promise<void> {
+    this.forget?.(name);
+    type Labelled = { labelNames?: string[]; get(): Promise<{ values: { labels: Record<string, string | number> }[] }>; remove(labels: object): void };
+    for (const m of this.registry.getMetricsAsArray() as unknown as Labelled[]) {
+      if (!(m.labelNames ?? []).includes('backend')) continue;
+      const seen = new Set<string>();
+      for (const v of (await m.get()).values) {
+        if (v.labels['backend'] !== name) continue;
+        const { le: _le, ...labels } = v.labels;
+        const k = JSON.stringify(labels);
+        if (seen.has(k)) continue;
+        seen.add(k);
+        m.remove(labels);
+      }
+    }
+  }
+
+  /** The configured session limits (at start and after a reload). */
+  setLimits(limits: SessionLimits): void {
+    this.limits = { maxSessions: limits.maxSessions, maxSessionsPerIp: limits.maxSessionsPerIp, connectRatePerIp: limits.connectRatePerIp, connectBurstPerIp: limits.connectBurstPerIp };
   }
 }

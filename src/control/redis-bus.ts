@@ -3,9 +3,12 @@
  *
  *   <prefix>:control    pub/sub channel of commands (JSON or plain text, see commands.ts)
  *   <prefix>:backends   hash, backend name → JSON drain command: the desired state. A field is
- *                       set by a drain and deleted by an undrain, by whoever publishes through this
- *                       project (MULTI: HSET/HDEL + PUBLISH) and again by every replica for every
- *                       command it receives, so a bare `redis-cli PUBLISH` is persisted too.
+ *                       set by a drain and deleted by an undrain. A command issued through this
+ *                       project (CLI, admin API: it carries an `id`) is written by its issuer only,
+ *                       with its PUBLISH (MULTI). A command without an `id` (a bare
+ *                       `redis-cli PUBLISH`) is written by each replica that has the backend, so
+ *                       it is remembered; one naming a backend no replica has is not, and the
+ *                       hash holds at most the fleet's backend names (plus drains the CLI forced).
  *   registry keys       see registry.ts
  *
  * Two connections: a subscriber and a command connection. Neither queues commands while
@@ -15,11 +18,20 @@
  * full desired state to the replica (`sync`). Messages that arrive during that read are applied
  * after it, in order.
  */
-import { Redis, type RedisOptions } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BusHandlers, ControlBus, FleetView, PublishOutcome, ReplicaRecord, SessionRecord } from './bus.js';
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, encodeControlMessage, parseControlMessage } from './commands.js';
+import { RateLimitedLog } from './rate-limited-log.js';
 import { type RegistryKeys, readRegistry, registryKeys, removeReplica, writeReport } from './registry.js';
+
+/**
+ * ioredis is loaded with the first Redis connection: a proxy without `redis.url` never loads it
+ * (about 10 MiB of resident memory at start-up).
+ */
+const load = createRequire(import.meta.url);
+const RedisClient = (): typeof Redis => (load('ioredis') as typeof import('ioredis')).Redis;
 
 export interface BusKeys extends RegistryKeys {
   channel: string;
@@ -94,8 +106,8 @@ export interface RedisBusOptions {
 
 type Role = 'subscriber' | 'command';
 
-/** Messages received during a resync are kept (in order) up to this many. */
-const MAX_QUEUED = 10_000;
+/** Messages received during a resync are kept (in order) up to this many characters in all (1 MiB of text at most); the hash read after covers the rest. */
+export const MAX_QUEUED_CHARS = 1024 * 1024;
 
 export class RedisBus implements ControlBus {
   readonly kind = 'redis' as const;
@@ -103,6 +115,8 @@ export class RedisBus implements ControlBus {
   private readonly sub: Redis;
   private readonly cmd: Redis;
   private readonly log: Logger;
+  /** Lines a flood of messages on the channel can cause. */
+  private readonly persistLog: RateLimitedLog;
   private handlers: BusHandlers | null = null;
   private subscribed = false;
   private synced = false;
@@ -110,6 +124,7 @@ export class RedisBus implements ControlBus {
   private isConnected = false;
   private stopped = false;
   private queue: string[] = [];
+  private queuedChars = 0;
   /** Commands published while disconnected, by backend (the latest wins), sent on reconnect. */
   private readonly pending = new Map<string, ControlCommand>();
   private readonly lastError: Record<Role, string | null> = { subscriber: null, command: null };
@@ -119,14 +134,15 @@ export class RedisBus implements ControlBus {
   constructor(private readonly opts: RedisBusOptions) {
     this.keys = busKeys(opts.prefix);
     this.log = opts.log.child({ component: 'redis-bus' });
+    this.persistLog = new RateLimitedLog(this.log);
     const base: RedisOptions = {
       lazyConnect: true,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       connectTimeout: 5_000,
     };
-    this.sub = new Redis(opts.url, { ...base, autoResubscribe: false, retryStrategy: (n) => this.retryDelay('subscriber', n) });
-    this.cmd = new Redis(opts.url, { ...base, retryStrategy: (n) => this.retryDelay('command', n) });
+    this.sub = new (RedisClient())(opts.url, { ...base, autoResubscribe: false, retryStrategy: (n) => this.retryDelay('subscriber', n) });
+    this.cmd = new (RedisClient())(opts.url, { ...base, retryStrategy: (n) => this.retryDelay('command', n) });
     for (const [role, conn] of [['subscriber', this.sub], ['command', this.cmd]] as const) {
       conn.on('ready', () => this.onReady(role));
       conn.on('close', () => this.onDown(role));
@@ -268,6 +284,7 @@ export class RedisBus implements ControlBus {
       this.syncing = false;
       const queued = this.queue;
       this.queue = [];
+      this.queuedChars = 0;
       for (const text of queued) this.handleMessage(text);
       if (this.synced) this.firstAttempt?.();
     }
@@ -276,8 +293,10 @@ export class RedisBus implements ControlBus {
   private onMessage(channel: string, text: string): void {
     if (channel !== this.keys.channel || this.stopped) return;
     if (this.syncing) {
-      if (this.queue.length < MAX_QUEUED) this.queue.push(text);
-      else this.log.warn('too many messages during resync, dropping one (the next resync reads the hash)');
+      if (this.queuedChars + text.length <= MAX_QUEUED_CHARS) {
+        this.queue.push(text);
+        this.queuedChars += text.length;
+      } else this.persistLog.write('resync-overflow', {}, 'too many messages during resync, dropping one (the next resync reads the hash)');
       return;
     }
     this.handleMessage(text);
@@ -292,18 +311,19 @@ export class RedisBus implements ControlBus {
       return;
     }
     const cmd = r.command;
-    // Persist what we receive, so a bare `redis-cli PUBLISH` is remembered by the fleet.
-    if (this.cmd.status === 'ready') {
+    const known = h.command(cmd);
+    // A bare `redis-cli PUBLISH` (no id) has no issuer that wrote it: the replicas that have the
+    // backend remember it for the fleet. Anything else was written by its issuer.
+    if (cmd.id === undefined && known && this.cmd.status === 'ready') {
       const stored: ControlCommand = cmd.at === undefined ? { ...cmd, at: Date.now() } : cmd;
-      persistCommand(this.cmd, this.keys, stored).catch((err: Error) => this.log.warn({ err: err.message, backend: cmd.backend }, 'could not persist a received command'));
+      persistCommand(this.cmd, this.keys, stored).catch((err: Error) => this.persistLog.write('persist', { err: err.message, backend: cmd.backend }, 'could not persist a received command'));
     }
-    h.command(cmd);
   }
 }
 
 /** A short-lived connection for the CLI: fails fast instead of retrying forever. */
 export async function connectOnce(url: string, timeoutMs = 5_000): Promise<Redis> {
-  const redis = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
+  const redis = new (RedisClient())(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
   redis.on('error', () => undefined);
   try {
     await redis.connect();

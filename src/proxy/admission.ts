@@ -45,9 +45,16 @@ export class Admission {
   private sweepTimer: NodeJS.Timeout | null = null;
 
   constructor(
-    private readonly limits: AdmissionLimits,
+    private limits: AdmissionLimits,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** New limits (configuration reload): IPs keep their session counts; buckets are clamped to the new burst. */
+  setLimits(limits: AdmissionLimits): void {
+    this.limits = { ...limits };
+    for (const e of this.byIp.values()) e.tokens = Math.min(e.tokens, limits.connectBurstPerIp);
+    if (this.byIp.size > 0) this.scheduleSweep();
+  }
 
   get enabled(): boolean {
     return this.limits.maxSessionsPerIp > 0 || this.limits.connectRatePerIp > 0;

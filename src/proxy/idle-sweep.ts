@@ -20,12 +20,25 @@ export class IdleSweep {
 
   constructor(
     private readonly sessions: () => Iterable<IdleCheckable>,
-    readonly intervalMs: number,
+    private interval: number,
   ) {}
+
+  get intervalMs(): number {
+    return this.interval;
+  }
+
+  /** A new interval (configuration reload of the timeouts): the running timer is re-armed with it. */
+  setIntervalMs(ms: number): void {
+    if (ms === this.interval) return;
+    this.interval = ms;
+    if (this.timer === null) return;
+    this.stop();
+    this.start();
+  }
 
   start(): void {
     if (this.timer !== null) return;
-    this.timer = setInterval(() => this.sweep(Date.now()), this.intervalMs);
+    this.timer = setInterval(() => this.sweep(Date.now()), this.interval);
     this.timer.unref();
   }
 

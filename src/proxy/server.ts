@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
 import { isFdExhausted } from '../balancer/health.js';
 import type { ProxyMetrics } from '../control/metrics.js';
+import { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
 import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
@@ -58,8 +59,8 @@ interface Opening {
  */
 export class ProxyServer {
   readonly sessions = new Map<string, Session>();
-  /** Bytes of sessions that have ended; live sessions add their own counts (metrics). */
-  readonly closedBytes = { c2s: 0, s2c: 0 };
+  /** Bytes of sessions that have ended, by the backend they ended on (`none`: never routed); live sessions add their own counts (metrics). */
+  private readonly closedBytes = new Map<string, { c2s: number; s2c: number }>();
   private readonly server: net.Server;
   private metrics: ProxyMetrics | null = null;
   private readonly closeWaiters = new Set<() => void>();
@@ -73,19 +74,19 @@ export class ProxyServer {
   readonly admission: Admission;
   private readonly acceptPP: 'off' | 'optional' | 'required';
   private readonly backendPP: BackendProxyProtocol;
-  /** Nothing to do between accept and session (the common case): the plain path. */
-  private readonly direct: boolean;
   private tlsServer: net.Server | null = null;
   private tlsContext: tls.SecureContext | null = null;
   /** Cleared by stopAccepting: connections still queued in the backlog are not turned into sessions after closeAll(). */
   private accepting = true;
-  /** Rate-limited log lines (accept errors, backend connects out of descriptors): count since the last line. */
-  private readonly rateLimitedLogs = new Map<string, { count: number; loggedAt: number }>();
+  /** Accept errors and backend connects out of descriptors: one line per key per interval, the rest counted as `suppressed`. */
+  private readonly fdLog: RateLimitedLog;
+  /** What a remote peer causes per connection (refusals, parse failures): token bucket per kind. */
+  private readonly peerLog: RateLimitedLog;
   /** Sessions whose backend connect failed because this process is out of file descriptors. */
   private readonly fdStarved = new WeakSet<Session>();
 
   constructor(
-    private readonly opts: ProxyServerOptions,
+    private opts: ProxyServerOptions,
     readonly pool: BackendPool,
     private readonly log: Logger,
   ) {
@@ -93,10 +94,25 @@ export class ProxyServer {
     // bytes still flow back, instead of Node closing both halves at once.
     this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false }, (sock) => this.accept(sock));
     this.server.on('error', (err) => this.listenerError('rtmp', err));
+    this.fdLog = new RateLimitedLog(log, { burst: 1, perSecond: 1000 / LISTENER_ERROR_LOG_INTERVAL_MS });
+    this.peerLog = opts.session.peerLog;
     this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
     this.acceptPP = opts.acceptProxyProtocol ?? 'off';
     this.backendPP = opts.backendProxyProtocol ?? 'off';
-    this.direct = this.acceptPP === 'off' && this.backendPP === 'off' && !this.admission.enabled;
+  }
+
+  /** Nothing to do between accept and session (the common case): the plain path. */
+  private get direct(): boolean {
+    return this.acceptPP === 'off' && this.backendPP === 'off' && !this.admission.enabled;
+  }
+
+  /**
+   * Limits from a configuration reload, for connections accepted from now on: live sessions keep
+   * the settings object they started with.
+   */
+  setLimits(limits: { maxSessions: number; admission: AdmissionLimits; session: SessionSettings }): void {
+    this.opts = { ...this.opts, maxSessions: limits.maxSessions, admission: limits.admission, session: limits.session };
+    this.admission.setLimits(limits.admission);
   }
 
   setMetrics(metrics: ProxyMetrics): void {
@@ -182,29 +198,16 @@ export class ProxyServer {
    * at most once per LISTENER_ERROR_LOG_INTERVAL_MS per listener and code, with the count.
    */
   private listenerError(listener: 'rtmp' | 'rtmps', err: NodeJS.ErrnoException): void {
+    // Before it listens, an error is the listen failing: listen() / listenTls() report it.
+    if (!(listener === 'rtmp' ? this.server : this.tlsServer)?.listening) return;
     const fd = isFdExhausted(err);
     if (fd) this.metrics?.sessionsRejected.inc({ reason: 'fd-exhausted' });
-    this.logRateLimited(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
-  }
-
-  /** Logs `msg` now if `key` was not logged within the interval, else counts it into the next line. */
-  private logRateLimited(key: string, fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    let e = this.rateLimitedLogs.get(key);
-    if (e === undefined) {
-      e = { count: 0, loggedAt: -Infinity };
-      this.rateLimitedLogs.set(key, e);
-    }
-    e.count++;
-    if (now - e.loggedAt < LISTENER_ERROR_LOG_INTERVAL_MS) return;
-    this.log.warn({ ...fields, count: e.count, sinceMs: Number.isFinite(e.loggedAt) ? now - e.loggedAt : null }, msg);
-    e.count = 0;
-    e.loggedAt = now;
+    this.fdLog.write(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
   }
 
   private reject(sock: net.Socket, reason: RejectReason, fields: Record<string, unknown> = {}): void {
     this.metrics?.sessionsRejected.inc({ reason });
-    this.log.warn({ client: `${sock.remoteAddress}:${sock.remotePort}`, reason, ...fields }, 'connection refused');
+    this.peerLog.write(`refused:${reason}`, { client: `${sock.remoteAddress}:${sock.remotePort}`, reason, ...fields }, 'connection refused');
     sock.destroy();
   }
 
@@ -362,43 +365,59 @@ export class ProxyServer {
         this.releases.delete(s);
         release();
       }
-      this.closedBytes.c2s += s.bytesIn;
-      this.closedBytes.s2c += s.bytesOut;
+      const backend = s.backendName ?? 'none';
+      let closed = this.closedBytes.get(backend);
+      if (closed === undefined) this.closedBytes.set(backend, (closed = { c2s: 0, s2c: 0 }));
+      closed.c2s += s.bytesIn;
+      closed.s2c += s.bytesOut;
       if (m !== null) {
         if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
         else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted' || s.closeReason === 'no-route') {
           // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
           m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
         }
-        m.sessionsClosed.inc({ reason: s.closeReason ?? 'unknown' });
+        m.sessionsClosed.inc({ backend, reason: s.closeReason ?? 'unknown' });
       }
       if (this.sessions.size === 0) {
         for (const w of this.closeWaiters) w();
         this.closeWaiters.clear();
       }
     },
-    goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', key: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
-    parseFallback: (_s, direction, err) => this.metrics?.parseFallbacks.inc({ direction, reason: err.code }),
+    goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', connect_flag: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
+    parseFallback: (s, direction, err) => {
+      this.metrics?.parseFallbacks.inc({ direction, reason: err.code });
+      this.peerLog.write(`parse:${direction}:${err.code}`, { session: s.id, direction, reason: err.code, err: err.message, action: this.opts.session.onParseError }, 'RTMP parse failed');
+    },
     connectFailed: (s, backend, err) => {
       if (isFdExhausted(err)) {
         this.fdStarved.add(s);
-        this.logRateLimited(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
+        this.fdLog.write(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
         return;
       }
       this.metrics?.backendConnectFailures.inc({ backend });
-      this.log.warn({ session: s.id, backend, err: err.message }, 'backend connect failed');
+      this.peerLog.write(`backend-connect:${backend}`, { session: s.id, backend, err: err.message }, 'backend connect failed');
     },
   };
 
-  /** Bytes ever forwarded (closed + live sessions), monotonic. */
-  bytesTotal(): { c2s: number; s2c: number } {
-    let c2s = this.closedBytes.c2s;
-    let s2c = this.closedBytes.s2c;
-    for (const s of this.sessions.values()) {
-      c2s += s.bytesIn;
-      s2c += s.bytesOut;
-    }
-    return { c2s, s2c };
+  /** Bytes ever forwarded (closed + live sessions) by backend, monotonic per backend until forgetBackend. */
+  bytesTotal(): { backend: string; c2s: number; s2c: number }[] {
+    const out = new Map<string, { backend: string; c2s: number; s2c: number }>();
+    const add = (backend: string, c2s: number, s2c: number): void => {
+      const e = out.get(backend);
+      if (e === undefined) out.set(backend, { backend, c2s, s2c });
+      else {
+        e.c2s += c2s;
+        e.s2c += s2c;
+      }
+    };
+    for (const [backend, b] of this.closedBytes) add(backend, b.c2s, b.s2c);
+    for (const s of this.sessions.values()) add(s.backendName ?? 'none', s.bytesIn, s.bytesOut);
+    return [...out.values()];
+  }
+
+  /** A backend left the pool: its byte counts stop being reported (label values stay bounded). */
+  forgetBackend(name: string): void {
+    this.closedBytes.delete(name);
   }
 
   activeByBackendAndCapability(): { backend: string; capability: string; count: number }[] {

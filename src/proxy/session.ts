@@ -12,6 +12,7 @@ import { HandshakeSkipper } from '../rtmp/handshake.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
 import {
   CAPS_EX_RECONNECT,
+  type Command,
   commandMessage,
   controlMessage,
   decodeCommand,
@@ -24,6 +25,7 @@ import {
 } from '../rtmp/messages.js';
 import { SessionView } from '../rtmp/session-view.js';
 import type { StrategySession } from './drain-strategy.js';
+import { ProcessBudget, SessionBudget } from './buffer-budget.js';
 import type { FeatureMetrics } from './feature-metrics.js';
 import { ClientBoundInjector } from './injector.js';
 import {
@@ -37,10 +39,10 @@ import {
   isSwitchMessage,
   keyframeSwitch,
   migrationCollectPolicy,
-  sequenceHeaderHeadPolicy,
 } from './migration.js';
 import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
-import { redactStreamKey } from './redact.js';
+import { type ClientTextView, clientTextView } from './redact.js';
+import type { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type Placement, type Router, normalizeIp, rejectionDescription } from './routing.js';
 
 export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
@@ -55,7 +57,10 @@ export interface SessionSettings {
   connectTimeoutMs: number;
   maxPendingBytes: number;
   onParseError: 'forward' | 'close';
+  /** Stream keys and query strings of the app and tcUrl in clear in logs, the API and the registry (`log.streamKeys`). */
   logStreamKeys: boolean;
+  /** Warnings a peer can cause per connection or message go through this (rate-limited). */
+  peerLog: RateLimitedLog;
   chunkLimits: Partial<ChunkReaderLimits>;
   amfLimits: Partial<Amf0Limits>;
   /** E-RTMP reconnect (PROTOCOL.md §2); absent = not offered. */
@@ -66,6 +71,10 @@ export interface SessionSettings {
   migration?: MigrationCoordinator | null;
   /** Routing rules (routing.ts); absent = least connections over every backend. */
   router?: Router | null;
+  /** Bytes a session may hold between reads (limits.sessionBufferBytes); absent = no limit. */
+  sessionBufferBytes?: number;
+  /** The process's buffer budget every session draws from (limits.processBufferBytes); absent = one without a limit per session. */
+  processBudget?: ProcessBudget;
 }
 
 export interface SessionHooks {
@@ -180,6 +189,8 @@ export class Session implements StrategySession {
   migrations = 0;
 
   readonly view: SessionView;
+  /** What this session holds between reads (see buffer-budget.ts). */
+  readonly budget: SessionBudget;
   private backend: net.Socket | null = null;
   private readonly c2sHandshake = new HandshakeSkipper();
   private c2sReader: ChunkReader | null;
@@ -261,6 +272,7 @@ export class Session implements StrategySession {
   private rejected = false;
   /** Admission: no backend could take the session when it arrived; it is refused at `connect` with this reason. */
   private refusal: string | null = null;
+  private startLogged = false;
 
   constructor(
     private readonly client: net.Socket,
@@ -273,14 +285,20 @@ export class Session implements StrategySession {
     this.id = `s${process.pid.toString(36)}-${(nextId++).toString(36)}`;
     this.clientAddress = origin.clientAddress ?? `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
     this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
+    this.budget = new SessionBudget(settings.sessionBufferBytes ?? Infinity, settings.processBudget ?? new ProcessBudget(Infinity));
     this.c2sHandler = { message: (info, payload) => this.onClientMessage(info, payload), messageStart: undefined };
-    this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits);
+    this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits, this.budget);
     // The rules this session started with (a reload changes them for new sessions only).
     const router = settings.router ?? null;
     this.router = router;
     this.late = router !== null && router.needs !== 'accept';
     // Late binding relays whole server messages: collect them all.
-    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits);
+    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits, this.budget);
+  }
+
+  /** How the client's credentials (stream key, query strings) are shown. */
+  private get shown(): ClientTextView {
+    return clientTextView(this.settings.logStreamKeys);
   }
 
   /** The client's IP (the PROXY protocol source when accepted), for CIDR routing rules. */
@@ -416,8 +434,7 @@ export class Session implements StrategySession {
         this.front = new HandshakeEnd('server');
         // The client's bytes before the current read (the start of C0+C1) were held for a backend.
         const early = this.pending;
-        this.pending = [];
-        this.pendingBytes = 0;
+        this.dropPending();
         for (const b of early) if (this.answerHandshake(b) < 0) return;
       } else this.close(reason);
       return;
@@ -484,9 +501,14 @@ export class Session implements StrategySession {
 
   private flushPending(sock: net.Socket): void {
     for (const buf of this.pending) sock.write(buf);
+    this.dropPending();
+    if (this.clientEnded) sock.end();
+  }
+
+  private dropPending(): void {
+    this.budget.give(this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
-    if (this.clientEnded) sock.end();
   }
 
   private onClientData(buf: Buffer): void {
@@ -531,6 +553,11 @@ export class Session implements StrategySession {
     const backend = this.backend;
     if (backend === null || this.holdClient) {
       if (fwd.length === 0 || this.finished || this.rejected) return;
+      if (!this.budget.take(fwd.length)) {
+        this.overBudget('closed', 'client bytes waiting for the backend');
+        this.close('buffer-budget');
+        return;
+      }
       this.pending.push(fwd);
       this.pendingBytes += fwd.length;
       // The client only sends C0+C1 (1537 bytes) before it hears from the server, so this bound
@@ -590,7 +617,8 @@ export class Session implements StrategySession {
       reader.feed(buf);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
-      this.log.warn({ session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
+      if (err.code === 'buffer-budget') this.overBudget('closed', 'relayed messages');
+      else this.settings.peerLog.write(`relay-parse:${err.code}`, { session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
       this.hooks.parseFallback(this, 'c2s', err);
       this.close(`parse-error:${err.code}`);
       return;
@@ -605,14 +633,16 @@ export class Session implements StrategySession {
       if (t === MessageType.Acknowledgement) {
         if (this.mode !== 'relay') this.translateAck(payload);
       } else if (this.cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3)) {
+        const refused = this.cache.refused;
         this.cache.offer(info, payload);
+        if (!refused && this.cache.refused) this.overBudget('not-cached', 'migration cache');
       } else if (t === MessageType.WindowAckSize && payload.length >= 4) {
         this.clientWindowAck = payload.readUInt32BE(0);
       }
     }
-    this.view.clientMessage(info, payload);
+    const cmd = this.view.clientMessage(info, payload);
     if (this.mode === 'relay') this.relayClientMessage(info, payload);
-    else if (this.front !== null && !this.routeStarted) this.onUnroutedCommand(info, payload);
+    else if (this.front !== null && !this.routeStarted && cmd !== null) this.onUnroutedCommand(info, cmd);
   }
 
   /**
@@ -621,11 +651,7 @@ export class Session implements StrategySession {
    * are answered here as nginx-rtmp would (the backend's own replies are dropped later);
    * `releaseStream` and `FCPublish` need no answer (clients do not wait for one).
    */
-  private onUnroutedCommand(info: MessageInfo, payload: Buffer | null): void {
-    const t = info.typeId;
-    if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
-    const cmd = decodeCommand(t, payload, this.settings.amfLimits);
-    if (cmd === null) return;
+  private onUnroutedCommand(info: MessageInfo, cmd: Command): void {
     if (this.refusal !== null) {
       // No backend could take a session when it arrived: say so at connect.
       if (cmd.name === 'connect') {
@@ -679,10 +705,13 @@ export class Session implements StrategySession {
     const trigger = this.routeTrigger!;
     this.rejected = true;
     this.closeReason = reason;
-    this.log.warn({ session: this.id, client: this.clientAddress, app: f.connect?.app ?? null, streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null }, 'session rejected by routing');
+    this.settings.peerLog.write(
+      `rejected:${reason}`,
+      { session: this.id, client: this.clientAddress, rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null), streamKey: this.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null },
+      'session rejected by routing',
+    );
     this.sendToClient(rejection(trigger.transactionId, trigger.streamId, description));
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.dropPending();
     this.client.end();
     // A client that keeps its side open does not hold the session.
     setTimeout(() => this.close(reason), 2000).unref();
@@ -751,7 +780,9 @@ export class Session implements StrategySession {
       return;
     }
     const hadFailure = this.s2c.failure;
+    const overBudget = this.s2c.rewriteOverBudget;
     const out = this.s2c.push(buf);
+    if (this.s2c.rewriteOverBudget !== overBudget) this.overBudget('unchanged', 'held connect _result');
     if (hadFailure === null && this.s2c.failure !== null) {
       this.parseFailed('s2c', this.s2c.failure);
       if (this.finished) return;
@@ -847,14 +878,15 @@ export class Session implements StrategySession {
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     const c = this.view.facts.connect!;
-    this.log.debug({ session: this.id, app: c.app, tcUrl: c.tcUrl, flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    this.log.debug({ session: this.id, rtmpApp: this.shown.appOrUrl(c.app), tcUrl: this.shown.appOrUrl(c.tcUrl), flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    this.logStart();
     const erpcOffered = this.settings.erpc?.offer === true;
     if (erpcOffered && c.capsEx !== null && this.s2c.failure === null) this.offerCapsEx();
     // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
     const told = c.supportsGoAway || (erpcOffered && this.capability === 'erpc');
     if (!told && this.settings.migration && this.c2sReader !== null) {
-      this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes);
-      this.c2sReader.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+      this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes, this.budget);
+      this.c2sReader.setCollectPolicy(migrationCollectPolicy);
     }
     // A session that connects to a backend already draining is told at once.
     if (this.backendName !== null) this.pool.reapplyStrategy(this.backendName, this);
@@ -867,17 +899,37 @@ export class Session implements StrategySession {
 
   private parseFailed(direction: 'c2s' | 's2c', err: ProtocolError): void {
     if (this.fallback === null) this.fallback = err;
+    // Counted and logged (rate-limited) by the listener.
     this.hooks.parseFallback(this, direction, err);
-    this.log.warn({ session: this.id, direction, reason: err.code, err: err.message, action: this.settings.onParseError }, 'RTMP parse failed');
+    if (direction === 'c2s') this.logStart();
     // Late binding: nothing to fall back to before routing (no backend), nor S→C (the client's chunk stream is ours).
+    const closes = this.settings.onParseError === 'close' || (this.late && (direction === 's2c' || !this.routeStarted));
+    if (err.code === 'buffer-budget') this.overBudget(closes ? 'closed' : 'fallback', `${direction} messages`);
     if (this.late && (direction === 's2c' || !this.routeStarted)) {
       this.close(`parse-error:${err.code}`);
       return;
     }
-    // The handshake timer keeps running: a session that falls back before `connect` is closed at its deadline.
-    if (direction === 'c2s') this.c2sReader = null;
+    if (direction === 'c2s') {
+      // Blind forwarding from here on: nothing parsed is kept. The handshake timer keeps running:
+      // a session that falls back before `connect` is closed at its deadline.
+      this.c2sReader?.release();
+      this.c2sReader = null;
+      this.cache?.clear();
+    }
     if (this.migration !== null) this.migrationFailed(this.migration, `${direction}-parse-error`);
     if (this.settings.onParseError === 'close') this.close(`parse-error:${err.code}`);
+  }
+
+  /** This session was refused buffer memory (its budget or the process's): counted, logged rate-limited. */
+  private overBudget(outcome: 'fallback' | 'closed' | 'not-cached' | 'unchanged', what: string): void {
+    const b = this.budget;
+    const which = b.exceeded ?? 'session';
+    this.settings.metrics?.bufferBudgetExceeded.inc({ budget: which, outcome });
+    this.settings.peerLog.write(
+      `buffer-budget:${which}:${outcome}`,
+      { session: this.id, client: this.clientAddress, budget: which, outcome, what, sessionHeld: b.held, sessionLimit: b.limit, processHeld: b.process.held, processLimit: b.process.limit },
+      'session over its buffer budget',
+    );
   }
 
   private onClientEnd(): void {
@@ -945,7 +997,7 @@ export class Session implements StrategySession {
   private cannotMigrate(): string | null {
     const f = this.view.facts;
     if (!f.publishing || f.unpublished) return 'not-publishing';
-    if (f.connectCommand === null || f.streamKey === null || f.publishArgs === null || f.streamId === null) return 'not-publishing';
+    if (f.connectReplay === null || f.streamKey === null || f.publishReplay === null || f.streamId === null) return 'not-publishing';
     if (this.c2sReader === null || this.fallback !== null || this.s2c.failure !== null) return 'unparsed-stream';
     if (this.cache === null) return 'no-cache';
     if (this.cache.overflow) return 'cache-overflow';
@@ -1021,8 +1073,8 @@ export class Session implements StrategySession {
     run.tried.add(target.name);
     const f = this.view.facts;
     const plan: ReplayPlan = {
-      connect: f.connectCommand!,
-      publishArgs: f.publishArgs!,
+      connect: f.connectReplay!,
+      publishArgs: f.publishReplay!,
       streamKey: f.streamKey!,
       chunkSize: coordinator.settings.chunkSize,
     };
@@ -1048,6 +1100,7 @@ export class Session implements StrategySession {
         chunkLimits: this.settings.chunkLimits,
         amfLimits: this.settings.amfLimits,
         preamble: this.origin.preamble ?? null,
+        budget: this.budget,
       },
     );
     run.attempt = up;
@@ -1076,7 +1129,10 @@ export class Session implements StrategySession {
     const reader = this.c2sReader!;
     const splitter = new SwitchSplitter(reader, keyframeSwitch(reader, () => this.view.facts.videoMessages === 0), () => this.beginRelay());
     this.splitter = splitter;
-    reader.setCollectPolicy(collectEverything, null, this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1);
+    const maxMessageSize = this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1;
+    reader.setCollectPolicy(collectEverything, maxMessageSize);
+    // From now on whole media messages are assembled: room for one of the largest on top.
+    this.budget.limit = (this.settings.sessionBufferBytes ?? Infinity) + maxMessageSize;
     this.c2sHandler.messageStart = (csid, typeId, length, headerEnd, headerLength) => splitter.onMessageStart(csid, typeId, length, headerEnd, headerLength);
     this.mode = 'armed';
   }
@@ -1089,7 +1145,8 @@ export class Session implements StrategySession {
     this.splitter = null;
     this.mode = 'pass';
     this.c2sHandler.messageStart = undefined;
-    this.c2sReader?.setCollectPolicy(migrationCollectPolicy, sequenceHeaderHeadPolicy);
+    this.c2sReader?.setCollectPolicy(migrationCollectPolicy);
+    this.budget.limit = this.settings.sessionBufferBytes ?? Infinity;
     if (held !== null && this.backend !== null && !this.backend.write(held)) this.client.pause();
   }
 
@@ -1426,6 +1483,7 @@ export class Session implements StrategySession {
   private maybeFinish(): void {
     if (this.finished || !this.clientClosed || !this.backendClosed) return;
     this.finished = true;
+    this.budget.close();
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
@@ -1440,7 +1498,7 @@ export class Session implements StrategySession {
         session: this.id,
         client: this.clientAddress,
         backend: this.backendName,
-        app: f.connect?.app ?? null,
+        rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null),
         streamKey: this.streamKeyForDisplay(),
         capability: this.capability,
         bytesIn: this.bytesIn,
@@ -1464,14 +1522,21 @@ export class Session implements StrategySession {
     return this.pendingBytes + this.client.writableLength + (this.backend?.writableLength ?? 0) + (this.upstream?.socket.writableLength ?? 0);
   }
 
-  /** Logged once per session start, when the backend is known. */
+  /**
+   * `session start`, once, when both the backend and the client's `connect` (app, capability) are
+   * known, whichever comes last; or with the backend alone when the client's stream stopped parsing
+   * before a `connect`. A session that ends before that has only its `session end` line.
+   */
   logStart(): void {
-    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName }, 'session start');
+    if (this.startLogged || this.backendName === null) return;
+    const c = this.view.facts.connect;
+    if (c === null && this.fallback === null) return;
+    this.startLogged = true;
+    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability }, 'session start');
   }
 
   streamKeyForDisplay(): string | null {
-    const k = this.view.facts.streamKey;
-    return k === null || this.settings.logStreamKeys ? k : redactStreamKey(k);
+    return this.shown.streamKey(this.view.facts.streamKey);
   }
 
   snapshot(): SessionSnapshot {
@@ -1480,7 +1545,7 @@ export class Session implements StrategySession {
       id: this.id,
       client: this.clientAddress,
       backend: this.backendName,
-      app: c?.app ?? null,
+      app: this.shown.appOrUrl(c?.app ?? null),
       streamKey: this.streamKeyForDisplay(),
       goAway: c?.supportsGoAway ?? false,
       capsEx: c?.capsEx ?? null,

@@ -3,6 +3,7 @@ import {
   MessageType,
 } from './constants.js';
 import { ProtocolError } from './errors.js';
+import { isConfigurationHead } from './media.js';
 
 /**
  * Streaming RTMP chunk reader for one direction (RTMP spec §5.3, PROTOCOL.md §4).
@@ -11,12 +12,18 @@ import { ProtocolError } from './errors.js';
  * - chunk headers are parsed in place in the caller's Buffer; only a header split across two
  *   `feed` calls is copied, into an 18-byte scratch area;
  * - payloads are skipped by offset arithmetic; they are kept (as zero-copy views, joined once
- *   when the message ends) only for messages the `collect` policy asks for;
+ *   when the message ends) only for messages the `collect` policy asks for (a table lookup per
+ *   message; for `'head'` types a look at the first bytes, no callback);
  * - nothing is allocated per chunk or per message (one info object per reader, reused); per
  *   collected message, its parts list and the joined payload;
  * - per reader: a few small objects per chunk stream; limits objects are shared (see limitsFor),
  *   the split-header scratch area is allocated the first time a header straddles two reads.
  * The caller keeps forwarding its original buffers; the reader never changes them.
+ *
+ * Memory held between two `feed` calls is what a peer controls: a collected message that is not
+ * finished when a feed ends is copied out of the fed buffer (a view would pin the whole read, up
+ * to 64 KiB for a 32-byte chunk) into a buffer of its own, grown as it fills and charged to the
+ * reader's ByteBudget; over budget, `feed` throws ProtocolError('buffer-budget').
  */
 
 /** Bytes of each message's start kept for every message (video: frame type, codec, AVC packet type or E-RTMP FourCC). */
@@ -44,6 +51,21 @@ export const DEFAULT_CHUNK_READER_LIMITS: ChunkReaderLimits = {
   maxCollectedSize: 256 * 1024,
   maxChunkStreams: 64,
 };
+
+/**
+ * Bytes a reader (and whatever else shares the budget) may hold between two feeds. `take`
+ * returns false, taking nothing, when that would go over.
+ */
+export interface ByteBudget {
+  take(n: number): boolean;
+  give(n: number): void;
+}
+
+/** No budget: every take succeeds. */
+export const UNLIMITED_BUDGET: ByteBudget = Object.freeze({ take: () => true, give: () => {} });
+
+/** Smallest own buffer of a partly collected message (then doubled as it fills, up to its length). */
+const MIN_OWNED = 256;
 
 /** A message whose last chunk was just read. Valid only during the `message` callback. */
 export interface MessageInfo {
@@ -80,24 +102,43 @@ export interface ChunkReaderHandler {
 }
 
 /**
- * Decides at the start of each message whether its payload is collected: true, false, or
- * `'head'` = decide once the first bytes are in (see HeadPolicy).
+ * Which messages have their payload collected, by message type: true, false, or `'head'` =
+ * only when its first bytes say it is decoder configuration or stream metadata (see
+ * isConfigurationHead: AVC/HEVC/E-RTMP sequence headers, AAC/E-RTMP audio sequence start,
+ * `@setDataFrame`/`onMetaData`). Lets a caller keep just those without allocating anything for
+ * the other media messages. Decided by type alone: the reader asks the policy once per type id
+ * when it is set and looks the answer up per message, so a policy costs nothing per message.
  */
-export type CollectPolicy = (typeId: number, length: number) => boolean | 'head';
-
-/**
- * For messages the CollectPolicy answered `'head'` for: called once, as soon as the first
- * min(length, HEAD_BYTES) payload bytes are in (`head[0..headLen)`, a view reused by the
- * reader), before any payload is kept. True collects the whole message. Lets a caller keep,
- * say, only sequence headers without allocating anything for the other media messages.
- */
-export type HeadPolicy = (typeId: number, head: Buffer, headLen: number) => boolean;
+export type CollectPolicy = (typeId: number) => boolean | 'head';
 
 /** Protocol control and command messages; media is skipped. */
 export const collectControlAndCommands: CollectPolicy = (typeId) =>
   typeId <= MessageType.SetPeerBandwidth ||
   typeId === MessageType.CommandAmf0 ||
   typeId === MessageType.CommandAmf3;
+
+/** Per type id (0–255): 0 skip, 1 collect, 2 decide by the head. */
+const SKIP = 0;
+const COLLECT = 1;
+const BY_HEAD = 2;
+/** One table per policy, shared by every reader using it. */
+const policyTables = new WeakMap<CollectPolicy, Uint8Array>();
+function tableOf(policy: CollectPolicy): Uint8Array {
+  let t = policyTables.get(policy);
+  if (t === undefined) {
+    t = new Uint8Array(256);
+    for (let i = 0; i < 256; i++) {
+      const c = policy(i);
+      t[i] = c === true ? COLLECT : c === 'head' ? BY_HEAD : SKIP;
+    }
+    // Set Chunk Size and Abort change how this direction is framed: always read them, whatever
+    // the policy, or the reader loses sync with the peer.
+    t[MessageType.SetChunkSize] = COLLECT;
+    t[MessageType.Abort] = COLLECT;
+    policyTables.set(policy, t);
+  }
+  return t;
+}
 
 const LOW_CSIDS = 16;
 /** Chunk streams below this csid keep their head bytes in one 64-byte slab per reader (views: no ArrayBuffer each). */
@@ -133,10 +174,15 @@ class ChunkStream {
   /** Payload bytes of the current message still to come; 0 = between messages. */
   remaining = 0;
   collect = false;
-  /** Collection is decided by the head policy once the first bytes are in. */
+  /** Collection is decided by isConfigurationHead once the first bytes are in. */
   headFilter = false;
-  /** Payload pieces of the message being collected; null when none (allocated per collected message). */
+  /** Payload pieces of the message being collected, views of the buffer being fed; null when none. */
   parts: Buffer[] | null = null;
+  /** The collected message's bytes from earlier feeds (copied; capacity charged to the budget). */
+  owned: Buffer | null = null;
+  ownedLen = 0;
+  /** `feed` number that last added to `parts` (the stream is then in the reader's `pinned` list). */
+  pinnedIn = 0;
   headLen = 0;
   constructor(
     readonly csid: number,
@@ -185,27 +231,34 @@ export class ChunkReader {
   private hExtended = false;
   /** The header just applied starts a new message. */
   private hNew = false;
-  private headPolicy: HeadPolicy | null = null;
+  /** The collect policy's answer per type id (tableOf). */
+  private collectTable: Uint8Array;
   /** Largest message collected; starts as limits.maxCollectedSize. */
   private maxCollected: number;
+  /** Bytes of own buffers of partly collected messages (charged to `budget`). */
+  heldBytes = 0;
+  /** Streams whose `parts` got a view during the current feed (copied out when it ends). */
+  private readonly pinned: ChunkStream[] = [];
+  private feedNo = 1;
 
   constructor(
     private readonly handler: ChunkReaderHandler,
-    private collect: CollectPolicy = collectControlAndCommands,
+    collect: CollectPolicy = collectControlAndCommands,
     limits: Partial<ChunkReaderLimits> = NO_LIMITS,
+    private readonly budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
     this.limits = limitsFor(limits);
     this.maxCollected = this.limits.maxCollectedSize;
+    this.collectTable = tableOf(collect);
   }
 
   /**
-   * Replaces the collect policy (and the head policy for its `'head'` answers) for messages that
-   * start from now on. `maxCollectedSize` overrides limits.maxCollectedSize (e.g. a proxy that
-   * re-chunks every message must collect even the largest, up to limits.maxMessageSize).
+   * Replaces the collect policy for messages that start from now on. `maxCollectedSize` overrides
+   * limits.maxCollectedSize (e.g. a proxy that re-chunks every message must collect even the
+   * largest, up to limits.maxMessageSize).
    */
-  setCollectPolicy(policy: CollectPolicy, headPolicy: HeadPolicy | null = null, maxCollectedSize = this.limits.maxCollectedSize): void {
-    this.collect = policy;
-    this.headPolicy = headPolicy;
+  setCollectPolicy(policy: CollectPolicy, maxCollectedSize = this.limits.maxCollectedSize): void {
+    this.collectTable = tableOf(policy);
     this.maxCollected = maxCollectedSize;
   }
 
@@ -263,10 +316,75 @@ export class ChunkReader {
   }
 
   /**
-   * Reads `buf` from `start`. Throws ProtocolError when the stream stops making sense; the
-   * reader is then unusable and the caller falls back to blind forwarding.
+   * Reads `buf` from `start`. Throws ProtocolError when the stream stops making sense (or its
+   * collected messages go over the budget); the reader is then unusable: the caller calls
+   * `release` and falls back to blind forwarding.
    */
   feed(buf: Buffer, start = 0): void {
+    this.read(buf, start);
+    if (this.pinned.length > 0) this.unpin();
+    this.feedNo++;
+  }
+
+  /** Drops every partly collected message and gives its bytes back to the budget. */
+  release(): void {
+    for (const s of this.low) if (s !== undefined) this.dropCollected(s);
+    if (this.high !== null) for (const s of this.high.values()) this.dropCollected(s);
+    this.pinned.length = 0;
+  }
+
+  private dropCollected(st: ChunkStream): void {
+    st.parts = null;
+    if (st.owned !== null) {
+      this.heldBytes -= st.owned.length;
+      this.budget.give(st.owned.length);
+      st.owned = null;
+      st.ownedLen = 0;
+    }
+  }
+
+  /** End of a feed: unfinished collected messages move out of the fed buffer into their own. */
+  private unpin(): void {
+    const pinned = this.pinned;
+    for (let i = 0; i < pinned.length; i++) {
+      const st = pinned[i]!;
+      if (st.parts !== null && st.parts.length > 0) this.own(st, 0);
+    }
+    pinned.length = 0;
+  }
+
+  /**
+   * Copies `st.parts` after the bytes already owned, growing the own buffer (doubling, at least
+   * to `atLeast`, at most to the message length) and charging the growth to the budget.
+   */
+  private own(st: ChunkStream, atLeast: number): void {
+    const parts = st.parts!;
+    let need = st.ownedLen;
+    for (let i = 0; i < parts.length; i++) need += parts[i]!.length;
+    const had = st.owned;
+    const cap = had === null ? 0 : had.length;
+    if (need > cap) {
+      const size = Math.min(st.length, Math.max(need, atLeast, cap * 2, MIN_OWNED));
+      if (!this.budget.take(size - cap)) {
+        throw new ProtocolError('buffer-budget', `${size - cap} more bytes for a ${st.length}-byte message on csid ${st.csid}: over the buffer budget`);
+      }
+      this.heldBytes += size - cap;
+      const next = Buffer.allocUnsafe(size);
+      if (had !== null) had.copy(next, 0, 0, st.ownedLen);
+      st.owned = next;
+    }
+    const owned = st.owned!;
+    let at = st.ownedLen;
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i]!;
+      p.copy(owned, at);
+      at += p.length;
+    }
+    st.ownedLen = at;
+    st.parts = null;
+  }
+
+  private read(buf: Buffer, start: number): void {
     const len = buf.length;
     let off = start;
     this.bytesRead += len - start;
@@ -283,7 +401,13 @@ export class ChunkReader {
           st.headLen += k;
           if (st.headFilter && (st.headLen === HEAD_BYTES || st.headLen === st.length)) this.decideByHead(st, before);
         }
-        if (st.collect) (st.parts ??= []).push(buf.subarray(off, off + n));
+        if (st.collect) {
+          (st.parts ??= []).push(buf.subarray(off, off + n));
+          if (st.pinnedIn !== this.feedNo) {
+            st.pinnedIn = this.feedNo;
+            this.pinned.push(st);
+          }
+        }
         off += n;
         this.chunkLeft -= n;
         st.remaining -= n;
@@ -412,24 +536,19 @@ export class ChunkReader {
       }
       st.remaining = st.length;
       st.headLen = 0;
-      // Set Chunk Size and Abort change how this direction is framed: always read them,
-      // whatever the policy, or the reader loses sync with the peers.
-      const c =
-        st.length > this.maxCollected
-          ? false
-          : st.typeId === MessageType.SetChunkSize || st.typeId === MessageType.Abort || this.collect(st.typeId, st.length);
-      st.collect = c === true;
-      st.headFilter = c === 'head';
+      const c = st.length > this.maxCollected ? SKIP : this.collectTable[st.typeId]!;
+      st.collect = c === COLLECT;
+      st.headFilter = c === BY_HEAD;
     }
     this.current = st;
     this.chunkLeft = st.remaining < this.chunkSize ? st.remaining : this.chunkSize;
     this.chunksRead++;
   }
 
-  /** Head policy decision for a `'head'` message; `before` payload bytes were read earlier (all in `st.head`). */
+  /** Decides a `'head'` message by its first bytes; `before` payload bytes were read earlier (all in `st.head`). */
   private decideByHead(st: ChunkStream, before: number): void {
     st.headFilter = false;
-    if (this.headPolicy === null || !this.headPolicy(st.typeId, st.head, st.headLen)) return;
+    if (!isConfigurationHead(st.typeId, st.head, st.headLen)) return;
     st.collect = true;
     if (before > 0) (st.parts ??= []).push(Buffer.from(st.head.subarray(0, before)));
   }
@@ -444,8 +563,19 @@ export class ChunkReader {
     this.messagesRead++;
     let payload: Buffer | null = null;
     if (st.collect) {
-      const parts = st.parts;
-      payload = parts === null ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, st.length);
+      if (st.owned !== null) {
+        // Began in an earlier feed: the rest joins its own buffer, which becomes the payload.
+        if (st.parts !== null) this.own(st, st.length);
+        const owned = st.owned;
+        payload = owned.length === st.length ? owned : owned.subarray(0, st.length);
+        this.heldBytes -= owned.length;
+        this.budget.give(owned.length);
+        st.owned = null;
+        st.ownedLen = 0;
+      } else {
+        const parts = st.parts;
+        payload = parts === null ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, st.length);
+      }
       st.parts = null;
       st.collect = false;
       this.applyControl(st, payload);
@@ -477,7 +607,7 @@ export class ChunkReader {
       const target = id <= 65599 ? this.stream(id) : undefined;
       if (target !== undefined && target !== st) {
         target.remaining = 0;
-        target.parts = null;
+        this.dropCollected(target);
         target.collect = false;
         target.headFilter = false;
       }

@@ -2,6 +2,7 @@
  * Media boundaries from the first bytes of an audio or video message body (FLV tag body,
  * PROTOCOL.md §6; E-RTMP ExVideoTagHeader from veovera/enhanced-rtmp).
  */
+import { MessageType } from './constants.js';
 
 export interface VideoHead {
   keyframe: boolean;
@@ -98,4 +99,22 @@ export function isMetadataMessage(payload: Uint8Array): boolean {
 function asciiAt(b: Uint8Array, at: number, s: string): boolean {
   for (let i = 0; i < s.length; i++) if (b[at + i] !== s.charCodeAt(i)) return false;
   return true;
+}
+
+/**
+ * Allocation-free, from the first min(length, 8) payload bytes `head[0..len)` of a message:
+ * decoder configuration (video or audio sequence header, see above) or stream metadata — a data
+ * message (AMF0 type 18, or AMF3 type 15 with its leading 0 byte) whose first value is the string
+ * `@setDataFrame` or `onMetaData` (the string's length and first 5 or 4 characters; isMetadataMessage
+ * checks the whole name once the message is complete).
+ */
+export function isConfigurationHead(typeId: number, head: Uint8Array, len: number): boolean {
+  if (typeId === MessageType.Video) return isVideoSequenceHeader(head, len);
+  if (typeId === MessageType.Audio) return isAudioSequenceHeader(head, len);
+  if (typeId !== MessageType.DataAmf0 && typeId !== MessageType.DataAmf3) return false;
+  const at = typeId === MessageType.DataAmf3 ? 1 : 0;
+  if (at === 1 && (len < 1 || head[0] !== 0)) return false;
+  if (len < at + 7 || head[at] !== 0x02 || head[at + 1] !== 0) return false;
+  const n = head[at + 2]!;
+  return (n === 13 && head[at + 3] === 0x40 && head[at + 4] === 0x73 && head[at + 5] === 0x65 && head[at + 6] === 0x74) || (n === 10 && head[at + 3] === 0x6f && head[at + 4] === 0x6e && head[at + 5] === 0x4d && head[at + 6] === 0x65);
 }

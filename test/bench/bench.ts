@@ -30,16 +30,17 @@
  * the generator connects with TLS) when openssl is installed. See docs/performance.md.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { HAPROXY, RUNTIME_TUNED, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, nginxStreamVersion, openFileLimit, opensslAvailable, startMiddle } from './lib/middles.js';
+import { HAPROXY, RUNTIME_TUNED, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, isProxy, nginxStreamVersion, openFileLimit, opensslAvailable, startMiddle } from './lib/middles.js';
 import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, minorFaults, nowSec, pin, processTree, readCalls, rssBytes, sleep, spawnReady, threadCpuSeconds, treeSum } from './lib/proc.js';
-import { NOMINAL_BPS, publishStream } from './lib/stream.js';
+import { NOMINAL_BPS, type PublisherKind, parsePublisherKinds, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
+import { ensureDist } from '../helpers/build.js';
 
 const { values: argv } = parseArgs({
   options: {
@@ -61,6 +62,7 @@ const { values: argv } = parseArgs({
     'proxy-b-args': { type: 'string' },
     runtime: { type: 'string', default: 'tuned' },
     'proxy-b-runtime': { type: 'string' },
+    publishers: { type: 'string', default: 'plain' },
   },
 });
 
@@ -87,7 +89,7 @@ const FULL: Scale = {
   bulkMeasureMs: 3000,
   pingWarmup: 300,
   pingCount: 3000,
-  pacedLevels: [100, 500, 1000],
+  pacedLevels: [200, 500, 1000],
   pacedWarmupMs: 1000,
   pacedMeasureMs: 2500,
   idleSessions: 1000,
@@ -122,33 +124,38 @@ const proxyCode: 'dist' | 'src' = argv['proxy-code'] === 'src' || argv['proxy-co
 const splitArgs = (s: string | undefined): string[] => (s === undefined ? [] : s.split(/\s+/).filter((a) => a !== ''));
 const proxyArgsOnly = splitArgs(argv['proxy-args']);
 const proxyBArgsOnly = argv['proxy-b-args'] === undefined ? proxyArgsOnly : splitArgs(argv['proxy-b-args']);
-/** Runtime settings of the Node middles (relay and proxies alike): `tuned` (RUNTIME_TUNED in lib/middles.ts) or `default`. */
-const runtimeOf = (mode: string | undefined): { env: Record<string, string>; nodeArgs: string[] } => {
+/** Runtime settings of the Node relay (RUNTIME_TUNED in lib/middles.ts) and the proxies: `tuned` (as bin/ starts the proxy) or `default` (plain node; the proxy with RTMP_GOAWAY_NO_TUNE=1). */
+const runtimeMode = (mode: string | undefined): 'tuned' | 'default' => {
   if (mode !== 'tuned' && mode !== 'default') throw new Error(`--runtime tuned|default, not ${mode}`);
-  return mode === 'tuned' ? RUNTIME_TUNED : { env: {}, nodeArgs: [] };
+  return mode;
 };
-const runtime = runtimeOf(argv.runtime);
-const runtimeB = runtimeOf(argv['proxy-b-runtime'] ?? argv.runtime);
-const middleEnv = runtime.env;
-const proxyArgs = [...runtime.nodeArgs, ...proxyArgsOnly];
-const proxyBArgs = [...runtimeB.nodeArgs, ...proxyBArgsOnly];
+const proxyRuntime = runtimeMode(argv.runtime);
+const proxyBRuntime = runtimeMode(argv['proxy-b-runtime'] ?? argv.runtime);
+const relayRuntime = proxyRuntime === 'tuned' ? RUNTIME_TUNED : { env: {}, nodeArgs: [] };
+/** What the publishers' `connect` announces (a comma-separated list is a mix by connection id); proxy-goaway always has Go Away publishers. */
+const publishers = parsePublisherKinds(argv.publishers!);
+const publishersOf = (m: MiddleName): PublisherKind[] => (m === 'proxy-goaway' ? ['goaway'] : publishers);
 const log = (msg: string): void => {
   if (!argv.quiet) process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 };
 
 function availableMiddles(): MiddleName[] {
-  const all: MiddleName[] = ['direct', 'node-relay', 'proxy'];
+  // The relay with and without the runtime settings; the proxy as shipped, with the publishers of
+  // --publishers and with publishers that announce Go Away.
+  const all: MiddleName[] = ['direct', 'node-relay', 'node-relay-untuned', 'proxy', 'proxy-goaway'];
   if (HAPROXY !== null && haproxyVersion() !== null) all.push('haproxy');
   else log('haproxy not installed: skipped');
   if (NGINX !== null && nginxStreamVersion() !== null) all.push('nginx');
   else log('nginx with the stream module not installed: skipped (apt-get install libnginx-mod-stream)');
-  if (argv['proxy-b'] !== undefined) all.splice(all.indexOf('proxy') + 1, 0, 'proxy-b');
+  /** After the last proxy column so far: proxy columns stay together. */
+  const afterProxies = (): number => all.reduce((at, m, i) => (isProxy(m) ? i + 1 : at), 0);
+  if (argv['proxy-b'] !== undefined) all.splice(afterProxies(), 0, 'proxy-b');
   // RTMPS costs a TLS load generator too: in the full run (and on request), not in the smoke run.
-  if (opensslAvailable()) all.splice(all.lastIndexOf(all.includes('proxy-b') ? 'proxy-b' : 'proxy') + 1, 0, 'proxy-tls');
+  if (opensslAvailable()) all.splice(afterProxies(), 0, 'proxy-tls');
   else log('openssl not installed: proxy-tls (RTMPS) skipped');
   // Cluster mode (`serve --workers 2`): in the full run, after the single-process proxy.
-  all.splice(all.lastIndexOf(all.includes('proxy-tls') ? 'proxy-tls' : 'proxy') + 1, 0, 'proxy-cluster');
-  if (argv.middles === undefined) return smoke ? all.filter((m) => m !== 'proxy-tls' && m !== 'proxy-cluster') : all;
+  all.splice(afterProxies(), 0, 'proxy-cluster');
+  if (argv.middles === undefined) return smoke ? all.filter((m) => m !== 'proxy-tls' && m !== 'proxy-cluster' && m !== 'node-relay-untuned') : all;
   const wanted = argv.middles.split(',').map((s) => s.trim()) as MiddleName[];
   for (const w of wanted) if (!all.includes(w)) throw new Error(`middle ${w} is not available (have: ${all.join(', ')})`);
   return wanted;
@@ -246,7 +253,7 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
   const before = rssOfMiddle(m);
   const beforeGc = await rssAfterGc(m);
   const lo = allocIds(n);
-  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, tls: m.tls === true, n, idBase: lo, parallel: 100 });
+  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, tls: m.tls === true, n, idBase: lo, parallel: 100, publishers: publishersOf(m.name) });
   if (r.failed > 0) problems.push(`${m.name} idle: ${r.failed} of ${n} sessions failed: ${r.firstError}`);
   await sleep(scale.idleSettleMs);
   const after = rssOfMiddle(m);
@@ -266,7 +273,7 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
 
 async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, procs: { gen: number; sink: number }, hooks: { start?(): void; end?(): void } = {}): Promise<NonNullable<RunResult['bulk']>> {
   const lo = allocIds(scale.bulkConns);
-  await gen.call('bulkStart', { port: m.port, tls: m.tls === true, conns: scale.bulkConns, idBase: lo });
+  await gen.call('bulkStart', { port: m.port, tls: m.tls === true, conns: scale.bulkConns, idBase: lo, publishers: publishersOf(m.name) });
   await sleep(scale.bulkWarmupMs);
   hooks.start?.();
   const s0 = await sink.call<SinkSnapshot>('snapshot', { lo, hi: lo + scale.bulkConns });
@@ -323,7 +330,7 @@ function readStats(f0: number | null, f1: number | null, r0: { calls: number; by
 async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number, hooks: { start?(): void; end?(): void } = {}): Promise<RunResult['paced'][number]> {
   const lo = allocIds(n);
   const t0 = nowSec();
-  await gen.call('pacedStart', { port: m.port, tls: m.tls === true, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64 });
+  await gen.call('pacedStart', { port: m.port, tls: m.tls === true, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64, publishers: publishersOf(m.name) });
   const setup = nowSec() - t0;
   await sleep(scale.pacedWarmupMs);
   hooks.start?.();
@@ -435,7 +442,7 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
   }
   const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
   const redisUrl = trigger === 'redis' ? `redis://127.0.0.1:${redisPort}/0` : undefined;
-  const m = await startMiddle('proxy', sinkPort, redisUrl === undefined ? { proxyCode, nodeArgs: proxyArgs, env: middleEnv } : { proxyCode, nodeArgs: proxyArgs, env: middleEnv, redisUrl });
+  const m = await startMiddle('proxy', sinkPort, { proxyCode, nodeArgs: proxyArgsOnly, proxyRuntime, ...(redisUrl === undefined ? {} : { redisUrl }) });
   let resp: Resp | null = null;
   try {
     if (trigger === 'redis') {
@@ -452,7 +459,7 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
     const base = `http://127.0.0.1:${m.adminPort}`;
     await (await fetch(`${base}/healthz`)).text(); // warm the HTTP client
     const lo = allocIds(n);
-    const opened = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 200, timeoutMs: 30_000 });
+    const opened = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 200, timeoutMs: 30_000, publishers: ['goaway'] });
     if (opened.failed > 0) problems.push(`fan-out ${n}: ${opened.failed} sessions failed to open: ${opened.firstError}`);
     await sleep(smoke ? 100 : 500);
     const rssAtN = rssBytes(m.pid!);
@@ -460,7 +467,7 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
     const t0 = nowSec();
     let commandSeconds: number;
     if (trigger === 'admin') {
-      const r = await fetch(`${base}/api/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench' }) });
+      const r = await fetch(`${base}/api/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench', force: true }) });
       await r.text();
       if (!r.ok) throw new Error(`drain: HTTP ${r.status}`);
       commandSeconds = nowSec() - t0;
@@ -515,7 +522,7 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   if (middle === 'node-relay') {
     // The relay has no profiling switch: profile its whole life (start-up is a few ms of it).
     const { port } = await sink.call<{ port: number }>('listen', {});
-    const m = await startMiddle('node-relay', port, { nodeArgs: [...runtime.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'], env: middleEnv });
+    const m = await startMiddle('node-relay', port, { nodeArgs: [...relayRuntime.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'], env: relayRuntime.env });
     const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid });
     await m.stop();
     await sink.call('closeServer', { port });
@@ -525,7 +532,7 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   }
   const file = join(dir, `proxy-bulk-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
   const { port } = await sink.call<{ port: number }>('listen', {});
-  const m = await startMiddle('proxy', port, { proxyCode, profileFile: file, nodeArgs: proxyArgs, env: middleEnv });
+  const m = await startMiddle('proxy', port, { proxyCode, profileFile: file, nodeArgs: proxyArgsOnly, proxyRuntime });
   // `--phases paced` profiles the paced window of the middle level (500 × 6 Mbps) instead of bulk.
   const paced = argv.phases === 'paced';
   const level = scale.pacedLevels[Math.floor(scale.pacedLevels.length / 2)]!;
@@ -546,23 +553,6 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   process.stdout.write(summarizeProfiles(file, PROJECT_ROOT) + '\n');
 }
 
-/** Builds dist/ when it is missing or older than src/ (the bench measures the proxy as it ships). */
-function ensureDist(root: string): void {
-  const newest = (dir: string): number => {
-    let t = 0;
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
-      t = Math.max(t, e.isDirectory() ? newest(p) : statSync(p).mtimeMs);
-    }
-    return t;
-  };
-  const built = join(root, 'dist/app.js');
-  if (existsSync(built) && statSync(built).mtimeMs >= newest(join(root, 'src'))) return;
-  log(`${root}/dist is missing or older than src/: npm run build`);
-  const r = spawnSync('npm', ['run', 'build'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
-  if (r.status !== 0) throw new Error('npm run build failed');
-}
-
 // --- main -----------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -577,8 +567,8 @@ async function main(): Promise<void> {
       scale.fanoutSizes = scale.fanoutSizes.map((s) => Math.min(s, Math.floor((fdLimit - 200) / 2)));
     }
   }
-  if (proxyCode === 'dist' && (middles.includes('proxy') || argv.profile !== undefined)) ensureDist(PROJECT_ROOT);
-  if (proxyCode === 'dist' && middles.includes('proxy-b')) ensureDist(resolve(argv['proxy-b']!));
+  if (proxyCode === 'dist' && (middles.some((m) => m.startsWith('proxy')) || argv.profile !== undefined)) ensureDist(PROJECT_ROOT, log);
+  if (proxyCode === 'dist' && middles.includes('proxy-b')) ensureDist(resolve(argv['proxy-b']!), log);
   log(`middles: ${middles.join(', ')}; ${scale.reps} repetitions; proxy runs ${proxyCode}/${verify ? '; byte-compare at the sink' : ''}`);
   const gen = forkRpc(join(import.meta.dirname, 'loadgen.ts'));
   const sink = forkRpc(join(import.meta.dirname, 'sink.ts'));
@@ -603,9 +593,9 @@ async function main(): Promise<void> {
       const order = middles.map((_, i) => middles[(i + rep) % middles.length]!);
       for (const name of order) {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
-        const nodeArgs = name === 'proxy' || name === 'proxy-tls' || name === 'proxy-cluster' ? proxyArgs : name === 'proxy-b' ? proxyBArgs : name === 'node-relay' ? runtime.nodeArgs : [];
-        const env = name === 'proxy-b' ? runtimeB.env : middleEnv;
-        const m = await startMiddle(name, sinkPort, { proxyCode, nodeArgs, env, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
+        const nodeArgs = name === 'proxy-b' ? proxyBArgsOnly : isProxy(name) ? proxyArgsOnly : name === 'node-relay' ? relayRuntime.nodeArgs : [];
+        const env = name === 'node-relay' ? relayRuntime.env : {};
+        const m = await startMiddle(name, sinkPort, { proxyCode, nodeArgs, env, proxyRuntime: name === 'proxy-b' ? proxyBRuntime : proxyRuntime, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
         if (pinMode === 'split' && m.pid !== null) pin(m.pid, String(ncpu - 1));
         try {
           await sleep(smoke ? 50 : 300);
@@ -690,6 +680,7 @@ async function main(): Promise<void> {
     proxyCode,
     pin: { throughput: argv.pin!, latency: argv['latency-pin']! },
     runtime: { middles: argv.runtime!, proxyB: argv['proxy-b-runtime'] ?? argv.runtime!, tuned: RUNTIME_TUNED },
+    publishers,
     middles,
     runs,
     fanout,

@@ -1,7 +1,8 @@
 /**
  * The benchmark's publishers (its own process, driven over IPC by bench.ts).
  *
- * Every connection sends the same valid RTMP publish (lib/stream.ts): the preamble, then slices
+ * Every connection sends the same valid RTMP publish (lib/stream.ts): the preamble (its `connect`
+ * announcing what its publisher kind supports, `publishers` of each call: a mix by id), then slices
  * of one pre-built buffer of repeated media blocks — nothing is encoded or copied per write.
  * - bulk: as fast as the socket takes it (write until `false`, continue on `drain`);
  * - paced: each connection at a fixed bit rate, written every ~30 ms (a frame interval);
@@ -15,7 +16,7 @@ import tls from 'node:tls';
 import { ChunkReader } from '../../src/rtmp/chunk-reader.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
-import { C0C1_LENGTH, HANDSHAKE_LENGTH, Mode, c0c1, pingChunk, publishStream, repeatedBlock } from './lib/stream.js';
+import { C0C1_LENGTH, HANDSHAKE_LENGTH, Mode, type PublisherKind, c0c1, kindOf, pingChunk, publishStream, repeatedBlock } from './lib/stream.js';
 import { nowSec, serveRpc, sleep } from './lib/proc.js';
 
 const stream = publishStream();
@@ -27,6 +28,8 @@ interface Conn {
   sock: net.Socket;
   /** Bytes handed to the socket (preamble included). */
   written: number;
+  /** Length of this connection's preamble (its publisher kind's connect). */
+  preambleBytes: number;
   /** Offset of the next media byte in `big`. */
   off: number;
   received: number;
@@ -51,7 +54,7 @@ function connect(port: number, host: string, secure = false): Promise<net.Socket
 }
 
 function newConn(id: number, sock: net.Socket): Conn {
-  const c: Conn = { id, sock, written: 0, off: 0, received: 0, start: 0, closed: false, error: null, goAwayAt: null };
+  const c: Conn = { id, sock, written: 0, preambleBytes: 0, off: 0, received: 0, start: 0, closed: false, error: null, goAwayAt: null };
   sock.on('error', (err) => {
     c.error ??= err.message;
   });
@@ -59,6 +62,14 @@ function newConn(id: number, sock: net.Socket): Conn {
     c.closed = true;
   });
   return c;
+}
+
+/** Writes the connection's preamble, for its kind in the mix (`--publishers`). */
+function writePreamble(c: Conn, kinds: readonly PublisherKind[] | undefined): void {
+  const pre = stream.preambleFor(c.id, Mode.Publish, kindOf(kinds ?? ['plain'], c.id));
+  c.sock.write(pre);
+  c.written += pre.length;
+  c.preambleBytes = pre.length;
 }
 
 function writeSlice(c: Conn, max: number): boolean {
@@ -152,7 +163,7 @@ function paceTick(): void {
   for (let i = g; i < p.conns.length; i += PACE_GROUPS) {
     const c = p.conns[i]!;
     if (c.closed) continue;
-    let due = Math.floor((now - c.start) * p.bytesPerSec) - (c.written - stream.preamble.length);
+    let due = Math.floor((now - c.start) * p.bytesPerSec) - (c.written - c.preambleBytes);
     if (due < 1024) continue;
     if (c.sock.writableLength > PACE_MAX_QUEUED) {
       p.skipped++;
@@ -190,16 +201,14 @@ function watchServer(c: Conn, established: () => void): void {
 }
 
 serveRpc({
-  async bulkStart(args: { port: number; host?: string; tls?: boolean; conns: number; idBase: number }) {
+  async bulkStart(args: { port: number; host?: string; tls?: boolean; conns: number; idBase: number; publishers?: PublisherKind[] }) {
     bulk = { conns: [], running: true };
     const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.conns, args.conns, (c) => {
       c.sock.on('data', (b: Buffer) => {
         c.received += b.length;
       });
       c.sock.on('drain', () => pump(c));
-      const pre = stream.preambleFor(c.id);
-      c.sock.write(pre);
-      c.written += pre.length;
+      writePreamble(c, args.publishers);
     }, args.tls === true);
     if (failed.length > 0) throw new Error(`bulk: ${failed.length} connections failed: ${failed[0]}`);
     bulk.conns = conns;
@@ -214,14 +223,12 @@ serveRpc({
     return summary(b.conns);
   },
 
-  async pacedStart(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; bitsPerSec: number; parallel?: number }) {
+  async pacedStart(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; bitsPerSec: number; parallel?: number; publishers?: PublisherKind[] }) {
     const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.n, args.parallel ?? 64, (c) => {
       c.sock.on('data', (b: Buffer) => {
         c.received += b.length;
       });
-      const pre = stream.preambleFor(c.id);
-      c.sock.write(pre);
-      c.written += pre.length;
+      writePreamble(c, args.publishers);
     }, args.tls === true);
     // Every publisher's clock starts now, not at its connect: otherwise the first ones would
     // owe the whole set-up time and burst to catch up inside the measured window.
@@ -242,7 +249,7 @@ serveRpc({
     return { ...summary(p.conns), skipped: p.skipped };
   },
 
-  async idleOpen(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; parallel?: number; timeoutMs?: number }) {
+  async idleOpen(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; parallel?: number; timeoutMs?: number; publishers?: PublisherKind[] }) {
     const t0 = nowSec();
     const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.n, args.parallel ?? 100, (c) =>
       new Promise<void>((resolve, reject) => {
@@ -252,9 +259,7 @@ serveRpc({
           clearTimeout(timer);
           resolve();
         });
-        const pre = stream.preambleFor(c.id);
-        c.sock.write(pre);
-        c.written += pre.length;
+        writePreamble(c, args.publishers);
       }),
       args.tls === true,
     );

@@ -86,7 +86,7 @@ function accept(sock: net.Socket): void {
         echoFrom = HANDSHAKE_LENGTH;
       } else {
         sock.write(stream.serverAnswer);
-        if (verify && m !== null) pre = stream.preambleFor(m.id);
+        if (verify && m !== null) pre = stream.preambleFor(m.id, Mode.Publish, m.kind);
       }
       buf = head;
       head = null;

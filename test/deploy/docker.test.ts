@@ -148,7 +148,7 @@ describe('Dockerfile', () => {
     const kw = (k: string) => final.filter((i) => i.getKeyword() === k);
 
     const entry = execForm(kw('ENTRYPOINT')[0]!);
-    assert.deepEqual(entry, ['/usr/bin/tini', '--', 'node', '--initial-old-space-size=64', '/app/bin/rtmp-goaway-proxy.js']);
+    assert.deepEqual(entry, ['/usr/bin/tini', '--', '/app/bin/rtmp-goaway-proxy.js']);
     assert.match(kw('RUN').map((r) => r.getArgumentsContent()).join('\n'), /apt-get install[^\n]*\btini=/, 'tini is installed in the final stage');
     assert.deepEqual(execForm(kw('CMD')[0]!), ['serve']);
     assert.equal(kw('STOPSIGNAL')[0]?.getArgumentsContent(), 'SIGTERM');

@@ -1,7 +1,8 @@
 // deploy/grafana/dashboard.json: importable (datasource variable, unique ids, no overlapping
 // panels), and every query uses only metrics the proxy exports, with labels those metrics have:
 // names come from the `${p}…` declarations in src/ (labelNames included) and from the registry of
-// ProxyMetrics (Node process metrics, same prefix).
+// ProxyMetrics (Node's default process metrics, under their standard names). Annotation queries
+// are checked the same way.
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -23,17 +24,26 @@ interface Panel {
   datasource?: { type: string; uid: string };
   targets?: Target[];
 }
+interface Annotation {
+  name: string;
+  builtIn?: number;
+  expr?: string;
+  titleFormat?: string;
+  datasource?: { type: string; uid: string };
+}
 interface Dashboard {
   uid: string;
   title: string;
   schemaVersion: number;
   panels: Panel[];
   templating: { list: { name: string; type: string; query: unknown }[] };
+  annotations: { list: Annotation[] };
 }
 
 const dashboard = JSON.parse(readFileSync(join(root, 'deploy', 'grafana', 'dashboard.json'), 'utf8')) as Dashboard;
 const queryPanels = dashboard.panels.filter((p) => p.type !== 'row');
 const exprs = queryPanels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, ...t })));
+const annotations = dashboard.annotations.list.filter((a) => a.builtIn !== 1);
 
 interface MetricInfo {
   type: string;
@@ -159,7 +169,7 @@ describe('Grafana dashboard', () => {
     assert.deepEqual([...declared.get('rtmp_goaway_sessions_active')!.labels].sort(), ['backend', 'capability']);
     assert.equal(declared.get('rtmp_goaway_drain_duration_seconds')!.type, 'histogram');
     // What ProxyMetrics registers is declared in src (the parser sees it all).
-    for (const name of registry.keys()) if (!/_(process|nodejs)_/.test(name)) assert.ok(declared.has(name), `${name} is registered but the parser missed it`);
+    for (const name of registry.keys()) if (!/^(process|nodejs)_/.test(name)) assert.ok(declared.has(name), `${name} is registered but the parser missed it`);
   });
 
   test('importable: title/uid, a Prometheus datasource variable used by every panel, unique ids, panels not overlapping', () => {
@@ -189,12 +199,34 @@ describe('Grafana dashboard', () => {
 
   test('every query uses only exported metrics, with labels they have', () => {
     const problems: string[] = [];
-    for (const e of exprs) {
+    for (const e of [...exprs, ...annotations.map((a) => ({ panel: `annotation ${a.name}`, expr: a.expr ?? '', legendFormat: a.titleFormat }))]) {
       const r = checkExpr(e.expr, e.legendFormat, known);
       if (r.metrics.length === 0) problems.push(`${e.panel}: no metric in ${e.expr}`);
       problems.push(...r.problems.map((p) => `${e.panel}: ${p} in ${e.expr}`));
     }
     assert.deepEqual(problems, []);
+  });
+
+  test('a replica selector filters every query; Node default metrics keep their standard names', () => {
+    const replica = dashboard.templating.list.find((v) => v.name === 'replica');
+    assert.ok(replica && replica.type === 'query', 'a replica template variable');
+    for (const e of [...exprs, ...annotations.map((a) => ({ panel: a.name, expr: a.expr ?? '' }))]) {
+      for (const m of e.expr.matchAll(/\b((?:rtmp_goaway|process|nodejs)_\w+)(\{[^}]*\})?/g)) {
+        assert.match(m[2] ?? '', /instance=~"\$replica"/, `${e.panel}: ${m[1]} is not filtered by $replica`);
+      }
+    }
+    assert.ok(registry.has('process_cpu_seconds_total') && registry.has('process_open_fds') && registry.has('nodejs_eventloop_lag_p99_seconds'), 'standard Node metric names');
+    assert.ok(![...registry.keys()].some((n) => /^rtmp_goaway_(process|nodejs)_/.test(n)), 'no prefixed copy of the Node metrics');
+  });
+
+  test('shows a drain as it happens: annotations from a metric, sessions left per draining backend, outcomes', () => {
+    assert.ok(annotations.some((a) => /rtmp_goaway_drain_commands_total|rtmp_goaway_backend_draining/.test(a.expr ?? '')), 'drain annotations');
+    for (const a of annotations) assert.deepEqual(a.datasource, { type: 'prometheus', uid: '${datasource}' }, `${a.name}: datasource`);
+    const panel = (title: string) => queryPanels.find((p) => p.title === title);
+    const left = panel('Sessions left on draining backends');
+    assert.ok(left && /rtmp_goaway_sessions_active[\s\S]*rtmp_goaway_backend_draining/.test(left.targets![0]!.expr), 'sessions left on draining backends');
+    const outcomes = panel('Drain outcomes')!.targets!.map((t) => t.expr).join('\n');
+    for (const m of ['rtmp_goaway_goaway_sent_total', 'rtmp_goaway_reconnect_requests_sent_total', 'rtmp_goaway_migrations_total', 'rtmp_goaway_drain_deadline_closes_total']) assert.ok(outcomes.includes(m), `drain outcomes: ${m}`);
   });
 
   test('covers what operators watch: sessions by backend and capability, bytes/s, Go Away sent, migrations, drain duration, parse fallbacks, bus state', () => {
@@ -206,6 +238,11 @@ describe('Grafana dashboard', () => {
     assert.ok(uses('rtmp_goaway_drain_duration_seconds_bucket', /histogram_quantile/), 'drain duration');
     assert.ok(uses('rtmp_goaway_parse_fallbacks_total'), 'parse fallbacks');
     assert.ok(uses('rtmp_goaway_bus_connected'), 'bus state');
+    assert.ok(uses('rtmp_goaway_bytes_total', /by \(backend, direction\)/), 'bytes per backend');
+    assert.ok(uses('rtmp_goaway_sessions_closed_total', /by \(backend, reason\)/), 'close reasons per backend');
+    assert.ok(uses('process_cpu_seconds_total', /rate\(/), 'CPU');
+    assert.ok(uses('process_open_fds') && uses('process_max_fds'), 'open descriptors against the limit');
+    assert.ok(uses('rtmp_goaway_config_reloads_total'), 'configuration reloads');
     // Migrations: shown once the proxy exports them (proxy-side migration is its own feature).
     const migrationMetrics = [...declared.keys()].filter((n) => /migration/.test(n));
     if (migrationMetrics.length > 0) assert.ok(exprs.some((e) => /rtmp_goaway_migration/.test(e.expr)), `the proxy exports ${migrationMetrics.join(', ')}: add a migrations panel`);
@@ -214,11 +251,12 @@ describe('Grafana dashboard', () => {
   test('the query checker is not vacuous', () => {
     const bad = (expr: string, legend?: string) => checkExpr(expr, legend, known).problems.join('; ');
     assert.match(bad('sum(rtmp_goaway_sesions_active)'), /unknown metric rtmp_goaway_sesions_active/);
-    assert.match(bad('sum(rate(rtmp_goaway_bytes_total{backend="a"}[5m]))'), /has no label backend/);
+    assert.match(bad('sum(rate(rtmp_goaway_bytes_total{reason="a"}[5m]))'), /has no label reason/);
     assert.match(bad('sum by (reason) (rtmp_goaway_sessions_active)'), /by \(reason\)/);
     assert.match(bad('sum by (backend) (rtmp_goaway_sessions_active)', '{{capability}}'), /legend \{\{capability\}\}/);
     assert.match(bad('sum(rate(rtmp_goaway_bytes_total[5m])'), /unbalanced/);
     assert.equal(bad('histogram_quantile(0.9, sum by (le) (rate(rtmp_goaway_drain_duration_seconds_bucket[5m])))'), '');
-    assert.equal(bad('rtmp_goaway_process_resident_memory_bytes', '{{instance}}'), '');
+    assert.equal(bad('process_resident_memory_bytes', '{{instance}}'), '');
+    assert.match(bad('rtmp_goaway_process_resident_memory_bytes'), /unknown metric/);
   });
 });

@@ -3,14 +3,16 @@
 // runs the proxy must satisfy (kustomize and Helm renderings are checked by the same code).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import ts from 'typescript';
 import YAML from 'yaml';
 import { findTool } from '../../deploy/tools/k8s-tools.mjs';
-import { type Config, loadConfig } from '../../src/config.js';
+import { type Config, loadConfig, settingDocs } from '../../src/config.js';
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const IN_CI = process.env['CI'] === 'true';
@@ -58,13 +60,33 @@ export function parseStream(text: string, what: string): K8sObject[] {
     const v: unknown = doc.toJS();
     if (v === null || v === undefined) continue;
     assert.ok(typeof v === 'object' && !Array.isArray(v), `${what}: a document is not a mapping`);
-    out.push(v as K8sObject);
+    const o = v as K8sObject;
+    // kustomize writes long base64 values as wrapped block scalars; the API server's base64
+    // decoding skips the line breaks, so compare the values without them.
+    if (o.kind === 'Secret' && o['data']) o['data'] = Object.fromEntries(Object.entries(o['data'] as Record<string, string>).map(([k, d]) => [k, d.replace(/\s+/g, '')]));
+    out.push(o);
   }
   return out;
 }
 
+/**
+ * Renders a kustomization of deploy/k8s as an operator would after the documented setup step:
+ * from a copy of deploy/k8s where every base that generates the admin token Secret has its
+ * `admin-token` file (`openssl rand -hex 32 > deploy/k8s/<base>/admin-token`; git ignores it).
+ */
 export function kustomize(kubectl: string, dir: string): K8sObject[] {
-  return parseStream(run(kubectl, ['kustomize', join(root, dir)]), `kubectl kustomize ${dir}`);
+  const copy = mkdtempSync(join(tmpdir(), 'rgp-k8s-'));
+  try {
+    const k8s = join(copy, 'deploy', 'k8s');
+    cpSync(join(root, 'deploy', 'k8s'), k8s, { recursive: true, filter: (src) => basename(src) !== 'admin-token' });
+    for (const base of readdirSync(k8s)) {
+      const k = join(k8s, base, 'kustomization.yaml');
+      if (existsSync(k) && readFileSync(k, 'utf8').includes('token=admin-token')) writeFileSync(join(k8s, base, 'admin-token'), `${randomBytes(32).toString('hex')}\n`);
+    }
+    return parseStream(run(kubectl, ['kustomize', join(copy, dir)]), `kubectl kustomize ${dir}`);
+  } finally {
+    rmSync(copy, { recursive: true, force: true });
+  }
 }
 
 /** Where the model of an apiVersion/kind lives: kubernetes-models for built-in kinds, @kubernetes-models/* for CRDs. */
@@ -207,7 +229,7 @@ export interface Container {
   lifecycle?: { preStop?: { exec?: { command: string[] }; sleep?: { seconds: number } } };
   resources?: { requests?: Record<string, string>; limits?: Record<string, string> };
   securityContext?: Record<string, unknown>;
-  volumeMounts?: { name: string; mountPath: string }[];
+  volumeMounts?: { name: string; mountPath: string; subPath?: string }[];
 }
 
 export interface PodSpec {
@@ -215,7 +237,7 @@ export interface PodSpec {
   terminationGracePeriodSeconds?: number;
   enableServiceLinks?: boolean;
   securityContext?: Record<string, unknown>;
-  volumes?: { name: string }[];
+  volumes?: { name: string; [k: string]: unknown }[];
 }
 
 export function podSpec(workload: K8sObject): PodSpec {
@@ -228,7 +250,7 @@ export function podLabels(workload: K8sObject): Record<string, string> {
 
 /** The container running rtmp-goaway-proxy (its image name says so), or undefined. */
 export function proxyContainer(spec: PodSpec): Container | undefined {
-  return spec.containers.find((c) => /(^|\/)rtmp-goaway-proxy(:|@|$)/.test(c.image));
+  return spec.containers.find((c) => /(^|\/)rtmp-goaway-proxy(:|@|$)/.test(c.image) && c.command === undefined && c.args?.[0] === 'serve');
 }
 
 /** Seconds a preStop hook waits: `sleep N`, a `t=N` bounded wait loop, or the sleep action. */
@@ -285,17 +307,110 @@ const PLACEHOLDERS: Record<string, string> = {
   RTMP_GOAWAY_REPLICA_ID: 'pod-name-0',
 };
 
-/** The proxy configuration a container would run with: every RTMP_GOAWAY_* variable through loadConfig. */
-export function proxyConfig(c: Container, objs: K8sObject[]): { env: Record<string, string>; config: Config } {
-  const env = resolveEnv(c, objs, (n) => PLACEHOLDERS[n] ?? 'placeholder');
-  const proxyEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('RTMP_GOAWAY_')));
-  let config: Config;
-  try {
-    config = loadConfig({ env: proxyEnv, flags: {} });
-  } catch (e) {
-    throw new Error(`container ${c.name}: the proxy would refuse this environment: ${(e as Error).message}\n${JSON.stringify(proxyEnv, null, 2)}`);
+/** A Secret the rendering references but does not contain (the operator creates it): stand-in data. */
+export type MissingSecret = (name: string) => Record<string, string | Buffer>;
+
+const placeholderSecret: MissingSecret = (name) => ({ 'tls.crt': `placeholder certificate of ${name}`, 'tls.key': `placeholder key of ${name}`, token: 'placeholder-admin-token-0123456789' });
+
+/**
+ * The files a container sees through its ConfigMap and Secret volumes, written under `dir` (the
+ * pod's filesystem root): mountPath → the directory holding the keys. Items (`items: [{key, path}]`)
+ * are honoured. Secrets that are not rendered get `missing(name)`.
+ */
+export function mountFiles(spec: PodSpec, c: Container, objs: K8sObject[], dir: string, missing: MissingSecret = placeholderSecret): Map<string, string> {
+  const mounts = new Map<string, string>();
+  for (const m of c.volumeMounts ?? []) {
+    const vol = (spec.volumes ?? []).find((v) => v.name === m.name) as
+      | { name: string; configMap?: { name: string; items?: { key: string; path: string }[] }; secret?: { secretName: string; items?: { key: string; path: string }[] } }
+      | undefined;
+    if (!vol || (!vol.configMap && !vol.secret)) continue;
+    let data: Record<string, string | Buffer>;
+    let items: { key: string; path: string }[] | undefined;
+    if (vol.configMap) {
+      const cm = find(objs, 'ConfigMap', vol.configMap.name)[0];
+      assert.ok(cm, `container ${c.name}: ConfigMap ${vol.configMap.name} of volume ${m.name} is not rendered`);
+      data = (cm['data'] ?? {}) as Record<string, string>;
+      items = vol.configMap.items;
+    } else {
+      const sec = find(objs, 'Secret', vol.secret!.secretName)[0];
+      data = sec
+        ? Object.fromEntries(Object.entries((sec['data'] ?? {}) as Record<string, string>).map(([k, v]) => [k, Buffer.from(v, 'base64')]))
+        : missing(vol.secret!.secretName);
+      items = vol.secret!.items;
+    }
+    const target = join(dir, m.mountPath);
+    if (m.subPath !== undefined) {
+      // One key as one file: a copy taken when the container starts (never updated).
+      mkdirSync(dirname(target), { recursive: true });
+      writeFileSync(target, data[m.subPath] ?? '');
+      mounts.set(m.mountPath, target);
+      continue;
+    }
+    mkdirSync(target, { recursive: true });
+    const files = items ?? Object.keys(data).map((k) => ({ key: k, path: k }));
+    for (const it of files) {
+      const v = data[it.key];
+      assert.ok(v !== undefined, `container ${c.name}: volume ${m.name} has no key ${it.key}`);
+      mkdirSync(dirname(join(target, it.path)), { recursive: true });
+      writeFileSync(join(target, it.path), v);
+    }
+    mounts.set(m.mountPath, target);
   }
-  return { env: proxyEnv, config };
+  return mounts;
+}
+
+/** A path inside the container → the same file under the materialized mounts (unchanged when not mounted). */
+export function hostPath(mounts: Map<string, string>, p: string): string {
+  for (const [mountPath, target] of mounts) if (p === mountPath || p.startsWith(`${mountPath}/`)) return target + p.slice(mountPath.length);
+  return p;
+}
+
+/** The config file named by `serve --config <path>` in a container's arguments, or undefined. */
+export function configFileArg(c: Container): string | undefined {
+  const args = [...(c.command ?? []), ...(c.args ?? [])];
+  const i = args.indexOf('--config');
+  if (i >= 0) return args[i + 1];
+  return args.find((a) => a.startsWith('--config='))?.slice('--config='.length);
+}
+
+/**
+ * Compatibility with a proxy that does not know `adminTokenFile` yet: the token is read from the
+ * file and given as `adminToken`, the way the proxy resolves the file itself.
+ */
+function withKnownSettings(env: Record<string, string>): Record<string, string> {
+  if (settingDocs().some((d) => d.path === 'adminTokenFile') || env['RTMP_GOAWAY_ADMIN_TOKEN_FILE'] === undefined) return env;
+  const { RTMP_GOAWAY_ADMIN_TOKEN_FILE: file, ...rest } = env;
+  return { ...rest, RTMP_GOAWAY_ADMIN_TOKEN: readFileSync(file!, 'utf8').trim() };
+}
+
+/**
+ * What a container would run with: its RTMP_GOAWAY_* environment and its config file (mounted
+ * from a ConfigMap), with paths to mounted files pointing at copies under a temp dir.
+ */
+export function proxyRuntime(spec: PodSpec, c: Container, objs: K8sObject[], dir: string, missing?: MissingSecret): { env: Record<string, string>; configFile?: string; mounts: Map<string, string> } {
+  const mounts = mountFiles(spec, c, objs, dir, missing);
+  const resolved = resolveEnv(c, objs, (n) => PLACEHOLDERS[n] ?? 'placeholder');
+  const env = Object.fromEntries(Object.entries(resolved).filter(([k]) => k.startsWith('RTMP_GOAWAY_')).map(([k, v]) => [k, hostPath(mounts, v)]));
+  const file = configFileArg(c);
+  return { env: withKnownSettings(env), configFile: file === undefined ? undefined : hostPath(mounts, file), mounts };
+}
+
+/** The proxy configuration a container would run with: environment and config file through loadConfig. */
+export function proxyConfig(c: Container, objs: K8sObject[], spec?: PodSpec): { env: Record<string, string>; config: Config; file?: Record<string, unknown> } {
+  const dir = mkdtempSync(join(tmpdir(), 'rgp-pod-'));
+  try {
+    const { env, configFile } = proxyRuntime(spec ?? { containers: [c], volumes: [] }, c, objs, dir);
+    const file = configFile === undefined ? undefined : (YAML.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>);
+    let config: Config;
+    try {
+      config = loadConfig({ file: configFile, env, flags: {} });
+    } catch (e) {
+      throw new Error(`container ${c.name}: the proxy would refuse this configuration: ${(e as Error).message}\n${JSON.stringify({ env, file }, null, 2)}`);
+    }
+    return { env, config, file };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function portOf(hostPort: string): number {
@@ -324,12 +439,29 @@ export function checkProxyPod(spec: PodSpec, objs: K8sObject[], what: string): C
   const proxy = proxyContainer(spec);
   assert.ok(proxy, `${what}: no rtmp-goaway-proxy container`);
 
+  if (!settingDocs().some((d) => d.path === 'adminTokenFile')) docs.add('RTMP_GOAWAY_ADMIN_TOKEN_FILE');
   for (const n of envNames(proxy)) {
     if (n.startsWith('RTMP_GOAWAY_')) assert.ok(docs.has(n), `${what}: ${n} is not a setting of docs/configuration.md`);
   }
-  const { env, config } = proxyConfig(proxy, objs);
+  const { env, config } = proxyConfig(proxy, objs, spec);
+
+  // Settings applied live come from the watched file: a ConfigMap mounted as a directory (a
+  // subPath mount never sees updates), and not shadowed by the environment (env beats the file).
+  const file = configFileArg(proxy);
+  assert.ok(file, `${what}: the proxy runs without --config: settings in the pod spec restart every proxy when they change`);
+  const mount = (proxy.volumeMounts ?? []).find((m) => file.startsWith(`${m.mountPath}/`)) as { name: string; mountPath: string; subPath?: string } | undefined;
+  assert.ok(mount, `${what}: --config ${file} is not on a mounted volume`);
+  assert.equal(mount.subPath, undefined, `${what}: the config file is mounted with subPath: ConfigMap updates never reach it`);
+  const vol = (spec.volumes ?? []).find((v) => v.name === mount.name) as { configMap?: { name: string } } | undefined;
+  assert.ok(vol?.configMap, `${what}: the config file's volume ${mount.name} is not a ConfigMap`);
+  for (const n of Object.keys(env)) {
+    assert.ok(!/^RTMP_GOAWAY_(BACKENDS|ROUTING|LIMITS_|DRAIN_)/.test(n), `${what}: ${n} in the environment shadows the watched config file (a live change would never apply)`);
+  }
+  // A non-loopback admin API without a token refuses /api/* and POSTs: the token is always given, from a file.
+  assert.notEqual(config.adminToken, '', `${what}: no admin token (mount a Secret and name it with RTMP_GOAWAY_ADMIN_TOKEN_FILE)`);
+  assert.ok(!envNames(proxy).includes('RTMP_GOAWAY_ADMIN_TOKEN'), `${what}: the admin token belongs in a mounted Secret file, not in the pod spec`);
   for (const n of Object.keys(env)) assert.ok(docs.has(n), `${what}: ${n} (from envFrom) is not a setting of docs/configuration.md`);
-  assert.ok(config.backends.length > 0, `${what}: no backend configured`);
+  assert.ok(config.backends.length > 0 || config.discovery.dnsName !== '', `${what}: no backend configured, none discovered`);
 
   assert.equal(spec.enableServiceLinks, false, `${what}: enableServiceLinks must be false (Service links inject RTMP_GOAWAY_* variables the proxy rejects)`);
 
@@ -398,4 +530,37 @@ export function checkSelectors(objs: K8sObject[], workload: K8sObject, what: str
       assert.ok(found, `${what}: Service ${svc.metadata.name} targets port ${String(target)} that no container of the pod declares`);
     }
   }
+}
+
+/**
+ * An ingest pod that drains itself before it stops: a container of the proxy image (not serving)
+ * whose preStop runs `rtmp-goaway-proxy drain "$NAME" --deadline <N>s --wait` with the Redis URL
+ * from a Secret and then writes a file that nginx's preStop waits for, and a termination grace
+ * period covering the drain plus margin. Returns the drain container, its deadline and the
+ * variable naming the backend.
+ */
+export function checkSelfDrainingPod(spec: PodSpec, what: string): { drainer: Container; deadlineS: number; nameVar: string } {
+  const drainer = spec.containers.find((c) => /(^|\/)rtmp-goaway-proxy(:|@|$)/.test(c.image) && c.command !== undefined);
+  assert.ok(drainer, `${what}: no drain container of the proxy image`);
+  const hook = (drainer.lifecycle?.preStop?.exec?.command ?? []).join(' ');
+  const m = /rtmp-goaway-proxy drain "\$(\w+)" --deadline (\d+)s --wait\b.*; touch (\S+)/.exec(hook);
+  assert.ok(m, `${what}: the drain container's preStop does not run \`rtmp-goaway-proxy drain "$NAME" --deadline Ns --wait …; touch <file>\`: ${hook}`);
+  const [, nameVar, deadline, doneFile] = m;
+  const deadlineS = Number(deadline);
+  const fromEnv = new RegExp(`\\b${nameVar}=\\$(\\w+)`).exec(hook)?.[1];
+  assert.ok(drainer.env?.some((e) => e.name === (fromEnv ?? nameVar)), `${what}: the drain container has no ${fromEnv ?? nameVar}`);
+  const redis = drainer.env?.find((e) => e.name === 'RTMP_GOAWAY_REDIS_URL');
+  assert.ok((redis?.valueFrom as { secretKeyRef?: unknown } | undefined)?.secretKeyRef, `${what}: the drain container's Redis URL must come from a Secret`);
+  const nginx = spec.containers.find((c) => c !== drainer);
+  assert.ok(nginx, `${what}: no ingest server container`);
+  const nginxHook = (nginx.lifecycle?.preStop?.exec?.command ?? []).join(' ');
+  assert.ok(nginxHook.includes(`! -e ${doneFile!}`), `${what}: nginx's preStop does not wait for ${doneFile!}`);
+  const shared = (c: Container) => c.volumeMounts?.find((v) => doneFile!.startsWith(`${v.mountPath}/`))?.name;
+  assert.ok(shared(drainer) && shared(drainer) === shared(nginx), `${what}: ${doneFile!} is not on a volume both containers mount`);
+  const wait = preStopSeconds(nginx);
+  const tgps = spec.terminationGracePeriodSeconds ?? 30;
+  assert.ok(wait >= deadlineS + 10, `${what}: nginx stops after ${wait} s, before the drain (deadline ${deadlineS} s) can end`);
+  assert.ok(tgps >= wait + 5, `${what}: terminationGracePeriodSeconds ${tgps} < nginx's wait ${wait} s + 5 s: the kubelet kills the pod mid-drain`);
+  for (const c of spec.containers) checkContainerHardening(c, `${what} container ${c.name}`);
+  return { drainer, deadlineS, nameVar: fromEnv ?? nameVar! };
 }

@@ -12,8 +12,10 @@ import {
   type Container,
   type K8sObject,
   checkContainerHardening,
+  type PodSpec,
   checkProxyPod,
   checkSelectors,
+  checkSelfDrainingPod,
   find,
   kustomize,
   podLabels,
@@ -128,7 +130,7 @@ describe('deploy/k8s (kustomize)', () => {
     const spec = podSpec(dep);
     const proxy = proxyContainer(spec)!;
     const nginx = spec.containers.find((c) => c.name === 'nginx-rtmp')!;
-    const { config } = proxyConfig(proxy, objs);
+    const { config } = proxyConfig(proxy, objs, spec);
 
     // nginx runs the image's loopback configuration, and the proxy's only backend is that address.
     const confPath = nginx.args?.[nginx.args.indexOf('-c') + 1];
@@ -184,7 +186,7 @@ describe('deploy/k8s (kustomize)', () => {
     for (const cm of find(objs, 'ConfigMap')) assert.ok(!('RTMP_GOAWAY_REDIS_URL' in ((cm['data'] ?? {}) as object)), 'Redis URL in a ConfigMap');
     const secret = find(objs, 'Secret', ref.name)[0];
     assert.ok(secret, `the demo renders the Secret ${ref.name}`);
-    const { config } = proxyConfig(proxy, objs);
+    const { config } = proxyConfig(proxy, objs, podSpec(dep));
     assert.equal(config.redis.url, 'redis://redis:6379/0');
     assert.ok(find(objs, 'Service', 'redis').length === 1);
 
@@ -196,6 +198,29 @@ describe('deploy/k8s (kustomize)', () => {
     const want = Array.from({ length: s.replicas }, (_, i) => `${sts.metadata.name}-${i}.${s.serviceName}:1935`);
     assert.deepEqual(config.backends.map((b) => `${b.host}:${b.port}`), want);
     assert.deepEqual(config.backends.map((b) => b.name), want.map((w) => w.split('.')[0]));
+
+    // Each ingest pod drains itself by its own name, which is its backend name here.
+    const { drainer, deadlineS, nameVar } = checkSelfDrainingPod(podSpec(sts), 'ingest StatefulSet');
+    const nameEnv = drainer.env!.find((e) => e.name === nameVar)!;
+    assert.deepEqual(nameEnv.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } }, 'the drain names the pod, which is its backend name in config.yaml');
+    assert.ok(deadlineS * 1000 <= config.drain.deadlineMs, 'the preStop deadline is within the proxies\' drain deadline');
+  });
+
+  test('the ingest pod checks are not vacuous', async (t) => {
+    const kubectl = requireTool(t, 'kubectl');
+    if (kubectl === null) return;
+    const sts = find(kustomize(kubectl, 'deploy/k8s/overlays/l4-demo'), 'StatefulSet', 'ingest')[0]!;
+    const cases: [string, (s: PodSpec) => void, RegExp][] = [
+      ['short grace', (s) => (s.terminationGracePeriodSeconds = 60), /terminationGracePeriodSeconds 60/],
+      ['no drain', (s) => delete s.containers.find((c) => c.name === 'drain')!.lifecycle, /preStop does not run/],
+      ['no wait', (s) => (s.containers.find((c) => c.name === 'drain')!.lifecycle!.preStop!.exec!.command[2] = 'rtmp-goaway-proxy drain "$BACKEND" --deadline 120s; touch /run/drain/done'), /preStop does not run/],
+      ['nginx does not wait', (s) => (s.containers.find((c) => c.name === 'nginx-rtmp')!.lifecycle!.preStop!.exec!.command = ['sleep', '5']), /does not wait/],
+    ];
+    for (const [name, mutate, want] of cases) {
+      const s = structuredClone(podSpec(sts));
+      mutate(s);
+      assert.throws(() => checkSelfDrainingPod(s, name), want, name);
+    }
   });
 
   test('the pod checks are not vacuous: each broken invariant is caught', async (t) => {
@@ -206,26 +231,43 @@ describe('deploy/k8s (kustomize)', () => {
     const fresh = () => structuredClone(podSpec(dep));
     const proxyOf = (s: ReturnType<typeof fresh>) => proxyContainer(s)!;
     checkProxyPod(fresh(), objs, 'unchanged');
-    const cases: [string, (s: ReturnType<typeof fresh>) => void, RegExp][] = [
+    /** The rendering with the proxy's config.yaml edited. */
+    const withConfig = (edit: (c: Record<string, unknown>) => void): K8sObject[] =>
+      objs.map((o) => {
+        if (o.kind !== 'ConfigMap' || !(o['data'] as Record<string, string>)['config.yaml']) return o;
+        const c = YAML.parse((o['data'] as Record<string, string>)['config.yaml']!) as Record<string, unknown>;
+        edit(c);
+        return { ...o, data: { 'config.yaml': YAML.stringify(c) } };
+      });
+    const cases: [string, (s: ReturnType<typeof fresh>) => void, RegExp, K8sObject[]?][] = [
       ['short grace', (s) => (s.terminationGracePeriodSeconds = 30), /terminationGracePeriodSeconds 30 </],
       ['no preStop', (s) => delete proxyOf(s).lifecycle, /no preStop/],
       ['readiness on /healthz', (s) => (proxyOf(s).readinessProbe!.httpGet!.path = '/healthz'), /readiness must be \/readyz/],
       ['readiness on the rtmp port', (s) => (proxyOf(s).readinessProbe!.httpGet!.port = 'rtmp'), /not the admin port/],
       ['service links', (s) => (s.enableServiceLinks = true), /enableServiceLinks/],
-      ['admin on loopback', (s) => (proxyOf(s).env!.find((e) => e.name === 'RTMP_GOAWAY_ADMIN')!.value = '127.0.0.1:9935'), /binds loopback/],
-      ['sidecar mode off', (s) => (proxyOf(s).env!.find((e) => e.name === 'RTMP_GOAWAY_SIDECAR_ENABLED')!.value = 'false'), /sidecar.enabled must be true/],
+      ['admin on loopback', () => {}, /binds loopback/, withConfig((c) => (c['admin'] = '127.0.0.1:9935'))],
+      ['sidecar mode off', () => {}, /sidecar.enabled must be true/, withConfig((c) => (c['sidecar'] = { enabled: false }))],
       ['unknown setting', (s) => proxyOf(s).env!.push({ name: 'RTMP_GOAWAY_SIDECAR_GRACE_MS', value: '25s' }), /not a setting of docs\/configuration.md/],
-      ['bad value', (s) => (proxyOf(s).env!.find((e) => e.name === 'RTMP_GOAWAY_SIDECAR_GRACE_PERIOD_MS')!.value = '25 seconds'), /would refuse this environment/],
+      ['bad value', () => {}, /would refuse this configuration/, withConfig((c) => (c['sidecar'] = { enabled: true, gracePeriodMs: '25 seconds' }))],
+      ['no config file', (s) => (proxyOf(s).args = ['serve']), /without --config/],
+      ['config file by subPath', (s) => Object.assign(proxyOf(s).volumeMounts!.find((m) => m.name === 'config')!, { mountPath: '/etc/rtmp-goaway-proxy/config/config.yaml', subPath: 'config.yaml' }), /not on a mounted volume|subPath/],
+      ['backends in the environment', (s) => proxyOf(s).env!.push({ name: 'RTMP_GOAWAY_BACKENDS', value: 'local=127.0.0.1:1936' }), /shadows the watched config file/],
+      ['admin token in the pod spec', (s) => {
+        const p = proxyOf(s);
+        p.env = p.env!.filter((e) => e.name !== 'RTMP_GOAWAY_ADMIN_TOKEN_FILE');
+        p.env.push({ name: 'RTMP_GOAWAY_ADMIN_TOKEN', value: 'in-clear-0123456789abcdef' });
+      }, /mounted Secret file, not in the pod spec/],
+      ['no admin token', (s) => (proxyOf(s).env = proxyOf(s).env!.filter((e) => e.name !== 'RTMP_GOAWAY_ADMIN_TOKEN_FILE')), /no admin token/],
       ['nginx stops first', (s) => (s.containers.find((c) => c.name === 'nginx-rtmp')!.lifecycle!.preStop!.exec!.command = ['sleep', '10']), /nginx-rtmp stops after 10 s/],
       ['root filesystem writable', (s) => (proxyOf(s).securityContext!['readOnlyRootFilesystem'] = false), /readOnlyRootFilesystem/],
       ['capabilities kept', (s) => (proxyOf(s).securityContext!['capabilities'] = { drop: ['NET_RAW'] }), /capabilities.drop/],
       ['runs as root', (s) => (s.containers[1]!.securityContext!['runAsUser'] = 0), /runAsUser/],
       ['no memory limit', (s) => delete proxyOf(s).resources!.limits, /memory limit/],
     ];
-    for (const [name, mutate, want] of cases) {
+    for (const [name, mutate, want, rendered] of cases) {
       const s = fresh();
       mutate(s);
-      assert.throws(() => checkProxyPod(s, objs, name), want, name);
+      assert.throws(() => checkProxyPod(s, rendered ?? objs, name), want, name);
     }
   });
 

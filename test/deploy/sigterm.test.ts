@@ -17,7 +17,7 @@ import { MessageType } from '../../src/rtmp/constants.js';
 import { IN_CI, requirePeer, stopChild, tempDir } from '../helpers/peers.js';
 import { eventually } from '../helpers/proxy.js';
 import { type ServeChild, freePort, spawnServe } from '../helpers/redis.js';
-import { find, kustomize, podSpec, preStopSeconds, proxyConfig, proxyContainer, requireTool, resolveEnv, root } from './helpers.js';
+import { find, kustomize, podSpec, preStopSeconds, proxyConfig, proxyContainer, proxyRuntime, requireTool, root } from './helpers.js';
 
 const RTMP_MODULE = '/usr/lib/nginx/modules/ngx_rtmp_module.so';
 
@@ -82,7 +82,7 @@ describe('SIGTERM in a sidecar pod, as the manifests configure it', () => {
     const objs = kustomize(kubectl, 'deploy/k8s/sidecar');
     const spec = podSpec(find(objs, 'Deployment', 'rtmp-ingest')[0]!);
     const container = proxyContainer(spec)!;
-    const { config } = proxyConfig(container, objs);
+    const { config } = proxyConfig(container, objs, spec);
     const [backend] = config.backends;
     assert.ok(backend);
 
@@ -95,11 +95,12 @@ describe('SIGTERM in a sidecar pod, as the manifests configure it', () => {
       throw new Error(`${e.message}\n${nginxLog}`);
     });
 
-    const env = resolveEnv(container, objs, () => 'sidecar-pod-0');
-    const proxyEnv = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('RTMP_GOAWAY_')));
+    // The pod's files (config.yaml, the admin token) under a temp dir, its environment pointing at them.
+    const pod = proxyRuntime(spec, container, objs, join(dir.path, 'pod'));
+    const proxyEnv: Record<string, string> = { ...pod.env, RTMP_GOAWAY_REPLICA_ID: 'sidecar-pod-0' };
     proxyEnv['RTMP_GOAWAY_BACKENDS'] = `${backend.name}=127.0.0.1:${nginxPort}`;
-    // Nothing but the manifest's environment: no --sidecar flag. (spawnServe binds listen/admin to free ports.)
-    proxy = await spawnServe([], { env: proxyEnv });
+    // Nothing but the manifest's config file and environment: no --sidecar flag. (spawnServe binds listen/admin to free ports.)
+    proxy = await spawnServe(['--config', pod.configFile!], { env: proxyEnv });
     const readyz = async () => (await fetch(`http://127.0.0.1:${proxy!.adminPort}/readyz`)).status;
     await eventually(async () => (await readyz()) === 200, '/readyz 200 once nginx answers the health probe', 15_000);
 

@@ -199,7 +199,7 @@ export async function startE2e(t: TestContext, opts: E2eOptions = {}): Promise<E
           const receivers = await redis.client.publish(CONTROL_CHANNEL, JSON.stringify(cmd));
           if (receivers < 1) throw new Error(`PUBLISH ${CONTROL_CHANNEL} reached no subscriber`);
         } else {
-          await proxy.api(`/api/backends/${backend}/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(o) });
+          await proxy.api(`/api/backends/${backend}/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...o, force: true }) });
         }
         await eventually(async () => (await proxy.api<ApiBackend[]>('/api/backends')).find((b) => b.name === backend)?.state === 'draining', `${backend} draining (via ${DRAIN_VIA})`);
       },

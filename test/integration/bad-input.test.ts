@@ -164,7 +164,7 @@ describe('bad input never harms another session', () => {
   });
 
   test('after all that the good publisher still gets Go Away on drain', async () => {
-    await tp.api('/api/backends/fake/drain', { method: 'POST' });
+    await tp.api('/api/backends/fake/drain?force=1', { method: 'POST' });
     await eventually(() => good.goAwayReceived, 'Go Away to the good publisher');
     await tp.api('/api/backends/fake/undrain', { method: 'POST' });
   });

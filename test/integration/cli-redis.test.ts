@@ -186,9 +186,13 @@ describe('CLI over the fleet registry in Redis', () => {
     await endAll();
   });
 
-  test('undrain and drain without a live replica that knows the backend warn but persist', async (t) => {
+  test('drain of a backend no live replica has: refused (exit 1, nothing published) unless --force; undrain warns', async (t) => {
     if (redis === null) return t.skip('no redis-server');
-    const res = await runCli(['drain', 'nowhere', '--deadline', '5s', ...target()]);
+    const refused = await runCli(['drain', 'nowhere', '--deadline', '5s', ...target()]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /no live replica has a backend named "nowhere"/);
+    assert.equal(await redis.client.hexists(`${prefix}:backends`, 'nowhere'), 0);
+    const res = await runCli(['drain', 'nowhere', '--deadline', '5s', '--force', ...target()]);
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stderr, /no live replica reports a backend named nowhere/);
     assert.ok(await redis.client.hget(`${prefix}:backends`, 'nowhere'));
@@ -196,7 +200,67 @@ describe('CLI over the fleet registry in Redis', () => {
     assert.equal(un.code, 0, un.stderr);
     assert.equal(await redis.client.hexists(`${prefix}:backends`, 'nowhere'), 0);
     const badName = await runCli(['drain', 'no/such', ...target()]);
-    assert.equal(badName.code, 1);
+    assert.equal(badName.code, 2);
     assert.match(badName.stderr, /backend names match/);
+  });
+
+  test('drain bl --wait (a typo of b1) exits non-zero, suggests b1, and leaves nothing in the hash', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const res = await runCli(['drain', 'bl', '--wait', '--deadline', '5s', ...target()]);
+    assert.notEqual(res.code, 0, res.stderr);
+    assert.doesNotMatch(res.stderr, /drained in/);
+    assert.match(res.stderr, /no live replica has a backend named "bl".*Did you mean b1\? Nothing was published/s);
+    assert.equal(res.stdout, '', 'nothing published');
+    assert.equal(await redis.client.hexists(`${prefix}:backends`, 'bl'), 0);
+    for (const tp of proxies) assert.ok((await tp.api<{ draining: boolean }[]>('/api/backends')).every((b) => !b.draining));
+  });
+
+  test('the last backend taking new sessions on a replica is not drained without --force', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const first = await runCli(['drain', 'b1', '--deadline', '30s', ...target()]);
+    assert.equal(first.code, 0, first.stderr);
+    // The CLI judges from the registry: wait until both replicas report b1 draining.
+    await eventually(async () => {
+      const reg = await readRegistry(redis!.client, keys);
+      return reg.replicas.length === 2 && reg.replicas.every((r) => r.backends.find((b) => b.name === 'b1')?.state === 'draining');
+    }, 'b1 draining in the registry');
+    const refused = await runCli(['drain', 'b2', ...target()]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /refusing to drain "b2": it is the last backend taking new sessions on replica\(s\) cli-r1, cli-r2/);
+    assert.equal(await redis.client.hexists(`${prefix}:backends`, 'b2'), 0);
+    for (const tp of proxies) assert.equal((await tp.api<{ name: string; draining: boolean }[]>('/api/backends')).find((b) => b.name === 'b2')?.draining, false);
+
+    const forced = await runCli(['drain', 'b2', '--force', ...target()]);
+    assert.equal(forced.code, 0, forced.stderr);
+    for (const tp of proxies) {
+      await eventually(async () => (await tp.api<{ name: string; draining: boolean }[]>('/api/backends')).every((b) => b.draining), 'everything drained');
+      const ready = await tp.admin('/readyz');
+      assert.equal(ready.status, 503);
+      assert.equal(((await ready.json()) as { reason: string }).reason, 'all backends draining');
+    }
+    for (const b of ['b1', 'b2']) assert.equal((await runCli(['undrain', b, ...target()])).code, 0);
+    for (const tp of proxies) await eventually(async () => (await tp.api<{ draining: boolean }[]>('/api/backends')).every((b) => !b.draining), 'undrained');
+  });
+
+  test('status prints client-chosen app names with control characters escaped (local and --redis)', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    // App: live<ESC>]0;pwned<BEL><CR>forged<LF>line, plus a query string with a password.
+    const hostileApp = 'live%1B%5D0%3Bpwned%07%0Dforged%0Aline%E2%80%AEx%C2%9B%3Fuser%3Dalice%26pass%3Dhunter2';
+    const pub = new RtmpPublisher(`rtmp://127.0.0.1:${r1.proxy.address.port}/${hostileApp}/hostile-key`, { supportsGoAway: true });
+    pubs.push(pub);
+    await pub.publish();
+    await eventually(async () => (await registrySessions()).length === 1, 'the session registered');
+    const fleet = await runCli(['status', ...target()]);
+    const local = await runCli(['status', '--admin', `127.0.0.1:${r1.proxy.adminAddress!.port}`]);
+    for (const [what, res] of [['--redis', fleet], ['--admin', local]] as const) {
+      assert.equal(res.code, 0, res.stderr);
+      for (const c of ['\x1b', '\x07', '\r', '\u202e', '\u009b']) assert.ok(!res.stdout.includes(c), `${what}: raw ${JSON.stringify(c)} printed`);
+      const line = res.stdout.split('\n').find((l) => l.includes('pwned'));
+      assert.ok(line, res.stdout);
+      assert.ok(line.includes('live\\x1b]0;pwned\\x07\\rforged\\nline\\u202ex\\x9b?***(23)'), `${what}: ${line}`);
+      assert.ok(!res.stdout.includes('hunter2'), `${what}: the query string is redacted`);
+      assert.ok(!res.stdout.split('\n').some((l) => l.startsWith('forged') || l.startsWith('line')), `${what}: no forged line`);
+    }
+    await endAll();
   });
 });

@@ -85,7 +85,11 @@ describe('undrain with the in-process bus', () => {
     await pub.publish();
     const port = pub.socket!.localPort;
     const s = await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null), 'routed');
-    const res = await runCli(['drain', s.backend!, '--wait', '--deadline', '20s', '--admin', `127.0.0.1:${tp.proxy.adminAddress!.port}`]);
+    // b2 is down (previous test): b1 is the last routable backend, refused without --force.
+    const refused = await runCli(['drain', s.backend!, '--admin', `127.0.0.1:${tp.proxy.adminAddress!.port}`]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /HTTP 409: refusing to drain "b1": it is the last backend that can take new sessions.*CLI: --force/);
+    const res = await runCli(['drain', s.backend!, '--force', '--wait', '--deadline', '20s', '--admin', `127.0.0.1:${tp.proxy.adminAddress!.port}`]);
     assert.equal(res.code, 0, `stdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
     assert.equal((JSON.parse(res.stdout) as { fleet: { bus: string } }).fleet.bus, 'local');
     assert.match(res.stderr, new RegExp(`${s.backend} holds no session`));
@@ -117,7 +121,7 @@ describe('admin token', () => {
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /401/);
       assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, false);
-      const ok = await runCli(['drain', 'b1', '--admin', admin], { env: { RTMP_GOAWAY_ADMIN_TOKEN: 's3cret' } });
+      const ok = await runCli(['drain', 'b1', '--force', '--admin', admin], { env: { RTMP_GOAWAY_ADMIN_TOKEN: 's3cret' } });
       assert.equal(ok.code, 0, ok.stderr);
       assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, true);
     } finally {

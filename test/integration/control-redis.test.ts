@@ -44,6 +44,7 @@ async function metric(tp: TestProxy, re: RegExp): Promise<number | null> {
 }
 
 const MALFORMED = /rtmp_goaway_control_messages_total\{source="bus",result="malformed"\} (\d+)/;
+const REJECTED = /rtmp_goaway_control_messages_total\{source="bus",result="rejected"\} (\d+)/;
 const BUS_CONNECTED = /^rtmp_goaway_bus_connected (\d+)$/m;
 
 describe('drain across replicas through Redis', () => {
@@ -199,6 +200,46 @@ describe('drain across replicas through Redis', () => {
     await redis.client.publish(channel, 'undrain b2');
     for (const tp of [r1, r2]) await eventually(async () => (await backendState(tp, 'b2'))?.draining === false, 'undrained');
   });
+
+  test('a flood of drains naming backends no replica has: counted, a bounded number of log lines, nothing persisted', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    const N = 10_000;
+    const fieldsBefore = await redis.client.hlen(hash);
+    const before = await Promise.all([r1, r2].map((tp) => metric(tp, REJECTED)));
+    const linesBefore = [r1, r2].map((tp) => tp.logs.length);
+    const started = Date.now();
+    const p = redis.client.pipeline();
+    for (let i = 0; i < N; i++) p.publish(channel, i % 2 === 0 ? `drain ghost-${i} 1m` : JSON.stringify({ action: 'drain', backend: `ghost-${i}`, deadlineMs: 60_000 }));
+    await p.exec();
+    for (const [i, tp] of [r1, r2].entries()) {
+      await eventually(async () => (await metric(tp, REJECTED)) === (before[i] ?? 0) + N, `${N} unknown-backend commands counted`, 60_000);
+    }
+    const seconds = (Date.now() - started) / 1000;
+    for (const [i, tp] of [r1, r2].entries()) {
+      const lines = tp.logs.slice(linesBefore[i]).filter((l) => l['msg'] === 'bus command for a backend this replica does not have: ignored');
+      // Token bucket: 10 at once, then 1 per second (summaries included).
+      assert.ok(lines.length <= 10 + Math.ceil(seconds) + 1, `${lines.length} lines in ${seconds.toFixed(1)} s`);
+      assert.ok(lines.some((l) => Number(l['suppressed']) > 0) || lines.length === N, 'what was not logged is reported as suppressed');
+      console.log(`# ${tp.proxy.replicaId}: ${N} unknown-backend drains → ${lines.length} log lines in ${seconds.toFixed(1)} s`);
+    }
+    assert.equal(await redis.client.hlen(hash), fieldsBefore, 'no field for a backend nobody has');
+    // Nor kept in memory: a resync-free reload does not try to apply them.
+    for (const tp of [r1, r2]) assert.equal((await backendState(tp, 'b1'))?.draining, false);
+  });
+
+  test('a command issued with an id is written by its issuer only: the replicas that receive it do not persist it', async (t) => {
+    if (redis === null) return t.skip('no redis-server');
+    // As a buggy or hostile issuer would: PUBLISH without the HSET of publishCommand.
+    await redis.client.publish(channel, JSON.stringify({ action: 'drain', backend: 'b2', deadlineMs: 60_000, id: 'x-1', origin: 'test' }));
+    for (const tp of [r1, r2]) await eventually(async () => (await backendState(tp, 'b2'))?.draining === true, 'applied on every replica');
+    // A later bare command on the same connection: once it is persisted, the first one would have been too.
+    await redis.client.publish(channel, 'drain b1 1m');
+    await eventually(() => redis!.client.hget(hash, 'b1'), 'the bare drain persisted by the replicas');
+    assert.equal(await redis.client.hexists(hash, 'b2'), 0, 'the command with an id was not written by the replicas');
+    await redis.client.publish(channel, 'undrain b1');
+    await redis.client.publish(channel, JSON.stringify({ action: 'undrain', backend: 'b2', id: 'x-2' }));
+    for (const tp of [r1, r2]) await eventually(async () => (await tp.api<ApiBackend[]>('/api/backends')).every((b) => !b.draining), 'undrained');
+  });
 });
 
 describe('Redis going away mid-stream', () => {
@@ -286,7 +327,8 @@ describe('Redis going away mid-stream', () => {
     try {
       await pub.publish();
       assert.equal(await metric(tp, BUS_CONNECTED), 0);
-      const res = await tp.api<{ fleet: { published: boolean }; sessions: number }>('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 60_000 }) });
+      // Its only backend: forced.
+      const res = await tp.api<{ fleet: { published: boolean }; sessions: number }>('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 60_000, force: true }) });
       assert.equal(res.fleet.published, false);
       assert.equal(res.sessions, 1);
     } finally {

@@ -182,7 +182,7 @@ describe('E-RTMP reconnect not offered (erpc.offer false)', () => {
       await pub.publish();
       const result = commands.find((c) => c.name === '_result' && c.transactionId === 1)!;
       assert.equal((result.commandObject as Record<string, unknown>)['capsEx'], undefined);
-      const drained = await tp.api<{ outcomes: Record<string, number> }>('/api/backends/b/drain', { method: 'POST' });
+      const drained = await tp.api<{ outcomes: Record<string, number> }>('/api/backends/b/drain?force=1', { method: 'POST' });
       assert.deepEqual(drained.outcomes, { waiting: 1 });
       await eventually(() => pub.socket?.destroyed, 'closed at the deadline');
       assert.equal(commands.some(isReconnectRequest), false);

@@ -25,7 +25,7 @@ interface ApiBackend {
 async function closedWith(tp: TestProxy, reason: RegExp): Promise<number> {
   const text = await (await tp.admin('/metrics')).text();
   let n = 0;
-  for (const m of text.matchAll(/^rtmp_goaway_sessions_closed_total\{reason="([^"]+)"\} (\d+)$/gm)) if (reason.test(m[1]!)) n += Number(m[2]);
+  for (const m of text.matchAll(/^rtmp_goaway_sessions_closed_total\{backend="[^"]*",reason="([^"]+)"\} (\d+)$/gm)) if (reason.test(m[1]!)) n += Number(m[2]);
   return n;
 }
 

@@ -76,7 +76,7 @@ describe('Go Away through the proxy to node-media-server', () => {
 
     const before = pub.received.length;
     const wentAway = new Promise<void>((r) => pub.once('goaway', () => r()));
-    const drained = await tp.api<{ goAwaySent: number; waiting: number }>('/api/backends/nms/drain', { method: 'POST' });
+    const drained = await tp.api<{ goAwaySent: number; waiting: number }>('/api/backends/nms/drain?force=1', { method: 'POST' });
     assert.equal(drained.goAwaySent, 1);
     assert.equal(drained.waiting, 1);
     await wentAway;
@@ -90,7 +90,7 @@ describe('Go Away through the proxy to node-media-server', () => {
     assert.ok(!plain.received.some((m) => m.typeId === MessageType.GoAway));
 
     const metrics = await (await tp.admin('/metrics')).text();
-    assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="nms",key="supportsGoAway"\} 1/);
+    assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="nms",connect_flag="supportsGoAway"\} 1/);
     assert.match(metrics, /rtmp_goaway_backend_draining\{backend="nms"\} 1/);
     assert.match(metrics, /rtmp_goaway_sessions_active\{backend="nms",capability="none"\} 1/);
 
@@ -116,7 +116,7 @@ describe('Go Away injection against a server that uses fmt 1/2/3 on csid 2', () 
       // of the same type and size goes out as fmt 3, which a client would resolve against our
       // injected header (type 32, length 1) unless the proxy rewrites it to fmt 0.
       const wentAway = new Promise<void>((r) => pub.once('goaway', () => r()));
-      await tp.api('/api/backends/fake/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 60_000 }) });
+      await tp.api('/api/backends/fake/drain?force=1', { method: 'POST', body: JSON.stringify({ deadlineMs: 60_000 }) });
       await wentAway;
       const before = pub.received.length;
       const wireA = conn.writer.write(controlMessage(MessageType.WindowAckSize, 111_111));
@@ -156,7 +156,7 @@ describe('Go Away injection against a server that uses fmt 1/2/3 on csid 2', () 
       const sentBefore = session.bytesOut;
       conn.socket.write(big.subarray(0, 12 + 128));
       await eventually(() => session.bytesOut === sentBefore + 12 + 128, 'first chunk forwarded');
-      await tp.api('/api/backends/fake/drain', { method: 'POST' });
+      await tp.api('/api/backends/fake/drain?force=1', { method: 'POST' });
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(pub.goAwayReceived, false, 'no injection inside a half-sent csid-2 message');
       conn.socket.write(big.subarray(12 + 128));
@@ -178,10 +178,10 @@ describe('Go Away injection against a server that uses fmt 1/2/3 on csid 2', () 
     const pub = new RtmpPublisher(tp.url('live', 'k'), { supportsGoAway: true, goAwayKey: 'goaway' });
     try {
       await pub.publish();
-      await tp.api('/api/backends/fake/drain', { method: 'POST' });
+      await tp.api('/api/backends/fake/drain?force=1', { method: 'POST' });
       await eventually(() => pub.goAwayReceived, 'Go Away');
       const metrics = await (await tp.admin('/metrics')).text();
-      assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="fake",key="goaway"\} 1/);
+      assert.match(metrics, /rtmp_goaway_goaway_sent_total\{backend="fake",connect_flag="goaway"\} 1/);
     } finally {
       pub.destroy();
       await tp.stop();

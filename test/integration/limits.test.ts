@@ -222,7 +222,7 @@ describe('admin API bearer token', () => {
     const token = 'tok-3f9a1c7e';
     const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', adminToken: token });
     try {
-      const drain = (auth?: string) => tp.admin('/api/backends/fake/drain', { method: 'POST', headers: auth === undefined ? {} : { authorization: auth } });
+      const drain = (auth?: string) => tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: auth === undefined ? {} : { authorization: auth } });
       const none = await drain();
       assert.equal(none.status, 401);
       assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer/);

@@ -152,7 +152,7 @@ describe('proxy-side migration between two backends', () => {
     await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.migrations === 1 && x.backend === to), 'first switch');
     await tp.api(`/api/backends/${from}/undrain`, { method: 'POST' });
     await new Promise((r) => setTimeout(r, 200));
-    await tp.api(`/api/backends/${to}/drain`, { method: 'POST' });
+    await tp.api(`/api/backends/${to}/drain?force=1`, { method: 'POST' });
     await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.migrations === 2 && x.backend === from), 'second switch');
     await new Promise((r) => setTimeout(r, 200));
     feeder.stop();

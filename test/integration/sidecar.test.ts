@@ -170,7 +170,7 @@ describe('SIGHUP reloads the backend list', () => {
 
     // Replace a by b: a drains (its session stays until the 60 s deadline), b takes new sessions.
     writeFileSync(file, yaml({ b: b.port }));
-    await hup('backends reloaded');
+    await hup('configuration reloaded');
     let list = await backends();
     assert.deepEqual(
       list.map((x) => [x.name, x.state, x.removing]),
@@ -190,13 +190,13 @@ describe('SIGHUP reloads the backend list', () => {
 
     // A broken file is refused and nothing changes.
     writeFileSync(file, 'backends: [ { name: "x y", port: nope } ]\n');
-    await hup('reload failed: keeping the current backends');
+    await hup('configuration reload refused: nothing changed');
     list = await backends();
     assert.deepEqual(list.map((x) => x.name), ['a', 'b']);
 
     // Re-adding a cancels its removal (and the drain the removal started).
     writeFileSync(file, yaml({ a: a.port, b: b.port }));
-    await hup('backends reloaded');
+    await hup('configuration reloaded');
     list = await backends();
     assert.deepEqual(
       list.map((x) => [x.name, x.state, x.removing]),

@@ -48,7 +48,7 @@ describe('storm-free forced closes', () => {
     const tp = await startTestProxy({ b1: backend.port }, { drainNonCapable: 'deadline-close', drainCloseSpreadMs: windowMs, healthEnabled: false, logLevel: 'info', limitsMaxSessions: 1000 });
     const { pubs, closedAt } = await openPublishers(tp, 'spread', 200);
     try {
-      const res = await tp.admin('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 200 }), headers: { 'content-type': 'application/json' } });
+      const res = await tp.admin('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 200, force: true }), headers: { 'content-type': 'application/json' } });
       assert.equal(res.status, 200);
       const all = await eventually(() => (closedAt.every((c) => c !== null) ? (closedAt as number[]) : null), 'every session closed', 60_000);
       const first = Math.min(...all);

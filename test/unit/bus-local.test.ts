@@ -14,7 +14,7 @@ function recorder() {
     malformed: [],
   };
   const handlers: BusHandlers = {
-    command: (c) => events.commands.push(c),
+    command: (c) => events.commands.push(c) > 0,
     sync: (d) => events.syncs.push(d),
     connection: (c) => events.connection.push(c),
     malformed: (t) => events.malformed.push(t),

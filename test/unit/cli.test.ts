@@ -1,12 +1,35 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
-import { buildCli, resolveTarget, serveConfig, whyRemained } from '../../src/cli.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { buildCli, oneLineUsageError, resolveTarget, serveConfig, whyRemained } from '../../src/cli.js';
 
 describe('cli: control target', () => {
   test('--redis and --admin pick the target; both at once is an error', () => {
     assert.deepEqual(resolveTarget({ redis: 'redis://h:1' }, {}), { kind: 'redis', url: 'redis://h:1', prefix: 'rtmp-goaway' });
     assert.deepEqual(resolveTarget({ admin: '0.0.0.0:9935' }, { REDIS_URL: 'redis://h:1' }), { kind: 'admin', base: 'http://127.0.0.1:9935' });
     assert.throws(() => resolveTarget({ redis: 'redis://h:1', admin: 'h:1' }, {}), /either --redis or --admin/);
+  });
+
+  test("--config: the proxy file's redis.url and prefix, else its admin address; flags still win", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rgp-cli-'));
+    after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = (name: string, text: string) => {
+      const f = path.join(dir, name);
+      fs.writeFileSync(f, text);
+      return f;
+    };
+    const withRedis = file('redis.yaml', 'redis: { url: "redis://10.0.0.5:6379/0", prefix: fleet }\n');
+    assert.deepEqual(resolveTarget({ config: withRedis }, { REDIS_URL: 'redis://other:1' }), { kind: 'redis', url: 'redis://10.0.0.5:6379/0', prefix: 'fleet' });
+    assert.deepEqual(resolveTarget({ config: withRedis, admin: '10.0.0.1:9935' }, {}), { kind: 'admin', base: 'http://10.0.0.1:9935' });
+    const adminOnly = file('admin.yaml', 'admin: "[::]:9000"\n');
+    assert.deepEqual(resolveTarget({ config: adminOnly }, { RTMP_GOAWAY_ADMIN: 'ignored:1' }), { kind: 'admin', base: 'http://127.0.0.1:9000' });
+    assert.throws(() => resolveTarget({ config: file('none.yaml', 'admin: ""\n') }, {}), /neither redis\.url nor an admin address/);
+  });
+
+  test('usage errors become one line', () => {
+    assert.equal(oneLineUsageError("error: unknown option '--bakend'\n(Did you mean --backend?)\n"), "error: unknown option '--bakend' (did you mean --backend?) (see --help)");
   });
 
   test('without flags: REDIS_URL or RTMP_GOAWAY_REDIS_URL, else the admin API', () => {

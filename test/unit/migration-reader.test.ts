@@ -32,23 +32,26 @@ function stream(): { bytes: Buffer; msgs: OutgoingMessage[] } {
     // E-RTMP HEVC SequenceStart (0x80 | keyframe << 4 | 0) and a tiny audio message.
     { csid: 6, timestamp: 66, typeId: MessageType.Video, streamId: 1, payload: Buffer.from([0x90, 0x68, 0x76, 0x63, 0x31, 1, 2, 3, 4]) },
     { csid: 4, timestamp: 70, typeId: MessageType.Audio, streamId: 1, payload: Buffer.from([0xaf]) },
+    // Data messages that are not metadata (captions, cue points), and metadata in AMF3 form (type 15: a 0 byte, then AMF0).
+    { csid: 4, timestamp: 80, typeId: MessageType.DataAmf0, streamId: 1, payload: encodeAmf0(['onTextData', amf0Object({ text: 'hi' })]) },
+    { csid: 4, timestamp: 81, typeId: MessageType.DataAmf0, streamId: 1, payload: encodeAmf0(['@setD']) },
+    { csid: 4, timestamp: 90, typeId: MessageType.DataAmf3, streamId: 1, payload: Buffer.concat([Buffer.of(0), encodeAmf0(['onMetaData', amf0Object({ width: 640 })])]) },
   ];
   return { bytes: Buffer.concat(msgs.map((m) => w.write(m))), msgs };
 }
 
 const migrationPolicy: CollectPolicy = (typeId) =>
-  typeId === MessageType.DataAmf0 ? true : typeId === MessageType.Video || typeId === MessageType.Audio ? 'head' : typeId <= 6 || typeId === 20;
+  typeId === MessageType.DataAmf0 || typeId === MessageType.DataAmf3 || typeId === MessageType.Video || typeId === MessageType.Audio ? 'head' : typeId <= 6 || typeId === 20;
 
-describe('head policy', () => {
+describe("'head' collection: configuration found from the first payload bytes", () => {
   const { bytes, msgs } = stream();
-  const expected = [0, 1, 2, 6].map((i) => Buffer.from(msgs[i]!.payload).toString('hex'));
+  const expected = [0, 1, 2, 6, 10].map((i) => Buffer.from(msgs[i]!.payload).toString('hex'));
 
   it('collects exactly the metadata and sequence headers, whole, at any split', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: bytes.length }), { maxLength: 30 }), (cuts) => {
         const got: string[] = [];
         const r = new ChunkReader({ message: (_i, p) => p !== null && got.push(p.toString('hex')) }, migrationPolicy);
-        r.setCollectPolicy(migrationPolicy, (t, head, len) => (t === MessageType.Video ? isVideoSequenceHeader(head, len) : isAudioSequenceHeader(head, len)));
         for (const piece of splitAt(bytes, cuts)) r.feed(piece);
         assert.deepEqual(got, expected);
       }),
@@ -59,16 +62,20 @@ describe('head policy', () => {
   it('every split into single bytes', () => {
     const got: string[] = [];
     const r = new ChunkReader({ message: (_i, p) => p !== null && got.push(p.toString('hex')) });
-    r.setCollectPolicy(migrationPolicy, (t, head, len) => (t === MessageType.Video ? isVideoSequenceHeader(head, len) : isAudioSequenceHeader(head, len)));
+    r.setCollectPolicy(migrationPolicy);
     for (let i = 0; i < bytes.length; i++) r.feed(bytes.subarray(i, i + 1));
     assert.deepEqual(got, expected);
   });
 
-  it('without a head policy, "head" messages are not collected', () => {
-    let n = 0;
-    const r = new ChunkReader({ message: (_i, p) => (n += p === null ? 0 : 1) }, migrationPolicy);
+  it('a policy is asked once per type id, never per message', () => {
+    const asked: number[] = [];
+    const policy: CollectPolicy = (t) => (asked.push(t), migrationPolicy(t));
+    const r = new ChunkReader({ message: () => {} }, policy);
+    assert.equal(asked.length, 256);
     r.feed(bytes);
-    assert.equal(n, 1, 'only the data message');
+    r.setCollectPolicy(policy);
+    r.feed(bytes.subarray(0, 0));
+    assert.equal(asked.length, 256, 'the table is kept per policy, shared by every reader');
   });
 
   it('the collect limit can be raised past limits.maxCollectedSize', () => {
@@ -77,7 +84,7 @@ describe('head policy', () => {
     const lens: (number | null)[] = [];
     const r = new ChunkReader({ message: (_i, p) => lens.push(p === null ? null : p.length) }, () => true, { maxCollectedSize: 1000 });
     r.feed(w.write(big));
-    r.setCollectPolicy(() => true, null, 1 << 20);
+    r.setCollectPolicy(() => true, 1 << 20);
     r.feed(w.write(big));
     assert.deepEqual(lens, [null, 5000]);
   });

@@ -109,7 +109,7 @@ async function sendUntil(r: Rig, done: () => Promise<boolean> | boolean, what: s
 }
 
 async function drainB1(r: Rig): Promise<Record<string, number>> {
-  return (await r.tp.api<{ outcomes: Record<string, number> }>('/api/backends/b1/drain', { method: 'POST' })).outcomes;
+  return (await r.tp.api<{ outcomes: Record<string, number> }>('/api/backends/b1/drain?force=1', { method: 'POST' })).outcomes;
 }
 
 /** After a failed migration the session is still on b1, publishing, and b1 has every frame. */
@@ -245,7 +245,7 @@ describe('migration failure points', () => {
   test('an audio-only publisher (no video, so no keyframe) switches at an audio message, lossless', async () => {
     const r = await rig({ b2: {} });
     // A second publisher on b1 (b2 takes no new session meanwhile) that never sends video.
-    await r.tp.api('/api/backends/b2/drain', { method: 'POST' });
+    await r.tp.api('/api/backends/b2/drain?force=1', { method: 'POST' });
     const pub = new RtmpPublisher(r.tp.url('live', 'radio'), { chunkSize: 4096 });
     pub.on('error', () => {});
     await pub.publish();

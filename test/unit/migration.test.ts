@@ -24,13 +24,8 @@ import { splitAt } from '../helpers/rtmp-fixtures.js';
 // ───────────────────────────── UpstreamPublisher ─────────────────────────────
 
 const plan: ReplayPlan = {
-  connect: {
-    name: 'connect',
-    transactionId: 1,
-    commandObject: amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; FMSc/1.0)', tcUrl: 'rtmp://h/live' }),
-    args: [],
-  },
-  publishArgs: ['key', 'live'],
+  connect: encodeAmf0([amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; FMSc/1.0)', tcUrl: 'rtmp://h/live' })]),
+  publishArgs: encodeAmf0(['key', 'live']),
   streamKey: 'key',
   chunkSize: 4096,
 };
@@ -134,7 +129,9 @@ describe('UpstreamPublisher (the proxy as publisher towards the new backend)', (
     assert.deepEqual(t.server.c2, Buffer.alloc(1536, 0x51), 'C2 echoes S1');
     assert.deepEqual(t.server.control, [{ typeId: MessageType.SetChunkSize, value: 4096 }]);
     assert.deepEqual(t.server.names(), ['connect']);
-    assert.deepEqual({ ...(t.server.commands[0]!.cmd.commandObject as object) }, { ...(plan.connect.commandObject as object) }, 'the same command object');
+    const replayed = t.server.commands[0]!.cmd;
+    assert.equal(replayed.transactionId, 1);
+    assert.deepEqual(replayed.body.subarray(replayed.objectAt), plan.connect, 'the client\'s command object, byte for byte');
     t.up.receive(happyServerBytes(t.server));
     assert.deepEqual(t.server.names(), ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish']);
     const publish = t.server.commands[4]!;
@@ -386,6 +383,18 @@ describe('MediaCache', () => {
     ]);
     assert.equal(c.video!.payload[2], 1, 'a copy, not a view');
     assert.equal(c.overflow, false);
+  });
+
+  it('copies a sequence header only when it changes (encoders that repeat it at every keyframe)', () => {
+    const c = new MediaCache(1000);
+    c.offer(info(9), Buffer.from([0x17, 0, 1, 2, 3]));
+    const kept = c.video!.payload;
+    c.offer({ ...info(9), timestamp: 2000 }, Buffer.from([0x17, 0, 1, 2, 3]));
+    assert.equal(c.video!.payload, kept, 'the same bytes again: nothing copied');
+    assert.equal(c.video!.timestamp, 2000);
+    c.offer(info(9), Buffer.from([0x17, 0, 1, 2, 4]));
+    assert.notEqual(c.video!.payload, kept, 'new decoder configuration: kept');
+    assert.equal(c.video!.payload[4], 4);
   });
 
   it('is bounded: what does not fit is not kept and marks the cache overflowed', () => {

@@ -549,3 +549,63 @@ describe('setBackends (reload)', () => {
     assert.deepEqual(pool.names(), ['a', 'b']);
   });
 });
+
+describe('routability (fail-safe drains, /readyz)', () => {
+  test('isLastRoutable: only when no other backend can take a session', (t) => {
+    const pool = mkPool(t, [A, B]);
+    assert.equal(pool.isLastRoutable('a'), false);
+    pool.drain('b');
+    assert.equal(pool.isLastRoutable('a'), true);
+    assert.equal(pool.isLastRoutable('b'), false, 'already draining: a re-drain takes nothing away');
+    assert.throws(() => pool.isLastRoutable('zz'), /unknown backend/);
+    assert.equal(pool.allRoutableDraining, false);
+    pool.drain('a');
+    assert.equal(pool.allRoutableDraining, true);
+  });
+
+  test('hasProvenRoutable: the starting "up" is not proof until a probe succeeds (or checks are off)', async (t) => {
+    let ok = false;
+    const pool = mkPool(t, [A], { probe: async () => { if (!ok) throw new Error('refused'); } });
+    assert.equal(pool.hasProvenRoutable, false);
+    await pool.checkNow();
+    assert.equal(pool.list()[0]!.health, 'up');
+    assert.equal(pool.hasProvenRoutable, false, 'one failed probe: still nominally up, not proven');
+    ok = true;
+    await pool.checkNow();
+    assert.equal(pool.hasProvenRoutable, true);
+    const off = mkPool(t, [A], { health: { intervalMs: 1000, timeoutMs: 100, rise: 2, fall: 3, enabled: false } });
+    assert.equal(off.hasProvenRoutable, true);
+  });
+});
+
+describe('active health checks and reloaded drain settings', () => {
+  test("'health-check' says the result and how long the probe took", async (t) => {
+    let release: () => void = () => {};
+    const pool = mkPool(t, [A, B], {
+      probe: (cfg) => (cfg.name === 'a' ? new Promise<void>((r) => (release = r)) : Promise.reject(new Error('refused'))),
+    });
+    const seen: { name: string; ok: boolean; durationMs: number }[] = [];
+    pool.on('health-check', (e) => seen.push(e));
+    const started = performance.now();
+    const done = pool.checkNow();
+    await new Promise<void>((r) => setImmediate(r));
+    release();
+    await done;
+    const byName = Object.fromEntries(seen.map((e) => [e.name, e]));
+    assert.equal(byName['a']!.ok, true);
+    assert.equal(byName['b']!.ok, false);
+    for (const e of seen) assert.ok(e.durationMs >= 0 && e.durationMs <= performance.now() - started, `${e.name}: ${e.durationMs} ms`);
+  });
+
+  test('setDrainSettings: the next drain gets the new default deadline; a drain in progress keeps its own', (t) => {
+    mockTimers(t);
+    const pool = mkPool(t, [A, B]);
+    const first = pool.drain('a');
+    pool.setDrainSettings({ defaultDrainDeadlineMs: 5000, closeSpreadMs: 0 });
+    const second = pool.drain('b');
+    assert.equal(pool.get('a')?.drainDeadlineAt, first.deadlineAt);
+    assert.equal(first.deadlineAt - Date.now(), 1000);
+    assert.equal(second.deadlineAt - Date.now(), 5000);
+    assert.throws(() => pool.setDrainSettings({ defaultDrainDeadlineMs: -1 }), RangeError);
+  });
+});

@@ -39,10 +39,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/*
-Settings → environment: the one place where chart values become RTMP_GOAWAY_* variables.
-A setting's path (health.intervalMs) becomes RTMP_GOAWAY_ + its camelCase words in UPPER_SNAKE
-(RTMP_GOAWAY_HEALTH_INTERVAL_MS), the rule of src/config.ts; test/deploy/helm.test.ts renders
-every setting of docs/configuration.md through it and compares the names.
+A setting's environment variable: its path (redis.url) becomes RTMP_GOAWAY_ + its camelCase words
+in UPPER_SNAKE (RTMP_GOAWAY_REDIS_URL), the rule of src/config.ts. Only the settings that come
+from Secrets or the pod itself are passed this way; the rest is the config file.
 */}}
 {{- define "rtmp-goaway-proxy.envName" -}}
 {{- $words := list -}}
@@ -68,9 +67,6 @@ every setting of docs/configuration.md through it and compares the names.
 {{- if kindIs "string" . -}}
 {{- $out = append $out . -}}
 {{- else -}}
-{{- if hasKey . "maxSessions" -}}
-{{- fail "config.backends[].maxSessions can only be set in a YAML config file (docs/configuration.md); the chart passes backends as RTMP_GOAWAY_BACKENDS" -}}
-{{- end -}}
 {{- $host := required "config.backends[].host is required" .host -}}
 {{- if and (contains ":" $host) (not (hasPrefix "[" $host)) -}}
 {{- $host = printf "[%s]" $host -}}
@@ -81,62 +77,125 @@ every setting of docs/configuration.md through it and compares the names.
 {{- join "," $out -}}
 {{- end -}}
 
-{{/* Walks a mapping of settings; call with (dict "path" "" "values" $config). */}}
-{{- define "rtmp-goaway-proxy.configEnvOf" -}}
-{{- $path := .path -}}
-{{- range $key, $value := .values }}
-{{- $p := ternary $key (printf "%s.%s" $path $key) (eq $path "") }}
-{{- if and (eq $p "routing") (not (kindIs "invalid" $value)) }}
-{{- /* Routing rules are one setting: the proxy reads them as JSON from the environment. */}}
-- name: {{ include "rtmp-goaway-proxy.envName" $p }}
-  value: {{ ternary $value (toJson $value) (kindIs "string" $value) | quote }}
-{{- else if kindIs "map" $value }}
-{{- include "rtmp-goaway-proxy.configEnvOf" (dict "path" $p "values" $value) }}
-{{- else if kindIs "slice" $value }}
-{{- if $value }}
-- name: {{ include "rtmp-goaway-proxy.envName" $p }}
-  value: {{ include "rtmp-goaway-proxy.backendList" $value | quote }}
-{{- end }}
-{{- else if not (kindIs "invalid" $value) }}
-- name: {{ include "rtmp-goaway-proxy.envName" $p }}
-  value: {{ include "rtmp-goaway-proxy.scalar" $value | quote }}
-{{- end }}
-{{- end }}
-{{- end -}}
-
-{{/* The whole environment of the proxy container. */}}
-{{- define "rtmp-goaway-proxy.env" -}}
+{{/*
+The proxy's configuration file (YAML, the keys of docs/configuration.md): `config` with what the
+chart derives (the sidecar's local backend, the ingest pool's discovery name, the TLS Secret's
+paths). Secrets are not in it: the Redis URL and the admin token reach the proxy from Secrets.
+*/}}
+{{- define "rtmp-goaway-proxy.configFile" -}}
 {{- $config := deepCopy .Values.config -}}
 {{- if eq .Values.mode "sidecar" -}}
+{{- if .Values.ingestPool.enabled -}}
+{{- fail "ingestPool is for mode l4 (in sidecar mode nginx runs in every proxy pod)" -}}
+{{- end -}}
 {{- if not $config.backends -}}
 {{- $_ := set $config "backends" (list (printf "%s=127.0.0.1:%d" .Values.ingest.backendName (int .Values.ingest.port))) -}}
 {{- end -}}
-{{- else if not $config.backends -}}
-{{- fail "mode l4 needs config.backends: the ingest servers to proxy to" -}}
+{{- else -}}
+{{- if and .Values.ingestPool.enabled (not (dig "discovery" "dnsName" "" $config)) -}}
+{{- $discovery := default (dict) $config.discovery -}}
+{{- $_ := set $discovery "dnsName" (include "rtmp-goaway-proxy.ingestPoolSrvName" .) -}}
+{{- $_ := set $config "discovery" $discovery -}}
 {{- end -}}
-{{- if .Values.redis.existingSecret -}}
-{{- if dig "redis" "url" "" $config -}}
+{{- if and (not $config.backends) (not (dig "discovery" "dnsName" "" $config)) -}}
+{{- fail "mode l4 needs ingest servers: config.backends, config.discovery.dnsName, or ingestPool.enabled" -}}
+{{- end -}}
+{{- end -}}
+{{- if kindIs "string" $config.routing -}}
+{{- $_ := set $config "routing" (fromJson $config.routing) -}}
+{{- end -}}
+{{- if and .Values.redis.existingSecret (dig "redis" "url" "" $config) -}}
 {{- fail "set either redis.existingSecret or config.redis.url, not both" -}}
-{{- end }}
+{{- end -}}
+{{- if .Values.tls.secretName -}}
+{{- $tls := default (dict) $config.tls -}}
+{{- if not $tls.listen -}}
+{{- fail "tls.secretName is set but config.tls.listen is empty: give the RTMPS listener an address, e.g. 0.0.0.0:1443" -}}
+{{- end -}}
+{{- $_ := set $tls "cert" (default (printf "%s/tls.crt" .Values.tls.mountPath) $tls.cert) -}}
+{{- $_ := set $tls "key" (default (printf "%s/tls.key" .Values.tls.mountPath) $tls.key) -}}
+{{- $_ := set $config "tls" $tls -}}
+{{- end -}}
+{{- if .Values.proxyProtocol.serviceAnnotations -}}
+{{- if not (has (toString $config.acceptProxyProtocol) (list "optional" "required")) -}}
+{{- fail "proxyProtocol.serviceAnnotations make the load balancer send PROXY protocol, but config.acceptProxyProtocol is not optional or required: every publisher's handshake would fail" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* Checksum of the settings a running proxy cannot take from its watched file: changing one rolls the pods. */}}
+{{- define "rtmp-goaway-proxy.restartConfigChecksum" -}}
+{{- $config := include "rtmp-goaway-proxy.configFile" . | fromYaml -}}
+{{- range .Values.hotReloadedSettings -}}
+{{- $_ := unset $config . -}}
+{{- end -}}
+{{- toJson $config | sha256sum -}}
+{{- end -}}
+
+{{- define "rtmp-goaway-proxy.configDir" -}}/etc/rtmp-goaway-proxy/config{{- end -}}
+
+{{- define "rtmp-goaway-proxy.adminTokenSecret" -}}
+{{- default (printf "%s-admin-token" (include "rtmp-goaway-proxy.fullname" .)) .Values.adminToken.existingSecret -}}
+{{- end -}}
+
+{{/* A Kubernetes quantity (256Mi, 1Gi, 512M, 268435456) in MiB. */}}
+{{- define "rtmp-goaway-proxy.quantityMiB" -}}
+{{- $q := toString . | trim -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$" $q) -}}
+{{- fail (printf "cannot read the memory quantity %q" $q) -}}
+{{- end -}}
+{{- $n := regexFind "^[0-9]+(\\.[0-9]+)?" $q | float64 -}}
+{{- $unit := regexReplaceAll "^[0-9]+(\\.[0-9]+)?" $q "" -}}
+{{- $bytes := get (dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0) $unit -}}
+{{- divf (mulf $n $bytes) 1048576 | floor | int64 -}}
+{{- end -}}
+
+{{/*
+NODE_OPTIONS of the proxy: the image's --max-semi-space-size=2 kept, and the old generation below
+the memory limit (the heap is not all of the process: socket buffers and code live outside it).
+*/}}
+{{- define "rtmp-goaway-proxy.nodeOptions" -}}
+{{- range .Values.extraEnv -}}
+{{- if eq .name "NODE_OPTIONS" -}}
+{{- fail "NODE_OPTIONS in extraEnv replaces the image's runtime options: set nodeOptions instead" -}}
+{{- end -}}
+{{- end -}}
+{{- $opts := .Values.nodeOptions -}}
+{{- if not (regexMatch "(^|\\s)--max-semi-space-size=2(\\s|$)" $opts) -}}
+{{- fail (printf "nodeOptions %q drops --max-semi-space-size=2 (RSS per idle session 8 KiB instead of 28, docs/performance.md)" $opts) -}}
+{{- end -}}
+{{- $heap := regexFind "--max-old-space-size=[0-9]+" $opts -}}
+{{- $limit := dig "limits" "memory" "" .Values.resources -}}
+{{- if and $heap $limit -}}
+{{- $heapMiB := trimPrefix "--max-old-space-size=" $heap | int64 -}}
+{{- $limitMiB := include "rtmp-goaway-proxy.quantityMiB" $limit | int64 -}}
+{{- if gt (mul $heapMiB 4) (mul $limitMiB 3) -}}
+{{- fail (printf "nodeOptions --max-old-space-size=%d (MiB) does not fit resources.limits.memory %s: keep the heap at most 75%% of the limit (%d MiB), or the kernel kills the proxy before V8 collects" $heapMiB $limit (div (mul $limitMiB 3) 4)) -}}
+{{- end -}}
+{{- end -}}
+{{- $opts -}}
+{{- end -}}
+
+{{/* The environment of the proxy container: secrets and per-pod values only (settings are in the config file). */}}
+{{- define "rtmp-goaway-proxy.env" -}}
+{{- if .Values.redis.existingSecret }}
 - name: {{ include "rtmp-goaway-proxy.envName" "redis.url" }}
   valueFrom:
     secretKeyRef:
       name: {{ .Values.redis.existingSecret }}
       key: {{ .Values.redis.secretKey }}
 {{- end }}
-{{- if not (hasKey $config "replicaId") }}
+{{- if not (hasKey .Values.config "replicaId") }}
 - name: {{ include "rtmp-goaway-proxy.envName" "replicaId" }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
 {{- end }}
-{{- include "rtmp-goaway-proxy.configEnvOf" (dict "path" "" "values" $config) }}
-{{- with .Values.proxyProtocol.env }}
-{{ toYaml . }}
-{{- end }}
-{{- with .Values.tls.env }}
-{{ toYaml . }}
-{{- end }}
+- name: {{ include "rtmp-goaway-proxy.envName" "adminTokenFile" }}
+  value: {{ printf "%s/%s" .Values.adminToken.mountPath .Values.adminToken.secretKey | quote }}
+- name: NODE_OPTIONS
+  value: {{ include "rtmp-goaway-proxy.nodeOptions" . | quote }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -180,6 +239,39 @@ every setting of docs/configuration.md through it and compares the names.
 {{- $need -}}
 {{- else if lt $set $need -}}
 {{- fail (printf "shutdown.terminationGracePeriodSeconds %d is too short: preStop + config.sidecar.gracePeriodMs + margin need %d" $set $need) -}}
+{{- else -}}
+{{- $set -}}
+{{- end -}}
+{{- end -}}
+
+
+{{- define "rtmp-goaway-proxy.ingestPoolName" -}}
+{{- printf "%s-ingest" (include "rtmp-goaway-proxy.fullname" .) | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The SRV name of the pool's headless Service (port "rtmp"): targets are the pods' own names. */}}
+{{- define "rtmp-goaway-proxy.ingestPoolSrvName" -}}
+{{- printf "_rtmp._tcp.%s.%s.svc.%s" (include "rtmp-goaway-proxy.ingestPoolName" .) .Release.Namespace .Values.ingestPool.clusterDomain -}}
+{{- end -}}
+
+{{/* ceil(ingestPool.drainDeadline / 1000) */}}
+{{- define "rtmp-goaway-proxy.ingestDrainSeconds" -}}
+{{- $ms := include "rtmp-goaway-proxy.durationMs" .Values.ingestPool.drainDeadline | float64 -}}
+{{- divf $ms 1000 | ceil | int -}}
+{{- end -}}
+
+{{/*
+An ingest pod's termination budget: its preStop drain waits up to the deadline (plus the time
+the drain command needs to reach the proxies and see the last session leave: 20 s), then nginx
+gets SIGTERM and stops (10 s).
+*/}}
+{{- define "rtmp-goaway-proxy.ingestPoolTerminationGracePeriodSeconds" -}}
+{{- $need := add (include "rtmp-goaway-proxy.ingestDrainSeconds" . | int) 30 -}}
+{{- $set := int .Values.ingestPool.terminationGracePeriodSeconds -}}
+{{- if eq $set 0 -}}
+{{- $need -}}
+{{- else if lt $set $need -}}
+{{- fail (printf "ingestPool.terminationGracePeriodSeconds %d is too short: ingestPool.drainDeadline + margin need %d" $set $need) -}}
 {{- else -}}
 {{- $set -}}
 {{- end -}}

@@ -9,13 +9,17 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { TUNED_GLIBC_TUNABLES, TUNED_NODE_FLAGS } from '../../../src/runtime-tuning.js';
 import { type Started, sleep, spawnReady, stopChild } from './proc.js';
 
 const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const PROJECT_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
-export type MiddleName = 'direct' | 'node-relay' | 'proxy' | 'proxy-b' | 'proxy-tls' | 'proxy-cluster' | 'haproxy' | 'nginx';
+export type MiddleName = 'direct' | 'node-relay' | 'node-relay-untuned' | 'proxy' | 'proxy-goaway' | 'proxy-b' | 'proxy-tls' | 'proxy-cluster' | 'haproxy' | 'nginx';
+
+/** The proxy's middles: this proxy started through bin/ (or another tree's: proxy-b). */
+export const isProxy = (m: MiddleName): boolean => m.startsWith('proxy');
 
 export interface RunningMiddle {
   name: MiddleName;
@@ -38,10 +42,15 @@ export interface RunningMiddle {
 export interface MiddleOptions {
   /** Which code the proxy runs: the compiled dist/ (as shipped) or src/ through tsx. */
   proxyCode?: 'dist' | 'src';
-  /** Makes SIGUSR2 start/stop a CPU profile written there (proxy-runner.mjs). */
+  /** Makes SIGUSR2 start/stop a CPU profile written there (proxy-hooks.mjs). */
   profileFile?: string;
-  /** Extra node flags for the proxy and Node relay processes (e.g. --cpu-prof). */
+  /** Extra node flags: on the Node relay's command line; in the proxy's NODE_OPTIONS (bin/ starts node). */
   nodeArgs?: string[];
+  /**
+   * The proxy's runtime: `tuned` = as bin/ starts it (it applies the settings itself), `default` =
+   * with RTMP_GOAWAY_NO_TUNE=1. From src/ (no bin/) `tuned` passes RUNTIME_TUNED explicitly.
+   */
+  proxyRuntime?: 'tuned' | 'default';
   /** Work tree whose proxy 'proxy-b' runs (A/B comparisons in one interleaved run). */
   proxyBRoot?: string;
   /** redis:// URL handed to the proxy (fan-out over Redis). */
@@ -51,27 +60,15 @@ export interface MiddleOptions {
 }
 
 /**
- * Runtime settings of the Node middles (`--runtime tuned`, the default; docs/performance.md):
- * - GLIBC_TUNABLES trim_threshold 128 MiB: keep freed heap instead of returning it to the kernel
- *   at once. Every socket read is a fresh 64 KiB buffer; V8 frees them hundreds at a time (a
- *   scavenge every ~32 MB of them), glibc then trims the top of its heap (brk) and the next reads
- *   fault every page in again: 13 page faults per read, a third of the proxy's CPU in bulk (perf).
- * - --initial-old-space-size=64: after a memory-reducing GC (V8's memory reducer, a few seconds
- *   after traffic drops; or the bench's forced GC) the old generation's limit sits right above its
- *   live size, and under load every ~70 ms a few promoted objects start a full mark-compact (~14/s,
- *   30 % of a core on V8's helper threads). A 64 MB floor for that limit stops it. Not allowed in
- *   NODE_OPTIONS: it goes on node's command line.
- * - --max-semi-space-size=2: a burst of new connections (the idle phase's 1,000) grows V8's young
- *   generation to its 16 MB semi-spaces, which stay committed: 16 MB of RSS the bench would
- *   charge to the sessions (24.6 → 7.6–9.0 KiB per idle session measured). The proxy allocates
- *   little per read, and young collections are triggered by socket buffers (every 32 MB of them)
- *   whatever the size: bulk and paced CPU unchanged (0.087–0.091 vs 0.086–0.087 CPU-s/Gbit).
+ * Runtime settings of the Node relay (`--runtime tuned`, the default), the same the proxy's entry
+ * point applies (src/runtime-tuning.ts; why: docs/performance.md, "Runtime settings").
  */
-export const MALLOC_TUNED = 'glibc.malloc.trim_threshold=134217728';
 export const RUNTIME_TUNED: { env: Record<string, string>; nodeArgs: string[] } = {
-  env: { GLIBC_TUNABLES: MALLOC_TUNED },
-  nodeArgs: ['--initial-old-space-size=64', '--max-semi-space-size=2'],
+  env: { GLIBC_TUNABLES: TUNED_GLIBC_TUNABLES },
+  nodeArgs: [...TUNED_NODE_FLAGS],
 };
+/** Makes the proxy run SIGWINCH → full GC and SIGUSR2 → CPU profile (see there). */
+const PROXY_HOOKS = join(BENCH_DIR, 'proxy-hooks.mjs');
 
 let tlsFiles: { dir: string; cert: string; key: string } | null = null;
 
@@ -178,44 +175,47 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
     case 'direct':
       return { name, port: backendPort, pid: null, adminPort: null, stop: async () => {}, output: () => '' };
     case 'node-relay':
+    case 'node-relay-untuned':
       return wrap(name, await spawnReady(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)], { env: { ...process.env, ...opts.env } }));
     case 'proxy':
+    case 'proxy-goaway':
     case 'proxy-b':
-    case 'proxy-tls': {
-      if (name === 'proxy-b' && opts.proxyBRoot === undefined) throw new Error('proxy-b needs --proxy-b DIR');
-      const code = opts.proxyCode ?? 'src';
-      const args = ['--expose-gc', ...(opts.nodeArgs ?? []), ...(code === 'src' ? ['--import', 'tsx'] : []), join(BENCH_DIR, 'proxy-runner.mjs'), String(backendPort)];
-      if (opts.redisUrl !== undefined) args.push(opts.redisUrl);
-      const tlsFiles = name === 'proxy-tls' ? benchTlsFiles() : null;
-      const env = {
-        ...process.env,
-        ...opts.env,
-        BENCH_PROXY_CODE: code,
-        BENCH_PROFILE_FILE: opts.profileFile ?? '',
-        BENCH_PROXY_ROOT: name === 'proxy-b' ? opts.proxyBRoot! : '',
-        BENCH_TLS_CERT: tlsFiles?.cert ?? '',
-        BENCH_TLS_KEY: tlsFiles?.key ?? '',
-      };
-      return wrap(name, await spawnReady(process.execPath, args, { cwd: PROJECT_ROOT, env }));
-    }
+    case 'proxy-tls':
     case 'proxy-cluster': {
-      // `serve --workers 2` (cluster mode) as shipped: its CPU and RSS are summed over the primary
-      // and its workers (processTree); fan-out goes through the primary's admin API.
+      // `serve` as the README starts it: bin/rtmp-goaway-proxy serve --listen … --backend … --admin …
+      // (cluster: --workers 2, CPU and RSS summed over the primary and its workers; RTMPS: the TLS
+      // listener too). Nothing else is set: health probes, log level and limits are the defaults.
+      if (name === 'proxy-b' && opts.proxyBRoot === undefined) throw new Error('proxy-b needs --proxy-b DIR');
+      const root = name === 'proxy-b' ? opts.proxyBRoot! : PROJECT_ROOT;
       const code = opts.proxyCode ?? 'src';
       const port = await freePort();
       const adminPort = await freePort();
-      const entry = code === 'dist' ? [join(PROJECT_ROOT, 'bin/rtmp-goaway-proxy.js')] : ['--import', 'tsx', '-e', 'import("./src/cli.ts").then((m) => m.main(["node", "rtmp-goaway-proxy", ...process.argv.slice(1)]))', '--'];
-      const args = [
-        ...(opts.nodeArgs ?? []),
-        ...entry,
-        'serve', '--workers', '2', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${adminPort}`, '--backend', `b1=127.0.0.1:${backendPort}`,
-        '--health-enabled', 'false', '--log-level', 'warn', '--limits-idle-timeout-ms', '10m', '--limits-handshake-timeout-ms', '60s', '--limits-max-sessions', '100000',
+      const tls = name === 'proxy-tls' ? benchTlsFiles() : null;
+      const tlsPort = tls === null ? null : await freePort();
+      const serveArgs = [
+        'serve', '--listen', `127.0.0.1:${port}`, '--backend', `b1=127.0.0.1:${backendPort}`, '--admin', `127.0.0.1:${adminPort}`,
+        ...(name === 'proxy-cluster' ? ['--workers', '2'] : []),
+        ...(tls === null ? [] : ['--tls-listen', `127.0.0.1:${tlsPort}`, '--tls-cert', tls.cert, '--tls-key', tls.key]),
         ...(opts.redisUrl !== undefined ? ['--redis-url', opts.redisUrl] : []),
       ];
-      const dir = mkdtempSync(join(tmpdir(), 'bench-cluster-'));
-      // The primary opens its admin port once both workers listen.
-      const m = await startByPort(name, process.execPath, args, adminPort, dir, { cwd: PROJECT_ROOT, env: { ...process.env, ...opts.env } });
-      return { ...m, port, adminPort, tree: true };
+      const tuned = (opts.proxyRuntime ?? 'tuned') === 'tuned';
+      // From src/ there is no bin/ to apply the runtime settings: the same ones are passed here.
+      const cmd =
+        code === 'dist'
+          ? [join(root, 'bin/rtmp-goaway-proxy.js'), ...serveArgs]
+          : [process.execPath, ...(tuned ? RUNTIME_TUNED.nodeArgs : []), '--import', 'tsx', '-e', `import(${JSON.stringify(join(root, 'src/cli.ts'))}).then((m) => m.main(["node", "rtmp-goaway-proxy", ...process.argv.slice(1)]))`, '--', ...serveArgs];
+      const nodeOptions = [process.env['NODE_OPTIONS'] ?? '', '--import', pathToFileURL(PROXY_HOOKS).href, ...(opts.nodeArgs ?? [])].join(' ').trim();
+      const env: NodeJS.ProcessEnv = {
+        ...process.env,
+        ...opts.env,
+        ...(tuned ? (code === 'src' ? RUNTIME_TUNED.env : {}) : { RTMP_GOAWAY_NO_TUNE: '1' }),
+        NODE_OPTIONS: nodeOptions,
+        BENCH_PROFILE_FILE: opts.profileFile ?? '',
+      };
+      const dir = mkdtempSync(join(tmpdir(), 'bench-proxy-'));
+      // The proxy (the cluster's primary once both workers listen) opens its admin port last.
+      const m = await startByPort(name, cmd[0]!, cmd.slice(1), adminPort, dir, { cwd: root, env });
+      return { ...m, port: tlsPort ?? port, tls: tls !== null, adminPort, gcOnSignal: name !== 'proxy-cluster', tree: name === 'proxy-cluster' };
     }
     case 'haproxy': {
       if (HAPROXY === null) throw new Error('haproxy is not installed');

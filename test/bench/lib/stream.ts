@@ -2,8 +2,8 @@
  * The RTMP byte streams the benchmark sends, built once from the real wire captures in
  * test/fixtures and then only sliced (no per-write encoding on the load generator's hot path).
  *
- * Client → server, per connection: `preamble` (C0+C1+C2, Set Chunk Size 4096, connect with
- * supportsGoAway, releaseStream, FCPublish, createStream, publish, @setDataFrame, the AVC/AAC
+ * Client → server, per connection: `preamble` (C0+C1+C2, Set Chunk Size 4096, connect — announcing
+ * Go Away, E-RTMP reconnect or neither, see PublisherKind —, releaseStream, FCPublish, createStream, publish, @setDataFrame, the AVC/AAC
  * sequence headers as fmt 0 messages), then `block` repeated forever. `block` holds every media
  * message of the ffmpeg capture, re-chunked (4096) with fmt 1 headers whose timestamps are
  * *deltas*: the block can be concatenated with itself and the timestamps keep increasing, so
@@ -23,7 +23,7 @@ import { ChunkReader } from '../../../src/rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../../src/rtmp/chunk-writer.js';
 import { HANDSHAKE_PACKET_SIZE, MessageType } from '../../../src/rtmp/constants.js';
 import { HandshakeSkipper } from '../../../src/rtmp/handshake.js';
-import { controlMessage, encodeCommand, goAwayChunk } from '../../../src/rtmp/messages.js';
+import { CAPS_EX_RECONNECT, controlMessage, encodeCommand, goAwayChunk } from '../../../src/rtmp/messages.js';
 
 const FIXTURES = fileURLToPath(new URL('../../fixtures/', import.meta.url));
 /** The publish that is replayed: FFmpeg with the Go Away patch, H.264/AAC, `-c copy` (test/fixtures/README.md). */
@@ -46,10 +46,28 @@ export const Mode = {
 } as const;
 export type ModeByte = (typeof Mode)[keyof typeof Mode];
 
+/**
+ * What a publisher's `connect` announces (`--publishers`): `plain` nothing (OBS 30+, stock FFmpeg,
+ * hardware encoders: the common case), `goaway` supportsGoAway (RTMP Go Away), `erpc` the E-RTMP
+ * capsEx Reconnect bit.
+ */
+export const PUBLISHER_KINDS = ['plain', 'goaway', 'erpc'] as const;
+export type PublisherKind = (typeof PUBLISHER_KINDS)[number];
+
+export function parsePublisherKinds(s: string): PublisherKind[] {
+  const kinds = s.split(',').map((k) => k.trim()) as PublisherKind[];
+  for (const k of kinds) if (!PUBLISHER_KINDS.includes(k)) throw new Error(`--publishers ${PUBLISHER_KINDS.join('|')} (comma-separated for a mix), not ${k}`);
+  return kinds;
+}
+
+/** A mix of kinds: connection `id` gets kinds[id % n]. */
+export const kindOf = (kinds: readonly PublisherKind[], id: number): PublisherKind => kinds[id % kinds.length]!;
+
 const MARKER = Buffer.from('RGPBENCH', 'latin1');
 const MARKER_AT = 8;
 const MODE_AT = MARKER_AT + MARKER.length;
 const ID_AT = MODE_AT + 1;
+const KIND_AT = ID_AT + 4;
 
 function pseudoRandom(length: number, seed: number): Buffer {
   const out = Buffer.allocUnsafe(length);
@@ -63,22 +81,23 @@ function pseudoRandom(length: number, seed: number): Buffer {
   return out;
 }
 
-/** C0 + C1 with the bench marker, mode and connection id. */
-export function c0c1(mode: ModeByte, id: number): Buffer {
+/** C0 + C1 with the bench marker, mode, connection id and publisher kind. */
+export function c0c1(mode: ModeByte, id: number, kind: PublisherKind = 'plain'): Buffer {
   const b = Buffer.alloc(C0C1_LENGTH);
   b[0] = 3;
   pseudoRandom(HANDSHAKE_PACKET_SIZE - 8, 7).copy(b, 1 + 8);
   MARKER.copy(b, 1 + MARKER_AT);
   b[1 + MODE_AT] = mode;
   b.writeUInt32BE(id >>> 0, 1 + ID_AT);
+  b[1 + KIND_AT] = PUBLISHER_KINDS.indexOf(kind);
   return b;
 }
 
-/** Reads mode and id from C0+C1 (null when it is not a bench connection). */
-export function parseC0C1(b: Buffer): { mode: number; id: number } | null {
+/** Reads mode, id and publisher kind from C0+C1 (null when it is not a bench connection). */
+export function parseC0C1(b: Buffer): { mode: number; id: number; kind: PublisherKind } | null {
   if (b.length < C0C1_LENGTH || b[0] !== 3) return null;
   if (!b.subarray(1 + MARKER_AT, 1 + MARKER_AT + MARKER.length).equals(MARKER)) return null;
-  return { mode: b[1 + MODE_AT]!, id: b.readUInt32BE(1 + ID_AT) };
+  return { mode: b[1 + MODE_AT]!, id: b.readUInt32BE(1 + ID_AT), kind: PUBLISHER_KINDS[b[1 + KIND_AT]!] ?? 'plain' };
 }
 
 interface CapturedMessage {
@@ -134,7 +153,7 @@ function encodeFmt1(csid: number, delta: number, typeId: number, payload: Buffer
 }
 
 export interface PublishStream {
-  /** Everything before the repeated media, C0+C1 included, for connection id 0 (see `preambleFor`). */
+  /** Everything before the repeated media, C0+C1 included, for connection id 0 and a `plain` publisher (see `preambleFor`). */
   preamble: Buffer;
   /** One pass over the capture's media; repeatable. */
   block: Buffer;
@@ -144,8 +163,8 @@ export interface PublishStream {
   blockPeriodMs: number;
   /** What the sink sends back: the captured nginx-rtmp answer, S0+S1+S2 included. */
   serverAnswer: Buffer;
-  /** The stream with C1 carrying `id` (and `mode`). */
-  preambleFor(id: number, mode?: ModeByte): Buffer;
+  /** The preamble of a `kind` publisher, C1 carrying `id` (and `mode`). */
+  preambleFor(id: number, mode?: ModeByte, kind?: PublisherKind): Buffer;
 }
 
 let cached: PublishStream | null = null;
@@ -183,13 +202,15 @@ export function publishStream(): PublishStream {
 
   // Preamble: the command exchange a publisher sends, then each media csid's sequence header as
   // fmt 0 at the timestamp of the block's last message on that csid (so the block's first delta holds).
+  const preambleOf = (kind: PublisherKind): Buffer => {
   const w = new ChunkWriter(false);
   const cmd = (csid: number, streamId: number, payload: Buffer) => w.write({ csid, timestamp: 0, typeId: MessageType.CommandAmf0, streamId, payload });
-  const pre: Buffer[] = [c0c1(Mode.Publish, 0), pseudoRandom(HANDSHAKE_PACKET_SIZE, 11)];
+  const pre: Buffer[] = [c0c1(Mode.Publish, 0, kind), pseudoRandom(HANDSHAKE_PACKET_SIZE, 11)];
+  const announce = kind === 'goaway' ? { supportsGoAway: true } : kind === 'erpc' ? { capsEx: CAPS_EX_RECONNECT } : {};
   pre.push(w.write(controlMessage(MessageType.SetChunkSize, CHUNK_SIZE)));
   w.chunkSize = CHUNK_SIZE;
   pre.push(
-    cmd(3, 0, encodeCommand('connect', 1, amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; Lavf58.76.100)', tcUrl: 'rtmp://127.0.0.1:1935/live', supportsGoAway: true }))),
+    cmd(3, 0, encodeCommand('connect', 1, amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; Lavf58.76.100)', tcUrl: 'rtmp://127.0.0.1:1935/live', ...announce }))),
     cmd(3, 0, encodeCommand('releaseStream', 2, null, 'bench')),
     cmd(3, 0, encodeCommand('FCPublish', 3, null, 'bench')),
     cmd(3, 0, encodeCommand('createStream', 4, null)),
@@ -201,7 +222,10 @@ export function publishStream(): PublishStream {
     if (last === undefined) throw new Error(`capture has a sequence header on csid ${s.csid} but no media there`);
     pre.push(w.write({ csid: s.csid, timestamp: last, typeId: s.typeId, streamId: 1, payload: s.payload }));
   }
-  const preamble = Buffer.concat(pre);
+  return Buffer.concat(pre);
+  };
+  const preambles = new Map(PUBLISHER_KINDS.map((k) => [k, preambleOf(k)]));
+  const preamble = preambles.get('plain')!;
 
   cached = {
     preamble,
@@ -210,9 +234,9 @@ export function publishStream(): PublishStream {
     blockMediaBytes: body.reduce((a, m) => a + m.payload.length, 0),
     blockPeriodMs: period,
     serverAnswer: readFileSync(`${FIXTURES}${CAPTURE}.s2c.bin`),
-    preambleFor(id: number, mode: ModeByte = Mode.Publish): Buffer {
-      const b = Buffer.from(preamble);
-      c0c1(mode, id).copy(b, 0);
+    preambleFor(id: number, mode: ModeByte = Mode.Publish, kind: PublisherKind = 'plain'): Buffer {
+      const b = Buffer.from(preambles.get(kind)!);
+      c0c1(mode, id, kind).copy(b, 0);
       return b;
     },
   };
