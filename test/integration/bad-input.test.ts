@@ -212,7 +212,7 @@ describe('the handshake deadline holds whatever the client sends', () => {
     assert.equal(end['reason'], 'handshake-timeout');
     assert.equal(end['parseFallback'], 'bad-version');
     assert.equal(fake.connections.length, n0, 'no backend connection for fewer bytes than C0+C1');
-    assert.ok((await metric(tp, /rtmp_goaway_sessions_closed_total\{reason="handshake-timeout"\} (\d+)/)) >= 1);
+    assert.ok((await metric(tp, /rtmp_goaway_sessions_closed_total\{backend="none",reason="handshake-timeout"\} (\d+)/)) >= 1);
   });
 
   test('a valid handshake, then a malformed chunk (fallback), then a byte now and then: closed at the deadline, its backend connection too', async () => {
