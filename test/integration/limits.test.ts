@@ -116,7 +116,7 @@ describe('per-IP limits', () => {
       const refilled = Math.floor((elapsedMs / 1000) * 5);
       assert.ok(refused <= 30 - 8 && refused >= 30 - 8 - refilled, `refused ${refused} (refill ≤ ${refilled} in ${elapsedMs} ms)`);
       const good = await steadyPublisher(tp2, fake, 'good-rate');
-      await new Promise((r) => setTimeout(r, 200));
+      await eventually(() => good.sent >= 8, 'the good publisher sends while the burst is held');
       for (const s of socks) s.destroy();
       await good.stopAndCheck();
     } finally {
@@ -148,12 +148,16 @@ describe('slowloris and half-open peers', () => {
       const closedSilent = closed(silent.socket!).then(() => Date.now() - t0);
       const [slowMs, silentMs] = await Promise.all([closedSlow, closedSilent]);
       clearInterval(drip);
-      assert.ok(slowMs >= 800 && slowMs < 2500, `slowloris closed after ${slowMs} ms`);
-      assert.ok(silentMs >= 1200 && silentMs < 3500, `half-open closed after ${silentMs} ms`);
+      // Timers never fire early, so the lower bounds hold on any machine; the upper ones only guard
+      // against a timeout that never fires (a loaded event loop may add seconds).
+      assert.ok(slowMs >= 800 && slowMs < 1000 + 15_000, `slowloris closed after ${slowMs} ms`);
+      assert.ok(silentMs >= 1200 && silentMs < 1500 + 15_000, `half-open closed after ${silentMs} ms`);
       const ends = () => tp.logs.filter((l) => l['msg'] === 'session end').map((l) => l['reason']);
       await eventually(() => ends().length === 2, 'both session end lines');
       assert.ok(ends().includes('handshake-timeout'), ends().join());
       assert.ok(ends().includes('client-idle') || ends().includes('backend-idle'), ends().join());
+      // A loaded machine runs the publisher's timer late: wait for its frames rather than expect a rate.
+      await eventually(() => good.sent > 40, `good publisher sent ${good.sent}`);
       const sent = await good.stopAndCheck();
       assert.ok(sent > 40, `good publisher sent ${sent}`);
       silent.destroy();
