@@ -81,8 +81,8 @@ describe('bad input never harms another session', () => {
     const junk = randomBytes(64 * 1024);
     junk[0] = 0x47; // 'G' as in "GET / HTTP/1.1": a scanner
     const before = await metric(tp, /rtmp_goaway_parse_fallbacks_total\{direction="c2s",reason="bad-version"\} (\d+)/);
-    const s = await rawClient(tp.proxy.address.port);
     const n = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port);
     s.write(junk);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === junk.length, 'junk forwarded');
     assert.ok(Buffer.concat(fake.connections.at(-1)!.raw).equals(junk), 'blind forwarding is byte-exact');
@@ -92,8 +92,8 @@ describe('bad input never harms another session', () => {
   });
 
   test('RTMPE (C0 = 6) ⇒ blind forwarding, never Go Away', async () => {
-    const s = await rawClient(tp.proxy.address.port);
     const n = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port);
     const bytes = handshakeBytes(6);
     s.write(bytes);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === bytes.length, 'RTMPE bytes forwarded');
@@ -136,25 +136,27 @@ describe('bad input never harms another session', () => {
   });
 
   test('Set Chunk Size 1 (100 k tiny chunks) ⇒ chunk-size fallback; 100 k tiny legal messages parse', async () => {
-    const s = await rawClient(tp.proxy.address.port);
+    // Both floods are built before connecting: the handshake timeout runs from the accept, and
+    // building 100 k chunks on a loaded machine can take longer than it.
     const w = new ChunkWriter();
     const parts = [handshakeBytes(), w.write(controlMessage(MessageType.SetChunkSize, 1))];
     w.chunkSize = 1;
     parts.push(w.write({ csid: 6, timestamp: 0, typeId: MessageType.Video, streamId: 1, payload: Buffer.alloc(100_000, 0x27) }));
     const flood = Buffer.concat(parts);
+    const s = await rawClient(tp.proxy.address.port);
     s.write(flood);
     await eventually(async () => (await metric(tp, /reason="chunk-size"\} (\d+)/)) >= 1, 'chunk-size counted');
     s.destroy();
 
     // Legal but abusive: 100,000 one-byte audio messages at the default chunk size.
-    const legal = await rawClient(tp.proxy.address.port);
-    const n = fake.connections.length;
     const lw = new ChunkWriter(true);
     // A real connect first: the handshake timeout bounds the wait for it, not the flood.
     const connect = encodeCommand('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://127.0.0.1/live' }));
     const msgs: Buffer[] = [handshakeBytes(), lw.write({ csid: 3, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: connect })];
     for (let i = 0; i < 100_000; i++) msgs.push(lw.write({ csid: 4, timestamp: i, typeId: MessageType.Audio, streamId: 1, payload: Buffer.of(0xaf) }));
     const all = Buffer.concat(msgs);
+    const n = fake.connections.length;
+    const legal = await rawClient(tp.proxy.address.port);
     legal.write(all);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === all.length, '100k messages forwarded');
     const sessions = await tp.api<{ bytesIn: number; parseFallback: string | null }[]>('/api/sessions');
