@@ -654,7 +654,10 @@ export const ConfigSchema = z
       .prefault({}),
     limits: z
       .strictObject({
-        handshakeTimeoutMs: duration(10_000, 'Time a client has to finish the RTMP handshake and send `connect`.'),
+        handshakeTimeoutMs: duration(
+          10_000,
+          'Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client\'s C0+C1 (1,537 bytes).',
+        ),
         idleTimeoutMs: duration(
           60_000,
           'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',

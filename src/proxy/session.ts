@@ -6,7 +6,7 @@ import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
 import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
-import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
+import { COMMAND_CSID, CONTROL_CSID, HANDSHAKE_PACKET_SIZE, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
@@ -93,7 +93,12 @@ export interface SessionOrigin {
   clientAddress?: string;
   /** Written first on every backend connection of the session (the backend PROXY protocol header). */
   preamble?: Buffer | null;
+  /** When the listener accepted the connection (before its PROXY header or TLS handshake): the handshake deadline counts from it. Default: the session's start. */
+  acceptedAt?: number;
 }
+
+/** C0 + C1: what a client sends before it hears from the server. The backend is opened once they are in. */
+const CLIENT_HELLO_BYTES = 1 + HANDSHAKE_PACKET_SIZE;
 
 /** JSON view of a session for /api/sessions and the fleet registry. */
 export interface SessionSnapshot {
@@ -125,9 +130,11 @@ export interface SessionSnapshot {
  *  - `armed`: a migration target is publishing; still raw to the old backend, but the tail of
  *    each buffer that could be the start of the switch message is held back (SwitchSplitter);
  *  - `relay`: after a migration the proxy terminates RTMP both ways: client messages are
- *    re-chunked for the backend, backend messages re-chunked for the client.
+ *    re-chunked for the backend, backend messages re-chunked for the client;
+ *  - `drop`: the backend side is gone (backendGone): the client is read to its end, its bytes
+ *    dropped and not counted.
  */
-type Mode = 'pass' | 'armed' | 'relay';
+type Mode = 'pass' | 'armed' | 'relay' | 'drop';
 
 /** One proxy-side migration of this session, from its start to its switch or failure. */
 interface MigrationRun {
@@ -199,7 +206,10 @@ export class Session implements StrategySession {
   private capsExPending = false;
   /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
   private c2sFeeding: Buffer | null = null;
+  /** Runs from the start until `connect` is seen, whatever the client sends meanwhile (a parse fallback included). */
   private handshakeTimer: NodeJS.Timeout | null = null;
+  /** The backend is opened once the client's C0+C1 are in (not late-bound): a silent connection costs no backend connection. */
+  private awaitingHello = false;
   private detach: (() => void) | null = null;
   private finished = false;
   private clientClosed = false;
@@ -343,12 +353,8 @@ export class Session implements StrategySession {
       s.onRetiredBackendClosed();
       return;
     }
-    s.backendClosed = true;
     s.backendWentFirst();
-    // Let what the server sent reach the client, then FIN; a client that never closes its side
-    // is ended by the idle timeout.
-    s.client.end();
-    s.maybeFinish();
+    s.backendGone();
   }
   private static backendDrain(this: OwnedSocket): void {
     const s = this[SESSION]!;
@@ -393,10 +399,11 @@ export class Session implements StrategySession {
     c.on('error', Session.clientError);
     c.on('drain', Session.clientDrain);
     c.on('close', Session.clientClose);
-    this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), this.settings.handshakeTimeoutMs);
+    const deadline = (this.origin.acceptedAt ?? this.startedAt) + this.settings.handshakeTimeoutMs;
+    this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), Math.max(0, deadline - Date.now()));
     this.handshakeTimer.unref();
     if (this.late) this.front = new HandshakeEnd('server');
-    else this.connectBackend(new Set());
+    else this.awaitingHello = true;
   }
 
   /**
@@ -425,6 +432,10 @@ export class Session implements StrategySession {
         // close — the proxy answers the handshake, then refuses the connect with the reason.
         this.refusal = reason;
         this.front = new HandshakeEnd('server');
+        // The client's bytes before the current read (the start of C0+C1) were held for a backend.
+        const early = this.pending;
+        this.dropPending();
+        for (const b of early) if (this.answerHandshake(b) < 0) return;
       } else this.close(reason);
       return;
     }
@@ -491,6 +502,7 @@ export class Session implements StrategySession {
   private flushPending(sock: net.Socket): void {
     for (const buf of this.pending) sock.write(buf);
     this.dropPending();
+    if (this.clientEnded) sock.end();
   }
 
   private dropPending(): void {
@@ -500,7 +512,13 @@ export class Session implements StrategySession {
   }
 
   private onClientData(buf: Buffer): void {
+    if (this.mode === 'drop') return;
     this.bytesIn += buf.length;
+    if (this.awaitingHello && this.bytesIn >= CLIENT_HELLO_BYTES) {
+      this.awaitingHello = false;
+      this.connectBackend(new Set());
+      if (this.client.destroyed) return;
+    }
     if (this.mode !== 'pass') {
       this.onClientDataMigrating(buf);
       return;
@@ -543,8 +561,8 @@ export class Session implements StrategySession {
       this.pending.push(fwd);
       this.pendingBytes += fwd.length;
       // The client only sends C0+C1 (1537 bytes) before it hears from the server, so this bound
-      // is reached only by a peer that does not speak RTMP.
-      if (this.pendingBytes > this.settings.maxPendingBytes) this.client.pause();
+      // is reached only by a peer that does not speak RTMP. Before C0+C1 nothing would resume it.
+      if (this.pendingBytes > this.settings.maxPendingBytes && !this.awaitingHello) this.client.pause();
       return;
     }
     if (!backend.write(buf)) this.client.pause();
@@ -892,13 +910,11 @@ export class Session implements StrategySession {
       return;
     }
     if (direction === 'c2s') {
-      // Blind forwarding from here on: nothing parsed is kept.
+      // Blind forwarding from here on: nothing parsed is kept. The handshake timer keeps running:
+      // a session that falls back before `connect` is closed at its deadline.
       this.c2sReader?.release();
       this.c2sReader = null;
       this.cache?.clear();
-      // Without a parsed connect there is nothing to wait for.
-      if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
-      this.handshakeTimer = null;
     }
     if (this.migration !== null) this.migrationFailed(this.migration, `${direction}-parse-error`);
     if (this.settings.onParseError === 'close') this.close(`parse-error:${err.code}`);
@@ -920,8 +936,9 @@ export class Session implements StrategySession {
     this.clientEnded = true;
     if (this.mode === 'armed' && this.migration !== null) this.migrationFailed(this.migration, 'client-ended');
     if (this.upstream !== null) this.upstream.socket.end();
-    else if (this.backend !== null) this.backend.end();
-    else this.close('client-closed');
+    else if (this.backend !== null && !this.holdClient) this.backend.end();
+    // A backend still being opened (or doing its handshake) gets the FIN after the held bytes (flushPending).
+    else if (this.backendClosed) this.close('client-closed');
   }
 
   /**
@@ -986,6 +1003,7 @@ export class Session implements StrategySession {
     if (this.cache.overflow) return 'cache-overflow';
     if (this.mode === 'pass' && this.backend === null) return 'no-backend-connection';
     if (this.mode === 'relay' && this.upstream === null) return 'no-backend-connection';
+    if (this.mode === 'drop') return 'no-backend-connection';
     return null;
   }
 
@@ -1192,6 +1210,8 @@ export class Session implements StrategySession {
     this.upstream = up;
     this.replayConfig(up, info.timestamp);
     this.switchedAt = Date.now();
+    // A pause for the old connection's backpressure would wait for a `drain` nobody listens to any more.
+    if (!up.socket.writableNeedDrain) this.client.resume();
     this.completeMigration(run, up);
   }
 
@@ -1268,8 +1288,23 @@ export class Session implements StrategySession {
     this.backendClosed = true;
     // The backend going first (not after the client's own end) is the reason the session ends.
     if (this.closeReason === null && !this.clientClosed && !this.clientEnded) this.closeReason = reason.startsWith('backend-') ? reason : `backend-${reason}`;
+    this.backendGone();
+  }
+
+  /**
+   * The session's backend connection (or, relaying, its upstream) closed: the session ends once
+   * the client has gone too. What the server sent reaches the client, then FIN. From now on the
+   * client is read to its end and its bytes dropped (`drop`): a client paused for the
+   * backpressure of that connection, which will never drain, would otherwise never see its own
+   * peer leave, and the session would never end. A client that does not close its side is ended
+   * by the idle timeout (dropped bytes do not count as activity).
+   */
+  private backendGone(): void {
+    this.backendClosed = true;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
+    this.mode = 'drop';
     this.client.end();
+    this.client.resume();
     this.maybeFinish();
   }
 

@@ -174,7 +174,8 @@ describe('garbage flood', () => {
     await fake.listen();
     // The timeouts must outlast the proxy accepting the whole flood (its accepts lag the client
     // connects by a second or more on a loaded machine), else the first ones end before the last
-    // ones start and the flood is not concurrent.
+    // ones start and the flood is not concurrent. Every flood connection lacks a `connect`: the
+    // handshake deadline ends them all, blind-forwarded ones included.
     const HANDSHAKE_MS = 4000;
     const IDLE_MS = 5000;
     const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', logLevel: 'error', limitsHandshakeTimeoutMs: `${HANDSHAKE_MS}ms`, limitsIdleTimeoutMs: `${IDLE_MS}ms` });

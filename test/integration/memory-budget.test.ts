@@ -43,6 +43,27 @@ async function writeEach(s: net.Socket, parts: Buffer[]): Promise<void> {
   }
 }
 
+/**
+ * C0+C1, then C2 once S0+S1 came back, as a client does: the proxy opens the backend at C0+C1,
+ * and bytes sent before it answered would wait for that connection (counted against the budget).
+ */
+async function handshake(s: net.Socket): Promise<void> {
+  const hs = handshakeBytes();
+  let got = 0;
+  const answered = new Promise<void>((resolve) => {
+    const on = (b: Buffer): void => {
+      got += b.length;
+      if (got < 1537) return;
+      s.off('data', on);
+      resolve();
+    };
+    s.on('data', on);
+  });
+  s.write(hs.subarray(0, 1537));
+  await answered;
+  await writeEach(s, [hs.subarray(1537)]);
+}
+
 function processBudget(tp: TestProxy): ProcessBudget {
   const any = [...tp.proxy.server.sessions.values()][0];
   assert.ok(any !== undefined, 'a live session');
@@ -165,7 +186,10 @@ describe('the process budget bounds all sessions together; the others go on', ()
     const proc = processBudget(tp);
     const clients = await Promise.all(Array.from({ length: 8 }, () => rawClient(tp.proxy.address.port)));
     // One unfinished 256 KiB command each (192 KiB sent): 256 KiB held per session, under 512 KiB.
-    await Promise.all(clients.map((s) => writeEach(s, [handshakeBytes(), ...incompleteCommands({ csids: 1 })])));
+    await Promise.all(clients.map(async (s) => {
+      await handshake(s);
+      await writeEach(s, incompleteCommands({ csids: 1 }));
+    }));
     // Settled: every hostile session holds its 192 KiB or more, or fell back (the fake backend then
     // closes it: what it gets is no RTMP it knows).
     const fallbacks = /rtmp_goaway_buffer_budget_exceeded_total\{budget="process",outcome="fallback"\} (\d+)/;
