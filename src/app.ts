@@ -17,6 +17,7 @@ import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { CidrSet } from './proxy/cidr.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
+import { ProcessBudget } from './proxy/buffer-budget.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './proxy/routing.js';
@@ -152,7 +153,11 @@ const FAST_HEARTBEAT_MS = 1_000;
 export async function startProxy(config: Config, log: Logger = createLogger(config), opts: { worker?: number } = {}): Promise<RunningProxy> {
   const replicaId = config.replicaId;
   let migration: MigrationCoordinator | null = null;
-  const featureMetrics = new FeatureMetrics(() => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }));
+  const processBudget = new ProcessBudget(config.limits.processBufferBytes);
+  const featureMetrics = new FeatureMetrics(
+    () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
+    () => ({ held: processBudget.held, limit: processBudget.limit }),
+  );
   if (config.drain.nonCapable === 'migrate') {
     migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, featureMetrics);
   }
@@ -207,11 +212,20 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       maxCollectedSize: c.limits.maxCommandSize,
       maxChunkStreams: c.limits.maxChunkStreams,
     },
-    amfLimits: { maxDepth: c.limits.amfMaxDepth, maxItems: c.limits.amfMaxItems },
+    amfLimits: {
+      maxDepth: c.limits.amfMaxDepth,
+      maxItems: c.limits.amfMaxItems,
+      maxTotalValues: c.limits.amfMaxItems,
+      maxStringBytes: c.limits.amfMaxStringBytes,
+      maxTotalStringBytes: c.limits.amfMaxStringBytes,
+    },
     erpc: { offer: c.erpc.offer, tcUrl: c.erpc.tcUrl },
     metrics: featureMetrics,
     migration,
     router,
+    sessionBufferBytes: c.limits.sessionBufferBytes,
+    // One process budget across reloads: a new limit applies to every session's next take.
+    processBudget: Object.assign(processBudget, { limit: c.limits.processBufferBytes }),
   });
   const admissionOf = (c: Config) => ({
     maxSessionsPerIp: c.limits.maxSessionsPerIp,

@@ -722,7 +722,10 @@ export const ConfigSchema = z
       .prefault({}),
     limits: z
       .strictObject({
-        handshakeTimeoutMs: duration(10_000, 'Time a client has to finish the RTMP handshake and send `connect`.'),
+        handshakeTimeoutMs: duration(
+          10_000,
+          'Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client\'s C0+C1 (1,537 bytes).',
+        ),
         idleTimeoutMs: duration(
           60_000,
           'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
@@ -749,8 +752,26 @@ export const ConfigSchema = z
           max: MAX_RTMP_MESSAGE_SIZE,
         }),
         maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
+        sessionBufferBytes: size(
+          512 * 1024,
+          'Memory one session may hold between reads: unfinished command/control messages of either direction, client bytes waiting for the backend connection, the held connect `_result`, the migration cache. ' +
+            'Over it the session stops parsing and is forwarded blindly (`onParseError: forward`) or closed, counted in `rtmp_goaway_buffer_budget_exceeded_total`. ' +
+            'A session relaying after a proxy-side migration may hold one whole message of up to `limits.maxMessageSize` more. Must be at least `limits.maxCommandSize`.',
+          { min: 1 },
+        ),
+        processBufferBytes: size(
+          64 * 1024 ** 2,
+          'Memory all sessions of this process together may hold between reads (each within `limits.sessionBufferBytes`); a session refused memory because the process is full is handled as one over its own budget, the others go on. ' +
+            'Buffers live outside the V8 heap, in the same container: keep it well below the memory limit minus the heap.',
+          { min: 1 },
+        ),
         amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
-        amfMaxItems: int(1024, 'Maximum number of AMF values (object properties, array items) decoded per command.', { min: 1 }),
+        amfMaxItems: int(
+          1024,
+          'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
+          { min: 1 },
+        ),
+        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
       })
       .prefault({}),
     onParseError: oneOf(
@@ -808,6 +829,12 @@ export const ConfigSchema = z
     }
     if (c.limits.minChunkSize > c.limits.maxChunkSize) {
       add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
+    }
+    if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
+      add(['limits', 'sessionBufferBytes'], 'limits.maxCommandSize', `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`);
+    }
+    if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
+      add(['limits', 'processBufferBytes'], 'limits.sessionBufferBytes', `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`);
     }
     if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
       add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);

@@ -247,7 +247,8 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
   }
 
   private sendRaw(msg: Parameters<ChunkWriter['write']>[0]): boolean {
-    if (this.socket === null || this.socket.destroyed) return false;
+    // After end() the server may still be talking (a ping in flight): nothing more is sent.
+    if (this.socket === null || this.socket.destroyed || this.socket.writableEnded) return false;
     return this.socket.write(this.writer.write(msg));
   }
 

@@ -16,9 +16,14 @@ export class FeatureMetrics {
   readonly migrationReadySeconds: Histogram;
   readonly migrationGapSeconds: Histogram;
   readonly routed: Counter<'rule' | 'how'>;
+  readonly bufferBudgetExceeded: Counter<'budget' | 'outcome'>;
   private readonly all: (Counter<string> | Gauge<string> | Histogram<string>)[];
 
-  constructor(inFlight: () => { inFlight: number; queued: number } = () => ({ inFlight: 0, queued: 0 })) {
+  constructor(
+    inFlight: () => { inFlight: number; queued: number } = () => ({ inFlight: 0, queued: 0 }),
+    /** Bytes held against the process buffer budget, and its limit (buffer-budget.ts). */
+    buffered: () => { held: number; limit: number } = () => ({ held: 0, limit: 0 }),
+  ) {
     const p = 'rtmp_goaway_';
     const registers: Registry[] = [];
     this.reconnectRequests = new Counter({
@@ -81,6 +86,30 @@ export class FeatureMetrics {
       labelNames: ['rule', 'how'] as const,
       registers,
     });
+    this.bufferBudgetExceeded = new Counter({
+      name: `${p}buffer_budget_exceeded_total`,
+      help:
+        'Sessions refused more buffer memory, by the budget that was full (session: limits.sessionBufferBytes, process: limits.processBufferBytes) and what happened to that session: ' +
+        'fallback (stopped parsing, forwarded blindly), closed, not-cached (migration cache left incomplete: the session cannot migrate), unchanged (the connect _result went out without capsEx).',
+      labelNames: ['budget', 'outcome'] as const,
+      registers,
+    });
+    const bufferedGauge = new Gauge({
+      name: `${p}buffered_bytes`,
+      help: 'Bytes the proxy holds for sessions between reads (partial messages, migration caches, pre-connect client bytes), counted against limits.processBufferBytes.',
+      registers,
+      collect() {
+        this.set(buffered().held);
+      },
+    });
+    const bufferLimitGauge = new Gauge({
+      name: `${p}buffered_bytes_limit`,
+      help: 'The process buffer budget (limits.processBufferBytes).',
+      registers,
+      collect() {
+        this.set(buffered().limit);
+      },
+    });
     const inFlightGauge = new Gauge({
       name: `${p}migrations_in_flight`,
       help: 'Proxy-side migrations in progress (new backend being opened, or waiting for the keyframe).',
@@ -108,6 +137,9 @@ export class FeatureMetrics {
       this.migrationReadySeconds,
       this.migrationGapSeconds,
       this.routed,
+      this.bufferBudgetExceeded,
+      bufferedGauge,
+      bufferLimitGauge,
       inFlightGauge,
       queuedGauge,
     ];

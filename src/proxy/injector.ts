@@ -1,4 +1,4 @@
-import { type ChunkReaderHandler, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
+import { type ByteBudget, type ChunkReaderHandler, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader, UNLIMITED_BUDGET } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter, encodeFmt0Header } from '../rtmp/chunk-writer.js';
 import { MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
@@ -65,7 +65,8 @@ export function encodeMessage(msg: OutgoingMessage, chunkSize: number): Buffer {
  * complete and lets the caller replace it (the connect `_result` gets E-RTMP `capsEx`): the new
  * message is written fmt 0 with the current chunk size, and the server's next header on that csid
  * is fixed up as after an injection. If another csid's chunk interleaves with the held message,
- * the held bytes go out unchanged (`rewriteInterleaved` counts it).
+ * the held bytes go out unchanged (`rewriteInterleaved` counts it); so do they when holding them
+ * would go over the buffer budget (`rewriteOverBudget`). Held bytes are copies, charged to it.
  *
  * `addedBytes` counts what the proxy changed in the byte count of this direction (injected
  * chunks, the size change of replaced messages): the client's Acknowledgements count it too.
@@ -84,6 +85,8 @@ export class ClientBoundInjector {
   rewriteInterleaved = 0;
   /** Messages replaced by the rewriter. */
   rewritten = 0;
+  /** Messages let through unchanged because holding them would have gone over the buffer budget. */
+  rewriteOverBudget = 0;
   /** Chunks waiting for a safe point, in order. */
   private readonly queue: Injection[] = [];
   /** csids whose next server header must become fmt 0 (null until the first injection). */
@@ -91,7 +94,7 @@ export class ClientBoundInjector {
   private held: Buffer | null = null;
   private rewriter: CommandRewriter | null = null;
   /** The command message being held for the rewriter: its bytes so far (what would have gone out). */
-  private capture: { csid: number; parts: Buffer[] } | null = null;
+  private capture: { csid: number; parts: Buffer[]; bytes: number } | null = null;
   private lastChunkEnd = 0;
   private sealState: 'open' | 'sealing' | 'sealed' = 'open';
   /** The server stream stopped parsing while sealing: the client may hold a half message. */
@@ -105,8 +108,9 @@ export class ClientBoundInjector {
     private readonly onMessage: (info: MessageInfo, payload: Buffer | null) => void,
     collect?: CollectPolicy,
     limits?: Partial<ChunkReaderLimits>,
+    private readonly budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
-    this.reader = new ChunkReader(new InjectorEvents(this), collect, limits);
+    this.reader = new ChunkReader(new InjectorEvents(this), collect, limits, budget);
   }
 
   /** Chunks queued but not yet placed in the stream. */
@@ -157,6 +161,7 @@ export class ClientBoundInjector {
       if (!(err instanceof ProtocolError)) throw err;
       this.failure = err;
       this.queue.length = 0;
+      this.reader.release();
       this.releaseCapture();
       if (this.sealState === 'sealing') {
         // The client may hold a half message of the server's; the caller decides.
@@ -222,8 +227,18 @@ export class ClientBoundInjector {
 
   private emit(b: Buffer): void {
     if (this.sealState === 'sealed') return;
-    if (this.capture !== null) this.capture.parts.push(b);
-    else this.out.push(b);
+    const c = this.capture;
+    if (c === null) {
+      this.out.push(b);
+    } else if (this.budget.take(b.length)) {
+      // A copy: a view would pin the server's whole read for as long as the message is held.
+      c.parts.push(Buffer.from(b));
+      c.bytes += b.length;
+    } else {
+      this.rewriteOverBudget++;
+      this.releaseCapture();
+      this.out.push(b);
+    }
   }
 
   private emitRange(from: number, to: number): void {
@@ -281,7 +296,7 @@ export class ClientBoundInjector {
     ) {
       this.emitRange(this.cut, start);
       this.cut = start;
-      this.capture = { csid, parts: [] };
+      this.capture = { csid, parts: [], bytes: 0 };
     }
   }
 
@@ -309,6 +324,7 @@ export class ClientBoundInjector {
     this.emitRange(this.cut, end);
     this.cut = end;
     this.capture = null;
+    this.budget.give(c.bytes);
     let replacement: Buffer | null = null;
     if (fn !== null && payload !== null && this.sealState === 'open') {
       try {
@@ -345,6 +361,7 @@ export class ClientBoundInjector {
     this.emitRange(this.cut, at);
     if (at > this.cut) this.cut = at;
     this.capture = null;
+    this.budget.give(c.bytes);
     this.rewriteInterleaved++;
     for (const b of c.parts) this.emit(b);
   }
@@ -353,6 +370,7 @@ export class ClientBoundInjector {
     const c = this.capture;
     if (c === null) return;
     this.capture = null;
+    this.budget.give(c.bytes);
     for (const b of c.parts) this.out.push(b);
   }
 }

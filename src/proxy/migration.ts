@@ -20,9 +20,9 @@
  * the new backend connection. The switching itself lives in Session.
  */
 import net from 'node:net';
-import type { Amf0Limits, Amf0Value } from '../rtmp/amf0.js';
+import { type Amf0Limits, encodeAmf0 } from '../rtmp/amf0.js';
 import type { BackendConfig } from '../balancer/types.js';
-import { type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
+import { type ByteBudget, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader, UNLIMITED_BUDGET } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
@@ -78,16 +78,22 @@ export interface CachedMessage {
 
 /**
  * The last `@setDataFrame`/`onMetaData` and the last video and audio decoder configuration the
- * client sent, copied (never views of socket buffers), bounded by `maxBytes` in total. A message
- * that does not fit sets `overflow`: the session can then not be migrated losslessly.
+ * client sent, copied (never views of socket buffers), bounded by `maxBytes` in total and
+ * charged to the session's buffer budget. A message that does not fit either sets `overflow`
+ * (`refused` when the budget said no): the session can then not be migrated losslessly.
  */
 export class MediaCache {
   metadata: CachedMessage | null = null;
   video: CachedMessage | null = null;
   audio: CachedMessage | null = null;
   overflow = false;
+  /** The buffer budget refused a message. */
+  refused = false;
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    private readonly budget: ByteBudget = UNLIMITED_BUDGET,
+  ) {}
 
   get bytes(): number {
     return (this.metadata?.payload.length ?? 0) + (this.video?.payload.length ?? 0) + (this.audio?.payload.length ?? 0);
@@ -121,12 +127,24 @@ export class MediaCache {
       kept.timestamp = info.timestamp;
       return;
     }
-    const others = this.bytes - (kept?.payload.length ?? 0);
-    if (others + payload.length > this.maxBytes) {
+    const before = kept?.payload.length ?? 0;
+    if (this.bytes - before + payload.length > this.maxBytes) {
       this.overflow = true;
       return;
     }
+    if (payload.length > before && !this.budget.take(payload.length - before)) {
+      this.overflow = true;
+      this.refused = true;
+      return;
+    }
+    if (payload.length < before) this.budget.give(before - payload.length);
     this[slot] = { csid: info.csid, typeId: t, timestamp: info.timestamp, payload: Buffer.from(payload) };
+  }
+
+  /** Drops everything, giving its bytes back to the budget (the session can no longer migrate). */
+  clear(): void {
+    this.budget.give(this.bytes);
+    this.metadata = this.video = this.audio = null;
   }
 
   /** What a new backend needs before the first keyframe, in the order publishers send it. */
@@ -141,12 +159,12 @@ export class MediaCache {
 
 // ───────────────────────────── the client side, towards the new backend ─────────────────────────────
 
-/** What to replay on the new backend: the session's own commands. */
+/** What to replay on the new backend: the session's own commands, as AMF0 bytes the client sent. */
 export interface ReplayPlan {
-  /** The client's `connect` as it sent it. */
-  connect: Command;
-  /** `publish` arguments after the command object: [key, type, …]. */
-  publishArgs: Amf0Value[];
+  /** The client's `connect` command object and arguments (SessionFacts.connectReplay). */
+  connect: Buffer;
+  /** `publish` arguments after the command object: [key, type, …] (SessionFacts.publishReplay). */
+  publishArgs: Buffer;
   streamKey: string;
   /** Our chunk size towards the backend (sent with Set Chunk Size before connect, as OBS does). */
   chunkSize: number;
@@ -198,9 +216,10 @@ export class UpstreamPublisher {
     private readonly sink: UpstreamSink,
     limits: Partial<ChunkReaderLimits> = {},
     private readonly amfLimits?: Partial<Amf0Limits>,
+    budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
     const maxMessageSize = limits.maxMessageSize ?? 16 * 1024 * 1024 - 1;
-    this.reader = new ChunkReader({ message: (info, payload) => this.onMessage(info, payload) }, collectEverything, { ...limits, maxCollectedSize: maxMessageSize });
+    this.reader = new ChunkReader({ message: (info, payload) => this.onMessage(info, payload) }, collectEverything, { ...limits, maxCollectedSize: maxMessageSize }, budget);
   }
 
   get streamIdKnown(): boolean {
@@ -271,8 +290,10 @@ export class UpstreamPublisher {
     this.phase = 'connect';
     this.send(controlMessage(MessageType.SetChunkSize, this.plan.chunkSize));
     this.writer.chunkSize = this.plan.chunkSize;
+    // The client's own bytes after a transaction id of ours (a connect without a command object gets null).
     const c = this.plan.connect;
-    this.send(commandMessage(COMMAND_CSID, 0, 'connect', TXN.connect, c.commandObject, ...c.args));
+    const payload = Buffer.concat([encodeAmf0(['connect', TXN.connect]), c.length > 0 ? c : encodeAmf0([null])]);
+    this.send({ csid: COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload });
     return buf.subarray(r.next);
   }
 
@@ -335,7 +356,8 @@ export class UpstreamPublisher {
       }
       this.streamId = id;
       this.phase = 'publish';
-      this.send({ ...commandMessage(STREAM_COMMAND_CSID, id, 'publish', TXN.publish, null, ...this.plan.publishArgs) });
+      const payload = Buffer.concat([encodeAmf0(['publish', TXN.publish, null]), this.plan.publishArgs]);
+      this.send({ csid: STREAM_COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: id, payload });
       return true;
     }
     if (this.phase === 'publish') {
@@ -605,7 +627,15 @@ export class UpstreamConnection {
     readonly target: BackendConfig,
     plan: ReplayPlan,
     private readonly events: UpstreamEvents,
-    opts: { connectTimeoutMs: number; idleTimeoutMs: number; chunkLimits?: Partial<ChunkReaderLimits>; amfLimits?: Partial<Amf0Limits>; preamble?: Buffer | null },
+    opts: {
+      connectTimeoutMs: number;
+      idleTimeoutMs: number;
+      chunkLimits?: Partial<ChunkReaderLimits>;
+      amfLimits?: Partial<Amf0Limits>;
+      preamble?: Buffer | null;
+      /** The session's buffer budget: this connection's partial messages count in it. */
+      budget?: ByteBudget;
+    },
   ) {
     this.socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
     // The backend PROXY protocol header, before any RTMP byte.
@@ -621,6 +651,7 @@ export class UpstreamConnection {
       },
       opts.chunkLimits,
       opts.amfLimits,
+      opts.budget,
     );
     sock.setNoDelay(true);
     const timer = setTimeout(() => {
@@ -649,6 +680,7 @@ export class UpstreamConnection {
     });
     sock.on('close', () => {
       clearTimeout(timer);
+      this.protocol.reader.release();
       const reason = this.timeoutReason ?? (this.connected ? (this.lastError !== null ? 'backend-error' : 'backend-closed') : 'refused');
       this.report(reason, this.lastError ?? 'connection closed');
     });
@@ -674,6 +706,7 @@ export class UpstreamConnection {
   destroy(): void {
     this.aborted = true;
     this.socket.destroy();
+    this.protocol.reader.release();
   }
 
   private report(reason: string, detail: string): void {

@@ -47,6 +47,8 @@ export const LISTENER_ERROR_LOG_INTERVAL_MS = 5_000;
 /** A connection between accept and its session: PROXY header, admission, TLS handshake. */
 interface Opening {
   sock: net.Socket;
+  /** The session's handshake deadline counts from here: the PROXY header and the TLS handshake spend it too. */
+  acceptedAt: number;
   timer: NodeJS.Timeout;
   done: boolean;
   stage: 'proxy' | 'tls';
@@ -232,7 +234,7 @@ export class ProxyServer {
     }
     // Between accept and session: bounded by the handshake timeout, no backend connection yet.
     sock.on('error', () => {});
-    const o: Opening = { sock, done: false, stage: 'proxy', release: null, tls: null, timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs) };
+    const o: Opening = { sock, acceptedAt: Date.now(), done: false, stage: 'proxy', release: null, tls: null, timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs) };
     o.timer.unref();
     this.opening.add(o);
     sock.once('close', () => this.abandon(o));
@@ -334,7 +336,7 @@ export class ProxyServer {
       o.release = () => this.admission.release(key);
     }
     // Same `address:port` form as a session without a PROXY header.
-    const origin: SessionOrigin = { clientAddress: `${src.address}:${src.port}`, preamble: encodeProxyHeader(this.backendPP, src, dst) };
+    const origin: SessionOrigin = { clientAddress: `${src.address}:${src.port}`, preamble: encodeProxyHeader(this.backendPP, src, dst), acceptedAt: o.acceptedAt };
     if (!secure) {
       const release = o.release;
       this.finishOpening(o);

@@ -6,12 +6,13 @@ import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
 import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
-import { COMMAND_CSID, CONTROL_CSID, MessageType } from '../rtmp/constants.js';
+import { COMMAND_CSID, CONTROL_CSID, HANDSHAKE_PACKET_SIZE, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
 import {
   CAPS_EX_RECONNECT,
+  type Command,
   commandMessage,
   controlMessage,
   decodeCommand,
@@ -24,6 +25,7 @@ import {
 } from '../rtmp/messages.js';
 import { SessionView } from '../rtmp/session-view.js';
 import type { StrategySession } from './drain-strategy.js';
+import { ProcessBudget, SessionBudget } from './buffer-budget.js';
 import type { FeatureMetrics } from './feature-metrics.js';
 import { ClientBoundInjector } from './injector.js';
 import {
@@ -69,6 +71,10 @@ export interface SessionSettings {
   migration?: MigrationCoordinator | null;
   /** Routing rules (routing.ts); absent = least connections over every backend. */
   router?: Router | null;
+  /** Bytes a session may hold between reads (limits.sessionBufferBytes); absent = no limit. */
+  sessionBufferBytes?: number;
+  /** The process's buffer budget every session draws from (limits.processBufferBytes); absent = one without a limit per session. */
+  processBudget?: ProcessBudget;
 }
 
 export interface SessionHooks {
@@ -87,7 +93,12 @@ export interface SessionOrigin {
   clientAddress?: string;
   /** Written first on every backend connection of the session (the backend PROXY protocol header). */
   preamble?: Buffer | null;
+  /** When the listener accepted the connection (before its PROXY header or TLS handshake): the handshake deadline counts from it. Default: the session's start. */
+  acceptedAt?: number;
 }
+
+/** C0 + C1: what a client sends before it hears from the server. The backend is opened once they are in. */
+const CLIENT_HELLO_BYTES = 1 + HANDSHAKE_PACKET_SIZE;
 
 /** JSON view of a session for /api/sessions and the fleet registry. */
 export interface SessionSnapshot {
@@ -119,9 +130,11 @@ export interface SessionSnapshot {
  *  - `armed`: a migration target is publishing; still raw to the old backend, but the tail of
  *    each buffer that could be the start of the switch message is held back (SwitchSplitter);
  *  - `relay`: after a migration the proxy terminates RTMP both ways: client messages are
- *    re-chunked for the backend, backend messages re-chunked for the client.
+ *    re-chunked for the backend, backend messages re-chunked for the client;
+ *  - `drop`: the backend side is gone (backendGone): the client is read to its end, its bytes
+ *    dropped and not counted.
  */
-type Mode = 'pass' | 'armed' | 'relay';
+type Mode = 'pass' | 'armed' | 'relay' | 'drop';
 
 /** One proxy-side migration of this session, from its start to its switch or failure. */
 interface MigrationRun {
@@ -176,6 +189,8 @@ export class Session implements StrategySession {
   migrations = 0;
 
   readonly view: SessionView;
+  /** What this session holds between reads (see buffer-budget.ts). */
+  readonly budget: SessionBudget;
   private backend: net.Socket | null = null;
   private readonly c2sHandshake = new HandshakeSkipper();
   private c2sReader: ChunkReader | null;
@@ -191,7 +206,10 @@ export class Session implements StrategySession {
   private capsExPending = false;
   /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
   private c2sFeeding: Buffer | null = null;
+  /** Runs from the start until `connect` is seen, whatever the client sends meanwhile (a parse fallback included). */
   private handshakeTimer: NodeJS.Timeout | null = null;
+  /** The backend is opened once the client's C0+C1 are in (not late-bound): a silent connection costs no backend connection. */
+  private awaitingHello = false;
   private detach: (() => void) | null = null;
   private finished = false;
   private clientClosed = false;
@@ -267,14 +285,15 @@ export class Session implements StrategySession {
     this.id = `s${process.pid.toString(36)}-${(nextId++).toString(36)}`;
     this.clientAddress = origin.clientAddress ?? `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
     this.view = new SessionView({ publishStarted: () => this.onPublishStarted() }, settings.amfLimits);
+    this.budget = new SessionBudget(settings.sessionBufferBytes ?? Infinity, settings.processBudget ?? new ProcessBudget(Infinity));
     this.c2sHandler = { message: (info, payload) => this.onClientMessage(info, payload), messageStart: undefined };
-    this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits);
+    this.c2sReader = new ChunkReader(this.c2sHandler, undefined, settings.chunkLimits, this.budget);
     // The rules this session started with (a reload changes them for new sessions only).
     const router = settings.router ?? null;
     this.router = router;
     this.late = router !== null && router.needs !== 'accept';
     // Late binding relays whole server messages: collect them all.
-    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits);
+    this.s2c = new ClientBoundInjector((info, payload) => this.onServerMessage(info, payload), this.late ? collectEverything : undefined, settings.chunkLimits, this.budget);
   }
 
   /** How the client's credentials (stream key, query strings) are shown. */
@@ -334,12 +353,8 @@ export class Session implements StrategySession {
       s.onRetiredBackendClosed();
       return;
     }
-    s.backendClosed = true;
     s.backendWentFirst();
-    // Let what the server sent reach the client, then FIN; a client that never closes its side
-    // is ended by the idle timeout.
-    s.client.end();
-    s.maybeFinish();
+    s.backendGone();
   }
   private static backendDrain(this: OwnedSocket): void {
     const s = this[SESSION]!;
@@ -384,10 +399,11 @@ export class Session implements StrategySession {
     c.on('error', Session.clientError);
     c.on('drain', Session.clientDrain);
     c.on('close', Session.clientClose);
-    this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), this.settings.handshakeTimeoutMs);
+    const deadline = (this.origin.acceptedAt ?? this.startedAt) + this.settings.handshakeTimeoutMs;
+    this.handshakeTimer = setTimeout(() => this.close('handshake-timeout'), Math.max(0, deadline - Date.now()));
     this.handshakeTimer.unref();
     if (this.late) this.front = new HandshakeEnd('server');
-    else this.connectBackend(new Set());
+    else this.awaitingHello = true;
   }
 
   /**
@@ -416,6 +432,10 @@ export class Session implements StrategySession {
         // close — the proxy answers the handshake, then refuses the connect with the reason.
         this.refusal = reason;
         this.front = new HandshakeEnd('server');
+        // The client's bytes before the current read (the start of C0+C1) were held for a backend.
+        const early = this.pending;
+        this.dropPending();
+        for (const b of early) if (this.answerHandshake(b) < 0) return;
       } else this.close(reason);
       return;
     }
@@ -481,12 +501,24 @@ export class Session implements StrategySession {
 
   private flushPending(sock: net.Socket): void {
     for (const buf of this.pending) sock.write(buf);
+    this.dropPending();
+    if (this.clientEnded) sock.end();
+  }
+
+  private dropPending(): void {
+    this.budget.give(this.pendingBytes);
     this.pending = [];
     this.pendingBytes = 0;
   }
 
   private onClientData(buf: Buffer): void {
+    if (this.mode === 'drop') return;
     this.bytesIn += buf.length;
+    if (this.awaitingHello && this.bytesIn >= CLIENT_HELLO_BYTES) {
+      this.awaitingHello = false;
+      this.connectBackend(new Set());
+      if (this.client.destroyed) return;
+    }
     if (this.mode !== 'pass') {
       this.onClientDataMigrating(buf);
       return;
@@ -521,11 +553,16 @@ export class Session implements StrategySession {
     const backend = this.backend;
     if (backend === null || this.holdClient) {
       if (fwd.length === 0 || this.finished || this.rejected) return;
+      if (!this.budget.take(fwd.length)) {
+        this.overBudget('closed', 'client bytes waiting for the backend');
+        this.close('buffer-budget');
+        return;
+      }
       this.pending.push(fwd);
       this.pendingBytes += fwd.length;
       // The client only sends C0+C1 (1537 bytes) before it hears from the server, so this bound
-      // is reached only by a peer that does not speak RTMP.
-      if (this.pendingBytes > this.settings.maxPendingBytes) this.client.pause();
+      // is reached only by a peer that does not speak RTMP. Before C0+C1 nothing would resume it.
+      if (this.pendingBytes > this.settings.maxPendingBytes && !this.awaitingHello) this.client.pause();
       return;
     }
     if (!backend.write(buf)) this.client.pause();
@@ -580,7 +617,8 @@ export class Session implements StrategySession {
       reader.feed(buf);
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
-      this.settings.peerLog.write(`relay-parse:${err.code}`, { session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
+      if (err.code === 'buffer-budget') this.overBudget('closed', 'relayed messages');
+      else this.settings.peerLog.write(`relay-parse:${err.code}`, { session: this.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
       this.hooks.parseFallback(this, 'c2s', err);
       this.close(`parse-error:${err.code}`);
       return;
@@ -595,14 +633,16 @@ export class Session implements StrategySession {
       if (t === MessageType.Acknowledgement) {
         if (this.mode !== 'relay') this.translateAck(payload);
       } else if (this.cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3)) {
+        const refused = this.cache.refused;
         this.cache.offer(info, payload);
+        if (!refused && this.cache.refused) this.overBudget('not-cached', 'migration cache');
       } else if (t === MessageType.WindowAckSize && payload.length >= 4) {
         this.clientWindowAck = payload.readUInt32BE(0);
       }
     }
-    this.view.clientMessage(info, payload);
+    const cmd = this.view.clientMessage(info, payload);
     if (this.mode === 'relay') this.relayClientMessage(info, payload);
-    else if (this.front !== null && !this.routeStarted) this.onUnroutedCommand(info, payload);
+    else if (this.front !== null && !this.routeStarted && cmd !== null) this.onUnroutedCommand(info, cmd);
   }
 
   /**
@@ -611,11 +651,7 @@ export class Session implements StrategySession {
    * are answered here as nginx-rtmp would (the backend's own replies are dropped later);
    * `releaseStream` and `FCPublish` need no answer (clients do not wait for one).
    */
-  private onUnroutedCommand(info: MessageInfo, payload: Buffer | null): void {
-    const t = info.typeId;
-    if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
-    const cmd = decodeCommand(t, payload, this.settings.amfLimits);
-    if (cmd === null) return;
+  private onUnroutedCommand(info: MessageInfo, cmd: Command): void {
     if (this.refusal !== null) {
       // No backend could take a session when it arrived: say so at connect.
       if (cmd.name === 'connect') {
@@ -675,8 +711,7 @@ export class Session implements StrategySession {
       'session rejected by routing',
     );
     this.sendToClient(rejection(trigger.transactionId, trigger.streamId, description));
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.dropPending();
     this.client.end();
     // A client that keeps its side open does not hold the session.
     setTimeout(() => this.close(reason), 2000).unref();
@@ -745,7 +780,9 @@ export class Session implements StrategySession {
       return;
     }
     const hadFailure = this.s2c.failure;
+    const overBudget = this.s2c.rewriteOverBudget;
     const out = this.s2c.push(buf);
+    if (this.s2c.rewriteOverBudget !== overBudget) this.overBudget('unchanged', 'held connect _result');
     if (hadFailure === null && this.s2c.failure !== null) {
       this.parseFailed('s2c', this.s2c.failure);
       if (this.finished) return;
@@ -848,7 +885,7 @@ export class Session implements StrategySession {
     // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
     const told = c.supportsGoAway || (erpcOffered && this.capability === 'erpc');
     if (!told && this.settings.migration && this.c2sReader !== null) {
-      this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes);
+      this.cache = new MediaCache(this.settings.migration.settings.maxCachedBytes, this.budget);
       this.c2sReader.setCollectPolicy(migrationCollectPolicy);
     }
     // A session that connects to a backend already draining is told at once.
@@ -866,26 +903,42 @@ export class Session implements StrategySession {
     this.hooks.parseFallback(this, direction, err);
     if (direction === 'c2s') this.logStart();
     // Late binding: nothing to fall back to before routing (no backend), nor S→C (the client's chunk stream is ours).
+    const closes = this.settings.onParseError === 'close' || (this.late && (direction === 's2c' || !this.routeStarted));
+    if (err.code === 'buffer-budget') this.overBudget(closes ? 'closed' : 'fallback', `${direction} messages`);
     if (this.late && (direction === 's2c' || !this.routeStarted)) {
       this.close(`parse-error:${err.code}`);
       return;
     }
     if (direction === 'c2s') {
+      // Blind forwarding from here on: nothing parsed is kept. The handshake timer keeps running:
+      // a session that falls back before `connect` is closed at its deadline.
+      this.c2sReader?.release();
       this.c2sReader = null;
-      // Without a parsed connect there is nothing to wait for.
-      if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
-      this.handshakeTimer = null;
+      this.cache?.clear();
     }
     if (this.migration !== null) this.migrationFailed(this.migration, `${direction}-parse-error`);
     if (this.settings.onParseError === 'close') this.close(`parse-error:${err.code}`);
+  }
+
+  /** This session was refused buffer memory (its budget or the process's): counted, logged rate-limited. */
+  private overBudget(outcome: 'fallback' | 'closed' | 'not-cached' | 'unchanged', what: string): void {
+    const b = this.budget;
+    const which = b.exceeded ?? 'session';
+    this.settings.metrics?.bufferBudgetExceeded.inc({ budget: which, outcome });
+    this.settings.peerLog.write(
+      `buffer-budget:${which}:${outcome}`,
+      { session: this.id, client: this.clientAddress, budget: which, outcome, what, sessionHeld: b.held, sessionLimit: b.limit, processHeld: b.process.held, processLimit: b.process.limit },
+      'session over its buffer budget',
+    );
   }
 
   private onClientEnd(): void {
     this.clientEnded = true;
     if (this.mode === 'armed' && this.migration !== null) this.migrationFailed(this.migration, 'client-ended');
     if (this.upstream !== null) this.upstream.socket.end();
-    else if (this.backend !== null) this.backend.end();
-    else this.close('client-closed');
+    else if (this.backend !== null && !this.holdClient) this.backend.end();
+    // A backend still being opened (or doing its handshake) gets the FIN after the held bytes (flushPending).
+    else if (this.backendClosed) this.close('client-closed');
   }
 
   /**
@@ -944,12 +997,13 @@ export class Session implements StrategySession {
   private cannotMigrate(): string | null {
     const f = this.view.facts;
     if (!f.publishing || f.unpublished) return 'not-publishing';
-    if (f.connectCommand === null || f.streamKey === null || f.publishArgs === null || f.streamId === null) return 'not-publishing';
+    if (f.connectReplay === null || f.streamKey === null || f.publishReplay === null || f.streamId === null) return 'not-publishing';
     if (this.c2sReader === null || this.fallback !== null || this.s2c.failure !== null) return 'unparsed-stream';
     if (this.cache === null) return 'no-cache';
     if (this.cache.overflow) return 'cache-overflow';
     if (this.mode === 'pass' && this.backend === null) return 'no-backend-connection';
     if (this.mode === 'relay' && this.upstream === null) return 'no-backend-connection';
+    if (this.mode === 'drop') return 'no-backend-connection';
     return null;
   }
 
@@ -1019,8 +1073,8 @@ export class Session implements StrategySession {
     run.tried.add(target.name);
     const f = this.view.facts;
     const plan: ReplayPlan = {
-      connect: f.connectCommand!,
-      publishArgs: f.publishArgs!,
+      connect: f.connectReplay!,
+      publishArgs: f.publishReplay!,
       streamKey: f.streamKey!,
       chunkSize: coordinator.settings.chunkSize,
     };
@@ -1046,6 +1100,7 @@ export class Session implements StrategySession {
         chunkLimits: this.settings.chunkLimits,
         amfLimits: this.settings.amfLimits,
         preamble: this.origin.preamble ?? null,
+        budget: this.budget,
       },
     );
     run.attempt = up;
@@ -1074,7 +1129,10 @@ export class Session implements StrategySession {
     const reader = this.c2sReader!;
     const splitter = new SwitchSplitter(reader, keyframeSwitch(reader, () => this.view.facts.videoMessages === 0), () => this.beginRelay());
     this.splitter = splitter;
-    reader.setCollectPolicy(collectEverything, this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1);
+    const maxMessageSize = this.settings.chunkLimits.maxMessageSize ?? 16 * 1024 * 1024 - 1;
+    reader.setCollectPolicy(collectEverything, maxMessageSize);
+    // From now on whole media messages are assembled: room for one of the largest on top.
+    this.budget.limit = (this.settings.sessionBufferBytes ?? Infinity) + maxMessageSize;
     this.c2sHandler.messageStart = (csid, typeId, length, headerEnd, headerLength) => splitter.onMessageStart(csid, typeId, length, headerEnd, headerLength);
     this.mode = 'armed';
   }
@@ -1088,6 +1146,7 @@ export class Session implements StrategySession {
     this.mode = 'pass';
     this.c2sHandler.messageStart = undefined;
     this.c2sReader?.setCollectPolicy(migrationCollectPolicy);
+    this.budget.limit = this.settings.sessionBufferBytes ?? Infinity;
     if (held !== null && this.backend !== null && !this.backend.write(held)) this.client.pause();
   }
 
@@ -1151,6 +1210,8 @@ export class Session implements StrategySession {
     this.upstream = up;
     this.replayConfig(up, info.timestamp);
     this.switchedAt = Date.now();
+    // A pause for the old connection's backpressure would wait for a `drain` nobody listens to any more.
+    if (!up.socket.writableNeedDrain) this.client.resume();
     this.completeMigration(run, up);
   }
 
@@ -1227,8 +1288,23 @@ export class Session implements StrategySession {
     this.backendClosed = true;
     // The backend going first (not after the client's own end) is the reason the session ends.
     if (this.closeReason === null && !this.clientClosed && !this.clientEnded) this.closeReason = reason.startsWith('backend-') ? reason : `backend-${reason}`;
+    this.backendGone();
+  }
+
+  /**
+   * The session's backend connection (or, relaying, its upstream) closed: the session ends once
+   * the client has gone too. What the server sent reaches the client, then FIN. From now on the
+   * client is read to its end and its bytes dropped (`drop`): a client paused for the
+   * backpressure of that connection, which will never drain, would otherwise never see its own
+   * peer leave, and the session would never end. A client that does not close its side is ended
+   * by the idle timeout (dropped bytes do not count as activity).
+   */
+  private backendGone(): void {
+    this.backendClosed = true;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
+    this.mode = 'drop';
     this.client.end();
+    this.client.resume();
     this.maybeFinish();
   }
 
@@ -1407,6 +1483,7 @@ export class Session implements StrategySession {
   private maybeFinish(): void {
     if (this.finished || !this.clientClosed || !this.backendClosed) return;
     this.finished = true;
+    this.budget.close();
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');

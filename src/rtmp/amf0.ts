@@ -5,7 +5,9 @@
  * Pure: no I/O, no timers. The decoder reads bytes that come straight off a TCP socket, so it
  *  - throws nothing but {@link Amf0Error}, on any input;
  *  - checks every length/count against the bytes actually left before it reads or allocates;
- *  - bounds nesting depth, items per container, string length and top-level values.
+ *  - bounds nesting depth, items per container, string length and top-level values;
+ *  - and, per call, the values decoded at any depth and the string/key bytes decoded in total
+ *    (one budget per message: a container limit alone lets nested containers multiply it).
  *
  * Values are kept faithful enough for a byte-exact re-encode: references are not resolved,
  * dates keep their time zone, ECMA arrays and typed objects keep their own classes. Known
@@ -110,6 +112,13 @@ export interface Amf0Limits {
   maxStringBytes: number;
   /** Most top-level values {@link decodeAmf0} accepts. */
   maxValues: number;
+  /**
+   * Most values decoded by one call, at any depth (every object property, array element and
+   * top-level value counts once): bounds the work and the heap of one message whatever its shape.
+   */
+  maxTotalValues: number;
+  /** Most UTF-8 bytes of strings, keys, class names and XML decoded by one call, in total. */
+  maxTotalStringBytes: number;
 }
 
 export const DEFAULT_AMF0_LIMITS: Readonly<Amf0Limits> = Object.freeze({
@@ -117,6 +126,8 @@ export const DEFAULT_AMF0_LIMITS: Readonly<Amf0Limits> = Object.freeze({
   maxItems: 1024,
   maxStringBytes: 65536 * 4,
   maxValues: 64,
+  maxTotalValues: 4096,
+  maxTotalStringBytes: 256 * 1024,
 });
 
 export type Amf0ErrorCode =
@@ -126,6 +137,7 @@ export type Amf0ErrorCode =
   | 'string-too-long'
   | 'unknown-marker'
   | 'amf3-unsupported'
+  | 'over-budget'
   | 'invalid';
 
 export class Amf0Error extends Error {
@@ -153,6 +165,23 @@ interface Reader {
   readonly maxDepth: number;
   readonly maxItems: number;
   readonly maxStringBytes: number;
+  readonly budget: Amf0Budget;
+}
+
+/**
+ * What is left of one message's decode budget (limits.maxTotalValues, maxTotalStringBytes).
+ * Each decode call takes from it; pass the same object to several calls on one message (say, the
+ * command name first, the rest only when needed) so they share one budget.
+ */
+export interface Amf0Budget {
+  values: number;
+  stringBytes: number;
+}
+
+/** A fresh message budget from `limits` (defaults for what they leave out). */
+export function amf0Budget(limits?: Partial<Amf0Limits>): Amf0Budget {
+  const l = resolveLimits(limits);
+  return { values: l.maxTotalValues, stringBytes: l.maxTotalStringBytes };
 }
 
 function resolveLimits(limits: Partial<Amf0Limits> | undefined): Amf0Limits {
@@ -169,7 +198,7 @@ function resolveLimits(limits: Partial<Amf0Limits> | undefined): Amf0Limits {
   return out;
 }
 
-function makeReader(buf: Uint8Array, offset: number, limits: Amf0Limits): Reader {
+function makeReader(buf: Uint8Array, offset: number, limits: Amf0Limits, budget: Amf0Budget | undefined): Reader {
   if (!(buf instanceof Uint8Array)) throw new Amf0Error('invalid', -1, 'input must be a Uint8Array');
   if (!Number.isInteger(offset) || offset < 0 || offset > buf.length) {
     throw new Amf0Error('invalid', -1, `offset ${String(offset)} outside the buffer`);
@@ -184,6 +213,7 @@ function makeReader(buf: Uint8Array, offset: number, limits: Amf0Limits): Reader
     maxDepth: Math.min(limits.maxDepth, HARD_MAX_DEPTH),
     maxItems: limits.maxItems,
     maxStringBytes: limits.maxStringBytes,
+    budget: budget ?? { values: limits.maxTotalValues, stringBytes: limits.maxTotalStringBytes },
   };
 }
 
@@ -219,7 +249,9 @@ function readUtf8(r: Reader, len: number, at: number): string {
   if (len > r.maxStringBytes || len > bufferConstants.MAX_STRING_LENGTH) {
     throw new Amf0Error('string-too-long', at, `${len} bytes`);
   }
+  if (len > r.budget.stringBytes) throw new Amf0Error('over-budget', at, 'more string bytes than the message budget');
   need(r, len);
+  r.budget.stringBytes -= len;
   const s = len === 0 ? '' : r.b.toString('utf8', r.pos, r.pos + len);
   r.pos += len;
   return s;
@@ -258,6 +290,8 @@ function readEntries(r: Reader, depth: number, at: number): Amf0Object {
 
 function readValue(r: Reader, depth: number): Amf0Value {
   const at = r.pos;
+  if (r.budget.values <= 0) throw new Amf0Error('over-budget', at, 'more values than the message budget');
+  r.budget.values--;
   need(r, 1);
   const marker = r.b[r.pos++];
   switch (marker) {
@@ -290,6 +324,7 @@ function readValue(r: Reader, depth: number): Amf0Value {
       const inner = enterContainer(r, depth, at);
       const count = readU32(r);
       if (count > r.maxItems) throw new Amf0Error('too-many-items', at, `strict array of ${count}`);
+      if (count > r.budget.values) throw new Amf0Error('over-budget', at, `strict array of ${count}: more values than the message budget`);
       // Every value takes at least one byte: reject impossible counts before looping.
       need(r, count);
       const arr: Amf0Value[] = [];
@@ -325,22 +360,27 @@ function readValue(r: Reader, depth: number): Amf0Value {
 
 /**
  * Decodes one value at `offset`; `next` is the offset just past it. Throws only Amf0Error
- * ('truncated' when the value runs past the end of `buf`).
+ * ('truncated' when the value runs past the end of `buf`). `budget`: shared with other calls on
+ * the same message (default: a fresh one from `limits`).
  */
 export function decodeAmf0Value(
   buf: Uint8Array,
   offset: number,
   limits?: Partial<Amf0Limits>,
+  budget?: Amf0Budget,
 ): { value: Amf0Value; next: number } {
-  const r = makeReader(buf, offset, resolveLimits(limits));
+  const r = makeReader(buf, offset, resolveLimits(limits), budget);
   const value = readValue(r, 0);
   return { value, next: r.pos };
 }
 
-/** Decodes every value in `buf` (e.g. an AMF0 command message body). Throws only Amf0Error. */
-export function decodeAmf0(buf: Uint8Array, limits?: Partial<Amf0Limits>): Amf0Value[] {
+/**
+ * Decodes every value in `buf` from `offset` (e.g. an AMF0 command message body). Throws only
+ * Amf0Error. `budget` as for {@link decodeAmf0Value}.
+ */
+export function decodeAmf0(buf: Uint8Array, limits?: Partial<Amf0Limits>, budget?: Amf0Budget, offset = 0): Amf0Value[] {
   const lim = resolveLimits(limits);
-  const r = makeReader(buf, 0, lim);
+  const r = makeReader(buf, offset, lim, budget);
   const values: Amf0Value[] = [];
   while (r.pos < r.end) {
     if (values.length >= lim.maxValues) {

@@ -19,6 +19,11 @@ import { isConfigurationHead } from './media.js';
  * - per reader: a few small objects per chunk stream; limits objects are shared (see limitsFor),
  *   the split-header scratch area is allocated the first time a header straddles two reads.
  * The caller keeps forwarding its original buffers; the reader never changes them.
+ *
+ * Memory held between two `feed` calls is what a peer controls: a collected message that is not
+ * finished when a feed ends is copied out of the fed buffer (a view would pin the whole read, up
+ * to 64 KiB for a 32-byte chunk) into a buffer of its own, grown as it fills and charged to the
+ * reader's ByteBudget; over budget, `feed` throws ProtocolError('buffer-budget').
  */
 
 /** Bytes of each message's start kept for every message (video: frame type, codec, AVC packet type or E-RTMP FourCC). */
@@ -46,6 +51,21 @@ export const DEFAULT_CHUNK_READER_LIMITS: ChunkReaderLimits = {
   maxCollectedSize: 256 * 1024,
   maxChunkStreams: 64,
 };
+
+/**
+ * Bytes a reader (and whatever else shares the budget) may hold between two feeds. `take`
+ * returns false, taking nothing, when that would go over.
+ */
+export interface ByteBudget {
+  take(n: number): boolean;
+  give(n: number): void;
+}
+
+/** No budget: every take succeeds. */
+export const UNLIMITED_BUDGET: ByteBudget = Object.freeze({ take: () => true, give: () => {} });
+
+/** Smallest own buffer of a partly collected message (then doubled as it fills, up to its length). */
+const MIN_OWNED = 256;
 
 /** A message whose last chunk was just read. Valid only during the `message` callback. */
 export interface MessageInfo {
@@ -156,8 +176,13 @@ class ChunkStream {
   collect = false;
   /** Collection is decided by isConfigurationHead once the first bytes are in. */
   headFilter = false;
-  /** Payload pieces of the message being collected; null when none (allocated per collected message). */
+  /** Payload pieces of the message being collected, views of the buffer being fed; null when none. */
   parts: Buffer[] | null = null;
+  /** The collected message's bytes from earlier feeds (copied; capacity charged to the budget). */
+  owned: Buffer | null = null;
+  ownedLen = 0;
+  /** `feed` number that last added to `parts` (the stream is then in the reader's `pinned` list). */
+  pinnedIn = 0;
   headLen = 0;
   constructor(
     readonly csid: number,
@@ -210,11 +235,17 @@ export class ChunkReader {
   private collectTable: Uint8Array;
   /** Largest message collected; starts as limits.maxCollectedSize. */
   private maxCollected: number;
+  /** Bytes of own buffers of partly collected messages (charged to `budget`). */
+  heldBytes = 0;
+  /** Streams whose `parts` got a view during the current feed (copied out when it ends). */
+  private readonly pinned: ChunkStream[] = [];
+  private feedNo = 1;
 
   constructor(
     private readonly handler: ChunkReaderHandler,
     collect: CollectPolicy = collectControlAndCommands,
     limits: Partial<ChunkReaderLimits> = NO_LIMITS,
+    private readonly budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
     this.limits = limitsFor(limits);
     this.maxCollected = this.limits.maxCollectedSize;
@@ -285,10 +316,75 @@ export class ChunkReader {
   }
 
   /**
-   * Reads `buf` from `start`. Throws ProtocolError when the stream stops making sense; the
-   * reader is then unusable and the caller falls back to blind forwarding.
+   * Reads `buf` from `start`. Throws ProtocolError when the stream stops making sense (or its
+   * collected messages go over the budget); the reader is then unusable: the caller calls
+   * `release` and falls back to blind forwarding.
    */
   feed(buf: Buffer, start = 0): void {
+    this.read(buf, start);
+    if (this.pinned.length > 0) this.unpin();
+    this.feedNo++;
+  }
+
+  /** Drops every partly collected message and gives its bytes back to the budget. */
+  release(): void {
+    for (const s of this.low) if (s !== undefined) this.dropCollected(s);
+    if (this.high !== null) for (const s of this.high.values()) this.dropCollected(s);
+    this.pinned.length = 0;
+  }
+
+  private dropCollected(st: ChunkStream): void {
+    st.parts = null;
+    if (st.owned !== null) {
+      this.heldBytes -= st.owned.length;
+      this.budget.give(st.owned.length);
+      st.owned = null;
+      st.ownedLen = 0;
+    }
+  }
+
+  /** End of a feed: unfinished collected messages move out of the fed buffer into their own. */
+  private unpin(): void {
+    const pinned = this.pinned;
+    for (let i = 0; i < pinned.length; i++) {
+      const st = pinned[i]!;
+      if (st.parts !== null && st.parts.length > 0) this.own(st, 0);
+    }
+    pinned.length = 0;
+  }
+
+  /**
+   * Copies `st.parts` after the bytes already owned, growing the own buffer (doubling, at least
+   * to `atLeast`, at most to the message length) and charging the growth to the budget.
+   */
+  private own(st: ChunkStream, atLeast: number): void {
+    const parts = st.parts!;
+    let need = st.ownedLen;
+    for (let i = 0; i < parts.length; i++) need += parts[i]!.length;
+    const had = st.owned;
+    const cap = had === null ? 0 : had.length;
+    if (need > cap) {
+      const size = Math.min(st.length, Math.max(need, atLeast, cap * 2, MIN_OWNED));
+      if (!this.budget.take(size - cap)) {
+        throw new ProtocolError('buffer-budget', `${size - cap} more bytes for a ${st.length}-byte message on csid ${st.csid}: over the buffer budget`);
+      }
+      this.heldBytes += size - cap;
+      const next = Buffer.allocUnsafe(size);
+      if (had !== null) had.copy(next, 0, 0, st.ownedLen);
+      st.owned = next;
+    }
+    const owned = st.owned!;
+    let at = st.ownedLen;
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i]!;
+      p.copy(owned, at);
+      at += p.length;
+    }
+    st.ownedLen = at;
+    st.parts = null;
+  }
+
+  private read(buf: Buffer, start: number): void {
     const len = buf.length;
     let off = start;
     this.bytesRead += len - start;
@@ -305,7 +401,13 @@ export class ChunkReader {
           st.headLen += k;
           if (st.headFilter && (st.headLen === HEAD_BYTES || st.headLen === st.length)) this.decideByHead(st, before);
         }
-        if (st.collect) (st.parts ??= []).push(buf.subarray(off, off + n));
+        if (st.collect) {
+          (st.parts ??= []).push(buf.subarray(off, off + n));
+          if (st.pinnedIn !== this.feedNo) {
+            st.pinnedIn = this.feedNo;
+            this.pinned.push(st);
+          }
+        }
         off += n;
         this.chunkLeft -= n;
         st.remaining -= n;
@@ -461,8 +563,19 @@ export class ChunkReader {
     this.messagesRead++;
     let payload: Buffer | null = null;
     if (st.collect) {
-      const parts = st.parts;
-      payload = parts === null ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, st.length);
+      if (st.owned !== null) {
+        // Began in an earlier feed: the rest joins its own buffer, which becomes the payload.
+        if (st.parts !== null) this.own(st, st.length);
+        const owned = st.owned;
+        payload = owned.length === st.length ? owned : owned.subarray(0, st.length);
+        this.heldBytes -= owned.length;
+        this.budget.give(owned.length);
+        st.owned = null;
+        st.ownedLen = 0;
+      } else {
+        const parts = st.parts;
+        payload = parts === null ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, st.length);
+      }
       st.parts = null;
       st.collect = false;
       this.applyControl(st, payload);
@@ -494,7 +607,7 @@ export class ChunkReader {
       const target = id <= 65599 ? this.stream(id) : undefined;
       if (target !== undefined && target !== st) {
         target.remaining = 0;
-        target.parts = null;
+        this.dropCollected(target);
         target.collect = false;
         target.headFilter = false;
       }

@@ -12,6 +12,7 @@ export type ProtocolErrorCode =
   | 'too-many-chunk-streams' // more distinct csids than the configured limit
   | 'bad-message' // a control message of the wrong size
   | 'bad-amf' // AMF0 that does not decode within the limits
+  | 'buffer-budget' // what the session holds would go over its (or the process's) buffer budget
   | 'not-parsed'; // anything else the parser refuses
 
 export class ProtocolError extends Error {

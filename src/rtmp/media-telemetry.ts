@@ -49,7 +49,7 @@ const INTERVALS = 64;
 const KEY_INTERVALS = 8;
 /** Metadata larger than this is not decoded. */
 export const MAX_METADATA_BYTES = 64 * 1024;
-const METADATA_LIMITS: Amf0Limits = { maxDepth: 4, maxItems: 256, maxStringBytes: 4096, maxValues: 4 };
+const METADATA_LIMITS: Amf0Limits = { maxDepth: 4, maxItems: 256, maxStringBytes: 4096, maxValues: 4, maxTotalValues: 1024, maxTotalStringBytes: 16 * 1024 };
 const MAX_ENCODER_CHARS = 64;
 /** Frame intervals needed before the measured rate is preferred to `onMetaData`'s framerate. */
 const MIN_MEASURED_INTERVALS = 8;

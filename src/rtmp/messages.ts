@@ -3,8 +3,10 @@ import {
   type Amf0Object,
   type Amf0Value,
   Amf0Error,
+  amf0Budget,
   amf0Object,
   decodeAmf0,
+  decodeAmf0Value,
   encodeAmf0,
   isAmf0Object,
 } from './amf0.js';
@@ -22,25 +24,52 @@ export interface Command {
   transactionId: number;
   commandObject: Amf0Value;
   args: Amf0Value[];
+  /**
+   * The AMF0 body (after type 17's format byte): a view of the message, valid while it is. The
+   * command object starts at `objectAt`, the arguments at `argsAt` (= body.length when none):
+   * replay keeps those bytes, never the decoded values.
+   */
+  body: Buffer;
+  objectAt: number;
+  argsAt: number;
 }
 
 /**
  * Decodes a command message (type 20, or type 17 whose first byte is a 0x00 format marker
  * followed by AMF0 — what Flash clients send with objectEncoding 3). Returns null when the
- * values are not a command (first value not a string). Throws ProtocolError('bad-amf').
+ * values are not a command (first value not a string), or when `only` is given and does not
+ * hold its name (then only the name was decoded). The whole message shares one AMF0 budget
+ * (limits.maxTotalValues, maxTotalStringBytes). Throws ProtocolError('bad-amf').
  */
-export function decodeCommand(typeId: number, payload: Buffer, limits?: Partial<Amf0Limits>): Command | null {
+export function decodeCommand(typeId: number, payload: Buffer, limits?: Partial<Amf0Limits>, only?: ReadonlySet<string>): Command | null {
   const body = typeId === MessageType.CommandAmf3 && payload.length > 0 && payload[0] === 0 ? payload.subarray(1) : payload;
-  let values: Amf0Value[];
+  if (body.length === 0) return null;
   try {
-    values = decodeAmf0(body, limits);
+    const budget = amf0Budget(limits);
+    const name = decodeAmf0Value(body, 0, limits, budget);
+    if (typeof name.value !== 'string' || (only !== undefined && !only.has(name.value))) return null;
+    let at = name.next;
+    let txn: Amf0Value = 0;
+    let obj: Amf0Value = null;
+    let objectAt = body.length;
+    if (at < body.length) {
+      const t = decodeAmf0Value(body, at, limits, budget);
+      txn = t.value;
+      at = t.next;
+    }
+    if (at < body.length) {
+      objectAt = at;
+      const o = decodeAmf0Value(body, at, limits, budget);
+      obj = o.value;
+      at = o.next;
+    }
+    const argsAt = at;
+    const args = at < body.length ? decodeAmf0(body, limits, budget, at) : [];
+    return { name: name.value, transactionId: typeof txn === 'number' ? txn : 0, commandObject: obj ?? null, args, body, objectAt, argsAt };
   } catch (err) {
     if (err instanceof Amf0Error) throw new ProtocolError('bad-amf', `command: ${err.message}`);
     throw err;
   }
-  const [name, txn, obj, ...args] = values;
-  if (typeof name !== 'string') return null;
-  return { name, transactionId: typeof txn === 'number' ? txn : 0, commandObject: obj ?? null, args };
 }
 
 /** What the `connect` command object tells about a publisher (PROTOCOL.md §1, §2, §5). */

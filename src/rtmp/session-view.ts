@@ -1,6 +1,7 @@
-import type { Amf0Limits, Amf0Value } from './amf0.js';
+import type { Amf0Limits } from './amf0.js';
 import type { MessageInfo } from './chunk-reader.js';
 import { MessageType } from './constants.js';
+import { ProtocolError } from './errors.js';
 import { isVideoKeyframe } from './media.js';
 import {
   type Command,
@@ -17,12 +18,16 @@ export interface SessionFacts {
   connect: ConnectInfo | null;
   /** Transaction id of `connect`, to recognise its `_result`. */
   connectTransactionId: number | null;
-  /** The decoded `connect` command, as the client sent it (replayed by a proxy-side migration). */
-  connectCommand: Command | null;
+  /**
+   * The `connect` command object and arguments, AMF0 bytes as the client sent them (a copy of at
+   * most MAX_REPLAY_BYTES), replayed by a proxy-side migration. Never the decoded values: a
+   * session lives for hours.
+   */
+  connectReplay: Buffer | null;
   /** The server answered `connect` (`_result` or `_error`). */
   connectAnswered: boolean;
-  /** Arguments of `publish` after the command object (key, type …), for replay. */
-  publishArgs: Amf0Value[] | null;
+  /** Arguments of `publish` after the command object (key, type …), AMF0 bytes as sent (a copy), for replay. */
+  publishReplay: Buffer | null;
   streamKey: string | null;
   publishType: string | null;
   /** Message stream id the server returned for createStream. */
@@ -48,6 +53,24 @@ export interface SessionViewEvents {
 }
 
 /**
+ * Most bytes of a `connect` (command object + arguments) or `publish` (arguments) a session
+ * keeps for replay; a larger one is refused as bad-amf. Real ones are a few hundred bytes (a
+ * tcUrl carrying a token twice, in `app` and `tcUrl`, stays well below).
+ */
+export const MAX_REPLAY_BYTES = 8 * 1024;
+
+/** Client commands the view reads; the others are decoded only as far as their name. */
+const CLIENT_COMMANDS: ReadonlySet<string> = new Set(['connect', 'createStream', 'publish', 'FCUnpublish', 'deleteStream', 'closeStream']);
+/** Server commands the view reads. */
+const SERVER_COMMANDS: ReadonlySet<string> = new Set(['_result', '_error', 'onStatus']);
+
+/** A copy of `bytes` for replay, refused (bad-amf) above MAX_REPLAY_BYTES. */
+function replayCopy(what: string, bytes: Buffer): Buffer {
+  if (bytes.length > MAX_REPLAY_BYTES) throw new ProtocolError('bad-amf', `${what} of ${bytes.length} bytes: more than the ${MAX_REPLAY_BYTES} a session keeps`);
+  return Buffer.from(bytes);
+}
+
+/**
  * Pure interpretation of a publisher session: fed the complete messages of both directions
  * (from two ChunkReaders), it keeps the facts the proxy logs, exposes and acts on.
  * Command flow (PROTOCOL.md §5): connect → _result · releaseStream · FCPublish · createStream →
@@ -57,9 +80,9 @@ export class SessionView {
   readonly facts: SessionFacts = {
     connect: null,
     connectTransactionId: null,
-    connectCommand: null,
+    connectReplay: null,
     connectAnswered: false,
-    publishArgs: null,
+    publishReplay: null,
     streamKey: null,
     publishType: null,
     streamId: null,
@@ -79,31 +102,36 @@ export class SessionView {
     private readonly amfLimits?: Partial<Amf0Limits>,
   ) {}
 
-  /** A complete client→server message. Throws ProtocolError('bad-amf') on undecodable commands. */
-  clientMessage(info: MessageInfo, payload: Buffer | null): void {
+  /**
+   * A complete client→server message. Returns the command when it is one the view reads (valid
+   * during the call: its `body` is a view of `payload`), else null. Throws ProtocolError('bad-amf')
+   * on undecodable commands.
+   */
+  clientMessage(info: MessageInfo, payload: Buffer | null): Command | null {
     const t = info.typeId;
     if (t === MessageType.Video) {
       this.facts.videoMessages++;
       if (isVideoKeyframe(info.head)) this.facts.keyframes++;
       this.facts.lastMediaTimestamp = info.timestamp;
-      return;
+      return null;
     }
     if (t === MessageType.Audio) {
       this.facts.audioMessages++;
       this.facts.lastMediaTimestamp = info.timestamp;
       this.facts.lastAudioTimestamp = info.timestamp;
-      return;
+      return null;
     }
-    if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
-    const cmd = decodeCommand(t, payload, this.amfLimits);
+    if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return null;
+    const cmd = decodeCommand(t, payload, this.amfLimits, CLIENT_COMMANDS);
     if (cmd !== null) this.clientCommand(cmd);
+    return cmd;
   }
 
   /** A complete server→client message. */
   serverMessage(info: MessageInfo, payload: Buffer | null): void {
     const t = info.typeId;
     if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
-    const cmd = decodeCommand(t, payload, this.amfLimits);
+    const cmd = decodeCommand(t, payload, this.amfLimits, SERVER_COMMANDS);
     if (cmd !== null) this.serverCommand(cmd);
   }
 
@@ -113,9 +141,9 @@ export class SessionView {
         // Only the first connect counts: a second one on the same TCP connection is a protocol
         // error the server will answer; the session's identity must not change under us.
         if (this.facts.connect !== null) return;
+        this.facts.connectReplay = replayCopy('connect', cmd.body.subarray(cmd.objectAt));
         this.facts.connect = readConnect(cmd);
         this.facts.connectTransactionId = cmd.transactionId;
-        this.facts.connectCommand = cmd;
         this.events.connect?.(this.facts.connect);
         return;
       case 'createStream':
@@ -125,10 +153,11 @@ export class SessionView {
       }
         return;
       case 'publish': {
+        const replay = replayCopy('publish', cmd.body.subarray(cmd.argsAt));
         const p = readPublish(cmd);
         this.facts.streamKey = p.streamKey;
         this.facts.publishType = p.publishType;
-        this.facts.publishArgs = cmd.args;
+        this.facts.publishReplay = replay;
         this.events.publish?.(p.streamKey);
         return;
       }

@@ -265,6 +265,8 @@ describe('Helm chart: lint and render (helm)', () => {
       if (path === 'redis.sessionTtlMs') return '1m';
       if (path === 'limits.maxMessageSize') return 16777215;
       if (path === 'limits.maxCommandSize') return '512k';
+      if (path === 'limits.sessionBufferBytes') return '1m';
+      if (path === 'limits.processBufferBytes') return '64m';
       if (path === 'sidecar.enabled') return true;
       if (path === 'discovery.servers') return '10.96.0.10:53';
       if (path === 'acceptProxyProtocolFrom') return '10.0.0.0/8,192.0.2.0/24';

@@ -12,6 +12,13 @@ export interface TestProxy {
   api<T>(path: string, init?: RequestInit): Promise<T>;
   /** Structured log lines the proxy wrote (for assertions on session start/end lines). */
   logs: Record<string, unknown>[];
+  /**
+   * Once every peer is gone (the test destroyed its clients and closed its backends): each
+   * session must end by itself, reporting its end, and the pool counts must fall to 0. Throws
+   * with what is left otherwise (a session whose end would never be accounted).
+   */
+  settled(timeoutMs?: number): Promise<void>;
+  /** Stops the proxy; then checks that no session is left in the registry nor counted on a backend. */
   stop(): Promise<void>;
 }
 
@@ -21,6 +28,15 @@ export function asJsonClient(init: RequestInit = {}): RequestInit {
   const headers = new Headers(init.headers);
   if (!headers.has('content-type')) headers.set('content-type', 'application/json');
   return { ...init, headers };
+}
+
+/** Sessions still registered or counted by the pool, and connections still opening; empty when none. */
+function leftovers(proxy: RunningProxy): string[] {
+  const out: string[] = [];
+  for (const s of proxy.server.sessions.values()) out.push(`session ${s.id} (${s.state}, backend ${s.backendName ?? 'none'}, reason ${s.closeReason ?? 'none'}) still registered`);
+  for (const b of proxy.pool.list()) if (b.sessions > 0) out.push(`backend ${b.name} still counts ${b.sessions} session(s)`);
+  if (proxy.server.openingCount > 0) out.push(`${proxy.server.openingCount} connection(s) still opening`);
+  return out;
 }
 
 /** Starts the proxy in-process on ephemeral ports with the given backends and extra flags. */
@@ -55,7 +71,19 @@ export async function startTestProxy(backends: Record<string, number>, flags: Re
       if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await r.text()}`);
       return (await r.json()) as T;
     },
-    stop: () => proxy.stop('test-end'),
+    async settled(timeoutMs = 10_000) {
+      const ends = () => logs.filter((l) => l['msg'] === 'session end').length;
+      try {
+        await eventually(() => leftovers(proxy).length === 0, 'every session to end by itself', timeoutMs);
+      } catch {
+        throw new Error(`sessions left after every peer closed (${ends()} session end lines): ${leftovers(proxy).join('; ')}`);
+      }
+    },
+    async stop() {
+      await proxy.stop('test-end');
+      const left = leftovers(proxy);
+      if (left.length > 0) throw new Error(`after stop: ${left.join('; ')}`);
+    },
   };
 }
 

@@ -36,6 +36,8 @@ export interface ServerScript {
   publish?: 'accept' | 'reject' | 'ignore';
   /** Destroy the connection after this many media messages. */
   dieAfterMedia?: number;
+  /** Stop reading after this many media messages (a stalled ingest: the sender's writes back up). */
+  stallAfterMedia?: number;
   /** Destroy the connection this many ms after answering Publish.Start. */
   dieAfterPublishMs?: number;
   /** Send a User Control PingRequest every this many ms once publishing (nginx-rtmp `ping`). */
@@ -149,7 +151,10 @@ export class RecordingRtmpServer {
           if (t === MessageType.Audio || t === MessageType.Video || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
             const body = payload ?? Buffer.alloc(0);
             conn.messages.push({ typeId: t, timestamp: info.timestamp, streamId: info.streamId, length: info.length, hash: hashBody(body), kind: classify(t, body), at: Date.now() });
-            if (t !== MessageType.DataAmf0 && script.dieAfterMedia !== undefined && ++media >= script.dieAfterMedia) socket.destroy();
+            if (t === MessageType.DataAmf0) return;
+            media++;
+            if (script.dieAfterMedia !== undefined && media >= script.dieAfterMedia) socket.destroy();
+            if (script.stallAfterMedia !== undefined && media >= script.stallAfterMedia) socket.pause();
             return;
           }
           if (payload === null) return;

@@ -62,7 +62,8 @@ describe('bad input never harms another session', () => {
     await fake.listen();
     tp = await startTestProxy(
       { fake: fake.port },
-      { healthEnabled: 'false', limitsHandshakeTimeoutMs: '400ms', limitsIdleTimeoutMs: '5s', limitsMaxMessageSize: '1m', limitsMaxCommandSize: '64k' },
+      // The blind-forwarded sessions below are closed at this deadline (no connect): long enough to see them forward.
+      { healthEnabled: 'false', limitsHandshakeTimeoutMs: '2s', limitsIdleTimeoutMs: '5s', limitsMaxMessageSize: '1m', limitsMaxCommandSize: '64k' },
     );
     good = new RtmpPublisher(tp.url('live', 'good'), { supportsGoAway: true, chunkSize: 4096 });
     await good.publish();
@@ -80,8 +81,8 @@ describe('bad input never harms another session', () => {
     const junk = randomBytes(64 * 1024);
     junk[0] = 0x47; // 'G' as in "GET / HTTP/1.1": a scanner
     const before = await metric(tp, /rtmp_goaway_parse_fallbacks_total\{direction="c2s",reason="bad-version"\} (\d+)/);
-    const s = await rawClient(tp.proxy.address.port);
     const n = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port);
     s.write(junk);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === junk.length, 'junk forwarded');
     assert.ok(Buffer.concat(fake.connections.at(-1)!.raw).equals(junk), 'blind forwarding is byte-exact');
@@ -91,8 +92,8 @@ describe('bad input never harms another session', () => {
   });
 
   test('RTMPE (C0 = 6) ⇒ blind forwarding, never Go Away', async () => {
-    const s = await rawClient(tp.proxy.address.port);
     const n = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port);
     const bytes = handshakeBytes(6);
     s.write(bytes);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === bytes.length, 'RTMPE bytes forwarded');
@@ -135,25 +136,27 @@ describe('bad input never harms another session', () => {
   });
 
   test('Set Chunk Size 1 (100 k tiny chunks) ⇒ chunk-size fallback; 100 k tiny legal messages parse', async () => {
-    const s = await rawClient(tp.proxy.address.port);
+    // Both floods are built before connecting: the handshake timeout runs from the accept, and
+    // building 100 k chunks on a loaded machine can take longer than it.
     const w = new ChunkWriter();
     const parts = [handshakeBytes(), w.write(controlMessage(MessageType.SetChunkSize, 1))];
     w.chunkSize = 1;
     parts.push(w.write({ csid: 6, timestamp: 0, typeId: MessageType.Video, streamId: 1, payload: Buffer.alloc(100_000, 0x27) }));
     const flood = Buffer.concat(parts);
+    const s = await rawClient(tp.proxy.address.port);
     s.write(flood);
     await eventually(async () => (await metric(tp, /reason="chunk-size"\} (\d+)/)) >= 1, 'chunk-size counted');
     s.destroy();
 
     // Legal but abusive: 100,000 one-byte audio messages at the default chunk size.
-    const legal = await rawClient(tp.proxy.address.port);
-    const n = fake.connections.length;
     const lw = new ChunkWriter(true);
     // A real connect first: the handshake timeout bounds the wait for it, not the flood.
     const connect = encodeCommand('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://127.0.0.1/live' }));
     const msgs: Buffer[] = [handshakeBytes(), lw.write({ csid: 3, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: connect })];
     for (let i = 0; i < 100_000; i++) msgs.push(lw.write({ csid: 4, timestamp: i, typeId: MessageType.Audio, streamId: 1, payload: Buffer.of(0xaf) }));
     const all = Buffer.concat(msgs);
+    const n = fake.connections.length;
+    const legal = await rawClient(tp.proxy.address.port);
     legal.write(all);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === all.length, '100k messages forwarded');
     const sessions = await tp.api<{ bytesIn: number; parseFallback: string | null }[]>('/api/sessions');
@@ -166,6 +169,97 @@ describe('bad input never harms another session', () => {
     await tp.api('/api/backends/fake/drain?force=1', { method: 'POST' });
     await eventually(() => good.goAwayReceived, 'Go Away to the good publisher');
     await tp.api('/api/backends/fake/undrain', { method: 'POST' });
+  });
+});
+
+describe('the handshake deadline holds whatever the client sends', () => {
+  let fake: FakeRtmpServer;
+  let tp: TestProxy;
+
+  before(async () => {
+    fake = new FakeRtmpServer();
+    await fake.listen();
+    // The idle timeout is far: only the handshake deadline can end these sessions.
+    tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', limitsHandshakeTimeoutMs: '300ms', limitsIdleTimeoutMs: '10m' });
+  });
+
+  after(async () => {
+    await tp.stop();
+    await fake.close();
+  });
+
+  /** Writes one byte every 20 ms until the proxy closes the socket; resolves then (bounded: the test fails instead of hanging). */
+  async function trickleUntilClosed(s: net.Socket, what: string): Promise<void> {
+    let gone = false;
+    s.once('close', () => (gone = true));
+    const drip = setInterval(() => {
+      if (!s.destroyed) s.write(Buffer.of(0x41));
+    }, 20);
+    try {
+      await eventually(() => gone, what, 15_000);
+    } finally {
+      clearInterval(drip);
+    }
+  }
+
+  const endOf = (id: string) => eventually(() => tp.logs.find((l) => l['msg'] === 'session end' && l['session'] === id), `session end of ${id}`);
+
+  test('one 0x00 byte (not RTMP: blind-forward fallback), then a byte now and then: closed at the deadline, no backend opened', async () => {
+    const n0 = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port);
+    s.write(Buffer.of(0));
+    const session = await eventually(() => [...tp.proxy.server.sessions.values()].find((x) => x.fallback !== null), 'the session fell back');
+    await trickleUntilClosed(s, 'closed at the handshake deadline');
+    const end = await endOf(session.id);
+    assert.equal(end['reason'], 'handshake-timeout');
+    assert.equal(end['parseFallback'], 'bad-version');
+    assert.equal(fake.connections.length, n0, 'no backend connection for fewer bytes than C0+C1');
+    assert.ok((await metric(tp, /rtmp_goaway_sessions_closed_total\{backend="none",reason="handshake-timeout"\} (\d+)/)) >= 1);
+  });
+
+  test('a valid handshake, then a malformed chunk (fallback), then a byte now and then: closed at the deadline, its backend connection too', async () => {
+    const n0 = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port);
+    // fmt 1 on a chunk stream that never had a fmt 0 header.
+    s.write(Buffer.concat([handshakeBytes(), Buffer.from([0x46, 0, 0, 0, 0, 0, 4, 1])]));
+    const session = await eventually(() => [...tp.proxy.server.sessions.values()].find((x) => x.fallback?.code === 'missing-header'), 'the session fell back');
+    await trickleUntilClosed(s, 'closed at the handshake deadline');
+    const end = await endOf(session.id);
+    assert.equal(end['reason'], 'handshake-timeout');
+    assert.equal(end['parseFallback'], 'missing-header');
+    assert.equal(fake.connections.length, n0 + 1, 'blind-forwarded to one backend connection');
+    await eventually(() => fake.connections.at(-1)!.socket.destroyed, 'the backend connection closed with it');
+  });
+});
+
+describe('no backend connection before the client\'s C0+C1', () => {
+  test('50 silent connections open no backend connection; a publisher after them opens exactly one and works', async () => {
+    const fake = new FakeRtmpServer();
+    await fake.listen();
+    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', limitsHandshakeTimeoutMs: '1m' });
+    const silent: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 50; i++) silent.push(await rawClient(tp.proxy.address.port));
+      await eventually(() => tp.proxy.server.sessions.size === 50, '50 sessions');
+      // One byte short of C0+C1 is still silence as far as the backend is concerned.
+      silent[0]!.write(handshakeBytes().subarray(0, 1536));
+      await eventually(() => [...tp.proxy.server.sessions.values()].some((x) => x.bytesIn === 1536), 'the 1536 bytes in');
+      // Connections reach the backend in the order the proxy opens them: had any silent session
+      // opened one, it would be there before the publisher's.
+      const pub = new RtmpPublisher(tp.url('live', 'after-silence'), { supportsGoAway: true });
+      pub.on('error', () => {});
+      await pub.publish();
+      assert.equal(fake.connections.length, 1, 'only the publisher reached the backend');
+      for (let i = 0; i < 5; i++) pub.sendMedia(MessageType.Video, i * 33, Buffer.alloc(500, 0x27));
+      await eventually(() => fake.connections[0]!.media === 5, 'the publisher\'s frames at the backend');
+      pub.destroy();
+      for (const s of silent) s.destroy();
+      await tp.settled();
+    } finally {
+      for (const s of silent) s.destroy();
+      await tp.stop();
+      await fake.close();
+    }
   });
 });
 

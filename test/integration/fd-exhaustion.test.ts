@@ -37,10 +37,13 @@ function limitLeaving(pid: number, spare: number): number {
   for (let free = 0; ; n++) if (!open.has(n) && ++free > spare) return n;
 }
 
-/** A connection that says nothing; `refused` once the proxy ends or resets it. */
-function silentConnection(port: number): Promise<{ sock: net.Socket; refused: boolean }> {
+/**
+ * A connection that sends C0+C1 (so the proxy opens a backend connection for it: two descriptors)
+ * and then nothing; `refused` once the proxy ends or resets it.
+ */
+function stalledConnection(port: number): Promise<{ sock: net.Socket; refused: boolean }> {
   return new Promise((resolve) => {
-    const c = { sock: net.connect({ host: '127.0.0.1', port }), refused: false };
+    const c = { sock: net.connect({ host: '127.0.0.1', port }, () => c.sock.write(Buffer.alloc(1537, 3))), refused: false };
     for (const ev of ['error', 'end', 'close']) c.sock.on(ev, () => (c.refused = true));
     c.sock.on('data', () => {});
     c.sock.once('connect', () => resolve(c));
@@ -90,10 +93,10 @@ describe('out of file descriptors', () => {
       const limit = limitLeaving(pid, SPARE_FDS);
       assert.equal(spawnSync(prlimit, ['--pid', String(pid), `--nofile=${limit}:${limit}`]).status, 0, 'prlimit');
 
-      // Silent connections in batches of 10 until the proxy says it is out of descriptors and has refused some.
+      // Stalled connections in batches of 10 until the proxy says it is out of descriptors and has refused some.
       const outOfFds = () => proxy!.logs().some((l) => String(l['msg']).startsWith('out of file descriptors'));
       while (flood.length < FLOOD_MAX && !(outOfFds() && flood.some((c) => c.refused))) {
-        flood.push(...(await Promise.all(Array.from({ length: 10 }, () => silentConnection(port)))));
+        flood.push(...(await Promise.all(Array.from({ length: 10 }, () => stalledConnection(port)))));
         await new Promise((r) => setTimeout(r, 100));
       }
       await eventually(() => flood.some((c) => c.refused), 'a flood connection refused by the proxy', 10_000);

@@ -129,10 +129,19 @@ describe('accepting PROXY protocol (required)', () => {
       s.write(Buffer.of(b));
       await new Promise((r) => setTimeout(r, 2));
     }
-    s.write(Buffer.of(3)); // C0
+    s.write(Buffer.alloc(1537, 3)); // C0+C1: the backend is opened once they are in
     await eventually(() => fake.connections.length > before, 'a backend connection for the split header');
     await eventually(async () => (await tp.api<SessionSnapshot[]>('/api/sessions')).some((x) => x.client === '2001:db8::7:4242'), 'IPv6 client in the API');
     s.destroy();
+  });
+
+  test('a header, then silence: no backend connection, closed at the handshake deadline', async () => {
+    const conns = fake.connections.length;
+    const s = await rawClient(tp.proxy.address.port, Buffer.from(encodeProxyV2({ address: '198.51.100.9', port: 7000 }, FRONTEND)));
+    await closed(s);
+    const end = await eventually(() => tp.logs.find((l) => l['msg'] === 'session end' && l['client'] === '198.51.100.9:7000'), 'session end');
+    assert.equal(end['reason'], 'handshake-timeout');
+    assert.equal(fake.connections.length, conns, 'no backend connection before C0+C1');
   });
 
   test('no header ⇒ refused at once (proxy-protocol-missing), no backend connection', async () => {

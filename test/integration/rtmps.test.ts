@@ -174,6 +174,22 @@ describe('RTMPS listener', () => {
     assert.equal(await rejected(p0, 'tls-handshake-timeout'), 0);
   });
 
+  test('a client that completes TLS, then sends nothing: no backend connection, closed at the handshake deadline', async (t) => {
+    const p0 = await proxy(t);
+    if (p0 === null) return;
+    const backendConnections = () => b1.connections.length + b2.connections.length;
+    const before = backendConnections();
+    const known = new Set(p0.proxy.server.sessions.keys());
+    const s = tls.connect({ port: p0.proxy.tlsAddress!.port, host: '127.0.0.1', rejectUnauthorized: false });
+    s.on('error', () => {});
+    const gone = new Promise((r) => s.once('close', r));
+    const id = await eventually(() => [...p0.proxy.server.sessions.keys()].find((k) => !known.has(k)), 'a session after the TLS handshake');
+    await gone;
+    const end = await eventually(() => p0.logs.find((l) => l['msg'] === 'session end' && l['session'] === id), 'session end');
+    assert.equal(end['reason'], 'handshake-timeout');
+    assert.equal(backendConnections(), before, 'no backend connection before C0+C1');
+  });
+
   test('a client that leaves in the middle of its TLS handshake is released at once, not at the handshake timeout', async (t) => {
     const p0 = await proxy(t);
     if (p0 === null) return;

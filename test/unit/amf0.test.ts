@@ -17,6 +17,7 @@ import {
   Amf0Unsupported,
   Amf0Xml,
   DEFAULT_AMF0_LIMITS,
+  amf0Budget,
   amf0Object,
   decodeAmf0,
   decodeAmf0Value,
@@ -26,6 +27,7 @@ import {
   type Amf0ErrorCode,
   type Amf0Value,
 } from '../../src/rtmp/amf0.js';
+import { hostileConnect } from '../helpers/hostile-amf.js';
 
 /** "03 00 0e" -> bytes; whitespace is ignored. */
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
@@ -326,13 +328,13 @@ describe('AMF0 rejects hostile input with Amf0Error only', () => {
     const bytes = hex('0a ff ff ff ff 05 05');
     throwsAmf0(() => decodeAmf0(bytes), 'too-many-items');
     // With no item limit, the count is still checked against the bytes left.
-    throwsAmf0(() => decodeAmf0(bytes, { maxItems: Infinity }), 'truncated');
+    throwsAmf0(() => decodeAmf0(bytes, { maxItems: Infinity, maxTotalValues: Infinity }), 'truncated');
   });
 
   it('huge declared long-string / XML length fails fast', () => {
     throwsAmf0(() => decodeAmf0(hex('0c ff ff ff ff 61 62')), 'string-too-long');
     throwsAmf0(() => decodeAmf0(hex('0f ff ff ff ff 3c')), 'string-too-long');
-    throwsAmf0(() => decodeAmf0(hex('0c 00 10 00 00 61'), { maxStringBytes: Infinity }), 'truncated');
+    throwsAmf0(() => decodeAmf0(hex('0c 00 10 00 00 61'), { maxStringBytes: Infinity, maxTotalStringBytes: Infinity }), 'truncated');
     throwsAmf0(() => decodeAmf0(hex('02 00 05 68 65 6c 6c 6f'), { maxStringBytes: 4 }), 'string-too-long');
   });
 
@@ -448,5 +450,77 @@ describe('AMF0 encoder rejects what AMF0 cannot carry', () => {
     for (const v of [null, undefined, 1, 'x', [], new Amf0EcmaArray(amf0Object({})), new Amf0Date(0), AMF0_UNSUPPORTED]) {
       assert.ok(!isAmf0Object(v), String(v));
     }
+  });
+});
+
+describe('AMF0 decode budget: one per message, not per container', () => {
+  /** Values in a decoded tree, counted as the decoder counts them (every value at any depth). */
+  const countValues = (v: Amf0Value): number => {
+    if (Array.isArray(v)) return 1 + v.reduce<number>((n, x) => n + countValues(x), 0);
+    if (v instanceof Amf0EcmaArray || v instanceof Amf0TypedObject) return 1 + Object.values(v.entries).reduce<number>((n, x) => n + countValues(x), 0);
+    if (isAmf0Object(v)) return 1 + Object.values(v).reduce<number>((n, x) => n + countValues(x), 0);
+    return 1;
+  };
+
+  it('the hostile connect (strict arrays of 1,024 empty objects, ~256 KiB) stops after the budget of values', () => {
+    const body = hostileConnect();
+    assert.ok(body.length > 200 * 1024, `${body.length} bytes`);
+    for (const maxTotalValues of [1024, DEFAULT_AMF0_LIMITS.maxTotalValues]) {
+      const budget = amf0Budget({ maxTotalValues });
+      throwsAmf0(() => decodeAmf0(body, { maxTotalValues }, budget), 'over-budget');
+      // Work is counted in values decoded, not time: never more than the budget.
+      assert.ok(budget.values >= 0 && maxTotalValues - budget.values <= maxTotalValues);
+    }
+    // Each container alone is within maxItems: only the message budget refuses it.
+    assert.ok(decodeAmf0(body, { maxTotalValues: Infinity }).length === 3);
+  });
+
+  it('strings and keys share one byte budget per message', () => {
+    const two = encodeAmf0(['a'.repeat(600), amf0Object({ ['k'.repeat(300)]: 'v'.repeat(200) })]);
+    throwsAmf0(() => decodeAmf0(two, { maxTotalStringBytes: 1000 }), 'over-budget');
+    assert.equal(decodeAmf0(two, { maxTotalStringBytes: 1100 }).length, 2);
+  });
+
+  it('calls sharing a budget object take from one budget', () => {
+    const budget = amf0Budget({ maxTotalValues: 3 });
+    const bytes = encodeAmf0(['x', 1, 2, 3]);
+    const a = decodeAmf0Value(bytes, 0, undefined, budget);
+    assert.equal(budget.values, 2);
+    throwsAmf0(() => decodeAmf0(bytes, undefined, budget, a.next), 'over-budget');
+  });
+
+  // Any shape, any budget: the values decoded never exceed it, and an accepted tree is exactly as
+  // large as what the budget was charged.
+  it('property: decoding never exceeds its budget, whatever the nesting', () => {
+    const { value } = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        fc.constant(null),
+        fc.integer().map((n): Amf0Value => n),
+        fc.string({ maxLength: 8 }).map((s): Amf0Value => s),
+        fc.array(tie('value'), { maxLength: 6 }).map((a): Amf0Value => a as Amf0Value[]),
+        fc.dictionary(fc.string({ maxLength: 4 }), tie('value'), { maxKeys: 6 }).map((d): Amf0Value => amf0Object(d as Record<string, Amf0Value>)),
+        fc.dictionary(fc.string({ maxLength: 4 }), tie('value'), { maxKeys: 4 }).map((d): Amf0Value => new Amf0EcmaArray(amf0Object(d as Record<string, Amf0Value>))),
+      ),
+    }));
+    fc.assert(
+      fc.property(value, fc.integer({ min: 0, max: 200 }), (v, max) => {
+        const bytes = encodeAmf0Value(v);
+        const budget = amf0Budget({ maxTotalValues: max, maxDepth: Infinity, maxItems: Infinity });
+        let ok = false;
+        try {
+          decodeAmf0(bytes, { maxDepth: Infinity, maxItems: Infinity }, budget);
+          ok = true;
+        } catch (e) {
+          if (!(e instanceof Amf0Error)) throw e;
+        }
+        const used = max - budget.values;
+        assert.ok(used >= 0 && used <= max, `used ${used} of ${max}`);
+        const total = countValues(v);
+        assert.equal(ok, total <= max, `${total} values, budget ${max}`);
+        if (ok) assert.equal(used, total);
+      }),
+      { numRuns: 500 },
+    );
   });
 });

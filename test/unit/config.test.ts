@@ -71,8 +71,11 @@ describe('defaults', () => {
       maxMessageSize: 16_777_215,
       maxCommandSize: 262_144,
       maxChunkStreams: 64,
+      sessionBufferBytes: 512 * 1024,
+      processBufferBytes: 64 * 1024 * 1024,
       amfMaxDepth: 16,
       amfMaxItems: 1024,
+      amfMaxStringBytes: 65_536,
     });
     assert.equal(c.onParseError, 'forward');
     assert.equal(c.adminToken, '');
@@ -313,7 +316,14 @@ describe('error messages name the source', () => {
       'invalid setting redis.sessionTtlMs (from env RTMP_GOAWAY_REDIS_SESSION_TTL_MS): must be greater than redis.heartbeatMs (from default: 5s), got 5s',
     ]);
     assert.equal(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_MIN_CHUNK_SIZE: '32m' } })).length, 1);
-    assert.equal(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_MAX_COMMAND_SIZE: '16m' } })).length, 1);
+    assert.equal(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_MAX_COMMAND_SIZE: '16m', RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES: '32m' } })).length, 1);
+    // The buffer budgets: a session must be able to hold its largest command, the process one session.
+    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES: '128k' } })), [
+      'invalid setting limits.sessionBufferBytes (from env RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES): must be at least limits.maxCommandSize (from default: 262144), got 131072',
+    ]);
+    assert.deepEqual(issuesOf(() => loadConfig({ flags: { limitsProcessBufferBytes: '256k' } })), [
+      'invalid setting limits.processBufferBytes (from flag --limits-process-buffer-bytes): must be at least limits.sessionBufferBytes (from default: 524288), got 262144',
+    ]);
   });
 
   test('unknown RTMP_GOAWAY_* env vars are rejected with a suggestion', () => {

@@ -26,6 +26,9 @@ function cmd(name: string, txn: number, obj: Amf0Value, ...args: Amf0Value[]): C
 const connectWith = (entries: Record<string, Amf0Value>) =>
   readConnect(cmd('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://h/live', ...entries })));
 
+/** The decoded fields of a command, without the raw body offsets. */
+const decoded = (c: Command | null) => (c === null ? null : { name: c.name, transactionId: c.transactionId, commandObject: c.commandObject, args: c.args });
+
 function throwsBadAmf(fn: () => unknown): void {
   assert.throws(fn, (err: unknown) => {
     assert.ok(err instanceof ProtocolError, `expected ProtocolError, got ${String(err)}`);
@@ -38,7 +41,19 @@ describe('decodeCommand', () => {
   // RTMP spec §7.1.1: name, transaction id, command object, then arguments.
   it('type 20: name, transaction id, command object, args', () => {
     const c = cmd('publish', 5, null, 'key', 'live');
-    assert.deepEqual({ ...c }, { name: 'publish', transactionId: 5, commandObject: null, args: ['key', 'live'] });
+    assert.deepEqual(decoded(c), { name: 'publish', transactionId: 5, commandObject: null, args: ['key', 'live'] });
+    // The raw bytes of the command object and of the arguments, for replay.
+    assert.deepEqual(c.body.subarray(c.objectAt), encodeAmf0([null, 'key', 'live']));
+    assert.deepEqual(c.body.subarray(c.argsAt), encodeAmf0(['key', 'live']));
+  });
+
+  it('`only`: a command not named there is decoded no further than its name', () => {
+    const only = new Set(['publish']);
+    assert.equal(decodeCommand(20, encodeCommand('publish', 5, null, 'key'), undefined, only)?.name, 'publish');
+    // A body that is garbage after the name costs nothing when the name is not wanted.
+    const junk = Buffer.concat([encodeAmf0(['onJunk']), Buffer.of(0xff, 0xff)]);
+    assert.equal(decodeCommand(20, junk, undefined, only), null);
+    throwsBadAmf(() => decodeCommand(20, junk));
   });
 
   // PROTOCOL.md §5: type 17 (AMF3 command) starts with one 0x00 byte, then AMF0.
@@ -63,7 +78,7 @@ describe('decodeCommand', () => {
 
   // Missing or odd fields default instead of throwing: transaction id 0, command object null.
   it('missing transaction id / command object', () => {
-    assert.deepEqual({ ...decodeCommand(20, encodeAmf0(['onBWDone']))! }, { name: 'onBWDone', transactionId: 0, commandObject: null, args: [] });
+    assert.deepEqual(decoded(decodeCommand(20, encodeAmf0(['onBWDone']))), { name: 'onBWDone', transactionId: 0, commandObject: null, args: [] });
     assert.equal(decodeCommand(20, encodeAmf0(['x', 'not a number']))!.transactionId, 0);
   });
 

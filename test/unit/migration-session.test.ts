@@ -2,11 +2,15 @@
 // project's RtmpPublisher sending synthetic media) and scripted backends: every failure point
 // of the new backend (refused, handshake error, connect/publish rejected, silence, death before
 // and at the switch), retries on another backend, the switch timeout and the drain deadline —
-// and in every failure before the switch, the old backend still gets every frame.
+// and in every failure before the switch, the old backend still gets every frame. After each
+// test, with its client and backends gone, the session must have ended by itself
+// (TestProxy.settled); `scripts/run-tests.mjs stress` runs this file with the event loop
+// stalled (test/helpers/stress.ts).
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { afterEach, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
+import { stressFromEnv } from '../helpers/stress.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
 import { type RecordingConnection, RecordingRtmpServer, type ServerScript, hashBody } from '../helpers/recording-rtmp-server.js';
 import { type MediaMessage, SyntheticMedia } from '../helpers/synthetic-media.js';
@@ -27,6 +31,8 @@ interface Rig {
   send(n: number): void;
   close(): Promise<void>;
 }
+
+stressFromEnv();
 
 const rigs: Rig[] = [];
 afterEach(async () => {
@@ -70,8 +76,12 @@ async function rig(targets: Record<string, ServerScript | null>, flags: Record<s
     },
     async close() {
       pub.destroy();
-      await tp.stop();
       for (const s of Object.values(servers)) await s.close();
+      try {
+        await tp.settled();
+      } finally {
+        await tp.stop();
+      }
     },
   };
   rigs.push(r);
@@ -192,20 +202,42 @@ describe('migration failure points', () => {
   });
 
   test('target dies at the switch (on the replayed headers): the session ends, the old backend was unpublished cleanly', async () => {
-    const r = await rig({ b2: { dieAfterMedia: 1 } });
+    // A loaded machine may take long to publish on b2: the migration timeout is not what this tests.
+    const r = await rig({ b2: { dieAfterMedia: 1 } }, { migrationTimeoutMs: '20s' });
     let closed = false;
     r.pub.on('close', () => (closed = true));
     await drainB1(r);
-    for (let i = 0; i < 50 && !closed; i++) {
-      r.send(3);
-      await new Promise((res) => setTimeout(res, 5));
-    }
-    await eventually(() => closed, 'the client connection ends');
+    await sendUntil(r, () => closed, 'the client connection ends', 30_000);
     const b1 = r.servers['b1']!.publishersOf('k')[0]!;
     await eventually(() => b1.closed, 'b1 closed');
     assert.deepEqual(b1.commands.slice(-2).map((c) => c.name), ['FCUnpublish', 'deleteStream']);
     const hashes = frames(b1);
     assert.deepEqual(hashes, r.sent.slice(0, hashes.length).map((m) => m.hash), 'b1 has a prefix of the frames, up to the keyframe');
+    const end = await eventually(() => r.tp.logs.find((l) => l['msg'] === 'session end'), 'session end');
+    assert.match(String(end['reason']), /^backend-/);
+  });
+
+  test('target stalls after the switch, then dies while the client is paused for it: the session still ends', async () => {
+    // The proxy stops reading the client while the new backend does not read (backpressure). When
+    // that backend dies the client gets FIN and leaves: the proxy must still see it leave.
+    const r = await rig({ b2: { stallAfterMedia: 5 } }, { limitsIdleTimeoutMs: '10m' });
+    await drainB1(r);
+    await sendUntil(r, async () => (await r.tp.api<ApiSession[]>('/api/sessions'))[0]?.migrations === 1, 'switched to b2');
+    const b2 = await eventually(() => r.servers['b2']!.publishersOf('k')[0], 'published on b2');
+    const sock = r.pub.socket!;
+    const body = Buffer.alloc(256 * 1024, 5);
+    body[0] = 0x27; // AVC inter frame
+    let ts = 1_000_000;
+    // Write until the client's own queue grows: b2, then the proxy, stopped reading (256 MiB at most).
+    for (let i = 0; i < 1024 && sock.writableLength < 1 << 20; i++) {
+      r.pub.sendMedia(9, (ts += 33), body);
+      await new Promise((res) => setImmediate(res));
+    }
+    assert.ok(sock.writableLength >= 1 << 20, 'the client is throttled');
+    const finFromProxy = new Promise((res) => sock.once('end', res));
+    b2.socket.destroy();
+    await finFromProxy;
+    r.pub.destroy();
     const end = await eventually(() => r.tp.logs.find((l) => l['msg'] === 'session end'), 'session end');
     assert.match(String(end['reason']), /^backend-/);
   });

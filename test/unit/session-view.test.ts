@@ -6,8 +6,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { MessageInfo } from '../../src/rtmp/chunk-reader.js';
 import { MessageType } from '../../src/rtmp/constants.js';
+import { amf0Object, encodeAmf0 } from '../../src/rtmp/amf0.js';
+import { ProtocolError } from '../../src/rtmp/errors.js';
 import { encodeCommand } from '../../src/rtmp/messages.js';
-import { SessionView } from '../../src/rtmp/session-view.js';
+import { MAX_REPLAY_BYTES, SessionView } from '../../src/rtmp/session-view.js';
+import { hostileConnect } from '../helpers/hostile-amf.js';
 
 function info(payload: Buffer): MessageInfo {
   return { csid: 3, timestamp: 0, typeId: MessageType.CommandAmf0, length: payload.length, streamId: 0, head: payload.subarray(0, 8) };
@@ -55,4 +58,53 @@ test('session view: at most 16 unanswered createStreams are remembered', () => {
   assert.equal(view.facts.streamId, 8);
   server(view, '_result', 26, 9); // the 17th was never remembered
   assert.equal(view.facts.streamId, 8);
+});
+
+const APP_AMF_LIMITS = { maxItems: 1024, maxTotalValues: 1024, maxStringBytes: 65_536, maxTotalStringBytes: 65_536 };
+
+test('session view: the hostile connect (~256 KiB of nested empty objects) is refused as bad-amf, nothing kept', () => {
+  const view = new SessionView({}, APP_AMF_LIMITS);
+  const p = hostileConnect();
+  assert.throws(() => view.clientMessage(info(p), p), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf');
+  assert.equal(view.facts.connect, null);
+  assert.equal(view.facts.connectReplay, null);
+});
+
+test('session view: what a session keeps of connect and publish is their bytes, at most MAX_REPLAY_BYTES each', () => {
+  const view = new SessionView({}, APP_AMF_LIMITS);
+  const obj = amf0Object({ app: 'live', tcUrl: 'rtmp://h/live', flashVer: 'FMLE/3.0', supportsGoAway: true });
+  const p = encodeCommand('connect', 1, obj, 'extra');
+  view.clientMessage(info(p), p);
+  // The client's own AMF0 after the transaction id, copied (not a view of the socket's buffer).
+  assert.deepEqual(view.facts.connectReplay, encodeAmf0([obj, 'extra']));
+  p.fill(0);
+  assert.deepEqual(view.facts.connectReplay, encodeAmf0([obj, 'extra']), 'a copy: the message buffer is reused by then');
+  const pub = encodeCommand('publish', 5, null, 'key', 'live');
+  view.clientMessage(info(pub), pub);
+  assert.deepEqual(view.facts.publishReplay, encodeAmf0(['key', 'live']));
+  // Nothing else of the decoded commands is held: the facts are small scalars and these bytes.
+  for (const [k, v] of Object.entries(view.facts)) {
+    assert.ok(v === null || ['number', 'string', 'boolean'].includes(typeof v) || Buffer.isBuffer(v) || k === 'connect', `${k} is a ${typeof v}`);
+  }
+});
+
+test('session view: a connect larger than MAX_REPLAY_BYTES (a valid one, whatever its size) is refused; one at the bound is kept', () => {
+  for (const size of [MAX_REPLAY_BYTES + 1, 64 * 1024, 250 * 1024]) {
+    const view = new SessionView({}, { ...APP_AMF_LIMITS, maxStringBytes: Infinity, maxTotalStringBytes: Infinity });
+    const pad = 'x'.repeat(size);
+    const p = encodeCommand('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://h/live', pad }));
+    assert.throws(() => view.clientMessage(info(p), p), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf', `${size}`);
+    assert.equal(view.facts.connectReplay, null);
+    assert.equal(view.facts.connect, null);
+  }
+  const view = new SessionView({}, APP_AMF_LIMITS);
+  const base = encodeAmf0([amf0Object({ app: 'live', pad: '' })]).length;
+  const obj = amf0Object({ app: 'live', pad: 'x'.repeat(MAX_REPLAY_BYTES - base) });
+  const p = encodeCommand('connect', 1, obj);
+  view.clientMessage(info(p), p);
+  assert.equal(view.facts.connectReplay!.length, MAX_REPLAY_BYTES);
+  // Same bound for publish arguments.
+  const pub = encodeCommand('publish', 5, null, 'k'.repeat(MAX_REPLAY_BYTES));
+  assert.throws(() => view.clientMessage(info(pub), pub), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf');
+  assert.equal(view.facts.publishReplay, null);
 });
