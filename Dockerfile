@@ -41,8 +41,9 @@ COPY --chmod=755 bin/rtmp-goaway-proxy.js ./bin/rtmp-goaway-proxy.js
 COPY deploy/docker/healthcheck.mjs ./healthcheck.mjs
 RUN ln -s /app/bin/rtmp-goaway-proxy.js /usr/local/bin/rtmp-goaway-proxy
 # Inside a container the listeners bind every interface: probes and Prometheus reach the admin
-# port on the pod/container IP. The admin API can drain backends: do not publish 9935 beyond
-# the cluster / host (compose binds it to 127.0.0.1).
+# port on the pod/container IP. Off loopback, /api and POST need the admin token
+# (RTMP_GOAWAY_ADMIN_TOKEN_FILE; 403 without one): do not publish 9935 beyond the cluster / host
+# all the same (compose binds it to 127.0.0.1). docs/security.md.
 ENV NODE_ENV=production \
     RTMP_GOAWAY_LISTEN=0.0.0.0:1935 \
     RTMP_GOAWAY_ADMIN=0.0.0.0:9935

@@ -6,6 +6,7 @@ import { DnsDiscovery, mergeBackends } from './balancer/discovery.js';
 import { BackendPool, LastRoutableBackendError, UnknownBackendError } from './balancer/pool.js';
 import type { BackendConfig, DrainOptions, DrainResult, SetBackendsResult } from './balancer/types.js';
 import { type Config, parseHostPort } from './config.js';
+import { AdminAccess } from './control/admin-access.js';
 import { createAdminServer } from './control/admin-http.js';
 import type { ControlBus, FleetView, PublishOutcome, ReplicaRecord } from './control/bus.js';
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './control/commands.js';
@@ -14,6 +15,7 @@ import { ProxyMetrics } from './control/metrics.js';
 import { RateLimitedLog } from './control/rate-limited-log.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
+import { CidrSet } from './proxy/cidr.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { ProcessBudget } from './proxy/buffer-budget.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
@@ -239,6 +241,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       port,
       maxSessions: config.limits.maxSessions,
       acceptProxyProtocol: config.acceptProxyProtocol,
+      acceptProxyProtocolFrom: CidrSet.parse(config.acceptProxyProtocolFrom.split(',').filter((c) => c !== '')).set,
       backendProxyProtocol: config.backendProxyProtocol,
       admission: admissionOf(config),
       session: sessionSettings,
@@ -574,7 +577,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       },
       metrics,
       log.child({ component: 'admin' }),
-      { token: config.adminToken },
+      { access: new AdminAccess(parseHostPort(config.admin).host, config.adminToken, config.admin) },
     );
     try {
       proxy.adminAddress = await listenHttp(admin, config.admin, log);
@@ -592,6 +595,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       ...(opts.worker === undefined ? { admin: adminAt } : { worker: opts.worker, workerAdmin: adminAt }),
       tls: proxy.tlsAddress ? `${proxy.tlsAddress.address}:${proxy.tlsAddress.port}` : null,
       acceptProxyProtocol: config.acceptProxyProtocol,
+      ...(config.acceptProxyProtocol === 'off' ? {} : { acceptProxyProtocolFrom: config.acceptProxyProtocolFrom }),
       backendProxyProtocol: config.backendProxyProtocol,
       backends: pool.list().map((b) => `${b.name}=${b.host}:${b.port}`),
       discovery: discovery === null ? null : `${discovery.type} ${discovery.name}`,

@@ -11,7 +11,7 @@ import { ConfigFileWatcher } from './config-watch.js';
 import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './client/publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
-import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, redactConfig } from './config.js';
+import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, readTokenFile, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
@@ -50,21 +50,22 @@ function adminUrl(v: string | undefined, env: NodeJS.ProcessEnv = process.env): 
   return withScheme.replace(/\/+$/, '');
 }
 
-async function adminRequest(base: string, method: string, path: string, body?: unknown): Promise<unknown> {
+/** One admin API of one proxy, with the token it wants (if any). */
+interface AdminApi {
+  base: string;
+  token?: string;
+}
+
+async function adminRequest(api: AdminApi, method: string, path: string, body?: unknown): Promise<unknown> {
   let res: Response;
   try {
-    const headers: Record<string, string> = body === undefined ? {} : { 'content-type': 'application/json' };
-    // The same variable the proxy reads for `adminToken`: mutating endpoints need it when set.
-    const token = process.env['RTMP_GOAWAY_ADMIN_TOKEN'];
-    if (token) headers['authorization'] = `Bearer ${token}`;
-    res = await fetch(`${base}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? null : JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    });
+    // A POST always carries a JSON object: the admin API refuses other content types (415).
+    const payload = method === 'POST' ? JSON.stringify(body ?? {}) : null;
+    const headers: Record<string, string> = payload === null ? {} : { 'content-type': 'application/json' };
+    if (api.token !== undefined) headers['authorization'] = `Bearer ${api.token}`;
+    res = await fetch(`${api.base}${path}`, { method, headers, body: payload, signal: AbortSignal.timeout(10_000) });
   } catch (err) {
-    throw new Error(`cannot reach the admin API at ${base}: ${(err as Error).message}`);
+    throw new Error(`cannot reach the admin API at ${api.base}: ${(err as Error).message}`);
   }
   const text = await res.text();
   let json: unknown = null;
@@ -81,14 +82,32 @@ async function adminRequest(base: string, method: string, path: string, body?: u
   return json;
 }
 
+/**
+ * The admin token the CLI sends, from the variables the proxy reads for `adminToken` and
+ * `adminTokenFile` (or `--admin-token-file`): run next to the proxy, the CLI has its token.
+ */
+function adminToken(file: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  const path = file ?? (env['RTMP_GOAWAY_ADMIN_TOKEN_FILE'] || undefined);
+  if (path !== undefined) {
+    try {
+      return readTokenFile(path);
+    } catch (e) {
+      throw new ConfigError(`admin token file (${file !== undefined ? '--admin-token-file' : 'env RTMP_GOAWAY_ADMIN_TOKEN_FILE'}): ${(e as Error).message}`);
+    }
+  }
+  const token = env['RTMP_GOAWAY_ADMIN_TOKEN']?.trim();
+  return token ? token : undefined;
+}
+
 // ───────────────────────────── control target ─────────────────────────────
 
-export type ControlTarget = { kind: 'redis'; url: string; prefix: string } | { kind: 'admin'; base: string };
+export type ControlTarget = { kind: 'redis'; url: string; prefix: string } | ({ kind: 'admin' } & AdminApi);
 
 interface TargetFlags {
   redis?: string;
   redisPrefix?: string;
   admin?: string;
+  adminTokenFile?: string;
   config?: string;
 }
 
@@ -96,23 +115,30 @@ interface TargetFlags {
  * Where drain/undrain/status go: `--redis URL` (the whole fleet), `--admin URL` (one replica),
  * else the proxy's YAML file given with `--config` (its `redis.url` and `redis.prefix`, else its
  * `admin` address), else REDIS_URL / RTMP_GOAWAY_REDIS_URL from the environment, else the admin
- * API (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935). Throws ConfigError for an invalid file.
+ * API (RTMP_GOAWAY_ADMIN or 127.0.0.1:9935). The admin token: `--admin-token-file`,
+ * RTMP_GOAWAY_ADMIN_TOKEN_FILE or RTMP_GOAWAY_ADMIN_TOKEN, else the `--config` file's own.
+ * Throws ConfigError for an invalid file.
  */
 export function resolveTarget(o: TargetFlags, env: NodeJS.ProcessEnv = process.env): ControlTarget {
   if (o.redis !== undefined && o.admin !== undefined) throw new InvalidArgumentError('use either --redis or --admin, not both');
+  /** The admin API with its token: --admin-token-file / the CLI's environment, else the proxy file's token. */
+  const admin = (base: string, fileToken = ''): ControlTarget => {
+    const token = adminToken(o.adminTokenFile, env) ?? (fileToken === '' ? undefined : fileToken);
+    return token === undefined ? { kind: 'admin', base } : { kind: 'admin', base, token };
+  };
   if (o.redis === undefined && o.admin === undefined && o.config !== undefined) {
     // The file alone: the CLI's environment holds its own variables (RTMP_GOAWAY_ADMIN), not the proxy's.
     const c = loadConfig({ file: o.config, env: {} });
     if (c.redis.url !== undefined) return { kind: 'redis', url: c.redis.url, prefix: o.redisPrefix ?? c.redis.prefix };
     if (c.admin === '') throw new ConfigError(`${o.config} sets neither redis.url nor an admin address: pass --redis or --admin`);
-    return { kind: 'admin', base: adminUrl(c.admin, env) };
+    return admin(adminUrl(c.admin, env), c.adminToken);
   }
   const prefix = o.redisPrefix ?? env['RTMP_GOAWAY_REDIS_PREFIX'] ?? 'rtmp-goaway';
   if (o.redis !== undefined) return { kind: 'redis', url: o.redis, prefix };
-  if (o.admin !== undefined) return { kind: 'admin', base: adminUrl(o.admin, env) };
+  if (o.admin !== undefined) return admin(adminUrl(o.admin, env));
   const fromEnv = env['REDIS_URL'] || env['RTMP_GOAWAY_REDIS_URL'];
   if (fromEnv) return { kind: 'redis', url: fromEnv, prefix };
-  return { kind: 'admin', base: adminUrl(undefined, env) };
+  return admin(adminUrl(undefined, env));
 }
 
 function addTargetOptions(cmd: Command): Command {
@@ -120,6 +146,7 @@ function addTargetOptions(cmd: Command): Command {
     .option('--redis <url>', 'Redis of the fleet: command every replica (env REDIS_URL or RTMP_GOAWAY_REDIS_URL)')
     .option('--redis-prefix <prefix>', 'prefix of the Redis keys and channel (env RTMP_GOAWAY_REDIS_PREFIX)', undefined)
     .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
+    .option('--admin-token-file <path>', 'file holding the admin token sent to --admin (env RTMP_GOAWAY_ADMIN_TOKEN_FILE; or the token itself in RTMP_GOAWAY_ADMIN_TOKEN)')
     .option('--config <path>', "the proxy's YAML config file: use its redis.url and redis.prefix, else its admin address");
 }
 
@@ -326,14 +353,14 @@ function redisWaitSource(redis: Redis, prefix: string, backend: string): WaitSou
   };
 }
 
-function adminWaitSource(base: string, backend: string): WaitSource {
+function adminWaitSource(api: AdminApi, backend: string): WaitSource {
   return {
     async sessions() {
-      const list = (await adminRequest(base, 'GET', `/api/sessions?backend=${encodeURIComponent(backend)}`)) as Omit<CliSession, 'replica'>[];
-      return list.map((s) => ({ ...s, replica: base }));
+      const list = (await adminRequest(api, 'GET', `/api/sessions?backend=${encodeURIComponent(backend)}`)) as Omit<CliSession, 'replica'>[];
+      return list.map((s) => ({ ...s, replica: api.base }));
     },
     async deadlineAt() {
-      const list = (await adminRequest(base, 'GET', '/api/backends')) as { name: string; drainDeadlineAt?: number }[];
+      const list = (await adminRequest(api, 'GET', '/api/backends')) as { name: string; drainDeadlineAt?: number }[];
       return list.find((b) => b.name === backend)?.drainDeadlineAt ?? null;
     },
   };
@@ -507,9 +534,9 @@ export function buildCli(): Command {
     if (o.deadline !== undefined) body['deadlineMs'] = o.deadline;
     if (o.reason !== undefined) body['reason'] = o.reason;
     if (o.force === true) body['force'] = true;
-    const r = (await adminRequest(target.base, 'POST', `/api/backends/${encodeURIComponent(backend)}/drain`, body)) as { deadlineAt?: number };
+    const r = (await adminRequest(target, 'POST', `/api/backends/${encodeURIComponent(backend)}/drain`, body)) as { deadlineAt?: number };
     console.log(JSON.stringify(r, null, 2));
-    if (o.wait) process.exitCode = await waitEmpty(backend, adminWaitSource(target.base, backend), r.deadlineAt ?? fixedDeadline, started);
+    if (o.wait) process.exitCode = await waitEmpty(backend, adminWaitSource(target, backend), r.deadlineAt ?? fixedDeadline, started);
   });
 
   addTargetOptions(
@@ -525,7 +552,7 @@ export function buildCli(): Command {
       console.log(JSON.stringify(out, null, 2));
       return;
     }
-    const r = await adminRequest(target.base, 'POST', `/api/backends/${encodeURIComponent(backend)}/undrain`);
+    const r = await adminRequest(target, 'POST', `/api/backends/${encodeURIComponent(backend)}/undrain`);
     console.log(JSON.stringify(r, null, 2));
   });
 
@@ -542,8 +569,7 @@ export function buildCli(): Command {
       else printFleet(fleet, target.url);
       return;
     }
-    const base = target.base;
-    const [backends, sessions] = (await Promise.all([adminRequest(base, 'GET', '/api/backends'), adminRequest(base, 'GET', '/api/sessions')])) as [
+    const [backends, sessions] = (await Promise.all([adminRequest(target, 'GET', '/api/backends'), adminRequest(target, 'GET', '/api/sessions')])) as [
       { name: string; host: string; port: number; state: string; sessions: number; source?: string }[],
       { id: string; backend: string | null; app: string | null; streamKey: string | null; capability: string; state: string; bytesIn: number }[],
     ];

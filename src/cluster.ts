@@ -19,14 +19,15 @@
  * A worker that dies is replaced (after 1 s, not while stopping).
  */
 import cluster, { type Worker } from 'node:cluster';
-import http from 'node:http';
+import type http from 'node:http';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { EXIT_LISTEN_FAILED, ListenError } from './app.js';
 import { type Config, parseHostPort } from './config.js';
 import { ConfigFileWatcher } from './config-watch.js';
-import { readBody, send } from './control/admin-http.js';
+import { AdminAccess } from './control/admin-access.js';
+import { createAdminHttpServer, readBody, requestPath, send } from './control/admin-server.js';
 
 /** What a worker tells its primary once it listens. */
 export interface WorkerReady {
@@ -82,7 +83,6 @@ interface Answer {
   body: string;
 }
 
-const FORWARDED_HEADERS = ['authorization', 'content-type'];
 
 /**
  * Runs the primary: forks the workers, serves the combined admin API, passes signals on.
@@ -152,12 +152,17 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
 
   started = true;
 
-  /** The same request to every worker's internal admin API. */
+  /**
+   * The same request to every worker's internal admin API. The primary has checked its caller;
+   * towards the workers (same policy, loopback, same token) it presents the token itself.
+   */
+  const workerHeaders: Record<string, string> = config.adminToken === '' ? {} : { authorization: `Bearer ${config.adminToken}` };
   async function each(path: string, init: RequestInit = {}): Promise<Answer[]> {
     return Promise.all(
       ready().map(async (e) => {
         try {
-          const r = await fetch(`http://127.0.0.1:${e.adminPort}${path}`, { ...init, signal: AbortSignal.timeout(5000) });
+          const headers = { ...workerHeaders, ...(init.headers as Record<string, string> | undefined) };
+          const r = await fetch(`http://127.0.0.1:${e.adminPort}${path}`, { ...init, headers, signal: AbortSignal.timeout(5000) });
           return { status: r.status, body: await r.text() };
         } catch (err) {
           return { status: 502, body: JSON.stringify({ error: `worker ${e.id}: ${(err as Error).message}` }) };
@@ -166,18 +171,11 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     );
   }
 
-  const admin = http.createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      log.error({ err }, 'admin request failed');
-      if (!res.headersSent) send(res, 500, { error: 'internal error' });
-    });
-  });
-  admin.requestTimeout = 10_000;
-  admin.headersTimeout = 5_000;
+  const adminHost = config.admin === '' ? '127.0.0.1' : parseHostPort(config.admin).host;
+  const admin = createAdminHttpServer({ access: new AdminAccess(adminHost, config.adminToken, config.admin), log }, handle);
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
-    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const { url, path } = requestPath(req);
     const method = req.method ?? 'GET';
     if (method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok', workers: ready().length });
     if (method === 'GET' && path === '/readyz') {
@@ -212,8 +210,7 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     }
     if (/^\/api\/backends\/[^/]+\/(drain|undrain)$/.test(path)) {
       const body = await readBody(req);
-      const headers: Record<string, string> = {};
-      for (const h of FORWARDED_HEADERS) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
+      const headers = { 'content-type': 'application/json' };
       const answers = await each(`${path}${url.search}`, { method, headers, body: method === 'GET' ? null : body });
       const failed = answers.find((a) => a.status < 200 || a.status >= 300);
       const pick = failed ?? answers[0];

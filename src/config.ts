@@ -20,6 +20,7 @@ import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
+import { CidrSet } from './proxy/cidr.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
 import { NO_TUNE_ENV } from './runtime-tuning.js';
 
@@ -510,6 +511,57 @@ function dnsServersValue() {
     return items.join(',');
   });
 }
+/** Comma-separated CIDR subnets (`10.0.0.0/8`, `2001:db8::/32`, a bare address); a YAML list works too. Empty = none. */
+function cidrListValue() {
+  return validator((v, ctx): string => {
+    if (v === undefined || v === null) return required(ctx);
+    const list = typeof v === 'string' ? v.split(',') : Array.isArray(v) ? v.map(String) : null;
+    if (list === null) return issue(ctx, `expected a comma-separated list of CIDR subnets like 10.0.0.0/8,2001:db8::/32, got ${show(v)}`);
+    const items = list.map((x) => x.trim()).filter((x) => x !== '');
+    const { invalid } = CidrSet.parse(items);
+    if (invalid.length > 0) return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
+    return items.join(',');
+  });
+}
+/** What a bearer token may hold: visible ASCII, no spaces (it travels as `Authorization: Bearer <token>`). */
+const TOKEN_RE = /^[\x21-\x7e]+$/;
+const TOKEN_HINT = 'must be one word of visible ASCII characters (no spaces), e.g. the output of `openssl rand -hex 32`';
+/** A token file larger than this is not a token (a wrong path, a certificate bundle…). */
+export const MAX_TOKEN_FILE_BYTES = 4096;
+
+/**
+ * The admin token held in `file` (a mounted Secret): read at most MAX_TOKEN_FILE_BYTES, trimmed.
+ * Throws an Error whose message says what is wrong with the file, never what it holds.
+ */
+export function readTokenFile(file: string): string {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(`cannot read ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+  }
+  const buf = Buffer.alloc(MAX_TOKEN_FILE_BYTES + 1);
+  let n = 0;
+  try {
+    for (;;) {
+      const got = fs.readSync(fd, buf, n, buf.length - n, null);
+      if (got === 0) break;
+      n += got;
+      if (n === buf.length) break;
+    }
+  } catch (e) {
+    throw new Error(`cannot read ${file}: ${(e as Error).message}`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (n > MAX_TOKEN_FILE_BYTES) throw new Error(`${file} is larger than ${MAX_TOKEN_FILE_BYTES} bytes: not a token`);
+  const token = buf.toString('utf8', 0, n).trim();
+  if (token === '') throw new Error(`${file} is empty`);
+  if (!TOKEN_RE.test(token)) throw new Error(`the token in ${file} ${TOKEN_HINT}`);
+  return token;
+}
+
 export const ACCEPT_PROXY_PROTOCOL = ['off', 'optional', 'required'] as const;
 export const BACKEND_PROXY_PROTOCOL = ['off', 'v1', 'v2'] as const;
 
@@ -530,16 +582,32 @@ export const ConfigSchema = z
         description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
       } satisfies LeafMeta),
     adminToken: optionalString(
-      'Bearer token required by the mutating admin endpoints (`POST …/drain`, `…/undrain`): `Authorization: Bearer <token>`; read-only endpoints stay open. Empty: no token (keep the admin address on localhost). Redacted in logs; prefer the environment variable to a flag.',
+      'Bearer token of the admin API: `Authorization: Bearer <token>` on every `/api/*` request and every `POST`; `/healthz`, `/readyz` and `/metrics` stay open. ' +
+        'Without a token the API answers only on a loopback `admin` address: on any other address `/api/*` and `POST` are refused (403). ' +
+        'Prefer `adminTokenFile` (a mounted Secret) to this setting; redacted in logs. See docs/security.md.',
       '"" (none)',
+    ),
+    adminTokenFile: optionalString(
+      'File holding the admin token (e.g. a mounted Kubernetes Secret), read once at start: surrounding whitespace is trimmed; at most 4 KiB, one line of printable characters. ' +
+        'An unreadable, empty or malformed file is a configuration error. Exclusive with `adminToken`. The CLI (`drain`, `undrain`, `status` with `--admin`) reads the same variable.',
     ),
     acceptProxyProtocol: oneOf(
       ACCEPT_PROXY_PROTOCOL,
       'off',
-      'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners: `required` refuses connections without a valid header; ' +
-        '`optional` takes one when present (any client can then claim any address: only behind a balancer); `off` treats every byte as RTMP. ' +
-        'The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session\'s client address (logs, API, per-IP limits, backend PROXY header).',
+      'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners, honoured only from the sources of `acceptProxyProtocolFrom` (required when this is not `off`): ' +
+        '`required` refuses connections without a valid header, and every connection from another source; `optional` takes a header from a trusted source when present, and serves other sources as plain RTMP clients (a PROXY header from them is refused); ' +
+        '`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session\'s client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).',
     ),
+    acceptProxyProtocolFrom: cidrListValue()
+      .default('')
+      .meta({
+        kind: 'string',
+        allowEmpty: true,
+        defaultDoc: '"" (none)',
+        description:
+          'Sources allowed to send a PROXY protocol header: the front load balancers\' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). ' +
+          'A header from any other source is refused (connection closed, counted as `proxy-protocol-untrusted`). `0.0.0.0/0,::/0` believes every client: only when nothing but the balancer can reach the listener.',
+      } satisfies LeafMeta),
     backendProxyProtocol: oneOf(
       BACKEND_PROXY_PROTOCOL,
       'off',
@@ -774,6 +842,19 @@ export const ConfigSchema = z
     if (c.tls.listen !== '') {
       if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
       if (c.tls.key === '') add(['tls', 'key'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
+    }
+    if (c.acceptProxyProtocol !== 'off' && c.acceptProxyProtocolFrom === '') {
+      add(
+        ['acceptProxyProtocolFrom'],
+        'acceptProxyProtocol',
+        `is required when acceptProxyProtocol (${c.acceptProxyProtocol}) is on: list the load balancers' addresses (CIDR, comma-separated), or 0.0.0.0/0,::/0 to believe every client`,
+      );
+    }
+    if (c.adminToken !== '' && c.adminTokenFile !== '') {
+      add(['adminTokenFile'], 'adminToken', 'cannot be used together with adminToken (a token is set there too): keep one of them');
+    }
+    if (!TOKEN_RE.test(c.adminToken) && c.adminToken !== '') {
+      ctx.addIssue({ code: 'custom', path: ['adminToken'], message: TOKEN_HINT });
     }
     if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
       add(['redis', 'sessionTtlMs'], 'redis.heartbeatMs', `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`);
@@ -1133,6 +1214,14 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     }
   }
   if (issues.length > 0 || !res.success) throw new ConfigError(issues);
+  // The token file is read here, once: every consumer of the configuration sees `adminToken`.
+  if (res.data.adminTokenFile !== '') {
+    try {
+      res.data.adminToken = readTokenFile(res.data.adminTokenFile);
+    } catch (e) {
+      throw new ConfigError(`invalid setting adminTokenFile (from ${sourceOf(['adminTokenFile'])}): ${(e as Error).message}`);
+    }
+  }
   return res.data;
 }
 

@@ -304,7 +304,7 @@ export async function runDemo(opts: DemoOptions, out: NodeJS.WriteStream = proce
 
     if (opts.keep) {
       story.line();
-      story.line(`  still serving (--keep): publish to rtmp://127.0.0.1:${proxy.address.port}/live/<key>; ${from} stays drained ` + `(curl -XPOST http://127.0.0.1:${proxy.adminAddress!.port}/api/backends/${from}/undrain); proxy log: ${logFile}. Ctrl-C to stop.`);
+      story.line(`  still serving (--keep): publish to rtmp://127.0.0.1:${proxy.address.port}/live/<key>; ${from} stays drained ` + `(curl -XPOST -H 'content-type: application/json' http://127.0.0.1:${proxy.adminAddress!.port}/api/backends/${from}/undrain); proxy log: ${logFile}. Ctrl-C to stop.`);
       if (opts.json) out.write(`${JSON.stringify(summary)}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

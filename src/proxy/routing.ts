@@ -25,7 +25,7 @@
  * address only), `'connect'` (app) or `'publish'` (stream key).
  */
 import { createHash } from 'node:crypto';
-import net from 'node:net';
+import { CidrSet } from './cidr.js';
 
 export type Balance = 'least-connections' | 'weighted';
 export const BALANCES: readonly Balance[] = ['least-connections', 'weighted'];
@@ -110,10 +110,7 @@ export function withoutQuery(s: string): string {
   return i < 0 ? s : s.slice(0, i);
 }
 
-/** `::ffff:1.2.3.4` → `1.2.3.4`; other addresses unchanged. */
-export function normalizeIp(ip: string): string {
-  return ip.startsWith('::ffff:') && net.isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
-}
+export { normalizeIp } from './cidr.js';
 
 function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
@@ -227,23 +224,9 @@ export class Router {
       }
       const cidrs = asList(m.cidr);
       if (cidrs.length > 0) {
-        const list = new net.BlockList();
-        for (const c of cidrs) {
-          const [addr, bits] = c.split('/');
-          const family = net.isIPv4(addr ?? '') ? 'ipv4' : net.isIPv6(addr ?? '') ? 'ipv6' : null;
-          const prefix = bits === undefined ? (family === 'ipv4' ? 32 : 128) : Number(bits);
-          if (family === null || !Number.isInteger(prefix) || prefix < 0 || prefix > (family === 'ipv4' ? 32 : 128)) {
-            issues.push(`${label}: invalid CIDR ${JSON.stringify(c)}`);
-            continue;
-          }
-          list.addSubnet(addr!, prefix, family);
-        }
-        tests.push((q) => {
-          if (q.clientIp == null) return false;
-          const ip = normalizeIp(q.clientIp);
-          const family = net.isIPv4(ip) ? 'ipv4' : net.isIPv6(ip) ? 'ipv6' : null;
-          return family !== null && list.check(ip, family);
-        });
+        const { set, invalid } = CidrSet.parse(cidrs);
+        for (const c of invalid) issues.push(`${label}: invalid CIDR ${JSON.stringify(c)}`);
+        tests.push((q) => set.has(q.clientIp));
       }
       const sticky = r.sticky === true;
       if (sticky) need('publish');

@@ -7,6 +7,7 @@ import { isFdExhausted } from '../balancer/health.js';
 import type { ProxyMetrics } from '../control/metrics.js';
 import { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
+import type { CidrSet } from './cidr.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
 import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
 
@@ -17,6 +18,8 @@ export interface ProxyServerOptions {
   session: SessionSettings;
   /** PROXY protocol header expected from a front balancer (both listeners); default off. */
   acceptProxyProtocol?: 'off' | 'optional' | 'required';
+  /** The sources whose PROXY header is believed (the balancers); required unless acceptProxyProtocol is off. */
+  acceptProxyProtocolFrom?: CidrSet;
   /** PROXY protocol header sent to backends; default off. */
   backendProxyProtocol?: BackendProxyProtocol;
   /** Per-client-IP limits; absent or all 0 = none. */
@@ -31,6 +34,8 @@ export type RejectReason =
   | 'proxy-protocol-missing'
   | 'proxy-protocol-invalid'
   | 'proxy-protocol-timeout'
+  /** A PROXY header (or, in `required` mode, any connection) from a source not in acceptProxyProtocolFrom. */
+  | 'proxy-protocol-untrusted'
   | 'tls-handshake-failed'
   | 'tls-handshake-timeout'
   /** Out of file descriptors: `accept` failed with EMFILE/ENFILE, or the session's backend connect did (never routed). */
@@ -73,6 +78,7 @@ export class ProxyServer {
   }
   readonly admission: Admission;
   private readonly acceptPP: 'off' | 'optional' | 'required';
+  private readonly ppFrom: CidrSet | null;
   private readonly backendPP: BackendProxyProtocol;
   private tlsServer: net.Server | null = null;
   private tlsContext: tls.SecureContext | null = null;
@@ -98,6 +104,8 @@ export class ProxyServer {
     this.peerLog = opts.session.peerLog;
     this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
     this.acceptPP = opts.acceptProxyProtocol ?? 'off';
+    this.ppFrom = opts.acceptProxyProtocolFrom ?? null;
+    if (this.acceptPP !== 'off' && (this.ppFrom === null || this.ppFrom.empty)) throw new Error('acceptProxyProtocol needs acceptProxyProtocolFrom: the sources whose PROXY header is believed');
     this.backendPP = opts.backendProxyProtocol ?? 'off';
   }
 
@@ -236,7 +244,10 @@ export class ProxyServer {
       this.admitted(o, { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 }, secure);
       return;
     }
-    this.readProxyHeader(o, secure);
+    const trusted = this.ppFrom!.has(sock.remoteAddress);
+    // `required`: only the balancers may connect at all; anyone else would be refused after their first bytes anyway.
+    if (!trusted && this.acceptPP === 'required') return this.fail(o, 'proxy-protocol-untrusted', { why: 'source not in acceptProxyProtocolFrom' });
+    this.readProxyHeader(o, secure, trusted);
   }
 
   private timedOut(o: Opening): void {
@@ -271,13 +282,26 @@ export class ProxyServer {
     o.sock.destroy();
   }
 
-  /** Reads the PROXY header (at most MAX_PROXY_HEADER bytes); what follows it is put back for the session. */
-  private readProxyHeader(o: Opening, secure: boolean): void {
+  /**
+   * Reads the PROXY header (at most MAX_PROXY_HEADER bytes); what follows it is put back for the
+   * session. From an untrusted source (`optional` mode) nothing is taken from the bytes: a client
+   * whose first bytes start a PROXY signature is refused (neither RTMP's C0 nor a TLS record
+   * begins with `P` or CR, so no real client is), any other goes on as itself.
+   */
+  private readProxyHeader(o: Opening, secure: boolean, trusted: boolean): void {
     const sock = o.sock;
     let acc: Buffer = Buffer.alloc(0);
     const onData = (buf: Buffer): void => {
       acc = acc.length === 0 ? buf : Buffer.concat([acc, buf]);
       const r = parseProxyHeader(acc.length > MAX_PROXY_HEADER ? acc.subarray(0, MAX_PROXY_HEADER) : acc);
+      if (!trusted) {
+        sock.off('data', onData);
+        sock.pause();
+        if (r.kind !== 'none') return this.fail(o, 'proxy-protocol-untrusted', { why: 'PROXY header from a source not in acceptProxyProtocolFrom' });
+        sock.unshift(acc);
+        this.admitted(o, { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 }, secure);
+        return;
+      }
       if (r.kind === 'incomplete') {
         if (acc.length < MAX_PROXY_HEADER) return;
         sock.off('data', onData);

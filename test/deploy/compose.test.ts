@@ -4,10 +4,12 @@
 // compose services, the admin API stays on the host's loopback, the stop grace period covers the
 // drain, nginx records to volumes, the files it mounts exist, and the README's commands match.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import YAML from 'yaml';
 import { loadConfig, parseDuration, settingDocs } from '../../src/config.js';
@@ -54,6 +56,21 @@ function schemaValidator() {
 const env = (s: Service): Record<string, string> =>
   Array.isArray(s.environment) ? Object.fromEntries(s.environment.map((e) => e.split(/=(.*)/s).slice(0, 2) as [string, string])) : { ...(s.environment ?? {}) };
 
+/**
+ * Runs the admin-token service's script with its volume (`/secrets`) in a temporary directory
+ * (or `dir`, to run it again), as `sh -ec` does in the container; returns the file and its token.
+ */
+const tokenDirs: string[] = [];
+after(() => tokenDirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+function generatedToken(dir = mkdtempSync(join(tmpdir(), 'rgp-compose-token-'))): { dir: string; file: string; value: string } {
+  tokenDirs.push(dir);
+  const gen = compose.services['admin-token'] as Service & { entrypoint: string[]; command: string[] };
+  assert.deepEqual(gen.entrypoint, ['sh', '-ec']);
+  execFileSync('sh', ['-ec', gen.command[0]!.replaceAll('/secrets/', `${dir}/`)]);
+  const file = join(dir, 'admin-token');
+  return { dir, file, value: readFileSync(file, 'utf8') };
+}
+
 describe('deploy/compose', () => {
   const validate = schemaValidator();
 
@@ -67,7 +84,7 @@ describe('deploy/compose', () => {
 
   test('proxy + 2 nginx-rtmp + Redis, built from this repository', () => {
     const core = Object.entries(compose.services).filter(([, s]) => !s.profiles).map(([n]) => n).sort();
-    assert.deepEqual(core, ['nginx-a', 'nginx-b', 'proxy', 'redis']);
+    assert.deepEqual(core, ['admin-token', 'nginx-a', 'nginx-b', 'proxy', 'redis']);
     const proxy = compose.services['proxy']!;
     const b = proxy.build as { context: string; dockerfile: string };
     assert.ok(existsSync(join(resolve(DIR, b.context), b.dockerfile)), 'the proxy builds from the root Dockerfile');
@@ -89,8 +106,11 @@ describe('deploy/compose', () => {
     const e = env(proxy);
     const docs = new Set(settingsTable().map((r) => r.env));
     for (const k of Object.keys(e)) assert.ok(docs.has(k), `${k} is not in docs/configuration.md`);
+    // The token file where the admin-token service writes it (the test runs its script).
+    const token = generatedToken();
     // The image sets listen and admin (Dockerfile ENV).
-    const config = loadConfig({ env: { RTMP_GOAWAY_LISTEN: '0.0.0.0:1935', RTMP_GOAWAY_ADMIN: '0.0.0.0:9935', ...e }, flags: {} });
+    const config = loadConfig({ env: { RTMP_GOAWAY_LISTEN: '0.0.0.0:1935', RTMP_GOAWAY_ADMIN: '0.0.0.0:9935', ...e, RTMP_GOAWAY_ADMIN_TOKEN_FILE: token.file }, flags: {} });
+    assert.equal(config.adminToken, token.value, 'the proxy reads the generated token');
     assert.deepEqual(config.backends.map((b) => `${b.name}=${b.host}:${b.port}`), ['nginx-a=nginx-a:1935', 'nginx-b=nginx-b:1935']);
     for (const b of config.backends) assert.ok(compose.services[b.host], `backend host ${b.host} is a compose service`);
     assert.equal(new URL(config.redis.url!).hostname, 'redis');
@@ -101,6 +121,23 @@ describe('deploy/compose', () => {
     const admin = proxy.ports?.find((p) => p.endsWith(':9935'));
     assert.equal(admin, '127.0.0.1:9935:9935', 'the admin API (drain endpoints) is published on the host loopback only');
     assert.equal(proxy.read_only, true);
+  });
+
+  test('the admin token: generated once into a volume only the proxy mounts (read-only), read through RTMP_GOAWAY_ADMIN_TOKEN_FILE', () => {
+    const proxy = compose.services['proxy']!;
+    const gen = compose.services['admin-token']!;
+    const file = env(proxy)['RTMP_GOAWAY_ADMIN_TOKEN_FILE']!;
+    const mount = proxy.volumes?.find((v) => v.startsWith('admin-token:'));
+    assert.equal(mount, `admin-token:${dirname(file)}:ro`);
+    assert.deepEqual(gen.volumes, ['admin-token:/secrets']);
+    assert.equal(proxy.depends_on?.['admin-token']?.condition, 'service_completed_successfully');
+    for (const [name, s] of Object.entries(compose.services)) {
+      if (name !== 'proxy' && name !== 'admin-token') assert.ok(!(s.volumes ?? []).some((v) => v.startsWith('admin-token:')), `${name} must not see the token`);
+    }
+    const first = generatedToken();
+    assert.match(first.value, /^[0-9a-f]{64}$/, '32 random bytes in hex');
+    assert.equal(generatedToken(first.dir).value, first.value, 'kept across restarts');
+    assert.notEqual(generatedToken().value, first.value);
   });
 
   test('monitoring profile: Prometheus scrapes the admin port, Grafana gets the dashboard; mounted files exist', () => {

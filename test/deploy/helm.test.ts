@@ -5,9 +5,9 @@
 // `config` generated from the proxy's zod schema, every chart value documented.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import YAML from 'yaml';
@@ -298,8 +298,19 @@ describe('Helm chart: lint and render (helm)', () => {
       const fromChart = proxyConfig(proxy, objs, spec);
       const yamlFile = join(dir, 'proxy.yaml');
       writeFileSync(yamlFile, YAML.stringify(config));
-      const fromFile: Config = loadConfig({ file: yamlFile, env: fromChart.env, flags: {} });
-      assert.deepEqual(fromChart.config, fromFile);
+      // The proxy reads the token file at start: put the Secret's token back where the pod's environment names it.
+      const tokenFile = fromChart.env['RTMP_GOAWAY_ADMIN_TOKEN_FILE']!;
+      mkdirSync(dirname(tokenFile), { recursive: true });
+      writeFileSync(tokenFile, fromChart.config.adminToken);
+      try {
+        const fromFile: Config = loadConfig({ file: yamlFile, env: fromChart.env, flags: {} });
+        assert.deepEqual(fromChart.config, fromFile);
+      } finally {
+        // The pod's temporary root (rgp-pod-*), gone once proxyConfig returned, recreated above.
+        let root = tokenFile;
+        while (!basename(root).startsWith('rgp-pod-') && dirname(root) !== root) root = dirname(root);
+        rmSync(basename(root).startsWith('rgp-pod-') ? root : tokenFile, { recursive: true, force: true });
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

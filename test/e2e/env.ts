@@ -11,7 +11,7 @@ import { Redis } from 'ioredis';
 import { freePort, onLines, stopProcess } from '../../src/demo/backends.js';
 import { type NginxBackend, requireNginxRtmp, startNginxBackend } from '../helpers/nginx.js';
 import { projectRoot, requirePeer, tempDir, waitForLine } from '../helpers/peers.js';
-import { eventually } from '../helpers/proxy.js';
+import { asJsonClient, eventually } from '../helpers/proxy.js';
 
 export const SAMPLE_FLV = join(projectRoot, 'test/fixtures/sample.flv');
 const CLI = join(projectRoot, 'test/e2e/cli.ts');
@@ -80,7 +80,7 @@ export async function startProxyChild(backends: Record<string, number>, flags: s
     logs,
     url: (app, key) => `rtmp://127.0.0.1:${port}/${app}/${key}`,
     async api<T>(path: string, init?: RequestInit): Promise<T> {
-      const r = await fetch(base + path, init);
+      const r = await fetch(base + path, asJsonClient(init));
       if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await r.text()}`);
       return (await r.json()) as T;
     },

@@ -6,7 +6,9 @@ import { loadConfig } from '../../src/config.js';
 export interface TestProxy {
   proxy: RunningProxy;
   url(app: string, key: string): string;
+  /** A raw request to the admin API (what any HTTP client may send). */
   admin(path: string, init?: RequestInit): Promise<Response>;
+  /** A request as the CLI sends it (a POST says Content-Type: application/json); throws unless 2xx. */
   api<T>(path: string, init?: RequestInit): Promise<T>;
   /** Structured log lines the proxy wrote (for assertions on session start/end lines). */
   logs: Record<string, unknown>[];
@@ -18,6 +20,14 @@ export interface TestProxy {
   settled(timeoutMs?: number): Promise<void>;
   /** Stops the proxy; then checks that no session is left in the registry nor counted on a backend. */
   stop(): Promise<void>;
+}
+
+/** `init` as a well-behaved client sends it: a POST carries `Content-Type: application/json` (the admin API refuses others). */
+export function asJsonClient(init: RequestInit = {}): RequestInit {
+  if ((init.method ?? 'GET').toUpperCase() !== 'POST') return init;
+  const headers = new Headers(init.headers);
+  if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+  return { ...init, headers };
 }
 
 /** Sessions still registered or counted by the pool, and connections still opening; empty when none. */
@@ -57,7 +67,7 @@ export async function startTestProxy(backends: Record<string, number>, flags: Re
     url: (app, key) => `rtmp://127.0.0.1:${proxy.address.port}/${app}/${key}`,
     admin: (path, init) => fetch(base + path, init),
     async api<T>(path: string, init?: RequestInit): Promise<T> {
-      const r = await fetch(base + path, init);
+      const r = await fetch(base + path, asJsonClient(init));
       if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await r.text()}`);
       return (await r.json()) as T;
     },

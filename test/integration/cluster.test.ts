@@ -3,6 +3,7 @@
 // session listed, metrics summed, a drain reaching the publishers of every worker, SIGTERM
 // stopping them all.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { eventually } from '../helpers/proxy.js';
@@ -20,8 +21,11 @@ describe('cluster mode: serve --workers 2', () => {
   const b2 = new RecordingRtmpServer();
   let proxy: ServeChild;
   const pubs: RtmpPublisher[] = [];
-  const api = async <T>(path: string, init?: RequestInit): Promise<T> => {
-    const r = await fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, init);
+  // The primary checks the token, and presents it to its workers (their admin APIs have the same policy).
+  const TOKEN = 'cluster-admin-token-7d1e';
+  const auth = { authorization: `Bearer ${TOKEN}` };
+  const api = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
+    const r = await fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } });
     assert.ok(r.ok, `${path}: HTTP ${r.status} ${await r.clone().text()}`);
     return (await r.json()) as T;
   };
@@ -29,7 +33,7 @@ describe('cluster mode: serve --workers 2', () => {
   before(async () => {
     await b1.listen();
     await b2.listen();
-    proxy = await spawnServe(['--workers', '2', '--backend', `b1=127.0.0.1:${b1.port}`, '--backend', `b2=127.0.0.1:${b2.port}`, '--health-enabled', 'false', '--drain-deadline-ms', '30s']);
+    proxy = await spawnServe(['--workers', '2', '--backend', `b1=127.0.0.1:${b1.port}`, '--backend', `b2=127.0.0.1:${b2.port}`, '--health-enabled', 'false', '--drain-deadline-ms', '30s'], { env: { RTMP_GOAWAY_ADMIN_TOKEN: TOKEN } });
   });
   after(async () => {
     for (const p of pubs) p.destroy();
@@ -77,6 +81,23 @@ describe('cluster mode: serve --workers 2', () => {
     pubs.push(pub);
     await pub.publish();
     await eventually(() => b2.publishersOf('after-drain').length === 1, 'the new session on b2');
+  });
+
+  test('the primary applies the same access policy as a single proxy', async () => {
+    const at = (path: string, init?: RequestInit) => fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, init);
+    assert.equal((await at('/api/sessions')).status, 401, 'no token');
+    assert.equal((await at('/api/backends/b2/drain', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status, 401);
+    assert.equal((await at('/api/backends/b2/drain', { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: '{}' })).status, 415);
+    assert.equal((await at('/api/backends/b2/drain', { method: 'POST', headers: { ...auth, 'content-type': 'application/json', origin: 'http://evil.example' }, body: '{}' })).status, 403);
+    const rebound = await new Promise<number>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port: proxy.adminPort, path: '/api/sessions', headers: { ...auth, host: `rebind.example:${proxy.adminPort}` } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject);
+    });
+    assert.equal(rebound, 403, 'a rebinding Host on the loopback admin');
+    assert.equal((await api<{ name: string; state: string }[]>('/api/backends')).find((b) => b.name === 'b2')?.state, 'up', 'nothing drained');
+    assert.ok(proxy.logs().some((l) => l['msg'] === 'admin mutation' && String(l['remote']).startsWith('127.0.0.1:') && l['status'] === 200), 'the drain above was logged with its caller');
   });
 
   test('SIGTERM: the primary stops every worker and exits 0', async () => {

@@ -120,10 +120,12 @@ describe('admin token', () => {
       const refused = await runCli(['drain', 'b1', '--admin', admin]);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /401/);
-      assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, false);
+      // Reads need the token too.
+      const backends = () => tp.api<{ draining: boolean }[]>('/api/backends', { headers: { authorization: 'Bearer s3cret' } });
+      assert.equal((await backends())[0]!.draining, false);
       const ok = await runCli(['drain', 'b1', '--force', '--admin', admin], { env: { RTMP_GOAWAY_ADMIN_TOKEN: 's3cret' } });
       assert.equal(ok.code, 0, ok.stderr);
-      assert.equal((await tp.api<{ draining: boolean }[]>('/api/backends'))[0]!.draining, true);
+      assert.equal((await backends())[0]!.draining, true);
     } finally {
       await tp.stop();
       await b.close();

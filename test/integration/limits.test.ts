@@ -228,30 +228,3 @@ describe('garbage flood', () => {
     }
   });
 });
-
-describe('admin API bearer token', () => {
-  test('mutating endpoints need the token (401 otherwise, counted); read-only ones stay open; the token is never logged', async () => {
-    const fake = new FakeRtmpServer();
-    await fake.listen();
-    const token = 'tok-3f9a1c7e';
-    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', adminToken: token });
-    try {
-      const drain = (auth?: string) => tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: auth === undefined ? {} : { authorization: auth } });
-      const none = await drain();
-      assert.equal(none.status, 401);
-      assert.match(none.headers.get('www-authenticate') ?? '', /^Bearer/);
-      assert.equal((await drain('Bearer wrong-token')).status, 401);
-      assert.equal((await drain(`Basic ${token}`)).status, 401);
-      assert.equal((await tp.admin('/api/backends/fake/undrain', { method: 'POST' })).status, 401);
-      assert.equal((await tp.api<{ name: string; state: string }[]>('/api/backends'))[0]!.state, 'up', 'nothing drained without the token');
-      assert.equal(await metric(tp, 'rtmp_goaway_control_messages_total', 'source="admin",result="rejected"'), 4);
-      assert.equal((await drain(`Bearer ${token}`)).status, 200);
-      assert.equal((await tp.admin('/api/backends/fake/undrain', { method: 'POST', headers: { authorization: `bearer ${token}` } })).status, 200);
-      for (const path of ['/healthz', '/readyz', '/metrics', '/api/sessions', '/api/backends']) assert.equal((await tp.admin(path)).status, 200, path);
-      assert.ok(!JSON.stringify(tp.logs).includes(token), 'token in the logs');
-    } finally {
-      await tp.stop();
-      await fake.close();
-    }
-  });
-});

@@ -17,12 +17,16 @@ import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { requireNginxRtmp } from '../helpers/nginx.js';
 import { requirePeer, tempDir } from '../helpers/peers.js';
 import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
+import { runCli } from '../helpers/redis.js';
 
-/** A front "load balancer": prepends `header(client)` to each connection it forwards to `target`. */
-async function frontBalancer(target: number, header: (c: net.Socket) => Buffer): Promise<{ port: number; close(): Promise<void> }> {
+/**
+ * A front "load balancer": prepends `header(client)` to each connection it forwards to `target`,
+ * from `from` (the balancer's address as the proxy sees it; any 127.0.0.0/8 address works on Linux).
+ */
+async function frontBalancer(target: number, header: (c: net.Socket) => Buffer, from = '127.0.0.1'): Promise<{ port: number; close(): Promise<void> }> {
   const socks = new Set<net.Socket>();
   const server = net.createServer((c) => {
-    const up = net.connect(target, '127.0.0.1');
+    const up = net.connect({ port: target, host: '127.0.0.1', localAddress: from });
     socks.add(c).add(up);
     up.write(header(c));
     c.pipe(up);
@@ -46,6 +50,10 @@ async function frontBalancer(target: number, header: (c: net.Socket) => Buffer):
   };
 }
 
+/** Where the test balancers connect from: the only source whose PROXY header the proxy believes. */
+const BALANCER = '127.0.0.1/32';
+/** A client connecting directly, not through a balancer. */
+const STRANGER = '127.0.0.2';
 const FAKE_CLIENT: ProxyEndpoint = { address: '203.0.113.7', port: 51000 };
 const FRONTEND: ProxyEndpoint = { address: '192.0.2.1', port: 1935 };
 
@@ -55,9 +63,9 @@ async function rejected(tp: TestProxy, reason: string): Promise<number> {
   return m === null ? 0 : Number(m[1]);
 }
 
-function rawClient(port: number, bytes: Buffer): Promise<net.Socket> {
+function rawClient(port: number, bytes: Buffer, from = '127.0.0.1'): Promise<net.Socket> {
   return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1', () => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: from }, () => {
       s.write(bytes);
       resolve(s);
     });
@@ -85,7 +93,7 @@ describe('accepting PROXY protocol (required)', () => {
   before(async () => {
     fake = new FakeRtmpServer();
     await fake.listen();
-    tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', limitsHandshakeTimeoutMs: '500ms' });
+    tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER, limitsHandshakeTimeoutMs: '500ms' });
   });
   after(async () => {
     await tp.stop();
@@ -171,7 +179,7 @@ describe('accepting PROXY protocol (optional)', () => {
   test('with and without a header both work; LOCAL (health check) uses the socket address', async () => {
     const fake = new FakeRtmpServer();
     await fake.listen();
-    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'optional' });
+    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'optional', acceptProxyProtocolFrom: BALANCER });
     const lb = await frontBalancer(tp.proxy.address.port, () => encodeProxyV1(FAKE_CLIENT, FRONTEND));
     const local = await frontBalancer(tp.proxy.address.port, () => Buffer.from('0d0a0d0a000d0a515549540a20000000', 'hex'));
     try {
@@ -193,13 +201,95 @@ describe('accepting PROXY protocol (optional)', () => {
   });
 });
 
+describe('PROXY protocol only from acceptProxyProtocolFrom', () => {
+  test('required: a source not in the list is refused at once, header or not (proxy-protocol-untrusted), no backend connection', async () => {
+    const fake = new FakeRtmpServer();
+    await fake.listen();
+    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER });
+    try {
+      const spoofed = await rawClient(tp.proxy.address.port, Buffer.concat([encodeProxyV1(FAKE_CLIENT, FRONTEND), Buffer.alloc(1537, 3)]), STRANGER);
+      const plain = await rawClient(tp.proxy.address.port, Buffer.alloc(1537, 3), STRANGER);
+      await eventually(async () => (await rejected(tp, 'proxy-protocol-untrusted')) === 2, 'both refused as untrusted');
+      await Promise.all([closed(spoofed), closed(plain)]);
+      assert.equal(fake.connections.length, 0);
+      assert.ok(tp.logs.some((l) => l['reason'] === 'proxy-protocol-untrusted' && String(l['client']).startsWith(`${STRANGER}:`)), 'the refusal names the real source');
+    } finally {
+      await tp.stop();
+      await fake.close();
+    }
+  });
+
+  test('optional + limits.maxSessionsPerIp 2: spoofed headers from a stranger neither bypass the limit nor lock out the address they name; strangers are served as themselves', async () => {
+    const fake = new FakeRtmpServer();
+    await fake.listen();
+    const tp = await startTestProxy(
+      { fake: fake.port },
+      { healthEnabled: 'false', acceptProxyProtocol: 'optional', acceptProxyProtocolFrom: BALANCER, limitsMaxSessionsPerIp: '2', limitsHandshakeTimeoutMs: '60s' },
+    );
+    const relays: Awaited<ReturnType<typeof frontBalancer>>[] = [];
+    const pubs: RtmpPublisher[] = [];
+    try {
+      // Ten connections, each claiming another address, then the start of an RTMP handshake: held open.
+      const spoofs = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => rawClient(tp.proxy.address.port, Buffer.concat([encodeProxyV1({ address: `203.0.113.${i + 1}`, port: 40000 + i }, FRONTEND), Buffer.of(3)]), STRANGER)),
+      );
+      // Two more naming the victim's own address (127.0.0.3), to fill its per-IP slots.
+      const VICTIM = '127.0.0.3';
+      spoofs.push(
+        ...(await Promise.all([0, 1].map((i) => rawClient(tp.proxy.address.port, Buffer.concat([encodeProxyV2({ address: VICTIM, port: 50000 + i }, FRONTEND), Buffer.of(3)]), STRANGER)))),
+      );
+      await eventually(async () => (await rejected(tp, 'proxy-protocol-untrusted')) === 12, 'the twelve spoofed headers refused');
+      await Promise.all(spoofs.map(closed));
+      assert.equal(fake.connections.length, 0, 'no backend connection for a spoofed header');
+      assert.equal(tp.proxy.server.sessions.size, 0);
+      // The victim, connecting directly (no header: a plain RTMP client), gets both of its slots.
+      const victim = await frontBalancer(tp.proxy.address.port, () => Buffer.alloc(0), VICTIM);
+      relays.push(victim);
+      for (const key of ['v1', 'v2']) {
+        const p = new RtmpPublisher(`rtmp://127.0.0.1:${victim.port}/live/${key}`, { supportsGoAway: true });
+        pubs.push(p);
+        await p.publish();
+      }
+      const clients = (await tp.api<SessionSnapshot[]>('/api/sessions')).map((x) => x.client);
+      assert.equal(clients.length, 2);
+      assert.ok(clients.every((c) => c.startsWith(`${VICTIM}:`)), clients.join());
+      // The stranger's own address is what the limit counts: a third plain session is refused.
+      const stranger = await frontBalancer(tp.proxy.address.port, () => Buffer.alloc(0), STRANGER);
+      relays.push(stranger);
+      for (const key of ['s1', 's2']) {
+        const p = new RtmpPublisher(`rtmp://127.0.0.1:${stranger.port}/live/${key}`, { supportsGoAway: true });
+        pubs.push(p);
+        await p.publish();
+      }
+      const third = new RtmpPublisher(`rtmp://127.0.0.1:${stranger.port}/live/s3`, { supportsGoAway: true, timeoutMs: 5000 });
+      pubs.push(third);
+      third.on('error', () => {});
+      await assert.rejects(third.publish());
+      assert.equal(await rejected(tp, 'per-ip-sessions'), 1);
+    } finally {
+      for (const p of pubs) p.destroy();
+      for (const r of relays) await r.close();
+      await tp.stop();
+      await fake.close();
+    }
+  });
+
+  test('acceptProxyProtocol without acceptProxyProtocolFrom: serve exits 2 naming both settings', async () => {
+    const r = await runCli(['serve', '--backend', 'a=127.0.0.1:1', '--accept-proxy-protocol', 'optional']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /configuration error/);
+    assert.match(r.stderr, /acceptProxyProtocolFrom .*is required when acceptProxyProtocol \(from flag --accept-proxy-protocol: optional\)/);
+    assert.match(r.stderr, /0\.0\.0\.0\/0,::\/0/);
+  });
+});
+
 describe('HAProxy send-proxy-v2 in front of the proxy', () => {
   test('the session sees the publisher\'s own port, not HAProxy\'s', async (t) => {
     const haproxy = requirePeer(t, 'haproxy');
     if (haproxy === null) return;
     const fake = new FakeRtmpServer();
     await fake.listen();
-    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'required' });
+    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER });
     const dir = tempDir('haproxy');
     const port = await freePort();
     const cfg = join(dir.path, 'haproxy.cfg');
@@ -295,7 +385,7 @@ describe('PROXY protocol v1 to nginx-rtmp', () => {
         'nginx listening',
         10_000,
       );
-      tp = await startTestProxy({ nginx: port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', backendProxyProtocol: 'v1' });
+      tp = await startTestProxy({ nginx: port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER, backendProxyProtocol: 'v1' });
       lb = await frontBalancer(tp.proxy.address.port, () => encodeProxyV2(FAKE_CLIENT, FRONTEND));
       const p = new RtmpPublisher(`rtmp://127.0.0.1:${lb.port}/live/ppkey`, { supportsGoAway: true, chunkSize: 4096 });
       await p.publish();

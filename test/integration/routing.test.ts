@@ -155,7 +155,7 @@ describe('routing by app: two backend groups', () => {
     const info = statusInfo(err);
     assert.equal(info['code'], 'NetConnection.Connect.Rejected');
     assert.match(String(info['description']), /group dvr/);
-    await tp.admin('/api/backends/dvr1/undrain', { method: 'POST' });
+    await tp.api('/api/backends/dvr1/undrain', { method: 'POST' });
   });
 
   test('a reload (SIGHUP) replaces the rules for new sessions; invalid rules are refused and change nothing', async () => {
@@ -273,7 +273,7 @@ describe('routing by stream key: the proxy answers connect and createStream, the
     );
     await tp.admin('/api/backends/k1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 20_000 }), headers: { 'content-type': 'application/json' } });
     assert.equal(await got, RECONNECT_REQUEST_CODE);
-    await tp.admin('/api/backends/k1/undrain', { method: 'POST' });
+    await tp.api('/api/backends/k1/undrain', { method: 'POST' });
   });
 
   test('a late-bound publisher without Go Away is migrated losslessly when its backend drains', async () => {
@@ -304,7 +304,7 @@ describe('routing by stream key: the proxy answers connect and createStream, the
     await eventually(() => mediaHashes(servers[from]!, 'mig-1').length + mediaHashes(servers[other]!, 'mig-1').length >= all.length, 'every frame on one of the two');
     const union = [...mediaHashes(servers[from]!, 'mig-1'), ...mediaHashes(servers[other]!, 'mig-1')];
     assert.deepEqual(union, all, 'zero loss, no duplicate, in order');
-    await tp.admin(`/api/backends/${from}/undrain`, { method: 'POST' });
+    await tp.api(`/api/backends/${from}/undrain`, { method: 'POST' });
   });
 
   test('stickiness: 100 keys spread over the group and come back to the same backend; a drain moves only its keys', async (t) => {
@@ -338,6 +338,6 @@ describe('routing by stream key: the proxy answers connect and createStream, the
       if (first.get(key) === 'k2') assert.notEqual(drained.get(key), 'k2', `${key} moved off the drained backend`);
       else assert.equal(drained.get(key), first.get(key), `${key} stayed`);
     }
-    await tp.admin('/api/backends/k2/undrain', { method: 'POST' });
+    await tp.api('/api/backends/k2/undrain', { method: 'POST' });
   });
 });

@@ -579,6 +579,71 @@ describe('redactConfig', () => {
   });
 });
 
+describe('PROXY protocol sources', () => {
+  const B = { RTMP_GOAWAY_BACKENDS: 'a=127.0.0.1:1' };
+
+  test('acceptProxyProtocol other than off without acceptProxyProtocolFrom is an error naming both settings and the opt-in', () => {
+    for (const mode of ['optional', 'required']) {
+      const issues = issuesOf(() => loadConfig({ env: { ...B, RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: mode } }));
+      assert.equal(issues.length, 1);
+      assert.match(issues[0]!, new RegExp(`^invalid setting acceptProxyProtocolFrom \\(from default\\): is required when acceptProxyProtocol \\(from env RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: ${mode}\\) is on`));
+      assert.match(issues[0]!, /0\.0\.0\.0\/0,::\/0/);
+    }
+    assert.equal(loadConfig({ env: B }).acceptProxyProtocolFrom, '', 'off needs no list');
+  });
+
+  test('CIDR lists from env, flags and YAML lists; bad entries are named', () => {
+    const c = loadConfig({ env: { ...B, RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: 'required', RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL_FROM: ' 10.0.0.0/8 , fd00::/8,192.0.2.7' } });
+    assert.equal(c.acceptProxyProtocolFrom, '10.0.0.0/8,fd00::/8,192.0.2.7');
+    const y = loadConfig({ env: B, file: yamlFile('acceptProxyProtocol: optional\nacceptProxyProtocolFrom: [0.0.0.0/0, "::/0"]\n') });
+    assert.equal(y.acceptProxyProtocolFrom, '0.0.0.0/0,::/0');
+    const issues = issuesOf(() => loadConfig({ env: B, flags: { acceptProxyProtocol: 'optional', acceptProxyProtocolFrom: '10.0.0.0/33,lb.example,10.0.0.0/8' } }));
+    assert.equal(issues.length, 1);
+    assert.match(issues[0]!, /^invalid setting acceptProxyProtocolFrom \(from flag --accept-proxy-protocol-from\): expected CIDR subnets .*got "10\.0\.0\.0\/33", "lb\.example"$/);
+  });
+});
+
+describe('admin token', () => {
+  const B = { RTMP_GOAWAY_BACKENDS: 'a=127.0.0.1:1' };
+  const tokenFile = (content: string | Buffer): string => {
+    const f = path.join(tmp, `token-${++fileNo}`);
+    fs.writeFileSync(f, content);
+    return f;
+  };
+
+  test('adminTokenFile: read once, trimmed, into adminToken (redacted)', () => {
+    const c = loadConfig({ env: { ...B, RTMP_GOAWAY_ADMIN_TOKEN_FILE: tokenFile('\n  s3cr3t-t0ken\r\n') } });
+    assert.equal(c.adminToken, 's3cr3t-t0ken');
+    assert.equal(redactConfig(c).adminToken, '***');
+  });
+
+  test('unreadable, empty, oversized or malformed token files are errors that never show the content', () => {
+    const cases: [string, RegExp][] = [
+      [path.join(tmp, 'no-such-token'), /cannot read .*no-such-token: no such file/],
+      [tmp, /cannot read /],
+      [tokenFile(' \n\t'), /is empty/],
+      [tokenFile(Buffer.alloc(4097, 0x61)), /larger than 4096 bytes/],
+      [tokenFile('two words\n'), /one word of visible ASCII/],
+    ];
+    for (const [file, why] of cases) {
+      const issues = issuesOf(() => loadConfig({ env: B, flags: { adminTokenFile: file } }));
+      assert.equal(issues.length, 1, issues.join());
+      assert.match(issues[0]!, /^invalid setting adminTokenFile \(from flag --admin-token-file\): /);
+      assert.match(issues[0]!, why);
+      assert.doesNotMatch(issues[0]!, /two words|aaaa/);
+    }
+    assert.equal(loadConfig({ env: B, flags: { adminTokenFile: tokenFile(Buffer.alloc(4096, 0x61)) } }).adminToken.length, 4096, '4 KiB is allowed');
+  });
+
+  test('adminToken and adminTokenFile together, or a token with spaces, are errors', () => {
+    const both = issuesOf(() => loadConfig({ env: { ...B, RTMP_GOAWAY_ADMIN_TOKEN: 'abc', RTMP_GOAWAY_ADMIN_TOKEN_FILE: tokenFile('def') } }));
+    assert.match(both.join(), /adminTokenFile .*cannot be used together with adminToken \(from env RTMP_GOAWAY_ADMIN_TOKEN/);
+    const spaced = issuesOf(() => loadConfig({ env: { ...B, RTMP_GOAWAY_ADMIN_TOKEN: 'my secret' } }));
+    assert.match(spaced.join(), /^invalid setting adminToken \(from env RTMP_GOAWAY_ADMIN_TOKEN\): must be one word/);
+    assert.doesNotMatch(spaced.join(), /my secret/);
+  });
+});
+
 describe('docs/configuration.md', () => {
   test('is up to date with scripts/gen-config-docs.ts', () => {
     const generated = execFileSync(process.execPath, ['--import', 'tsx', 'scripts/gen-config-docs.ts'], { cwd: ROOT, encoding: 'utf8' });
