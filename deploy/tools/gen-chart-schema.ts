@@ -197,7 +197,7 @@ export function valuesSchema(): Schema {
           secretKey: str('Key of the token in the Secret.', { minLength: 1 }),
           mountPath: str('Directory the token Secret is mounted at.', { pattern: '^/' }),
         }),
-        nodeOptions: str('NODE_OPTIONS of the proxy; must keep --max-semi-space-size=2.', { pattern: '(^|\\s)--max-semi-space-size=2(\\s|$)' }),
+        nodeOptions: str('NODE_OPTIONS of the proxy (the entry point adds the runtime settings that are missing); a --max-old-space-size must fit resources.limits.memory.'),
         ingestPool: obj({
           enabled: bool('Run a pool of nginx-rtmp servers (l4 mode), discovered through DNS, each draining itself before it stops.'),
           replicas: int('Pods of the ingest StatefulSet.', { minimum: 0 }),

@@ -75,8 +75,8 @@ function lbSendsProxyProtocol(objs: K8sObject[], spec: PodSpec): boolean {
   });
 }
 
-/** The image's ENV (Dockerfile, final stage) and its entrypoint's node flags. */
-function imageRuntime(): { env: Record<string, string>; nodeFlags: string[] } {
+/** The image's ENV (Dockerfile, final stage) and what its entrypoint runs after tini (`/app/bin/…`). */
+function imageRuntime(): { env: Record<string, string>; entrypoint: string } {
   const df = DockerfileParser.parse(readFileSync(join(root, 'Dockerfile'), 'utf8'));
   const env: Record<string, string> = {};
   for (const i of df.getInstructions()) {
@@ -85,8 +85,9 @@ function imageRuntime(): { env: Record<string, string>; nodeFlags: string[] } {
   }
   const entry = df.getInstructions().filter((i) => i.getKeyword() === 'ENTRYPOINT').at(-1)!;
   const argv = JSON.parse(entry.getArgumentsContent()!) as string[];
-  const node = argv.indexOf('node');
-  return { env, nodeFlags: argv.slice(node + 1).filter((a) => a.startsWith('--')) };
+  const program = argv.slice(argv.indexOf('--') + 1);
+  assert.deepEqual(program, ['/app/bin/rtmp-goaway-proxy.js'], 'the image runs the entry point itself (it applies the runtime settings)');
+  return { env, entrypoint: BIN };
 }
 
 function mib(q: string): number {
@@ -96,12 +97,20 @@ function mib(q: string): number {
   return (Number(m[1]) * unit) / 1024 ** 2;
 }
 
-/** The runtime options of the container as the image and the pod combine them. */
-function checkNodeOptions(c: Container, nodeOptions: string, what: string): void {
-  assert.match(nodeOptions, /(^|\s)--max-semi-space-size=2(\s|$)/, `${what}: NODE_OPTIONS "${nodeOptions}" drops the image's --max-semi-space-size=2`);
+/** The heap the pod's NODE_OPTIONS asks for fits the container's memory limit. */
+function checkHeap(c: Container, nodeOptions: string, what: string): void {
   const heap = /--max-old-space-size=(\d+)/.exec(nodeOptions);
   const limit = c.resources?.limits?.['memory'];
   if (heap && limit) assert.ok(Number(heap[1]) <= 0.75 * mib(limit), `${what}: a ${heap[1]} MiB heap does not fit the ${limit} memory limit (at most 75 %)`);
+}
+
+/** The runtime the proxy reports in its listening line runs with the settings of src/runtime-tuning.ts. */
+function checkTuned(out: string, what: string): void {
+  const line = out.split('\n').find((l) => l.includes('"runtime":'));
+  assert.ok(line, `${what}: no runtime report in the listening line`);
+  const runtime = (JSON.parse(line) as { runtime: { tuned: boolean; nodeFlags: string[] } }).runtime;
+  assert.equal(runtime.tuned, true, `${what}: the proxy runs without the runtime settings (${JSON.stringify(runtime)})`);
+  assert.ok(runtime.nodeFlags.includes('--max-semi-space-size=2'), `${what}: ${JSON.stringify(runtime.nodeFlags)} lacks --max-semi-space-size=2`);
 }
 
 // ───────────────────────────── peers ─────────────────────────────
@@ -190,10 +199,10 @@ async function runExample(objs: K8sObject[], what: string, peers: Peers, opts: {
     const env: Record<string, string> = { PATH: process.env['PATH'] ?? '', ...image.env, ...Object.fromEntries(Object.entries(podEnv).filter(([k]) => !k.startsWith('RTMP_GOAWAY_'))), ...pod.env };
     if (env['RTMP_GOAWAY_REDIS_URL'] !== undefined) env['RTMP_GOAWAY_REDIS_URL'] = peers.redis.url;
     env['RTMP_GOAWAY_REPLICA_ID'] = `example-${process.pid}`;
-    checkNodeOptions(container, env['NODE_OPTIONS'] ?? '', what);
+    checkHeap(container, env['NODE_OPTIONS'] ?? '', what);
 
-    const args = [...image.nodeFlags, BIN, ...(container.args ?? []).map((a) => (a === configArg(container) ? pod.configFile! : a)), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'];
-    const proxy = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = [...(container.args ?? []).map((a) => (a === configArg(container) ? pod.configFile! : a)), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'];
+    const proxy = spawn(image.entrypoint, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(proxy);
     let out = '';
     proxy.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -202,6 +211,7 @@ async function runExample(objs: K8sObject[], what: string, peers: Peers, opts: {
       assert.equal(proxy.exitCode, null, `${what}: the proxy exited:\n${out}`);
       return /"listen":"127\.0\.0\.1:(\d+)","admin":"127\.0\.0\.1:(\d+)"/.exec(out);
     }, `${what}: the proxy listening`, 20_000);
+    checkTuned(out, what);
     await eventually(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, `${what}: /readyz 200 with nginx as its backend (${out.slice(-1500)})`, 20_000);
 
     // The traffic shape the example promises.
@@ -319,7 +329,7 @@ describe('every example runs: rendered, then a real proxy with the traffic it pr
     assert.match(msg, /config: tls is required/);
   });
 
-  test('the chart refuses a heap that does not fit the memory limit, and NODE_OPTIONS without the image\'s options', (t) => {
+  test('the chart refuses a heap that does not fit the memory limit', (t) => {
     const helm = requireTool(t, 'helm');
     if (helm === null) return;
     const fails = (args: string[]): string => {
@@ -333,10 +343,11 @@ describe('every example runs: rendered, then a real proxy with the traffic it pr
     assert.match(fails(['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=384']), /--max-old-space-size=384 \(MiB\) does not fit resources.limits.memory 256Mi/);
     assert.match(fails(['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=200']), /does not fit/);
     assert.doesNotThrow(() => helmTemplate(helm, ['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=192']));
-    assert.match(fails(['--set', 'nodeOptions=--max-old-space-size=128']), /max-semi-space-size/);
+    // The entry point adds the runtime settings: options of the operator's own need not repeat them.
+    assert.doesNotThrow(() => helmTemplate(helm, ['--set', 'nodeOptions=--max-old-space-size=128']));
     // The same check on what the test runs, whatever rendered it.
-    assert.throws(() => checkNodeOptions({ name: 'p', image: 'i', resources: { limits: { memory: '256Mi' } } }, '--max-semi-space-size=2 --max-old-space-size=384', 'x'), /does not fit/);
-    assert.throws(() => checkNodeOptions({ name: 'p', image: 'i' }, '--max-old-space-size=384', 'x'), /drops the image's/);
+    assert.throws(() => checkHeap({ name: 'p', image: 'i', resources: { limits: { memory: '256Mi' } } }, '--max-old-space-size=384', 'x'), /does not fit/);
+    assert.throws(() => checkTuned('{"msg":"proxy listening","runtime":{"tuned":false,"nodeFlags":[]}}\n', 'x'), /without the runtime settings/);
     assert.ok(settingDocs().length > 0);
   });
 });

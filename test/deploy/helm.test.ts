@@ -115,7 +115,6 @@ describe('Helm chart: values and schema (no helm needed)', () => {
       ['bad type', { config: { health: { rise: 'two' } } }, /\/config\/health\/rise must be integer/],
       ['PROXY protocol at the load balancer only', { proxyProtocol: { serviceAnnotations: { 'service.beta.kubernetes.io/aws-load-balancer-proxy-protocol': '*' } } }, /\/config\/acceptProxyProtocol must be equal to one of the allowed values/],
       ['NODE_OPTIONS replaced', { extraEnv: [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=384' }] }, /\/extraEnv\/0 must NOT be valid/],
-      ['semi-space option dropped', { nodeOptions: '--max-old-space-size=128' }, /\/nodeOptions must match pattern/],
       ['TLS Secret without a listener', { tls: { secretName: 'cert' } }, /\/config must have required property 'tls'/],
       ['ingest pool in sidecar mode', { ingestPool: { enabled: true } }, /\/mode must be equal to constant/],
     ];
@@ -194,7 +193,7 @@ describe('Helm chart: lint and render (helm)', () => {
     const redis = proxy.env!.find((e) => e.name === 'RTMP_GOAWAY_REDIS_URL')!;
     assert.deepEqual(redis.valueFrom, { secretKeyRef: { name: 'rtmp-goaway-redis', key: 'url' } });
     assert.equal(spec.terminationGracePeriodSeconds, 60);
-    assert.equal(proxy.env!.find((e) => e.name === 'NODE_OPTIONS')?.value, '--max-semi-space-size=2 --max-old-space-size=160');
+    assert.equal(proxy.env!.find((e) => e.name === 'NODE_OPTIONS')?.value, '--max-old-space-size=160');
     assert.ok(proxy.volumeMounts?.some((m) => m.name === 'tls' && m.mountPath === '/etc/rtmp-goaway-proxy/tls'));
     assert.ok(proxy.ports?.some((p) => p.name === 'rtmps' && p.containerPort === 1443));
     assert.ok(spec.volumes?.some((v) => v.name === 'scratch'));

@@ -152,19 +152,17 @@ paths). Secrets are not in it: the Redis URL and the admin token reach the proxy
 {{- end -}}
 
 {{/*
-NODE_OPTIONS of the proxy: the image's --max-semi-space-size=2 kept, and the old generation below
-the memory limit (the heap is not all of the process: socket buffers and code live outside it).
+NODE_OPTIONS of the proxy: one place to set them (the entry point adds the runtime settings that
+are missing, src/runtime-tuning.ts), and the old generation below the memory limit (the heap is
+not all of the process: socket buffers and code live outside it).
 */}}
 {{- define "rtmp-goaway-proxy.nodeOptions" -}}
 {{- range .Values.extraEnv -}}
 {{- if eq .name "NODE_OPTIONS" -}}
-{{- fail "NODE_OPTIONS in extraEnv replaces the image's runtime options: set nodeOptions instead" -}}
+{{- fail "NODE_OPTIONS in extraEnv: set nodeOptions instead (the chart checks the heap against the memory limit there)" -}}
 {{- end -}}
 {{- end -}}
 {{- $opts := .Values.nodeOptions -}}
-{{- if not (regexMatch "(^|\\s)--max-semi-space-size=2(\\s|$)" $opts) -}}
-{{- fail (printf "nodeOptions %q drops --max-semi-space-size=2 (RSS per idle session 8 KiB instead of 28, docs/performance.md)" $opts) -}}
-{{- end -}}
 {{- $heap := regexFind "--max-old-space-size=[0-9]+" $opts -}}
 {{- $limit := dig "limits" "memory" "" .Values.resources -}}
 {{- if and $heap $limit -}}
