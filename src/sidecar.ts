@@ -27,7 +27,7 @@ export interface SidecarShutdownResult {
 /**
  * Tells every session on this replica that can reconnect by itself to do so: Go Away where the
  * client announced it, else the E-RTMP ReconnectRequest where it announced capsEx Reconnect and
- * the proxy offers it (PROTOCOL.md §1, §2). A sidecar's only backend is going away with the pod,
+ * the proxy offers it (docs/protocol.md#go-away, docs/protocol.md#e-rtmp-reconnect). A sidecar's only backend is going away with the pod,
  * so there is nowhere to migrate the others to: they stay until the grace period ends.
  * Returns how many were told (now or before).
  */

@@ -7,7 +7,7 @@
  *         data size (3) · timestamp (3, low bits) · timestamp extended (1, high bits) · stream id (3, always 0)
  *         data (data size bytes) · previous tag size (4 = 11 + data size)
  *
- * The tag bodies are exactly RTMP audio/video/data message bodies (PROTOCOL.md §6), which is
+ * The tag bodies are exactly RTMP audio/video/data message bodies (docs/protocol.md#media-tag-heads), which is
  * why a publisher can send them as they are. Pure: bytes in, tags out.
  */
 import { isAacSequenceHeader, isVideoKeyframe, readVideoHead } from '../rtmp/media.js';

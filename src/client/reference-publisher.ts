@@ -1,5 +1,5 @@
 /**
- * Reference RTMP Go Away publisher (PROTOCOL.md §1.3, behaving like the reference FFmpeg patch):
+ * Reference RTMP Go Away publisher (docs/protocol.md#client-reconnect, behaving like the reference FFmpeg patch):
  *
  *  - announces `supportsGoAway: true` (and E-RTMP `capsEx` Reconnect when asked) in `connect`;
  *  - on type 32 (or an E-RTMP `NetConnection.Connect.ReconnectRequest`) keeps sending until the
@@ -675,7 +675,7 @@ export class ReferencePublisher extends EventEmitter<ReferencePublisherEvents> {
   }
 
   /**
-   * Go Away / reconnect request: TCP close without FCUnpublish/deleteStream (PROTOCOL.md §1.3).
+   * Go Away / reconnect request: TCP close without FCUnpublish/deleteStream (docs/protocol.md#client-reconnect).
    * End of input: the clean FCUnpublish + deleteStream + close of a publisher that stops.
    * Either way the socket's queued bytes are flushed before the FIN, so nothing written is lost.
    */

@@ -35,7 +35,7 @@ export function parseRtmpUrl(url: string): RtmpUrl {
 }
 
 export interface PublisherOptions {
-  /** Announce RTMP Go Away support in connect (PROTOCOL.md §1). */
+  /** Announce RTMP Go Away support in connect (docs/protocol.md#capabilities-in-connect). */
   supportsGoAway?: boolean;
   /** Key used to announce it: the spec's `supportsGoAway` (default) or the early FFmpeg patch's `goaway`. */
   goAwayKey?: 'supportsGoAway' | 'goaway';
@@ -270,7 +270,7 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
     await this.end();
   }
 
-  /** TCP close without FCUnpublish/deleteStream, as a Go Away client does (PROTOCOL.md §1.3). */
+  /** TCP close without FCUnpublish/deleteStream, as a Go Away client does (docs/protocol.md#client-reconnect). */
   end(): Promise<void> {
     const s = this.socket;
     if (s === null || s.destroyed) return Promise.resolve();

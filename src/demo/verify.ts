@@ -2,7 +2,7 @@
  * What was sent vs what the backends recorded, frame by frame (the demo's frame check and the
  * end-to-end tests' zero-loss assertion).
  *
- * nginx-rtmp `record` rebases every file's timestamps to its first message (PROTOCOL.md §9), so a
+ * nginx-rtmp `record` rebases every file's timestamps to its first message (docs/protocol.md#backend-servers), so a
  * recorded frame is identified by its type and payload hash, and each file's timestamp offset is
  * found from its first video frame (a keyframe: unique content). Then every recorded frame must
  * be a source frame at `recorded ts + offset`, each source frame must appear exactly once in the

@@ -28,7 +28,7 @@ function isStrategySession(s: DrainableSession): s is StrategySession {
 }
 
 /**
- * What a drain does to each session (DESIGN.md "Drain"):
+ * What a drain does to each session (docs/architecture.md#what-a-drain-does-to-a-session):
  *  - announced Go Away ⇒ type 32 (preferred when a client announced both) → outcome `go-away`;
  *  - announced E-RTMP capsEx Reconnect and `erpc.offer` ⇒ ReconnectRequest → `reconnect-request`;
  *  - neither: `drain.nonCapable` — `migrate` ⇒ proxy-side migration → `migrating` (or `waiting`

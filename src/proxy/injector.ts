@@ -53,7 +53,7 @@ export function encodeMessage(msg: OutgoingMessage, chunkSize: number): Buffer {
  *
  * Pure (no sockets, no timers): `push` takes what the server sent and returns what to write to
  * the client, in order — normally the very same Buffer, untouched. `inject` inserts complete
- * chunks only where that is safe (PROTOCOL.md §8):
+ * chunks only where that is safe (docs/protocol.md#injection):
  * - between two chunks, never inside one, and after the handshake;
  * - when no message is half-sent on the csid the injected chunk uses.
  * After an injection on csid N the client resolves the server's next fmt 1/2/3 header on csid N

@@ -28,7 +28,7 @@ export function connectAnswer(transactionId: number, opts: { objectEncoding: num
   peer.writeUInt32BE(LOCAL_WINDOW);
   peer[4] = 2; // dynamic
   const props: Record<string, Amf0Value> = { fmsVer: 'FMS/3,0,1,123', capabilities: 31 };
-  // E-RTMP: the server's capsEx in the properties object (PROTOCOL.md §2).
+  // E-RTMP: the server's capsEx in the properties object (docs/protocol.md#e-rtmp-reconnect).
   if (opts.capsEx !== null) props['capsEx'] = opts.capsEx;
   return [
     controlMessage(MessageType.WindowAckSize, LOCAL_WINDOW),

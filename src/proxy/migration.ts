@@ -226,7 +226,7 @@ export class UpstreamPublisher {
     return this.phase === 'publish' || this.phase === 'published';
   }
 
-  /** Writes C0 + C1 (plain handshake, PROTOCOL.md §3: accepted by nginx-rtmp, SRS, node-media-server). */
+  /** Writes C0 + C1 (plain handshake, docs/protocol.md#handshake: accepted by nginx-rtmp, SRS, node-media-server). */
   start(): void {
     if (this.phase !== 'init') return;
     this.phase = 'handshake';

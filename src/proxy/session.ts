@@ -63,7 +63,7 @@ export interface SessionSettings {
   peerLog: RateLimitedLog;
   chunkLimits: Partial<ChunkReaderLimits>;
   amfLimits: Partial<Amf0Limits>;
-  /** E-RTMP reconnect (PROTOCOL.md §2); absent = not offered. */
+  /** E-RTMP reconnect (docs/protocol.md#e-rtmp-reconnect); absent = not offered. */
   erpc?: { offer: boolean; tcUrl: string };
   /** Counters of E-RTMP and migration events. */
   metrics?: FeatureMetrics;
@@ -669,7 +669,7 @@ export class Session implements StrategySession {
       const c = this.view.facts.connect!;
       this.connectAnsweredLocally = true;
       this.localTxns.add(cmd.transactionId);
-      // E-RTMP: offer Reconnect in our own _result to clients that sent capsEx (PROTOCOL.md §2).
+      // E-RTMP: offer Reconnect in our own _result to clients that sent capsEx (docs/protocol.md#e-rtmp-reconnect).
       const capsEx = this.settings.erpc?.offer === true && c.capsEx !== null ? CAPS_EX_RECONNECT : null;
       if (capsEx !== null) this.settings.metrics?.capsExOffered.inc({ result: 'rewritten' });
       for (const m of connectAnswer(cmd.transactionId, { objectEncoding: c.objectEncoding, capsEx })) this.sendToClient(m);
@@ -719,7 +719,7 @@ export class Session implements StrategySession {
 
   /**
    * The client acknowledges the bytes it received, which include what the proxy added to the
-   * client-bound stream; the server must see its own count (PROTOCOL.md §8). The payload of a
+   * client-bound stream; the server must see its own count (docs/protocol.md#acknowledgement-translation). The payload of a
    * single-chunk message is a view of the buffer about to be forwarded: rewrite it in place.
    */
   private translateAck(payload: Buffer): void {
@@ -752,7 +752,7 @@ export class Session implements StrategySession {
   }
 
   /**
-   * E-RTMP (PROTOCOL.md §2): add capsEx Reconnect to the connect `_result` this client gets. The
+   * E-RTMP (docs/protocol.md#e-rtmp-reconnect): add capsEx Reconnect to the connect `_result` this client gets. The
    * client sent capsEx, so it reads the server's; nginx-rtmp sends none.
    */
   private offerCapsEx(): void {
@@ -943,7 +943,7 @@ export class Session implements StrategySession {
 
   /**
    * Injects RTMP Go Away (type 32) into the client-bound stream at the next safe point
-   * (PROTOCOL.md §1, §8). Only for clients that announced support. Idempotent.
+   * (docs/protocol.md#go-away, docs/protocol.md#injection). Only for clients that announced support. Idempotent.
    */
   goAway(): boolean {
     if (this.finished || !this.supportsGoAway) return false;
@@ -957,7 +957,7 @@ export class Session implements StrategySession {
   }
 
   /**
-   * Injects the E-RTMP `NetConnection.Connect.ReconnectRequest` (PROTOCOL.md §2) into the
+   * Injects the E-RTMP `NetConnection.Connect.ReconnectRequest` (docs/protocol.md#e-rtmp-reconnect) into the
    * client-bound stream at the next safe point, with the configured tcUrl if any. Only for
    * clients that announced capsEx Reconnect and not Go Away (Go Away is preferred). Idempotent.
    */

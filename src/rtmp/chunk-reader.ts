@@ -6,7 +6,7 @@ import { ProtocolError } from './errors.js';
 import { isConfigurationHead } from './media.js';
 
 /**
- * Streaming RTMP chunk reader for one direction (RTMP spec §5.3, PROTOCOL.md §4).
+ * Streaming RTMP chunk reader for one direction (RTMP spec §5.3, docs/protocol.md#chunk-headers).
  *
  * Pure: bytes in, callbacks out; no sockets, no timers. Built for the proxy's hot path:
  * - chunk headers are parsed in place in the caller's Buffer; only a header split across two
@@ -168,7 +168,7 @@ class ChunkStream {
   length = 0;
   typeId = 0;
   streamId = 0;
-  /** The last header of this csid carried an extended timestamp, so type-3 chunks carry one too (PROTOCOL.md §4). */
+  /** The last header of this csid carried an extended timestamp, so type-3 chunks carry one too (docs/protocol.md#extended-timestamps). */
   extended = false;
   hasHeader = false;
   /** Payload bytes of the current message still to come; 0 = between messages. */

@@ -52,7 +52,7 @@ export function encodeFmt0Header(csid: number, timestamp: number, length: number
  * Per-direction chunk writer. With `compress` it uses fmt 1/2/3 headers where the previous
  * message on the same csid allows (as FFmpeg and librtmp do); without, every message starts
  * with fmt 0, which every receiver accepts. Continuation chunks are fmt 3 and repeat the
- * extended timestamp, as FFmpeg, librtmp and nginx-rtmp expect (PROTOCOL.md §4).
+ * extended timestamp, as FFmpeg, librtmp and nginx-rtmp expect (docs/protocol.md#extended-timestamps).
  */
 export class ChunkWriter {
   chunkSize = DEFAULT_CHUNK_SIZE;

@@ -1,6 +1,6 @@
 /**
  * RTMP wire constants. Section numbers refer to the Adobe RTMP 1.0 specification
- * ("RTMP spec") and to docs/PROTOCOL.md in this repository.
+ * ("RTMP spec") and to docs/protocol.md.
  */
 
 /** Message type ids (RTMP spec §5.4, §7.1; Go Away from the facebookarchive spec). */
@@ -39,5 +39,5 @@ export const EXTENDED_TIMESTAMP_MARK = 0xffffff;
 export const HANDSHAKE_PACKET_SIZE = 1536;
 export const HANDSHAKE_TOTAL = 1 + 2 * HANDSHAKE_PACKET_SIZE;
 export const RTMP_VERSION_PLAIN = 3;
-/** C0 = 6 announces RTMPE (encrypted): the proxy cannot parse it (PROTOCOL.md §3). */
+/** C0 = 6 announces RTMPE (encrypted): the proxy cannot parse it (docs/protocol.md#handshake). */
 export const RTMP_VERSION_ENCRYPTED = 6;

@@ -3,7 +3,7 @@
  * `rtmp_goaway_parse_fallbacks_total` metric, so keep the set small and stable.
  */
 export type ProtocolErrorCode =
-  | 'rtmpe' // C0 = 6: encrypted RTMP, cannot be parsed (PROTOCOL.md §3)
+  | 'rtmpe' // C0 = 6: encrypted RTMP, cannot be parsed (docs/protocol.md#handshake)
   | 'bad-version' // C0 is neither 3 nor 6
   | 'missing-header' // fmt 1/2/3 on a chunk stream that never had a fmt 0 header
   | 'interleaved-header' // fmt 0/1/2 on a chunk stream whose message is not finished

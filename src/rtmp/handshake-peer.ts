@@ -10,7 +10,7 @@ import { ProtocolError } from './errors.js';
  * Plain handshake: C1/S1 = time (4) + zero (4) + 1528 random bytes; C2 echoes S1, S2 echoes C1.
  * Clients that send a digest ("complex") C1 accept a plain S1 (zero version field): FFmpeg checks
  * the server digest only when playing with a server version ≥ 3, librtmp (OBS) only warns when S2
- * does not match, nginx-rtmp and node-media-server answer plain C1s plainly (PROTOCOL.md §3).
+ * does not match, nginx-rtmp and node-media-server answer plain C1s plainly (docs/protocol.md#handshake).
  */
 
 /** C1 or S1: zero time, zero version, random rest. */

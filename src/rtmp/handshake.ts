@@ -11,7 +11,7 @@ import { ProtocolError } from './errors.js';
  * A transparent proxy forwards the handshake untouched (RTMP spec §5.2): C0+C1+C2 from the
  * client and S0+S1+S2 from the server are 1 + 1536 + 1536 bytes each, whether the peers use the
  * plain or the digest ("complex") handshake, so counting is enough. Only the version byte is
- * checked: 6 announces RTMPE, whose chunks are encrypted (PROTOCOL.md §3).
+ * checked: 6 announces RTMPE, whose chunks are encrypted (docs/protocol.md#handshake).
  */
 export class HandshakeSkipper {
   private seen = 0;

@@ -1,6 +1,6 @@
 /**
  * Media boundaries from the first bytes of an audio or video message body (FLV tag body,
- * PROTOCOL.md §6; E-RTMP ExVideoTagHeader from veovera/enhanced-rtmp).
+ * docs/protocol.md#media-tag-heads; E-RTMP ExVideoTagHeader from veovera/enhanced-rtmp).
  */
 import { MessageType } from './constants.js';
 

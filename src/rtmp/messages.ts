@@ -72,7 +72,7 @@ export function decodeCommand(typeId: number, payload: Buffer, limits?: Partial<
   }
 }
 
-/** What the `connect` command object tells about a publisher (PROTOCOL.md §1, §2, §5). */
+/** What the `connect` command object tells about a publisher (docs/protocol.md#capabilities-in-connect). */
 export interface ConnectInfo {
   app: string | null;
   tcUrl: string | null;
@@ -91,7 +91,7 @@ export const CAPS_EX_RECONNECT = 0x01;
 
 /**
  * Go Away support is announced as AMF0 boolean true by OBS and the FFmpeg patch, as the
- * number 1 in the spec's example; accept any non-zero number too (PROTOCOL.md §1.1).
+ * number 1 in the spec's example; accept any non-zero number too (docs/protocol.md#capabilities-in-connect).
  */
 function truthyFlag(v: Amf0Value): boolean {
   return v === true || (typeof v === 'number' && v !== 0 && !Number.isNaN(v));
@@ -143,7 +143,7 @@ export function encodeCommand(name: string, transactionId: number, commandObject
 }
 
 /**
- * The complete Go Away chunk, byte for byte as PROTOCOL.md §1.2: fmt 0, csid 2, timestamp 0,
+ * The complete Go Away chunk, byte for byte as docs/protocol.md#go-away: fmt 0, csid 2, timestamp 0,
  * length 1, type 32, msid 0, and one zero byte of payload — OBS ignores type 32 with an empty
  * body, FFmpeg ignores the body.
  */
@@ -197,7 +197,7 @@ export function commandMessage(
 export const RECONNECT_REQUEST_CODE = 'NetConnection.Connect.ReconnectRequest';
 
 /**
- * E-RTMP v2 reconnect request (PROTOCOL.md §2): `onStatus(0, null, {level: "status", code:
+ * E-RTMP v2 reconnect request (docs/protocol.md#e-rtmp-reconnect): `onStatus(0, null, {level: "status", code:
  * "NetConnection.Connect.ReconnectRequest", description, tcUrl?})`, type 20, msid 0, csid 3.
  * Without `tcUrl` the client reconnects to the URL it used.
  */

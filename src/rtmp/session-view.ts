@@ -73,7 +73,7 @@ function replayCopy(what: string, bytes: Buffer): Buffer {
 /**
  * Pure interpretation of a publisher session: fed the complete messages of both directions
  * (from two ChunkReaders), it keeps the facts the proxy logs, exposes and acts on.
- * Command flow (PROTOCOL.md §5): connect → _result · releaseStream · FCPublish · createStream →
+ * Command flow (docs/protocol.md#publisher-command-flow): connect → _result · releaseStream · FCPublish · createStream →
  * _result(stream id) · publish(key) → onStatus NetStream.Publish.Start.
  */
 export class SessionView {

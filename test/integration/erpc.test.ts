@@ -1,4 +1,4 @@
-// E-RTMP reconnect through the proxy (PROTOCOL.md §2): capsEx Reconnect added to the connect
+// E-RTMP reconnect through the proxy (docs/protocol.md#e-rtmp-reconnect): capsEx Reconnect added to the connect
 // `_result`, NetConnection.Connect.ReconnectRequest on drain, a lossless reconnect, Go Away
 // preferred over it, and acknowledgements translated by the bytes the proxy added.
 import assert from 'node:assert/strict';

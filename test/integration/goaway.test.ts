@@ -81,7 +81,7 @@ describe('Go Away through the proxy to node-media-server', () => {
     assert.equal(drained.waiting, 1);
     await wentAway;
     const goAway = pub.received.slice(before).find((m) => m.typeId === MessageType.GoAway)!;
-    assert.deepEqual({ csid: goAway.csid, length: goAway.length }, { csid: 2, length: 1 }, 'type 32 on csid 2 with a 1-byte body (PROTOCOL.md §1.2)');
+    assert.deepEqual({ csid: goAway.csid, length: goAway.length }, { csid: 2, length: 1 }, 'type 32 on csid 2 with a 1-byte body (docs/protocol.md#go-away)');
 
     // The server keeps talking to the client after the injection: its replies must still parse.
     const reply = await pub.request('createStream');

@@ -112,7 +112,7 @@ function parseCapture(publisher: Publisher, direction: 'c2s' | 's2c') {
 }
 
 describe('fixtures: handshake skipping', () => {
-  // PROTOCOL.md §3: every capture starts with a plain version-3 handshake of 3073 bytes.
+  // docs/protocol.md#handshake: every capture starts with a plain version-3 handshake of 3073 bytes.
   it('every capture has C0/S0 = 3 and chunks start at 1 + 2×1536', () => {
     for (const c of allCaptures()) {
       assert.equal(c.bytes[0], 3, c.name);
@@ -124,7 +124,7 @@ describe('fixtures: handshake skipping', () => {
 describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
   const { messages, reader, headers } = parseCapture('obs29-publish', 'c2s');
 
-  // PROTOCOL.md §4: OBS sends Set Chunk Size 4096 on csid 2 before connect.
+  // docs/protocol.md#protocol-control-messages: OBS sends Set Chunk Size 4096 on csid 2 before connect.
   it('first message is Set Chunk Size 4096 on csid 2, msid 0, before connect', () => {
     assert.deepEqual(messages[0], {
       csid: 2,
@@ -138,7 +138,7 @@ describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
     assert.equal(command(messages[1]!).name, 'connect');
   });
 
-  // PROTOCOL.md §4: connect (191 bytes > 128) already arrives in one 4096-byte chunk.
+  // docs/protocol.md#protocol-control-messages: connect (191 bytes > 128) already arrives in one 4096-byte chunk.
   it('connect is read with the new chunk size: one chunk on csid 3', () => {
     const connect = messages[1]!;
     assert.equal(connect.length, 191);
@@ -147,7 +147,7 @@ describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
     assert.deepEqual(connectChunks, [{ csid: 3, fmt: 0, messagesBefore: 1 }]);
   });
 
-  // PROTOCOL.md §1.1: OBS announces Go Away with an AMF0 boolean in the connect object.
+  // docs/protocol.md#capabilities-in-connect: OBS announces Go Away with an AMF0 boolean in the connect object.
   it('connect: app "live", supportsGoAway true, no capsEx', () => {
     const info = readConnect(command(messages[1]!));
     assert.equal(info.app, 'live');
@@ -158,7 +158,7 @@ describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
     assert.equal(info.flashVer, 'FMLE/3.0 (compatible; FMSc/1.0)');
   });
 
-  // PROTOCOL.md §5: publisher command flow; the stream key is publish's first argument.
+  // docs/protocol.md#publisher-command-flow: publisher command flow; the stream key is publish's first argument.
   it('command flow connect → releaseStream → FCPublish → createStream → publish("obs", "live") on msid 1', () => {
     const cmds = commands(messages);
     assert.deepEqual(
@@ -170,7 +170,7 @@ describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
     assert.equal(publish.streamId, 1);
   });
 
-  // PROTOCOL.md §6: the seamless switch re-sends the last @setDataFrame onMetaData.
+  // docs/protocol.md#media-tag-heads: the seamless switch re-sends the last @setDataFrame onMetaData.
   it('@setDataFrame onMetaData is a type 18 message on msid 1', () => {
     const data = messages.filter((m) => m.typeId === MessageType.DataAmf0);
     assert.equal(data.length, 1);
@@ -200,7 +200,7 @@ describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
 describe('fixtures: FFmpeg Go Away fork → nginx-rtmp (c2s)', () => {
   const { messages, reader } = parseCapture('ffmpeg-goaway-fork-publish', 'c2s');
 
-  // PROTOCOL.md §1.1: the reference FFmpeg patch sends supportsGoAway as boolean true.
+  // docs/protocol.md#capabilities-in-connect: the reference FFmpeg patch sends supportsGoAway as boolean true.
   it('connect comes first (128-byte chunks), then Set Chunk Size 4096; supportsGoAway true', () => {
     const info = readConnect(command(messages[0]!));
     assert.equal(messages[0]!.length, 157);
@@ -213,7 +213,7 @@ describe('fixtures: FFmpeg Go Away fork → nginx-rtmp (c2s)', () => {
     assert.equal(messages[1]!.payload, '00001000');
   });
 
-  // PROTOCOL.md §5: the stream key is the first publish argument. The capture's key is "fork"
+  // docs/protocol.md#publisher-command-flow: the stream key is the first publish argument. The capture's key is "fork"
   // (test/fixtures/README.md says "ffmpeg"; the bytes say otherwise).
   it('publish("fork", "live") on csid 8, msid 1', () => {
     const pub = commands(messages).find((c) => c.name === 'publish')!;
@@ -234,7 +234,7 @@ describe('fixtures: FFmpeg Go Away fork → nginx-rtmp (c2s)', () => {
 describe('fixtures: stock FFmpeg 5.1 → nginx-rtmp (c2s)', () => {
   const { messages, reader } = parseCapture('ffmpeg51-publish', 'c2s');
 
-  // PROTOCOL.md §1: the common legacy publisher announces neither Go Away nor E-RTMP caps.
+  // docs/protocol.md#capabilities-in-connect: the common legacy publisher announces neither Go Away nor E-RTMP caps.
   it('connect: supportsGoAway false, capsEx null, app "live"', () => {
     const info = readConnect(command(messages[0]!));
     assert.equal(info.app, 'live');
@@ -243,7 +243,7 @@ describe('fixtures: stock FFmpeg 5.1 → nginx-rtmp (c2s)', () => {
     assert.equal(info.capsEx, null);
   });
 
-  // PROTOCOL.md §5: stream key.
+  // docs/protocol.md#publisher-command-flow: stream key.
   it('publish key "stock"', () => {
     const pub = commands(messages).find((c) => c.name === 'publish')!;
     assert.equal(readPublish(pub).streamKey, 'stock');
@@ -259,7 +259,7 @@ describe('fixtures: stock FFmpeg 5.1 → nginx-rtmp (c2s)', () => {
 
 describe('fixtures: nginx-rtmp replies (s2c)', () => {
   for (const publisher of ['obs29-publish', 'ffmpeg-goaway-fork-publish', 'ffmpeg51-publish'] as const) {
-    // PROTOCOL.md §5: server control messages, connect/createStream results, Publish.Start.
+    // docs/protocol.md#publisher-command-flow: server control messages, connect/createStream results, Publish.Start.
     it(`${publisher}: Window Ack Size, Set Peer Bandwidth, Set Chunk Size, _result ×2, onStatus Publish.Start`, () => {
       const { messages, reader } = parseCapture(publisher, 's2c');
       assert.deepEqual(
@@ -274,7 +274,7 @@ describe('fixtures: nginx-rtmp replies (s2c)', () => {
       assert.equal(connectResult!.name, '_result');
       assert.equal(connectResult!.transactionId, 1);
       assert.equal(readStatusCode(connectResult!), 'NetConnection.Connect.Success');
-      // PROTOCOL.md §2: nginx-rtmp does not echo capsEx in the connect _result.
+      // docs/protocol.md#e-rtmp-reconnect: nginx-rtmp does not echo capsEx in the connect _result.
       assert.equal((connectResult!.commandObject as Record<string, unknown>)['capsEx'], undefined);
       assert.equal(createResult!.name, '_result');
       assert.equal(createResult!.transactionId, 4);
@@ -650,7 +650,7 @@ describe('hand-written chunk layouts', () => {
     ]);
   });
 
-  // PROTOCOL.md §4: FFmpeg/librtmp/nginx-rtmp repeat the extended timestamp on type-3 chunks.
+  // docs/protocol.md#extended-timestamps: FFmpeg/librtmp/nginx-rtmp repeat the extended timestamp on type-3 chunks.
   it('extended timestamp is repeated on continuation chunks and on a fmt 3 next message', () => {
     const { messages, reader: r } = freshReader();
     const msg = (a: number, b: number, c: number) =>
@@ -751,7 +751,7 @@ describe('hand-written chunk layouts', () => {
     assert.equal(r.chunksRead, 4);
   });
 
-  // Injector API (PROTOCOL.md §8): chunk header/end offsets and the boundary state between feeds.
+  // Injector API (docs/protocol.md#injection): chunk header/end offsets and the boundary state between feeds.
   it('chunkHeader/chunkEnd offsets, atChunkBoundary, pendingHeaderBytes, inMessage, lastHeader', () => {
     const stream = cat(hex('04 000064 0000c8 09 01000000'), fill(128, 1), hex('c4'), fill(72, 2));
     const pieces = splitAt(stream, [5, 22, 140, 141]);

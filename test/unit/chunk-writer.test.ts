@@ -46,7 +46,7 @@ describe('encodeFmt0Header', () => {
 });
 
 describe('goAwayChunk and control builders', () => {
-  // PROTOCOL.md §1.2: the complete Go Away chunk, 13 bytes, one zero payload byte (OBS needs ≥ 1).
+  // docs/protocol.md#go-away: the complete Go Away chunk, 13 bytes, one zero payload byte (OBS needs ≥ 1).
   it('goAwayChunk() is exactly 02 000000 000001 20 00000000 00', () => {
     const chunk = goAwayChunk();
     assert.equal(hexOf(chunk), '02' + '000000' + '000001' + '20' + '00000000' + '00');
@@ -97,7 +97,7 @@ describe('ChunkWriter', () => {
     assert.equal(hexOf(new ChunkWriter().write({ csid: 5, timestamp: 1, typeId: 18, streamId: 1, payload: Buffer.alloc(0) })), '05' + '000001' + '000000' + '12' + '01000000');
   });
 
-  // PROTOCOL.md §4: the extended timestamp is repeated after every fmt 3 basic header.
+  // docs/protocol.md#extended-timestamps: the extended timestamp is repeated after every fmt 3 basic header.
   it('extended timestamp repeated on continuation chunks', () => {
     const out = new ChunkWriter().write({ csid: 4, timestamp: 0x01000000, typeId: 9, streamId: 1, payload: fill(300, 0x5a) });
     assert.equal(

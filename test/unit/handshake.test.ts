@@ -81,7 +81,7 @@ describe('HandshakeSkipper', () => {
     assert.equal(hs.consume(buf), 3073);
   });
 
-  // PROTOCOL.md §3: C0 = 6 announces RTMPE; its chunks are encrypted.
+  // docs/protocol.md#handshake: C0 = 6 announces RTMPE; its chunks are encrypted.
   it("C0 = 6 → ProtocolError 'rtmpe'", () => {
     const buf = plainHandshake();
     buf[0] = 6;

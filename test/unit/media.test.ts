@@ -7,7 +7,7 @@ import { PUBLISHERS, chunkBytes, hex, loadCapture, recordMessages } from '../hel
 const video = (s: string) => readVideoHead(hex(s));
 
 describe('readVideoHead: legacy FLV video tags', () => {
-  // PROTOCOL.md §6: frame type 1 + AVC (7) + AVCPacketType 0 = the decoder configuration.
+  // docs/protocol.md#media-tag-heads: frame type 1 + AVC (7) + AVCPacketType 0 = the decoder configuration.
   it('AVC keyframe sequence header (17 00)', () => {
     assert.deepEqual(video('17 00 000000 01644d'), { keyframe: true, sequenceHeader: true, codec: 7 });
   });
@@ -23,7 +23,7 @@ describe('readVideoHead: legacy FLV video tags', () => {
     assert.deepEqual(video('37 01'), { keyframe: false, sequenceHeader: false, codec: 7 });
   });
 
-  // PROTOCOL.md §6: HEVC-in-FLV uses codec id 12 with the same packet-type byte.
+  // docs/protocol.md#media-tag-heads: HEVC-in-FLV uses codec id 12 with the same packet-type byte.
   it('HEVC codec 12: sequence header (1c 00) and inter frame (2c 01)', () => {
     assert.deepEqual(video('1c 00 000000'), { keyframe: true, sequenceHeader: true, codec: 12 });
     assert.deepEqual(video('2c 01 000000'), { keyframe: false, sequenceHeader: false, codec: 12 });
@@ -44,7 +44,7 @@ describe('readVideoHead: legacy FLV video tags', () => {
 });
 
 describe('readVideoHead: E-RTMP ExVideoTagHeader', () => {
-  // PROTOCOL.md §6: bit 0x80 = ex header; frame type (b0 >> 4) & 7; packet type b0 & 0x0F; FourCC.
+  // docs/protocol.md#media-tag-heads: bit 0x80 = ex header; frame type (b0 >> 4) & 7; packet type b0 & 0x0F; FourCC.
   it("keyframe SequenceStart 'hvc1' (90 'hvc1')", () => {
     assert.deepEqual(video('90 68766331'), { keyframe: true, sequenceHeader: true, codec: 'hvc1' });
   });
@@ -81,7 +81,7 @@ describe('readVideoHead: E-RTMP ExVideoTagHeader', () => {
 });
 
 describe('isAacSequenceHeader', () => {
-  // PROTOCOL.md §6: sound format 10 (AAC) + AACPacketType 0 = AudioSpecificConfig.
+  // docs/protocol.md#media-tag-heads: sound format 10 (AAC) + AACPacketType 0 = AudioSpecificConfig.
   it('AAC sequence header (af 00) vs raw AAC (af 01)', () => {
     assert.equal(isAacSequenceHeader(hex('af 00 1190')), true);
     assert.equal(isAacSequenceHeader(hex('af 01 214c')), false);
@@ -100,7 +100,7 @@ describe('isAacSequenceHeader', () => {
 
 describe('media heads in the wire captures', () => {
   for (const publisher of PUBLISHERS) {
-    // PROTOCOL.md §6: what a seamless switch must keep (sequence headers) and where it may start (keyframes).
+    // docs/protocol.md#media-tag-heads: what a seamless switch must keep (sequence headers) and where it may start (keyframes).
     it(`${publisher}: first video is an AVC keyframe sequence header, first audio an AAC sequence header`, () => {
       const { messages } = recordMessages([chunkBytes(loadCapture(publisher, 'c2s'))]);
       const videos = messages.filter((m) => m.typeId === MessageType.Video);

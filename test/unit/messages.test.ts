@@ -56,7 +56,7 @@ describe('decodeCommand', () => {
     throwsBadAmf(() => decodeCommand(20, junk));
   });
 
-  // PROTOCOL.md §5: type 17 (AMF3 command) starts with one 0x00 byte, then AMF0.
+  // docs/protocol.md#commands: type 17 (AMF3 command) starts with one 0x00 byte, then AMF0.
   it('type 17 with a leading 0x00 decodes like type 20', () => {
     const body = encodeCommand('connect', 1, amf0Object({ app: 'live' }));
     const a = decodeCommand(MessageType.CommandAmf3, Buffer.concat([Buffer.of(0), body]));
@@ -117,7 +117,7 @@ describe('decodeCommand', () => {
 });
 
 describe('readConnect', () => {
-  // PROTOCOL.md §1.1: OBS and the FFmpeg patch send supportsGoAway as AMF0 boolean true
+  // docs/protocol.md#capabilities-in-connect: OBS and the FFmpeg patch send supportsGoAway as AMF0 boolean true
   // (00 0E "supportsGoAway" 01 01 on the wire).
   it('supportsGoAway: true (boolean, as on the wire)', () => {
     const body = encodeCommand('connect', 1, amf0Object({ app: 'live', supportsGoAway: true }));
@@ -127,7 +127,7 @@ describe('readConnect', () => {
     assert.equal(info.goAwayKey, 'supportsGoAway');
   });
 
-  // PROTOCOL.md §1.1: the spec's example uses the number 1; accept any non-zero number.
+  // docs/protocol.md#capabilities-in-connect: the spec's example uses the number 1; accept any non-zero number.
   it('supportsGoAway: 1, -1 and 0.5 accepted; 0 and NaN not', () => {
     for (const v of [1, -1, 0.5]) assert.equal(connectWith({ supportsGoAway: v }).supportsGoAway, true, String(v));
     for (const v of [0, Number.NaN]) {
@@ -147,7 +147,7 @@ describe('readConnect', () => {
     assert.equal(connectWith({}).supportsGoAway, false);
   });
 
-  // PROTOCOL.md §1.1: an early FFmpeg patch used the key `goaway`; accept it and report which key.
+  // docs/protocol.md#capabilities-in-connect: an early FFmpeg patch used the key `goaway`; accept it and report which key.
   it('legacy key `goaway` → goAwayKey "goaway"; supportsGoAway wins when both are set', () => {
     assert.deepEqual(pick(connectWith({ goaway: true })), [true, 'goaway']);
     assert.deepEqual(pick(connectWith({ goaway: 1 })), [true, 'goaway']);
@@ -159,7 +159,7 @@ describe('readConnect', () => {
     }
   });
 
-  // PROTOCOL.md §2: E-RTMP capsEx is a number bitmask; 0x01 = Reconnect.
+  // docs/protocol.md#capabilities-in-connect: E-RTMP capsEx is a number bitmask; 0x01 = Reconnect.
   it('capsEx: 1 → 1 (Reconnect bit), 15 → 15, missing / string / NaN → null', () => {
     assert.equal(CAPS_EX_RECONNECT, 1);
     assert.equal(connectWith({ capsEx: 1 }).capsEx, 1);
@@ -170,7 +170,7 @@ describe('readConnect', () => {
     assert.equal(connectWith({ capsEx: Number.NaN }).capsEx, null);
   });
 
-  // PROTOCOL.md §5: app and tcUrl are in the connect command object.
+  // docs/protocol.md#publisher-command-flow: app and tcUrl are in the connect command object.
   it('app, tcUrl, flashVer, objectEncoding', () => {
     const info = connectWith({ flashVer: 'FMLE/3.0', objectEncoding: 0 });
     assert.deepEqual({ ...info }, {
@@ -195,7 +195,7 @@ describe('readConnect', () => {
 });
 
 describe('readPublish', () => {
-  // PROTOCOL.md §5: the stream key is the first string argument of publish.
+  // docs/protocol.md#publisher-command-flow: the stream key is the first string argument of publish.
   it('publish(key, type)', () => {
     assert.deepEqual(readPublish(cmd('publish', 5, null, 'obs', 'live')), { streamKey: 'obs', publishType: 'live' });
     assert.deepEqual(readPublish(cmd('publish', 5, null, 'k?token=1')), { streamKey: 'k?token=1', publishType: null });
@@ -225,7 +225,7 @@ describe('readStatusCode', () => {
   it('onStatus info object code', () => {
     const c = cmd('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Publish.Start', description: 'x' }));
     assert.equal(readStatusCode(c), 'NetStream.Publish.Start');
-    // PROTOCOL.md §2: the E-RTMP reconnect request is an onStatus too
+    // docs/protocol.md#e-rtmp-reconnect: the E-RTMP reconnect request is an onStatus too
     const rr = cmd('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetConnection.Connect.ReconnectRequest' }));
     assert.equal(readStatusCode(rr), 'NetConnection.Connect.ReconnectRequest');
   });

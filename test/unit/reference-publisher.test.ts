@@ -1,4 +1,4 @@
-// The pure Go Away state machine of the reference publisher (PROTOCOL.md §1.3): what is sent on
+// The pure Go Away state machine of the reference publisher (docs/protocol.md#client-reconnect): what is sent on
 // which connection, where the switch happens, what is replayed, and that nothing is lost.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -276,5 +276,5 @@ export function serverHandshake(c0c1Bytes: Buffer): Buffer {
   return Buffer.concat([Buffer.of(3), pseudoRandom(HANDSHAKE_PACKET_SIZE, 13), c0c1Bytes.subarray(1, C0C1_LENGTH)]);
 }
 
-/** The 13 bytes of the Go Away chunk the proxy injects (PROTOCOL.md §1.2). */
+/** The 13 bytes of the Go Away chunk the proxy injects (docs/protocol.md#go-away). */
 export const GO_AWAY_CHUNK = goAwayChunk();
