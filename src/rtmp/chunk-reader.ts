@@ -142,10 +142,10 @@ function tableOf(policy: CollectPolicy): Uint8Array {
 
 const LOW_CSIDS = 16;
 /**
- * Chunk streams below this csid keep their head bytes at csid × HEAD_BYTES of one slab per reader,
- * found by offset: no Buffer object per chunk stream (a publisher's session holds about eight).
+ * Chunk streams below this csid (all the low ones: FFmpeg publishes on 8) keep their head bytes at
+ * csid × HEAD_BYTES of one slab per reader, found by offset: no Buffer object per chunk stream.
  */
-const SLAB_CSIDS = 8;
+const SLAB_CSIDS = LOW_CSIDS;
 const EMPTY = Buffer.alloc(0);
 
 /**
