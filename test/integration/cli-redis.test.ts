@@ -146,7 +146,10 @@ describe('CLI over the fleet registry in Redis', () => {
     const b = await publish(r2, 'wait-b', true);
     // A Go Away client reconnects elsewhere; these just leave.
     for (const p of [a, b]) p.once('goaway', () => void p.end());
-    await eventually(async () => (await registrySessions()).length === 2, 'both sessions registered');
+    await eventually(async () => {
+      const rs = await registrySessions();
+      return rs.length === 2 && rs.every((s) => s.backend !== null);
+    }, 'both sessions registered, with its backend (a heartbeat may write a session whose backend connection is still opening)');
     const backend = (await registrySessions())[0]!.backend!;
     const onBackend = (await registrySessions()).filter((s) => s.backend === backend).length;
 
@@ -172,7 +175,10 @@ describe('CLI over the fleet registry in Redis', () => {
   test('drain --wait exits non-zero at the deadline, naming the session that stayed and why', async (t) => {
     if (redis === null) return t.skip('no redis-server');
     const plain = await publish(r1, 'stubborn', false);
-    await eventually(async () => (await registrySessions()).length === 1, 'the session registered');
+    await eventually(async () => {
+      const rs = await registrySessions();
+      return rs.length === 1 && rs.every((s) => s.backend !== null);
+    }, 'the session registered, with its backend (a heartbeat may write a session whose backend connection is still opening)');
     const session = (await registrySessions())[0]!;
 
     const res = await runCli(['drain', session.backend!, '--wait', '--deadline', '1s', ...target()]);
@@ -249,7 +255,10 @@ describe('CLI over the fleet registry in Redis', () => {
     const pub = new RtmpPublisher(`rtmp://127.0.0.1:${r1.proxy.address.port}/${hostileApp}/hostile-key`, { supportsGoAway: true });
     pubs.push(pub);
     await pub.publish();
-    await eventually(async () => (await registrySessions()).length === 1, 'the session registered');
+    await eventually(async () => {
+      const rs = await registrySessions();
+      return rs.length === 1 && rs.every((s) => s.backend !== null);
+    }, 'the session registered, with its backend (a heartbeat may write a session whose backend connection is still opening)');
     const fleet = await runCli(['status', ...target()]);
     const local = await runCli(['status', '--admin', `127.0.0.1:${r1.proxy.adminAddress!.port}`]);
     for (const [what, res] of [['--redis', fleet], ['--admin', local]] as const) {
