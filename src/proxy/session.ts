@@ -229,8 +229,8 @@ export class Session implements StrategySession {
   private clientWriter: ChunkWriter | null = null;
   /** Relay messages for the client waiting until the old backend's stream is sealed. */
   private clientQueue: OutgoingMessage[] = [];
-  /** Connections left behind by a switch, ending. */
-  private readonly retired = new Set<{ destroy(): void }>();
+  /** Connections left behind by a switch, ending; created with the first (most sessions never switch). */
+  private retired: Set<{ destroy(): void }> | null = null;
   /** The client's Window Ack Size (C→S type 5): relay mode acknowledges by it. */
   private clientWindowAck = 0;
   private lastAckToClient = 0;
@@ -264,8 +264,8 @@ export class Session implements StrategySession {
   private routeTrigger: { transactionId: number; streamId: number } | null = null;
   /** Late binding: bytes received from the backend (client acks are translated by the difference). */
   private backendBytesIn = 0;
-  /** Late binding: transactions the proxy answered itself; the backend's replies to them are dropped. */
-  private readonly localTxns = new Set<number>();
+  /** Late binding: transactions the proxy answered itself; the backend's replies to them are dropped. Created with the first. */
+  private localTxns: Set<number> | null = null;
   private createStreamTxn: number | null = null;
   private connectAnsweredLocally = false;
   private placement: Placement | null = null;
@@ -349,7 +349,7 @@ export class Session implements StrategySession {
   private static backendClose(this: OwnedSocket): void {
     const s = this[SESSION]!;
     if (this !== s.backend) {
-      s.retired.delete(this);
+      s.retired?.delete(this);
       s.onRetiredBackendClosed();
       return;
     }
@@ -668,14 +668,14 @@ export class Session implements StrategySession {
       }
       const c = this.view.facts.connect!;
       this.connectAnsweredLocally = true;
-      this.localTxns.add(cmd.transactionId);
+      (this.localTxns ??= new Set()).add(cmd.transactionId);
       // E-RTMP: offer Reconnect in our own _result to clients that sent capsEx (docs/protocol.md#e-rtmp-reconnect).
       const capsEx = this.settings.erpc?.offer === true && c.capsEx !== null ? CAPS_EX_RECONNECT : null;
       if (capsEx !== null) this.settings.metrics?.capsExOffered.inc({ result: 'rewritten' });
       for (const m of connectAnswer(cmd.transactionId, { objectEncoding: c.objectEncoding, capsEx })) this.sendToClient(m);
     } else if (cmd.name === 'createStream' && byKey && this.connectAnsweredLocally && this.createStreamTxn === null) {
       this.createStreamTxn = cmd.transactionId;
-      this.localTxns.add(cmd.transactionId);
+      (this.localTxns ??= new Set()).add(cmd.transactionId);
       this.sendToClient(createStreamAnswer(cmd.transactionId));
     } else if (cmd.name === 'publish' && byKey && this.connectAnsweredLocally) {
       this.route(cmd.transactionId, info.streamId);
@@ -833,7 +833,7 @@ export class Session implements StrategySession {
       return;
     }
     let body = payload;
-    if ((t === MessageType.CommandAmf0 || t === MessageType.CommandAmf3) && (this.localTxns.size > 0 || this.capsExPending)) {
+    if ((t === MessageType.CommandAmf0 || t === MessageType.CommandAmf3) && ((this.localTxns !== null && this.localTxns.size > 0) || this.capsExPending)) {
       let cmd;
       try {
         cmd = decodeCommand(t, payload, this.settings.amfLimits);
@@ -841,7 +841,7 @@ export class Session implements StrategySession {
         cmd = null;
       }
       const isReply = cmd !== null && (cmd.name === '_result' || cmd.name === '_error');
-      if (isReply && this.localTxns.delete(cmd!.transactionId)) {
+      if (isReply && this.localTxns?.delete(cmd!.transactionId) === true) {
         if (cmd!.name === '_error') {
           this.log.warn({ session: this.id, backend: this.backendName, command: cmd!.transactionId === this.createStreamTxn ? 'createStream' : 'connect' }, 'the backend refused what the proxy had answered for it');
           this.close('backend-rejected');
@@ -1088,7 +1088,7 @@ export class Session implements StrategySession {
         closed: (reason) => {
           if (up === this.upstream) this.onUpstreamClosed(up, reason);
           else if (this.migration !== null && this.migration.attempt === up) this.onUpstreamFailed(this.migration, up, reason, 'the backend closed the connection');
-          else this.retired.delete(up);
+          else this.retired?.delete(up);
         },
         drain: () => {
           if (up === this.upstream) this.client.resume();
@@ -1180,7 +1180,7 @@ export class Session implements StrategySession {
     const oldSock = this.backend;
     this.backend = null;
     if (oldSock !== null) {
-      this.retired.add(oldSock);
+      (this.retired ??= new Set()).add(oldSock);
       if (old !== null) oldSock.write(old);
       const w = new ChunkWriter();
       w.chunkSize = splitter.chunkSizeAtSwitch;
@@ -1204,7 +1204,7 @@ export class Session implements StrategySession {
     this.clearRunTimers(run);
     run.attempt = null;
     run.armedInRelay = false;
-    this.retired.add(old);
+    (this.retired ??= new Set()).add(old);
     old.end(true);
     up.protocol.forwarding = true;
     this.upstream = up;
@@ -1281,7 +1281,7 @@ export class Session implements StrategySession {
   /** The connection the session relays to ended (after a switch). */
   private onUpstreamClosed(up: UpstreamConnection, reason: string): void {
     if (up !== this.upstream) {
-      this.retired.delete(up);
+      this.retired?.delete(up);
       return;
     }
     if (this.backendClosed) return;
@@ -1487,8 +1487,8 @@ export class Session implements StrategySession {
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     if (this.migration !== null) this.migrationFailed(this.migration, 'session-ended');
-    for (const r of this.retired) r.destroy();
-    this.retired.clear();
+    if (this.retired !== null) for (const r of this.retired) r.destroy();
+    this.retired = null;
     this.detach?.();
     this.detach = null;
     if (this.closeReason === null) this.closeReason = this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null ? 'client-went-away' : 'client-closed';

@@ -141,8 +141,11 @@ function tableOf(policy: CollectPolicy): Uint8Array {
 }
 
 const LOW_CSIDS = 16;
-/** Chunk streams below this csid keep their head bytes in one 64-byte slab per reader (views: no ArrayBuffer each). */
-const SLAB_CSIDS = 8;
+/**
+ * Chunk streams below this csid (all the low ones: FFmpeg publishes on 8) keep their head bytes at
+ * csid × HEAD_BYTES of one slab per reader, found by offset: no Buffer object per chunk stream.
+ */
+const SLAB_CSIDS = LOW_CSIDS;
 const EMPTY = Buffer.alloc(0);
 
 /**
@@ -186,8 +189,9 @@ class ChunkStream {
   headLen = 0;
   constructor(
     readonly csid: number,
-    /** First HEAD_BYTES bytes of the current message (a view into the reader's slab for low csids). */
-    readonly head: Buffer,
+    /** Holds the first HEAD_BYTES bytes of the current message at `headAt`: the reader's slab for low csids, else its own. */
+    readonly headBuf: Buffer,
+    readonly headAt: number,
   ) {}
 }
 
@@ -212,8 +216,12 @@ export class ChunkReader {
   /** A chunk header split across two `feed` calls; allocated the first time one is. */
   private scratch: Buffer | null = null;
   private scratchLen = 0;
-  /** Head bytes of chunk streams 0..SLAB_CSIDS-1, allocated with the first of them. */
+  /**
+   * Head bytes of chunk streams 0..SLAB_CSIDS-1, then the bytes `info.head` shows (copied there
+   * per message); allocated with the first chunk stream, as is `headOut`, the view of the last part.
+   */
   private headSlab: Buffer | null = null;
+  private headOut: Buffer = EMPTY;
   private readonly info: MessageInfo = {
     csid: 0,
     timestamp: 0,
@@ -396,8 +404,9 @@ export class ChunkReader {
           const before = st.headLen;
           const k = HEAD_BYTES - before < n ? HEAD_BYTES - before : n;
           // A byte loop: Buffer.copy's native call costs more than copying ≤ 8 bytes.
-          const head = st.head;
-          for (let i = 0; i < k; i++) head[before + i] = buf[off + i]!;
+          const head = st.headBuf;
+          const at = st.headAt + before;
+          for (let i = 0; i < k; i++) head[at + i] = buf[off + i]!;
           st.headLen += k;
           if (st.headFilter && (st.headLen === HEAD_BYTES || st.headLen === st.length)) this.decideByHead(st, before);
         }
@@ -494,15 +503,12 @@ export class ChunkReader {
       if (this.streamCount >= this.limits.maxChunkStreams) {
         throw new ProtocolError('too-many-chunk-streams', `more than ${this.limits.maxChunkStreams} chunk streams`);
       }
-      let head: Buffer;
-      if (csid < SLAB_CSIDS) {
-        // allocUnsafe: a slice of Node's shared pool, so the views below need no ArrayBuffer of their own.
-        this.headSlab ??= Buffer.allocUnsafe(SLAB_CSIDS * HEAD_BYTES).fill(0);
-        head = this.headSlab.subarray(csid * HEAD_BYTES, (csid + 1) * HEAD_BYTES);
-      } else {
-        head = Buffer.alloc(HEAD_BYTES);
+      if (this.headSlab === null) {
+        // allocUnsafe: a slice of Node's shared pool, so the slab and its view need no ArrayBuffer of their own.
+        this.headSlab = Buffer.allocUnsafe((SLAB_CSIDS + 1) * HEAD_BYTES).fill(0);
+        this.headOut = this.headSlab.subarray(SLAB_CSIDS * HEAD_BYTES);
       }
-      st = new ChunkStream(csid, head);
+      st = csid < SLAB_CSIDS ? new ChunkStream(csid, this.headSlab, csid * HEAD_BYTES) : new ChunkStream(csid, Buffer.alloc(HEAD_BYTES), 0);
       this.streamCount++;
       if (csid < LOW_CSIDS) this.low[csid] = st;
       else (this.high ??= new Map()).set(csid, st);
@@ -545,12 +551,23 @@ export class ChunkReader {
     this.chunksRead++;
   }
 
-  /** Decides a `'head'` message by its first bytes; `before` payload bytes were read earlier (all in `st.head`). */
+  /** Decides a `'head'` message by its first bytes; `before` payload bytes were read earlier (all in the stream's head bytes). */
   private decideByHead(st: ChunkStream, before: number): void {
     st.headFilter = false;
-    if (!isConfigurationHead(st.typeId, st.head, st.headLen)) return;
+    const head = this.headOf(st);
+    if (!isConfigurationHead(st.typeId, head, st.headLen)) return;
     st.collect = true;
-    if (before > 0) (st.parts ??= []).push(Buffer.from(st.head.subarray(0, before)));
+    if (before > 0) (st.parts ??= []).push(Buffer.from(head.subarray(0, before)));
+  }
+
+  /** The stream's head bytes copied to `headOut` (a byte loop: cheaper than a native copy of ≤ 8 bytes). */
+  private headOf(st: ChunkStream): Buffer {
+    const out = this.headOut;
+    const src = st.headBuf;
+    const at = st.headAt;
+    const n = st.headLen;
+    for (let i = 0; i < n; i++) out[i] = src[at + i]!;
+    return out;
   }
 
   private endChunk(st: ChunkStream, end: number): void {
@@ -586,7 +603,8 @@ export class ChunkReader {
     info.typeId = st.typeId;
     info.length = st.length;
     info.streamId = st.streamId;
-    info.head = st.headLen === HEAD_BYTES ? st.head : st.head.subarray(0, st.headLen);
+    const head = this.headOf(st);
+    info.head = st.headLen === HEAD_BYTES ? head : head.subarray(0, st.headLen);
     this.handler.message(info, payload);
   }
 

@@ -599,6 +599,30 @@ describe('hand-written chunk layouts', () => {
     );
   });
 
+  // The head bytes of low csids live at csid × 8 of one slab per reader, higher csids in their own
+  // buffer: interleaved messages on both kinds, fed one byte at a time, each keep their own head.
+  it('interleaved csids 4, 8, 15 and 70, fed byte by byte: each message gets its own head', () => {
+    const seq = (n: number, from: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (from + i) & 0xff));
+    const wire = cat(
+      hex('04 000001 0000c8 09 01000000'), seq(128, 0x10), // csid 4: first chunk of 200 video bytes
+      hex('08 000002 000006 08 01000000'), seq(6, 0x40), // csid 8: 6 audio bytes (a short head)
+      hex('0f 000003 00000c 12 01000000'), seq(12, 0x60), // csid 15: 12 data bytes
+      hex('00 06 000004 00000a 09 01000000'), seq(10, 0x80), // csid 70 (2-byte basic header)
+      hex('c4'), seq(72, 0x90), // csid 4: the rest
+    );
+    const { messages, reader: r } = freshReader();
+    for (let i = 0; i < wire.length; i++) r.feed(wire.subarray(i, i + 1));
+    assert.deepEqual(
+      messages.map((m) => [m.csid, m.length, m.head]),
+      [
+        [8, 6, seq(6, 0x40).toString('hex')],
+        [15, 12, seq(8, 0x60).toString('hex')],
+        [70, 10, seq(8, 0x80).toString('hex')],
+        [4, 200, seq(8, 0x10).toString('hex')],
+      ],
+    );
+  });
+
   // RTMP spec §5.4.2: Abort drops the partial message on the named csid.
   it('Abort (type 2) drops the partial message; the csid then accepts a new fmt 0 header', () => {
     const { messages, reader: r } = freshReader();
