@@ -9,7 +9,7 @@ import { EXIT_LISTEN_FAILED, ListenError, createLogger, startProxy } from './app
 import { type WorkerListenFailed, type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
 import { ConfigFileWatcher } from './config-watch.js';
 import { ConfigReloader } from './reload.js';
-import { registerPublishCommand } from './client/publish-command.js';
+import { registerPublishCommand } from './publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
 import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, readTokenFile, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';

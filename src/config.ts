@@ -20,8 +20,8 @@ import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
-import { CidrSet } from './proxy/cidr.js';
-import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
+import { CidrSet } from './net/cidr.js';
+import { type RoutingSpec, Router, RoutingConfigError } from './balancer/routing.js';
 import { NO_TUNE_ENV } from './runtime-tuning.js';
 
 /** yaml is loaded with the first configuration file: a proxy configured by flags and environment never loads it. */

@@ -3,12 +3,12 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
-import { isFdExhausted } from '../balancer/health.js';
+import { isFdExhausted } from '../net/fd-exhausted.js';
 import type { ProxyMetrics } from '../control/metrics.js';
-import { RateLimitedLog } from '../control/rate-limited-log.js';
+import { RateLimitedLog } from '../net/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
-import type { CidrSet } from './cidr.js';
-import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
+import type { CidrSet } from '../net/cidr.js';
+import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from '../net/proxy-protocol.js';
 import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
 
 export interface ProxyServerOptions {

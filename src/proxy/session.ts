@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
-import { isFdExhausted } from '../balancer/health.js';
+import { isFdExhausted } from '../net/fd-exhausted.js';
 import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
 import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
@@ -41,9 +41,10 @@ import {
   migrationCollectPolicy,
 } from './migration.js';
 import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
-import { type ClientTextView, clientTextView } from './redact.js';
-import type { RateLimitedLog } from '../control/rate-limited-log.js';
-import { type Placement, type Router, normalizeIp, rejectionDescription } from './routing.js';
+import { type ClientTextView, clientTextView } from '../net/redact.js';
+import type { RateLimitedLog } from '../net/rate-limited-log.js';
+import { type Placement, type Router, rejectionDescription } from '../balancer/routing.js';
+import { normalizeIp } from '../net/cidr.js';
 
 export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
 export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { freePort, stopProcess } from '../../src/demo/backends.js';
 import { MessageType } from '../../src/rtmp/constants.js';
-import { type ProxyEndpoint, encodeProxyV1, encodeProxyV2 } from '../../src/proxy/proxy-protocol.js';
+import { type ProxyEndpoint, encodeProxyV1, encodeProxyV2 } from '../../src/net/proxy-protocol.js';
 import type { SessionSnapshot } from '../../src/proxy/session.js';
 import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { requireNginxRtmp } from '../helpers/nginx.js';

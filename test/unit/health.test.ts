@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { setImmediate as flush } from 'node:timers/promises';
-import { tcpProbe, rtmpHandshakeProbe, ProbeTimeoutError } from '../../src/balancer/health.js';
+import { tcpProbe, ProbeTimeoutError } from '../../src/balancer/health.js';
 import { BackendPool, type BackendPoolOptions } from '../../src/balancer/pool.js';
 import type { BackendConfig, BackendStateChange, HealthCheckOptions } from '../../src/balancer/types.js';
 
@@ -87,52 +87,6 @@ describe('tcpProbe', () => {
 
   test('rejects invalid ports instead of throwing', async () => {
     await assert.rejects(tcpProbe(backend('bad', 70000), 100));
-  });
-});
-
-describe('rtmpHandshakeProbe', () => {
-  /** Fake RTMP server: answers C0+C1 with S0 (version) + S1, in two writes. */
-  function fakeRtmp(t: TestContext, version: number) {
-    const got: Buffer[] = [];
-    return listen(t, (s) => {
-      let n = 0;
-      s.on('data', (d: Buffer) => {
-        got.push(d);
-        n += d.length;
-        if (n === 1537) {
-          s.write(Buffer.from([version]));
-          setImmediate(() => s.writable && s.write(Buffer.alloc(1536, 7)));
-        }
-      });
-    }).then((r) => ({ ...r, got }));
-  }
-
-  test('resolves on S0=3 + full S1, after sending C0=3 + 1536-byte C1', async (t) => {
-    const { port, got } = await fakeRtmp(t, 3);
-    await rtmpHandshakeProbe(backend('rtmp', port), 1000);
-    const c0c1 = Buffer.concat(got);
-    assert.equal(c0c1.length, 1537);
-    assert.equal(c0c1[0], 3);
-  });
-
-  test('rejects on a wrong S0 version', async (t) => {
-    const { port } = await fakeRtmp(t, 6);
-    await assert.rejects(rtmpHandshakeProbe(backend('rtmpe', port), 1000), /version 6/);
-  });
-
-  test('rejects with ProbeTimeoutError when the server never answers', async (t) => {
-    const { port } = await listen(t);
-    await assert.rejects(rtmpHandshakeProbe(backend('mute', port), 50), ProbeTimeoutError);
-  });
-
-  test('rejects when the server hangs up mid-handshake', async (t) => {
-    const { port } = await listen(t, (s) => s.end(Buffer.from([3, 1, 2, 3])));
-    await assert.rejects(rtmpHandshakeProbe(backend('rude', port), 1000), /closed/);
-  });
-
-  test('rejects on a closed port', async () => {
-    const port = await closedPort();
-    await assert.rejects(rtmpHandshakeProbe(backend('down', port), 1000), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
   });
 });
 

@@ -5,8 +5,8 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { closestNames, drainRefusal } from '../../src/cli.js';
-import { RateLimitedLog } from '../../src/control/rate-limited-log.js';
-import { clientTextView, redactQuery } from '../../src/proxy/redact.js';
+import { RateLimitedLog } from '../../src/net/rate-limited-log.js';
+import { clientTextView, redactQuery } from '../../src/net/redact.js';
 import { safeText } from '../../src/terminal-text.js';
 
 describe('redactQuery', () => {

@@ -8,7 +8,7 @@ import {
   encodeProxyV2,
   parseProxyHeader,
   unmapIPv4,
-} from '../../src/proxy/proxy-protocol.js';
+} from '../../src/net/proxy-protocol.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const SIG = '0d0a0d0a000d0a515549540a';

@@ -3,7 +3,7 @@
 // keys of a drained backend move).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type BackendView, type RouteRequest, type RoutingSpec, Router, RoutingConfigError, hrwScore, leastLoaded, rejectionDescription, rendezvous } from '../../src/proxy/routing.js';
+import { type BackendView, type RouteRequest, type RoutingSpec, Router, RoutingConfigError, hrwScore, leastLoaded, rejectionDescription, rendezvous } from '../../src/balancer/routing.js';
 
 const spec: RoutingSpec = {
   groups: {

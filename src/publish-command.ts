@@ -4,12 +4,12 @@
  */
 import { createReadStream, statSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { parseDuration } from '../config.js';
-import { redactStreamKey } from '../proxy/redact.js';
-import { safeText } from '../terminal-text.js';
-import { readFlvTags } from './flv.js';
-import { type ConnectionReport, type ProgressInfo, type PublishReport, ReferencePublisher } from './reference-publisher.js';
-import { parseRtmpUrl } from './rtmp-client.js';
+import { parseDuration } from './config.js';
+import { redactStreamKey } from './net/redact.js';
+import { safeText } from './terminal-text.js';
+import { readFlvTags } from './client/flv.js';
+import { type ConnectionReport, type ProgressInfo, type PublishReport, ReferencePublisher } from './client/reference-publisher.js';
+import { parseRtmpUrl } from './client/rtmp-client.js';
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
