@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
 import { isFdExhausted } from '../net/fd-exhausted.js';
-import type { ProxyMetrics } from '../control/metrics.js';
+import type { ProxyObserver } from './observer.js';
 import { RateLimitedLog } from '../net/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import type { CidrSet } from '../net/cidr.js';
@@ -67,7 +67,7 @@ export class ProxyServer {
   /** Bytes of sessions that have ended, by the backend they ended on (`none`: never routed); live sessions add their own counts (metrics). */
   private readonly closedBytes = new Map<string, { c2s: number; s2c: number }>();
   private readonly server: net.Server;
-  private metrics: ProxyMetrics | null = null;
+  private metrics: ProxyObserver | null = null;
   private readonly closeWaiters = new Set<() => void>();
   /** Connections accepted but not yet sessions (they count towards limits.maxSessions). */
   private readonly opening = new Set<Opening>();
@@ -123,7 +123,7 @@ export class ProxyServer {
     this.admission.setLimits(limits.admission);
   }
 
-  setMetrics(metrics: ProxyMetrics): void {
+  setMetrics(metrics: ProxyObserver): void {
     this.metrics = metrics;
   }
 

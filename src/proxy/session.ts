@@ -26,7 +26,7 @@ import {
 import { SessionView } from '../rtmp/session-view.js';
 import type { StrategySession } from './drain-strategy.js';
 import { ProcessBudget, SessionBudget } from './buffer-budget.js';
-import type { FeatureMetrics } from './feature-metrics.js';
+import type { ProxyObserver } from './observer.js';
 import { ClientBoundInjector } from './injector.js';
 import {
   type MigrationCoordinator,
@@ -67,7 +67,7 @@ export interface SessionSettings {
   /** E-RTMP reconnect (docs/protocol.md#e-rtmp-reconnect); absent = not offered. */
   erpc?: { offer: boolean; tcUrl: string };
   /** Counters of E-RTMP and migration events. */
-  metrics?: FeatureMetrics;
+  metrics?: ProxyObserver;
   /** Proxy-side migration (drain.nonCapable: migrate); absent = off. */
   migration?: MigrationCoordinator | null;
   /** Routing rules (routing.ts); absent = least connections over every backend. */
