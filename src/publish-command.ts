@@ -10,6 +10,7 @@ import { safeText } from './terminal-text.js';
 import { readFlvTags } from './client/flv.js';
 import { type ConnectionReport, type ProgressInfo, type PublishReport, ReferencePublisher } from './client/reference-publisher.js';
 import { parseRtmpUrl } from './client/rtmp-client.js';
+import { DEFAULT_CHUNK_SIZE, MAX_SPEC_CHUNK_SIZE } from './rtmp/constants.js';
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
@@ -65,7 +66,7 @@ function speedArg(v: string): number {
 
 function intArg(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 128 || n > 0x7fffffff) throw new InvalidArgumentError('expected an integer ≥ 128');
+  if (!Number.isInteger(n) || n < DEFAULT_CHUNK_SIZE || n > MAX_SPEC_CHUNK_SIZE) throw new InvalidArgumentError(`expected an integer ≥ ${DEFAULT_CHUNK_SIZE}`);
   return n;
 }
 

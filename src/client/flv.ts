@@ -14,7 +14,6 @@ import { isAacSequenceHeader, isVideoKeyframe, readVideoHead } from '../rtmp/med
 
 export const FLV_TAG_AUDIO = 8;
 export const FLV_TAG_VIDEO = 9;
-export const FLV_TAG_SCRIPT = 18;
 
 const TAG_HEADER_SIZE = 11;
 const PREV_TAG_SIZE = 4;
