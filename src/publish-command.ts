@@ -126,7 +126,9 @@ export function registerPublishCommand(program: Command): void {
         reconnectTimeoutMs: o.reconnectTimeout,
       });
       const announces = [o.goaway ? o.goawayKey : null, o.erpc ? 'capsEx Reconnect' : null].filter((x) => x !== null);
-      say(`publish ${input === '-' ? 'stdin' : input} → ${displayUrl(url)} (announces ${announces.length > 0 ? announces.join(' + ') : 'no Go Away support'}, speed ${o.speed === 0 ? 'max' : `${o.speed}x`})`);
+      say(
+        `publish ${input === '-' ? 'stdin' : input} → ${displayUrl(url)} (announces ${announces.length > 0 ? announces.join(' + ') : 'no Go Away support'}, speed ${o.speed === 0 ? 'max' : `${o.speed}x`})`,
+      );
 
       const tty = o.progress === true && out.isTTY === true;
       let progressShown = false;
@@ -145,7 +147,9 @@ export function registerPublishCommand(program: Command): void {
       pub.on('connected', (c) => line(describeConnected(c)));
       pub.on('goaway', (c, reason) => {
         const p = pub.progress();
-        line(`[conn ${c.index}] ${reason === 'go-away' ? 'Go Away (type 32)' : 'E-RTMP reconnect request'} received at media ${secs(p.mediaMs)}: sending on until the next keyframe`);
+        line(
+          `[conn ${c.index}] ${reason === 'go-away' ? 'Go Away (type 32)' : 'E-RTMP reconnect request'} received at media ${secs(p.mediaMs)}: sending on until the next keyframe`,
+        );
       });
       pub.on('closed', (c) => line(describeClosed(c, firstTs ?? 0)));
       pub.on('retry', (r) => line(`  reconnect attempt ${r.attempt} failed (${r.error.message}); retrying in ${r.delayMs} ms`));

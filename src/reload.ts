@@ -108,7 +108,8 @@ export class ConfigReloader {
       },
       'configuration reloaded',
     );
-    if (r.ignored.length > 0) log.warn({ trigger, ignored: r.ignored }, 'configuration reload: these settings changed but need a restart; the running values stay');
+    if (r.ignored.length > 0)
+      log.warn({ trigger, ignored: r.ignored }, 'configuration reload: these settings changed but need a restart; the running values stay');
     return true;
   }
 }

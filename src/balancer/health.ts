@@ -18,26 +18,20 @@ type Finish = (err?: Error) => void;
  * Connect, arm the timeout, and hand a one-shot `finish` to `onConnect`.
  * `finish` destroys the socket, clears the timer and settles the promise exactly once.
  */
-function probeSocket(
-  b: BackendConfig,
-  timeoutMs: number,
-  what: string,
-  onConnect: (socket: net.Socket, finish: Finish) => void,
-): Promise<void> {
+function probeSocket(b: BackendConfig, timeoutMs: number, what: string, onConnect: (socket: net.Socket, finish: Finish) => void): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let settled = false;
-    let timer: NodeJS.Timeout | undefined;
     const socket = net.connect({ host: b.host, port: b.port });
     const finish: Finish = (err) => {
       if (settled) return;
       settled = true;
-      if (timer) clearTimeout(timer);
+      clearTimeout(timer);
       socket.removeAllListeners('data');
       socket.destroy();
       if (err) reject(err);
       else resolve();
     };
-    timer = setTimeout(() => finish(new ProbeTimeoutError(b, timeoutMs, what)), timeoutMs);
+    const timer = setTimeout(() => finish(new ProbeTimeoutError(b, timeoutMs, what)), timeoutMs);
     // Keep an error listener for the socket's whole life: a late error after destroy must not crash.
     socket.on('error', (err) => finish(err));
     socket.once('connect', () => onConnect(socket, finish));
@@ -45,5 +39,4 @@ function probeSocket(
 }
 
 /** TCP connect, then immediate destroy. Rejects on connect error or timeout. */
-export const tcpProbe: HealthProbe = (b, timeoutMs) =>
-  probeSocket(b, timeoutMs, 'TCP connect', (_socket, finish) => finish());
+export const tcpProbe: HealthProbe = (b, timeoutMs) => probeSocket(b, timeoutMs, 'TCP connect', (_socket, finish) => finish());

@@ -110,9 +110,13 @@ export function withoutQuery(s: string): string {
   return i < 0 ? s : s.slice(0, i);
 }
 
-
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 /** Uniform in (0, 1) from (key, backend name): 53 bits of SHA-1. */

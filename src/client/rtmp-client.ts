@@ -5,7 +5,16 @@ import { type MessageInfo, ChunkReader, collectControlAndCommands } from '../rtm
 import { ChunkWriter } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
-import { type Command, controlMessage, decodeCommand, encodeCommand, readStatusCode, readCreateStreamResult, userControlMessage, UserControlEvent } from '../rtmp/messages.js';
+import {
+  type Command,
+  controlMessage,
+  decodeCommand,
+  encodeCommand,
+  readStatusCode,
+  readCreateStreamResult,
+  userControlMessage,
+  UserControlEvent,
+} from '../rtmp/messages.js';
 
 /** Chunk stream ids for a publisher's media, as FFmpeg uses them (audio 4, video 6, data 4). */
 const CSID_AUDIO = 4;
@@ -142,7 +151,13 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
     if (id === null) throw new Error('createStream returned no stream id');
     this.streamId = id;
     const started = this.waitStatus((c) => c === 'NetStream.Publish.Start' || c.startsWith('NetStream.Publish.Bad') || c === 'NetStream.Publish.BadName');
-    this.sendRaw({ csid: CSID_STREAM_COMMAND, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: id, payload: encodeCommand('publish', 0, null, this.url.streamKey, 'live') });
+    this.sendRaw({
+      csid: CSID_STREAM_COMMAND,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: id,
+      payload: encodeCommand('publish', 0, null, this.url.streamKey, 'live'),
+    });
     const code = await started;
     if (code !== 'NetStream.Publish.Start') throw new Error(`publish refused: ${code}`);
   }

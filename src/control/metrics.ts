@@ -97,7 +97,7 @@ export class ProxyMetrics implements ProxyObserver {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.limits = opts.limits ?? null;
     this.forget = sources.forgetBackend?.bind(sources);
-    const metrics = this;
+    const currentLimits = (): SessionLimits | null => this.limits;
 
     const build = new Gauge({
       name: `${p}build_info`,
@@ -115,7 +115,7 @@ export class ProxyMetrics implements ProxyObserver {
       registers,
       collect() {
         this.reset();
-        const l = metrics.limits;
+        const l = currentLimits();
         if (l === null) return;
         this.set({ limit: 'max-sessions' }, l.maxSessions);
         this.set({ limit: 'per-ip-sessions' }, l.maxSessionsPerIp);
@@ -358,7 +358,7 @@ export class ProxyMetrics implements ProxyObserver {
     });
     this.routed = new Counter({
       name: `${p}sessions_routed_total`,
-      help: 'Sessions placed by the routing rules, by rule and how (least-connections, weighted, sticky, sticky-moved: the key\'s preferred backend was not usable).',
+      help: "Sessions placed by the routing rules, by rule and how (least-connections, weighted, sticky, sticky-moved: the key's preferred backend was not usable).",
       labelNames: ['rule', 'how'] as const,
       registers,
     });
@@ -428,7 +428,7 @@ export class ProxyMetrics implements ProxyObserver {
       name: `${p}config_restart_required`,
       // Cluster: the primary combines its workers' values this way.
       aggregator: 'max',
-      help: 'Settings of the last applied configuration that differ from the running ones but need a restart (listen, admin, tls, workers, redis, …); 0 = the running configuration is the file\'s.',
+      help: "Settings of the last applied configuration that differ from the running ones but need a restart (listen, admin, tls, workers, redis, …); 0 = the running configuration is the file's.",
       registers,
     });
   }
@@ -477,6 +477,11 @@ export class ProxyMetrics implements ProxyObserver {
 
   /** The configured session limits (at start and after a reload). */
   setLimits(limits: SessionLimits): void {
-    this.limits = { maxSessions: limits.maxSessions, maxSessionsPerIp: limits.maxSessionsPerIp, connectRatePerIp: limits.connectRatePerIp, connectBurstPerIp: limits.connectBurstPerIp };
+    this.limits = {
+      maxSessions: limits.maxSessions,
+      maxSessionsPerIp: limits.maxSessionsPerIp,
+      connectRatePerIp: limits.connectRatePerIp,
+      connectBurstPerIp: limits.connectBurstPerIp,
+    };
   }
 }

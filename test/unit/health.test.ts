@@ -169,12 +169,17 @@ describe('pool active health checks', () => {
     let calls = 0;
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const pool = mkPool(t, [backend('a', 1935)], {}, {
-      probe: () => {
-        calls++;
-        return gate;
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      {},
+      {
+        probe: () => {
+          calls++;
+          return gate;
+        },
       },
-    });
+    );
     const p1 = pool.checkNow();
     const p2 = pool.checkNow();
     await flush();
@@ -208,9 +213,14 @@ describe('pool active health checks', () => {
 
   test('results of probes in flight at stop() are ignored', async (t) => {
     let fail!: (e: Error) => void;
-    const pool = mkPool(t, [backend('a', 1935)], { fall: 1 }, {
-      probe: () => new Promise<void>((_resolve, reject) => (fail = reject)),
-    });
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      { fall: 1 },
+      {
+        probe: () => new Promise<void>((_resolve, reject) => (fail = reject)),
+      },
+    );
     const p = pool.checkNow();
     await flush();
     pool.stop();
@@ -222,12 +232,17 @@ describe('pool active health checks', () => {
 
   test('a probe that never settles counts as failed and frees the slot', async (t) => {
     let calls = 0;
-    const pool = mkPool(t, [backend('a', 1935)], { fall: 1, timeoutMs: 10 }, {
-      probe: () => {
-        calls++;
-        return new Promise<void>(() => {});
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      { fall: 1, timeoutMs: 10 },
+      {
+        probe: () => {
+          calls++;
+          return new Promise<void>(() => {});
+        },
       },
-    });
+    );
     // the pool's guard timer is unref'd and the hung probe holds no handle: keep the loop alive here
     const keepAlive = setInterval(() => {}, 1000);
     t.after(() => clearInterval(keepAlive));
@@ -239,11 +254,16 @@ describe('pool active health checks', () => {
   });
 
   test('a probe that throws synchronously counts as failed', async (t) => {
-    const pool = mkPool(t, [backend('a', 1935)], { fall: 1 }, {
-      probe: () => {
-        throw new Error('sync');
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      { fall: 1 },
+      {
+        probe: () => {
+          throw new Error('sync');
+        },
       },
-    });
+    );
     await pool.checkNow();
     assert.equal(pool.get('a')?.lastCheckError, 'sync');
     assert.equal(pool.get('a')?.health, 'down');
@@ -258,7 +278,10 @@ describe('pool active health checks', () => {
     pool.reportConnectFailure('a', new Error('refused'));
     assert.equal(pool.get('a')?.health, 'down');
     await pool.checkNow();
-    assert.deepEqual(calls.map((c) => c.name), ['a']);
+    assert.deepEqual(
+      calls.map((c) => c.name),
+      ['a'],
+    );
     assert.equal(pool.get('a')?.health, 'down');
     await pool.checkNow();
     assert.equal(pool.get('a')?.health, 'up');

@@ -77,7 +77,8 @@ test('a folder the table does not place fails', (t) => {
 });
 
 test('the script exits 1 and names the import on a violation, 0 on the real tree', (t) => {
-  const run = (args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/check-layers.ts'), ...args], { cwd: root, encoding: 'utf8' });
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', join(root, 'scripts/check-layers.ts'), ...args], { cwd: root, encoding: 'utf8' });
   const bad = tree(t, { 'rtmp/r.ts': "import { s } from '../proxy/s.js';\nexport const r = s;\n", 'proxy/s.ts': 'export const s = 1;\n' });
   const failed = run([bad]);
   assert.equal(failed.status, 1);
