@@ -151,7 +151,10 @@ const proxyCode: 'dist' | 'src' = argv['proxy-code'] === 'src' || argv['proxy-co
 const splitArgs = (s: string | undefined): string[] => (s === undefined ? [] : s.split(/\s+/).filter((a) => a !== ''));
 const proxyArgsOnly = splitArgs(argv['proxy-args']);
 const proxyBArgsOnly = argv['proxy-b-args'] === undefined ? proxyArgsOnly : splitArgs(argv['proxy-b-args']);
-/** Runtime settings of the Node relay (RUNTIME_TUNED in lib/middles.ts) and the proxies: `tuned` (as bin/ starts the proxy) or `default` (plain node; the proxy with RTMP_GOAWAY_NO_TUNE=1). */
+/**
+ * Runtime settings of the Node relay (RUNTIME_TUNED in lib/middles.ts) and the proxies: `tuned` (as bin/ starts the proxy) or `default`
+ * (plain node; the proxy with RTMP_GOAWAY_NO_TUNE=1).
+ */
 const runtimeMode = (mode: string | undefined): 'tuned' | 'default' => {
   if (mode !== 'tuned' && mode !== 'default') throw new Error(`--runtime tuned|default, not ${mode}`);
   return mode;
