@@ -23,7 +23,7 @@ import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './proxy/routing.js';
 import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
-import type { SessionSettings } from './proxy/session.js';
+import type { SessionSettings } from './proxy/session/session.js';
 import { loadTlsContext } from './proxy/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { VERSION } from './version.js';

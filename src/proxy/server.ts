@@ -9,7 +9,7 @@ import { RateLimitedLog } from '../control/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import type { CidrSet } from './cidr.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
-import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
+import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session/session.js';
 
 export interface ProxyServerOptions {
   host: string;

@@ -211,7 +211,7 @@ describe('UpstreamPublisher (the proxy as publisher towards the new backend)', (
     assert.ok(t.server.control.some((c) => c.typeId === MessageType.UserControl && c.value === 777), 'pong with the ping timestamp');
     t.up.receive(t.server.msg(commandMessage(3, 0, 'onStatus', 0, null, amf0Object({ code: 'NetStream.Before.Switch' }))));
     assert.equal(t.forwarded.length, 0);
-    t.up.forwarding = true;
+    t.up.startForwarding();
     t.up.receive(t.server.msg(commandMessage(5, 1, 'onStatus', 0, null, amf0Object({ code: 'NetStream.After.Switch' }))));
     t.up.receive(t.server.msg(controlMessage(MessageType.Acknowledgement, 1)));
     assert.deepEqual(t.forwarded.map((m) => [m.typeId, m.streamId]), [[20, 1]], 'commands forwarded, control never');
