@@ -81,13 +81,13 @@ export class ClientStream {
    * the proxy relays whole messages, between two messages (any such point is a chunk boundary).
    * `written` runs once it is in the client's write queue. False when it cannot be placed.
    */
-  tell(csid: number, msg: OutgoingMessage, written: () => void): boolean {
+  tell(msg: OutgoingMessage, written: () => void): boolean {
     if (this.relaysWhole) {
       this.send(msg);
       written();
       return true;
     }
-    const out = this.s2c.inject(csid, msg, written);
+    const out = this.s2c.inject(msg.csid, msg, written);
     if (out === null) return false;
     this.write(out);
     return true;

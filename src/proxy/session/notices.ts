@@ -1,5 +1,4 @@
 import type { MessageInfo } from '../../rtmp/chunk-reader.js';
-import { COMMAND_CSID, CONTROL_CSID } from '../../rtmp/constants.js';
 import { type Command, CAPS_EX_RECONNECT, decodeCommand, goAwayMessage, reconnectRequestMessage, withCapsEx } from '../../rtmp/messages.js';
 import type { Session } from './session.js';
 
@@ -20,7 +19,7 @@ export class Notices {
   goAway(): boolean {
     const s = this.s;
     if (this.goAwayRequested) return true;
-    return (this.goAwayRequested = s.out.tell(CONTROL_CSID, goAwayMessage(), () => {
+    return (this.goAwayRequested = s.out.tell(goAwayMessage(), () => {
       s.goAwaySentAt = Date.now();
       s.hooks.goAwayWritten(s);
       s.log.info({ session: s.id, backend: s.backendName }, 'go away sent');
@@ -32,7 +31,7 @@ export class Notices {
     const s = this.s;
     if (this.reconnectRequested) return true;
     const tcUrl = s.settings.erpc?.tcUrl;
-    return (this.reconnectRequested = s.out.tell(COMMAND_CSID, reconnectRequestMessage(tcUrl ? { tcUrl } : {}), () => {
+    return (this.reconnectRequested = s.out.tell(reconnectRequestMessage(tcUrl ? { tcUrl } : {}), () => {
       s.reconnectRequestSentAt = Date.now();
       s.settings.metrics?.reconnectRequests.inc({ backend: s.backendName ?? 'none' });
       s.log.info({ session: s.id, backend: s.backendName, tcUrl: tcUrl || null }, 'reconnect request sent');
