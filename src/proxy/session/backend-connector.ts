@@ -75,7 +75,7 @@ export function connectBackend(s: Session, tried: Set<string>): void {
 function attach(s: Session, sock: net.Socket, target: BackendConfig): void {
   s.pair.attachBackend(sock);
   s.backendName = target.name;
-  s.reattach(target.name);
+  s.detach = s.pool.attach(target.name, s);
   const p = s.placement;
   if (p !== null && p.backend !== null) s.settings.metrics?.routed.inc({ rule: p.rule.label, how: p.how });
   s.hooks.routed(s);

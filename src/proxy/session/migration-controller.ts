@@ -353,7 +353,15 @@ export class MigrationController {
       { session: s.id, from: run.from, to: up.target.name, switchMs: now - run.startedAt, readyMs: run.readyAt === null ? null : run.readyAt - run.startedAt, attempts: run.tried.size - 1 },
       'migration switched',
     );
-    s.reattach(up.target.name);
+    // The pool counts the session on its new backend (and a drain of that one reaches it).
+    s.detach?.();
+    s.detach = null;
+    s.backendName = up.target.name;
+    try {
+      s.detach = s.pool.attach(up.target.name, s);
+    } catch (err) {
+      s.log.warn({ session: s.id, backend: up.target.name, err: (err as Error).message }, 'migrated session not attached to its new backend');
+    }
   }
 
   private clearTimers(run: MigrationRun): void {

@@ -1,19 +1,15 @@
 import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../../balancer/pool.js';
-import type { Amf0Limits } from '../../rtmp/amf0.js';
-import { type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../../rtmp/chunk-reader.js';
+import { ChunkReader } from '../../rtmp/chunk-reader.js';
 import { HANDSHAKE_PACKET_SIZE } from '../../rtmp/constants.js';
 import type { ProtocolError } from '../../rtmp/errors.js';
 import { HandshakeSkipper } from '../../rtmp/handshake.js';
 import { CAPS_EX_RECONNECT } from '../../rtmp/messages.js';
 import { SessionView } from '../../rtmp/session-view.js';
-import type { RateLimitedLog } from '../../control/rate-limited-log.js';
 import { ProcessBudget, SessionBudget } from '../buffer-budget.js';
-import type { Dial } from '../dial.js';
 import type { StrategySession } from '../drain-strategy.js';
-import type { FeatureMetrics } from '../feature-metrics.js';
-import type { MediaCache, MigrationCoordinator } from '../migration.js';
+import type { MediaCache } from '../migration.js';
 import { type ClientTextView, clientTextView } from '../redact.js';
 import { type Placement, type Router, normalizeIp } from '../routing.js';
 import { connectBackend } from './backend-connector.js';
@@ -24,89 +20,15 @@ import { MigrationController } from './migration-controller.js';
 import { Notices } from './notices.js';
 import { type Phase, DROP, PASS } from './phase.js';
 import { type PairOwner, SocketPair } from './socket-pair.js';
+import { logEnd, snapshotOf } from './report.js';
 import { Traffic } from './traffic.js';
+import type { Capability, SessionHooks, SessionOrigin, SessionSettings, SessionSnapshot, SessionState } from './types.js';
 
 export type { CloseReason } from './close-reason.js';
-export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
-export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';
-
-export interface SessionSettings {
-  handshakeTimeoutMs: number;
-  /** No byte from the client for this long closes the session (checked by the proxy's idle sweep). */
-  idleTimeoutMs: number;
-  /** No byte from the backend for this long closes the session; 0 or absent = off. */
-  backendIdleTimeoutMs?: number;
-  connectTimeoutMs: number;
-  maxPendingBytes: number;
-  onParseError: 'forward' | 'close';
-  /** Stream keys and query strings of the app and tcUrl in clear in logs, the API and the registry (`log.streamKeys`). */
-  logStreamKeys: boolean;
-  /** Warnings a peer can cause per connection or message go through this (rate-limited). */
-  peerLog: RateLimitedLog;
-  chunkLimits: Partial<ChunkReaderLimits>;
-  amfLimits: Partial<Amf0Limits>;
-  /** E-RTMP reconnect (docs/protocol.md#e-rtmp-reconnect); absent = not offered. */
-  erpc?: { offer: boolean; tcUrl: string };
-  /** Counters of E-RTMP and migration events. */
-  metrics?: FeatureMetrics;
-  /** Proxy-side migration (drain.nonCapable: migrate); absent = off. */
-  migration?: MigrationCoordinator | null;
-  /** Routing rules (routing.ts); absent = least connections over every backend. */
-  router?: Router | null;
-  /** Bytes a session may hold between reads (limits.sessionBufferBytes); absent = no limit. */
-  sessionBufferBytes?: number;
-  /** The process's buffer budget every session draws from (limits.processBufferBytes); absent = one without a limit per session. */
-  processBudget?: ProcessBudget;
-  /** How backend connections are opened; absent = TCP (dial.ts). */
-  dial?: Dial;
-}
-
-export interface SessionHooks {
-  /** Routed to a backend (the pool attach happened). */
-  routed(session: Session): void;
-  /** Both sockets are gone; called exactly once. */
-  closed(session: Session): void;
-  goAwayWritten(session: Session): void;
-  parseFallback(session: Session, direction: 'c2s' | 's2c', err: ProtocolError): void;
-  connectFailed(session: Session, backend: string, err: Error): void;
-}
-
-/** Where a connection really comes from, when the listener knows better than the socket (PROXY protocol, TLS). */
-export interface SessionOrigin {
-  /** `address:port` of the client (the PROXY protocol source); default: the socket's peer. */
-  clientAddress?: string;
-  /** Written first on every backend connection of the session (the backend PROXY protocol header). */
-  preamble?: Buffer | null;
-  /** When the listener accepted the connection (before its PROXY header or TLS handshake): the handshake deadline counts from it. Default: the session's start. */
-  acceptedAt?: number;
-}
+export type { Capability, SessionHooks, SessionOrigin, SessionSettings, SessionSnapshot, SessionState } from './types.js';
 
 /** C0 + C1: what a client sends before it hears from the server. The backend is opened once they are in. */
 const CLIENT_HELLO_BYTES = 1 + HANDSHAKE_PACKET_SIZE;
-
-/** JSON view of a session for /api/sessions and the fleet registry. */
-export interface SessionSnapshot {
-  id: string;
-  client: string;
-  backend: string | null;
-  app: string | null;
-  streamKey: string | null;
-  goAway: boolean;
-  capsEx: number | null;
-  capability: Capability;
-  state: SessionState;
-  bytesIn: number;
-  bytesOut: number;
-  startedAt: string;
-  goAwaySentAt: string | null;
-  /** When the E-RTMP ReconnectRequest was written. */
-  reconnectRequestSentAt: string | null;
-  parseFallback: string | null;
-  /** Proxy-side migrations this session went through (its media now flows through the proxy's own RTMP). */
-  migrations: number;
-  /** The routing rule that placed the session and how (`live: sticky`), null without routing rules. */
-  route: string | null;
-}
 
 let nextId = 1;
 
@@ -247,36 +169,15 @@ export class Session implements StrategySession, PairOwner {
     else this.awaitingHello = true;
   }
 
+  /** Opens the backend (backend-connector.ts), skipping the ones `tried`. */
   connectBackend(tried: Set<string>): void {
     connectBackend(this, tried);
   }
 
-  /** Attached to another backend (a migration switched the session there). */
-  reattach(backend: string): void {
-    this.detach?.();
-    this.detach = null;
-    this.backendName = backend;
-    try {
-      this.detach = this.pool.attach(backend, this);
-    } catch (err) {
-      this.log.warn({ session: this.id, backend, err: (err as Error).message }, 'migrated session not attached to its new backend');
-    }
-  }
-
-  /** `connect` was parsed: the handshake deadline is met, and what the client can be told decides what it costs. */
-  connectSeen(): void {
+  /** `connect` was parsed: the handshake deadline is met. */
+  handshakeDone(): void {
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
-    const c = this.view.facts.connect;
-    if (c === null) return;
-    this.log.debug({ session: this.id, rtmpApp: this.shown.appOrUrl(c.app), tcUrl: this.shown.appOrUrl(c.tcUrl), flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
-    this.logStart();
-    const erpcOffered = this.settings.erpc?.offer === true;
-    if (erpcOffered && c.capsEx !== null && this.out.s2c.failure === null) (this.notices ??= new Notices(this)).offerCapsEx(this.front?.connectAnsweredLocally === true);
-    // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
-    this.traffic.prepareMigration(c.supportsGoAway || (erpcOffered && this.capability === 'erpc'));
-    // A session that connects to a backend already draining is told at once.
-    if (this.backendName !== null) this.pool.reapplyStrategy(this.backendName, this);
   }
 
   // ── socket events (SocketPair) ──
@@ -413,34 +314,12 @@ export class Session implements StrategySession, PairOwner {
     if (this.finished || !this.pair.clientClosed || !this.pair.backendClosed) return;
     this.finished = true;
     this.budget.close();
-    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
-    this.handshakeTimer = null;
+    this.handshakeDone();
     this.migrator?.sessionEnded();
     this.detach?.();
     this.detach = null;
     if (this.closeReason === null) this.closeReason = this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null ? 'client-went-away' : 'client-closed';
-    const f = this.view.facts;
-    this.log.info(
-      {
-        session: this.id,
-        client: this.clientAddress,
-        backend: this.backendName,
-        rtmpApp: this.shown.appOrUrl(f.connect?.app ?? null),
-        streamKey: this.streamKeyForDisplay(),
-        capability: this.capability,
-        bytesIn: this.bytesIn,
-        bytesOut: this.bytesOut,
-        videoMessages: f.videoMessages,
-        audioMessages: f.audioMessages,
-        durationMs: Date.now() - this.startedAt,
-        reason: this.closeReason,
-        goAwaySent: this.goAwaySentAt !== null,
-        reconnectRequestSent: this.reconnectRequestSentAt !== null,
-        migrations: this.migrations,
-        parseFallback: this.fallback?.code ?? null,
-      },
-      'session end',
-    );
+    logEnd(this);
     this.hooks.closed(this);
   }
 
@@ -467,26 +346,7 @@ export class Session implements StrategySession, PairOwner {
   }
 
   snapshot(): SessionSnapshot {
-    const c = this.view.facts.connect;
-    return {
-      id: this.id,
-      client: this.clientAddress,
-      backend: this.backendName,
-      app: this.shown.appOrUrl(c?.app ?? null),
-      streamKey: this.streamKeyForDisplay(),
-      goAway: c?.supportsGoAway ?? false,
-      capsEx: c?.capsEx ?? null,
-      capability: this.capability,
-      state: this.state,
-      bytesIn: this.bytesIn,
-      bytesOut: this.bytesOut,
-      startedAt: new Date(this.startedAt).toISOString(),
-      goAwaySentAt: this.goAwaySentAt === null ? null : new Date(this.goAwaySentAt).toISOString(),
-      reconnectRequestSentAt: this.reconnectRequestSentAt === null ? null : new Date(this.reconnectRequestSentAt).toISOString(),
-      parseFallback: this.fallback?.code ?? null,
-      migrations: this.migrations,
-      route: this.routeLabel(),
-    };
+    return snapshotOf(this);
   }
 
   /** `rule: how` of the routing placement, null without routing rules. */

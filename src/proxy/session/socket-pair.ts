@@ -30,7 +30,8 @@ interface Relayed {
  * contexts, were ~0.7 KiB of heap per session).
  */
 const PAIR = Symbol('pair');
-type OwnedSocket = net.Socket & { [PAIR]?: SocketPair };
+/** A socket the pair listens to: it carries its pair from before its first listener. */
+type OwnedSocket = net.Socket & { [PAIR]: SocketPair };
 
 /**
  * Both sockets of a session: the client's and the backend's (or, relaying, the relay's).
@@ -63,23 +64,23 @@ export class SocketPair {
 
   // ── listeners (`this` is the socket; see PAIR) ──
   private static clientData(this: OwnedSocket, buf: Buffer): void {
-    this[PAIR]!.owner.clientData(buf);
+    this[PAIR].owner.clientData(buf);
   }
   private static clientEnd(this: OwnedSocket): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     p.clientEnded = true;
     p.owner.clientEnd();
   }
   private static clientError(this: OwnedSocket, err: Error): void {
-    this[PAIR]!.owner.clientError(err);
+    this[PAIR].owner.clientError(err);
   }
   private static clientDrain(this: OwnedSocket): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     p.backend?.resume();
     p.relayed?.socket.resume();
   }
   private static clientClose(this: OwnedSocket): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     p.clientClosed = true;
     p.backend?.destroy();
     if (p.relayed !== null) {
@@ -89,36 +90,35 @@ export class SocketPair {
     p.owner.clientClosed();
   }
   private static backendData(this: OwnedSocket, buf: Buffer): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     if (this === p.backend) p.owner.backendData(buf);
     else p.owner.retiredData(buf);
   }
   private static backendEnd(this: OwnedSocket): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     if (this !== p.backend) return;
     p.owner.backendEnd();
     p.client.end();
   }
   private static backendError(this: OwnedSocket, err: Error): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     if (this === p.backend) p.owner.backendError(err);
   }
   private static backendClose(this: OwnedSocket): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     if (this !== p.backend) p.owner.retiredClosed(this);
     else p.owner.backendClosed();
   }
   private static backendDrain(this: OwnedSocket): void {
-    const p = this[PAIR]!;
+    const p = this[PAIR];
     if (this === p.backend) p.client.resume();
   }
 
   /** Listens to the client; idle accounting starts at `now`. */
   start(now: number): void {
-    const c = this.client as OwnedSocket;
+    const c = Object.assign(this.client, { [PAIR]: this });
     c.setNoDelay(true);
     this.idleIn.at = this.idleOut.at = now;
-    c[PAIR] = this;
     c.on('data', SocketPair.clientData);
     c.on('end', SocketPair.clientEnd);
     c.on('error', SocketPair.clientError);
@@ -129,13 +129,13 @@ export class SocketPair {
   /** The backend connection is up: listened to (every listener checks it is still the pair's backend: a migration retires it). */
   attachBackend(sock: net.Socket): void {
     this.backend = sock;
-    sock.setNoDelay(true);
-    (sock as OwnedSocket)[PAIR] = this;
-    sock.on('data', SocketPair.backendData);
-    sock.on('end', SocketPair.backendEnd);
-    sock.on('error', SocketPair.backendError);
-    sock.on('close', SocketPair.backendClose);
-    sock.on('drain', SocketPair.backendDrain);
+    const owned = Object.assign(sock, { [PAIR]: this });
+    owned.setNoDelay(true);
+    owned.on('data', SocketPair.backendData);
+    owned.on('end', SocketPair.backendEnd);
+    owned.on('error', SocketPair.backendError);
+    owned.on('close', SocketPair.backendClose);
+    owned.on('drain', SocketPair.backendDrain);
   }
 
   /** Client-bound bytes, counted; the server side is paused while the client does not keep up. */

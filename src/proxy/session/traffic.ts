@@ -2,6 +2,7 @@ import type { ChunkReaderHandler, MessageInfo } from '../../rtmp/chunk-reader.js
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
 import { MediaCache, migrationCollectPolicy } from '../migration.js';
+import { Notices } from './notices.js';
 import type { Session } from './session.js';
 
 /**
@@ -41,7 +42,7 @@ export class Traffic implements ChunkReaderHandler {
           this.feeding = buf;
           reader.feed(buf, start);
           this.feeding = null;
-          if (!hadConnect && s.view.facts.connect !== null) s.connectSeen();
+          if (!hadConnect && s.view.facts.connect !== null) this.connectSeen();
         }
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
@@ -140,8 +141,24 @@ export class Traffic implements ChunkReaderHandler {
     else s.notices?.serverMessage();
   }
 
+  /** `connect` was parsed: the handshake deadline is met, and what the client can be told decides what it costs. */
+  private connectSeen(): void {
+    const s = this.s;
+    s.handshakeDone();
+    const c = s.view.facts.connect;
+    if (c === null) return;
+    s.log.debug({ session: s.id, rtmpApp: s.shown.appOrUrl(c.app), tcUrl: s.shown.appOrUrl(c.tcUrl), flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    s.logStart();
+    const erpcOffered = s.settings.erpc?.offer === true;
+    if (erpcOffered && c.capsEx !== null && s.out.s2c.failure === null) (s.notices ??= new Notices(s)).offerCapsEx(s.front?.connectAnsweredLocally === true);
+    // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
+    this.prepareMigration(c.supportsGoAway || (erpcOffered && s.capability === 'erpc'));
+    // A session that connects to a backend already draining is told at once.
+    if (s.backendName !== null) s.pool.reapplyStrategy(s.backendName, s);
+  }
+
   /** After `connect`: a client that cannot be told to reconnect keeps what a migration replays. */
-  prepareMigration(told: boolean): void {
+  private prepareMigration(told: boolean): void {
     const s = this.s;
     if (told || !s.settings.migration || s.c2sReader === null) return;
     s.cache = new MediaCache(s.settings.migration.settings.maxCachedBytes, s.budget);
