@@ -96,10 +96,11 @@ export class Session implements StrategySession, PairOwner {
   ) {
     this.id = `s${process.pid.toString(36)}-${(nextId++).toString(36)}`;
     this.clientAddress = origin.clientAddress ?? `${client.remoteAddress ?? '?'}:${client.remotePort ?? 0}`;
-    this.view = new SessionView({ publishStarted: () => this.traffic.publishStarted() }, settings.amfLimits);
     this.budget = new SessionBudget(settings.sessionBufferBytes ?? Infinity, settings.processBudget ?? new ProcessBudget(Infinity));
     this.pair = new SocketPair(client, this, this.budget);
+    // Traffic is the handler of the C→S reader and of the view's events: no closures per session.
     this.traffic = new Traffic(this);
+    this.view = new SessionView(this.traffic, settings.amfLimits);
     this.c2sReader = new ChunkReader(this.traffic, undefined, settings.chunkLimits, this.budget);
     const router = settings.router ?? null;
     this.router = router;

@@ -1,4 +1,5 @@
 import type { ChunkReaderHandler, MessageInfo } from '../../rtmp/chunk-reader.js';
+import type { SessionViewEvents } from '../../rtmp/session-view.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
 import { MediaCache, migrationCollectPolicy } from '../migration.js';
@@ -14,7 +15,7 @@ import type { Session } from './session.js';
  * injector (ClientStream), which parses them the same way. As the reader's handler this object
  * gets every complete client message (`message`), whatever the phase.
  */
-export class Traffic implements ChunkReaderHandler {
+export class Traffic implements ChunkReaderHandler, SessionViewEvents {
   /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
   private feeding: Buffer | null = null;
 
@@ -165,6 +166,7 @@ export class Traffic implements ChunkReaderHandler {
     s.c2sReader.setCollectPolicy(migrationCollectPolicy);
   }
 
+  /** NetStream.Publish.Start (SessionView). */
   publishStarted(): void {
     const s = this.s;
     // A non-capable session on a draining backend can migrate only once it publishes.
