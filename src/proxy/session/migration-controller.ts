@@ -56,6 +56,20 @@ interface MigrationRun {
   lastReason: MigrationFailure | null;
 }
 
+/** The `armed` phase: client bytes through the splitter until the switch point. */
+export class Armed {
+  readonly kind = 'armed';
+
+  constructor(
+    readonly splitter: SwitchSplitter,
+    readonly controller: MigrationController,
+  ) {}
+
+  clientData(buf: Buffer): void {
+    this.controller.armedData(this.splitter, buf);
+  }
+}
+
 /**
  * Proxy-side migration of one session (drain.nonCapable: migrate; see migration.ts for the
  * protocol parts): queued for a slot (migration.maxInFlight), then a healthy backend is opened
@@ -258,7 +272,7 @@ export class MigrationController {
     // From now on whole media messages are assembled: room for one of the largest on top.
     s.budget.limit = (s.settings.sessionBufferBytes ?? Infinity) + maxMessageSize;
     reader.watchMessageStarts(splitter);
-    s.phase = { kind: 'armed', splitter };
+    s.phase = new Armed(splitter, this);
   }
 
   /** armed → pass, after a failed attempt: held bytes go to the old backend. */

@@ -192,12 +192,11 @@ export class Session implements StrategySession, PairOwner {
       if (this.pair.client.destroyed) return;
     }
     if (phase.kind === 'pass') this.traffic.passData(buf);
-    else if (phase.kind === 'armed') this.migrator?.armedData(phase.splitter, buf);
     else phase.clientData(buf);
   }
   clientEnd(): void {
     const p = this.pair;
-    if (this.phase.kind === 'armed') this.migrator?.abandon('client-ended');
+    if (this.phase.kind === 'armed') this.phase.controller.abandon('client-ended');
     if (p.relayed !== null) p.relayed.socket.end();
     else if (p.backend !== null && this.front?.holdClient !== true) p.backend.end();
     // A backend still being opened (or doing its handshake) gets the FIN after the held bytes (flushPending).
