@@ -22,7 +22,7 @@ import { MigrationCoordinator } from './proxy/migration.js';
 import { Router, type RoutingSpec } from './balancer/routing.js';
 import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
-import type { SessionSettings } from './proxy/session.js';
+import type { SessionSettings } from './proxy/session/session.js';
 import { loadTlsContext } from './net/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { VERSION } from './version.js';

@@ -9,7 +9,7 @@ import { RateLimitedLog } from '../net/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
 import type { CidrSet } from '../net/cidr.js';
 import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from '../net/proxy-protocol.js';
-import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
+import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session/session.js';
 
 export interface ProxyServerOptions {
   host: string;

@@ -1,4 +1,4 @@
-import { DEFAULT_CHUNK_SIZE, MessageType } from './constants.js';
+import { DEFAULT_CHUNK_SIZE, MAX_MESSAGE_SIZE, MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isConfigurationHead } from './media.js';
 
@@ -44,7 +44,7 @@ export interface ChunkReaderLimits {
 export const DEFAULT_CHUNK_READER_LIMITS: ChunkReaderLimits = {
   maxChunkSize: 16 * 1024 * 1024,
   minChunkSize: 32,
-  maxMessageSize: 16 * 1024 * 1024 - 1,
+  maxMessageSize: MAX_MESSAGE_SIZE,
   maxCollectedSize: 256 * 1024,
   maxChunkStreams: 64,
 };
@@ -96,6 +96,15 @@ export interface ChunkReaderHandler {
    * is negative). None of the payload has been read yet.
    */
   messageStart?(csid: number, typeId: number, length: number, headerEnd: number, headerLength: number): void;
+}
+
+/**
+ * Told of every message start (as ChunkReaderHandler.messageStart) while set with
+ * `ChunkReader.watchMessageStarts`: for a caller that needs it for a while only (the switch
+ * search of a migration), without changing the handler the reader was built with.
+ */
+export interface MessageStartWatcher {
+  onMessageStart(csid: number, typeId: number, length: number, headerEnd: number, headerLength: number): void;
 }
 
 /**
@@ -211,6 +220,7 @@ export class ChunkReader {
   /** A chunk header split across two `feed` calls; allocated the first time one is. */
   private scratch: Buffer | null = null;
   private scratchLen = 0;
+  private watcher: MessageStartWatcher | null = null;
   /**
    * Head bytes of chunk streams 0..SLAB_CSIDS-1, then the bytes `info.head` shows (copied there
    * per message); allocated with the first chunk stream, as is `headOut`, the view of the last part.
@@ -260,6 +270,11 @@ export class ChunkReader {
    * limits.maxCollectedSize (e.g. a proxy that re-chunks every message must collect even the
    * largest, up to limits.maxMessageSize).
    */
+  /** Every message start from now on is told to `watcher` too (null: no longer). */
+  watchMessageStarts(watcher: MessageStartWatcher | null): void {
+    this.watcher = watcher;
+  }
+
   setCollectPolicy(policy: CollectPolicy, maxCollectedSize = this.limits.maxCollectedSize): void {
     this.collectTable = tableOf(policy);
     this.maxCollected = maxCollectedSize;
@@ -443,7 +458,10 @@ export class ChunkReader {
         this.applyHeader(scratch, 0);
       }
       off = headerEnd;
-      if (this.hNew) this.handler.messageStart?.(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
+      if (this.hNew) {
+        this.handler.messageStart?.(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
+        this.watcher?.onMessageStart(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
+      }
       this.handler.chunkHeader?.(this.hCsid, this.hFmt, this.hLen, off);
       if (this.chunkLeft === 0) this.endChunk(this.current!, off); // zero-length message
     }

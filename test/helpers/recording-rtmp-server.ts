@@ -109,6 +109,11 @@ export class RecordingRtmpServer {
     return this.connections.filter((c) => c.published && c.streamKey === key);
   }
 
+  /** Serves a connection that did not come through the listener (an in-memory socket, test/helpers/mem-socket.ts). */
+  adopt(socket: net.Socket): void {
+    this.accept(socket);
+  }
+
   private accept(socket: net.Socket): void {
     const script = { ...this.script };
     this.sockets.add(socket);

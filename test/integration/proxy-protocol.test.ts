@@ -12,7 +12,7 @@ import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { freePort, stopProcess } from '../../src/demo/backends.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { type ProxyEndpoint, encodeProxyV1, encodeProxyV2 } from '../../src/net/proxy-protocol.js';
-import type { SessionSnapshot } from '../../src/proxy/session.js';
+import type { SessionSnapshot } from '../../src/proxy/session/session.js';
 import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { requireNginxRtmp } from '../helpers/nginx.js';
 import { requirePeer, tempDir } from '../helpers/peers.js';

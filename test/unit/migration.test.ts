@@ -221,7 +221,7 @@ describe('UpstreamPublisher (the proxy as publisher towards the new backend)', (
     );
     t.up.receive(t.server.msg(commandMessage(3, 0, 'onStatus', 0, null, amf0Object({ code: 'NetStream.Before.Switch' }))));
     assert.equal(t.forwarded.length, 0);
-    t.up.forwarding = true;
+    t.up.startForwarding();
     t.up.receive(t.server.msg(commandMessage(5, 1, 'onStatus', 0, null, amf0Object({ code: 'NetStream.After.Switch' }))));
     t.up.receive(t.server.msg(controlMessage(MessageType.Acknowledgement, 1)));
     assert.deepEqual(
