@@ -7,6 +7,7 @@ import type { BackendConfig, DrainStrategy, SetBackendsResult } from './balancer
 import { type Config, parseHostPort } from './config.js';
 import { AdminAccess } from './control/admin-access.js';
 import { createAdminServer } from './control/admin-http.js';
+import { listenAdmin } from './control/admin-server.js';
 import type { ControlBus, FleetView, ReplicaRecord } from './control/bus.js';
 import { ControlPlane, controlCommand } from './control/control-plane.js';
 import { LocalBus } from './control/local-bus.js';
@@ -104,22 +105,6 @@ export class ListenError extends Error {
 
 export function createLogger(config: Pick<Config, 'log'>, destination?: pino.DestinationStream): Logger {
   return pino({ level: config.log.level, base: { app: 'rtmp-goaway-proxy' } }, destination);
-}
-
-function listenHttp(server: http.Server, hostPort: string, log: Logger): Promise<net.AddressInfo> {
-  const { host, port } = parseHostPort(hostPort);
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      // Once listening, an accept error (EMFILE while out of descriptors) must not crash the process.
-      const limited = new RateLimitedLog(log, { burst: 1, perSecond: 1 / 5 });
-      server.on('error', (err: NodeJS.ErrnoException) => {
-        limited.write(`admin-listener:${err.code ?? ''}`, { err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
-      });
-      resolve(server.address() as net.AddressInfo);
-    });
-  });
 }
 
 /** Registry heartbeat interval while a drain is in progress, so `drain --wait` sees sessions leave. */
@@ -393,7 +378,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
         log.child({ component: 'admin' }),
         { access: new AdminAccess(parseHostPort(config.admin).host, config.adminToken, config.admin) },
       );
-      adminAddress = await listenHttp(admin, config.admin, log).catch((err: NodeJS.ErrnoException) => {
+      adminAddress = await listenAdmin(admin, parseHostPort(config.admin), log).catch((err: NodeJS.ErrnoException) => {
         throw new ListenError('admin', config.admin, err);
       });
     }
