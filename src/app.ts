@@ -3,7 +3,7 @@ import type net from 'node:net';
 import { pino, type Logger } from 'pino';
 import { DnsDiscovery, mergeBackends } from './balancer/discovery.js';
 import { BackendPool } from './balancer/pool.js';
-import type { BackendConfig, DrainStrategy, SetBackendsResult } from './balancer/types.js';
+import type { BackendConfig, SetBackendsResult } from './balancer/types.js';
 import { type Config, parseHostPort } from './config.js';
 import { AdminAccess } from './control/admin-access.js';
 import { createAdminServer } from './control/admin-http.js';
@@ -16,7 +16,7 @@ import { RateLimitedLog } from './control/rate-limited-log.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { CidrSet } from './proxy/cidr.js';
-import { createDrainStrategy, type StrategySession } from './proxy/drain-strategy.js';
+import type { StrategySession } from './proxy/drain-strategy.js';
 import { ProcessBudget } from './proxy/buffer-budget.js';
 import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
@@ -26,6 +26,7 @@ import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
 import { loadTlsContext } from './proxy/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
+import { admissionOf, discoveryOf, drainStrategyOf, sessionSettingsOf } from './component-settings.js';
 import { VERSION } from './version.js';
 import { runtimeReport } from './runtime-tuning.js';
 
@@ -109,72 +110,6 @@ export function createLogger(config: Pick<Config, 'log'>, destination?: pino.Des
 
 /** Registry heartbeat interval while a drain is in progress, so `drain --wait` sees sessions leave. */
 const FAST_HEARTBEAT_MS = 1_000;
-
-/** Settings of the sessions that start from now on, from `c` and what every session shares across reloads. */
-function sessionSettingsOf(
-  c: Config,
-  shared: Pick<SessionSettings, 'peerLog' | 'metrics' | 'migration' | 'router'> & { processBudget: ProcessBudget },
-): SessionSettings {
-  return {
-    handshakeTimeoutMs: c.limits.handshakeTimeoutMs,
-    idleTimeoutMs: c.limits.idleTimeoutMs,
-    backendIdleTimeoutMs: c.limits.backendIdleTimeoutMs,
-    connectTimeoutMs: c.limits.connectTimeoutMs,
-    maxPendingBytes: c.limits.maxPendingBytes,
-    onParseError: c.onParseError,
-    logStreamKeys: c.log.streamKeys,
-    peerLog: shared.peerLog,
-    chunkLimits: {
-      maxChunkSize: c.limits.maxChunkSize,
-      minChunkSize: c.limits.minChunkSize,
-      maxMessageSize: c.limits.maxMessageSize,
-      maxCollectedSize: c.limits.maxCommandSize,
-      maxChunkStreams: c.limits.maxChunkStreams,
-    },
-    amfLimits: {
-      maxDepth: c.limits.amfMaxDepth,
-      maxItems: c.limits.amfMaxItems,
-      maxTotalValues: c.limits.amfMaxItems,
-      maxStringBytes: c.limits.amfMaxStringBytes,
-      maxTotalStringBytes: c.limits.amfMaxStringBytes,
-    },
-    erpc: { offer: c.erpc.offer, tcUrl: c.erpc.tcUrl },
-    metrics: shared.metrics,
-    migration: shared.migration,
-    router: shared.router,
-    sessionBufferBytes: c.limits.sessionBufferBytes,
-    // One process budget across reloads: a new limit applies to every session's next take.
-    processBudget: Object.assign(shared.processBudget, { limit: c.limits.processBufferBytes }),
-  };
-}
-
-function admissionOf(c: Config): { maxSessionsPerIp: number; connectRatePerIp: number; connectBurstPerIp: number } {
-  return {
-    maxSessionsPerIp: c.limits.maxSessionsPerIp,
-    connectRatePerIp: c.limits.connectRatePerIp,
-    connectBurstPerIp: c.limits.connectBurstPerIp,
-  };
-}
-
-function drainStrategyOf(c: Config): DrainStrategy<StrategySession> {
-  return createDrainStrategy({ nonCapable: c.drain.nonCapable, erpc: c.erpc.offer });
-}
-
-function discoveryOf(c: Config, log: Logger): DnsDiscovery | null {
-  if (c.discovery.dnsName === '') return null;
-  return new DnsDiscovery({
-    name: c.discovery.dnsName,
-    type: c.discovery.recordType,
-    port: c.discovery.port,
-    intervalMs: c.discovery.intervalMs,
-    jitterMs: c.discovery.jitterMs,
-    timeoutMs: Math.min(c.discovery.intervalMs, 2_000),
-    ...(c.discovery.servers !== '' ? { servers: c.discovery.servers.split(',') } : {}),
-    maxSessions: c.discovery.maxSessions,
-    sessionsPerWeight: c.discovery.sessionsPerWeight,
-    log,
-  });
-}
 
 const hostPort = (a: net.AddressInfo | null): string | null => (a === null ? null : `${a.address}:${a.port}`);
 
