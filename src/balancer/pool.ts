@@ -1,6 +1,6 @@
 /**
  * BackendPool: the set of RTMP ingest backends, their health, the sessions routed to each, and
- * the drain state machine (Go Away + deadline).
+ * the drain state machine (the drain strategy applied to each session, then a deadline).
  *
  * Events (typed, see `BackendPoolEvents`):
  *  - `'backend-state'`   ({ name, from, to })   reported state changed (`draining` wins over health)
