@@ -12,19 +12,18 @@ import type { ControlBus, FleetView, ReplicaRecord } from './control/bus.js';
 import { ControlPlane, controlCommand } from './control/control-plane.js';
 import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
-import { RateLimitedLog } from './control/rate-limited-log.js';
+import { RateLimitedLog } from './net/rate-limited-log.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
-import { CidrSet } from './proxy/cidr.js';
+import { CidrSet } from './net/cidr.js';
 import type { StrategySession } from './proxy/drain-strategy.js';
 import { ProcessBudget } from './proxy/buffer-budget.js';
-import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
-import { Router, type RoutingSpec } from './proxy/routing.js';
+import { Router, type RoutingSpec } from './balancer/routing.js';
 import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
 import type { SessionSettings } from './proxy/session.js';
-import { loadTlsContext } from './proxy/tls.js';
+import { loadTlsContext } from './net/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { admissionOf, discoveryOf, drainStrategyOf, sessionSettingsOf } from './component-settings.js';
 import { VERSION } from './version.js';
@@ -125,13 +124,33 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const live = { config, shuttingDown: false };
   let migration: MigrationCoordinator | null = null;
   const processBudget = new ProcessBudget(config.limits.processBufferBytes);
-  const featureMetrics = new FeatureMetrics(
-    () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
-    () => ({ held: processBudget.held, limit: processBudget.limit }),
+  // Its sources are read at scrape time only, after server, pool, bus and discovery exist.
+  const metrics = new ProxyMetrics(
+    {
+      activeSessions: () => server.activeByBackendAndCapability(),
+      bytesTotal: () => server.bytesTotal(),
+      forgetBackend: (name) => server.forgetBackend(name),
+      backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
+      busConnected: () => (bus.connected ? 1 : 0),
+      discovery: () =>
+        discovery === null
+          ? null
+          : {
+              source: discovery.source,
+              rounds: discovery.rounds,
+              failures: discovery.failures,
+              backends: discovery.current?.length ?? 0,
+              lastSuccessAt: discovery.lastSuccessAt,
+            },
+      migrations: () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
+      buffered: () => ({ held: processBudget.held, limit: processBudget.limit }),
+    },
+    { version: VERSION, limits: config.limits },
   );
+  /** The migration coordinator, created by the first configuration that asks for migrations. */
   const migrationFor = (c: Config): MigrationCoordinator | null => {
     if (c.drain.nonCapable === 'migrate' && migration === null) {
-      migration = new MigrationCoordinator({ ...c.migration, connectTimeoutMs: c.limits.connectTimeoutMs }, featureMetrics);
+      migration = new MigrationCoordinator({ ...c.migration, connectTimeoutMs: c.limits.connectTimeoutMs }, metrics);
     }
     return migration;
   };
@@ -157,7 +176,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const peerLog = new RateLimitedLog(log);
   /** Settings of the sessions that start from now on; a reload replaces the object (live sessions keep theirs). */
   const settingsOf = (c: Config, router: Router | null): SessionSettings =>
-    sessionSettingsOf(c, { peerLog, metrics: featureMetrics, migration: migrationFor(c), router, processBudget });
+    sessionSettingsOf(c, { peerLog, metrics, migration: migrationFor(c), router, processBudget });
   let sessionSettings = settingsOf(config, config.routing === null ? null : Router.compile(config.routing));
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
@@ -179,19 +198,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     config.redis.url !== undefined
       ? new RedisBus({ url: config.redis.url, prefix: config.redis.prefix, replicaId, sessionTtlMs: config.redis.sessionTtlMs, log })
       : new LocalBus();
-  const metrics = new ProxyMetrics({
-    activeSessions: () => server.activeByBackendAndCapability(),
-    bytesTotal: () => server.bytesTotal(),
-    forgetBackend: (name) => server.forgetBackend(name),
-    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
-    busConnected: () => (bus.connected ? 1 : 0),
-    discovery: () =>
-      discovery === null
-        ? null
-        : { source: discovery.source, rounds: discovery.rounds, failures: discovery.failures, backends: discovery.current?.length ?? 0, lastSuccessAt: discovery.lastSuccessAt },
-  }, { version: VERSION, limits: config.limits });
   server.setMetrics(metrics);
-  featureMetrics.register(metrics.registry);
   pool.on('drain-complete', (e) => metrics.drainDuration.observe({ backend: e.name }, e.durationMs / 1000));
   pool.on('deadline-close', (e) => metrics.deadlineCloses.inc({ backend: e.name }, e.closed));
   pool.on('health-check', (e) => metrics.healthCheckDuration.observe({ backend: e.name, result: e.ok ? 'ok' : 'failed' }, e.durationMs / 1000));
@@ -210,7 +217,11 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     intervalMs: config.redis.heartbeatMs,
     fastIntervalMs: FAST_HEARTBEAT_MS,
     fast: () => live.shuttingDown || pool.list().some((b) => b.draining && b.sessions > 0),
-    flush: () => bus.report(replicaRecord(), [...server.sessions.values()].map((s) => sessionRecord(s.snapshot(), replicaId))),
+    flush: () =>
+      bus.report(
+        replicaRecord(),
+        [...server.sessions.values()].map((s) => sessionRecord(s.snapshot(), replicaId)),
+      ),
     log,
   });
   function replicaRecord(): ReplicaRecord {

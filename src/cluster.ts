@@ -144,7 +144,8 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     if (listenFailed !== null) {
       stopping = true;
       for (const e of entries.values()) e.worker.process.kill('SIGKILL');
-      throw listenFailed;
+      // Set by the workers' message handlers, which TypeScript's narrowing does not follow.
+      throw listenFailed as ListenError;
     }
     if (Date.now() > startedBy) throw new Error(`only ${ready().length} of ${n} workers started within 60 s`);
     await new Promise<void>((r) => {
@@ -190,7 +191,9 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
       if (stopping) return { ready: false, reason: 'shutting down' };
       const answers = await each('/readyz');
       const ok = answers.filter((a) => a.status === 200).length;
-      return ok > 0 ? { ready: true, detail: { workers: `${ok}/${n}` } } : { ready: false, reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' };
+      return ok > 0
+        ? { ready: true, detail: { workers: `${ok}/${n}` } }
+        : { ready: false, reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' };
     },
     metrics: async () => AggregatorRegistry.aggregate(okBodies<MetricsJson>(await each('/metrics?format=json'))),
     async sessions(backend) {

@@ -19,9 +19,10 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { BackendView, Placement, RouteRequest, Router } from '../proxy/routing.js';
+import type { BackendView, Placement, RouteRequest, Router } from './routing.js';
+import { isFdExhausted } from '../net/fd-exhausted.js';
 import { hasRoom, isRoutable } from './eligibility.js';
-import { isFdExhausted, tcpProbe } from './health.js';
+import { tcpProbe } from './health.js';
 import { spreadOver } from './spread.js';
 import type {
   BackendConfig,
@@ -752,7 +753,10 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
    * leave on their own meanwhile are skipped; undrain/stop cancel the closes still planned.
    */
   private spreadDeadlineCloses(e: Entry<S>, sessions: S[]): void {
-    this.log?.warn({ backend: e.config.name, sessions: sessions.length, spreadMs: this.closeSpreadMs }, 'drain deadline reached, closing remaining sessions spread over the window');
+    this.log?.warn(
+      { backend: e.config.name, sessions: sessions.length, spreadMs: this.closeSpreadMs },
+      'drain deadline reached, closing remaining sessions spread over the window',
+    );
     e.cancelSpread = spreadOver(
       sessions,
       this.closeSpreadMs,

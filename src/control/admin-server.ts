@@ -7,7 +7,7 @@ import http from 'node:http';
 import type net from 'node:net';
 import type { Logger } from 'pino';
 import { type AdminAccess, type AdminRefusalReason } from './admin-access.js';
-import { RateLimitedLog } from './rate-limited-log.js';
+import { RateLimitedLog } from '../net/rate-limited-log.js';
 
 /** Request bodies are tiny JSON objects; anything bigger is refused rather than buffered. */
 const MAX_BODY = 16 * 1024;
@@ -79,7 +79,11 @@ export function createAdminHttpServer(opts: AdminServerOptions, route: (req: htt
     const refusal = access.check({ method, path, headers: req.headers });
     if (refusal !== null) {
       opts.refused?.(refusal.reason);
-      refusals.write(`refused:${refusal.reason}`, { remote: caller, method, path: shownPath, status: refusal.status, reason: refusal.reason }, 'admin request refused');
+      refusals.write(
+        `refused:${refusal.reason}`,
+        { remote: caller, method, path: shownPath, status: refusal.status, reason: refusal.reason },
+        'admin request refused',
+      );
       if (refusal.status === 401) res.setHeader('www-authenticate', 'Bearer realm="rtmp-goaway-proxy"');
       // The body of a refused request is not read: the connection closes after the answer.
       res.setHeader('connection', 'close');

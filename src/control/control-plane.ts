@@ -21,7 +21,7 @@ import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.
 import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/types.js';
 import type { BusHandlers, ControlBus, PublishOutcome } from './bus.js';
 import { type ControlAction, type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './commands.js';
-import { RateLimitedLog } from './rate-limited-log.js';
+import { RateLimitedLog } from '../net/rate-limited-log.js';
 
 /** Where a command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -214,7 +214,11 @@ export class ControlPlane {
           // Never fatal: a bad command is logged and counted.
           this.opts.counters.controlMessages.inc({ source: 'bus', result: 'rejected' });
           if (err instanceof UnknownBackendError) {
-            this.busLog.write('unknown-backend', { action: cmd.action, backend: cmd.backend, origin: cmd.origin }, 'bus command for a backend this replica does not have: ignored');
+            this.busLog.write(
+              'unknown-backend',
+              { action: cmd.action, backend: cmd.backend, origin: cmd.origin },
+              'bus command for a backend this replica does not have: ignored',
+            );
           } else this.log.error({ err, action: cmd.action, backend: cmd.backend }, 'bus command failed');
           return false;
         }

@@ -38,7 +38,7 @@ import {
   userControlMessage,
   UserControlEvent,
 } from '../rtmp/messages.js';
-import type { FeatureMetrics } from './feature-metrics.js';
+import type { ProxyObserver } from './observer.js';
 
 export interface MigrationSettings {
   maxInFlight: number;
@@ -552,7 +552,7 @@ export class MigrationCoordinator {
 
   constructor(
     readonly settings: MigrationSettings,
-    readonly metrics: FeatureMetrics | null = null,
+    readonly metrics: ProxyObserver | null = null,
   ) {}
 
   get queued(): number {

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
-import { isFdExhausted } from '../balancer/health.js';
+import { isFdExhausted } from '../net/fd-exhausted.js';
 import type { BackendConfig } from '../balancer/types.js';
 import type { Amf0Limits } from '../rtmp/amf0.js';
 import { type ChunkReaderHandler, type ChunkReaderLimits, type MessageInfo, ChunkReader } from '../rtmp/chunk-reader.js';
@@ -26,7 +26,7 @@ import {
 import { SessionView } from '../rtmp/session-view.js';
 import type { StrategySession } from './drain-strategy.js';
 import { ProcessBudget, SessionBudget } from './buffer-budget.js';
-import type { FeatureMetrics } from './feature-metrics.js';
+import type { ProxyObserver } from './observer.js';
 import { ClientBoundInjector } from './injector.js';
 import {
   type MigrationCoordinator,
@@ -41,9 +41,10 @@ import {
   migrationCollectPolicy,
 } from './migration.js';
 import { LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, localChunkSize, rejection } from './local-answers.js';
-import { type ClientTextView, clientTextView } from './redact.js';
-import type { RateLimitedLog } from '../control/rate-limited-log.js';
-import { type Placement, type Router, normalizeIp, rejectionDescription } from './routing.js';
+import { type ClientTextView, clientTextView } from '../net/redact.js';
+import type { RateLimitedLog } from '../net/rate-limited-log.js';
+import { type Placement, type Router, rejectionDescription } from '../balancer/routing.js';
+import { normalizeIp } from '../net/cidr.js';
 
 export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
 export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';
@@ -66,7 +67,7 @@ export interface SessionSettings {
   /** E-RTMP reconnect (docs/protocol.md#e-rtmp-reconnect); absent = not offered. */
   erpc?: { offer: boolean; tcUrl: string };
   /** Counters of E-RTMP and migration events. */
-  metrics?: FeatureMetrics;
+  metrics?: ProxyObserver;
   /** Proxy-side migration (drain.nonCapable: migrate); absent = off. */
   migration?: MigrationCoordinator | null;
   /** Routing rules (routing.ts); absent = least connections over every backend. */

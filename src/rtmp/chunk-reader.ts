@@ -1,7 +1,4 @@
-import {
-  DEFAULT_CHUNK_SIZE,
-  MessageType,
-} from './constants.js';
+import { DEFAULT_CHUNK_SIZE, MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isConfigurationHead } from './media.js';
 
@@ -113,9 +110,7 @@ export type CollectPolicy = (typeId: number) => boolean | 'head';
 
 /** Protocol control and command messages; media is skipped. */
 export const collectControlAndCommands: CollectPolicy = (typeId) =>
-  typeId <= MessageType.SetPeerBandwidth ||
-  typeId === MessageType.CommandAmf0 ||
-  typeId === MessageType.CommandAmf3;
+  typeId <= MessageType.SetPeerBandwidth || typeId === MessageType.CommandAmf0 || typeId === MessageType.CommandAmf3;
 
 /** Per type id (0–255): 0 skip, 1 collect, 2 decide by the head. */
 const SKIP = 0;

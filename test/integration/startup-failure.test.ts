@@ -47,8 +47,16 @@ async function failedStart(flags: Record<string, unknown>): Promise<{ err: unkno
 
 describe('startProxy: a listener that cannot open', () => {
   for (const { name, flags, check } of [
-    { name: 'admin port taken', flags: (p: number) => ({ admin: `127.0.0.1:${p}` }), check: (e: unknown) => e instanceof ListenError && e.listener === 'admin' },
-    { name: 'RTMPS certificate missing', flags: () => ({ tlsListen: '127.0.0.1:0', tlsCert: '/nonexistent/cert.pem', tlsKey: '/nonexistent/key.pem' }), check: (e: unknown) => e instanceof Error && !(e instanceof ListenError) },
+    {
+      name: 'admin port taken',
+      flags: (p: number) => ({ admin: `127.0.0.1:${p}` }),
+      check: (e: unknown) => e instanceof ListenError && e.listener === 'admin',
+    },
+    {
+      name: 'RTMPS certificate missing',
+      flags: () => ({ tlsListen: '127.0.0.1:0', tlsCert: '/nonexistent/cert.pem', tlsKey: '/nonexistent/key.pem' }),
+      check: (e: unknown) => e instanceof Error && !(e instanceof ListenError),
+    },
     { name: 'RTMP port taken', flags: (p: number) => ({ listen: `127.0.0.1:${p}` }), check: (e: unknown) => e instanceof ListenError && e.listener === 'RTMP' },
   ]) {
     test(`${name}: the error is thrown after everything started is stopped`, async () => {

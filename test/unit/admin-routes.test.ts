@@ -47,7 +47,7 @@ async function serve(t: TestContext, api: AdminApi): Promise<(path: string, init
 }
 
 describe('admin routes (one table for the proxy and the cluster primary)', () => {
-  test('probes: health with the server\'s details, readiness 503 with its reason, metrics as text or JSON', async (t) => {
+  test("probes: health with the server's details, readiness 503 with its reason, metrics as text or JSON", async (t) => {
     const { api } = recordingApi();
     const at = await serve(t, api);
     assert.deepEqual(await (await at('/healthz')).json(), { status: 'ok', workers: 2 });
@@ -56,7 +56,10 @@ describe('admin routes (one table for the proxy and the cluster primary)', () =>
     assert.deepEqual(await ready.json(), { status: 'not ready', reason: 'no healthy backend' });
     assert.match(await (await at('/metrics')).text(), /routes_test_total 3/);
     const json = (await (await at('/metrics?format=json')).json()) as { name: string }[];
-    assert.deepEqual(json.map((m) => m.name), ['routes_test_total']);
+    assert.deepEqual(
+      json.map((m) => m.name),
+      ['routes_test_total'],
+    );
   });
 
   test('drain: body or query parsed here, errors mapped (404 unknown, 409 last routable with the hint), answers passed on', async (t) => {

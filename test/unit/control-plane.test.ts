@@ -134,7 +134,8 @@ function counters() {
 async function setup(names = ['b1', 'b2'], desired: DesiredDrain[] = []) {
   const pool = new FakePool(names);
   const bus = new FlakyBus();
-  for (const d of desired) await bus.inner.publish({ action: 'drain', backend: d.backend, at: d.at, ...(d.deadlineMs === undefined ? {} : { deadlineMs: d.deadlineMs }) });
+  for (const d of desired)
+    await bus.inner.publish({ action: 'drain', backend: d.backend, at: d.at, ...(d.deadlineMs === undefined ? {} : { deadlineMs: d.deadlineMs }) });
   const { c, seen } = counters();
   let changes = 0;
   let now = NOW;
@@ -175,7 +176,10 @@ describe('ControlPlane: commands given on this replica', () => {
     assert.deepEqual(pool.calls, ['drain b1 5000'], 'applied once: the echo is recognised by its id');
     assert.deepEqual(seen, ['drain:b1', 'admin:ok']);
     assert.deepEqual((await bus.fleet()).desired, [{ backend: 'b1', at: NOW, deadlineMs: 5_000, reason: 'deploy', origin: 'r1' }]);
-    assert.deepEqual(plane.desired.map((d) => d.backend), ['b1']);
+    assert.deepEqual(
+      plane.desired.map((d) => d.backend),
+      ['b1'],
+    );
     assert.ok(changes() >= 1, 'the registry is told');
   });
 
@@ -240,7 +244,11 @@ describe('ControlPlane: commands given on this replica', () => {
     const out = await plane.control(controlCommand('drain', 'b1'), 'admin');
     assert.deepEqual(out.fleet, { published: false, receivers: 0, error: 'connection is closed', bus: 'local' });
     assert.deepEqual(pool.calls, ['drain b1']);
-    assert.deepEqual(plane.desired.map((d) => d.backend), ['b1'], 'kept: re-applied on reload');
+    assert.deepEqual(
+      plane.desired.map((d) => d.backend),
+      ['b1'],
+      'kept: re-applied on reload',
+    );
   });
 });
 
@@ -262,7 +270,11 @@ describe('ControlPlane: commands from the fleet bus', () => {
     assert.deepEqual(pool.calls, []);
     assert.equal(seen.filter((s) => s === 'bus:rejected').length, 50);
     bus.reconnect([{ backend: 'gone', at: NOW }]);
-    assert.deepEqual(plane.desired.map((d) => d.backend), ['gone'], 'the store says so: kept for a reload that brings it back');
+    assert.deepEqual(
+      plane.desired.map((d) => d.backend),
+      ['gone'],
+      'the store says so: kept for a reload that brings it back',
+    );
     assert.equal(bus.deliver({ action: 'undrain', backend: 'gone', id: 'u' }), false);
     assert.deepEqual(plane.desired, []);
   });
@@ -290,7 +302,10 @@ describe('ControlPlane: convergence to the desired state', () => {
     // While disconnected, another replica undrained b1 and drained b2 (no deadline: the default applies).
     bus.reconnect([{ backend: 'b2', at: NOW + 1_000 }]);
     assert.deepEqual(pool.calls, ['drain b1', 'drain b3', 'undrain b1', `drain b2 ${DEFAULT_DEADLINE - 4_000}`]);
-    assert.deepEqual(plane.desired.map((d) => d.backend), ['b2']);
+    assert.deepEqual(
+      plane.desired.map((d) => d.backend),
+      ['b2'],
+    );
     assert.ok(changes() > before);
     // A second sync with the same state changes nothing.
     bus.reconnect([{ backend: 'b2', at: NOW + 1_000 }]);
@@ -306,4 +321,3 @@ describe('ControlPlane: convergence to the desired state', () => {
     assert.deepEqual(pool.drainOf('b9'), { deadlineMs: 1_000 });
   });
 });
-
