@@ -1,3 +1,4 @@
+import { canTakeSession } from '../../balancer/eligibility.js';
 import type net from 'node:net';
 import type { ChunkReader, MessageInfo } from '../../rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../rtmp/chunk-writer.js';
@@ -184,7 +185,7 @@ export class MigrationController {
   private hasTarget(exclude: string): boolean {
     const s = this.s;
     if (s.router !== null) return choose(s, new Set([exclude])).target !== null;
-    return s.pool.list().some((b) => b.name !== exclude && b.state === 'up' && !b.removing && (b.maxSessions === undefined || b.sessions < b.maxSessions));
+    return s.pool.list().some((b) => b.name !== exclude && canTakeSession(b));
   }
 
   /** Opens the next migration target (another healthy backend), or gives up. */
