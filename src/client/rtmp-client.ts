@@ -186,7 +186,13 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
   request(name: string, commandObject: Amf0Value = null, ...args: Amf0Value[]): Promise<Command> {
     const txn = this.txn++;
     const p = new Promise<Command>((resolve) => this.waiting.set(txn, resolve));
-    this.sendMessage({ csid: COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: encodeCommand(name, txn, commandObject, ...args) });
+    this.sendMessage({
+      csid: COMMAND_CSID,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: 0,
+      payload: encodeCommand(name, txn, commandObject, ...args),
+    });
     return p;
   }
 

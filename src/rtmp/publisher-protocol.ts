@@ -24,7 +24,6 @@ import {
   UserControlEvent,
 } from './messages.js';
 
-
 /** What to replay on the new backend: the session's own commands, as AMF0 bytes the client sent. */
 export interface PublishPlan {
   /** The client's `connect` command object and arguments (SessionFacts.connectReplay). */
@@ -95,7 +94,12 @@ export class PublisherProtocol {
   ) {
     this.writer = new ChunkWriter(plan.compressHeaders ?? true);
     const maxMessageSize = limits.maxMessageSize ?? MAX_MESSAGE_SIZE;
-    this.reader = new ChunkReader({ message: (info, payload) => this.onMessage(info, payload) }, collectEverything, { ...limits, maxCollectedSize: maxMessageSize }, budget);
+    this.reader = new ChunkReader(
+      { message: (info, payload) => this.onMessage(info, payload) },
+      collectEverything,
+      { ...limits, maxCollectedSize: maxMessageSize },
+      budget,
+    );
   }
 
   get streamIdKnown(): boolean {
@@ -267,4 +271,3 @@ export class PublisherProtocol {
     return true;
   }
 }
-

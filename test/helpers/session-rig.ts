@@ -73,7 +73,14 @@ export function sessionRig(opts: SessionRigOptions = {}): SessionRig {
     amfLimits: {},
     metrics,
     migration: opts.migration
-      ? new MigrationCoordinator({ maxInFlight: 1, timeoutMs: 600_000, switchTimeoutMs: 600_000, maxCachedBytes: 1 << 20, chunkSize: 4096, connectTimeoutMs: 600_000 })
+      ? new MigrationCoordinator({
+          maxInFlight: 1,
+          timeoutMs: 600_000,
+          switchTimeoutMs: 600_000,
+          maxCachedBytes: 1 << 20,
+          chunkSize: 4096,
+          connectTimeoutMs: 600_000,
+        })
       : null,
     router: opts.router ? Router.compile(opts.router) : null,
     dial: network.dial,

@@ -34,7 +34,6 @@ export interface MigrationSettings {
   connectTimeoutMs: number;
 }
 
-
 export interface MigrationTicket {
   /** Gives the slot back (or leaves the queue). Idempotent. */
   release(): void;
@@ -90,4 +89,3 @@ export class MigrationCoordinator {
     }
   }
 }
-

@@ -2,7 +2,6 @@ import { type ByteBudget, type CollectPolicy, type MessageInfo, UNLIMITED_BUDGET
 import { MessageType } from '../../rtmp/constants.js';
 import { isAudioSequenceHeader, isMetadataMessage, isVideoSequenceHeader } from '../../rtmp/media.js';
 
-
 /**
  * C→S collect policy of a session that may migrate: control and commands (as always), and
  * audio, video and data messages only when their first bytes say they are decoder configuration
@@ -101,4 +100,3 @@ export class MediaCache {
     return out;
   }
 }
-

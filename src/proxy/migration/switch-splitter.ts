@@ -2,7 +2,6 @@ import type { ChunkReader, MessageInfo, MessageStartWatcher } from '../../rtmp/c
 import { MessageType } from '../../rtmp/constants.js';
 import { isVideoKeyframe } from '../../rtmp/media.js';
 
-
 /**
  * Pure: finds the switch point in the client→server bytes of an armed session, without ever
  * forwarding the first header byte of the switch message to the old backend.
@@ -150,4 +149,3 @@ export function keyframeSwitch(reader: ChunkReader, audioOnly: () => boolean = (
 export function isSwitchMessage(info: MessageInfo, audioOnly: boolean): boolean {
   return info.typeId === MessageType.Video ? isVideoKeyframe(info.head) : info.typeId === MessageType.Audio && audioOnly && info.length > 0;
 }
-

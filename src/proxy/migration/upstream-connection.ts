@@ -6,7 +6,6 @@ import type { OutgoingMessage } from '../../rtmp/chunk-writer.js';
 import { type PublishFailure, type PublishPlan, PublisherProtocol } from '../../rtmp/publisher-protocol.js';
 import { type Dial, dialTcp } from '../dial.js';
 
-
 /** Why a connection to a migration target ended. */
 export type UpstreamEnd = PublishFailure | 'refused' | 'connect-timeout' | 'backend-idle' | 'backend-error' | 'backend-closed';
 
@@ -138,4 +137,3 @@ export class UpstreamConnection {
     this.events.failed(reason, detail);
   }
 }
-

@@ -231,7 +231,10 @@ export class MigrationController {
       },
     );
     run.attempt = up;
-    run.readyTimer = setTimeout(() => this.attemptFailed(run, up, 'publish-timeout', `no NetStream.Publish.Start within ${settings.timeoutMs} ms`), settings.timeoutMs);
+    run.readyTimer = setTimeout(
+      () => this.attemptFailed(run, up, 'publish-timeout', `no NetStream.Publish.Start within ${settings.timeoutMs} ms`),
+      settings.timeoutMs,
+    );
     run.readyTimer.unref();
     s.log.debug({ session: s.id, from: run.from, to: target.name }, 'migration attempt');
   }
@@ -358,7 +361,14 @@ export class MigrationController {
     s.settings.metrics?.migrations.inc({ result: 'ok', reason: 'ok' });
     s.settings.metrics?.migrationSwitchSeconds.observe((now - run.startedAt) / 1000);
     s.log.info(
-      { session: s.id, from: run.from, to: up.target.name, switchMs: now - run.startedAt, readyMs: run.readyAt === null ? null : run.readyAt - run.startedAt, attempts: run.tried.size - 1 },
+      {
+        session: s.id,
+        from: run.from,
+        to: up.target.name,
+        switchMs: now - run.startedAt,
+        readyMs: run.readyAt === null ? null : run.readyAt - run.startedAt,
+        attempts: run.tried.size - 1,
+      },
       'migration switched',
     );
     // The pool counts the session on its new backend (and a drain of that one reaches it).

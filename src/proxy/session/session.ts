@@ -106,7 +106,13 @@ export class Session implements StrategySession, PairOwner {
     const router = settings.router ?? null;
     this.router = router;
     // Late binding relays whole server messages.
-    this.out = new ClientStream(this, router !== null && router.needs !== 'accept', (info, payload) => this.traffic.serverMessage(info, payload), settings.chunkLimits, this.budget);
+    this.out = new ClientStream(
+      this,
+      router !== null && router.needs !== 'accept',
+      (info, payload) => this.traffic.serverMessage(info, payload),
+      settings.chunkLimits,
+      this.budget,
+    );
   }
 
   /** Late binding: the backend is chosen once the app or the stream key is known (front-door.ts). */
@@ -339,7 +345,10 @@ export class Session implements StrategySession, PairOwner {
     const c = this.view.facts.connect;
     if (c === null && this.fallback === null) return;
     this.startLogged = true;
-    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability }, 'session start');
+    this.log.info(
+      { session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability },
+      'session start',
+    );
   }
 
   streamKeyForDisplay(): string | null {

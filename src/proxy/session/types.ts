@@ -59,7 +59,10 @@ export interface SessionOrigin {
   clientAddress?: string;
   /** Written first on every backend connection of the session (the backend PROXY protocol header). */
   preamble?: Buffer | null;
-  /** When the listener accepted the connection (before its PROXY header or TLS handshake): the handshake deadline counts from it. Default: the session's start. */
+  /**
+   * When the listener accepted the connection (before its PROXY header or TLS handshake): the
+   * handshake deadline counts from it. Default: the session's start.
+   */
   acceptedAt?: number;
 }
 
