@@ -1,5 +1,5 @@
 /**
- * Configuration: one zod schema is the single source of truth for every setting.
+ * Configuration: one schema is the single source of truth for every setting.
  *
  * A setting has the same name everywhere:
  *   - YAML key path (camelCase, nested):  health.intervalMs
@@ -8,7 +8,7 @@
  *
  * Precedence: schema defaults < YAML file (--config / RTMP_GOAWAY_CONFIG) < environment < CLI flags.
  *
- * Every leaf of the schema carries its description and value kind in zod metadata (`.meta()`);
+ * Every leaf of the schema carries its description and value kind in its metadata (`.meta()`);
  * `settingDocs()` walks the schema to produce the env/flag/doc table, `addConfigOptions()`
  * registers commander options from it, and `scripts/gen-config-docs.ts` renders
  * docs/configuration.md from it. There is no second hand-written list of settings.
@@ -18,7 +18,6 @@ import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
-import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
 import { CidrSet } from './proxy/cidr.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
@@ -178,7 +177,178 @@ function parseBackendSpec(spec: string, index: number): { name: string; host: st
 }
 
 // ---------------------------------------------------------------------------------------------
-// Leaf schema builders. Each leaf is `z.unknown().transform(validate)` so that values coming
+// Schema: the few validation combinators the settings are built from. Every leaf validates with
+// its own function (and its own messages), so what is needed is a tree of them with defaults,
+// unknown-key checks, cross-field checks and metadata. It is written here rather than taken from
+// a validation library: loading one (zod: its core, its 60 locales, its JSON Schema code) costs a
+// proxy ~10 MiB of resident memory for the ~60 settings read once at start
+// (docs/performance.md, "Memory").
+// ---------------------------------------------------------------------------------------------
+
+/** Returned by a validator that reported an issue: the value is invalid, parsing goes on to collect every issue. */
+const NEVER = Symbol('invalid') as never;
+
+/** One problem found in the input; `path` leads from the root to the value. */
+type Issue =
+  | { code: 'custom'; path: PropertyKey[]; message: string; params?: { other?: string }; continue?: boolean }
+  | { code: 'invalid_type'; path: PropertyKey[]; expected: 'object' | 'array'; message: string; continue?: boolean }
+  | { code: 'unrecognized_keys'; path: PropertyKey[]; keys: string[]; message: string; continue: true };
+
+/** What a validator or check reports to: issues at `path` (appended to the value's own path). */
+interface Ctx {
+  addIssue(issue: { code: 'custom'; message: string; path?: PropertyKey[]; params?: { other?: string } }): void;
+}
+
+/** An issue that does not stop the checks of the enclosing object from running (the cross-field checks). */
+const notFatal = (issues: Issue[], from: number): boolean => issues.slice(from).every((i) => i.continue === true);
+
+type ParseResult<T> = { success: true; data: T; error?: undefined } | { success: false; data?: undefined; error: { issues: Issue[] } };
+
+/**
+ * A validating schema producing a `T`. `absent` says what an object does for a key missing from
+ * its input: `run` (validate `undefined`), `default` (the schema supplies the value), `omit` (the
+ * key stays absent from the output, as `.optional()` does).
+ */
+abstract class Schema<T> {
+  declare readonly _out: T;
+  absent: 'run' | 'default' | 'omit' = 'run';
+  metadata: LeafMeta | undefined;
+  abstract run(value: unknown, path: PropertyKey[], issues: Issue[]): T;
+
+  /** A missing value (`undefined`) becomes `def` (called when a function), not validated. */
+  default(def: T | (() => T)): Schema<T> {
+    return new Wrapped(this, (v, path, issues) => (v === undefined ? (typeof def === 'function' ? (def as () => T)() : def) : this.run(v, path, issues)), 'default');
+  }
+  /** A missing value becomes `def`, then validated (groups: `{}` gives every default of the group). */
+  prefault(def: unknown): Schema<T> {
+    return new Wrapped(this, (v, path, issues) => this.run(v === undefined ? def : v, path, issues), 'default');
+  }
+  /** A missing value is `undefined`, and a missing key stays absent. */
+  optional(): Schema<T | undefined> & { readonly optionalKey: true } {
+    return new Wrapped<T | undefined>(this, (v, path, issues) => (v === undefined ? undefined : this.run(v, path, issues)), 'omit') as unknown as Schema<T | undefined> & { readonly optionalKey: true };
+  }
+  transform<U>(fn: (v: T, ctx: Ctx) => U): Schema<U> {
+    return new Wrapped(this, (v, path, issues) => {
+      const from = issues.length;
+      const t = this.run(v, path, issues);
+      if (issues.length > from) return NEVER;
+      return fn(t, contextAt(path, issues, false));
+    });
+  }
+  /** The output of this schema, validated by `next` (not run when this one reported an issue). */
+  pipe<U>(next: Schema<U>): Schema<U> {
+    return new Wrapped(this, (v, path, issues) => {
+      const from = issues.length;
+      const t = this.run(v, path, issues);
+      return issues.length > from ? NEVER : next.run(t, path, issues);
+    });
+  }
+  /** A check of the whole value, run when nothing in it stopped parsing (its issues do not either). */
+  superRefine(check: (v: T, ctx: Ctx) => void): Schema<T> {
+    return new Wrapped(this, (v, path, issues) => {
+      const from = issues.length;
+      const t = this.run(v, path, issues);
+      if (notFatal(issues, from)) check(t, contextAt(path, issues, true));
+      return t;
+    });
+  }
+  /** The same schema described by `m` (docs, env and flag names). */
+  meta(m: LeafMeta): this {
+    const copy = Object.create(Object.getPrototypeOf(this) as object) as this;
+    Object.assign(copy, this, { metadata: m });
+    return copy;
+  }
+  safeParse(value: unknown): ParseResult<T> {
+    const issues: Issue[] = [];
+    const data = this.run(value, [], issues);
+    return issues.length === 0 ? { success: true, data } : { success: false, error: { issues } };
+  }
+  parse(value: unknown): T {
+    const r = this.safeParse(value);
+    if (!r.success) throw new ConfigError(r.error.issues.map((i) => `${displayPath(i.path)}: ${i.message}`));
+    return r.data;
+  }
+}
+
+function contextAt(path: PropertyKey[], issues: Issue[], nonFatal: boolean): Ctx {
+  return {
+    addIssue: (i) => {
+      issues.push({ code: 'custom', message: i.message, path: [...path, ...(i.path ?? [])], ...(i.params === undefined ? {} : { params: i.params }), ...(nonFatal ? { continue: true } : {}) });
+    },
+  };
+}
+
+class Wrapped<T> extends Schema<T> {
+  constructor(
+    readonly inner: Schema<unknown>,
+    private readonly fn: (v: unknown, path: PropertyKey[], issues: Issue[]) => T,
+    absent?: 'default' | 'omit',
+  ) {
+    super();
+    this.absent = absent ?? inner.absent;
+    this.metadata = inner.metadata;
+  }
+  run(v: unknown, path: PropertyKey[], issues: Issue[]): T {
+    return this.fn(v, path, issues);
+  }
+}
+
+/** Any value, unchecked: the start of every leaf (`anyValue().transform(validate)`). */
+class AnyValue extends Schema<unknown> {
+  run(v: unknown): unknown {
+    return v;
+  }
+}
+const anyValue = (): Schema<unknown> => new AnyValue();
+
+type Shape = Record<string, Schema<unknown>>;
+type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends { readonly optionalKey: true } ? K : never }[keyof S];
+type Infer<S> = S extends Schema<infer T> ? T : never;
+type ObjectOut<S extends Shape> = { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> } extends infer O ? { [K in keyof O]: O[K] } : never;
+
+const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** A mapping with exactly these keys: others are reported (`unrecognized_keys`, which does not stop the checks). */
+class StrictObject<S extends Shape> extends Schema<ObjectOut<S>> {
+  constructor(readonly shape: S) {
+    super();
+  }
+  run(v: unknown, path: PropertyKey[], issues: Issue[]): ObjectOut<S> {
+    if (!isMapping(v)) {
+      issues.push({ code: 'invalid_type', path, expected: 'object', message: 'expected a mapping' });
+      return NEVER;
+    }
+    const out: Record<string, unknown> = {};
+    for (const [key, schema] of Object.entries(this.shape)) {
+      const present = Object.hasOwn(v, key);
+      if (!present && schema.absent === 'omit') continue;
+      const r = schema.run(v[key], [...path, key], issues);
+      if (r !== undefined || present || schema.absent === 'default') out[key] = r;
+    }
+    const unknown = Object.keys(v).filter((k) => !Object.hasOwn(this.shape, k));
+    if (unknown.length > 0) issues.push({ code: 'unrecognized_keys', path, keys: unknown, message: `unknown keys ${unknown.join(', ')}`, continue: true });
+    return out as ObjectOut<S>;
+  }
+}
+const strictObject = <S extends Shape>(shape: S): StrictObject<S> => new StrictObject(shape);
+
+/** A list whose every item `item` validates. */
+class ArrayOf<T> extends Schema<T[]> {
+  constructor(readonly item: Schema<T>) {
+    super();
+  }
+  run(v: unknown, path: PropertyKey[], issues: Issue[]): T[] {
+    if (!Array.isArray(v)) {
+      issues.push({ code: 'invalid_type', path, expected: 'array', message: 'expected a list' });
+      return NEVER;
+    }
+    return v.map((x, i) => this.item.run(x, [...path, i], issues));
+  }
+}
+const arrayOf = <T>(item: Schema<T>): Schema<T[]> => new ArrayOf(item);
+
+// ---------------------------------------------------------------------------------------------
+// Leaf schema builders. Each leaf is `anyValue().transform(validate)` so that values coming
 // from env/flags (strings) and YAML (typed) go through the same validation with our own
 // messages, then `.default()` and `.meta()` describing it for docs/env/flags.
 // ---------------------------------------------------------------------------------------------
@@ -198,15 +368,13 @@ interface LeafMeta {
   flag?: string;
 }
 
-type Ctx = z.core.$RefinementCtx<unknown>;
-
 function issue(ctx: Ctx, message: string): never {
   ctx.addIssue({ code: 'custom', message });
-  return z.NEVER;
+  return NEVER;
 }
 
 function validator<T>(fn: (v: unknown, ctx: Ctx) => T) {
-  return z.unknown().transform((v, ctx) => fn(v, ctx as Ctx));
+  return anyValue().transform(fn);
 }
 
 interface Bounds {
@@ -378,14 +546,14 @@ function oneOf<const T extends readonly [string, ...string[]]>(values: T, def: T
 // Backends
 // ---------------------------------------------------------------------------------------------
 
-export const BackendSchema = z.strictObject({
+export const BackendSchema = strictObject({
   name: stringValue({ pattern: BACKEND_NAME_RE, patternHint: 'backend names must match /^[A-Za-z0-9._-]{1,63}$/' }),
   host: stringValue({ pattern: /^[^\s/@]+$/, patternHint: 'expected a host name or IP address' }),
   port: intValue({ min: 1, max: 65535 }),
   maxSessions: intValue({ min: 0 }).optional(),
   weight: intValue({ min: 0, max: 65_535 }).optional(),
 });
-export type BackendConfig = z.infer<typeof BackendSchema>;
+export type BackendConfig = Infer<typeof BackendSchema>;
 
 /** Normalise backends given as a comma-separated string, a list of `name=host:port` strings, or YAML mappings. */
 function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
@@ -409,14 +577,13 @@ function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
     }
     return item;
   });
-  return failed ? z.NEVER : out;
+  return failed ? NEVER : out;
 }
 
-const backends = z
-  .unknown()
-  .transform((v, ctx) => normalizeBackends(v, ctx as Ctx))
+const backends = anyValue()
+  .transform(normalizeBackends)
   .pipe(
-    z.array(BackendSchema).superRefine((list, ctx) => {
+    arrayOf(BackendSchema).superRefine((list, ctx) => {
       const seen = new Map<string, number>();
       list.forEach((b, i) => {
         const prev = seen.get(b.name);
@@ -459,7 +626,7 @@ const routing = validator((v, ctx): RoutingSpec | null => {
   } catch (e) {
     if (e instanceof RoutingConfigError) {
       for (const m of e.issues) ctx.addIssue({ code: 'custom', message: m });
-      return z.NEVER;
+      return NEVER;
     }
     return issue(ctx, `invalid routing rules: ${(e as Error).message}`);
   }
@@ -569,8 +736,7 @@ function defaultReplicaId(): string {
   return `${os.hostname()}-${process.pid}`;
 }
 
-export const ConfigSchema = z
-  .strictObject({
+export const ConfigSchema = strictObject({
     listen: hostPortValue()
       .default('0.0.0.0:1935')
       .meta({ kind: 'hostport', description: 'Address of the RTMP listener, `host:port` (IPv6 as `[::]:1935`).' } satisfies LeafMeta),
@@ -613,8 +779,7 @@ export const ConfigSchema = z
       'off',
       'Send a PROXY protocol header carrying the client\'s address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.',
     ),
-    tls: z
-      .strictObject({
+    tls: strictObject({
         listen: hostPortValue({ allowEmpty: true })
           .default('')
           .meta({
@@ -629,8 +794,7 @@ export const ConfigSchema = z
       .prefault({}),
     backends,
     routing,
-    health: z
-      .strictObject({
+    health: strictObject({
         enabled: bool(true, 'Run active health probes against every backend.'),
         intervalMs: duration(5_000, 'Time between health probes of each backend.'),
         timeoutMs: duration(2_000, 'Timeout of one health probe; must be less than `health.intervalMs`.'),
@@ -638,8 +802,7 @@ export const ConfigSchema = z
         fall: int(3, 'Consecutive failed probes before an up backend is marked down.', { min: 1, max: 1000 }),
       })
       .prefault({}),
-    drain: z
-      .strictObject({
+    drain: strictObject({
         deadlineMs: duration(
           30_000,
           'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
@@ -660,8 +823,7 @@ export const ConfigSchema = z
         ),
       })
       .prefault({}),
-    erpc: z
-      .strictObject({
+    erpc: strictObject({
         offer: bool(
           true,
           'Offer E-RTMP reconnect: add `capsEx` Reconnect (0x01) to the connect `_result` of clients that sent `capsEx`, and on drain send ' +
@@ -677,8 +839,7 @@ export const ConfigSchema = z
           } satisfies LeafMeta),
       })
       .prefault({}),
-    migration: z
-      .strictObject({
+    migration: strictObject({
         maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', { min: 1, max: 100_000 }),
         timeoutMs: duration(5_000, 'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.'),
         switchTimeoutMs: duration(
@@ -692,8 +853,7 @@ export const ConfigSchema = z
         chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
       })
       .prefault({}),
-    discovery: z
-      .strictObject({
+    discovery: strictObject({
         dnsName: dnsNameValue()
           .default('')
           .meta({
@@ -720,8 +880,7 @@ export const ConfigSchema = z
         sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', { min: 0 }),
       })
       .prefault({}),
-    limits: z
-      .strictObject({
+    limits: strictObject({
         handshakeTimeoutMs: duration(
           10_000,
           'Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client\'s C0+C1 (1,537 bytes).',
@@ -779,20 +938,17 @@ export const ConfigSchema = z
       'forward',
       'What to do with a session whose RTMP stops parsing: `forward` keeps relaying bytes blindly (the stream stays alive but cannot be sent Go Away), `close` closes it.',
     ),
-    log: z
-      .strictObject({
+    log: strictObject({
         level: oneOf(LOG_LEVELS, 'info', 'Log level (pino).'),
         streamKeys: bool(false, 'Log stream keys in clear instead of redacted.'),
       })
       .prefault({}),
-    sidecar: z
-      .strictObject({
+    sidecar: strictObject({
         enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
         gracePeriodMs: duration(25_000, 'In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod\'s termination grace period).', { min: 0 }),
       })
       .prefault({}),
-    redis: z
-      .strictObject({
+    redis: strictObject({
         url: redisUrlValue()
           .optional()
           .meta({
@@ -861,7 +1017,7 @@ export const ConfigSchema = z
     }
   });
 
-export type Config = z.infer<typeof ConfigSchema>;
+export type Config = Infer<typeof ConfigSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Schema walking → setting docs
@@ -881,23 +1037,18 @@ interface Leaf {
   meta: LeafMeta;
 }
 
-function unwrapGroup(s: z.ZodType): z.ZodObject | undefined {
-  let cur: z.ZodType = s;
-  for (;;) {
-    if (cur instanceof z.ZodObject) return cur;
-    if (cur instanceof z.ZodDefault || cur instanceof z.ZodPrefault || cur instanceof z.ZodOptional) {
-      cur = cur.unwrap() as z.ZodType;
-      continue;
-    }
-    return undefined;
-  }
+/** The group a non-leaf setting holds (a strict object, behind its `prefault`), if it is one. */
+function unwrapGroup(s: Schema<unknown>): StrictObject<Shape> | undefined {
+  let cur = s;
+  while (cur instanceof Wrapped) cur = cur.inner;
+  return cur instanceof StrictObject ? cur : undefined;
 }
 
-function walkSchema(obj: z.ZodObject, prefix: string[], out: Leaf[], groups: Map<string, string[]>): void {
+function walkSchema(obj: StrictObject<Shape>, prefix: string[], out: Leaf[], groups: Map<string, string[]>): void {
   groups.set(prefix.join('.'), Object.keys(obj.shape));
-  for (const [key, child] of Object.entries(obj.shape) as [string, z.ZodType][]) {
+  for (const [key, child] of Object.entries(obj.shape)) {
     const path = [...prefix, key];
-    const meta = child.meta() as LeafMeta | undefined;
+    const meta = child.metadata;
     if (meta?.kind) {
       out.push({ path, meta });
       continue;
@@ -913,7 +1064,7 @@ function schemaLeaves() {
   if (!leafCache) {
     const leaves: Leaf[] = [];
     const groups = new Map<string, string[]>();
-    walkSchema(ConfigSchema, [], leaves, groups);
+    walkSchema(unwrapGroup(ConfigSchema)!, [], leaves, groups);
     leafCache = { leaves, groups };
   }
   return leafCache;
