@@ -204,7 +204,7 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
         code === 'dist'
           ? [join(root, 'bin/rtmp-goaway-proxy.js'), ...serveArgs]
           : [process.execPath, ...(tuned ? RUNTIME_TUNED.nodeArgs : []), '--import', 'tsx', '-e', `import(${JSON.stringify(join(root, 'src/cli.ts'))}).then((m) => m.main(["node", "rtmp-goaway-proxy", ...process.argv.slice(1)]))`, '--', ...serveArgs];
-      const nodeOptions = [process.env['NODE_OPTIONS'] ?? '', '--import', pathToFileURL(PROXY_HOOKS).href, ...(opts.nodeArgs ?? [])].join(' ').trim();
+      const nodeOptions = [process.env['NODE_OPTIONS'] ?? '', '--expose-gc', '--import', pathToFileURL(PROXY_HOOKS).href, ...(opts.nodeArgs ?? [])].join(' ').trim();
       const env: NodeJS.ProcessEnv = {
         ...process.env,
         ...opts.env,
