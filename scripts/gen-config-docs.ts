@@ -9,7 +9,6 @@ import { EXIT_LISTEN_FAILED } from '../src/app.js';
 import { CONFIG_POLL_MS } from '../src/config-watch.js';
 import { CONFIG_FILE_ENV, ENV_PREFIX, MAX_CONFIG_FILE_BYTES, settingDocs } from '../src/config.js';
 import { INVALID_RELOAD_LOG_INTERVAL_MS, RELOADABLE } from '../src/reload.js';
-import { CONFIG_FILE_ENV, ENV_PREFIX, settingDocs } from '../src/config.js';
 import { NO_TUNE_ENV } from '../src/runtime-tuning.js';
 
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');

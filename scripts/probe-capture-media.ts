@@ -22,11 +22,20 @@ function ffprobeJson(args: string[]): unknown {
   return JSON.parse(r.stdout) as unknown;
 }
 
-interface Packet { codec_type: string; dts_time: string; size: string; flags: string }
+interface Packet {
+  codec_type: string;
+  dts_time: string;
+  size: string;
+  flags: string;
+}
 
 /** ffprobe's streams of `file`, with packet counts, bytes, keyframe times (ms) and the bitrate defined as above. */
 export function probeFile(file: string): Record<string, unknown> {
-  const streams = (ffprobeJson(['-show_entries', 'stream=codec_type,codec_name,profile,level,width,height,r_frame_rate,avg_frame_rate,sample_rate,channels', file]) as { streams: Record<string, unknown>[] }).streams;
+  const streams = (
+    ffprobeJson(['-show_entries', 'stream=codec_type,codec_name,profile,level,width,height,r_frame_rate,avg_frame_rate,sample_rate,channels', file]) as {
+      streams: Record<string, unknown>[];
+    }
+  ).streams;
   const packets = (ffprobeJson(['-show_entries', 'packet=codec_type,dts_time,size,flags', file]) as { packets: Packet[] }).packets;
   const out: Record<string, unknown> = {};
   for (const s of streams) {
@@ -38,7 +47,13 @@ export function probeFile(file: string): Record<string, unknown> {
     const bytes = ps.reduce((a, p) => a + Number(p.size), 0);
     const frameMs = (last - first) / Math.max(1, ps.length - 1);
     const keyframes = ps.filter((p) => p.flags.startsWith('K')).map(ms);
-    out[kind] = { ...s, packets: ps.length, bytes, bitrate: Math.round((bytes * 8 * 1000) / (last - first + frameMs)), ...(kind === 'video' ? { keyframes } : {}) };
+    out[kind] = {
+      ...s,
+      packets: ps.length,
+      bytes,
+      bitrate: Math.round((bytes * 8 * 1000) / (last - first + frameMs)),
+      ...(kind === 'video' ? { keyframes } : {}),
+    };
   }
   return out;
 }

@@ -12,19 +12,18 @@ import type { ControlBus, FleetView, PublishOutcome, ReplicaRecord } from './con
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './control/commands.js';
 import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
-import { RateLimitedLog } from './control/rate-limited-log.js';
+import { RateLimitedLog } from './net/rate-limited-log.js';
 import { RedisBus } from './control/redis-bus.js';
 import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
-import { CidrSet } from './proxy/cidr.js';
+import { CidrSet } from './net/cidr.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { ProcessBudget } from './proxy/buffer-budget.js';
-import { FeatureMetrics } from './proxy/feature-metrics.js';
 import { MigrationCoordinator } from './proxy/migration.js';
-import { Router, type RoutingSpec } from './proxy/routing.js';
+import { Router, type RoutingSpec } from './balancer/routing.js';
 import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
-import type { SessionSettings } from './proxy/session.js';
-import { loadTlsContext } from './proxy/tls.js';
+import type { SessionSettings } from './proxy/session/session.js';
+import { loadTlsContext } from './net/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { VERSION } from './version.js';
 import { runtimeReport } from './runtime-tuning.js';
@@ -154,12 +153,22 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const replicaId = config.replicaId;
   let migration: MigrationCoordinator | null = null;
   const processBudget = new ProcessBudget(config.limits.processBufferBytes);
-  const featureMetrics = new FeatureMetrics(
-    () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
-    () => ({ held: processBudget.held, limit: processBudget.limit }),
-  );
+  // Its sources are read at scrape time only, after server, pool, bus and discovery exist.
+  const metrics = new ProxyMetrics({
+    activeSessions: () => server.activeByBackendAndCapability(),
+    bytesTotal: () => server.bytesTotal(),
+    forgetBackend: (name) => server.forgetBackend(name),
+    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
+    busConnected: () => (bus.connected ? 1 : 0),
+    discovery: () =>
+      discovery === null
+        ? null
+        : { source: discovery.source, rounds: discovery.rounds, failures: discovery.failures, backends: discovery.current?.length ?? 0, lastSuccessAt: discovery.lastSuccessAt },
+    migrations: () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
+    buffered: () => ({ held: processBudget.held, limit: processBudget.limit }),
+  }, { version: VERSION, limits: config.limits });
   if (config.drain.nonCapable === 'migrate') {
-    migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, featureMetrics);
+    migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, metrics);
   }
   const pool = new BackendPool(config.backends, {
     defaultDrainDeadlineMs: config.drain.deadlineMs,
@@ -220,7 +229,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       maxTotalStringBytes: c.limits.amfMaxStringBytes,
     },
     erpc: { offer: c.erpc.offer, tcUrl: c.erpc.tcUrl },
-    metrics: featureMetrics,
+    metrics,
     migration,
     router,
     sessionBufferBytes: c.limits.sessionBufferBytes,
@@ -253,19 +262,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     config.redis.url !== undefined
       ? new RedisBus({ url: config.redis.url, prefix: config.redis.prefix, replicaId, sessionTtlMs: config.redis.sessionTtlMs, log })
       : new LocalBus();
-  const metrics = new ProxyMetrics({
-    activeSessions: () => server.activeByBackendAndCapability(),
-    bytesTotal: () => server.bytesTotal(),
-    forgetBackend: (name) => server.forgetBackend(name),
-    backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
-    busConnected: () => (bus.connected ? 1 : 0),
-    discovery: () =>
-      discovery === null
-        ? null
-        : { source: discovery.source, rounds: discovery.rounds, failures: discovery.failures, backends: discovery.current?.length ?? 0, lastSuccessAt: discovery.lastSuccessAt },
-  }, { version: VERSION, limits: config.limits });
   server.setMetrics(metrics);
-  featureMetrics.register(metrics.registry);
   pool.on('drain-complete', (e) => {
     metrics.drainDuration.observe({ backend: e.name }, e.durationMs / 1000);
     log.info({ backend: e.name, durationMs: e.durationMs }, 'drain complete: no session left on backend');
@@ -443,7 +440,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       const router = next.routing === null ? null : Router.compile(next.routing);
       const merged = mergeReloadable(proxy.config, next);
       if (merged.drain.nonCapable === 'migrate' && migration === null) {
-        migration = new MigrationCoordinator({ ...merged.migration, connectTimeoutMs: merged.limits.connectTimeoutMs }, featureMetrics);
+        migration = new MigrationCoordinator({ ...merged.migration, connectTimeoutMs: merged.limits.connectTimeoutMs }, metrics);
       }
       pool.setDrainSettings({
         defaultDrainDeadlineMs: merged.drain.deadlineMs,

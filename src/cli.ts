@@ -9,7 +9,7 @@ import { EXIT_LISTEN_FAILED, ListenError, createLogger, startProxy } from './app
 import { type WorkerListenFailed, type WorkerReady, isReloadRequest, runPrimary, workerConfig } from './cluster.js';
 import { ConfigFileWatcher } from './config-watch.js';
 import { ConfigReloader } from './reload.js';
-import { registerPublishCommand } from './client/publish-command.js';
+import { registerPublishCommand } from './publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
 import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, readTokenFile, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
@@ -19,7 +19,6 @@ import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
 import { safeText } from './terminal-text.js';
 import { VERSION } from './version.js';
-
 
 /** A configuration or usage error: unknown flag or command, bad value, invalid config file or environment. */
 export const EXIT_CONFIG_ERROR = 2;
@@ -146,7 +145,10 @@ function addTargetOptions(cmd: Command): Command {
     .option('--redis <url>', 'Redis of the fleet: command every replica (env REDIS_URL or RTMP_GOAWAY_REDIS_URL)')
     .option('--redis-prefix <prefix>', 'prefix of the Redis keys and channel (env RTMP_GOAWAY_REDIS_PREFIX)', undefined)
     .option('--admin <url>', 'admin API of one proxy (host:port or URL; env RTMP_GOAWAY_ADMIN)')
-    .option('--admin-token-file <path>', 'file holding the admin token sent to --admin (env RTMP_GOAWAY_ADMIN_TOKEN_FILE; or the token itself in RTMP_GOAWAY_ADMIN_TOKEN)')
+    .option(
+      '--admin-token-file <path>',
+      'file holding the admin token sent to --admin (env RTMP_GOAWAY_ADMIN_TOKEN_FILE; or the token itself in RTMP_GOAWAY_ADMIN_TOKEN)',
+    )
     .option('--config <path>', "the proxy's YAML config file: use its redis.url and redis.prefix, else its admin address");
 }
 
@@ -223,7 +225,10 @@ function printFleet(f: FleetStatus, url: string): void {
   }
   console.log('\nBACKEND            DESIRED  SESSIONS  STATE PER REPLICA');
   for (const b of f.backends) {
-    const states = Object.entries(b.states).map(([r, s]) => `${r}=${s}`).join(' ') || '(no live replica has it)';
+    const states =
+      Object.entries(b.states)
+        .map(([r, s]) => `${r}=${s}`)
+        .join(' ') || '(no live replica has it)';
     console.log(`${col(b.name, 18)} ${col(b.desired, 8)} ${col(b.sessions, 9)} ${safeText(states)}`);
   }
   console.log('\nREPLICA                  LAST SEEN   STATE     SESSIONS  LISTEN');
@@ -234,7 +239,9 @@ function printFleet(f: FleetStatus, url: string): void {
   if (f.sessions.length > 0) {
     console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED');
     for (const s of f.sessions) {
-      console.log(`${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${safeText(s.startedAt)}`);
+      console.log(
+        `${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${safeText(s.startedAt)}`,
+      );
     }
   }
 }
@@ -276,7 +283,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
   let lastLine = '';
   let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
   let last: CliSession[] = [];
-  let lastError: string | null = null;
+  let lastError: string | null;
   try {
     for (;;) {
       try {
@@ -297,7 +304,12 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
           // Loaded here: only `drain --wait` on a terminal draws a progress bar.
           const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
           bar = new cliProgress.SingleBar(
-            { format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`, stream: err, hideCursor: true, clearOnComplete: false },
+            {
+              format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`,
+              stream: err,
+              hideCursor: true,
+              clearOnComplete: false,
+            },
             cliProgress.Presets.shades_classic,
           );
           bar.start(Math.max(total, 1), 0, { left, secs });
@@ -330,7 +342,9 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
   }
   err.write(`${backend} still held ${last.length} session(s) at the deadline:\n`);
   for (const s of last) {
-    err.write(`  ${safeText(s.id)} on replica ${safeText(s.replica)} (client ${safeText(s.client)}, app ${safeText(s.app)}, capability ${safeText(s.capability)}, state ${safeText(s.state)}): ${safeText(whyRemained(s))}\n`);
+    err.write(
+      `  ${safeText(s.id)} on replica ${safeText(s.replica)} (client ${safeText(s.client)}, app ${safeText(s.app)}, capability ${safeText(s.capability)}, state ${safeText(s.state)}): ${safeText(whyRemained(s))}\n`,
+    );
   }
   return EXIT_SESSIONS_REMAINED;
 }
@@ -397,7 +411,10 @@ export function closestNames(name: string, known: Iterable<string>): string[] {
     .map((k) => ({ k, d: unconfuse(name) === unconfuse(k) ? 0.5 : editDistance(name.toLowerCase(), k.toLowerCase()) }))
     .filter((x) => x.d <= limit);
   const best = Math.min(...scored.map((x) => x.d));
-  return scored.filter((x) => x.d === best).map((x) => x.k).sort();
+  return scored
+    .filter((x) => x.d === best)
+    .map((x) => x.k)
+    .sort();
 }
 
 /**
@@ -435,7 +452,9 @@ async function publishViaRedis(redis: Redis, prefix: string, cmd: ControlCommand
   const receivers = await publishCommand(redis, keys, cmd);
   const knowing = before.replicas.filter((r) => r.backends.some((b) => b.name === cmd.backend)).map((r) => r.replicaId);
   if (knowing.length === 0) {
-    process.stderr.write(`warning: no live replica reports a backend named ${cmd.backend} (${before.replicas.length} replica(s) live)${cmd.action === 'drain' ? `; the drain is kept in ${keys.backends} (--force)` : ''}\n`);
+    process.stderr.write(
+      `warning: no live replica reports a backend named ${cmd.backend} (${before.replicas.length} replica(s) live)${cmd.action === 'drain' ? `; the drain is kept in ${keys.backends} (--force)` : ''}\n`,
+    );
   }
   return { command: cmd, published: true, receivers, channel: keys.channel, hash: keys.backends, replicas: knowing };
 }
@@ -474,7 +493,9 @@ export function buildCli(): Command {
   ).action(async (flags: Record<string, unknown>) => {
     const config = serveConfig(flags, process.env);
     if (config.backends.length === 0 && config.discovery.dnsName === '') {
-      throw new ConfigError(['no backend configured: pass --backend name=host:port (repeatable), RTMP_GOAWAY_BACKENDS, backends: in --config, or discovery.dnsName; `npm start` runs a self-contained demo instead']);
+      throw new ConfigError([
+        'no backend configured: pass --backend name=host:port (repeatable), RTMP_GOAWAY_BACKENDS, backends: in --config, or discovery.dnsName; `npm start` runs a self-contained demo instead',
+      ]);
     }
     if (cluster.isPrimary && config.workers !== 1) {
       // Cluster mode: this process forks the workers and serves their combined admin API.
@@ -487,7 +508,11 @@ export function buildCli(): Command {
     const base = createLogger(proxyConfig);
     const proxy = await startProxy(proxyConfig, workerId === undefined ? base : base.child({ worker: workerId }), { worker: workerId });
     if (workerId !== undefined) {
-      const ready: WorkerReady = { kind: 'rtmp-goaway-worker-ready', listen: `${proxy.address.address}:${proxy.address.port}`, adminPort: proxy.adminAddress!.port };
+      const ready: WorkerReady = {
+        kind: 'rtmp-goaway-worker-ready',
+        listen: `${proxy.address.address}:${proxy.address.port}`,
+        adminPort: proxy.adminAddress!.port,
+      };
       process.send!(ready);
     }
     proxy.log.debug({ config: redactConfig(proxyConfig) }, 'configuration');
@@ -513,7 +538,7 @@ export function buildCli(): Command {
     program
       .command('drain <backend>')
       .description('stop routing new sessions to <backend> and tell its publishers to go away (every replica with --redis)')
-      .option('--deadline <duration>', 'close sessions still on the backend after this long (default: each replica\'s drain.deadlineMs)', durationArg)
+      .option('--deadline <duration>', "close sessions still on the backend after this long (default: each replica's drain.deadlineMs)", durationArg)
       .option('--reason <text>', 'free text recorded with the drain')
       .option('--force', 'drain even when no live replica has the backend (--redis), or when it is the last backend taking new sessions')
       .option('--wait', `show the sessions left on the backend until none is left (exit 0) or the deadline passes (exit ${EXIT_SESSIONS_REMAINED})`),
@@ -578,10 +603,13 @@ export function buildCli(): Command {
       return;
     }
     console.log('BACKEND            ADDRESS                STATE      SESSIONS  SOURCE');
-    for (const b of backends) console.log(`${col(b.name, 18)} ${col(`${b.host}:${b.port}`, 22)} ${col(b.state, 10)} ${col(b.sessions, 9)} ${safeText(b.source ?? 'static')}`);
+    for (const b of backends)
+      console.log(`${col(b.name, 18)} ${col(`${b.host}:${b.port}`, 22)} ${col(b.state, 10)} ${col(b.sessions, 9)} ${safeText(b.source ?? 'static')}`);
     console.log(`\n${sessions.length} session(s)`);
     for (const s of sessions) {
-      console.log(`  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in`);
+      console.log(
+        `  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in`,
+      );
     }
   });
 
@@ -592,7 +620,11 @@ export function buildCli(): Command {
 
 /** Commander's `error: unknown option '--bakend'\n(Did you mean --backend?)` as one line, pointing at --help. */
 export function oneLineUsageError(text: string): string {
-  const parts = text.trim().split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const parts = text
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   const line = parts.map((l) => l.replace(/^\(Did you mean (.*)\)$/, '(did you mean $1)')).join(' ');
   return `${line} (see --help)`;
 }
@@ -616,7 +648,13 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof ListenError) {
       if (cluster.isWorker) {
         // Its primary says it once for every worker, and exits.
-        const m: WorkerListenFailed = { kind: 'rtmp-goaway-worker-listen-failed', listener: err.listener, address: err.address, code: err.cause.code, message: err.cause.message };
+        const m: WorkerListenFailed = {
+          kind: 'rtmp-goaway-worker-listen-failed',
+          listener: err.listener,
+          address: err.address,
+          code: err.cause.code,
+          message: err.cause.message,
+        };
         process.send!(m, () => process.exit(EXIT_LISTEN_FAILED));
         return;
       }

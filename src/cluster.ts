@@ -83,7 +83,6 @@ interface Answer {
   body: string;
 }
 
-
 /**
  * Runs the primary: forks the workers, serves the combined admin API, passes signals on.
  * Resolves when the primary has stopped (after its workers); the caller exits.
@@ -141,7 +140,8 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     if (listenFailed !== null) {
       stopping = true;
       for (const e of entries.values()) e.worker.process.kill('SIGKILL');
-      throw listenFailed;
+      // Set by the workers' message handlers, which TypeScript's narrowing does not follow.
+      throw listenFailed as ListenError;
     }
     if (Date.now() > startedBy) throw new Error(`only ${ready().length} of ${n} workers started within 60 s`);
     await new Promise<void>((r) => {
@@ -182,7 +182,9 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
       if (stopping) return send(res, 503, { status: 'not ready', reason: 'shutting down' });
       const answers = await each('/readyz');
       const ok = answers.filter((a) => a.status === 200).length;
-      return ok > 0 ? send(res, 200, { status: 'ready', workers: `${ok}/${n}` }) : send(res, 503, { status: 'not ready', reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' });
+      return ok > 0
+        ? send(res, 200, { status: 'ready', workers: `${ok}/${n}` })
+        : send(res, 503, { status: 'not ready', reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' });
     }
     if (method === 'GET' && path === '/metrics') {
       const answers = await each('/metrics?format=json');
@@ -194,7 +196,11 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     }
     if (method === 'GET' && path === '/api/sessions') {
       const answers = await each(`/api/sessions${url.search}`);
-      return send(res, 200, answers.filter((a) => a.status === 200).flatMap((a) => JSON.parse(a.body) as unknown[]));
+      return send(
+        res,
+        200,
+        answers.filter((a) => a.status === 200).flatMap((a) => JSON.parse(a.body) as unknown[]),
+      );
     }
     if (method === 'GET' && path === '/api/backends') {
       const answers = (await each('/api/backends')).filter((a) => a.status === 200).map((a) => JSON.parse(a.body) as { name: string; sessions: number }[]);

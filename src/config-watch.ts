@@ -77,7 +77,10 @@ export class ConfigFileWatcher {
       if (this.statKey() !== this.lastStat) this.schedule();
     }, this.pollMs);
     this.poll.unref();
-    this.opts.log.info({ file: this.opts.file, watch: this.watcher !== null, pollMs: this.pollMs }, 'watching the config file: changes are applied like SIGHUP');
+    this.opts.log.info(
+      { file: this.opts.file, watch: this.watcher !== null, pollMs: this.pollMs },
+      'watching the config file: changes are applied like SIGHUP',
+    );
   }
 
   stop(): void {

@@ -19,8 +19,9 @@ import { Option, type Command } from 'commander';
 import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
 import { dnsServerSpec } from './balancer/discovery.js';
-import { CidrSet } from './proxy/cidr.js';
-import { type RoutingSpec, Router, RoutingConfigError } from './proxy/routing.js';
+import { CidrSet } from './net/cidr.js';
+import { type RoutingSpec, Router, RoutingConfigError } from './balancer/routing.js';
+import { MAX_SPEC_CHUNK_SIZE } from './rtmp/constants.js';
 import { NO_TUNE_ENV } from './runtime-tuning.js';
 
 /** yaml is loaded with the first configuration file: a proxy configured by flags and environment never loads it. */
@@ -41,8 +42,6 @@ const KUBERNETES_SERVICE_LINK = /_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(
 
 /** Largest timer value Node accepts (setTimeout clamps anything larger to 1ms). */
 const MAX_DURATION_MS = 2_147_483_647;
-/** RTMP chunk size is a 31-bit field. */
-const MAX_RTMP_CHUNK_SIZE = 0x7fffffff;
 /** RTMP message length is a 24-bit field. */
 const MAX_RTMP_MESSAGE_SIZE = 0xffffff;
 const BACKEND_NAME_RE = /^[A-Za-z0-9._-]{1,63}$/;
@@ -900,8 +899,8 @@ export const ConfigSchema = strictObject({
         connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
         connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
         maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
-        maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_RTMP_CHUNK_SIZE }),
-        minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_RTMP_CHUNK_SIZE }),
+        maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
+        minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
         maxMessageSize: size(MAX_RTMP_MESSAGE_SIZE, 'Largest RTMP message length accepted (the wire field is 24 bits).', {
           min: 1,
           max: MAX_RTMP_MESSAGE_SIZE,

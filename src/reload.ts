@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import type { SetBackendsResult } from './balancer/types.js';
 import { type Config, ConfigError, settingDocs } from './config.js';
-import { RateLimitedLog } from './control/rate-limited-log.js';
+import { RateLimitedLog } from './net/rate-limited-log.js';
 
 /** Top-level settings a reload applies; the others are read once at start. */
 export const RELOADABLE = ['backends', 'routing', 'limits', 'drain'] as const;
@@ -108,7 +108,8 @@ export class ConfigReloader {
       },
       'configuration reloaded',
     );
-    if (r.ignored.length > 0) log.warn({ trigger, ignored: r.ignored }, 'configuration reload: these settings changed but need a restart; the running values stay');
+    if (r.ignored.length > 0)
+      log.warn({ trigger, ignored: r.ignored }, 'configuration reload: these settings changed but need a restart; the running values stay');
     return true;
   }
 }

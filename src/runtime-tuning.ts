@@ -54,7 +54,10 @@ export function missingTuning(execArgv: readonly string[], env: NodeJS.ProcessEn
  * For the start-up log line: whether this process runs with the settings, what it runs with, and
  * its pid (the entry point may have restarted node: this is the process that serves).
  */
-export function runtimeReport(execArgv: readonly string[] = process.execArgv, env: NodeJS.ProcessEnv = process.env): { pid: number; tuned: boolean; nodeFlags: string[]; glibcTunables: string | null } {
+export function runtimeReport(
+  execArgv: readonly string[] = process.execArgv,
+  env: NodeJS.ProcessEnv = process.env,
+): { pid: number; tuned: boolean; nodeFlags: string[]; glibcTunables: string | null } {
   const names = new Set(TUNED_NODE_FLAGS.map(flagName));
   return {
     pid: process.pid,

@@ -49,7 +49,10 @@ export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number
   proxy.flushRegistry();
   const closing = server.stopAccepting();
   const told = tellAllToReconnect(proxy);
-  log.info({ sessions: server.sessions.size, goAwaySent: told, gracePeriodMs }, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave');
+  log.info(
+    { sessions: server.sessions.size, goAwaySent: told, gracePeriodMs },
+    'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave',
+  );
   // A session whose `connect` is parsed after SIGTERM is told as soon as it announces support.
   const sweep = setInterval(() => tellAllToReconnect(proxy), SWEEP_MS);
   sweep.unref();
@@ -69,7 +72,12 @@ export async function sidecarShutdown(proxy: RunningProxy, gracePeriodMs: number
   else log.warn({ remaining, spreadMs }, 'sidecar shutdown: grace period over, closing the remaining sessions');
   if (ended === 'grace' && spreadMs > 0 && left.length > 1) {
     await new Promise<void>((resolve) => {
-      spreadOver(left, spreadMs, (s) => (s.state === 'closed' ? false : (s.close('sidecar-grace'), true)), () => resolve());
+      spreadOver(
+        left,
+        spreadMs,
+        (s) => (s.state === 'closed' ? false : (s.close('sidecar-grace'), true)),
+        () => resolve(),
+      );
     });
   }
   await proxy.stop(ended === 'grace' ? 'sidecar-grace' : 'shutdown');

@@ -31,9 +31,21 @@ function leaf(type: string, description: string): Schema {
   if (type.includes(' | ')) return { type: 'string', enum: type.split(' | '), description };
   switch (type) {
     case 'duration':
-      return { description, oneOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: DURATION }] };
+      return {
+        description,
+        oneOf: [
+          { type: 'integer', minimum: 0 },
+          { type: 'string', pattern: DURATION },
+        ],
+      };
     case 'size':
-      return { description, oneOf: [{ type: 'integer', minimum: 0 }, { type: 'string', pattern: SIZE }] };
+      return {
+        description,
+        oneOf: [
+          { type: 'integer', minimum: 0 },
+          { type: 'string', pattern: SIZE },
+        ],
+      };
     case 'integer':
       return { type: 'integer', description };
     case 'boolean':
@@ -88,12 +100,15 @@ export function configSchema(): Schema {
 }
 
 const image = (what: string, withDigest: boolean): Schema =>
-  obj({
-    repository: str(`Repository of the ${what} image.`, { minLength: 1 }),
-    tag: str('Image tag; empty means the chart appVersion.'),
-    ...(withDigest ? { digest: str('Image digest (sha256:…); wins over the tag.', { pattern: '^(sha256:[0-9a-f]{64})?$' }) } : {}),
-    pullPolicy: { type: 'string', enum: ['Always', 'IfNotPresent', 'Never'] },
-  }, { required: ['repository'] });
+  obj(
+    {
+      repository: str(`Repository of the ${what} image.`, { minLength: 1 }),
+      tag: str('Image tag; empty means the chart appVersion.'),
+      ...(withDigest ? { digest: str('Image digest (sha256:…); wins over the tag.', { pattern: '^(sha256:[0-9a-f]{64})?$' }) } : {}),
+      pullPolicy: { type: 'string', enum: ['Always', 'IfNotPresent', 'Never'] },
+    },
+    { required: ['repository'] },
+  );
 
 const probe = (what: string): Schema =>
   obj({
@@ -119,7 +134,10 @@ function crossChecks(): Schema[] {
   return [
     {
       $comment: 'A load balancer that sends PROXY protocol needs a proxy that reads it: otherwise every handshake fails.',
-      if: { required: ['proxyProtocol'], properties: { proxyProtocol: { required: ['serviceAnnotations'], properties: { serviceAnnotations: { minProperties: 1 } } } } },
+      if: {
+        required: ['proxyProtocol'],
+        properties: { proxyProtocol: { required: ['serviceAnnotations'], properties: { serviceAnnotations: { minProperties: 1 } } } },
+      },
       then: { properties: { config: { required: ['acceptProxyProtocol'], properties: { acceptProxyProtocol: { enum: ['optional', 'required'] } } } } },
     },
     {
@@ -142,7 +160,11 @@ export function valuesSchema(): Schema {
     title: 'rtmp-goaway-proxy chart values',
     ...obj(
       {
-        mode: { type: 'string', enum: ['sidecar', 'l4'], description: 'sidecar: nginx-rtmp with the proxy in each pod; l4: a tier of proxies in front of config.backends.' },
+        mode: {
+          type: 'string',
+          enum: ['sidecar', 'l4'],
+          description: 'sidecar: nginx-rtmp with the proxy in each pod; l4: a tier of proxies in front of config.backends.',
+        },
         nameOverride: str('Overrides the chart name in object names.'),
         fullnameOverride: str('Overrides the full object name.'),
         replicaCount: int('Pods of the Deployment.', { minimum: 0 }),
@@ -180,7 +202,9 @@ export function valuesSchema(): Schema {
           labels: stringMap('Extra labels of the Service.'),
         }),
         proxyProtocol: obj({
-          serviceAnnotations: stringMap('Annotations merged into the Service that make the load balancer send PROXY protocol (needs config.acceptProxyProtocol).'),
+          serviceAnnotations: stringMap(
+            'Annotations merged into the Service that make the load balancer send PROXY protocol (needs config.acceptProxyProtocol).',
+          ),
         }),
         tls: obj({
           secretName: str('kubernetes.io/tls Secret mounted read-only at mountPath (needs config.tls.listen).'),
@@ -197,7 +221,9 @@ export function valuesSchema(): Schema {
           secretKey: str('Key of the token in the Secret.', { minLength: 1 }),
           mountPath: str('Directory the token Secret is mounted at.', { pattern: '^/' }),
         }),
-        nodeOptions: str('NODE_OPTIONS of the proxy (the entry point adds the runtime settings that are missing); a --max-old-space-size must fit resources.limits.memory.'),
+        nodeOptions: str(
+          'NODE_OPTIONS of the proxy (the entry point adds the runtime settings that are missing); a --max-old-space-size must fit resources.limits.memory.',
+        ),
         ingestPool: obj({
           enabled: bool('Run a pool of nginx-rtmp servers (l4 mode), discovered through DNS, each draining itself before it stops.'),
           replicas: int('Pods of the ingest StatefulSet.', { minimum: 0 }),
@@ -209,7 +235,7 @@ export function valuesSchema(): Schema {
           resources: resources('nginx'),
           drainResources: resources('drain container'),
           recordings: obj({
-            size: { type: ['string', 'integer'], description: 'Size of each pod\'s recordings claim.' },
+            size: { type: ['string', 'integer'], description: "Size of each pod's recordings claim." },
             storageClassName: str('StorageClass of the claims.'),
           }),
         }),
@@ -229,7 +255,12 @@ export function valuesSchema(): Schema {
           enabled: bool('Create a PrometheusRule with the alerts of docs/deploy.md.'),
           labels: stringMap('Extra labels of the PrometheusRule.'),
           alertLabels: stringMap('Labels added to every alert.'),
-          descriptorsRatio: { type: 'number', exclusiveMinimum: 0, maximum: 1, description: 'Open / max descriptors ratio that fires RtmpGoawayDescriptorsNearLimit.' },
+          descriptorsRatio: {
+            type: 'number',
+            exclusiveMinimum: 0,
+            maximum: 1,
+            description: 'Open / max descriptors ratio that fires RtmpGoawayDescriptorsNearLimit.',
+          },
         }),
         probes: obj({ readiness: probe('GET /readyz'), liveness: probe('GET /healthz') }),
         resources: resources('proxy'),

@@ -19,8 +19,9 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import type { BackendView, Placement, RouteRequest, Router } from '../proxy/routing.js';
-import { isFdExhausted, tcpProbe } from './health.js';
+import type { BackendView, Placement, RouteRequest, Router } from './routing.js';
+import { isFdExhausted } from '../net/fd-exhausted.js';
+import { tcpProbe } from './health.js';
 import { spreadOver } from './spread.js';
 import type {
   BackendConfig,

@@ -14,7 +14,6 @@ import { isAacSequenceHeader, isVideoKeyframe, readVideoHead } from '../rtmp/med
 
 export const FLV_TAG_AUDIO = 8;
 export const FLV_TAG_VIDEO = 9;
-export const FLV_TAG_SCRIPT = 18;
 
 const TAG_HEADER_SIZE = 11;
 const PREV_TAG_SIZE = 4;
@@ -168,7 +167,10 @@ const SET_DATA_FRAME = Buffer.from([0x02, 0x00, 0x0d, ...Buffer.from('@setDataFr
 
 function isOnMetaData(data: Buffer): boolean {
   if (data.subarray(0, ON_METADATA.length).equals(ON_METADATA)) return true;
-  return data.subarray(0, SET_DATA_FRAME.length).equals(SET_DATA_FRAME) && data.subarray(SET_DATA_FRAME.length, SET_DATA_FRAME.length + ON_METADATA.length).equals(ON_METADATA);
+  return (
+    data.subarray(0, SET_DATA_FRAME.length).equals(SET_DATA_FRAME) &&
+    data.subarray(SET_DATA_FRAME.length, SET_DATA_FRAME.length + ON_METADATA.length).equals(ON_METADATA)
+  );
 }
 
 /**
@@ -186,7 +188,7 @@ export function encodeFlvHeader(opts: { audio?: boolean; video?: boolean } = {})
   const b = Buffer.alloc(13);
   b.write('FLV', 0, 'latin1');
   b[3] = 1;
-  b[4] = (opts.audio ?? true ? 0x04 : 0) | (opts.video ?? true ? 0x01 : 0);
+  b[4] = ((opts.audio ?? true) ? 0x04 : 0) | ((opts.video ?? true) ? 0x01 : 0);
   b.writeUInt32BE(9, 5);
   b.writeUInt32BE(0, 9); // PreviousTagSize0
   return b;

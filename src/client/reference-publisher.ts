@@ -417,7 +417,7 @@ export class ReferencePublisher extends EventEmitter<ReferencePublisherEvents> {
   progress(): ProgressInfo {
     const c = this.report;
     const all = totalMedia(this.reports);
-    const last = this.reports.reduce<number | null>((a, r) => (r.lastTimestamp ?? a), null);
+    const last = this.reports.reduce<number | null>((a, r) => r.lastTimestamp ?? a, null);
     return {
       connection: c?.index ?? this.reports.length,
       mediaMs: last === null || this.firstTs === null ? 0 : last - this.firstTs,

@@ -1,11 +1,20 @@
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { type Amf0Value, amf0Object } from '../rtmp/amf0.js';
 import { type MessageInfo, ChunkReader, collectControlAndCommands } from '../rtmp/chunk-reader.js';
 import { ChunkWriter } from '../rtmp/chunk-writer.js';
-import { COMMAND_CSID, HANDSHAKE_PACKET_SIZE, MessageType, RTMP_VERSION_PLAIN } from '../rtmp/constants.js';
-import { type Command, controlMessage, decodeCommand, encodeCommand, readStatusCode, readCreateStreamResult, userControlMessage, UserControlEvent } from '../rtmp/messages.js';
+import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
+import { HandshakeEnd } from '../rtmp/handshake-peer.js';
+import {
+  type Command,
+  controlMessage,
+  decodeCommand,
+  encodeCommand,
+  readStatusCode,
+  readCreateStreamResult,
+  userControlMessage,
+  UserControlEvent,
+} from '../rtmp/messages.js';
 
 /** Chunk stream ids for a publisher's media, as FFmpeg uses them (audio 4, video 6, data 4). */
 const CSID_AUDIO = 4;
@@ -142,32 +151,38 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
     if (id === null) throw new Error('createStream returned no stream id');
     this.streamId = id;
     const started = this.waitStatus((c) => c === 'NetStream.Publish.Start' || c.startsWith('NetStream.Publish.Bad') || c === 'NetStream.Publish.BadName');
-    this.sendRaw({ csid: CSID_STREAM_COMMAND, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: id, payload: encodeCommand('publish', 0, null, this.url.streamKey, 'live') });
+    this.sendRaw({
+      csid: CSID_STREAM_COMMAND,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: id,
+      payload: encodeCommand('publish', 0, null, this.url.streamKey, 'live'),
+    });
     const code = await started;
     if (code !== 'NetStream.Publish.Start') throw new Error(`publish refused: ${code}`);
   }
 
-  /** Plain handshake (RTMP spec §5.2): C0+C1, read S0+S1+S2, send C2 = echo of S1. */
+  /** Plain handshake (RTMP spec §5.2), the client end of rtmp/handshake-peer: C0+C1, then C2 once S0+S1 are in. */
   private handshake(sock: net.Socket): Promise<void> {
     return new Promise((resolve, reject) => {
-      const c1 = Buffer.alloc(HANDSHAKE_PACKET_SIZE);
-      randomBytes(HANDSHAKE_PACKET_SIZE - 8).copy(c1, 8);
-      sock.write(Buffer.concat([Buffer.of(RTMP_VERSION_PLAIN), c1]));
-      const need = 1 + 2 * HANDSHAKE_PACKET_SIZE;
-      let got: Buffer[] = [];
-      let n = 0;
+      const end = new HandshakeEnd('client');
+      sock.write(end.hello());
       const onData = (buf: Buffer): void => {
-        got.push(buf);
-        n += buf.length;
-        if (n < need) return;
+        let step: { next: number; reply: Buffer | null };
+        try {
+          step = end.push(buf);
+        } catch (err) {
+          sock.off('data', onData);
+          sock.off('close', onClose);
+          reject(err as Error);
+          return;
+        }
+        if (step.reply !== null) sock.write(step.reply);
+        if (!end.done) return;
         sock.off('data', onData);
         sock.off('close', onClose);
-        const all = Buffer.concat(got);
-        got = [];
-        if (all[0] !== RTMP_VERSION_PLAIN) return reject(new Error(`server answered handshake version ${all[0]}`));
-        sock.write(all.subarray(1, 1 + HANDSHAKE_PACKET_SIZE));
         resolve();
-        if (all.length > need) queueMicrotask(() => this.onData(all.subarray(need)));
+        if (step.next < buf.length) queueMicrotask(() => this.onData(buf.subarray(step.next)));
       };
       const onClose = (): void => reject(new Error('connection closed during handshake'));
       sock.on('data', onData);

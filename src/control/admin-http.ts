@@ -2,7 +2,7 @@ import type http from 'node:http';
 import type { Logger } from 'pino';
 import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.js';
 import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/types.js';
-import type { SessionSnapshot } from '../proxy/session.js';
+import type { SessionSnapshot } from '../proxy/session/session.js';
 import type { AdminAccess } from './admin-access.js';
 import { HttpError, createAdminHttpServer, readBody, requestPath, send } from './admin-server.js';
 import type { ProxyMetrics } from './metrics.js';

@@ -6,7 +6,7 @@
 import http from 'node:http';
 import type { Logger } from 'pino';
 import { type AdminAccess, type AdminRefusalReason } from './admin-access.js';
-import { RateLimitedLog } from './rate-limited-log.js';
+import { RateLimitedLog } from '../net/rate-limited-log.js';
 
 /** Request bodies are tiny JSON objects; anything bigger is refused rather than buffered. */
 const MAX_BODY = 16 * 1024;

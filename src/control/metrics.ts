@@ -1,7 +1,10 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ProxyObserver } from '../proxy/observer.js';
 
 /**
- * Prometheus metrics of the proxy, prefixed `rtmp_goaway_`; Node's default process metrics keep
+ * Prometheus metrics of the proxy, prefixed `rtmp_goaway_`: the one implementation of what the
+ * proxy layer reports (ProxyObserver), plus what the pool, discovery, control bus and reloads say
+ * through the app's wiring. Node's default process metrics keep
  * their standard names (`process_cpu_seconds_total`, `process_open_fds`, `nodejs_*`) so stock
  * Node.js dashboards and alerts work. Hot-path quantities (bytes) are not incremented per read:
  * sessions count in plain fields and the gauges/counters are filled at scrape time through
@@ -23,6 +26,10 @@ export interface MetricsSources {
   busConnected(): number;
   /** DNS discovery state, when configured. */
   discovery?(): { source: string; rounds: number; failures: number; backends: number; lastSuccessAt: number | undefined } | null;
+  /** Proxy-side migrations in progress and waiting for a slot; absent = none. */
+  migrations?(): { inFlight: number; queued: number };
+  /** Bytes held against the process buffer budget, and its limit (proxy/buffer-budget.ts); absent = 0. */
+  buffered?(): { held: number; limit: number };
 }
 
 /**
@@ -52,7 +59,7 @@ export interface ProxyMetricsOptions {
   limits?: SessionLimits;
 }
 
-export class ProxyMetrics {
+export class ProxyMetrics implements ProxyObserver {
   readonly registry = new Registry();
   readonly sessionsTotal: Counter<'backend' | 'capability'>;
   readonly sessionsClosed: Counter<'backend' | 'reason'>;
@@ -65,6 +72,17 @@ export class ProxyMetrics {
   readonly deadlineCloses: Counter<'backend'>;
   readonly controlMessages: Counter<'source' | 'result'>;
   readonly healthCheckDuration: Histogram<'backend' | 'result'>;
+  readonly reconnectRequests: Counter<'backend'>;
+  readonly capsExOffered: Counter<'result'>;
+  readonly ackTranslations: Counter<'result'>;
+  readonly migrationsStarted: Counter<'backend'>;
+  readonly migrations: Counter<'result' | 'reason'>;
+  readonly migrationAttemptsFailed: Counter<'backend' | 'reason'>;
+  readonly migrationSwitchSeconds: Histogram;
+  readonly migrationReadySeconds: Histogram;
+  readonly migrationGapSeconds: Histogram;
+  readonly routed: Counter<'rule' | 'how'>;
+  readonly bufferBudgetExceeded: Counter<'budget' | 'outcome'>;
   private readonly configReloads: Counter<'trigger' | 'result'>;
   private readonly configLastSuccess: Gauge;
   private readonly configLastSuccessful: Gauge;
@@ -79,7 +97,7 @@ export class ProxyMetrics {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.limits = opts.limits ?? null;
     this.forget = sources.forgetBackend?.bind(sources);
-    const metrics = this;
+    const currentLimits = (): SessionLimits | null => this.limits;
 
     const build = new Gauge({
       name: `${p}build_info`,
@@ -97,7 +115,7 @@ export class ProxyMetrics {
       registers,
       collect() {
         this.reset();
-        const l = metrics.limits;
+        const l = currentLimits();
         if (l === null) return;
         this.set({ limit: 'max-sessions' }, l.maxSessions);
         this.set({ limit: 'per-ip-sessions' }, l.maxSessionsPerIp);
@@ -284,6 +302,106 @@ export class ProxyMetrics {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
+    this.reconnectRequests = new Counter({
+      name: `${p}reconnect_requests_sent_total`,
+      help: 'E-RTMP NetConnection.Connect.ReconnectRequest messages written to publishers, by backend.',
+      labelNames: ['backend'] as const,
+      registers,
+    });
+    this.capsExOffered = new Counter({
+      name: `${p}erpc_caps_offered_total`,
+      help: 'Connect _result messages to clients that sent capsEx: rewritten (capsEx Reconnect added), unchanged (the server already offered it), interleaved (left as is: another chunk stream interleaved with it).',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.ackTranslations = new Counter({
+      name: `${p}ack_translations_total`,
+      help: 'Client Acknowledgements whose sequence number was lowered by the bytes the proxy added to the client-bound stream (rewritten), or could not be because the message straddled two reads (straddled).',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.migrationsStarted = new Counter({
+      name: `${p}migrations_started_total`,
+      help: 'Proxy-side migrations started, by the backend the session leaves.',
+      labelNames: ['backend'] as const,
+      registers,
+    });
+    this.migrations = new Counter({
+      name: `${p}migrations_total`,
+      help: 'Proxy-side migrations finished: result ok, or failed with the reason of the last attempt (the session then stays until the drain deadline).',
+      labelNames: ['result', 'reason'] as const,
+      registers,
+    });
+    this.migrationAttemptsFailed = new Counter({
+      name: `${p}migration_attempts_failed_total`,
+      help: 'Failed attempts to open a migration target (another backend is tried), by target backend and reason.',
+      labelNames: ['backend', 'reason'] as const,
+      registers,
+    });
+    this.migrationSwitchSeconds = new Histogram({
+      name: `${p}migration_switch_seconds`,
+      help: 'Time from the start of a migration to the switch of the client media to the new backend (dominated by the wait for the next keyframe).',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 12, 20, 30],
+      registers,
+    });
+    this.migrationReadySeconds = new Histogram({
+      name: `${p}migration_ready_seconds`,
+      help: 'Time from the start of a migration to the new backend answering NetStream.Publish.Start to the replayed commands.',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+      registers,
+    });
+    this.migrationGapSeconds = new Histogram({
+      name: `${p}migration_gap_seconds`,
+      help: 'At the switch, time between the last client bytes written to the old backend and the keyframe written to the new one.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.routed = new Counter({
+      name: `${p}sessions_routed_total`,
+      help: "Sessions placed by the routing rules, by rule and how (least-connections, weighted, sticky, sticky-moved: the key's preferred backend was not usable).",
+      labelNames: ['rule', 'how'] as const,
+      registers,
+    });
+    this.bufferBudgetExceeded = new Counter({
+      name: `${p}buffer_budget_exceeded_total`,
+      help:
+        'Sessions refused more buffer memory, by the budget that was full (session: limits.sessionBufferBytes, process: limits.processBufferBytes) and what happened to that session: ' +
+        'fallback (stopped parsing, forwarded blindly), closed, not-cached (migration cache left incomplete: the session cannot migrate), unchanged (the connect _result went out without capsEx).',
+      labelNames: ['budget', 'outcome'] as const,
+      registers,
+    });
+    new Gauge({
+      name: `${p}buffered_bytes`,
+      help: 'Bytes the proxy holds for sessions between reads (partial messages, migration caches, pre-connect client bytes), counted against limits.processBufferBytes.',
+      registers,
+      collect() {
+        this.set(sources.buffered?.().held ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${p}buffered_bytes_limit`,
+      help: 'The process buffer budget (limits.processBufferBytes).',
+      registers,
+      collect() {
+        this.set(sources.buffered?.().limit ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${p}migrations_in_flight`,
+      help: 'Proxy-side migrations in progress (new backend being opened, or waiting for the keyframe).',
+      registers,
+      collect() {
+        this.set(sources.migrations?.().inFlight ?? 0);
+      },
+    });
+    new Gauge({
+      name: `${p}migrations_queued`,
+      help: 'Sessions waiting for a migration slot (migration.maxInFlight).',
+      registers,
+      collect() {
+        this.set(sources.migrations?.().queued ?? 0);
+      },
+    });
     this.configReloads = new Counter({
       name: `${p}config_reloads_total`,
       help: 'Configuration reloads, by trigger (signal: SIGHUP, file: the watched config file changed) and result (ok: applied, invalid: refused, nothing changed).',
@@ -310,7 +428,7 @@ export class ProxyMetrics {
       name: `${p}config_restart_required`,
       // Cluster: the primary combines its workers' values this way.
       aggregator: 'max',
-      help: 'Settings of the last applied configuration that differ from the running ones but need a restart (listen, admin, tls, workers, redis, …); 0 = the running configuration is the file\'s.',
+      help: "Settings of the last applied configuration that differ from the running ones but need a restart (listen, admin, tls, workers, redis, …); 0 = the running configuration is the file's.",
       registers,
     });
   }
@@ -359,6 +477,11 @@ export class ProxyMetrics {
 
   /** The configured session limits (at start and after a reload). */
   setLimits(limits: SessionLimits): void {
-    this.limits = { maxSessions: limits.maxSessions, maxSessionsPerIp: limits.maxSessionsPerIp, connectRatePerIp: limits.connectRatePerIp, connectBurstPerIp: limits.connectBurstPerIp };
+    this.limits = {
+      maxSessions: limits.maxSessions,
+      maxSessionsPerIp: limits.maxSessionsPerIp,
+      connectRatePerIp: limits.connectRatePerIp,
+      connectBurstPerIp: limits.connectBurstPerIp,
+    };
   }
 }

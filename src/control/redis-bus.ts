@@ -23,7 +23,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BusHandlers, ControlBus, FleetView, PublishOutcome, ReplicaRecord, SessionRecord } from './bus.js';
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, encodeControlMessage, parseControlMessage } from './commands.js';
-import { RateLimitedLog } from './rate-limited-log.js';
+import { RateLimitedLog } from '../net/rate-limited-log.js';
 import { type RegistryKeys, readRegistry, registryKeys, removeReplica, writeReport } from './registry.js';
 
 /**

@@ -12,7 +12,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { SessionSnapshot } from '../proxy/session.js';
+import type { SessionSnapshot } from '../proxy/session/session.js';
 import type { ReplicaRecord, SessionRecord } from './bus.js';
 
 export interface RegistryKeys {

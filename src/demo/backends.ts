@@ -35,7 +35,11 @@ export interface EmbeddedBackend {
   stop(): Promise<void>;
 }
 
-export const NGINX_RTMP_MODULE_PATHS = ['/usr/lib/nginx/modules/ngx_rtmp_module.so', '/usr/lib64/nginx/modules/ngx_rtmp_module.so', '/usr/local/lib/nginx/modules/ngx_rtmp_module.so'];
+export const NGINX_RTMP_MODULE_PATHS = [
+  '/usr/lib/nginx/modules/ngx_rtmp_module.so',
+  '/usr/lib64/nginx/modules/ngx_rtmp_module.so',
+  '/usr/local/lib/nginx/modules/ngx_rtmp_module.so',
+];
 
 /** Path of an executable on PATH or in the sbin directories (nginx lives there), or null. */
 export function findExecutable(name: string): string | null {

@@ -70,7 +70,26 @@ function ffmpegTestStream(exe: string, seconds: number): ChildProcess {
       ...['-hide_banner', '-loglevel', 'error', '-nostdin'],
       ...['-f', 'lavfi', '-i', 'testsrc=size=320x180:rate=10', '-f', 'lavfi', '-i', 'sine=frequency=440:beep_factor=4:sample_rate=22050'],
       ...['-t', String(seconds), '-map', '0:v', '-map', '1:a'],
-      ...['-c:v', 'libx264', '-preset', 'veryfast', '-profile:v', 'baseline', '-pix_fmt', 'yuv420p', '-g', '10', '-keyint_min', '10', '-sc_threshold', '0', '-bf', '0', '-b:v', '120k'],
+      ...[
+        '-c:v',
+        'libx264',
+        '-preset',
+        'veryfast',
+        '-profile:v',
+        'baseline',
+        '-pix_fmt',
+        'yuv420p',
+        '-g',
+        '10',
+        '-keyint_min',
+        '10',
+        '-sc_threshold',
+        '0',
+        '-bf',
+        '0',
+        '-b:v',
+        '120k',
+      ],
       ...['-c:a', 'aac', '-b:a', '32k', '-ac', '1', '-f', 'flv', '-'],
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -137,7 +156,8 @@ export async function runDemo(opts: DemoOptions, out: NodeJS.WriteStream = proce
 
     // ── backends ──
     const nginx = opts.backends === 'node-media-server' ? null : findNginxRtmp();
-    if (opts.backends === 'nginx' && nginx === null) throw new Error('--backends nginx: nginx with the RTMP module is not installed (apt-get install nginx libnginx-mod-rtmp)');
+    if (opts.backends === 'nginx' && nginx === null)
+      throw new Error('--backends nginx: nginx with the RTMP module is not installed (apt-get install nginx libnginx-mod-rtmp)');
     const backends: Record<'b1' | 'b2', EmbeddedBackend> = {} as Record<'b1' | 'b2', EmbeddedBackend>;
     for (const name of ['b1', 'b2'] as const) {
       const bdir = join(dir, name);
@@ -165,7 +185,9 @@ export async function runDemo(opts: DemoOptions, out: NodeJS.WriteStream = proce
     const proxy: RunningProxy = await startProxy(config, pino({ level: config.log.level }, pino.destination({ dest: logFile, sync: false, mkdir: true })));
     cleanup.push(() => proxy.stop('demo-end'));
     const url = `rtmp://127.0.0.1:${proxy.address.port}/live/${DEMO_KEY}`;
-    story.line(`  proxy        rtmp://127.0.0.1:${proxy.address.port}/live → b1, b2 (least connections), admin http://127.0.0.1:${proxy.adminAddress!.port}, in-process control bus`);
+    story.line(
+      `  proxy        rtmp://127.0.0.1:${proxy.address.port}/live → b1, b2 (least connections), admin http://127.0.0.1:${proxy.adminAddress!.port}, in-process control bus`,
+    );
     // Both backends pass a health probe before the publisher starts.
     for (let i = 0; i < 100 && !proxy.pool.list().every((b) => b.health === 'up'); i++) await sleep(50);
 
@@ -215,20 +237,26 @@ export async function runDemo(opts: DemoOptions, out: NodeJS.WriteStream = proce
         story.at(`publisher connected through the proxy, which routed it to ${b}`);
       } else {
         to = b;
-        story.at(`reconnected to the same URL ${c.reconnectMs} ms later: the proxy routed it to ${b}; metadata and sequence headers re-sent, timestamps carry on`);
+        story.at(
+          `reconnected to the same URL ${c.reconnectMs} ms later: the proxy routed it to ${b}; metadata and sequence headers re-sent, timestamps carry on`,
+        );
       }
     });
     pub.on('goaway', () => story.at('publisher got Go Away: it keeps sending until the next keyframe'));
     pub.on('closed', (c: ConnectionReport) => {
       if (c.endReason === 'go-away') {
-        story.at(`keyframe reached ${c.closingAt! - c.goAwayAt!} ms later: publisher closed its connection to ${whereIs.get(c.index)} (no FCUnpublish) after ${c.video} video + ${c.audio} audio frames`);
+        story.at(
+          `keyframe reached ${c.closingAt! - c.goAwayAt!} ms later: publisher closed its connection to ${whereIs.get(c.index)} (no FCUnpublish) after ${c.video} video + ${c.audio} audio frames`,
+        );
       } else if (c.endReason === 'end-of-input') {
         story.at(`end of stream: ${c.video} video + ${c.audio} audio frames sent on ${whereIs.get(c.index)}`);
       } else story.at(`connection ${c.index} ended: ${c.endReason}`);
     });
     const progressTimer = setInterval(() => {
       const p = pub.progress();
-      story.progress(`          ▶ on ${whereIs.get(p.connection) ?? '…'} · media ${(p.mediaMs / 1000).toFixed(1)} s · ${p.video} video + ${p.audio} audio frames sent${p.goingAway ? ' · finishing the GOP' : ''}`);
+      story.progress(
+        `          ▶ on ${whereIs.get(p.connection) ?? '…'} · media ${(p.mediaMs / 1000).toFixed(1)} s · ${p.video} video + ${p.audio} audio frames sent${p.goingAway ? ' · finishing the GOP' : ''}`,
+      );
     }, 200);
     let finished = false;
     const drainer = (async () => {
@@ -304,7 +332,10 @@ export async function runDemo(opts: DemoOptions, out: NodeJS.WriteStream = proce
 
     if (opts.keep) {
       story.line();
-      story.line(`  still serving (--keep): publish to rtmp://127.0.0.1:${proxy.address.port}/live/<key>; ${from} stays drained ` + `(curl -XPOST -H 'content-type: application/json' http://127.0.0.1:${proxy.adminAddress!.port}/api/backends/${from}/undrain); proxy log: ${logFile}. Ctrl-C to stop.`);
+      story.line(
+        `  still serving (--keep): publish to rtmp://127.0.0.1:${proxy.address.port}/live/<key>; ${from} stays drained ` +
+          `(curl -XPOST -H 'content-type: application/json' http://127.0.0.1:${proxy.adminAddress!.port}/api/backends/${from}/undrain); proxy log: ${logFile}. Ctrl-C to stop.`,
+      );
       if (opts.json) out.write(`${JSON.stringify(summary)}\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', () => resolve());

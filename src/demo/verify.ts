@@ -126,7 +126,10 @@ export function compareRecordings(source: readonly Frame[], paths: readonly stri
 
 /** A short human summary for assertion messages and test diagnostics. */
 export function describeComparison(c: Comparison): string {
-  const files = c.files.map((f) => `${f.path.split('/').slice(-3).join('/')}: ${f.video} video + ${f.audio} audio, source[${f.from}, ${f.to}), offset ${f.offset}${f.contiguous ? '' : ' NOT CONTIGUOUS'}${f.truncated ? ' TRUNCATED' : ''}`);
+  const files = c.files.map(
+    (f) =>
+      `${f.path.split('/').slice(-3).join('/')}: ${f.video} video + ${f.audio} audio, source[${f.from}, ${f.to}), offset ${f.offset}${f.contiguous ? '' : ' NOT CONTIGUOUS'}${f.truncated ? ' TRUNCATED' : ''}`,
+  );
   return [
     `sent ${c.sent.video} video + ${c.sent.audio} audio; recorded ${c.received.video} + ${c.received.audio}`,
     ...files,

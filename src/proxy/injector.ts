@@ -1,9 +1,16 @@
-import { type ByteBudget, type ChunkReaderHandler, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader, UNLIMITED_BUDGET } from '../rtmp/chunk-reader.js';
+import {
+  type ByteBudget,
+  type ChunkReaderHandler,
+  type ChunkReaderLimits,
+  type CollectPolicy,
+  type MessageInfo,
+  ChunkReader,
+  UNLIMITED_BUDGET,
+} from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter, encodeFmt0Header } from '../rtmp/chunk-writer.js';
 import { MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeSkipper } from '../rtmp/handshake.js';
-
 
 const EMPTY = Buffer.alloc(0);
 /**
@@ -171,7 +178,11 @@ export class ClientBoundInjector {
     }
     if (this.sealState !== 'sealed') {
       let end = data.length;
-      if (this.failure === null && ((this.fixup !== null && this.fixup.size > 0) || this.rewriter !== null || this.capture !== null) && this.reader.pendingHeaderBytes > 0) {
+      if (
+        this.failure === null &&
+        ((this.fixup !== null && this.fixup.size > 0) || this.rewriter !== null || this.capture !== null) &&
+        this.reader.pendingHeaderBytes > 0
+      ) {
         // The partial header may have begun in bytes already returned (before holding was needed).
         end = Math.max(0, end - this.reader.pendingHeaderBytes);
         this.held = Buffer.from(data.subarray(end));

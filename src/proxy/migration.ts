@@ -1,5 +1,5 @@
 /**
- * Proxy-side migration (issue 6): moving a publish from a draining backend to a healthy one
+ * Proxy-side migration: moving a publish from a draining backend to a healthy one
  * inside the proxy, for publishers that support neither Go Away nor E-RTMP reconnect.
  *
  *   1. open a connection to a healthy backend and act as the client there: plain handshake, Set
@@ -17,14 +17,22 @@
  *
  * This module holds the parts that do not need the session's sockets: pure protocol state
  * machines (unit-tested with scripted peers), the in-flight limiter and the socket wrapper of
- * the new backend connection. The switching itself lives in Session.
+ * the new backend connection. The switching itself lives in session/migration-controller.ts.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { type Amf0Limits, encodeAmf0 } from '../rtmp/amf0.js';
 import type { BackendConfig } from '../balancer/types.js';
-import { type ByteBudget, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, ChunkReader, UNLIMITED_BUDGET } from '../rtmp/chunk-reader.js';
+import {
+  type ByteBudget,
+  type ChunkReaderLimits,
+  type CollectPolicy,
+  type MessageInfo,
+  type MessageStartWatcher,
+  ChunkReader,
+  UNLIMITED_BUDGET,
+} from '../rtmp/chunk-reader.js';
 import { type OutgoingMessage, ChunkWriter } from '../rtmp/chunk-writer.js';
-import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
+import { COMMAND_CSID, MAX_MESSAGE_SIZE, MessageType } from '../rtmp/constants.js';
 import { ProtocolError } from '../rtmp/errors.js';
 import { HandshakeEnd } from '../rtmp/handshake-peer.js';
 import { isAudioSequenceHeader, isMetadataMessage, isVideoKeyframe, isVideoSequenceHeader } from '../rtmp/media.js';
@@ -38,7 +46,8 @@ import {
   userControlMessage,
   UserControlEvent,
 } from '../rtmp/messages.js';
-import type { FeatureMetrics } from './feature-metrics.js';
+import type { ProxyObserver } from './observer.js';
+import { type Dial, dialTcp } from './dial.js';
 
 export interface MigrationSettings {
   maxInFlight: number;
@@ -181,6 +190,11 @@ export interface UpstreamSink {
   message(info: MessageInfo, payload: Buffer): void;
 }
 
+/** A clean end of a publish, as a publisher ends it: FCUnpublish then deleteStream (both without a reply expected). */
+export function unpublishCommands(streamKey: string | null, streamId: number | null): OutgoingMessage[] {
+  return [commandMessage(COMMAND_CSID, 0, 'FCUnpublish', 0, null, streamKey), commandMessage(COMMAND_CSID, 0, 'deleteStream', 0, null, streamId)];
+}
+
 /** Transaction ids of the replayed commands, as FFmpeg numbers them. */
 const TXN = { connect: 1, releaseStream: 2, FCPublish: 3, createStream: 4, publish: 5 } as const;
 /** Chunk stream for stream-level commands (publish), as FFmpeg / the reference publisher use it. */
@@ -203,8 +217,8 @@ export class UpstreamPublisher {
   bytesIn = 0;
   /** Bytes written to the backend. */
   bytesOut = 0;
-  /** Set at the switch: server messages go to the client from now on. */
-  forwarding = false;
+  /** Set at the switch (startForwarding): server messages go to the client from now on. */
+  private forwarding = false;
   readonly reader: ChunkReader;
   private readonly writer = new ChunkWriter(true);
   private readonly hs = new HandshakeEnd('client');
@@ -218,7 +232,7 @@ export class UpstreamPublisher {
     private readonly amfLimits?: Partial<Amf0Limits>,
     budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
-    const maxMessageSize = limits.maxMessageSize ?? 16 * 1024 * 1024 - 1;
+    const maxMessageSize = limits.maxMessageSize ?? MAX_MESSAGE_SIZE;
     this.reader = new ChunkReader({ message: (info, payload) => this.onMessage(info, payload) }, collectEverything, { ...limits, maxCollectedSize: maxMessageSize }, budget);
   }
 
@@ -257,11 +271,15 @@ export class UpstreamPublisher {
     return this.write(this.writer.write(msg));
   }
 
+  /** The switch: server messages (other than protocol business) go to the client from now on. */
+  startForwarding(): void {
+    this.forwarding = true;
+  }
+
   /** A clean end of the publish: FCUnpublish + deleteStream. */
   unpublish(): void {
     if (this.phase !== 'published') return;
-    this.send(commandMessage(COMMAND_CSID, 0, 'FCUnpublish', 0, null, this.plan.streamKey));
-    this.send(commandMessage(COMMAND_CSID, 0, 'deleteStream', 0, null, this.streamId));
+    for (const m of unpublishCommands(this.plan.streamKey, this.streamId)) this.send(m);
   }
 
   private write(buf: Buffer): boolean {
@@ -391,7 +409,7 @@ export class UpstreamPublisher {
  * Pure: finds the switch point in the client→server bytes of an armed session, without ever
  * forwarding the first header byte of the switch message to the old backend.
  *
- * The session's C→S ChunkReader calls `onMessageStart` (its messageStart hook) while `push`
+ * The session's C→S ChunkReader calls `onMessageStart` (watchMessageStarts) while `push`
  * feeds it. The switch happens at the first message start for which `accept(csid, firstByte)`
  * holds (a video keyframe with no other csid half-received), at the first byte of its header.
  * To see the first payload byte of a message whose header ends a buffer, and the whole header of
@@ -402,7 +420,7 @@ export class UpstreamPublisher {
  * completed from then on (the reader's message callbacks, during and after this push) to the new
  * backend; none of them started before the switch point.
  */
-export class SwitchSplitter {
+export class SwitchSplitter implements MessageStartWatcher {
   switched = false;
   /** The C→S chunk size in force at the switch point (for the FCUnpublish written to the old backend). */
   chunkSizeAtSwitch = 0;
@@ -489,7 +507,7 @@ export class SwitchSplitter {
     return h;
   }
 
-  /** The reader's messageStart hook while armed. */
+  /** Told by the reader (watchMessageStarts) while armed. */
   onMessageStart(csid: number, typeId: number, length: number, headerEnd: number, headerLength: number): void {
     if (this.switched || length === 0 || (typeId !== MessageType.Video && typeId !== MessageType.Audio)) return;
     const start = headerEnd - headerLength;
@@ -552,7 +570,7 @@ export class MigrationCoordinator {
 
   constructor(
     readonly settings: MigrationSettings,
-    readonly metrics: FeatureMetrics | null = null,
+    readonly metrics: ProxyObserver | null = null,
   ) {}
 
   get queued(): number {
@@ -598,14 +616,17 @@ export class MigrationCoordinator {
 
 // ───────────────────────────── the new backend's socket ─────────────────────────────
 
+/** Why a connection to a migration target ended. */
+export type UpstreamEnd = UpstreamFailure | 'refused' | 'connect-timeout' | 'backend-idle' | 'backend-error' | 'backend-closed';
+
 export interface UpstreamEvents {
   published(streamId: number): void;
   /** The attempt failed before publishing (or the connection ended before the switch). */
-  failed(reason: string, detail: string): void;
+  failed(reason: UpstreamEnd, detail: string): void;
   /** A server message for the client (after the switch). */
   message(info: MessageInfo, payload: Buffer): void;
   /** The connection ended after it was published. */
-  closed(reason: string): void;
+  closed(reason: UpstreamEnd): void;
   /** The socket's write buffer drained. */
   drain(): void;
 }
@@ -621,7 +642,7 @@ export class UpstreamConnection {
   private reported = false;
   private connected = false;
   private lastError: string | null = null;
-  private timeoutReason: string | null = null;
+  private timeoutReason: 'connect-timeout' | 'backend-idle' | null = null;
 
   constructor(
     readonly target: BackendConfig,
@@ -635,9 +656,10 @@ export class UpstreamConnection {
       preamble?: Buffer | null;
       /** The session's buffer budget: this connection's partial messages count in it. */
       budget?: ByteBudget;
+      dial?: Dial;
     },
   ) {
-    this.socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    this.socket = (opts.dial ?? dialTcp)(target);
     // The backend PROXY protocol header, before any RTMP byte.
     if (opts.preamble) this.socket.write(opts.preamble);
     const sock = this.socket;
@@ -694,6 +716,11 @@ export class UpstreamConnection {
     return this.protocol.send(msg);
   }
 
+  /** The switch: this connection's server messages reach the client from now on. */
+  startForwarding(): void {
+    this.protocol.startForwarding();
+  }
+
   /** FIN after what was written (FCUnpublish + deleteStream first when asked); `closed` follows. */
   end(unpublish: boolean): void {
     if (unpublish) this.protocol.unpublish();
@@ -709,7 +736,7 @@ export class UpstreamConnection {
     this.protocol.reader.release();
   }
 
-  private report(reason: string, detail: string): void {
+  private report(reason: UpstreamEnd, detail: string): void {
     if (this.aborted || this.reported) return;
     this.reported = true;
     if (this.published) {

@@ -3,13 +3,13 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
-import { isFdExhausted } from '../balancer/health.js';
-import type { ProxyMetrics } from '../control/metrics.js';
-import { RateLimitedLog } from '../control/rate-limited-log.js';
+import { isFdExhausted } from '../net/fd-exhausted.js';
+import type { ProxyObserver } from './observer.js';
+import { RateLimitedLog } from '../net/rate-limited-log.js';
 import { type AdmissionLimits, Admission, limitKey } from './admission.js';
-import type { CidrSet } from './cidr.js';
-import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from './proxy-protocol.js';
-import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session.js';
+import type { CidrSet } from '../net/cidr.js';
+import { type BackendProxyProtocol, type ProxyEndpoint, MAX_PROXY_HEADER, encodeProxyHeader, parseProxyHeader } from '../net/proxy-protocol.js';
+import { type SessionHooks, type SessionOrigin, type SessionSettings, Session } from './session/session.js';
 
 export interface ProxyServerOptions {
   host: string;
@@ -67,7 +67,7 @@ export class ProxyServer {
   /** Bytes of sessions that have ended, by the backend they ended on (`none`: never routed); live sessions add their own counts (metrics). */
   private readonly closedBytes = new Map<string, { c2s: number; s2c: number }>();
   private readonly server: net.Server;
-  private metrics: ProxyMetrics | null = null;
+  private metrics: ProxyObserver | null = null;
   private readonly closeWaiters = new Set<() => void>();
   /** Connections accepted but not yet sessions (they count towards limits.maxSessions). */
   private readonly opening = new Set<Opening>();
@@ -105,7 +105,8 @@ export class ProxyServer {
     this.admission = new Admission(opts.admission ?? { maxSessionsPerIp: 0, connectRatePerIp: 0, connectBurstPerIp: 1 });
     this.acceptPP = opts.acceptProxyProtocol ?? 'off';
     this.ppFrom = opts.acceptProxyProtocolFrom ?? null;
-    if (this.acceptPP !== 'off' && (this.ppFrom === null || this.ppFrom.empty)) throw new Error('acceptProxyProtocol needs acceptProxyProtocolFrom: the sources whose PROXY header is believed');
+    if (this.acceptPP !== 'off' && (this.ppFrom === null || this.ppFrom.empty))
+      throw new Error('acceptProxyProtocol needs acceptProxyProtocolFrom: the sources whose PROXY header is believed');
     this.backendPP = opts.backendProxyProtocol ?? 'off';
   }
 
@@ -123,7 +124,7 @@ export class ProxyServer {
     this.admission.setLimits(limits.admission);
   }
 
-  setMetrics(metrics: ProxyMetrics): void {
+  setMetrics(metrics: ProxyObserver): void {
     this.metrics = metrics;
   }
 
@@ -210,7 +211,11 @@ export class ProxyServer {
     if (!(listener === 'rtmp' ? this.server : this.tlsServer)?.listening) return;
     const fd = isFdExhausted(err);
     if (fd) this.metrics?.sessionsRejected.inc({ reason: 'fd-exhausted' });
-    this.fdLog.write(`${listener}:${err.code ?? err.message}`, { listener, code: err.code, err: err.message, sessions: this.sessions.size }, fd ? 'out of file descriptors: connection refused' : 'listener error');
+    this.fdLog.write(
+      `${listener}:${err.code ?? err.message}`,
+      { listener, code: err.code, err: err.message, sessions: this.sessions.size },
+      fd ? 'out of file descriptors: connection refused' : 'listener error',
+    );
   }
 
   private reject(sock: net.Socket, reason: RejectReason, fields: Record<string, unknown> = {}): void {
@@ -234,14 +239,27 @@ export class ProxyServer {
     }
     // Between accept and session: bounded by the handshake timeout, no backend connection yet.
     sock.on('error', () => {});
-    const o: Opening = { sock, acceptedAt: Date.now(), done: false, stage: 'proxy', release: null, tls: null, timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs) };
+    const o: Opening = {
+      sock,
+      acceptedAt: Date.now(),
+      done: false,
+      stage: 'proxy',
+      release: null,
+      tls: null,
+      timer: setTimeout(() => this.timedOut(o), this.opts.session.handshakeTimeoutMs),
+    };
     o.timer.unref();
     this.opening.add(o);
     sock.once('close', () => this.abandon(o));
     // A client that half-closes before it is a session has nothing left to say (allowHalfOpen would keep it until the timeout).
     sock.once('end', () => this.abandon(o));
     if (this.acceptPP === 'off') {
-      this.admitted(o, { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 }, secure);
+      this.admitted(
+        o,
+        { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 },
+        { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 },
+        secure,
+      );
       return;
     }
     const trusted = this.ppFrom!.has(sock.remoteAddress);
@@ -299,7 +317,12 @@ export class ProxyServer {
         sock.pause();
         if (r.kind !== 'none') return this.fail(o, 'proxy-protocol-untrusted', { why: 'PROXY header from a source not in acceptProxyProtocolFrom' });
         sock.unshift(acc);
-        this.admitted(o, { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 }, { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 }, secure);
+        this.admitted(
+          o,
+          { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0 },
+          { address: sock.localAddress ?? '?', port: sock.localPort ?? 0 },
+          secure,
+        );
         return;
       }
       if (r.kind === 'incomplete') {
@@ -336,7 +359,11 @@ export class ProxyServer {
       o.release = () => this.admission.release(key);
     }
     // Same `address:port` form as a session without a PROXY header.
-    const origin: SessionOrigin = { clientAddress: `${src.address}:${src.port}`, preamble: encodeProxyHeader(this.backendPP, src, dst), acceptedAt: o.acceptedAt };
+    const origin: SessionOrigin = {
+      clientAddress: `${src.address}:${src.port}`,
+      preamble: encodeProxyHeader(this.backendPP, src, dst),
+      acceptedAt: o.acceptedAt,
+    };
     if (!secure) {
       const release = o.release;
       this.finishOpening(o);
@@ -396,7 +423,12 @@ export class ProxyServer {
       closed.s2c += s.bytesOut;
       if (m !== null) {
         if (s.backendName !== null) m.sessionsTotal.inc({ backend: s.backendName, capability: s.capability });
-        else if (s.closeReason === 'no-backend' || s.closeReason === 'all-backends-failed' || s.closeReason === 'fd-exhausted' || s.closeReason === 'no-route') {
+        else if (
+          s.closeReason === 'no-backend' ||
+          s.closeReason === 'all-backends-failed' ||
+          s.closeReason === 'fd-exhausted' ||
+          s.closeReason === 'no-route'
+        ) {
           // Never routed: a backend connect that failed for want of a descriptor is our limit, not the backends'.
           m.sessionsRejected.inc({ reason: this.fdStarved.has(s) ? 'fd-exhausted' : s.closeReason });
         }
@@ -410,12 +442,20 @@ export class ProxyServer {
     goAwayWritten: (s) => this.metrics?.goAwaySent.inc({ backend: s.backendName ?? 'none', connect_flag: s.view.facts.connect?.goAwayKey ?? 'unknown' }),
     parseFallback: (s, direction, err) => {
       this.metrics?.parseFallbacks.inc({ direction, reason: err.code });
-      this.peerLog.write(`parse:${direction}:${err.code}`, { session: s.id, direction, reason: err.code, err: err.message, action: this.opts.session.onParseError }, 'RTMP parse failed');
+      this.peerLog.write(
+        `parse:${direction}:${err.code}`,
+        { session: s.id, direction, reason: err.code, err: err.message, action: this.opts.session.onParseError },
+        'RTMP parse failed',
+      );
     },
     connectFailed: (s, backend, err) => {
       if (isFdExhausted(err)) {
         this.fdStarved.add(s);
-        this.fdLog.write(`backend-connect:${(err as NodeJS.ErrnoException).code}`, { session: s.id, backend, err: err.message, sessions: this.sessions.size }, 'out of file descriptors: backend connect failed');
+        this.fdLog.write(
+          `backend-connect:${(err as NodeJS.ErrnoException).code}`,
+          { session: s.id, backend, err: err.message, sessions: this.sessions.size },
+          'out of file descriptors: backend connect failed',
+        );
         return;
       }
       this.metrics?.backendConnectFailures.inc({ backend });

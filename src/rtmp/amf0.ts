@@ -130,15 +130,7 @@ export const DEFAULT_AMF0_LIMITS: Readonly<Amf0Limits> = Object.freeze({
   maxTotalStringBytes: 256 * 1024,
 });
 
-export type Amf0ErrorCode =
-  | 'truncated'
-  | 'depth'
-  | 'too-many-items'
-  | 'string-too-long'
-  | 'unknown-marker'
-  | 'amf3-unsupported'
-  | 'over-budget'
-  | 'invalid';
+export type Amf0ErrorCode = 'truncated' | 'depth' | 'too-many-items' | 'string-too-long' | 'unknown-marker' | 'amf3-unsupported' | 'over-budget' | 'invalid';
 
 export class Amf0Error extends Error {
   override readonly name = 'Amf0Error';
@@ -363,12 +355,7 @@ function readValue(r: Reader, depth: number): Amf0Value {
  * ('truncated' when the value runs past the end of `buf`). `budget`: shared with other calls on
  * the same message (default: a fresh one from `limits`).
  */
-export function decodeAmf0Value(
-  buf: Uint8Array,
-  offset: number,
-  limits?: Partial<Amf0Limits>,
-  budget?: Amf0Budget,
-): { value: Amf0Value; next: number } {
+export function decodeAmf0Value(buf: Uint8Array, offset: number, limits?: Partial<Amf0Limits>, budget?: Amf0Budget): { value: Amf0Value; next: number } {
   const r = makeReader(buf, offset, resolveLimits(limits), budget);
   const value = readValue(r, 0);
   return { value, next: r.pos };

@@ -1,7 +1,4 @@
-import {
-  DEFAULT_CHUNK_SIZE,
-  MessageType,
-} from './constants.js';
+import { DEFAULT_CHUNK_SIZE, MAX_MESSAGE_SIZE, MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isConfigurationHead } from './media.js';
 
@@ -47,7 +44,7 @@ export interface ChunkReaderLimits {
 export const DEFAULT_CHUNK_READER_LIMITS: ChunkReaderLimits = {
   maxChunkSize: 16 * 1024 * 1024,
   minChunkSize: 32,
-  maxMessageSize: 16 * 1024 * 1024 - 1,
+  maxMessageSize: MAX_MESSAGE_SIZE,
   maxCollectedSize: 256 * 1024,
   maxChunkStreams: 64,
 };
@@ -102,6 +99,15 @@ export interface ChunkReaderHandler {
 }
 
 /**
+ * Told of every message start (as ChunkReaderHandler.messageStart) while set with
+ * `ChunkReader.watchMessageStarts`: for a caller that needs it for a while only (the switch
+ * search of a migration), without changing the handler the reader was built with.
+ */
+export interface MessageStartWatcher {
+  onMessageStart(csid: number, typeId: number, length: number, headerEnd: number, headerLength: number): void;
+}
+
+/**
  * Which messages have their payload collected, by message type: true, false, or `'head'` =
  * only when its first bytes say it is decoder configuration or stream metadata (see
  * isConfigurationHead: AVC/HEVC/E-RTMP sequence headers, AAC/E-RTMP audio sequence start,
@@ -113,9 +119,7 @@ export type CollectPolicy = (typeId: number) => boolean | 'head';
 
 /** Protocol control and command messages; media is skipped. */
 export const collectControlAndCommands: CollectPolicy = (typeId) =>
-  typeId <= MessageType.SetPeerBandwidth ||
-  typeId === MessageType.CommandAmf0 ||
-  typeId === MessageType.CommandAmf3;
+  typeId <= MessageType.SetPeerBandwidth || typeId === MessageType.CommandAmf0 || typeId === MessageType.CommandAmf3;
 
 /** Per type id (0–255): 0 skip, 1 collect, 2 decide by the head. */
 const SKIP = 0;
@@ -216,6 +220,7 @@ export class ChunkReader {
   /** A chunk header split across two `feed` calls; allocated the first time one is. */
   private scratch: Buffer | null = null;
   private scratchLen = 0;
+  private watcher: MessageStartWatcher | null = null;
   /**
    * Head bytes of chunk streams 0..SLAB_CSIDS-1, then the bytes `info.head` shows (copied there
    * per message); allocated with the first chunk stream, as is `headOut`, the view of the last part.
@@ -265,6 +270,11 @@ export class ChunkReader {
    * limits.maxCollectedSize (e.g. a proxy that re-chunks every message must collect even the
    * largest, up to limits.maxMessageSize).
    */
+  /** Every message start from now on is told to `watcher` too (null: no longer). */
+  watchMessageStarts(watcher: MessageStartWatcher | null): void {
+    this.watcher = watcher;
+  }
+
   setCollectPolicy(policy: CollectPolicy, maxCollectedSize = this.limits.maxCollectedSize): void {
     this.collectTable = tableOf(policy);
     this.maxCollected = maxCollectedSize;
@@ -448,7 +458,10 @@ export class ChunkReader {
         this.applyHeader(scratch, 0);
       }
       off = headerEnd;
-      if (this.hNew) this.handler.messageStart?.(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
+      if (this.hNew) {
+        this.handler.messageStart?.(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
+        this.watcher?.onMessageStart(this.hCsid, this.current!.typeId, this.current!.length, off, this.hLen);
+      }
       this.handler.chunkHeader?.(this.hCsid, this.hFmt, this.hLen, off);
       if (this.chunkLeft === 0) this.endChunk(this.current!, off); // zero-length message
     }

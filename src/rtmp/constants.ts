@@ -30,6 +30,8 @@ export const COMMAND_CSID = 3;
 
 /** Default chunk size until a Set Chunk Size arrives (RTMP spec §5.4.1). */
 export const DEFAULT_CHUNK_SIZE = 128;
+/** Largest message length the 3-byte length field of a chunk header can carry (RTMP spec §5.3.1.2): 16 MiB − 1. */
+export const MAX_MESSAGE_SIZE = 0xffffff;
 /** Largest chunk size the spec allows: 31 bits, top bit must be 0 (RTMP spec §5.4.1). */
 export const MAX_SPEC_CHUNK_SIZE = 0x7fffffff;
 /** 3-byte timestamp value meaning "an extended 4-byte timestamp follows" (RTMP spec §5.3.1.3). */

@@ -1,8 +1,4 @@
-import {
-  HANDSHAKE_TOTAL,
-  RTMP_VERSION_ENCRYPTED,
-  RTMP_VERSION_PLAIN,
-} from './constants.js';
+import { HANDSHAKE_TOTAL, RTMP_VERSION_ENCRYPTED, RTMP_VERSION_PLAIN } from './constants.js';
 import { ProtocolError } from './errors.js';
 
 /**

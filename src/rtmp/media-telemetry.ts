@@ -526,7 +526,7 @@ export class MediaTelemetry {
       const measured = v.frameRate();
       const interval = this.keyframeInterval();
       const ageMs = now !== undefined && !Number.isNaN(this.lastKeyAt) ? Math.max(0, now - this.lastKeyAt) : null;
-      const age = ageMs ?? (this.lastKeyTimestamp >= 0 ? ((v.lastTimestamp - this.lastKeyTimestamp) | 0) : null);
+      const age = ageMs ?? (this.lastKeyTimestamp >= 0 ? (v.lastTimestamp - this.lastKeyTimestamp) | 0 : null);
       video = {
         codec: codecName(v.codec, VIDEO_IDS, VIDEO_FOURCCS),
         fourcc: v.codec >= 0 ? fourccText(v.codec) : null,

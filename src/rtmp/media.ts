@@ -116,5 +116,8 @@ export function isConfigurationHead(typeId: number, head: Uint8Array, len: numbe
   if (at === 1 && (len < 1 || head[0] !== 0)) return false;
   if (len < at + 7 || head[at] !== 0x02 || head[at + 1] !== 0) return false;
   const n = head[at + 2]!;
-  return (n === 13 && head[at + 3] === 0x40 && head[at + 4] === 0x73 && head[at + 5] === 0x65 && head[at + 6] === 0x74) || (n === 10 && head[at + 3] === 0x6f && head[at + 4] === 0x6e && head[at + 5] === 0x4d && head[at + 6] === 0x65);
+  return (
+    (n === 13 && head[at + 3] === 0x40 && head[at + 4] === 0x73 && head[at + 5] === 0x65 && head[at + 6] === 0x74) ||
+    (n === 10 && head[at + 3] === 0x6f && head[at + 4] === 0x6e && head[at + 5] === 0x4d && head[at + 6] === 0x65)
+  );
 }

@@ -3,15 +3,7 @@ import type { MessageInfo } from './chunk-reader.js';
 import { MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isVideoKeyframe } from './media.js';
-import {
-  type Command,
-  type ConnectInfo,
-  decodeCommand,
-  readConnect,
-  readCreateStreamResult,
-  readPublish,
-  readStatusCode,
-} from './messages.js';
+import { type Command, type ConnectInfo, decodeCommand, readConnect, readCreateStreamResult, readPublish, readStatusCode } from './messages.js';
 
 /** What the proxy knows about one RTMP session, from both directions' messages. */
 export interface SessionFacts {
@@ -66,7 +58,8 @@ const SERVER_COMMANDS: ReadonlySet<string> = new Set(['_result', '_error', 'onSt
 
 /** A copy of `bytes` for replay, refused (bad-amf) above MAX_REPLAY_BYTES. */
 function replayCopy(what: string, bytes: Buffer): Buffer {
-  if (bytes.length > MAX_REPLAY_BYTES) throw new ProtocolError('bad-amf', `${what} of ${bytes.length} bytes: more than the ${MAX_REPLAY_BYTES} a session keeps`);
+  if (bytes.length > MAX_REPLAY_BYTES)
+    throw new ProtocolError('bad-amf', `${what} of ${bytes.length} bytes: more than the ${MAX_REPLAY_BYTES} a session keeps`);
   return Buffer.from(bytes);
 }
 
@@ -147,10 +140,10 @@ export class SessionView {
         this.events.connect?.(this.facts.connect);
         return;
       case 'createStream':
-      {
-        const txns = (this.createStreamTxns ??= []);
-        if (txns.length < 16 && !txns.includes(cmd.transactionId)) txns.push(cmd.transactionId);
-      }
+        {
+          const txns = (this.createStreamTxns ??= []);
+          if (txns.length < 16 && !txns.includes(cmd.transactionId)) txns.push(cmd.transactionId);
+        }
         return;
       case 'publish': {
         const replay = replayCopy('publish', cmd.body.subarray(cmd.argsAt));

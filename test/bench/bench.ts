@@ -30,14 +30,41 @@
  * environment of proxy-b, e.g. GLIBC_TUNABLES). The full run adds `proxy-tls` (the proxy's RTMPS listener:
  * the generator connects with TLS) when openssl is installed. See docs/performance.md.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { HAPROXY, RUNTIME_TUNED, type MiddleName, type RunningMiddle, NGINX, PROJECT_ROOT, haproxyVersion, isProxy, nginxStreamVersion, openFileLimit, opensslAvailable, startMiddle } from './lib/middles.js';
-import { type RpcChild, cpuSeconds, forkRpc, machineBusySeconds, minorFaults, nowSec, pin, processTree, readCalls, rssBytes, sleep, spawnReady, threadCpuSeconds, treeSum } from './lib/proc.js';
+import {
+  HAPROXY,
+  RUNTIME_TUNED,
+  type MiddleName,
+  type RunningMiddle,
+  NGINX,
+  PROJECT_ROOT,
+  haproxyVersion,
+  isProxy,
+  nginxStreamVersion,
+  openFileLimit,
+  opensslAvailable,
+  startMiddle,
+} from './lib/middles.js';
+import {
+  type RpcChild,
+  cpuSeconds,
+  forkRpc,
+  machineBusySeconds,
+  minorFaults,
+  nowSec,
+  pin,
+  processTree,
+  readCalls,
+  rssBytes,
+  sleep,
+  spawnReady,
+  threadCpuSeconds,
+  treeSum,
+} from './lib/proc.js';
 import { NOMINAL_BPS, type PublisherKind, parsePublisherKinds, publishStream } from './lib/stream.js';
 import { renderReport, type BenchResult, type RunResult, type FanoutResult } from './lib/report.js';
 import { summarizeProfiles } from './lib/cpuprofile.js';
@@ -126,7 +153,10 @@ const proxyCode: 'dist' | 'src' = argv['proxy-code'] === 'src' || argv['proxy-co
 const splitArgs = (s: string | undefined): string[] => (s === undefined ? [] : s.split(/\s+/).filter((a) => a !== ''));
 const proxyArgsOnly = splitArgs(argv['proxy-args']);
 const proxyBArgsOnly = argv['proxy-b-args'] === undefined ? proxyArgsOnly : splitArgs(argv['proxy-b-args']);
-/** Runtime settings of the Node relay (RUNTIME_TUNED in lib/middles.ts) and the proxies: `tuned` (as bin/ starts the proxy) or `default` (plain node; the proxy with RTMP_GOAWAY_NO_TUNE=1). */
+/**
+ * Runtime settings of the Node relay (RUNTIME_TUNED in lib/middles.ts) and the proxies: `tuned` (as bin/ starts the proxy) or `default`
+ * (plain node; the proxy with RTMP_GOAWAY_NO_TUNE=1).
+ */
 const runtimeMode = (mode: string | undefined): 'tuned' | 'default' => {
   if (mode !== 'tuned' && mode !== 'default') throw new Error(`--runtime tuned|default, not ${mode}`);
   return mode;
@@ -199,9 +229,17 @@ const problems: string[] = [];
  * middle, say) are excluded and counted as dropped: bytes in flight on a reset connection are
  * legitimately lost. Anything else short or different is a problem (the bench exits 1).
  */
-async function waitDelivered(sink: RpcChild, lo: number, sent: { written: Record<number, number>; failedIds: number[] }, what: string, timeoutMs = 20_000): Promise<{ complete: boolean; dropped: number }> {
+async function waitDelivered(
+  sink: RpcChild,
+  lo: number,
+  sent: { written: Record<number, number>; failedIds: number[] },
+  what: string,
+  timeoutMs = 20_000,
+): Promise<{ complete: boolean; dropped: number }> {
   const failed = new Set(sent.failedIds);
-  const ids = Object.keys(sent.written).map(Number).filter((id) => !failed.has(id));
+  const ids = Object.keys(sent.written)
+    .map(Number)
+    .filter((id) => !failed.has(id));
   const hi = Math.max(lo, ...Object.keys(sent.written).map(Number)) + 1;
   const until = Date.now() + timeoutMs;
   let snap: SinkSnapshot;
@@ -212,7 +250,9 @@ async function waitDelivered(sink: RpcChild, lo: number, sent: { written: Record
     if (short.length === 0) break;
     if (Date.now() > until) {
       const id = short[0]!;
-      problems.push(`${what}: ${short.length} of ${ids.length} connections not delivered byte-exact (conn ${id}: sent ${sent.written[id]}, sink got ${snap.per![id - lo]})`);
+      problems.push(
+        `${what}: ${short.length} of ${ids.length} connections not delivered byte-exact (conn ${id}: sent ${sent.written[id]}, sink got ${snap.per![id - lo]})`,
+      );
       ok = false;
       break;
     }
@@ -263,7 +303,14 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
   const before = rssOfMiddle(m);
   const beforeGc = await rssAfterGc(m);
   const lo = allocIds(n);
-  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, tls: m.tls === true, n, idBase: lo, parallel: 100, publishers: publishersOf(m.name) });
+  const r = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', {
+    port: m.port,
+    tls: m.tls === true,
+    n,
+    idBase: lo,
+    parallel: 100,
+    publishers: publishersOf(m.name),
+  });
   if (r.failed > 0) problems.push(`${m.name} idle: ${r.failed} of ${n} sessions failed: ${r.firstError}`);
   await sleep(scale.idleSettleMs);
   const after = rssOfMiddle(m);
@@ -281,7 +328,13 @@ async function measureIdle(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: n
   };
 }
 
-async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, procs: { gen: number; sink: number }, hooks: { start?(): void; end?(): void } = {}): Promise<NonNullable<RunResult['bulk']>> {
+async function measureBulk(
+  gen: RpcChild,
+  sink: RpcChild,
+  m: RunningMiddle,
+  procs: { gen: number; sink: number },
+  hooks: { start?(): void; end?(): void } = {},
+): Promise<NonNullable<RunResult['bulk']>> {
   const lo = allocIds(scale.bulkConns);
   await gen.call('bulkStart', { port: m.port, tls: m.tls === true, conns: scale.bulkConns, idBase: lo, publishers: publishersOf(m.name) });
   await sleep(scale.bulkWarmupMs);
@@ -331,13 +384,24 @@ async function measureBulk(gen: RpcChild, sink: RpcChild, m: RunningMiddle, proc
 }
 
 /** Per read syscall of the middle during a window: bytes, and minor page faults (the malloc trim symptom, docs/performance.md). */
-function readStats(f0: number | null, f1: number | null, r0: { calls: number; bytes: number } | null, r1: { calls: number; bytes: number } | null): { bytesPerRead: number | null; minorFaultsPerRead: number | null } {
+function readStats(
+  f0: number | null,
+  f1: number | null,
+  r0: { calls: number; bytes: number } | null,
+  r1: { calls: number; bytes: number } | null,
+): { bytesPerRead: number | null; minorFaultsPerRead: number | null } {
   if (r0 === null || r1 === null || r1.calls <= r0.calls) return { bytesPerRead: null, minorFaultsPerRead: null };
   const reads = r1.calls - r0.calls;
   return { bytesPerRead: (r1.bytes - r0.bytes) / reads, minorFaultsPerRead: f0 === null || f1 === null ? null : (f1 - f0) / reads };
 }
 
-async function measurePaced(gen: RpcChild, sink: RpcChild, m: RunningMiddle, n: number, hooks: { start?(): void; end?(): void } = {}): Promise<RunResult['paced'][number]> {
+async function measurePaced(
+  gen: RpcChild,
+  sink: RpcChild,
+  m: RunningMiddle,
+  n: number,
+  hooks: { start?(): void; end?(): void } = {},
+): Promise<RunResult['paced'][number]> {
   const lo = allocIds(n);
   const t0 = nowSec();
   await gen.call('pacedStart', { port: m.port, tls: m.tls === true, n, idBase: lo, bitsPerSec: NOMINAL_BPS, parallel: 64, publishers: publishersOf(m.name) });
@@ -443,7 +507,14 @@ interface GoAwayStatus {
   closed: number;
 }
 
-async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 'admin' | 'redis', rep: number, redisPort: number | null): Promise<FanoutResult | null> {
+async function measureFanout(
+  gen: RpcChild,
+  sink: RpcChild,
+  n: number,
+  trigger: 'admin' | 'redis',
+  rep: number,
+  redisPort: number | null,
+): Promise<FanoutResult | null> {
   if (trigger === 'redis') {
     // The Redis bus persists drains as desired state: start every measurement from a clean one.
     const r = await Resp.connect(redisPort!);
@@ -469,7 +540,14 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
     const base = `http://127.0.0.1:${m.adminPort}`;
     await (await fetch(`${base}/healthz`)).text(); // warm the HTTP client
     const lo = allocIds(n);
-    const opened = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', { port: m.port, n, idBase: lo, parallel: 200, timeoutMs: 30_000, publishers: ['goaway'] });
+    const opened = await gen.call<{ opened: number; failed: number; firstError: string | null; seconds: number }>('idleOpen', {
+      port: m.port,
+      n,
+      idBase: lo,
+      parallel: 200,
+      timeoutMs: 30_000,
+      publishers: ['goaway'],
+    });
     if (opened.failed > 0) problems.push(`fan-out ${n}: ${opened.failed} sessions failed to open: ${opened.firstError}`);
     await sleep(smoke ? 100 : 500);
     const rssAtN = rssBytes(m.pid!);
@@ -477,7 +555,11 @@ async function measureFanout(gen: RpcChild, sink: RpcChild, n: number, trigger: 
     const t0 = nowSec();
     let commandSeconds: number;
     if (trigger === 'admin') {
-      const r = await fetch(`${base}/api/backends/b1/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench', force: true }) });
+      const r = await fetch(`${base}/api/backends/b1/drain`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ deadlineMs: 600_000, reason: 'bench', force: true }),
+      });
       await r.text();
       if (!r.ok) throw new Error(`drain: HTTP ${r.status}`);
       commandSeconds = nowSec() - t0;
@@ -532,7 +614,10 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   if (middle === 'node-relay') {
     // The relay has no profiling switch: profile its whole life (start-up is a few ms of it).
     const { port } = await sink.call<{ port: number }>('listen', {});
-    const m = await startMiddle('node-relay', port, { nodeArgs: [...relayRuntime.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'], env: relayRuntime.env });
+    const m = await startMiddle('node-relay', port, {
+      nodeArgs: [...relayRuntime.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'],
+      env: relayRuntime.env,
+    });
     const bulk = await measureBulk(gen, sink, m, { gen: gen.pid, sink: sink.pid });
     await m.stop();
     await sink.call('closeServer', { port });
@@ -558,7 +643,10 @@ async function profileProxy(gen: RpcChild, sink: RpcChild, dir: string, middle: 
   await sleep(200);
   await m.stop();
   await sink.call('closeServer', { port });
-  if (bulk !== null) log(`bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit, background load ${bulk.backgroundCpuPercent?.toFixed(0)} %`);
+  if (bulk !== null)
+    log(
+      `bulk under the profiler: ${bulk.gbps.toFixed(2)} Gbps, ${bulk.cpuPerGbit?.toFixed(3)} CPU-s/Gbit, background load ${bulk.backgroundCpuPercent?.toFixed(0)} %`,
+    );
   if (!existsSync(file)) throw new Error(`no profile written to ${file}:\n${m.output()}`);
   process.stdout.write(summarizeProfiles(file, PROJECT_ROOT) + '\n');
 }
@@ -573,7 +661,9 @@ async function main(): Promise<void> {
   if (!smoke) {
     const needed = Math.max(...scale.fanoutSizes) * 2 + 200;
     if (fdLimit < needed) {
-      log(`open-file limit ${fdLimit} is below the ${needed} the ${Math.max(...scale.fanoutSizes)}-session fan-out needs (run through npm run bench, which raises it): fan-out sizes capped`);
+      log(
+        `open-file limit ${fdLimit} is below the ${needed} the ${Math.max(...scale.fanoutSizes)}-session fan-out needs (run through npm run bench, which raises it): fan-out sizes capped`,
+      );
       scale.fanoutSizes = scale.fanoutSizes.map((s) => Math.min(s, Math.floor((fdLimit - 200) / 2)));
     }
   }
@@ -605,26 +695,39 @@ async function main(): Promise<void> {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
         const nodeArgs = name === 'proxy-b' ? proxyBArgsOnly : isProxy(name) ? proxyArgsOnly : name === 'node-relay' ? relayRuntime.nodeArgs : [];
         const env = name === 'node-relay' ? relayRuntime.env : name === 'proxy-b' ? proxyBEnv : {};
-        const m = await startMiddle(name, sinkPort, { proxyCode, nodeArgs, env, proxyRuntime: name === 'proxy-b' ? proxyBRuntime : proxyRuntime, ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }) });
+        const m = await startMiddle(name, sinkPort, {
+          proxyCode,
+          nodeArgs,
+          env,
+          proxyRuntime: name === 'proxy-b' ? proxyBRuntime : proxyRuntime,
+          ...(argv['proxy-b'] === undefined ? {} : { proxyBRoot: resolve(argv['proxy-b']) }),
+        });
         if (pinMode === 'split' && m.pid !== null) pin(m.pid, String(ncpu - 1));
         try {
           await sleep(smoke ? 50 : 300);
           const rssIdle = rssOfMiddle(m);
           log(`rep ${rep + 1}/${scale.reps} ${name}: idle ${scale.idleSessions} sessions`);
-          const idle = phases.has('idle') ? await measureIdle(gen, sink, m, scale.idleSessions) : { sessions: 0, setupSeconds: 0, rssBefore: null, rssAfter: null, rssPerSession: null, rssPerSessionAfterGc: null };
+          const idle = phases.has('idle')
+            ? await measureIdle(gen, sink, m, scale.idleSessions)
+            : { sessions: 0, setupSeconds: 0, rssBefore: null, rssAfter: null, rssPerSession: null, rssPerSessionAfterGc: null };
           if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, '0');
           const latency = phases.has('latency') ? await measureLatency(gen, m) : { count: 0, p50: NaN, p99: NaN, min: NaN, max: NaN };
           if (latencyPin === 'one') for (const pid of [gen.pid, sink.pid, m.pid]) if (pid !== null) pin(pid, `0-${ncpu - 1}`);
           log(`rep ${rep + 1}/${scale.reps} ${name}: ping p50 ${latency.p50.toFixed(0)} µs; bulk`);
           const bulk = phases.has('bulk') ? await measureBulk(gen, sink, m, procs) : null;
-          if (bulk !== null) log(`rep ${rep + 1}/${scale.reps} ${name}: bulk ${bulk.gbps.toFixed(2)} Gbps${bulk.cpuPerGbit === null ? '' : `, ${bulk.cpuPerGbit.toFixed(3)} CPU-s/Gbit`}`);
+          if (bulk !== null)
+            log(
+              `rep ${rep + 1}/${scale.reps} ${name}: bulk ${bulk.gbps.toFixed(2)} Gbps${bulk.cpuPerGbit === null ? '' : `, ${bulk.cpuPerGbit.toFixed(3)} CPU-s/Gbit`}`,
+            );
           const paced: RunResult['paced'] = [];
           // RTMPS: bulk, latency and idle only (1,000 TLS publishers would measure the TLS load generator).
           if (phases.has('paced') && !argv['no-paced'] && name !== 'proxy-tls') {
             for (const n of scale.pacedLevels) {
               const p = await measurePaced(gen, sink, m, n);
               paced.push(p);
-              log(`rep ${rep + 1}/${scale.reps} ${name}: paced ${n} × 6 Mbps: ${(p.deliveredRatio * 100).toFixed(1)} % delivered${p.cpuPercent === null ? '' : `, CPU ${p.cpuPercent.toFixed(0)} %`}`);
+              log(
+                `rep ${rep + 1}/${scale.reps} ${name}: paced ${n} × 6 Mbps: ${(p.deliveredRatio * 100).toFixed(1)} % delivered${p.cpuPercent === null ? '' : `, CPU ${p.cpuPercent.toFixed(0)} %`}`,
+              );
             }
           }
           runs.push({ rep, middle: name, rssIdle, idle, latency, bulk, paced });
@@ -653,7 +756,9 @@ async function main(): Promise<void> {
               const r = await measureFanout(gen, sink, n, trigger, rep, redis?.port ?? null);
               if (r === null) continue;
               fanout.push(r);
-              log(`fan-out rep ${rep + 1} ${trigger} ${n}: last Go Away read ${r.lastMs?.toFixed(1)} ms after the command (set-up ${r.setupSeconds.toFixed(1)} s)`);
+              log(
+                `fan-out rep ${rep + 1} ${trigger} ${n}: last Go Away read ${r.lastMs?.toFixed(1)} ms after the command (set-up ${r.setupSeconds.toFixed(1)} s)`,
+              );
             }
           }
         }

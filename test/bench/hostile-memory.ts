@@ -67,7 +67,22 @@ async function main(): Promise<void> {
   const [port, admin] = [await freePort(), await freePort()];
   const proxy = spawn(
     process.execPath,
-    [`--max-old-space-size=${opts['old-space']}`, join(opts['proxy-dir']!, 'bin/rtmp-goaway-proxy.js'), 'serve', '--listen', `127.0.0.1:${port}`, '--admin', `127.0.0.1:${admin}`, '--backend', `fake=127.0.0.1:${fake.port}`, '--health-enabled', 'false', '--log-level', 'error', ...extra],
+    [
+      `--max-old-space-size=${opts['old-space']}`,
+      join(opts['proxy-dir']!, 'bin/rtmp-goaway-proxy.js'),
+      'serve',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--admin',
+      `127.0.0.1:${admin}`,
+      '--backend',
+      `fake=127.0.0.1:${fake.port}`,
+      '--health-enabled',
+      'false',
+      '--log-level',
+      'error',
+      ...extra,
+    ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   try {
@@ -136,10 +151,18 @@ async function main(): Promise<void> {
     const deadline = Date.now() + 10_000;
     while (liveConn.media < sent && Date.now() < deadline) await sleep(50);
     const alive = proxy.exitCode === null && proxy.signalCode === null;
-    console.log(`kind=${opts.kind} sessions=${N}${opts.kind === 'commands' ? ` csids=${opts.csids}` : ''} proxy=${opts['proxy-dir']} old-space=${opts['old-space']} MiB ${extra.join(' ')}`);
-    console.log(`  baseline: rss ${MiB(base['process_resident_memory_bytes'])}, heap ${MiB(base['nodejs_heap_size_used_bytes'])}, external ${MiB(base['nodejs_external_memory_bytes'])}`);
-    console.log(`  peak:     rss ${MiB(peak['process_resident_memory_bytes'])}, heap ${MiB(peak['nodejs_heap_size_used_bytes'])}, external ${MiB(peak['nodejs_external_memory_bytes'])}, budget held ${MiB(peak['buffered_bytes'])}`);
-    console.log(`  settled:  rss ${MiB(held['process_resident_memory_bytes'])}, heap ${MiB(held['nodejs_heap_size_used_bytes'])}, external ${MiB(held['nodejs_external_memory_bytes'])}, budget held ${MiB(held['buffered_bytes'])}`);
+    console.log(
+      `kind=${opts.kind} sessions=${N}${opts.kind === 'commands' ? ` csids=${opts.csids}` : ''} proxy=${opts['proxy-dir']} old-space=${opts['old-space']} MiB ${extra.join(' ')}`,
+    );
+    console.log(
+      `  baseline: rss ${MiB(base['process_resident_memory_bytes'])}, heap ${MiB(base['nodejs_heap_size_used_bytes'])}, external ${MiB(base['nodejs_external_memory_bytes'])}`,
+    );
+    console.log(
+      `  peak:     rss ${MiB(peak['process_resident_memory_bytes'])}, heap ${MiB(peak['nodejs_heap_size_used_bytes'])}, external ${MiB(peak['nodejs_external_memory_bytes'])}, budget held ${MiB(peak['buffered_bytes'])}`,
+    );
+    console.log(
+      `  settled:  rss ${MiB(held['process_resident_memory_bytes'])}, heap ${MiB(held['nodejs_heap_size_used_bytes'])}, external ${MiB(held['nodejs_external_memory_bytes'])}, budget held ${MiB(held['buffered_bytes'])}`,
+    );
     const d = (peak['process_resident_memory_bytes'] ?? 0) - (base['process_resident_memory_bytes'] ?? 0);
     console.log(`  rss growth ${MiB(d)} = ${(d / N / 1024).toFixed(0)} KiB per hostile session`);
     for (const [k, v] of Object.entries(held)) if (k.includes('{')) console.log(`  ${k} ${v}`);

@@ -82,7 +82,15 @@ function writeSlice(c: Conn, max: number): boolean {
 }
 
 /** Opens `n` connections with at most `parallel` connects in flight; `init` runs on each as it connects. */
-async function openMany(port: number, host: string, idBase: number, n: number, parallel: number, init: (c: Conn) => void | Promise<void>, secure = false): Promise<{ conns: Conn[]; failed: string[] }> {
+async function openMany(
+  port: number,
+  host: string,
+  idBase: number,
+  n: number,
+  parallel: number,
+  init: (c: Conn) => void | Promise<void>,
+  secure = false,
+): Promise<{ conns: Conn[]; failed: string[] }> {
   const conns: Conn[] = [];
   const failed: string[] = [];
   let next = 0;
@@ -203,13 +211,21 @@ function watchServer(c: Conn, established: () => void): void {
 serveRpc({
   async bulkStart(args: { port: number; host?: string; tls?: boolean; conns: number; idBase: number; publishers?: PublisherKind[] }) {
     bulk = { conns: [], running: true };
-    const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.conns, args.conns, (c) => {
-      c.sock.on('data', (b: Buffer) => {
-        c.received += b.length;
-      });
-      c.sock.on('drain', () => pump(c));
-      writePreamble(c, args.publishers);
-    }, args.tls === true);
+    const { conns, failed } = await openMany(
+      args.port,
+      args.host ?? '127.0.0.1',
+      args.idBase,
+      args.conns,
+      args.conns,
+      (c) => {
+        c.sock.on('data', (b: Buffer) => {
+          c.received += b.length;
+        });
+        c.sock.on('drain', () => pump(c));
+        writePreamble(c, args.publishers);
+      },
+      args.tls === true,
+    );
     if (failed.length > 0) throw new Error(`bulk: ${failed.length} connections failed: ${failed[0]}`);
     bulk.conns = conns;
     for (const c of conns) pump(c);
@@ -223,13 +239,30 @@ serveRpc({
     return summary(b.conns);
   },
 
-  async pacedStart(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; bitsPerSec: number; parallel?: number; publishers?: PublisherKind[] }) {
-    const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.n, args.parallel ?? 64, (c) => {
-      c.sock.on('data', (b: Buffer) => {
-        c.received += b.length;
-      });
-      writePreamble(c, args.publishers);
-    }, args.tls === true);
+  async pacedStart(args: {
+    port: number;
+    host?: string;
+    tls?: boolean;
+    n: number;
+    idBase: number;
+    bitsPerSec: number;
+    parallel?: number;
+    publishers?: PublisherKind[];
+  }) {
+    const { conns, failed } = await openMany(
+      args.port,
+      args.host ?? '127.0.0.1',
+      args.idBase,
+      args.n,
+      args.parallel ?? 64,
+      (c) => {
+        c.sock.on('data', (b: Buffer) => {
+          c.received += b.length;
+        });
+        writePreamble(c, args.publishers);
+      },
+      args.tls === true,
+    );
     // Every publisher's clock starts now, not at its connect: otherwise the first ones would
     // owe the whole set-up time and burst to catch up inside the measured window.
     const start = nowSec();
@@ -249,18 +282,36 @@ serveRpc({
     return { ...summary(p.conns), skipped: p.skipped };
   },
 
-  async idleOpen(args: { port: number; host?: string; tls?: boolean; n: number; idBase: number; parallel?: number; timeoutMs?: number; publishers?: PublisherKind[] }) {
+  async idleOpen(args: {
+    port: number;
+    host?: string;
+    tls?: boolean;
+    n: number;
+    idBase: number;
+    parallel?: number;
+    timeoutMs?: number;
+    publishers?: PublisherKind[];
+  }) {
     const t0 = nowSec();
-    const { conns, failed } = await openMany(args.port, args.host ?? '127.0.0.1', args.idBase, args.n, args.parallel ?? 100, (c) =>
-      new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`conn ${c.id}: no server answer within ${args.timeoutMs ?? 15_000} ms (got ${c.received} bytes)`)), args.timeoutMs ?? 15_000);
-        c.sock.once('close', () => reject(new Error(`conn ${c.id}: closed before the server answered`)));
-        watchServer(c, () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        writePreamble(c, args.publishers);
-      }),
+    const { conns, failed } = await openMany(
+      args.port,
+      args.host ?? '127.0.0.1',
+      args.idBase,
+      args.n,
+      args.parallel ?? 100,
+      (c) =>
+        new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(
+            () => reject(new Error(`conn ${c.id}: no server answer within ${args.timeoutMs ?? 15_000} ms (got ${c.received} bytes)`)),
+            args.timeoutMs ?? 15_000,
+          );
+          c.sock.once('close', () => reject(new Error(`conn ${c.id}: closed before the server answered`)));
+          watchServer(c, () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          writePreamble(c, args.publishers);
+        }),
       args.tls === true,
     );
     idle.push(...conns);
@@ -269,7 +320,14 @@ serveRpc({
   goAwayStatus() {
     const times = idle.map((c) => c.goAwayAt).filter((t): t is number => t !== null);
     times.sort((a, b) => a - b);
-    return { sessions: idle.length, received: times.length, first: times[0] ?? null, last: times.at(-1) ?? null, median: times[Math.floor(times.length / 2)] ?? null, closed: idle.filter((c) => c.closed).length };
+    return {
+      sessions: idle.length,
+      received: times.length,
+      first: times[0] ?? null,
+      last: times.at(-1) ?? null,
+      median: times[Math.floor(times.length / 2)] ?? null,
+      closed: idle.filter((c) => c.closed).length,
+    };
   },
   async idleClose() {
     for (const c of idle) c.sock.destroy();

@@ -43,7 +43,8 @@ function sessionFeed(): (buf: Buffer) => void {
     message(info: MessageInfo, payload: Buffer | null) {
       if (payload !== null) {
         const t = info.typeId;
-        if (cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3)) cache.offer(info, payload);
+        if (cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3))
+          cache.offer(info, payload);
       }
       view.clientMessage(info, payload);
     },
@@ -112,10 +113,14 @@ if (process.env['MICRO_CASE'] !== undefined) {
 for (const c of cases) for (let k = 0; k < 2; k++) pass(c);
 for (let r = 0; r < rounds; r++) for (const c of cases) c.samples.push(measure(c));
 
-console.log(`stream: ${stream.blockMessages} media messages per ${stream.block.length} byte block, chunk size 4096; ${rounds} rounds of ${seconds} s, median (min–max)\n`);
+console.log(
+  `stream: ${stream.blockMessages} media messages per ${stream.block.length} byte block, chunk size 4096; ${rounds} rounds of ${seconds} s, median (min–max)\n`,
+);
 for (const c of cases) {
   const s = [...c.samples].sort((a, b) => a - b);
   const med = s[Math.floor(s.length / 2)]!;
   const perRead = (x: number): number => x * ((READ * 8) / 1e9) * 1e9;
-  console.log(`${c.name.padEnd(44)} ${med.toFixed(5)} CPU-s/Gbit (${s[0]!.toFixed(5)}–${s.at(-1)!.toFixed(5)})   ${perRead(med).toFixed(0).padStart(6)} ns per 64 KiB read`);
+  console.log(
+    `${c.name.padEnd(44)} ${med.toFixed(5)} CPU-s/Gbit (${s[0]!.toFixed(5)}–${s.at(-1)!.toFixed(5)})   ${perRead(med).toFixed(0).padStart(6)} ns per 64 KiB read`,
+  );
 }

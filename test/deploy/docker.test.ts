@@ -113,7 +113,10 @@ describe('Dockerfile', () => {
   for (const file of DOCKERFILES) {
     test(`${file}: dockerfile-utils reports nothing`, () => {
       const diags = validate(read(file));
-      assert.deepEqual(diags.map((d) => `${d.range.start.line + 1}: ${d.message}`), []);
+      assert.deepEqual(
+        diags.map((d) => `${d.range.start.line + 1}: ${d.message}`),
+        [],
+      );
     });
     test(`${file}: hadolint rules`, () => {
       assert.deepEqual(lintDockerfile(read(file)), []);
@@ -149,7 +152,13 @@ describe('Dockerfile', () => {
 
     const entry = execForm(kw('ENTRYPOINT')[0]!);
     assert.deepEqual(entry, ['/usr/bin/tini', '--', '/app/bin/rtmp-goaway-proxy.js']);
-    assert.match(kw('RUN').map((r) => r.getArgumentsContent()).join('\n'), /apt-get install[^\n]*\btini=/, 'tini is installed in the final stage');
+    assert.match(
+      kw('RUN')
+        .map((r) => r.getArgumentsContent())
+        .join('\n'),
+      /apt-get install[^\n]*\btini=/,
+      'tini is installed in the final stage',
+    );
     assert.deepEqual(execForm(kw('CMD')[0]!), ['serve']);
     assert.equal(kw('STOPSIGNAL')[0]?.getArgumentsContent(), 'SIGTERM');
     assert.equal(kw('USER').at(-1)?.getArgumentsContent(), '1000:1000');
@@ -183,7 +192,10 @@ describe('Dockerfile', () => {
     const c = loadConfig({ env: { ...proxyEnv, RTMP_GOAWAY_BACKENDS: 'a=10.0.0.1:1935' }, flags: {} });
     assert.equal(c.listen, '0.0.0.0:1935');
     assert.equal(c.admin, '0.0.0.0:9935');
-    const exposed = df.getInstructions().filter((i) => i.getKeyword() === 'EXPOSE').flatMap((i) => (i.getArgumentsContent() ?? '').split(/\s+/));
+    const exposed = df
+      .getInstructions()
+      .filter((i) => i.getKeyword() === 'EXPOSE')
+      .flatMap((i) => (i.getArgumentsContent() ?? '').split(/\s+/));
     assert.deepEqual(exposed.sort(), ['1935', '9935']);
   });
 
@@ -191,16 +203,43 @@ describe('Dockerfile', () => {
     const ig = ignore().add(read('.dockerignore'));
     const files = contextFiles();
     const sent = files.filter((f) => !ig.ignores(f));
-    const allowed = [/^package(-lock)?\.json$/, /^tsconfig(\.build)?\.json$/, /^src\/.*\.ts$/, /^bin\/rtmp-goaway-proxy\.js$/, /^deploy\/docker\/healthcheck\.mjs$/, /^LICENSE$/];
-    for (const f of sent) assert.ok(allowed.some((re) => re.test(f)), `${f} would be sent to the Docker build context`);
-    for (const f of ['test/unit/config.test.ts', 'test/fixtures/obs29-publish.c2s.bin', '.git/HEAD', 'node_modules/HEAD', 'dist/cli.js', 'docs/configuration.md', 'deploy/k8s/sidecar/deployment.yaml', 'helm/rtmp-goaway-proxy/values.yaml', '.ci/run', 'README.md', 'src/x.test.ts']) {
+    const allowed = [
+      /^package(-lock)?\.json$/,
+      /^tsconfig(\.build)?\.json$/,
+      /^src\/.*\.ts$/,
+      /^bin\/rtmp-goaway-proxy\.js$/,
+      /^deploy\/docker\/healthcheck\.mjs$/,
+      /^LICENSE$/,
+    ];
+    for (const f of sent)
+      assert.ok(
+        allowed.some((re) => re.test(f)),
+        `${f} would be sent to the Docker build context`,
+      );
+    for (const f of [
+      'test/unit/config.test.ts',
+      'test/fixtures/obs29-publish.c2s.bin',
+      '.git/HEAD',
+      'node_modules/HEAD',
+      'dist/cli.js',
+      'docs/configuration.md',
+      'deploy/k8s/sidecar/deployment.yaml',
+      'helm/rtmp-goaway-proxy/values.yaml',
+      '.ci/run',
+      'README.md',
+      'src/x.test.ts',
+    ]) {
       assert.ok(ig.ignores(f), `${f} must not be in the build context`);
     }
     // Everything the Dockerfile COPYs from the context is in it.
     const df = DockerfileParser.parse(read('Dockerfile'));
     for (const i of df.getInstructions()) {
       if (i.getKeyword() !== 'COPY' || /--from=/.test(full(i))) continue;
-      const srcs = i.getArguments().map((a) => a.getValue()).slice(0, -1).filter((a) => !a.startsWith('--'));
+      const srcs = i
+        .getArguments()
+        .map((a) => a.getValue())
+        .slice(0, -1)
+        .filter((a) => !a.startsWith('--'));
       for (const s of srcs) {
         const present = sent.some((f) => f === s || f.startsWith(`${s.replace(/\/$/, '')}/`));
         assert.ok(present, `COPY ${s}: not in the build context (.dockerignore) or missing`);
@@ -211,7 +250,8 @@ describe('Dockerfile', () => {
   test('the production dependencies are enough: src imports only `dependencies` and node builtins', () => {
     const pkg = JSON.parse(read('package.json')) as { dependencies: Record<string, string> };
     const deps = new Set(Object.keys(pkg.dependencies));
-    const walk = (d: string): string[] => readdirSync(join(root, d)).flatMap((e) => (statSync(join(root, d, e)).isDirectory() ? walk(join(d, e)) : e.endsWith('.ts') ? [join(d, e)] : []));
+    const walk = (d: string): string[] =>
+      readdirSync(join(root, d)).flatMap((e) => (statSync(join(root, d, e)).isDirectory() ? walk(join(d, e)) : e.endsWith('.ts') ? [join(d, e)] : []));
     const missing: string[] = [];
     for (const f of walk('src')) {
       const text = read(f);

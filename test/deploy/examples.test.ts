@@ -26,7 +26,22 @@ import { type NginxBackend, closedRecordings, requireNginxRtmp, startNginxBacken
 import { requirePeer, tempDir } from '../helpers/peers.js';
 import { eventually } from '../helpers/proxy.js';
 import { type TestRedis, startRedis } from '../helpers/redis.js';
-import { type Container, type K8sObject, type PodSpec, find, hostPath, kustomize, parseStream, podSpec, proxyContainer, proxyRuntime, requireTool, resolveEnv, root, run } from './helpers.js';
+import {
+  type Container,
+  type K8sObject,
+  type PodSpec,
+  find,
+  hostPath,
+  kustomize,
+  parseStream,
+  podSpec,
+  proxyContainer,
+  proxyRuntime,
+  requireTool,
+  resolveEnv,
+  root,
+  run,
+} from './helpers.js';
 
 const CHART = join(root, 'helm', 'rtmp-goaway-proxy');
 const SAMPLE_FLV = join(root, 'test', 'fixtures', 'sample.flv');
@@ -36,7 +51,13 @@ const BIN = join(root, 'bin', 'rtmp-goaway-proxy.js');
 
 function helmTemplate(helm: string, args: string[]): K8sObject[] {
   const home = join(tempDirRoot(), 'helm-home');
-  const env = { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data'), KUBECONFIG: join(home, 'none') };
+  const env = {
+    ...process.env,
+    HELM_CACHE_HOME: join(home, 'cache'),
+    HELM_CONFIG_HOME: join(home, 'config'),
+    HELM_DATA_HOME: join(home, 'data'),
+    KUBECONFIG: join(home, 'none'),
+  };
   return parseStream(run(helm, ['template', 'rel', CHART, '--namespace', 'media', ...args], { env }), `helm template ${args.join(' ')}`);
 }
 
@@ -49,7 +70,10 @@ function tempDirRoot(): string {
 /** Examples: [name, how to render]. */
 function examples(): [string, (tools: { helm: string; kubectl: string }) => K8sObject[]][] {
   const out: [string, (tools: { helm: string; kubectl: string }) => K8sObject[]][] = [];
-  for (const f of readdirSync(join(CHART, 'ci')).filter((f) => f.endsWith('.yaml')).sort()) out.push([`helm ci/${f}`, ({ helm }) => helmTemplate(helm, ['-f', join(CHART, 'ci', f)])]);
+  for (const f of readdirSync(join(CHART, 'ci'))
+    .filter((f) => f.endsWith('.yaml'))
+    .sort())
+    out.push([`helm ci/${f}`, ({ helm }) => helmTemplate(helm, ['-f', join(CHART, 'ci', f)])]);
   const walk = (dir: string): void => {
     for (const e of readdirSync(join(root, dir)).sort()) {
       const p = join(dir, e);
@@ -67,7 +91,9 @@ function examples(): [string, (tools: { helm: string; kubectl: string }) => K8sO
 
 /** Service annotations with which cloud load balancers prepend a PROXY protocol header. */
 function lbSendsProxyProtocol(objs: K8sObject[], spec: PodSpec): boolean {
-  const labels = (find(objs, 'Deployment').find((d) => podSpec(d) === spec)?.['spec'] as { template: { metadata: { labels: Record<string, string> } } } | undefined)?.template.metadata.labels ?? {};
+  const labels =
+    (find(objs, 'Deployment').find((d) => podSpec(d) === spec)?.['spec'] as { template: { metadata: { labels: Record<string, string> } } } | undefined)
+      ?.template.metadata.labels ?? {};
   return find(objs, 'Service').some((s) => {
     const sel = (s['spec'] as { selector?: Record<string, string> }).selector ?? {};
     if (!Object.entries(sel).every(([k, v]) => labels[k] === v)) return false;
@@ -83,7 +109,10 @@ function imageRuntime(): { env: Record<string, string>; entrypoint: string } {
     if (i.getKeyword() !== 'ENV') continue;
     for (const p of (i as unknown as { getProperties(): { getName(): string; getValue(): string }[] }).getProperties()) env[p.getName()] = p.getValue();
   }
-  const entry = df.getInstructions().filter((i) => i.getKeyword() === 'ENTRYPOINT').at(-1)!;
+  const entry = df
+    .getInstructions()
+    .filter((i) => i.getKeyword() === 'ENTRYPOINT')
+    .at(-1)!;
   const argv = JSON.parse(entry.getArgumentsContent()!) as string[];
   const program = argv.slice(argv.indexOf('--') + 1);
   assert.deepEqual(program, ['/app/bin/rtmp-goaway-proxy.js'], 'the image runs the entry point itself (it applies the runtime settings)');
@@ -116,7 +145,27 @@ function checkTuned(out: string, what: string): void {
 // ───────────────────────────── peers ─────────────────────────────
 
 function makeCert(openssl: string, dir: string): { crt: Buffer; key: Buffer } {
-  execFileSync(openssl, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=rtmps.example', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'crt.pem')], { stdio: 'ignore' });
+  execFileSync(
+    openssl,
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=rtmps.example',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'crt.pem'),
+    ],
+    { stdio: 'ignore' },
+  );
   return { crt: readFileSync(join(dir, 'crt.pem')), key: readFileSync(join(dir, 'key.pem')) };
 }
 
@@ -138,7 +187,15 @@ async function listening(port: number, what: () => string): Promise<void> {
 /** HAProxy in TCP mode sending PROXY protocol v2 to each target; returns its front ports. */
 async function haproxyFront(exe: string, dir: string, targets: number[]): Promise<{ ports: number[]; child: ChildProcess; output(): string }> {
   const ports = await Promise.all(targets.map(() => freePort()));
-  const cfg = ['global', '  log stderr format raw local0 info', 'defaults', '  mode tcp', '  timeout connect 2s', '  timeout client 30s', '  timeout server 30s'];
+  const cfg = [
+    'global',
+    '  log stderr format raw local0 info',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 2s',
+    '  timeout client 30s',
+    '  timeout server 30s',
+  ];
   targets.forEach((t, i) => cfg.push(`listen lb${i}`, `  bind 127.0.0.1:${ports[i]}`, `  server proxy 127.0.0.1:${t} send-proxy-v2`));
   writeFileSync(join(dir, 'haproxy.cfg'), `${cfg.join('\n')}\n`);
   const child = spawn(exe, ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -176,15 +233,26 @@ async function runExample(objs: K8sObject[], what: string, peers: Peers, opts: {
   try {
     const cert = makeCert(peers.openssl, dir.path);
     // Secrets the operator creates (the TLS certificate) get the self-signed one.
-    const pod = proxyRuntime(spec, container, objs, join(dir.path, 'pod'), () => ({ 'tls.crt': cert.crt, 'tls.key': cert.key, token: 'operator-made-admin-token-0123456789' }));
+    const pod = proxyRuntime(spec, container, objs, join(dir.path, 'pod'), () => ({
+      'tls.crt': cert.crt,
+      'tls.key': cert.key,
+      token: 'operator-made-admin-token-0123456789',
+    }));
     assert.ok(pod.configFile, `${what}: the proxy runs without a config file`);
     // Paths to mounted files (tls.cert, tls.key) point at their copies.
     const remap = (v: unknown): unknown =>
-      typeof v === 'string' ? hostPath(pod.mounts, v) : Array.isArray(v) ? v.map(remap) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, remap(x)])) : v;
+      typeof v === 'string'
+        ? hostPath(pod.mounts, v)
+        : Array.isArray(v)
+          ? v.map(remap)
+          : v && typeof v === 'object'
+            ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, remap(x)]))
+            : v;
     const config = remap(YAML.parse(readFileSync(pod.configFile, 'utf8'))) as Record<string, unknown>;
 
     // Addresses only: free loopback ports, the local nginx, the local redis, loopback as the trusted balancer.
-    const firstName = (config['backends'] as unknown[] | undefined)?.map((b) => (typeof b === 'string' ? b.split('=')[0] : (b as { name: string }).name))[0] ?? 'ingest-0';
+    const firstName =
+      (config['backends'] as unknown[] | undefined)?.map((b) => (typeof b === 'string' ? b.split('=')[0] : (b as { name: string }).name))[0] ?? 'ingest-0';
     config['backends'] = [{ name: firstName, host: '127.0.0.1', port: peers.nginx.port }];
     if (config['discovery']) delete (config['discovery'] as Record<string, unknown>)['dnsName'];
     if ('acceptProxyProtocolFrom' in config) config['acceptProxyProtocolFrom'] = '127.0.0.0/8';
@@ -196,23 +264,42 @@ async function runExample(objs: K8sObject[], what: string, peers: Peers, opts: {
 
     const image = imageRuntime();
     const podEnv = resolveEnv(container, objs, () => 'placeholder');
-    const env: Record<string, string> = { PATH: process.env['PATH'] ?? '', ...image.env, ...Object.fromEntries(Object.entries(podEnv).filter(([k]) => !k.startsWith('RTMP_GOAWAY_'))), ...pod.env };
+    const env: Record<string, string> = {
+      PATH: process.env['PATH'] ?? '',
+      ...image.env,
+      ...Object.fromEntries(Object.entries(podEnv).filter(([k]) => !k.startsWith('RTMP_GOAWAY_'))),
+      ...pod.env,
+    };
     if (env['RTMP_GOAWAY_REDIS_URL'] !== undefined) env['RTMP_GOAWAY_REDIS_URL'] = peers.redis.url;
     env['RTMP_GOAWAY_REPLICA_ID'] = `example-${process.pid}`;
     checkHeap(container, env['NODE_OPTIONS'] ?? '', what);
 
-    const args = [...(container.args ?? []).map((a) => (a === configArg(container) ? pod.configFile! : a)), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'];
+    const args = [
+      ...(container.args ?? []).map((a) => (a === configArg(container) ? pod.configFile! : a)),
+      '--listen',
+      '127.0.0.1:0',
+      '--admin',
+      '127.0.0.1:0',
+    ];
     const proxy = spawn(image.entrypoint, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(proxy);
     let out = '';
     proxy.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     proxy.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    const [, port, adminPort] = await eventually(() => {
-      assert.equal(proxy.exitCode, null, `${what}: the proxy exited:\n${out}`);
-      return /"listen":"127\.0\.0\.1:(\d+)","admin":"127\.0\.0\.1:(\d+)"/.exec(out);
-    }, `${what}: the proxy listening`, 20_000);
+    const [, port, adminPort] = await eventually(
+      () => {
+        assert.equal(proxy.exitCode, null, `${what}: the proxy exited:\n${out}`);
+        return /"listen":"127\.0\.0\.1:(\d+)","admin":"127\.0\.0\.1:(\d+)"/.exec(out);
+      },
+      `${what}: the proxy listening`,
+      20_000,
+    );
     checkTuned(out, what);
-    await eventually(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200, `${what}: /readyz 200 with nginx as its backend (${out.slice(-1500)})`, 20_000);
+    await eventually(
+      async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200,
+      `${what}: /readyz 200 with nginx as its backend (${out.slice(-1500)})`,
+      20_000,
+    );
 
     // The traffic shape the example promises.
     const targets = [Number(port), ...(tlsPort ? [tlsPort] : [])];
@@ -227,7 +314,11 @@ async function runExample(objs: K8sObject[], what: string, peers: Peers, opts: {
     const published: RunResult['published'] = [];
     for (const [i, base] of urls.entries()) {
       const key = `ex-${what.replace(/[^a-z0-9]+/gi, '-')}-${i}-${Date.now()}`;
-      const ff = spawn(peers.ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-re', '-t', '2', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', `${base}/${key}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const ff = spawn(
+        peers.ffmpeg,
+        ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-re', '-t', '2', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', `${base}/${key}`],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       let ffOut = '';
       ff.stderr!.on('data', (d: Buffer) => (ffOut += d.toString()));
       const code = await new Promise<number | null>((r) => ff.once('exit', (c) => r(c)));
@@ -340,7 +431,10 @@ describe('every example runs: rendered, then a real proxy with the traffic it pr
       }
       return assert.fail(`helm template ${args.join(' ')} should fail`);
     };
-    assert.match(fails(['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=384']), /--max-old-space-size=384 \(MiB\) does not fit resources.limits.memory 256Mi/);
+    assert.match(
+      fails(['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=384']),
+      /--max-old-space-size=384 \(MiB\) does not fit resources.limits.memory 256Mi/,
+    );
     assert.match(fails(['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=200']), /does not fit/);
     assert.doesNotThrow(() => helmTemplate(helm, ['--set', 'nodeOptions=--max-semi-space-size=2 --max-old-space-size=192']));
     // The entry point adds the runtime settings: options of the operator's own need not repeat them.

@@ -97,10 +97,56 @@ function seriesNames(metrics: Map<string, MetricInfo>): Map<string, MetricInfo> 
 }
 
 const PROMQL_WORDS = new Set([
-  'sum', 'min', 'max', 'avg', 'count', 'stddev', 'topk', 'bottomk', 'quantile', 'group', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right',
-  'and', 'or', 'unless', 'bool', 'offset', 'rate', 'irate', 'increase', 'delta', 'idelta', 'deriv', 'changes', 'resets', 'histogram_quantile',
-  'clamp_min', 'clamp_max', 'abs', 'ceil', 'floor', 'round', 'vector', 'scalar', 'time', 'label_replace', 'label_join', 'sort', 'sort_desc',
-  'avg_over_time', 'max_over_time', 'min_over_time', 'sum_over_time', 'last_over_time', 'absent', 'absent_over_time',
+  'sum',
+  'min',
+  'max',
+  'avg',
+  'count',
+  'stddev',
+  'topk',
+  'bottomk',
+  'quantile',
+  'group',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'rate',
+  'irate',
+  'increase',
+  'delta',
+  'idelta',
+  'deriv',
+  'changes',
+  'resets',
+  'histogram_quantile',
+  'clamp_min',
+  'clamp_max',
+  'abs',
+  'ceil',
+  'floor',
+  'round',
+  'vector',
+  'scalar',
+  'time',
+  'label_replace',
+  'label_join',
+  'sort',
+  'sort_desc',
+  'avg_over_time',
+  'max_over_time',
+  'min_over_time',
+  'sum_over_time',
+  'last_over_time',
+  'absent',
+  'absent_over_time',
 ]);
 /** Labels Prometheus adds to every scraped series. */
 const TARGET_LABELS = ['instance', 'job', 'namespace', 'pod', 'service', 'container', 'endpoint'];
@@ -144,7 +190,10 @@ function checkExpr(expr: string, legend: string | undefined, known: Map<string, 
   let aggregated = false;
   for (const m of noRanges.matchAll(/\b(by|without)\s*\(([^)]*)\)/g)) {
     aggregated = true;
-    for (const l of m[2]!.split(',').map((s) => s.trim()).filter(Boolean)) {
+    for (const l of m[2]!
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)) {
       if (!labelsInExpr.has(l)) problems.push(`by (${l}): no metric of the expression has that label`);
       if (m[1] === 'by') byLabels.add(l);
     }
@@ -163,7 +212,14 @@ describe('Grafana dashboard', () => {
   const known = seriesNames(new Map([...registry, ...declared]));
 
   test('src declares the metrics the README lists (the parser finds them)', () => {
-    for (const n of ['rtmp_goaway_sessions_active', 'rtmp_goaway_bytes_total', 'rtmp_goaway_goaway_sent_total', 'rtmp_goaway_drain_duration_seconds', 'rtmp_goaway_parse_fallbacks_total', 'rtmp_goaway_bus_connected']) {
+    for (const n of [
+      'rtmp_goaway_sessions_active',
+      'rtmp_goaway_bytes_total',
+      'rtmp_goaway_goaway_sent_total',
+      'rtmp_goaway_drain_duration_seconds',
+      'rtmp_goaway_parse_fallbacks_total',
+      'rtmp_goaway_bus_connected',
+    ]) {
       assert.ok(declared.has(n), `${n} not found in src/`);
     }
     assert.deepEqual([...declared.get('rtmp_goaway_sessions_active')!.labels].sort(), ['backend', 'capability']);
@@ -215,18 +271,32 @@ describe('Grafana dashboard', () => {
         assert.match(m[2] ?? '', /instance=~"\$replica"/, `${e.panel}: ${m[1]} is not filtered by $replica`);
       }
     }
-    assert.ok(registry.has('process_cpu_seconds_total') && registry.has('process_open_fds') && registry.has('nodejs_eventloop_lag_p99_seconds'), 'standard Node metric names');
+    assert.ok(
+      registry.has('process_cpu_seconds_total') && registry.has('process_open_fds') && registry.has('nodejs_eventloop_lag_p99_seconds'),
+      'standard Node metric names',
+    );
     assert.ok(![...registry.keys()].some((n) => /^rtmp_goaway_(process|nodejs)_/.test(n)), 'no prefixed copy of the Node metrics');
   });
 
   test('shows a drain as it happens: annotations from a metric, sessions left per draining backend, outcomes', () => {
-    assert.ok(annotations.some((a) => /rtmp_goaway_drain_commands_total|rtmp_goaway_backend_draining/.test(a.expr ?? '')), 'drain annotations');
+    assert.ok(
+      annotations.some((a) => /rtmp_goaway_drain_commands_total|rtmp_goaway_backend_draining/.test(a.expr ?? '')),
+      'drain annotations',
+    );
     for (const a of annotations) assert.deepEqual(a.datasource, { type: 'prometheus', uid: '${datasource}' }, `${a.name}: datasource`);
     const panel = (title: string) => queryPanels.find((p) => p.title === title);
     const left = panel('Sessions left on draining backends');
     assert.ok(left && /rtmp_goaway_sessions_active[\s\S]*rtmp_goaway_backend_draining/.test(left.targets![0]!.expr), 'sessions left on draining backends');
-    const outcomes = panel('Drain outcomes')!.targets!.map((t) => t.expr).join('\n');
-    for (const m of ['rtmp_goaway_goaway_sent_total', 'rtmp_goaway_reconnect_requests_sent_total', 'rtmp_goaway_migrations_total', 'rtmp_goaway_drain_deadline_closes_total']) assert.ok(outcomes.includes(m), `drain outcomes: ${m}`);
+    const outcomes = panel('Drain outcomes')!
+      .targets!.map((t) => t.expr)
+      .join('\n');
+    for (const m of [
+      'rtmp_goaway_goaway_sent_total',
+      'rtmp_goaway_reconnect_requests_sent_total',
+      'rtmp_goaway_migrations_total',
+      'rtmp_goaway_drain_deadline_closes_total',
+    ])
+      assert.ok(outcomes.includes(m), `drain outcomes: ${m}`);
   });
 
   test('covers what operators watch: sessions by backend and capability, bytes/s, Go Away sent, migrations, drain duration, parse fallbacks, bus state', () => {
@@ -245,7 +315,11 @@ describe('Grafana dashboard', () => {
     assert.ok(uses('rtmp_goaway_config_reloads_total'), 'configuration reloads');
     // Migrations: shown once the proxy exports them (proxy-side migration is its own feature).
     const migrationMetrics = [...declared.keys()].filter((n) => /migration/.test(n));
-    if (migrationMetrics.length > 0) assert.ok(exprs.some((e) => /rtmp_goaway_migration/.test(e.expr)), `the proxy exports ${migrationMetrics.join(', ')}: add a migrations panel`);
+    if (migrationMetrics.length > 0)
+      assert.ok(
+        exprs.some((e) => /rtmp_goaway_migration/.test(e.expr)),
+        `the proxy exports ${migrationMetrics.join(', ')}: add a migrations panel`,
+      );
   });
 
   test('the query checker is not vacuous', () => {

@@ -13,7 +13,7 @@ import { Ajv } from 'ajv';
 import YAML from 'yaml';
 import { valuesSchema } from '../../deploy/tools/gen-chart-schema.js';
 import { nameForTarget } from '../../src/balancer/discovery.js';
-import { type Config, loadConfig, settingDocs } from '../../src/config.js';
+import { type Config, loadConfig } from '../../src/config.js';
 import { type MetricsSources, ProxyMetrics } from '../../src/control/metrics.js';
 import {
   type K8sObject,
@@ -36,7 +36,9 @@ import {
 const CHART = join(root, 'helm', 'rtmp-goaway-proxy');
 const readYaml = (p: string): Record<string, unknown> => YAML.parse(readFileSync(p, 'utf8')) as Record<string, unknown>;
 const defaults = readYaml(join(CHART, 'values.yaml'));
-const ciFiles = readdirSync(join(CHART, 'ci')).filter((f) => f.endsWith('.yaml')).sort();
+const ciFiles = readdirSync(join(CHART, 'ci'))
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
 
 /** Helm's coalescing of a values file over the chart defaults: maps merge, anything else replaces. */
 function merge(base: unknown, over: unknown): unknown {
@@ -50,11 +52,20 @@ function merge(base: unknown, over: unknown): unknown {
 
 function helmEnv(): NodeJS.ProcessEnv {
   const home = join(tmpdir(), 'rtmp-goaway-proxy-helm-home');
-  return { ...process.env, HELM_CACHE_HOME: join(home, 'cache'), HELM_CONFIG_HOME: join(home, 'config'), HELM_DATA_HOME: join(home, 'data'), KUBECONFIG: join(home, 'no-kubeconfig') };
+  return {
+    ...process.env,
+    HELM_CACHE_HOME: join(home, 'cache'),
+    HELM_CONFIG_HOME: join(home, 'config'),
+    HELM_DATA_HOME: join(home, 'data'),
+    KUBECONFIG: join(home, 'no-kubeconfig'),
+  };
 }
 
 function template(helm: string, args: string[], chart = CHART): K8sObject[] {
-  return parseStream(run(helm, ['template', 'rel', chart, '--namespace', 'media', '--kube-version', '1.30.0', ...args], { env: helmEnv() }), `helm template ${args.join(' ')}`);
+  return parseStream(
+    run(helm, ['template', 'rel', chart, '--namespace', 'media', '--kube-version', '1.30.0', ...args], { env: helmEnv() }),
+    `helm template ${args.join(' ')}`,
+  );
 }
 
 function templateFails(helm: string, args: string[]): string {
@@ -68,12 +79,17 @@ function templateFails(helm: string, args: string[]): string {
 
 const ajv = new Ajv({ allErrors: true, allowUnionTypes: true });
 const validateValues = ajv.compile(JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8')) as object);
-const schemaErrors = (v: unknown): string[] => (validateValues(v) ? [] : (validateValues.errors ?? []).map((e) => `${e.instancePath} ${e.message ?? ''} ${JSON.stringify(e.params)}`));
+const schemaErrors = (v: unknown): string[] =>
+  validateValues(v) ? [] : (validateValues.errors ?? []).map((e) => `${e.instancePath} ${e.message ?? ''} ${JSON.stringify(e.params)}`);
 
 describe('Helm chart: values and schema (no helm needed)', () => {
   test('values.schema.json is generated: equals deploy/tools/gen-chart-schema.ts output', () => {
     const committed = readFileSync(join(CHART, 'values.schema.json'), 'utf8');
-    assert.equal(committed, `${JSON.stringify(valuesSchema(), null, 2)}\n`, 'regenerate: node --import tsx deploy/tools/gen-chart-schema.ts > helm/rtmp-goaway-proxy/values.schema.json');
+    assert.equal(
+      committed,
+      `${JSON.stringify(valuesSchema(), null, 2)}\n`,
+      'regenerate: node --import tsx deploy/tools/gen-chart-schema.ts > helm/rtmp-goaway-proxy/values.schema.json',
+    );
   });
 
   test('the schema has a `config` value for every setting of docs/configuration.md, and no other', () => {
@@ -86,7 +102,12 @@ describe('Helm chart: values and schema (no helm needed)', () => {
       }
     };
     walk((valuesSchema()['properties'] as Record<string, Record<string, unknown>>)['config']!, '');
-    assert.deepEqual(paths.sort(), settingsTable().map((r) => r.path).sort());
+    assert.deepEqual(
+      paths.sort(),
+      settingsTable()
+        .map((r) => r.path)
+        .sort(),
+    );
   });
 
   test('Chart.yaml: apiVersion v2, version and appVersion are the package version', () => {
@@ -113,7 +134,11 @@ describe('Helm chart: values and schema (no helm needed)', () => {
       ['bad mode', { mode: 'daemonset' }, /\/mode must be equal to one of the allowed values/],
       ['bad backend', { config: { backends: [{ name: 'a', host: 'h' }] } }, /\/config\/backends\/0/],
       ['bad type', { config: { health: { rise: 'two' } } }, /\/config\/health\/rise must be integer/],
-      ['PROXY protocol at the load balancer only', { proxyProtocol: { serviceAnnotations: { 'service.beta.kubernetes.io/aws-load-balancer-proxy-protocol': '*' } } }, /\/config\/acceptProxyProtocol must be equal to one of the allowed values/],
+      [
+        'PROXY protocol at the load balancer only',
+        { proxyProtocol: { serviceAnnotations: { 'service.beta.kubernetes.io/aws-load-balancer-proxy-protocol': '*' } } },
+        /\/config\/acceptProxyProtocol must be equal to one of the allowed values/,
+      ],
       ['NODE_OPTIONS replaced', { extraEnv: [{ name: 'NODE_OPTIONS', value: '--max-old-space-size=384' }] }, /\/extraEnv\/0 must NOT be valid/],
       ['TLS Secret without a listener', { tls: { secretName: 'cert' } }, /\/config must have required property 'tls'/],
       ['ingest pool in sidecar mode', { ingestPool: { enabled: true } }, /\/mode must be equal to constant/],
@@ -148,10 +173,7 @@ describe('Helm chart: lint and render (helm)', () => {
     for (const f of ciFiles) run(helm, ['lint', '--strict', CHART, '-f', join(CHART, 'ci', f)], { env: helmEnv() });
   });
 
-  const scenarios: [string, string[]][] = [
-    ['defaults (sidecar)', []],
-    ...ciFiles.map((f): [string, string[]] => [`ci/${f}`, ['-f', join(CHART, 'ci', f)]]),
-  ];
+  const scenarios: [string, string[]][] = [['defaults (sidecar)', []], ...ciFiles.map((f): [string, string[]] => [`ci/${f}`, ['-f', join(CHART, 'ci', f)]])];
   for (const [name, args] of scenarios) {
     test(`${name}: renders, validates against the Kubernetes schemas, keeps the drain invariants`, async (t) => {
       const helm = requireTool(t, 'helm');
@@ -165,7 +187,11 @@ describe('Helm chart: lint and render (helm)', () => {
       const config = checkProxyPod(spec, objs, name);
       checkSelectors(objs, dep, name);
       const sidecar = spec.containers.some((c) => c.name === 'nginx-rtmp');
-      if (sidecar) assert.deepEqual(config.backends.map((b) => `${b.name}=${b.host}:${b.port}`), ['local=127.0.0.1:1936']);
+      if (sidecar)
+        assert.deepEqual(
+          config.backends.map((b) => `${b.name}=${b.host}:${b.port}`),
+          ['local=127.0.0.1:1936'],
+        );
       for (const sm of find(objs, 'ServiceMonitor')) {
         const sel = (sm['spec'] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
         const svcs = find(objs, 'Service').filter((s) => Object.entries(sel).every(([k, v]) => s.metadata.labels?.[k] === v));
@@ -185,7 +211,10 @@ describe('Helm chart: lint and render (helm)', () => {
     assert.equal(spec.containers.length, 1, 'no nginx in l4 mode');
     assert.match(proxy.image, /^registry\.example\.com\/rtmp-goaway-proxy@sha256:0{64}$/);
     const { config } = proxyConfig(proxy, objs, spec);
-    assert.deepEqual(config.backends.map((b) => `${b.name}=${b.host}:${b.port}`), ['ingest-0=ingest-0.ingest:1935', 'ingest-1=ingest-1.ingest:1935', 'ingest-2=10.0.0.12:1935']);
+    assert.deepEqual(
+      config.backends.map((b) => `${b.name}=${b.host}:${b.port}`),
+      ['ingest-0=ingest-0.ingest:1935', 'ingest-1=ingest-1.ingest:1935', 'ingest-2=10.0.0.12:1935'],
+    );
     assert.equal(config.backends[1]!.maxSessions, 2000, 'per-backend settings of the YAML file pass through');
     assert.equal(config.limits.maxPendingBytes, 128 * 1024);
     assert.equal(config.acceptProxyProtocol, 'required');
@@ -199,15 +228,24 @@ describe('Helm chart: lint and render (helm)', () => {
     assert.ok(spec.volumes?.some((v) => v.name === 'scratch'));
     const svc = find(objs, 'Service').find((s) => (s['spec'] as { type: string }).type === 'LoadBalancer')!;
     assert.equal(svc.metadata.annotations?.['service.beta.kubernetes.io/aws-load-balancer-proxy-protocol'], '*');
-    assert.deepEqual((svc['spec'] as { ports: { name: string; port: number; targetPort: string }[] }).ports.map((p) => `${p.name}:${p.port}->${p.targetPort}`), ['rtmp:1935->rtmp', 'rtmps:443->rtmps']);
+    assert.deepEqual(
+      (svc['spec'] as { ports: { name: string; port: number; targetPort: string }[] }).ports.map((p) => `${p.name}:${p.port}->${p.targetPort}`),
+      ['rtmp:1935->rtmp', 'rtmps:443->rtmps'],
+    );
     // Autoscaled: the Deployment leaves replicas to the HPA.
     assert.equal((dep['spec'] as { replicas?: number }).replicas, undefined);
     assert.equal(find(objs, 'HorizontalPodAutoscaler').length, 1);
     // NetworkPolicy: RTMP/RTMPS from anywhere, admin only from the monitoring namespace and the CLI's pods.
     const np = find(objs, 'NetworkPolicy')[0]!['spec'] as { ingress: { from?: unknown[]; ports: { port: string }[] }[] };
     assert.deepEqual(np.ingress[0]!.from, undefined);
-    assert.deepEqual(np.ingress[0]!.ports.map((p) => p.port), ['rtmp', 'rtmps']);
-    assert.deepEqual(np.ingress[1]!.ports.map((p) => p.port), ['admin']);
+    assert.deepEqual(
+      np.ingress[0]!.ports.map((p) => p.port),
+      ['rtmp', 'rtmps'],
+    );
+    assert.deepEqual(
+      np.ingress[1]!.ports.map((p) => p.port),
+      ['admin'],
+    );
     assert.equal(np.ingress[1]!.from?.length, 2);
     // The admin token: a generated Secret, mounted, named by RTMP_GOAWAY_ADMIN_TOKEN_FILE.
     const secret = find(objs, 'Secret', 'rel-rtmp-goaway-proxy-admin-token')[0]!;
@@ -215,7 +253,10 @@ describe('Helm chart: lint and render (helm)', () => {
     assert.equal(proxy.env!.find((e) => e.name === 'RTMP_GOAWAY_ADMIN_TOKEN_FILE')?.value, '/etc/rtmp-goaway-proxy/admin/token');
     // Zones, then nodes.
     const tsc = (spec as unknown as { topologySpreadConstraints: { topologyKey: string }[] }).topologySpreadConstraints;
-    assert.deepEqual(tsc.map((c) => c.topologyKey), ['topology.kubernetes.io/zone', 'kubernetes.io/hostname']);
+    assert.deepEqual(
+      tsc.map((c) => c.topologyKey),
+      ['topology.kubernetes.io/zone', 'kubernetes.io/hostname'],
+    );
   });
 
   test('adminToken.existingSecret: no Secret rendered, that one mounted', (t) => {
@@ -241,10 +282,19 @@ describe('Helm chart: lint and render (helm)', () => {
     };
     const base = restart([]);
     assert.match(base!, /^[0-9a-f]{64}$/);
-    for (const live of [['--set', 'config.backends[0]=b=10.0.0.2:1935'], ['--set', 'config.limits.maxSessions=9'], ['--set', 'config.drain.deadlineMs=5m'], ['--set', 'config.routing.rules[0].group=all']]) {
+    for (const live of [
+      ['--set', 'config.backends[0]=b=10.0.0.2:1935'],
+      ['--set', 'config.limits.maxSessions=9'],
+      ['--set', 'config.drain.deadlineMs=5m'],
+      ['--set', 'config.routing.rules[0].group=all'],
+    ]) {
       assert.equal(restart(live), base, `${live.join(' ')} is applied live: no rollout`);
     }
-    for (const needsRestart of [['--set', 'config.listen=0.0.0.0:1936'], ['--set', 'config.log.level=debug'], ['--set', 'config.tls.listen=0.0.0.0:1443']]) {
+    for (const needsRestart of [
+      ['--set', 'config.listen=0.0.0.0:1936'],
+      ['--set', 'config.log.level=debug'],
+      ['--set', 'config.tls.listen=0.0.0.0:1443'],
+    ]) {
       assert.notEqual(restart(needsRestart), base, `${needsRestart.join(' ')} needs a restart: the pods roll`);
     }
   });
@@ -269,7 +319,11 @@ describe('Helm chart: lint and render (helm)', () => {
       if (path === 'sidecar.enabled') return true;
       if (path === 'discovery.servers') return '10.96.0.10:53';
       if (path === 'acceptProxyProtocolFrom') return '10.0.0.0/8,192.0.2.0/24';
-      if (path === 'routing') return { groups: { all: { backends: ['a', 'b*'] } }, rules: [{ name: 'live', match: { app: 'live', cidr: ['10.0.0.0/8'] }, group: 'all', sticky: true }] };
+      if (path === 'routing')
+        return {
+          groups: { all: { backends: ['a', 'b*'] } },
+          rules: [{ name: 'live', match: { app: 'live', cidr: ['10.0.0.0/8'] }, group: 'all', sticky: true }],
+        };
       if (type.includes(' | ')) return type.split(' | ').at(-1);
       return { duration: '7s', size: 4096, integer: 7, boolean: true, string: 'pfx', 'host:port': '0.0.0.0:1' }[type];
     };
@@ -331,7 +385,11 @@ describe('Helm chart: lint and render (helm)', () => {
     assert.equal(config.discovery.dnsName, `_rtmp._tcp.${svcName}.media.svc.cluster.local`);
     const svc = find(objs, 'Service', svcName)[0]!['spec'] as { clusterIP: string; ports: { name: string; protocol: string }[] };
     assert.equal(svc.clusterIP, 'None');
-    assert.deepEqual(svc.ports.map((p) => `${p.name}/${p.protocol}`), ['rtmp/TCP'], 'the SRV name _rtmp._tcp.<service> comes from this port');
+    assert.deepEqual(
+      svc.ports.map((p) => `${p.name}/${p.protocol}`),
+      ['rtmp/TCP'],
+      'the SRV name _rtmp._tcp.<service> comes from this port',
+    );
     const pool = podSpec(sts);
     const { drainer, deadlineS, nameVar } = checkSelfDrainingPod(pool, 'ingest pool');
     assert.equal(deadlineS, 90);
@@ -340,11 +398,15 @@ describe('Helm chart: lint and render (helm)', () => {
     assert.equal(drainer.env!.find((e) => e.name === nameVar)?.value, `$(POD_NAME).${svcName}.media.svc.cluster.local`);
     // The hook's shell turns that into the name discovery gives (the FQDN, or its first label past 63 characters).
     const hook = drainer.lifecycle!.preStop!.exec!.command[2]!;
-    const nameIn = (backend: string) => spawnSync('bash', ['-c', `${hook.split('rtmp-goaway-proxy')[0]!} echo "$b"`], { env: { BACKEND: backend }, encoding: 'utf8' }).stdout.trim();
+    const nameIn = (backend: string) =>
+      spawnSync('bash', ['-c', `${hook.split('rtmp-goaway-proxy')[0]!} echo "$b"`], { env: { BACKEND: backend }, encoding: 'utf8' }).stdout.trim();
     for (const fqdn of [`${sts.metadata.name}-0.${svcName}.media.svc.cluster.local`, 'ingest-0.ingest.media.svc.cluster.local']) {
       assert.equal(nameIn(fqdn), nameForTarget(`${fqdn}.`), fqdn);
     }
-    assert.match(templateFails(helm, ['-f', join(CHART, 'ci', 'l4-pool-values.yaml'), '--set', 'ingestPool.terminationGracePeriodSeconds=60']), /ingestPool.terminationGracePeriodSeconds 60 is too short: .* need 120/);
+    assert.match(
+      templateFails(helm, ['-f', join(CHART, 'ci', 'l4-pool-values.yaml'), '--set', 'ingestPool.terminationGracePeriodSeconds=60']),
+      /ingestPool.terminationGracePeriodSeconds 60 is too short: .* need 120/,
+    );
   });
 
   test('PrometheusRule: every alert queries metrics the proxy exports (or kube-state-metrics / up), by their labels', async (t) => {
@@ -353,16 +415,36 @@ describe('Helm chart: lint and render (helm)', () => {
     const objs = template(helm, ['-f', join(CHART, 'ci', 'l4-values.yaml')]);
     const rule = find(objs, 'PrometheusRule')[0]!;
     const rules = (rule['spec'] as { groups: { rules: { alert: string; expr: string; for?: string }[] }[] }).groups[0]!.rules;
-    assert.deepEqual(rules.map((r) => r.alert), ['RtmpGoawayBackendDown', 'RtmpGoawayDrainStuck', 'RtmpGoawayMigrationsFailing', 'RtmpGoawayDescriptorsNearLimit', 'RtmpGoawayBusDisconnected', 'RtmpGoawayNoReadyReplica']);
+    assert.deepEqual(
+      rules.map((r) => r.alert),
+      [
+        'RtmpGoawayBackendDown',
+        'RtmpGoawayDrainStuck',
+        'RtmpGoawayMigrationsFailing',
+        'RtmpGoawayDescriptorsNearLimit',
+        'RtmpGoawayBusDisconnected',
+        'RtmpGoawayNoReadyReplica',
+      ],
+    );
     assert.equal(rules.find((r) => r.alert === 'RtmpGoawayDrainStuck')!.for, `${120 + 60}s`, 'the drain deadline of the values plus a minute');
     const registry = new ProxyMetrics({ activeSessions: () => [], bytesTotal: () => [], backends: () => [], busConnected: () => 1 } satisfies MetricsSources);
     const exported = new Set((await registry.registry.getMetricsAsJSON()).map((m) => m.name));
     // Metrics of other modules (migrations, …): their `${p}name` declarations with the prefix.
-    const walk = (d: string): string[] => readdirSync(join(root, d), { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.ts') ? [join(d, e.name)] : []));
+    const walk = (d: string): string[] =>
+      readdirSync(join(root, d), { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? walk(join(d, e.name)) : e.name.endsWith('.ts') ? [join(d, e.name)] : [],
+      );
     for (const f of walk('src')) for (const m of readFileSync(join(root, f), 'utf8').matchAll(/name: `\$\{p\}(\w+)`/g)) exported.add(`rtmp_goaway_${m[1]!}`);
     const promql = new Set(['by', 'on', 'unless', 'and', 'or', 'max', 'sum', 'min', 'increase', 'rate', 'absent', 'count', 'without', 'ignoring']);
     for (const r of rules) {
-      const names = [...r.expr.replace(/\{[^}]*\}/g, '').replace(/\[[^\]]*\]/g, '').matchAll(/\b([a-z_][a-z0-9_]*)\b/g)].map((m) => m[1]!).filter((n) => !promql.has(n) && !/^(namespace|backend|pod|result)$/.test(n));
+      const names = [
+        ...r.expr
+          .replace(/\{[^}]*\}/g, '')
+          .replace(/\[[^\]]*\]/g, '')
+          .matchAll(/\b([a-z_][a-z0-9_]*)\b/g),
+      ]
+        .map((m) => m[1]!)
+        .filter((n) => !promql.has(n) && !/^(namespace|backend|pod|result)$/.test(n));
       for (const n of names) assert.ok(exported.has(n) || n.startsWith('kube_') || n === 'up', `${r.alert}: ${n} is not a metric the proxy exports`);
     }
   });
@@ -373,11 +455,17 @@ describe('Helm chart: lint and render (helm)', () => {
     assert.match(templateFails(helm, ['--set', 'mode=l4']), /mode l4 needs ingest servers: config.backends, config.discovery.dnsName, or ingestPool.enabled/);
     assert.match(templateFails(helm, ['--set', 'proxyProtocol.serviceAnnotations.x=y']), /acceptProxyProtocol must be one of the following/);
     assert.match(templateFails(helm, ['--set', 'tls.secretName=cert']), /config: tls is required/);
-    assert.match(templateFails(helm, ['--set', 'extraEnv[0].name=NODE_OPTIONS', '--set', 'extraEnv[0].value=--max-old-space-size=64']), /extraEnv\.0: Must not validate/);
+    assert.match(
+      templateFails(helm, ['--set', 'extraEnv[0].name=NODE_OPTIONS', '--set', 'extraEnv[0].value=--max-old-space-size=64']),
+      /extraEnv\.0: Must not validate/,
+    );
     assert.match(templateFails(helm, ['--set', 'ingestPool.enabled=true']), /ingestPool|mode/);
     assert.match(templateFails(helm, ['--set', 'config.admin=127.0.0.1:9935']), /binds loopback/);
     assert.match(templateFails(helm, ['--set', 'shutdown.terminationGracePeriodSeconds=30']), /terminationGracePeriodSeconds 30 is too short: .* need 45/);
-    assert.match(templateFails(helm, ['--set', 'redis.existingSecret=s', '--set', 'config.redis.url=redis://x:6379']), /either redis.existingSecret or config.redis.url/);
+    assert.match(
+      templateFails(helm, ['--set', 'redis.existingSecret=s', '--set', 'config.redis.url=redis://x:6379']),
+      /either redis.existingSecret or config.redis.url/,
+    );
     assert.match(templateFails(helm, ['--set', 'config.helth.intervalMs=5s']), /helth/);
   });
 

@@ -63,7 +63,8 @@ export function parseStream(text: string, what: string): K8sObject[] {
     const o = v as K8sObject;
     // kustomize writes long base64 values as wrapped block scalars; the API server's base64
     // decoding skips the line breaks, so compare the values without them.
-    if (o.kind === 'Secret' && o['data']) o['data'] = Object.fromEntries(Object.entries(o['data'] as Record<string, string>).map(([k, d]) => [k, d.replace(/\s+/g, '')]));
+    if (o.kind === 'Secret' && o['data'])
+      o['data'] = Object.fromEntries(Object.entries(o['data'] as Record<string, string>).map(([k, d]) => [k, d.replace(/\s+/g, '')]));
     out.push(o);
   }
   return out;
@@ -81,7 +82,8 @@ export function kustomize(kubectl: string, dir: string): K8sObject[] {
     cpSync(join(root, 'deploy', 'k8s'), k8s, { recursive: true, filter: (src) => basename(src) !== 'admin-token' });
     for (const base of readdirSync(k8s)) {
       const k = join(k8s, base, 'kustomization.yaml');
-      if (existsSync(k) && readFileSync(k, 'utf8').includes('token=admin-token')) writeFileSync(join(k8s, base, 'admin-token'), `${randomBytes(32).toString('hex')}\n`);
+      if (existsSync(k) && readFileSync(k, 'utf8').includes('token=admin-token'))
+        writeFileSync(join(k8s, base, 'admin-token'), `${randomBytes(32).toString('hex')}\n`);
     }
     return parseStream(run(kubectl, ['kustomize', join(copy, dir)]), `kubectl kustomize ${dir}`);
   } finally {
@@ -198,7 +200,10 @@ export function settingsTable(): SettingRow[] {
   for (const line of md.split('\n')) {
     if (!line.startsWith('| `')) continue;
     // Cells are separated by unescaped pipes (`a \| b` inside a cell stays one cell).
-    const cells = line.slice(1, -1).split(/(?<!\\)\|/).map((c) => c.trim());
+    const cells = line
+      .slice(1, -1)
+      .split(/(?<!\\)\|/)
+      .map((c) => c.trim());
     const code = (c: string | undefined) => /^`([^`]+)`$/.exec(c ?? '')?.[1];
     const [path, env, flag] = [code(cells[0]), code(cells[1]), code(cells[2])];
     if (path && env && flag) rows.push({ path, env, flag, type: cells[3]!.replace(/\\\|/g, '|') });
@@ -310,7 +315,11 @@ const PLACEHOLDERS: Record<string, string> = {
 /** A Secret the rendering references but does not contain (the operator creates it): stand-in data. */
 export type MissingSecret = (name: string) => Record<string, string | Buffer>;
 
-const placeholderSecret: MissingSecret = (name) => ({ 'tls.crt': `placeholder certificate of ${name}`, 'tls.key': `placeholder key of ${name}`, token: 'placeholder-admin-token-0123456789' });
+const placeholderSecret: MissingSecret = (name) => ({
+  'tls.crt': `placeholder certificate of ${name}`,
+  'tls.key': `placeholder key of ${name}`,
+  token: 'placeholder-admin-token-0123456789',
+});
 
 /**
  * The files a container sees through its ConfigMap and Secret volumes, written under `dir` (the
@@ -321,7 +330,11 @@ export function mountFiles(spec: PodSpec, c: Container, objs: K8sObject[], dir: 
   const mounts = new Map<string, string>();
   for (const m of c.volumeMounts ?? []) {
     const vol = (spec.volumes ?? []).find((v) => v.name === m.name) as
-      | { name: string; configMap?: { name: string; items?: { key: string; path: string }[] }; secret?: { secretName: string; items?: { key: string; path: string }[] } }
+      | {
+          name: string;
+          configMap?: { name: string; items?: { key: string; path: string }[] };
+          secret?: { secretName: string; items?: { key: string; path: string }[] };
+        }
       | undefined;
     if (!vol || (!vol.configMap && !vol.secret)) continue;
     let data: Record<string, string | Buffer>;
@@ -387,10 +400,20 @@ function withKnownSettings(env: Record<string, string>): Record<string, string> 
  * What a container would run with: its RTMP_GOAWAY_* environment and its config file (mounted
  * from a ConfigMap), with paths to mounted files pointing at copies under a temp dir.
  */
-export function proxyRuntime(spec: PodSpec, c: Container, objs: K8sObject[], dir: string, missing?: MissingSecret): { env: Record<string, string>; configFile?: string; mounts: Map<string, string> } {
+export function proxyRuntime(
+  spec: PodSpec,
+  c: Container,
+  objs: K8sObject[],
+  dir: string,
+  missing?: MissingSecret,
+): { env: Record<string, string>; configFile?: string; mounts: Map<string, string> } {
   const mounts = mountFiles(spec, c, objs, dir, missing);
   const resolved = resolveEnv(c, objs, (n) => PLACEHOLDERS[n] ?? 'placeholder');
-  const env = Object.fromEntries(Object.entries(resolved).filter(([k]) => k.startsWith('RTMP_GOAWAY_')).map(([k, v]) => [k, hostPath(mounts, v)]));
+  const env = Object.fromEntries(
+    Object.entries(resolved)
+      .filter(([k]) => k.startsWith('RTMP_GOAWAY_'))
+      .map(([k, v]) => [k, hostPath(mounts, v)]),
+  );
   const file = configFileArg(c);
   return { env: withKnownSettings(env), configFile: file === undefined ? undefined : hostPath(mounts, file), mounts };
 }
@@ -455,7 +478,10 @@ export function checkProxyPod(spec: PodSpec, objs: K8sObject[], what: string): C
   const vol = (spec.volumes ?? []).find((v) => v.name === mount.name) as { configMap?: { name: string } } | undefined;
   assert.ok(vol?.configMap, `${what}: the config file's volume ${mount.name} is not a ConfigMap`);
   for (const n of Object.keys(env)) {
-    assert.ok(!/^RTMP_GOAWAY_(BACKENDS|ROUTING|LIMITS_|DRAIN_)/.test(n), `${what}: ${n} in the environment shadows the watched config file (a live change would never apply)`);
+    assert.ok(
+      !/^RTMP_GOAWAY_(BACKENDS|ROUTING|LIMITS_|DRAIN_)/.test(n),
+      `${what}: ${n} in the environment shadows the watched config file (a live change would never apply)`,
+    );
   }
   // A non-loopback admin API without a token refuses /api/* and POSTs: the token is always given, from a file.
   assert.notEqual(config.adminToken, '', `${what}: no admin token (mount a Secret and name it with RTMP_GOAWAY_ADMIN_TOKEN_FILE)`);
@@ -484,7 +510,10 @@ export function checkProxyPod(spec: PodSpec, objs: K8sObject[], what: string): C
   const graceS = config.sidecar.gracePeriodMs / 1000;
   const tgps = spec.terminationGracePeriodSeconds ?? 30;
   assert.ok(preStop >= 1, `${what}: proxy preStop should wait a little for endpoint removal`);
-  assert.ok(tgps >= preStop + graceS + 5, `${what}: terminationGracePeriodSeconds ${tgps} < preStop ${preStop} s + sidecar.gracePeriodMs ${graceS} s + 5 s margin`);
+  assert.ok(
+    tgps >= preStop + graceS + 5,
+    `${what}: terminationGracePeriodSeconds ${tgps} < preStop ${preStop} s + sidecar.gracePeriodMs ${graceS} s + 5 s margin`,
+  );
   for (const c of spec.containers) {
     if (c === proxy) continue;
     if (!c.lifecycle?.preStop) continue;
@@ -519,14 +548,18 @@ export function checkSelectors(objs: K8sObject[], workload: K8sObject, what: str
   const matches = (sel: Record<string, string>) => Object.entries(sel).every(([k, v]) => labels[k] === v);
   const sel = (workload['spec'] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
   assert.ok(matches(sel), `${what}: the workload's selector does not match its pod labels`);
-  const pdbs = find(objs, 'PodDisruptionBudget').filter((p) => matches((p['spec'] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels));
+  const pdbs = find(objs, 'PodDisruptionBudget').filter((p) =>
+    matches((p['spec'] as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels),
+  );
   assert.equal(pdbs.length, 1, `${what}: expected one PodDisruptionBudget selecting the pods, found ${pdbs.length}`);
   for (const svc of find(objs, 'Service')) {
     const s = svc['spec'] as { selector?: Record<string, string>; ports: { targetPort?: number | string; port: number }[] };
     if (!s.selector || !matches(s.selector)) continue;
     for (const p of s.ports) {
       const target = p.targetPort ?? p.port;
-      const found = spec.containers.some((c) => containerPort(c, target) !== undefined && (typeof target === 'string' || c.ports?.some((cp) => cp.containerPort === target)));
+      const found = spec.containers.some(
+        (c) => containerPort(c, target) !== undefined && (typeof target === 'string' || c.ports?.some((cp) => cp.containerPort === target)),
+      );
       assert.ok(found, `${what}: Service ${svc.metadata.name} targets port ${String(target)} that no container of the pod declares`);
     }
   }
@@ -548,7 +581,10 @@ export function checkSelfDrainingPod(spec: PodSpec, what: string): { drainer: Co
   const [, nameVar, deadline, doneFile] = m;
   const deadlineS = Number(deadline);
   const fromEnv = new RegExp(`\\b${nameVar}=\\$(\\w+)`).exec(hook)?.[1];
-  assert.ok(drainer.env?.some((e) => e.name === (fromEnv ?? nameVar)), `${what}: the drain container has no ${fromEnv ?? nameVar}`);
+  assert.ok(
+    drainer.env?.some((e) => e.name === (fromEnv ?? nameVar)),
+    `${what}: the drain container has no ${fromEnv ?? nameVar}`,
+  );
   const redis = drainer.env?.find((e) => e.name === 'RTMP_GOAWAY_REDIS_URL');
   assert.ok((redis?.valueFrom as { secretKeyRef?: unknown } | undefined)?.secretKeyRef, `${what}: the drain container's Redis URL must come from a Secret`);
   const nginx = spec.containers.find((c) => c !== drainer);

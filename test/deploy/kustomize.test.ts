@@ -62,7 +62,10 @@ describe('deploy/k8s (kustomize)', () => {
   test('layout: a sidecar base, an L4 base, overlays, and every component used by an overlay', () => {
     const dirs = buildable.map((k) => k.dir);
     for (const d of ['deploy/k8s/sidecar', 'deploy/k8s/l4']) assert.ok(dirs.includes(d), `${d} is missing`);
-    assert.ok(dirs.some((d) => d.startsWith('deploy/k8s/overlays/')), 'no overlay');
+    assert.ok(
+      dirs.some((d) => d.startsWith('deploy/k8s/overlays/')),
+      'no overlay',
+    );
     for (const c of all.filter((k) => k.kind === 'Component')) {
       const users = buildable.filter((k) => k.components.some((ref) => join(k.dir, ref) === c.dir));
       assert.ok(users.length > 0, `component ${c.dir} is not used by any overlay, so it is never rendered`);
@@ -91,7 +94,8 @@ describe('deploy/k8s (kustomize)', () => {
         for (const c of spec.containers) {
           assert.match(c.image, /:[\w.-]+$/, `${what} ${c.name}: image ${c.image} has no explicit tag`);
           assert.doesNotMatch(c.image, /:latest$/, `${what} ${c.name}: :latest`);
-          if (/^rtmp-goaway-proxy(-nginx-rtmp)?:/.test(c.image)) assert.equal(c.image.split(':')[1], pkgVersion, `${what}: image tag is not the package version`);
+          if (/^rtmp-goaway-proxy(-nginx-rtmp)?:/.test(c.image))
+            assert.equal(c.image.split(':')[1], pkgVersion, `${what}: image tag is not the package version`);
           checkContainerHardening(c, `${what} container ${c.name}`);
         }
         assert.equal(spec.enableServiceLinks, false, `${what}: enableServiceLinks`);
@@ -138,13 +142,19 @@ describe('deploy/k8s (kustomize)', () => {
     const conf = readFileSync(join(root, 'deploy', 'nginx-rtmp', 'sidecar.conf'), 'utf8');
     const listen = /^\s*listen\s+([^;\s]+);/m.exec(conf)?.[1];
     assert.equal(listen, '127.0.0.1:1936', 'sidecar.conf must listen on loopback only');
-    assert.deepEqual(config.backends.map((b) => `${b.host}:${b.port}`), [listen]);
+    assert.deepEqual(
+      config.backends.map((b) => `${b.host}:${b.port}`),
+      [listen],
+    );
     assert.ok(!nginx.ports?.length, 'nginx must not declare a pod port');
 
     // The public Service lands on the proxy.
     const [svc] = find(objs, 'Service', 'rtmp-ingest');
     const target = (svc!['spec'] as { ports: { targetPort: string }[] }).ports[0]!.targetPort;
-    assert.ok(proxy.ports?.some((p) => p.name === target), `Service targets ${target}, not the proxy`);
+    assert.ok(
+      proxy.ports?.some((p) => p.name === target),
+      `Service targets ${target}, not the proxy`,
+    );
 
     // nginx's preStop waits on the proxy's admin port.
     const adminPort = Number(/:(\d+)$/.exec(config.admin)![1]);
@@ -196,14 +206,20 @@ describe('deploy/k8s (kustomize)', () => {
     const headless = find(objs, 'Service', s.serviceName)[0]!['spec'] as { clusterIP?: string };
     assert.equal(headless.clusterIP, 'None', 'the ingest Service must be headless for per-pod names');
     const want = Array.from({ length: s.replicas }, (_, i) => `${sts.metadata.name}-${i}.${s.serviceName}:1935`);
-    assert.deepEqual(config.backends.map((b) => `${b.host}:${b.port}`), want);
-    assert.deepEqual(config.backends.map((b) => b.name), want.map((w) => w.split('.')[0]));
+    assert.deepEqual(
+      config.backends.map((b) => `${b.host}:${b.port}`),
+      want,
+    );
+    assert.deepEqual(
+      config.backends.map((b) => b.name),
+      want.map((w) => w.split('.')[0]),
+    );
 
     // Each ingest pod drains itself by its own name, which is its backend name here.
     const { drainer, deadlineS, nameVar } = checkSelfDrainingPod(podSpec(sts), 'ingest StatefulSet');
     const nameEnv = drainer.env!.find((e) => e.name === nameVar)!;
     assert.deepEqual(nameEnv.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } }, 'the drain names the pod, which is its backend name in config.yaml');
-    assert.ok(deadlineS * 1000 <= config.drain.deadlineMs, 'the preStop deadline is within the proxies\' drain deadline');
+    assert.ok(deadlineS * 1000 <= config.drain.deadlineMs, "the preStop deadline is within the proxies' drain deadline");
   });
 
   test('the ingest pod checks are not vacuous', async (t) => {
@@ -213,7 +229,13 @@ describe('deploy/k8s (kustomize)', () => {
     const cases: [string, (s: PodSpec) => void, RegExp][] = [
       ['short grace', (s) => (s.terminationGracePeriodSeconds = 60), /terminationGracePeriodSeconds 60/],
       ['no drain', (s) => delete s.containers.find((c) => c.name === 'drain')!.lifecycle, /preStop does not run/],
-      ['no wait', (s) => (s.containers.find((c) => c.name === 'drain')!.lifecycle!.preStop!.exec!.command[2] = 'rtmp-goaway-proxy drain "$BACKEND" --deadline 120s; touch /run/drain/done'), /preStop does not run/],
+      [
+        'no wait',
+        (s) =>
+          (s.containers.find((c) => c.name === 'drain')!.lifecycle!.preStop!.exec!.command[2] =
+            'rtmp-goaway-proxy drain "$BACKEND" --deadline 120s; touch /run/drain/done'),
+        /preStop does not run/,
+      ],
       ['nginx does not wait', (s) => (s.containers.find((c) => c.name === 'nginx-rtmp')!.lifecycle!.preStop!.exec!.command = ['sleep', '5']), /does not wait/],
     ];
     for (const [name, mutate, want] of cases) {
@@ -250,15 +272,35 @@ describe('deploy/k8s (kustomize)', () => {
       ['unknown setting', (s) => proxyOf(s).env!.push({ name: 'RTMP_GOAWAY_SIDECAR_GRACE_MS', value: '25s' }), /not a setting of docs\/configuration.md/],
       ['bad value', () => {}, /would refuse this configuration/, withConfig((c) => (c['sidecar'] = { enabled: true, gracePeriodMs: '25 seconds' }))],
       ['no config file', (s) => (proxyOf(s).args = ['serve']), /without --config/],
-      ['config file by subPath', (s) => Object.assign(proxyOf(s).volumeMounts!.find((m) => m.name === 'config')!, { mountPath: '/etc/rtmp-goaway-proxy/config/config.yaml', subPath: 'config.yaml' }), /not on a mounted volume|subPath/],
-      ['backends in the environment', (s) => proxyOf(s).env!.push({ name: 'RTMP_GOAWAY_BACKENDS', value: 'local=127.0.0.1:1936' }), /shadows the watched config file/],
-      ['admin token in the pod spec', (s) => {
-        const p = proxyOf(s);
-        p.env = p.env!.filter((e) => e.name !== 'RTMP_GOAWAY_ADMIN_TOKEN_FILE');
-        p.env.push({ name: 'RTMP_GOAWAY_ADMIN_TOKEN', value: 'in-clear-0123456789abcdef' });
-      }, /mounted Secret file, not in the pod spec/],
+      [
+        'config file by subPath',
+        (s) =>
+          Object.assign(
+            proxyOf(s).volumeMounts!.find((m) => m.name === 'config')!,
+            { mountPath: '/etc/rtmp-goaway-proxy/config/config.yaml', subPath: 'config.yaml' },
+          ),
+        /not on a mounted volume|subPath/,
+      ],
+      [
+        'backends in the environment',
+        (s) => proxyOf(s).env!.push({ name: 'RTMP_GOAWAY_BACKENDS', value: 'local=127.0.0.1:1936' }),
+        /shadows the watched config file/,
+      ],
+      [
+        'admin token in the pod spec',
+        (s) => {
+          const p = proxyOf(s);
+          p.env = p.env!.filter((e) => e.name !== 'RTMP_GOAWAY_ADMIN_TOKEN_FILE');
+          p.env.push({ name: 'RTMP_GOAWAY_ADMIN_TOKEN', value: 'in-clear-0123456789abcdef' });
+        },
+        /mounted Secret file, not in the pod spec/,
+      ],
       ['no admin token', (s) => (proxyOf(s).env = proxyOf(s).env!.filter((e) => e.name !== 'RTMP_GOAWAY_ADMIN_TOKEN_FILE')), /no admin token/],
-      ['nginx stops first', (s) => (s.containers.find((c) => c.name === 'nginx-rtmp')!.lifecycle!.preStop!.exec!.command = ['sleep', '10']), /nginx-rtmp stops after 10 s/],
+      [
+        'nginx stops first',
+        (s) => (s.containers.find((c) => c.name === 'nginx-rtmp')!.lifecycle!.preStop!.exec!.command = ['sleep', '10']),
+        /nginx-rtmp stops after 10 s/,
+      ],
       ['root filesystem writable', (s) => (proxyOf(s).securityContext!['readOnlyRootFilesystem'] = false), /readOnlyRootFilesystem/],
       ['capabilities kept', (s) => (proxyOf(s).securityContext!['capabilities'] = { drop: ['NET_RAW'] }), /capabilities.drop/],
       ['runs as root', (s) => (s.containers[1]!.securityContext!['runAsUser'] = 0), /runAsUser/],
@@ -276,7 +318,10 @@ describe('deploy/k8s (kustomize)', () => {
       apiVersion: 'apps/v1',
       kind: 'Deployment',
       metadata: { name },
-      spec: { selector: { matchLabels: { a: 'b' } }, template: { metadata: { labels: { a: 'b' } }, spec: { containers: [{ name: 'c', image: 'i:1', ...container }] } } },
+      spec: {
+        selector: { matchLabels: { a: 'b' } },
+        template: { metadata: { labels: { a: 'b' } }, spec: { containers: [{ name: 'c', image: 'i:1', ...container }] } },
+      },
     });
     const typo = deployment({ readinesProbe: { httpGet: { path: '/readyz', port: 9935 } } }, 'typo');
     const wrongType = deployment({ ports: [{ containerPort: '1935' }] }, 'wrong-type');

@@ -108,7 +108,9 @@ describe('SIGTERM in a sidecar pod, as the manifests configure it', () => {
     pubs.push(pub);
     await pub.publish();
     // nginx-rtmp records H.264 only after the AVC sequence header: send one, then key frames.
-    const avcHeader = Buffer.from([0x17, 0x00, 0, 0, 0, 0x01, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0x00, 0x04, 0x67, 0x42, 0xc0, 0x1e, 0x01, 0x00, 0x04, 0x68, 0xce, 0x3c, 0x80]);
+    const avcHeader = Buffer.from([
+      0x17, 0x00, 0, 0, 0, 0x01, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0x00, 0x04, 0x67, 0x42, 0xc0, 0x1e, 0x01, 0x00, 0x04, 0x68, 0xce, 0x3c, 0x80,
+    ]);
     pub.sendMedia(MessageType.Video, 0, avcHeader);
     pub.sendMedia(MessageType.Audio, 0, Buffer.from([0xaf, 0x00, 0x12, 0x10]));
     const frame = Buffer.alloc(4000, 0x11);
@@ -118,8 +120,16 @@ describe('SIGTERM in a sidecar pod, as the manifests configure it', () => {
       pub.sendMedia(MessageType.Audio, i * 33, Buffer.from([0xaf, 0x01, 0x21, 0x10, 0x04]));
     }
     const recordings = () => readdirSync(join(dir.path, 'rec')).filter((f) => f.startsWith('pod-stream') && f.endsWith('.flv'));
-    await eventually(() => recordings().some((f) => statSync(join(dir.path, 'rec', f)).size > 100_000), 'nginx records the stream under the record_path', 10_000).catch((e: Error) => {
-      throw new Error(`${e.message}; files: ${readdirSync(join(dir.path, 'rec')).map((f) => `${f} ${statSync(join(dir.path, 'rec', f)).size}`).join(', ')}\n${nginxLog.slice(-2000)}`);
+    await eventually(
+      () => recordings().some((f) => statSync(join(dir.path, 'rec', f)).size > 100_000),
+      'nginx records the stream under the record_path',
+      10_000,
+    ).catch((e: Error) => {
+      throw new Error(
+        `${e.message}; files: ${readdirSync(join(dir.path, 'rec'))
+          .map((f) => `${f} ${statSync(join(dir.path, 'rec', f)).size}`)
+          .join(', ')}\n${nginxLog.slice(-2000)}`,
+      );
     });
 
     const wentAway = new Promise<void>((r) => pub.once('goaway', () => r()));

@@ -24,7 +24,9 @@ describe('e2e: the demo (npm start)', () => {
     assert.equal(code, 0, `${stdout}\n${stderr}`);
     const summary = JSON.parse(stdout.trim().split('\n').at(-1)!) as DemoSummary;
     check(summary, stdout);
-    t.diagnostic(`demo (${summary.backendKind}, ${summary.source}): ${summary.from} → ${summary.to}, sent ${summary.sent.video}+${summary.sent.audio}, received ${summary.received.video}+${summary.received.audio}, Go Away → close ${summary.goAwayToCloseMs} ms, reconnect ${summary.reconnectMs} ms`);
+    t.diagnostic(
+      `demo (${summary.backendKind}, ${summary.source}): ${summary.from} → ${summary.to}, sent ${summary.sent.video}+${summary.sent.audio}, received ${summary.received.video}+${summary.received.audio}, Go Away → close ${summary.goAwayToCloseMs} ms, reconnect ${summary.reconnectMs} ms`,
+    );
   });
 
   test('fresh machine (node-media-server, the committed sample) with --keep: keeps serving until SIGINT', async (t) => {
@@ -48,6 +50,8 @@ describe('e2e: the demo (npm start)', () => {
     child.kill('SIGINT');
     const { code } = await run.exited;
     assert.equal(code, 0);
-    t.diagnostic(`demo --keep (node-media-server, sample): ${summary.from} → ${summary.to}, sent ${summary.sent.video}+${summary.sent.audio}, received ${summary.received.video}+${summary.received.audio}, reconnect ${summary.reconnectMs} ms`);
+    t.diagnostic(
+      `demo --keep (node-media-server, sample): ${summary.from} → ${summary.to}, sent ${summary.sent.video}+${summary.sent.audio}, received ${summary.received.video}+${summary.received.audio}, reconnect ${summary.reconnectMs} ms`,
+    );
   });
 });

@@ -27,7 +27,11 @@ export const CONTROL_CHANNEL = 'rtmp-goaway:control';
 
 /** Spawns the CLI (from source) with the given arguments. */
 export function spawnCli(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: projectRoot, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+  return spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: projectRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
 }
 
 /** Collects a child's stdout/stderr and resolves with its exit code and output. */
@@ -97,7 +101,9 @@ export interface TestRedisServer {
 export async function startRedisServer(exe: string): Promise<TestRedisServer> {
   const dir = tempDir('redis');
   const port = await freePort();
-  const child = spawn(exe, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir.path], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(exe, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir.path], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   await waitForLine(child, /Ready to accept connections/, 15_000);
   child.stdout?.resume();
   child.stderr?.resume();
@@ -199,9 +205,16 @@ export async function startE2e(t: TestContext, opts: E2eOptions = {}): Promise<E
           const receivers = await redis.client.publish(CONTROL_CHANNEL, JSON.stringify(cmd));
           if (receivers < 1) throw new Error(`PUBLISH ${CONTROL_CHANNEL} reached no subscriber`);
         } else {
-          await proxy.api(`/api/backends/${backend}/drain`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...o, force: true }) });
+          await proxy.api(`/api/backends/${backend}/drain`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ ...o, force: true }),
+          });
         }
-        await eventually(async () => (await proxy.api<ApiBackend[]>('/api/backends')).find((b) => b.name === backend)?.state === 'draining', `${backend} draining (via ${DRAIN_VIA})`);
+        await eventually(
+          async () => (await proxy.api<ApiBackend[]>('/api/backends')).find((b) => b.name === backend)?.state === 'draining',
+          `${backend} draining (via ${DRAIN_VIA})`,
+        );
       },
       stop: stopAll,
     };

@@ -55,7 +55,11 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
 
   /** ffmpeg -re -i sample.flv -c copy -f flv <url>: publishes the sample in real time, unchanged. */
   function ffmpegPublish(ffmpeg: string, url: string): ReturnType<typeof collect> {
-    return collect(spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'verbose', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    return collect(
+      spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'verbose', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
   }
 
   /**
@@ -64,7 +68,9 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
    */
   function backendSide(key: string): { name: string; bytes: { c2s: Buffer; s2c: Buffer }; closed: boolean } {
     const hits = Object.entries(taps).flatMap(([name, tap]) =>
-      tap.connections.filter((c) => c.clientBytes().includes(key)).map((c) => ({ name, bytes: { c2s: c.clientBytes(), s2c: c.serverBytes() }, closed: c.closed })),
+      tap.connections
+        .filter((c) => c.clientBytes().includes(key))
+        .map((c) => ({ name, bytes: { c2s: c.clientBytes(), s2c: c.serverBytes() }, closed: c.closed })),
     );
     assert.equal(hits.length, 1, 'exactly one backend connection carries the session');
     return hits[0]!;
@@ -96,7 +102,9 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
     assert.deepEqual(rec, src, 'ffprobe frame counts: recording vs source');
     const cmp = compareRecordings(mediaFrames(parseFlv(readFileSync(SAMPLE_FLV)).tags), [file!]);
     assert.ok(cmp.zeroLoss, describeComparison(cmp));
-    t.diagnostic(`ffmpeg via ${side.name}: ${client.clientBytes().length} B up, ${client.serverBytes().length} B down, byte-exact; recording ${rec.video} video + ${rec.audio} audio = source ${src.video} + ${src.audio}`);
+    t.diagnostic(
+      `ffmpeg via ${side.name}: ${client.clientBytes().length} B up, ${client.serverBytes().length} B down, byte-exact; recording ${rec.video} video + ${rec.audio} audio = source ${src.video} + ${src.audio}`,
+    );
   });
 
   test('on drain it is not sent type 32 and is closed at the drain deadline', async (t) => {
@@ -105,7 +113,10 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
     const key = `ffdrain${process.pid}`;
     const before = front!.connections.length;
     const run = ffmpegPublish(peers.ffmpeg, `rtmp://127.0.0.1:${front!.port}/live/${key}`);
-    const session = await eventually(async () => (await env!.proxy.api<ApiSession[]>('/api/sessions')).find((s) => s.streamKey === key && s.state === 'publishing'), 'ffmpeg publishing');
+    const session = await eventually(
+      async () => (await env!.proxy.api<ApiSession[]>('/api/sessions')).find((s) => s.streamKey === key && s.state === 'publishing'),
+      'ffmpeg publishing',
+    );
     assert.equal(session.capability, 'none', 'Debian ffmpeg does not announce Go Away');
     const deadlineMs = 1500;
     const drainedAt = Date.now();
@@ -130,6 +141,8 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
     assert.ok(client.serverBytes().equals(side.bytes.s2c), 'server→client bytes identical: no Go Away injected');
     const metrics = await (await fetch(`http://127.0.0.1:${env.proxy.adminPort}/metrics`)).text();
     assert.doesNotMatch(metrics, /rtmp_goaway_goaway_sent_total\{[^}]*\} [1-9]/, 'no Go Away sent at all');
-    t.diagnostic(`ffmpeg drained from ${session.backend} via ${DRAIN_VIA}: closed by the proxy ${Date.now() - drainedAt} ms after the drain (deadline ${deadlineMs} ms), ffmpeg exit ${code}`);
+    t.diagnostic(
+      `ffmpeg drained from ${session.backend} via ${DRAIN_VIA}: closed by the proxy ${Date.now() - drainedAt} ms after the drain (deadline ${deadlineMs} ms), ffmpeg exit ${code}`,
+    );
   });
 });

@@ -29,7 +29,10 @@ describe('e2e: reference publisher + proxy + two nginx-rtmp + redis, drain mid-s
     const pub = spawnCli(['publish', SAMPLE_FLV, env.proxy.url('live', key), '--json', '--progress']);
     const out = collect(pub);
 
-    const first = await eventually(async () => (await env!.proxy.api<ApiSession[]>('/api/sessions')).find((s) => s.state === 'publishing' && s.streamKey === key), 'the publisher publishing through the proxy');
+    const first = await eventually(
+      async () => (await env!.proxy.api<ApiSession[]>('/api/sessions')).find((s) => s.state === 'publishing' && s.streamKey === key),
+      'the publisher publishing through the proxy',
+    );
     assert.equal(first.capability, 'goaway', 'the proxy saw supportsGoAway in connect');
     const from = first.backend as 'b1' | 'b2';
     const to = from === 'b1' ? 'b2' : 'b1';
@@ -69,7 +72,10 @@ describe('e2e: reference publisher + proxy + two nginx-rtmp + redis, drain mid-s
     for (const line of describeComparison(cmp).split('\n')) t.diagnostic(line);
     assert.ok(cmp.zeroLoss, describeComparison(cmp));
     assert.deepEqual(cmp.received, cmp.sent);
-    assert.ok(cmp.files.every((f) => f.video > 0), 'both backends got part of the stream');
+    assert.ok(
+      cmp.files.every((f) => f.video > 0),
+      'both backends got part of the stream',
+    );
 
     // The publisher's own accounting agrees with the recordings, connection by connection.
     assert.deepEqual(

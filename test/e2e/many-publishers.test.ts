@@ -86,11 +86,16 @@ describe('e2e: 20 concurrent Go Away publishers, one backend drained', () => {
         const [c1, c2] = r.connections;
         switches.push(c2!.reconnectMs!);
         gops.push(c1!.closingAt! - c1!.goAwayAt!);
-        lines.push(`${key}: ${drained} ${cmp.files[0]!.video}+${cmp.files[0]!.audio} → ${other} ${cmp.files[1]!.video}+${cmp.files[1]!.audio}, reconnect ${c2!.reconnectMs} ms`);
+        lines.push(
+          `${key}: ${drained} ${cmp.files[0]!.video}+${cmp.files[0]!.audio} → ${other} ${cmp.files[1]!.video}+${cmp.files[1]!.audio}, reconnect ${c2!.reconnectMs} ms`,
+        );
       }
     }
-    const stats = (xs: number[]): string => `min ${Math.min(...xs)} / median ${[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]} / max ${Math.max(...xs)} ms`;
-    t.diagnostic(`${PUBLISHERS} publishers, ${moving.size} moved from ${drained} (drained via ${DRAIN_VIA}) to ${other}, each ${source.filter((f) => f.type === 'video').length} video + ${source.filter((f) => f.type === 'audio').length} audio frames, zero lost`);
+    const stats = (xs: number[]): string =>
+      `min ${Math.min(...xs)} / median ${[...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]} / max ${Math.max(...xs)} ms`;
+    t.diagnostic(
+      `${PUBLISHERS} publishers, ${moving.size} moved from ${drained} (drained via ${DRAIN_VIA}) to ${other}, each ${source.filter((f) => f.type === 'video').length} video + ${source.filter((f) => f.type === 'audio').length} audio frames, zero lost`,
+    );
     t.diagnostic(`Go Away → close (rest of GOP): ${stats(gops)}; close → publishing again: ${stats(switches)}`);
     for (const l of lines) t.diagnostic(l);
   });

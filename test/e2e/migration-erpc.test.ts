@@ -56,7 +56,11 @@ describe('e2e: reference publisher in --erpc mode (no Go Away) through the proxy
     const key = `erpc${process.pid}`;
     const pub = spawnCli(['publish', SAMPLE_FLV, `rtmp://127.0.0.1:${front.port}/live/${key}`, '--no-goaway', '--erpc', '--json']);
     const out = collect(pub);
-    const first = await eventually(async () => (await env!.proxy.api<ApiSession[]>('/api/sessions')).find((s) => s.state === 'publishing' && s.streamKey === key), 'publishing', 20_000);
+    const first = await eventually(
+      async () => (await env!.proxy.api<ApiSession[]>('/api/sessions')).find((s) => s.state === 'publishing' && s.streamKey === key),
+      'publishing',
+      20_000,
+    );
     assert.equal(first.capability, 'erpc');
     const from = first.backend as 'b1' | 'b2';
     const to = from === 'b1' ? 'b2' : 'b1';
@@ -68,7 +72,11 @@ describe('e2e: reference publisher in --erpc mode (no Go Away) through the proxy
     assert.equal(code, 0, stderr);
     const report = JSON.parse(stdout.trim().split('\n').at(-1)!) as PublishReport;
     assert.equal(report.ok, true, report.error ?? '');
-    assert.deepEqual(report.connections.map((c) => c.endReason), ['reconnect-request', 'end-of-input'], 'one switch, asked by E-RTMP');
+    assert.deepEqual(
+      report.connections.map((c) => c.endReason),
+      ['reconnect-request', 'end-of-input'],
+      'one switch, asked by E-RTMP',
+    );
 
     // What the publisher received on each of its two connections.
     assert.equal(front.connections.length, 2);

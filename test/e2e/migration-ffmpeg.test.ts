@@ -29,7 +29,11 @@ function peers(t: TestContext): Peers | null {
 
 /** ffmpeg -re -i sample.flv -c copy -f flv <url>: the 8 s sample (1 s GOP) in real time, unchanged. */
 function ffmpegPublish(ffmpeg: string, url: string): ReturnType<typeof collect> {
-  return collect(spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  return collect(
+    spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'info', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
+  );
 }
 
 /**
@@ -40,8 +44,14 @@ function assertFfprobeUnion(ffprobe: string, files: string[], offsets: (number |
   const src = ffprobePackets(ffprobe, SAMPLE_FLV);
   const got = files.flatMap((f, i) => ffprobePackets(ffprobe, f).map((p) => ({ ...p, dts: p.dts + (offsets[i] ?? NaN) })));
   for (const type of ['video', 'audio'] as const) {
-    const a = src.filter((p) => p.type === type).map((p) => p.dts).sort((x, y) => x - y);
-    const b = got.filter((p) => p.type === type).map((p) => p.dts).sort((x, y) => x - y);
+    const a = src
+      .filter((p) => p.type === type)
+      .map((p) => p.dts)
+      .sort((x, y) => x - y);
+    const b = got
+      .filter((p) => p.type === type)
+      .map((p) => p.dts)
+      .sort((x, y) => x - y);
     assert.equal(b.length, a.length, `${type}: ffprobe packet count of the recordings = source`);
     assert.deepEqual(b, a, `${type}: ffprobe timestamps of the recordings (shifted) = source`);
   }
@@ -91,8 +101,15 @@ async function migrateFfmpeg(
   const cmp = compareRecordings(source, files);
   assert.ok(cmp.zeroLoss, describeComparison(cmp));
   assert.equal(cmp.duplicated.length, 0, 'no duplicate at the switch');
-  assert.ok(cmp.files.every((f) => f.video > 0), 'both backends recorded a part');
-  const counts = assertFfprobeUnion(p.ffprobe, files, cmp.files.map((f) => f.offset));
+  assert.ok(
+    cmp.files.every((f) => f.video > 0),
+    'both backends recorded a part',
+  );
+  const counts = assertFfprobeUnion(
+    p.ffprobe,
+    files,
+    cmp.files.map((f) => f.offset),
+  );
   t.diagnostic(
     `ffmpeg ${from} → ${to} (${backends[to]!.kind}): switch ${switched['switchMs']} ms after the drain (new backend ready in ${switched['readyMs']} ms), ` +
       `ffmpeg exit ${code}; recordings ${cmp.files.map((f) => `${f.video}v+${f.audio}a`).join(' + ')} = source ${counts.video}v+${counts.audio}a, lost ${cmp.missing.length}`,
@@ -132,7 +149,14 @@ describe('e2e: stock ffmpeg migrated by the proxy at a keyframe', () => {
       await b2.stop();
       dir.remove();
     });
-    const proxy = await startProxyChild({ b1: b1.port, b2: b2.port }, ['--drain-deadline-ms', '20s', '--health-interval-ms', '1s', '--health-timeout-ms', '500ms']);
+    const proxy = await startProxyChild({ b1: b1.port, b2: b2.port }, [
+      '--drain-deadline-ms',
+      '20s',
+      '--health-interval-ms',
+      '1s',
+      '--health-timeout-ms',
+      '500ms',
+    ]);
     cleanup.push(() => proxy.stop());
     await eventually(async () => (await proxy.api<{ state: string }[]>('/api/backends')).every((b) => b.state === 'up'), 'backends up');
     // The first session goes to b1 (least connections, then round robin from the first backend).

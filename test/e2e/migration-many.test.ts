@@ -67,7 +67,11 @@ describe('e2e: 50 publishers without Go Away migrated in one drain', () => {
     for (const key of keys) {
       const r = reports.get(key)!;
       assert.equal(r.ok, true, `${key}: ${r.error ?? ''}`);
-      assert.deepEqual(r.connections.map((c) => c.endReason), ['end-of-input'], `${key}: one connection, never interrupted`);
+      assert.deepEqual(
+        r.connections.map((c) => c.endReason),
+        ['end-of-input'],
+        `${key}: one connection, never interrupted`,
+      );
     }
     const switched = proxy.logs.filter((l) => l['msg'] === 'migration switched');
     assert.equal(switched.length, PUBLISHERS, 'every session migrated');
@@ -93,11 +97,14 @@ describe('e2e: 50 publishers without Go Away migrated in one drain', () => {
     const gapCount = Number(/rtmp_goaway_migration_gap_seconds_count (\S+)/.exec(metrics)?.[1]);
     const gapMax = /rtmp_goaway_migration_gap_seconds_bucket\{le="([^"]+)"\} (\d+)/g;
     let le = 'n/a';
-    for (const m of metrics.matchAll(gapMax)) if (Number(m[2]) === gapCount) {
-      le = m[1]!;
-      break;
-    }
+    for (const m of metrics.matchAll(gapMax))
+      if (Number(m[2]) === gapCount) {
+        le = m[1]!;
+        break;
+      }
     t.diagnostic(`at the switch (last byte to b1 → keyframe written to b2): mean ${((gapSum / gapCount) * 1000).toFixed(2)} ms, all ≤ ${le} s`);
-    t.diagnostic(`switch latency (drain → switch): p50 ${pct(switchMs, 50)} ms, p99 ${pct(switchMs, 99)} ms, max ${Math.max(...switchMs)} ms; new backend ready: p50 ${pct(readyMs, 50)} ms, p99 ${pct(readyMs, 99)} ms`);
+    t.diagnostic(
+      `switch latency (drain → switch): p50 ${pct(switchMs, 50)} ms, p99 ${pct(switchMs, 99)} ms, max ${Math.max(...switchMs)} ms; new backend ready: p50 ${pct(readyMs, 50)} ms, p99 ${pct(readyMs, 99)} ms`,
+    );
   });
 });

@@ -35,7 +35,11 @@ describe('e2e: ffmpeg through stream-key routing (late binding) to nginx-rtmp', 
   after(async () => env?.stop());
 
   function ffmpegPublish(ffmpeg: string, url: string): ReturnType<typeof collect> {
-    return collect(spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'verbose', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    return collect(
+      spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'verbose', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
   }
 
   test('a pinned key reaches its backend; the recording holds every frame of the source', async (t) => {
@@ -52,17 +56,24 @@ describe('e2e: ffmpeg through stream-key routing (late binding) to nginx-rtmp', 
     const cmp = compareRecordings(mediaFrames(parseFlv(readFileSync(SAMPLE_FLV)).tags), [file!]);
     assert.ok(cmp.zeroLoss, describeComparison(cmp));
     const end = env.proxy.logs.find((l) => l['msg'] === 'session end' && l['streamKey'] === key);
-    t.diagnostic(`ffmpeg routed by key to b1: recording ${rec.video} video + ${rec.audio} audio = source; session end ${JSON.stringify({ reason: end?.['reason'], bytesIn: end?.['bytesIn'] })}`);
+    t.diagnostic(
+      `ffmpeg routed by key to b1: recording ${rec.video} video + ${rec.audio} audio = source; session end ${JSON.stringify({ reason: end?.['reason'], bytesIn: end?.['bytesIn'] })}`,
+    );
   });
 
-  test('a key no rule matches: ffmpeg fails with the proxy\'s NetConnection.Connect.Rejected reason; no backend sees it', async (t) => {
+  test("a key no rule matches: ffmpeg fails with the proxy's NetConnection.Connect.Rejected reason; no backend sees it", async (t) => {
     const peers = await setup(t);
     if (peers === null || env === null) return;
     const key = `nomatch-${process.pid}`;
     const { code, stderr } = await ffmpegPublish(peers.ffmpeg, env.proxy.url('live', key)).exited;
     assert.notEqual(code, 0);
     assert.match(stderr, /No route for this stream/);
-    t.diagnostic(`ffmpeg exit ${code}: ${stderr.split('\n').find((l) => l.includes('No route'))?.trim()}`);
+    t.diagnostic(
+      `ffmpeg exit ${code}: ${stderr
+        .split('\n')
+        .find((l) => l.includes('No route'))
+        ?.trim()}`,
+    );
     assert.equal(env.backends.b1.recordings(key).length + env.backends.b2.recordings(key).length, 0);
   });
 
@@ -71,7 +82,10 @@ describe('e2e: ffmpeg through stream-key routing (late binding) to nginx-rtmp', 
     if (peers === null || env === null) return;
     const key = `st-${process.pid}`;
     const run = ffmpegPublish(peers.ffmpeg, env.proxy.url('live', key));
-    const s = await eventually(async () => (await env!.proxy.api<(ApiSession & { route: string })[]>('/api/sessions')).find((x) => x.streamKey === key && x.state === 'publishing'), 'ffmpeg publishing');
+    const s = await eventually(
+      async () => (await env!.proxy.api<(ApiSession & { route: string })[]>('/api/sessions')).find((x) => x.streamKey === key && x.state === 'publishing'),
+      'ffmpeg publishing',
+    );
     assert.equal(s.route, 'sticky: sticky');
     const from = s.backend as 'b1' | 'b2';
     const to = from === 'b1' ? 'b2' : 'b1';
@@ -82,7 +96,9 @@ describe('e2e: ffmpeg through stream-key routing (late binding) to nginx-rtmp', 
     const files = [...(await closedRecordings(env.backends[from], key, 1)), ...(await closedRecordings(env.backends[to], key, 1))];
     const cmp = compareRecordings(mediaFrames(parseFlv(readFileSync(SAMPLE_FLV)).tags), files);
     assert.ok(cmp.zeroLoss, describeComparison(cmp));
-    t.diagnostic(`late-bound ffmpeg migrated ${from} → ${to}: ${cmp.received.video} video + ${cmp.received.audio} audio received of ${cmp.sent.video} + ${cmp.sent.audio}`);
+    t.diagnostic(
+      `late-bound ffmpeg migrated ${from} → ${to}: ${cmp.received.video} video + ${cmp.received.audio} audio received of ${cmp.sent.video} + ${cmp.sent.audio}`,
+    );
     await env.proxy.api(`/api/backends/${from}/undrain`, { method: 'POST' });
   });
 });

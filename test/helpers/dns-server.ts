@@ -24,7 +24,10 @@ export interface DnsRecords {
 const TYPE = { A: 1, AAAA: 28, SRV: 33 } as const;
 
 function encodeName(name: string): Buffer {
-  const parts = name.replace(/\.$/, '').split('.').filter((p) => p !== '');
+  const parts = name
+    .replace(/\.$/, '')
+    .split('.')
+    .filter((p) => p !== '');
   const out: Buffer[] = [];
   for (const p of parts) {
     const b = Buffer.from(p, 'ascii');
@@ -84,7 +87,7 @@ export class TestDnsServer {
   async start(): Promise<this> {
     this.socket.on('message', (msg, rinfo) => {
       if (this.drop) return;
-      let reply: Buffer | null = null;
+      let reply: Buffer | null;
       try {
         reply = this.answer(msg);
       } catch {

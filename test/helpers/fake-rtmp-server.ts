@@ -118,14 +118,33 @@ export class FakeRtmpServer {
   }
 
   private answer(conn: FakeConnection, name: string, txn: number, streamId: number): void {
-    const cmd = (csid: number, sid: number, payload: Buffer): OutgoingMessage => ({ csid, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: sid, payload });
+    const cmd = (csid: number, sid: number, payload: Buffer): OutgoingMessage => ({
+      csid,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: sid,
+      payload,
+    });
     if (name === 'connect') {
       conn.send(controlMessage(MessageType.WindowAckSize, 5_000_000));
-      conn.send(cmd(3, 0, encodeCommand('_result', txn, amf0Object({ fmsVer: 'FMS/3,0,1,123', capabilities: 31 }), amf0Object({ level: 'status', code: 'NetConnection.Connect.Success', description: 'Connection succeeded.' }))));
+      conn.send(
+        cmd(
+          3,
+          0,
+          encodeCommand(
+            '_result',
+            txn,
+            amf0Object({ fmsVer: 'FMS/3,0,1,123', capabilities: 31 }),
+            amf0Object({ level: 'status', code: 'NetConnection.Connect.Success', description: 'Connection succeeded.' }),
+          ),
+        ),
+      );
     } else if (name === 'createStream') {
       conn.send(cmd(3, 0, encodeCommand('_result', txn, null, 1)));
     } else if (name === 'publish') {
-      conn.send(cmd(5, streamId, encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Publish.Start', description: 'Start publishing' }))));
+      conn.send(
+        cmd(5, streamId, encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Publish.Start', description: 'Start publishing' }))),
+      );
     }
   }
 }

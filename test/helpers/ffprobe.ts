@@ -10,7 +10,10 @@ export interface ProbedPacket {
 
 /** Every audio/video packet ffprobe reads from a media file, in file order. */
 export function ffprobePackets(ffprobe: string, file: string): ProbedPacket[] {
-  const r = spawnSync(ffprobe, ['-v', 'error', '-show_entries', 'packet=codec_type,dts,size,flags', '-of', 'json', file], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(ffprobe, ['-v', 'error', '-show_entries', 'packet=codec_type,dts,size,flags', '-of', 'json', file], {
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   if (r.status !== 0) throw new Error(`ffprobe ${file} failed (${r.status}): ${r.stderr}`);
   const json = JSON.parse(r.stdout) as { packets?: { codec_type: string; dts?: number; size: string; flags: string }[] };
   return (json.packets ?? [])

@@ -33,7 +33,8 @@ export function asJsonClient(init: RequestInit = {}): RequestInit {
 /** Sessions still registered or counted by the pool, and connections still opening; empty when none. */
 function leftovers(proxy: RunningProxy): string[] {
   const out: string[] = [];
-  for (const s of proxy.server.sessions.values()) out.push(`session ${s.id} (${s.state}, backend ${s.backendName ?? 'none'}, reason ${s.closeReason ?? 'none'}) still registered`);
+  for (const s of proxy.server.sessions.values())
+    out.push(`session ${s.id} (${s.state}, backend ${s.backendName ?? 'none'}, reason ${s.closeReason ?? 'none'}) still registered`);
   for (const b of proxy.pool.list()) if (b.sessions > 0) out.push(`backend ${b.name} still counts ${b.sessions} session(s)`);
   if (proxy.server.openingCount > 0) out.push(`${proxy.server.openingCount} connection(s) still opening`);
   return out;

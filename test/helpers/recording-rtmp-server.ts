@@ -109,6 +109,11 @@ export class RecordingRtmpServer {
     return this.connections.filter((c) => c.published && c.streamKey === key);
   }
 
+  /** Serves a connection that did not come through the listener (an in-memory socket, test/helpers/mem-socket.ts). */
+  adopt(socket: net.Socket): void {
+    this.accept(socket);
+  }
+
   private accept(socket: net.Socket): void {
     const script = { ...this.script };
     this.sockets.add(socket);
@@ -150,7 +155,15 @@ export class RecordingRtmpServer {
           const t = info.typeId;
           if (t === MessageType.Audio || t === MessageType.Video || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
             const body = payload ?? Buffer.alloc(0);
-            conn.messages.push({ typeId: t, timestamp: info.timestamp, streamId: info.streamId, length: info.length, hash: hashBody(body), kind: classify(t, body), at: Date.now() });
+            conn.messages.push({
+              typeId: t,
+              timestamp: info.timestamp,
+              streamId: info.streamId,
+              length: info.length,
+              hash: hashBody(body),
+              kind: classify(t, body),
+              at: Date.now(),
+            });
             if (t === MessageType.DataAmf0) return;
             media++;
             if (script.dieAfterMedia !== undefined && media >= script.dieAfterMedia) socket.destroy();
@@ -216,7 +229,13 @@ export class RecordingRtmpServer {
   }
 
   private answer(conn: RecordingConnection, script: ServerScript, cmd: Command, streamId: number): void {
-    const reply = (csid: number, sid: number, payload: Buffer): OutgoingMessage => ({ csid, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: sid, payload });
+    const reply = (csid: number, sid: number, payload: Buffer): OutgoingMessage => ({
+      csid,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: sid,
+      payload,
+    });
     switch (cmd.name) {
       case 'connect': {
         const o = cmd.commandObject as Record<string, unknown> | null;
@@ -226,11 +245,26 @@ export class RecordingRtmpServer {
         conn.send(controlMessage(MessageType.WindowAckSize, script.windowAckSize ?? 5_000_000));
         conn.send({ ...controlMessage(MessageType.SetPeerBandwidth, 5_000_000), payload: Buffer.of(0, 0x4c, 0x4b, 0x40, 2) });
         if (script.connect === 'reject') {
-          conn.send(reply(3, 0, encodeCommand('_error', cmd.transactionId, null, amf0Object({ level: 'error', code: 'NetConnection.Connect.Rejected', description: 'rejected' }))));
+          conn.send(
+            reply(
+              3,
+              0,
+              encodeCommand('_error', cmd.transactionId, null, amf0Object({ level: 'error', code: 'NetConnection.Connect.Rejected', description: 'rejected' })),
+            ),
+          );
           return;
         }
         conn.send(
-          reply(3, 0, encodeCommand('_result', cmd.transactionId, amf0Object({ fmsVer: 'FMS/3,0,1,123', capabilities: 31 }), amf0Object({ level: 'status', code: 'NetConnection.Connect.Success', description: 'Connection succeeded.', objectEncoding: 0 }))),
+          reply(
+            3,
+            0,
+            encodeCommand(
+              '_result',
+              cmd.transactionId,
+              amf0Object({ fmsVer: 'FMS/3,0,1,123', capabilities: 31 }),
+              amf0Object({ level: 'status', code: 'NetConnection.Connect.Success', description: 'Connection succeeded.', objectEncoding: 0 }),
+            ),
+          ),
         );
         return;
       }
@@ -242,11 +276,23 @@ export class RecordingRtmpServer {
         conn.publishStreamId = streamId;
         if (script.publish === 'ignore') return;
         if (script.publish === 'reject') {
-          conn.send(reply(5, streamId, encodeCommand('onStatus', 0, null, amf0Object({ level: 'error', code: 'NetStream.Publish.BadName', description: 'Already publishing' }))));
+          conn.send(
+            reply(
+              5,
+              streamId,
+              encodeCommand('onStatus', 0, null, amf0Object({ level: 'error', code: 'NetStream.Publish.BadName', description: 'Already publishing' })),
+            ),
+          );
           return;
         }
         conn.send(userControlMessage(UserControlEvent.StreamBegin, streamId));
-        conn.send(reply(5, streamId, encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Publish.Start', description: 'Start publishing' }))));
+        conn.send(
+          reply(
+            5,
+            streamId,
+            encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Publish.Start', description: 'Start publishing' })),
+          ),
+        );
         conn.published = true;
         if (script.dieAfterPublishMs !== undefined) setTimeout(() => conn.socket.destroy(), script.dieAfterPublishMs);
         return;
@@ -255,7 +301,13 @@ export class RecordingRtmpServer {
         conn.send(reply(3, 0, encodeCommand('onFCUnpublish', 0, null, amf0Object({ code: 'NetStream.Unpublish.Success' }))));
         return;
       case 'deleteStream':
-        conn.send(reply(5, streamId === 0 ? conn.publishStreamId : streamId, encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Unpublish.Success', description: 'Stop publishing' }))));
+        conn.send(
+          reply(
+            5,
+            streamId === 0 ? conn.publishStreamId : streamId,
+            encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code: 'NetStream.Unpublish.Success', description: 'Stop publishing' })),
+          ),
+        );
         return;
       default:
         return;

@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import { freePort } from '../../src/demo/backends.js';
 import { projectRoot, stopChild, tempDir } from './peers.js';
@@ -139,12 +138,15 @@ export async function spawnServe(args: string[], opts: { env?: Record<string, st
   // Always drained, so a chatty child never blocks on a full pipe.
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const until = Date.now() + (opts.timeoutMs ?? 20_000);
-  let m: RegExpExecArray | null = null;
+  let m: RegExpExecArray | null;
   const re = /"listen":"127\.0\.0\.1:(\d+)","admin":"127\.0\.0\.1:(\d+)"/;
   while ((m = re.exec(out)) === null) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`serve exited (${child.exitCode ?? child.signalCode}) before listening:\n${out.slice(-3000)}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`serve exited (${child.exitCode ?? child.signalCode}) before listening:\n${out.slice(-3000)}`);
     if (Date.now() > until) {
       child.kill('SIGKILL');
       throw new Error(`serve did not start listening:\n${out.slice(-3000)}`);

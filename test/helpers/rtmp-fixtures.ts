@@ -5,13 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import {
-  ChunkReader,
-  type ChunkReaderLimits,
-  type CollectPolicy,
-  type MessageInfo,
-  collectControlAndCommands,
-} from '../../src/rtmp/chunk-reader.js';
+import { ChunkReader, type ChunkReaderLimits, type CollectPolicy, type MessageInfo, collectControlAndCommands } from '../../src/rtmp/chunk-reader.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
 
 export const FIXTURE_DIR = fileURLToPath(new URL('../fixtures/', import.meta.url));
@@ -91,10 +85,7 @@ export interface RecordOptions {
 }
 
 /** Feeds `pieces` in order to a fresh reader and returns the messages it emitted. */
-export function recordMessages(
-  pieces: readonly Buffer[],
-  opts: RecordOptions = {},
-): { messages: RecordedMessage[]; reader: ChunkReader } {
+export function recordMessages(pieces: readonly Buffer[], opts: RecordOptions = {}): { messages: RecordedMessage[]; reader: ChunkReader } {
   const messages: RecordedMessage[] = [];
   const reader = new ChunkReader(
     {
@@ -220,7 +211,7 @@ export function parseSignature(buf: Buffer, cuts: number | readonly number[], co
 /** Deterministic pseudo-random bytes (xorshift32), for payloads and fuzz input without fc overhead. */
 export function pseudoRandomBytes(length: number, seed: number): Buffer {
   const out = Buffer.allocUnsafe(length);
-  let x = (seed | 0) || 0x9e3779b9;
+  let x = seed | 0 || 0x9e3779b9;
   for (let i = 0; i < length; i++) {
     x ^= x << 13;
     x ^= x >>> 17;

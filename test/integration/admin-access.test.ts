@@ -75,7 +75,10 @@ describe('admin API on a non-loopback address without a token (the image binds 0
     assert.equal(drain.status, 403);
     assert.equal(draining(tp), false);
     assert.equal(await metric(tp, 'rtmp_goaway_control_messages_total', 'source="admin",result="rejected"'), 3);
-    assert.ok(tp.logs.some((l) => l['level'] === 40 && /no token/.test(String(l['msg']))), 'a warning at start says the API is closed');
+    assert.ok(
+      tp.logs.some((l) => l['level'] === 40 && /no token/.test(String(l['msg']))),
+      'a warning at start says the API is closed',
+    );
   });
 
   test('probes and metrics stay open', async () => {
@@ -106,12 +109,20 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
     await pub.publish();
     try {
       const host = `127.0.0.1:${port}`;
-      const crossSite = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin: 'http://evil.example', 'content-type': 'text/plain' }, body: '{"deadlineMs":0}' });
+      const crossSite = await request(port, '/api/backends/fake/drain?force=1', {
+        method: 'POST',
+        headers: { host, origin: 'http://evil.example', 'content-type': 'text/plain' },
+        body: '{"deadlineMs":0}',
+      });
       assert.equal(crossSite.status, 403);
       assert.match(crossSite.body, /Origin/);
       // Even as JSON, a foreign (or opaque) origin is refused.
       for (const origin of ['http://evil.example', 'null', `http://127.0.0.1:${port + 1}`]) {
-        assert.equal((await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin, ...JSON_CT }, body: '{}' })).status, 403, origin);
+        assert.equal(
+          (await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin, ...JSON_CT }, body: '{}' })).status,
+          403,
+          origin,
+        );
       }
       // Without Origin (an old browser, a form): text/plain and form bodies are not JSON.
       for (const ct of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x']) {
@@ -123,10 +134,17 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
       assert.equal(pub.goAwayReceived, false);
       assert.equal(tp.proxy.server.sessions.size, 1);
       // The admin's own origin and a JSON body: accepted.
-      const own = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host, origin: `http://${host}`, ...JSON_CT }, body: '{"deadlineMs":60000}' });
+      const own = await request(port, '/api/backends/fake/drain?force=1', {
+        method: 'POST',
+        headers: { host, origin: `http://${host}`, ...JSON_CT },
+        body: '{"deadlineMs":60000}',
+      });
       assert.equal(own.status, 200, own.body);
       assert.equal(draining(tp), true);
-      assert.equal((await request(port, '/api/backends/fake/undrain', { method: 'POST', headers: { host, 'content-type': 'application/json; charset=utf-8' } })).status, 200);
+      assert.equal(
+        (await request(port, '/api/backends/fake/undrain', { method: 'POST', headers: { host, 'content-type': 'application/json; charset=utf-8' } })).status,
+        200,
+      );
     } finally {
       pub.destroy();
     }
@@ -139,7 +157,10 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
       assert.match(r.body, /loopback/);
     }
     assert.equal((await request(port, '/api/sessions', { headers: { host: 'localhost.evil.example' } })).status, 403);
-    assert.equal((await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host: `evil.example:${port}`, ...JSON_CT }, body: '{}' })).status, 403);
+    assert.equal(
+      (await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { host: `evil.example:${port}`, ...JSON_CT }, body: '{}' })).status,
+      403,
+    );
     assert.equal(draining(tp), false);
     // An ssh tunnel or kubectl port-forward changes the port, not the loopback name.
     for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST:8080', '127.0.0.2']) {
@@ -147,7 +168,7 @@ describe('admin API on loopback without a token: cross-site pages and DNS rebind
     }
   });
 
-  test('every mutation logs the caller\'s address and the outcome', async () => {
+  test("every mutation logs the caller's address and the outcome", async () => {
     const ok = await request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: JSON_CT, body: '{"deadlineMs":60000,"reason":"audit"}' });
     assert.equal(ok.status, 200);
     const unknown = await request(port, '/api/backends/nope/undrain', { method: 'POST', headers: JSON_CT, body: '{}' });
@@ -174,7 +195,12 @@ describe('admin API with a token (on 0.0.0.0)', () => {
     const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', admin: '0.0.0.0:0', adminToken: token });
     const port = tp.proxy.adminAddress!.port;
     try {
-      const drain = (auth?: string) => request(port, '/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...JSON_CT, ...(auth === undefined ? {} : { authorization: auth }) }, body: '{}' });
+      const drain = (auth?: string) =>
+        request(port, '/api/backends/fake/drain?force=1', {
+          method: 'POST',
+          headers: { ...JSON_CT, ...(auth === undefined ? {} : { authorization: auth }) },
+          body: '{}',
+        });
       assert.equal((await drain()).status, 401);
       assert.equal((await drain('Bearer tok-3f9a1c7e5c')).status, 401, 'same length, one character off');
       assert.equal((await drain('Bearer tok')).status, 401, 'a prefix');
@@ -194,7 +220,10 @@ describe('admin API with a token (on 0.0.0.0)', () => {
       for (const path of ['/api/sessions', '/api/backends']) assert.equal((await tp.admin(path, { headers: auth })).status, 200, path);
       // With the token, a foreign Origin and a non-JSON POST are still refused.
       assert.equal((await tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' } })).status, 415);
-      assert.equal((await tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...auth, ...JSON_CT, origin: 'https://evil.example' } })).status, 403);
+      assert.equal(
+        (await tp.admin('/api/backends/fake/drain?force=1', { method: 'POST', headers: { ...auth, ...JSON_CT, origin: 'https://evil.example' } })).status,
+        403,
+      );
       assert.ok(!JSON.stringify(tp.logs).includes(token), 'token in the logs');
     } finally {
       await tp.stop();
@@ -221,7 +250,7 @@ describe('admin token from a file (a mounted Secret), and the CLI sending it', (
     dir.remove();
   });
 
-  test('the file\'s token, trimmed, opens the API', async () => {
+  test("the file's token, trimmed, opens the API", async () => {
     assert.equal((await tp.admin('/api/backends')).status, 401);
     assert.equal((await tp.admin('/api/backends', { headers: { authorization: `Bearer ${token}` } })).status, 200);
   });

@@ -116,9 +116,13 @@ describe('bad input never harms another session', () => {
     const w = new ChunkWriter();
     // connect command whose command object holds a long string declaring 0xFFFFFFFF bytes.
     const amf = Buffer.concat([
-      Buffer.from([0x02, 0x00, 0x07]), Buffer.from('connect'),
+      Buffer.from([0x02, 0x00, 0x07]),
+      Buffer.from('connect'),
       Buffer.from([0x00, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]),
-      Buffer.from([0x03, 0x00, 0x03]), Buffer.from('app'), Buffer.from([0x0c, 0xff, 0xff, 0xff, 0xff]), Buffer.from('live'),
+      Buffer.from([0x03, 0x00, 0x03]),
+      Buffer.from('app'),
+      Buffer.from([0x0c, 0xff, 0xff, 0xff, 0xff]),
+      Buffer.from('live'),
     ]);
     s.write(Buffer.concat([handshakeBytes(), w.write({ csid: 3, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: amf })]));
     await eventually(async () => (await metric(tp, /rtmp_goaway_parse_fallbacks_total\{direction="c2s",reason="bad-amf"\} (\d+)/)) >= 1, 'bad-amf counted');
@@ -160,7 +164,10 @@ describe('bad input never harms another session', () => {
     legal.write(all);
     await eventually(() => fake.connections.length > n && fake.connections.at(-1)!.bytesReceived === all.length, '100k messages forwarded');
     const sessions = await tp.api<{ bytesIn: number; parseFallback: string | null }[]>('/api/sessions');
-    assert.ok(sessions.some((x) => x.bytesIn === all.length && x.parseFallback === null), 'the legal flood still parses');
+    assert.ok(
+      sessions.some((x) => x.bytesIn === all.length && x.parseFallback === null),
+      'the legal flood still parses',
+    );
     legal.destroy();
     await goodStillWorks();
   });
@@ -232,7 +239,7 @@ describe('the handshake deadline holds whatever the client sends', () => {
   });
 });
 
-describe('no backend connection before the client\'s C0+C1', () => {
+describe("no backend connection before the client's C0+C1", () => {
   test('50 silent connections open no backend connection; a publisher after them opens exactly one and works', async () => {
     const fake = new FakeRtmpServer();
     await fake.listen();
@@ -251,7 +258,7 @@ describe('no backend connection before the client\'s C0+C1', () => {
       await pub.publish();
       assert.equal(fake.connections.length, 1, 'only the publisher reached the backend');
       for (let i = 0; i < 5; i++) pub.sendMedia(MessageType.Video, i * 33, Buffer.alloc(500, 0x27));
-      await eventually(() => fake.connections[0]!.media === 5, 'the publisher\'s frames at the backend');
+      await eventually(() => fake.connections[0]!.media === 5, "the publisher's frames at the backend");
       pub.destroy();
       for (const s of silent) s.destroy();
       await tp.settled();

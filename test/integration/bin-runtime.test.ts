@@ -29,13 +29,19 @@ function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 
 /** Starts `serve` (cmd[0] with cmd[1..] before serve's flags) and waits for its "proxy listening" line. */
 async function serve(cmd: string[], extraEnv: Record<string, string> = {}, flags: string[] = []): Promise<Started> {
-  const child = spawn(cmd[0]!, [...cmd.slice(1), 'serve', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--backend', 'b1=127.0.0.1:9', '--no-health-enabled', ...flags], {
-    cwd: projectRoot,
-    env: env(extraEnv),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    cmd[0]!,
+    [...cmd.slice(1), 'serve', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--backend', 'b1=127.0.0.1:9', '--no-health-enabled', ...flags],
+    {
+      cwd: projectRoot,
+      env: env(extraEnv),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
     const onData = (b: Buffer): void => {
       out += b.toString();
@@ -76,7 +82,12 @@ test("the operator's values win; RTMP_GOAWAY_NO_TUNE=1 runs node as started", as
   const own = await serve([BIN], { GLIBC_TUNABLES: 'glibc.malloc.arena_max=2', NODE_OPTIONS: '--max-semi-space-size=8' });
   try {
     const rt = own.listening['runtime'] as { tuned: boolean; nodeFlags: string[]; glibcTunables: string | null };
-    assert.deepEqual(rt, { pid: own.child.pid, tuned: true, nodeFlags: ['--max-semi-space-size=8', '--initial-old-space-size=64'], glibcTunables: 'glibc.malloc.arena_max=2' });
+    assert.deepEqual(rt, {
+      pid: own.child.pid,
+      tuned: true,
+      nodeFlags: ['--max-semi-space-size=8', '--initial-old-space-size=64'],
+      glibcTunables: 'glibc.malloc.arena_max=2',
+    });
   } finally {
     own.child.kill('SIGTERM');
     await own.exit;

@@ -58,18 +58,46 @@ describe('cli: a listener that cannot be opened', () => {
     ['--admin', 'admin'],
   ] as const) {
     test(`${name}: one line naming it and why, exit 4`, async () => {
-      const args = ['serve', '--backend', 'a=127.0.0.1:1935', '--health-enabled', 'false', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', flag, `127.0.0.1:${port}`];
+      const args = [
+        'serve',
+        '--backend',
+        'a=127.0.0.1:1935',
+        '--health-enabled',
+        'false',
+        '--listen',
+        '127.0.0.1:0',
+        '--admin',
+        '127.0.0.1:0',
+        flag,
+        `127.0.0.1:${port}`,
+      ];
       const r = await runCli(args);
       assert.equal(r.code, 4, r.stderr);
-      assert.deepEqual(lines(r.stderr), [`rtmp-goaway-proxy: cannot open the ${name} listener on 127.0.0.1:${port}: address already in use (EADDRINUSE): another process listens there`]);
+      assert.deepEqual(lines(r.stderr), [
+        `rtmp-goaway-proxy: cannot open the ${name} listener on 127.0.0.1:${port}: address already in use (EADDRINUSE): another process listens there`,
+      ]);
       assert.doesNotMatch(r.stdout, /"msg":"listener error"/, 'no warn line besides the error');
     });
   }
 
   test('cluster mode: the primary says it once for its workers and exits 4 (no restart loop)', async () => {
-    const r = await runCli(['serve', '--workers', '2', '--backend', 'a=127.0.0.1:1935', '--health-enabled', 'false', '--admin', '127.0.0.1:0', '--listen', `127.0.0.1:${port}`]);
+    const r = await runCli([
+      'serve',
+      '--workers',
+      '2',
+      '--backend',
+      'a=127.0.0.1:1935',
+      '--health-enabled',
+      'false',
+      '--admin',
+      '127.0.0.1:0',
+      '--listen',
+      `127.0.0.1:${port}`,
+    ]);
     assert.equal(r.code, 4, r.stderr);
-    assert.deepEqual(lines(r.stderr), [`rtmp-goaway-proxy: cannot open the RTMP listener on 127.0.0.1:${port}: address already in use (EADDRINUSE): another process listens there`]);
+    assert.deepEqual(lines(r.stderr), [
+      `rtmp-goaway-proxy: cannot open the RTMP listener on 127.0.0.1:${port}: address already in use (EADDRINUSE): another process listens there`,
+    ]);
   });
 });
 
@@ -93,7 +121,10 @@ describe('cli: status --config reads the proxy address from its file', () => {
     const r = await runCli(['status', '--json', '--config', file]);
     assert.equal(r.code, 0, r.stderr);
     const body = JSON.parse(r.stdout) as { backends: { name: string }[] };
-    assert.deepEqual(body.backends.map((b) => b.name), ['only']);
+    assert.deepEqual(
+      body.backends.map((b) => b.name),
+      ['only'],
+    );
     writeFileSync(file, 'admin: [\n');
     const bad = await runCli(['status', '--config', file]);
     assert.equal(bad.code, 2);

@@ -87,7 +87,10 @@ describe('CLI over the fleet registry in Redis', () => {
     assert.equal(res.code, 0, res.stderr);
     const status = JSON.parse(res.stdout) as StatusJson;
     assert.equal(status.source, 'redis');
-    assert.deepEqual(status.replicas.map((r) => r.replicaId), ['cli-r1', 'cli-r2']);
+    assert.deepEqual(
+      status.replicas.map((r) => r.replicaId),
+      ['cli-r1', 'cli-r2'],
+    );
     assert.deepEqual(status.sessions.map((s) => s.replica).sort(), ['cli-r1', 'cli-r2']);
     const byReplica = Object.fromEntries(status.sessions.map((s) => [s.replica, s]));
     assert.equal(byReplica['cli-r1']!.capability, 'goaway');
@@ -97,8 +100,14 @@ describe('CLI over the fleet registry in Redis', () => {
       assert.match(s.backend ?? '', /^b[12]$/);
       assert.ok(!Number.isNaN(Date.parse(s.startedAt)));
     }
-    assert.deepEqual(status.backends.map((b) => b.name), ['b1', 'b2']);
-    assert.equal(status.backends.reduce((n, b) => n + b.sessions, 0), 2);
+    assert.deepEqual(
+      status.backends.map((b) => b.name),
+      ['b1', 'b2'],
+    );
+    assert.equal(
+      status.backends.reduce((n, b) => n + b.sessions, 0),
+      2,
+    );
 
     const human = await runCli(['status', ...target()]);
     assert.equal(human.code, 0, human.stderr);
@@ -110,13 +119,19 @@ describe('CLI over the fleet registry in Redis', () => {
   test('the records of a replica killed without cleanup expire with their TTL', async (t) => {
     if (redis === null) return t.skip('no redis-server');
     const doomed = await spawnServe([
-      '--backend', `b1=127.0.0.1:${b1.port}`,
+      '--backend',
+      `b1=127.0.0.1:${b1.port}`,
       '--no-health-enabled',
-      '--redis', redis.url,
-      '--redis-prefix', prefix,
-      '--replica-id', 'doomed',
-      '--redis-heartbeat-ms', '200ms',
-      '--redis-session-ttl-ms', '1s',
+      '--redis',
+      redis.url,
+      '--redis-prefix',
+      prefix,
+      '--replica-id',
+      'doomed',
+      '--redis-heartbeat-ms',
+      '200ms',
+      '--redis-session-ttl-ms',
+      '1s',
     ]);
     try {
       const pub = new RtmpPublisher(`rtmp://127.0.0.1:${doomed.port}/live/doomed-key`, { supportsGoAway: true });
@@ -234,7 +249,8 @@ describe('CLI over the fleet registry in Redis', () => {
     assert.equal(refused.code, 1, refused.stderr);
     assert.match(refused.stderr, /refusing to drain "b2": it is the last backend taking new sessions on replica\(s\) cli-r1, cli-r2/);
     assert.equal(await redis.client.hexists(`${prefix}:backends`, 'b2'), 0);
-    for (const tp of proxies) assert.equal((await tp.api<{ name: string; draining: boolean }[]>('/api/backends')).find((b) => b.name === 'b2')?.draining, false);
+    for (const tp of proxies)
+      assert.equal((await tp.api<{ name: string; draining: boolean }[]>('/api/backends')).find((b) => b.name === 'b2')?.draining, false);
 
     const forced = await runCli(['drain', 'b2', '--force', ...target()]);
     assert.equal(forced.code, 0, forced.stderr);
@@ -261,7 +277,10 @@ describe('CLI over the fleet registry in Redis', () => {
     }, 'the session registered, with its backend (a heartbeat may write a session whose backend connection is still opening)');
     const fleet = await runCli(['status', ...target()]);
     const local = await runCli(['status', '--admin', `127.0.0.1:${r1.proxy.adminAddress!.port}`]);
-    for (const [what, res] of [['--redis', fleet], ['--admin', local]] as const) {
+    for (const [what, res] of [
+      ['--redis', fleet],
+      ['--admin', local],
+    ] as const) {
       assert.equal(res.code, 0, res.stderr);
       for (const c of ['\x1b', '\x07', '\r', '\u202e', '\u009b']) assert.ok(!res.stdout.includes(c), `${what}: raw ${JSON.stringify(c)} printed`);
       const line = res.stdout.split('\n').find((l) => l.includes('pwned'));

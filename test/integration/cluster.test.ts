@@ -25,7 +25,10 @@ describe('cluster mode: serve --workers 2', () => {
   const TOKEN = 'cluster-admin-token-7d1e';
   const auth = { authorization: `Bearer ${TOKEN}` };
   const api = async <T>(path: string, init: RequestInit = {}): Promise<T> => {
-    const r = await fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, { ...init, headers: { ...auth, ...(init.headers as Record<string, string> | undefined) } });
+    const r = await fetch(`http://127.0.0.1:${proxy.adminPort}${path}`, {
+      ...init,
+      headers: { ...auth, ...(init.headers as Record<string, string> | undefined) },
+    });
     assert.ok(r.ok, `${path}: HTTP ${r.status} ${await r.clone().text()}`);
     return (await r.json()) as T;
   };
@@ -33,7 +36,21 @@ describe('cluster mode: serve --workers 2', () => {
   before(async () => {
     await b1.listen();
     await b2.listen();
-    proxy = await spawnServe(['--workers', '2', '--backend', `b1=127.0.0.1:${b1.port}`, '--backend', `b2=127.0.0.1:${b2.port}`, '--health-enabled', 'false', '--drain-deadline-ms', '30s'], { env: { RTMP_GOAWAY_ADMIN_TOKEN: TOKEN } });
+    proxy = await spawnServe(
+      [
+        '--workers',
+        '2',
+        '--backend',
+        `b1=127.0.0.1:${b1.port}`,
+        '--backend',
+        `b2=127.0.0.1:${b2.port}`,
+        '--health-enabled',
+        'false',
+        '--drain-deadline-ms',
+        '30s',
+      ],
+      { env: { RTMP_GOAWAY_ADMIN_TOKEN: TOKEN } },
+    );
   });
   after(async () => {
     for (const p of pubs) p.destroy();
@@ -58,7 +75,11 @@ describe('cluster mode: serve --workers 2', () => {
     t.diagnostic(`sessions per worker: ${[...pids].map((p) => `${p}=${sessions.filter((s) => s.id.startsWith(`${p}-`)).length}`).join(' ')}`);
     assert.equal(pids.size, 2, 'both workers took sessions');
     const backends = await api<{ name: string; sessions: number }[]>('/api/backends');
-    assert.equal(backends.reduce((n, b) => n + b.sessions, 0), 8, 'backend session counts summed over the workers');
+    assert.equal(
+      backends.reduce((n, b) => n + b.sessions, 0),
+      8,
+      'backend session counts summed over the workers',
+    );
     const metrics = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
     const active = [...metrics.matchAll(/^rtmp_goaway_sessions_active\{[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
     assert.equal(active, 8, 'sessions_active summed');
@@ -71,9 +92,16 @@ describe('cluster mode: serve --workers 2', () => {
     const sessions = await api<ApiSession[]>('/api/sessions');
     const onB1 = sessions.filter((s) => s.backend === 'b1');
     assert.ok(onB1.length > 0);
-    const res = await api<{ backend: string }>('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 30_000 }), headers: { 'content-type': 'application/json' } });
+    const res = await api<{ backend: string }>('/api/backends/b1/drain', {
+      method: 'POST',
+      body: JSON.stringify({ deadlineMs: 30_000 }),
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(res.backend, 'b1');
-    await eventually(() => pubs.filter((p) => p.goAwayReceived).length === onB1.length, `Go Away to the ${onB1.length} publishers on b1, whichever worker holds them`);
+    await eventually(
+      () => pubs.filter((p) => p.goAwayReceived).length === onB1.length,
+      `Go Away to the ${onB1.length} publishers on b1, whichever worker holds them`,
+    );
     const backends = await api<{ name: string; state: string }[]>('/api/backends');
     assert.equal(backends.find((b) => b.name === 'b1')?.state, 'draining');
     // A new session, on whichever worker, avoids b1.
@@ -88,16 +116,30 @@ describe('cluster mode: serve --workers 2', () => {
     assert.equal((await at('/api/sessions')).status, 401, 'no token');
     assert.equal((await at('/api/backends/b2/drain', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })).status, 401);
     assert.equal((await at('/api/backends/b2/drain', { method: 'POST', headers: { ...auth, 'content-type': 'text/plain' }, body: '{}' })).status, 415);
-    assert.equal((await at('/api/backends/b2/drain', { method: 'POST', headers: { ...auth, 'content-type': 'application/json', origin: 'http://evil.example' }, body: '{}' })).status, 403);
+    assert.equal(
+      (
+        await at('/api/backends/b2/drain', {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/json', origin: 'http://evil.example' },
+          body: '{}',
+        })
+      ).status,
+      403,
+    );
     const rebound = await new Promise<number>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port: proxy.adminPort, path: '/api/sessions', headers: { ...auth, host: `rebind.example:${proxy.adminPort}` } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on('error', reject);
+      http
+        .get({ host: '127.0.0.1', port: proxy.adminPort, path: '/api/sessions', headers: { ...auth, host: `rebind.example:${proxy.adminPort}` } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+        .on('error', reject);
     });
     assert.equal(rebound, 403, 'a rebinding Host on the loopback admin');
     assert.equal((await api<{ name: string; state: string }[]>('/api/backends')).find((b) => b.name === 'b2')?.state, 'up', 'nothing drained');
-    assert.ok(proxy.logs().some((l) => l['msg'] === 'admin mutation' && String(l['remote']).startsWith('127.0.0.1:') && l['status'] === 200), 'the drain above was logged with its caller');
+    assert.ok(
+      proxy.logs().some((l) => l['msg'] === 'admin mutation' && String(l['remote']).startsWith('127.0.0.1:') && l['status'] === 200),
+      'the drain above was logged with its caller',
+    );
   });
 
   test('SIGTERM: the primary stops every worker and exits 0', async () => {

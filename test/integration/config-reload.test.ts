@@ -107,12 +107,18 @@ describe('the watched config file (ConfigMap volume) is applied without a restar
     // Replace a by b and change a setting that needs a restart.
     const swappedAt = Date.now();
     volume.write(yaml({ b: b.port }, 'migration: { maxInFlight: 3 }\n'));
-    await eventually(async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 1, 'the file reload counted');
+    await eventually(
+      async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 1,
+      'the file reload counted',
+    );
     console.log(`# ConfigMap swap applied and counted within ${Date.now() - swappedAt} ms (debounce 250 ms)`);
     const reloaded = await eventually(() => child!.logs().find((l) => l['msg'] === 'configuration reloaded'), 'the reload logged');
     assert.deepEqual(reloaded['removing'], ['a']);
     assert.deepEqual(reloaded['added'], ['b']);
-    const ignored = await eventually(() => child!.logs().find((l) => l['msg'] === 'configuration reload: these settings changed but need a restart; the running values stay'), 'the ignored settings logged');
+    const ignored = await eventually(
+      () => child!.logs().find((l) => l['msg'] === 'configuration reload: these settings changed but need a restart; the running values stay'),
+      'the ignored settings logged',
+    );
     assert.deepEqual(ignored['ignored'], ['migration.maxInFlight']);
     assert.equal(sample(await metricsText(child), 'rtmp_goaway_config_restart_required'), 1);
     assert.deepEqual(
@@ -137,16 +143,25 @@ describe('the watched config file (ConfigMap volume) is applied without a restar
     // An invalid file (YAML error), then one with a bad value: nothing changes, both counted.
     const lastSuccess = sample(await metricsText(child), 'rtmp_goaway_config_last_reload_success_timestamp_seconds');
     volume.write('backends: [ { name: a, port: 1\n');
-    await eventually(async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="invalid"}') === 1, 'the YAML error counted');
+    await eventually(
+      async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="invalid"}') === 1,
+      'the YAML error counted',
+    );
     volume.write(yaml({ a: a.port }).replace('deadlineMs: 60s', 'deadlineMs: soon'));
-    await eventually(async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="invalid"}') === 2, 'the bad value counted');
+    await eventually(
+      async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="invalid"}') === 2,
+      'the bad value counted',
+    );
     const text = await metricsText(child);
     assert.equal(sample(text, 'rtmp_goaway_config_last_reload_successful'), 0);
     assert.equal(sample(text, 'rtmp_goaway_config_last_reload_success_timestamp_seconds'), lastSuccess);
-    assert.deepEqual((await backends()).map((x) => [x.name, x.state]), [
-      ['a', 'draining'],
-      ['b', 'up'],
-    ]);
+    assert.deepEqual(
+      (await backends()).map((x) => [x.name, x.state]),
+      [
+        ['a', 'draining'],
+        ['b', 'up'],
+      ],
+    );
     // One log line for the first refusal; the second, within the interval, is only counted.
     const refused = await eventually(() => {
       // A summary line of the refusals not logged may follow later (summary: true).
@@ -158,11 +173,17 @@ describe('the watched config file (ConfigMap volume) is applied without a restar
 
     // A valid file again: a comes back (its removal is cancelled), the live session never moved.
     volume.write(yaml({ a: a.port, b: b.port }));
-    await eventually(async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 2, 'the second file reload counted');
-    assert.deepEqual((await backends()).map((x) => [x.name, x.state, x.removing]), [
-      ['a', 'up', false],
-      ['b', 'up', false],
-    ]);
+    await eventually(
+      async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 2,
+      'the second file reload counted',
+    );
+    assert.deepEqual(
+      (await backends()).map((x) => [x.name, x.state, x.removing]),
+      [
+        ['a', 'up', false],
+        ['b', 'up', false],
+      ],
+    );
     assert.equal(sample(await metricsText(child), 'rtmp_goaway_config_last_reload_successful'), 1);
     assert.equal(a.connections.length, 1, 'the live session was never reconnected');
     assert.equal(pub.socket?.destroyed, false, 'never dropped');
@@ -192,7 +213,10 @@ describe('cluster mode: the primary watches the file and every worker reloads on
     child = await spawnServe(['--config', volume.file, '--workers', '2']);
     await eventually(() => child!.logs().some((l) => l['msg'] === 'watching the config file: changes are applied like SIGHUP'), 'the primary watches');
     volume.write(`health: { enabled: false }\nbackends: [ "a=127.0.0.1:${a.port}", "b=127.0.0.1:${b.port}" ]\n`);
-    await eventually(async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 2, 'both workers reloaded');
+    await eventually(
+      async () => sample(await metricsText(child!), 'rtmp_goaway_config_reloads_total{trigger="file",result="ok"}') === 2,
+      'both workers reloaded',
+    );
     await eventually(() => child!.logs().filter((l) => l['msg'] === 'configuration reloaded').length === 2, 'both workers logged their reload');
     assert.equal(child.logs().filter((l) => l['msg'] === 'config file changed: reload sent to every worker').length, 1);
     assert.equal(child.logs().filter((l) => l['msg'] === 'watching the config file: changes are applied like SIGHUP').length, 1, 'one watch per pod');

@@ -40,7 +40,10 @@ describe('undrain with the in-process bus', () => {
     pubs.push(pub);
     await pub.publish();
     const port = pub.socket!.localPort;
-    const s = await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null), 'session routed');
+    const s = await eventually(
+      async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null),
+      'session routed',
+    );
     return s.backend!;
   }
 
@@ -84,7 +87,10 @@ describe('undrain with the in-process bus', () => {
     pub.once('goaway', () => void pub.end());
     await pub.publish();
     const port = pub.socket!.localPort;
-    const s = await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null), 'routed');
+    const s = await eventually(
+      async () => (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.client.endsWith(`:${port}`) && x.backend !== null),
+      'routed',
+    );
     // b2 is down (previous test): b1 is the last routable backend, refused without --force.
     const refused = await runCli(['drain', s.backend!, '--admin', `127.0.0.1:${tp.proxy.adminAddress!.port}`]);
     assert.equal(refused.code, 1);

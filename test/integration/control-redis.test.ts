@@ -141,7 +141,7 @@ describe('drain across replicas through Redis', () => {
     assert.equal(await redis.client.publish(channel, `drain ${target} 1m plain text test`), 2);
     await Promise.all([a.wentAway, b.wentAway]);
     for (const tp of [r1, r2]) assert.equal((await backendState(tp, target))?.draining, true);
-    const stored = JSON.parse((await eventually(() => redis!.client.hget(hash, target), 'persisted'))) as Record<string, unknown>;
+    const stored = JSON.parse(await eventually(() => redis!.client.hget(hash, target), 'persisted')) as Record<string, unknown>;
     assert.equal(stored['deadlineMs'], 60_000);
     assert.equal(stored['reason'], 'plain text test');
     await redis.client.publish(channel, `undrain ${target}`);
@@ -209,12 +209,14 @@ describe('drain across replicas through Redis', () => {
     const linesBefore = [r1, r2].map((tp) => tp.logs.length);
     const started = Date.now();
     const p = redis.client.pipeline();
-    for (let i = 0; i < N; i++) p.publish(channel, i % 2 === 0 ? `drain ghost-${i} 1m` : JSON.stringify({ action: 'drain', backend: `ghost-${i}`, deadlineMs: 60_000 }));
+    for (let i = 0; i < N; i++)
+      p.publish(channel, i % 2 === 0 ? `drain ghost-${i} 1m` : JSON.stringify({ action: 'drain', backend: `ghost-${i}`, deadlineMs: 60_000 }));
     await p.exec();
     for (const [i, tp] of [r1, r2].entries()) {
       await eventually(async () => (await metric(tp, REJECTED)) === (before[i] ?? 0) + N, `${N} unknown-backend commands counted`, 60_000);
     }
-    const ignored = (i: number) => [r1, r2][i]!.logs.slice(linesBefore[i]).filter((l) => l['msg'] === 'bus command for a backend this replica does not have: ignored');
+    const ignored = (i: number) =>
+      [r1, r2][i]!.logs.slice(linesBefore[i]).filter((l) => l['msg'] === 'bus command for a backend this replica does not have: ignored');
     // What was not logged is reported as suppressed: in the next line of that kind, or in a
     // summary line once the bucket allows one (within a second of the flood).
     for (const i of [0, 1]) await eventually(() => ignored(i).some((l) => Number(l['suppressed']) > 0), 'the dropped lines reported as suppressed', 30_000);
@@ -288,7 +290,11 @@ describe('Redis going away mid-stream', () => {
       // The desired state changes while the replica is cut off: b1 drained (written to an RDB the
       // restarted server loads, so no live message can deliver it: only the resync can).
       const side = await startRedis(exe, { dir: stash.path });
-      await side.client.hset(`${prefix}:backends`, 'b1', JSON.stringify({ action: 'drain', backend: 'b1', deadlineMs: 60_000, reason: 'changed while down', at: Date.now() }));
+      await side.client.hset(
+        `${prefix}:backends`,
+        'b1',
+        JSON.stringify({ action: 'drain', backend: 'b1', deadlineMs: 60_000, reason: 'changed while down', at: Date.now() }),
+      );
       await side.client.save();
       await side.stop();
       redis = await startRedis(exe, { port, dir: stash.path });
@@ -331,7 +337,10 @@ describe('Redis going away mid-stream', () => {
       await pub.publish();
       assert.equal(await metric(tp, BUS_CONNECTED), 0);
       // Its only backend: forced.
-      const res = await tp.api<{ fleet: { published: boolean }; sessions: number }>('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 60_000, force: true }) });
+      const res = await tp.api<{ fleet: { published: boolean }; sessions: number }>('/api/backends/b1/drain', {
+        method: 'POST',
+        body: JSON.stringify({ deadlineMs: 60_000, force: true }),
+      });
       assert.equal(res.fleet.published, false);
       assert.equal(res.sessions, 1);
     } finally {

@@ -35,7 +35,14 @@ describe('DNS discovery (SRV) through the proxy', () => {
     dns.set('pod-2.ingest.test', { A: ['127.0.0.1'] });
     tp = await startTestProxy(
       {},
-      { discoveryDnsName: SRV, discoveryServers: dns.address, discoveryIntervalMs: '150ms', discoveryJitterMs: '50ms', drainDeadlineMs: '20s', drainNonCapable: 'deadline-close' },
+      {
+        discoveryDnsName: SRV,
+        discoveryServers: dns.address,
+        discoveryIntervalMs: '150ms',
+        discoveryJitterMs: '50ms',
+        drainDeadlineMs: '20s',
+        drainNonCapable: 'deadline-close',
+      },
     );
   });
   after(async () => {
@@ -86,11 +93,17 @@ describe('DNS discovery (SRV) through the proxy', () => {
     assert.equal(added.awaitingHealth, true);
     assert.equal(added.source, `dns:${SRV}`);
 
-    await eventually(async () => (await tp.api<BackendSnapshot[]>('/api/backends')).find((b) => b.name === 'pod-2.ingest.test' && b.state === 'up'), 'pod-2 up after its health check');
+    await eventually(
+      async () => (await tp.api<BackendSnapshot[]>('/api/backends')).find((b) => b.name === 'pod-2.ingest.test' && b.state === 'up'),
+      'pod-2 up after its health check',
+    );
     const pub2 = new RtmpPublisher(tp.url('live', 'key-2'), { supportsGoAway: true });
     publishers.push(pub2);
     await pub2.publish();
-    const s2 = await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).find((s) => s.id !== s1.id && s.state === 'publishing'), 'the second session');
+    const s2 = await eventually(
+      async () => (await tp.api<ApiSession[]>('/api/sessions')).find((s) => s.id !== s1.id && s.state === 'publishing'),
+      'the second session',
+    );
     assert.equal(s2.backend, 'pod-2.ingest.test');
     assert.ok(f2.connections.some((c) => c.commands.includes('publish')));
 
@@ -123,7 +136,15 @@ describe('DNS discovery (A records) through the proxy', () => {
     dns.set('ingest.headless.test', { A: ['127.0.0.1'] });
     tp = await startTestProxy(
       { fixed: f1.port },
-      { discoveryDnsName: 'ingest.headless.test', discoveryPort: String(f1.port), discoveryServers: dns.address, discoveryIntervalMs: '150ms', discoveryJitterMs: '0ms', healthTimeoutMs: '300ms', healthIntervalMs: '1s' },
+      {
+        discoveryDnsName: 'ingest.headless.test',
+        discoveryPort: String(f1.port),
+        discoveryServers: dns.address,
+        discoveryIntervalMs: '150ms',
+        discoveryJitterMs: '0ms',
+        healthTimeoutMs: '300ms',
+        healthIntervalMs: '1s',
+      },
     );
   });
   after(async () => {
@@ -138,7 +159,13 @@ describe('DNS discovery (A records) through the proxy', () => {
       const l = await tp.api<BackendSnapshot[]>('/api/backends');
       return l.length === 2 && l.every((b) => b.state === 'up') ? l : null;
     }, 'static + discovered backends up');
-    assert.deepEqual(list.map((b) => [b.name, b.source]), [['fixed', 'static'], ['127.0.0.1', 'dns:ingest.headless.test']]);
+    assert.deepEqual(
+      list.map((b) => [b.name, b.source]),
+      [
+        ['fixed', 'static'],
+        ['127.0.0.1', 'dns:ingest.headless.test'],
+      ],
+    );
 
     // The pod moves to an address where nothing listens (127.0.0.2 on the same port: the fake server is on 127.0.0.1 only).
     dns.set('ingest.headless.test', { A: ['127.0.0.2'] });
@@ -155,7 +182,10 @@ describe('DNS discovery (A records) through the proxy', () => {
       await p.publish();
     }
     const sessions = await tp.api<ApiSession[]>('/api/sessions');
-    assert.deepEqual(sessions.map((s) => s.backend), ['fixed', 'fixed', 'fixed']);
+    assert.deepEqual(
+      sessions.map((s) => s.backend),
+      ['fixed', 'fixed', 'fixed'],
+    );
   });
 });
 
@@ -205,6 +235,10 @@ describe('admission from SRV weights', () => {
       return /rtmp_goaway_sessions_rejected_total\{reason="no-backend"\} 1/.test(text) ? text : null;
     }, 'the refusal counted');
     assert.ok(metrics);
-    assert.equal(f1.connections.filter((c) => c.commands.includes('connect')).length, 2, 'the full backend never saw a third RTMP connect (health probes aside)');
+    assert.equal(
+      f1.connections.filter((c) => c.commands.includes('connect')).length,
+      2,
+      'the full backend never saw a third RTMP connect (health probes aside)',
+    );
   });
 });

@@ -83,7 +83,9 @@ describe('E-RTMP reconnect through the proxy', () => {
     assert.equal(req.transactionId, 0);
     assert.equal(req.commandObject, null);
     assert.equal('tcUrl' in (req.args[0] as object), false, 'no tcUrl: reconnect to the same URL');
-    const received = pub.received.find((m) => m.typeId === MessageType.CommandAmf0 && m.payload !== null && m.payload.includes(Buffer.from(RECONNECT_REQUEST_CODE)))!;
+    const received = pub.received.find(
+      (m) => m.typeId === MessageType.CommandAmf0 && m.payload !== null && m.payload.includes(Buffer.from(RECONNECT_REQUEST_CODE)),
+    )!;
     assert.equal(received.csid, 3);
 
     // Like a reconnect-capable publisher: go on until the next keyframe, close without unpublishing,
@@ -118,7 +120,10 @@ describe('E-RTMP reconnect through the proxy', () => {
       sent.map((x) => x.hash),
       'every frame sent arrived exactly once, in order',
     );
-    assert.deepEqual(got.map((x) => x.timestamp), sent.map((x) => x.timestamp));
+    assert.deepEqual(
+      got.map((x) => x.timestamp),
+      sent.map((x) => x.timestamp),
+    );
     await tp.api(`/api/backends/${from}/undrain`, { method: 'POST' });
   });
 

@@ -193,7 +193,9 @@ describe('a backend that resets or blackholes a session', () => {
         if (!hole.pub.sendMedia(m.typeId, m.timestamp, m.payload)) await drainOrClose(hole.pub.socket!, 1000);
       }
       await eventually(async () => (await closedWith(tp, /^backend-stalled$/)) === stalled0 + 1, 'the blackholed session counted as backend-stalled');
-      console.log(`# blackhole: ${hole.pub.socket!.bytesWritten} bytes written by the publisher, ${hole.conn.bytesReceived} read by the backend before it stopped; session end: ${endReasons(tp).at(-1)}`);
+      console.log(
+        `# blackhole: ${hole.pub.socket!.bytesWritten} bytes written by the publisher, ${hole.conn.bytesReceived} read by the backend before it stopped; session end: ${endReasons(tp).at(-1)}`,
+      );
 
       // Only those two sessions ended.
       steady.stop();
@@ -217,7 +219,10 @@ describe('Redis killed and restarted under a publisher', () => {
     await fake.listen();
     let redis: TestRedis = await startRedis(exe);
     const port = redis.port;
-    const tp = await startTestProxy({ b1: fake.port }, { redisUrl: redis.url, redisPrefix: prefix, replicaId: 'faults', redisHeartbeatMs: '200ms', healthEnabled: 'false' });
+    const tp = await startTestProxy(
+      { b1: fake.port },
+      { redisUrl: redis.url, redisPrefix: prefix, replicaId: 'faults', redisHeartbeatMs: '200ms', healthEnabled: 'false' },
+    );
     const pub = new RtmpPublisher(tp.url('live', 'through-redis-outage'), { supportsGoAway: true, chunkSize: 4096 });
     const busConnected = async (): Promise<number> => Number(/^rtmp_goaway_bus_connected (\d+)$/m.exec(await (await tp.admin('/metrics')).text())?.[1]);
     try {

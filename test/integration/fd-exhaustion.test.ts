@@ -69,14 +69,24 @@ describe('out of file descriptors', () => {
     let timer: NodeJS.Timeout | undefined;
     try {
       proxy = await spawnServe([
-        '--backend', `b1=127.0.0.1:${fake.port}`,
+        '--backend',
+        `b1=127.0.0.1:${fake.port}`,
         // Fast health checks: probes run while out of descriptors (they must not mark b1 down).
-        '--health-interval-ms', '300ms', '--health-timeout-ms', '200ms', '--health-rise', '1',
+        '--health-interval-ms',
+        '300ms',
+        '--health-timeout-ms',
+        '200ms',
+        '--health-rise',
+        '1',
         // Flood connections that became sessions keep their descriptors until the test closes them.
-        '--limits-handshake-timeout-ms', '2m', '--limits-idle-timeout-ms', '2m',
+        '--limits-handshake-timeout-ms',
+        '2m',
+        '--limits-idle-timeout-ms',
+        '2m',
       ]);
       const port = proxy.port;
-      const scrape = async (): Promise<number> => Number(FD_EXHAUSTED.exec(await (await fetch(`http://127.0.0.1:${proxy!.adminPort}/metrics`)).text())?.[1] ?? 0);
+      const scrape = async (): Promise<number> =>
+        Number(FD_EXHAUSTED.exec(await (await fetch(`http://127.0.0.1:${proxy!.adminPort}/metrics`)).text())?.[1] ?? 0);
       const pub = new RtmpPublisher(`rtmp://127.0.0.1:${port}/live/steady`, { supportsGoAway: true });
       pubs.push(pub);
       await pub.publish();
@@ -113,34 +123,59 @@ describe('out of file descriptors', () => {
       for (const c of flood) c.sock.destroy();
       clearInterval(timer);
       await eventually(() => conn.media === sent, `every frame at the backend (${conn.media}/${sent})`, 15_000);
-      await eventually(() => conn.bytesReceived === pub.socket!.bytesWritten, `every byte at the backend (${conn.bytesReceived}/${pub.socket!.bytesWritten})`, 15_000);
+      await eventually(
+        () => conn.bytesReceived === pub.socket!.bytesWritten,
+        `every byte at the backend (${conn.bytesReceived}/${pub.socket!.bytesWritten})`,
+        15_000,
+      );
       assert.equal(conn.parseError, null);
 
-      const counted = await eventually(async () => {
-        try {
-          return (await scrape()) - counted0;
-        } catch {
-          return null; // the admin listener may still be refusing for a moment
-        }
-      }, 'rtmp_goaway_sessions_rejected_total{reason="fd-exhausted"} increased', 15_000);
+      const counted = await eventually(
+        async () => {
+          try {
+            return (await scrape()) - counted0;
+          } catch {
+            return null; // the admin listener may still be refusing for a moment
+          }
+        },
+        'rtmp_goaway_sessions_rejected_total{reason="fd-exhausted"} increased',
+        15_000,
+      );
       assert.ok(counted > 0);
       const logs = proxy.logs();
       assertRateLimited(logs, 'out of file descriptors: connection refused');
       assertRateLimited(logs, 'out of file descriptors: backend connect failed');
-      console.log(`# ${sent} frames delivered; fd-exhausted counted ${counted}; log lines: ${logs.filter((l) => String(l['msg']).startsWith('out of file descriptors')).length}`);
+      console.log(
+        `# ${sent} frames delivered; fd-exhausted counted ${counted}; log lines: ${logs.filter((l) => String(l['msg']).startsWith('out of file descriptors')).length}`,
+      );
 
       // Still listening: a new publisher gets in.
-      await eventually(async () => {
-        const after = new RtmpPublisher(`rtmp://127.0.0.1:${port}/live/after`, { supportsGoAway: true });
-        after.on('error', () => {}); // refused while b1 is not routable yet: try again
-        pubs.push(after);
-        return after.publish().then(() => true, () => false);
-      }, 'a new publisher gets in after the flood', 20_000);
+      await eventually(
+        async () => {
+          const after = new RtmpPublisher(`rtmp://127.0.0.1:${port}/live/after`, { supportsGoAway: true });
+          after.on('error', () => {}); // refused while b1 is not routable yet: try again
+          pubs.push(after);
+          return after.publish().then(
+            () => true,
+            () => false,
+          );
+        },
+        'a new publisher gets in after the flood',
+        20_000,
+      );
       assert.equal(proxy.child.exitCode, null);
 
       // A backend connect failing with EMFILE ends only its session (`fd-exhausted`) and is not reported to the pool.
-      const down = () => proxy!.logs().filter((l) => l['msg'] === 'backend marked down').map((l) => String(l['why']));
-      assert.deepEqual(down().filter((why) => why.includes('connect failures')), [], 'no backend marked down by connect failures');
+      const down = () =>
+        proxy!
+          .logs()
+          .filter((l) => l['msg'] === 'backend marked down')
+          .map((l) => String(l['why']));
+      assert.deepEqual(
+        down().filter((why) => why.includes('connect failures')),
+        [],
+        'no backend marked down by connect failures',
+      );
       // Nor through its health probes: a probe failing with EMFILE says nothing about the backend.
       assert.deepEqual(down(), [], 'no backend marked down while out of descriptors');
     } finally {
@@ -167,7 +202,14 @@ describe('out of file descriptors', () => {
       const text = await (await tp.admin('/metrics')).text();
       assert.equal(Number(FD_EXHAUSTED.exec(text)?.[1]), 51);
       const lines = tp.logs.filter((l) => l['msg'] === 'out of file descriptors: connection refused');
-      assert.deepEqual(lines.map((l) => [l['code'], l['suppressed'] ?? 0]), [['EMFILE', 0], ['ENFILE', 0]], 'one line per code in the interval');
+      assert.deepEqual(
+        lines.map((l) => [l['code'], l['suppressed'] ?? 0]),
+        [
+          ['EMFILE', 0],
+          ['ENFILE', 0],
+        ],
+        'one line per code in the interval',
+      );
       await pub.publish();
       assert.equal(fake.connections.length, 1, 'a new session after the errors');
     } finally {

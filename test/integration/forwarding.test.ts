@@ -43,7 +43,7 @@ class ReplayBackend {
 /** Deterministic pseudo-random piece sizes (1 byte to 9 KiB) so every run splits the same way. */
 function writeInPieces(sock: net.Socket, data: Buffer, seed: number): void {
   let x = seed;
-  for (let off = 0; off < data.length; ) {
+  for (let off = 0; off < data.length;) {
     x = (x * 1103515245 + 12345) & 0x7fffffff;
     const n = x % 5 === 0 ? 1 + (x % 17) : 1 + (x % 9216);
     sock.write(data.subarray(off, off + n));
@@ -80,11 +80,17 @@ describe('captured publishers are forwarded byte-exact', () => {
         client.on('data', (b: Buffer) => fromServer.push(b));
         await new Promise<void>((r) => client.once('connect', () => r()));
         writeInPieces(client, c2s, 3);
-        await eventually(() => Buffer.concat(fromServer).length >= s2c.length && backend.received[0] !== undefined && Buffer.concat(backend.received[0]).length >= c2s.length, 'both directions delivered');
+        await eventually(
+          () => Buffer.concat(fromServer).length >= s2c.length && backend.received[0] !== undefined && Buffer.concat(backend.received[0]).length >= c2s.length,
+          'both directions delivered',
+        );
         assert.ok(Buffer.concat(backend.received[0]!).equals(c2s), 'backend received the exact client bytes');
         assert.ok(Buffer.concat(fromServer).equals(s2c), 'client received the exact server bytes');
 
-        const [s] = await tp.api<{ app: string; streamKey: string; goAway: boolean; state: string; bytesIn: number; bytesOut: number; parseFallback: string | null }[]>('/api/sessions');
+        const [s] =
+          await tp.api<{ app: string; streamKey: string; goAway: boolean; state: string; bytesIn: number; bytesOut: number; parseFallback: string | null }[]>(
+            '/api/sessions',
+          );
         assert.equal(s!.app, 'live');
         assert.equal(s!.streamKey, cap.key);
         assert.equal(s!.goAway, cap.goAway);

@@ -178,7 +178,10 @@ describe('garbage flood', () => {
     // handshake deadline ends them all, blind-forwarded ones included.
     const HANDSHAKE_MS = 4000;
     const IDLE_MS = 5000;
-    const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', logLevel: 'error', limitsHandshakeTimeoutMs: `${HANDSHAKE_MS}ms`, limitsIdleTimeoutMs: `${IDLE_MS}ms` });
+    const tp = await startTestProxy(
+      { fake: fake.port },
+      { healthEnabled: 'false', logLevel: 'error', limitsHandshakeTimeoutMs: `${HANDSHAKE_MS}ms`, limitsIdleTimeoutMs: `${IDLE_MS}ms` },
+    );
     const FLOOD = 500;
     const PUBLISHERS = 20;
     try {

@@ -121,7 +121,10 @@ describe('the hostile connect of issue 14 (onParseError: close)', () => {
     live.send(10);
     await Promise.all(clients.map(closed));
     assert.equal(await metric(tp, /rtmp_goaway_parse_fallbacks_total\{direction="c2s",reason="bad-amf"\} (\d+)/), before + 21);
-    await eventually(() => tp.logs.filter((l) => l['msg'] === 'session end' && l['reason'] === 'parse-error:bad-amf').length === 21, '21 sessions ended for bad-amf');
+    await eventually(
+      () => tp.logs.filter((l) => l['msg'] === 'session end' && l['reason'] === 'parse-error:bad-amf').length === 21,
+      '21 sessions ended for bad-amf',
+    );
     await live.check();
     live.destroy();
   });
@@ -134,13 +137,16 @@ describe('unfinished commands on many chunk streams: one budget per session (onP
   before(async () => {
     fake = new FakeRtmpServer();
     await fake.listen();
-    tp = await startTestProxy({ fake: fake.port }, {
-      healthEnabled: 'false',
-      limitsSessionBufferBytes: '512k',
-      onParseError: 'close',
-      // 20 clients pushing 5 MiB each through one process on a loaded machine: the backend connects must not time out.
-      limitsConnectTimeoutMs: '30s',
-    });
+    tp = await startTestProxy(
+      { fake: fake.port },
+      {
+        healthEnabled: 'false',
+        limitsSessionBufferBytes: '512k',
+        onParseError: 'close',
+        // 20 clients pushing 5 MiB each through one process on a loaded machine: the backend connects must not time out.
+        limitsConnectTimeoutMs: '30s',
+      },
+    );
   });
   after(async () => {
     await tp.stop();
@@ -157,7 +163,10 @@ describe('unfinished commands on many chunk streams: one budget per session (onP
     await Promise.all(writes);
     const ends = tp.logs.filter((l) => l['msg'] === 'session end').map((l) => l['reason']);
     assert.equal(await metric(tp, /rtmp_goaway_buffer_budget_exceeded_total\{budget="session",outcome="closed"\} (\d+)/), 20, JSON.stringify(ends));
-    await eventually(() => tp.logs.filter((l) => l['msg'] === 'session end' && l['reason'] === 'parse-error:buffer-budget').length === 20, '20 sessions ended for buffer-budget');
+    await eventually(
+      () => tp.logs.filter((l) => l['msg'] === 'session end' && l['reason'] === 'parse-error:buffer-budget').length === 20,
+      '20 sessions ended for buffer-budget',
+    );
     // Each held at most its budget; all of it is given back.
     assert.ok(proc.peak <= 20 * 512 * 1024, `peak ${proc.peak}`);
     assert.equal(proc.held, 0);
@@ -186,10 +195,12 @@ describe('the process budget bounds all sessions together; the others go on', ()
     const proc = processBudget(tp);
     const clients = await Promise.all(Array.from({ length: 8 }, () => rawClient(tp.proxy.address.port)));
     // One unfinished 256 KiB command each (192 KiB sent): 256 KiB held per session, under 512 KiB.
-    await Promise.all(clients.map(async (s) => {
-      await handshake(s);
-      await writeEach(s, incompleteCommands({ csids: 1 }));
-    }));
+    await Promise.all(
+      clients.map(async (s) => {
+        await handshake(s);
+        await writeEach(s, incompleteCommands({ csids: 1 }));
+      }),
+    );
     // Settled: every hostile session holds its 192 KiB or more, or fell back (the fake backend then
     // closes it: what it gets is no RTMP it knows).
     const fallbacks = /rtmp_goaway_buffer_budget_exceeded_total\{budget="process",outcome="fallback"\} (\d+)/;

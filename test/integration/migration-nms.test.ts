@@ -43,7 +43,10 @@ describe('migration to node-media-server', () => {
     };
     for (const c of media.config()) pub.sendMedia(c.typeId, 0, c.payload);
     send(30);
-    await eventually(async () => (await tp.api<{ state: string; backend: string }[]>('/api/sessions')).find((s) => s.state === 'publishing' && s.backend === 'b1'), 'publishing on b1');
+    await eventually(
+      async () => (await tp.api<{ state: string; backend: string }[]>('/api/sessions')).find((s) => s.state === 'publishing' && s.backend === 'b1'),
+      'publishing on b1',
+    );
     await tp.api('/api/backends/b1/drain', { method: 'POST' });
     await eventually(async () => {
       send(3);
@@ -60,8 +63,15 @@ describe('migration to node-media-server', () => {
       return files.length === 1 && nms.openRecordings().length === 0 ? files : null;
     }, 'node-media-server recording closed');
     const recorded = parseFlv(readFileSync(file!)).tags.filter((t) => (t.type === 8 || t.type === 9) && !(t.data[1] === 0));
-    const got = [...first.messages.filter((m) => m.kind === 'keyframe' || m.kind === 'video' || m.kind === 'audio').map((m) => m.hash), ...recorded.map((t) => hashBody(t.data))];
-    assert.deepEqual(got, sent.map((m) => m.hash), 'b1 + node-media-server recording = every frame sent, once, in order');
+    const got = [
+      ...first.messages.filter((m) => m.kind === 'keyframe' || m.kind === 'video' || m.kind === 'audio').map((m) => m.hash),
+      ...recorded.map((t) => hashBody(t.data)),
+    ];
+    assert.deepEqual(
+      got,
+      sent.map((m) => m.hash),
+      'b1 + node-media-server recording = every frame sent, once, in order',
+    );
     assert.ok(recorded.length > 0);
     assert.equal(recorded.find((t) => t.type === 9)!.data[0], 0x17, 'node-media-server’s recording starts at the keyframe');
   });

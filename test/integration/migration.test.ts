@@ -52,15 +52,26 @@ const frames = (c: RecordingConnection) => c.messages.filter((m) => m.kind === '
 function assertLossless(first: RecordingConnection, second: RecordingConnection, sent: MediaMessage[]): void {
   const a = frames(first);
   const b = frames(second);
-  assert.deepEqual([...a, ...b].map((m) => m.hash), sent.map((m) => m.hash), 'every frame exactly once, in order');
-  assert.deepEqual([...a, ...b].map((m) => m.timestamp), sent.map((m) => m.timestamp), 'timestamps unchanged');
+  assert.deepEqual(
+    [...a, ...b].map((m) => m.hash),
+    sent.map((m) => m.hash),
+    'every frame exactly once, in order',
+  );
+  assert.deepEqual(
+    [...a, ...b].map((m) => m.timestamp),
+    sent.map((m) => m.timestamp),
+    'timestamps unchanged',
+  );
   assert.ok(b.length > 0, 'the new backend got frames');
   assert.equal(b.find((m) => m.typeId === MessageType.Video)!.kind, 'keyframe', 'the new backend’s video starts at a keyframe');
   const kinds = second.messages.map((m) => m.kind);
   const firstFrame = kinds.findIndex((k) => k === 'keyframe' || k === 'video' || k === 'audio');
   assert.deepEqual(kinds.slice(0, firstFrame), ['metadata', 'video-config', 'audio-config'], 'metadata and sequence headers before the first frame');
   const replayTs = second.messages[0]!.timestamp;
-  assert.ok(b.every((m) => m.timestamp >= replayTs), 'no frame before the replayed headers’ timestamp');
+  assert.ok(
+    b.every((m) => m.timestamp >= replayTs),
+    'no frame before the replayed headers’ timestamp',
+  );
 }
 
 describe('proxy-side migration between two backends', () => {
@@ -120,7 +131,11 @@ describe('proxy-side migration between two backends', () => {
       const second = toServer.publishersOf(key)[0]!;
       await eventually(() => first.closed && second.closed, 'both backend connections closed');
       assertLossless(first, second, feeder.sent);
-      assert.deepEqual(first.commands.slice(-2).map((c) => c.name), ['FCUnpublish', 'deleteStream'], 'the old backend got a clean unpublish');
+      assert.deepEqual(
+        first.commands.slice(-2).map((c) => c.name),
+        ['FCUnpublish', 'deleteStream'],
+        'the old backend got a clean unpublish',
+      );
       assert.deepEqual(
         second.commands.map((c) => c.name),
         ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish', 'FCUnpublish', 'deleteStream'],
@@ -162,7 +177,10 @@ describe('proxy-side migration between two backends', () => {
     assert.equal(conns.length, 3);
     await eventually(() => conns.every((c) => c.closed), 'all closed');
     const all = conns.flatMap(frames);
-    assert.deepEqual(all.map((m) => m.hash), feeder.sent.map((m) => m.hash));
+    assert.deepEqual(
+      all.map((m) => m.hash),
+      feeder.sent.map((m) => m.hash),
+    );
     await tp.api(`/api/backends/${to}/undrain`, { method: 'POST' });
   });
 });

@@ -202,10 +202,14 @@ describe('a flood of refused connections', () => {
       const refusedLines = tp.logs.filter((l) => l['msg'] === 'connection refused');
       assert.ok(refusedLines.length <= 10 + Math.ceil(seconds) + 1, `${refusedLines.length} lines for ${N} refusals in ${seconds.toFixed(1)} s`);
       // What was not written is accounted for (on the next line or a summary once the bucket allows).
-      await eventually(() => {
-        const l = tp.logs.filter((x) => x['msg'] === 'connection refused');
-        return l.filter((x) => x['summary'] !== true).length + l.reduce((n, x) => n + Number(x['suppressed'] ?? 0), 0) === N;
-      }, 'every refusal written or counted as suppressed', 20_000);
+      await eventually(
+        () => {
+          const l = tp.logs.filter((x) => x['msg'] === 'connection refused');
+          return l.filter((x) => x['summary'] !== true).length + l.reduce((n, x) => n + Number(x['suppressed'] ?? 0), 0) === N;
+        },
+        'every refusal written or counted as suppressed',
+        20_000,
+      );
       console.log(`# ${N} refused connections → ${refusedLines.length} log lines in ${seconds.toFixed(1)} s`);
       assert.equal((await tp.api<unknown[]>('/api/sessions')).length, 1);
     } finally {
@@ -224,7 +228,8 @@ describe('fail-safe drains through the admin API', () => {
     await b2.listen();
     const tp = await startTestProxy({ b1: b1.port, b2: b2.port }, { healthEnabled: 'false' });
     try {
-      const post = (path: string, body: unknown) => tp.admin(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const post = (path: string, body: unknown) =>
+        tp.admin(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
       assert.equal((await post('/api/backends/b1/drain', {})).status, 200);
       const refused = await post('/api/backends/b2/drain', {});
       assert.equal(refused.status, 409);

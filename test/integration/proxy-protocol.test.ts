@@ -11,8 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import { RtmpPublisher } from '../../src/client/rtmp-client.js';
 import { freePort, stopProcess } from '../../src/demo/backends.js';
 import { MessageType } from '../../src/rtmp/constants.js';
-import { type ProxyEndpoint, encodeProxyV1, encodeProxyV2 } from '../../src/proxy/proxy-protocol.js';
-import type { SessionSnapshot } from '../../src/proxy/session.js';
+import { type ProxyEndpoint, encodeProxyV1, encodeProxyV2 } from '../../src/net/proxy-protocol.js';
+import type { SessionSnapshot } from '../../src/proxy/session/session.js';
 import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
 import { requireNginxRtmp } from '../helpers/nginx.js';
 import { requirePeer, tempDir } from '../helpers/peers.js';
@@ -82,7 +82,11 @@ async function publishFrames(url: string, fake: FakeRtmpServer, frames: number):
   // backend connections too, and may land after ours.
   const conn = await eventually(() => fake.connections.findLast((c) => c.commands.includes('publish')), 'the publishing backend connection');
   for (let i = 0; i < frames; i++) p.sendMedia(MessageType.Video, i * 33, Buffer.alloc(1500, i));
-  await eventually(() => conn.media === frames, `${frames} frames at the backend (have ${conn.media} of ${fake.connections.length} connections: ${fake.connections.map((c) => c.media).join()})`, 10_000);
+  await eventually(
+    () => conn.media === frames,
+    `${frames} frames at the backend (have ${conn.media} of ${fake.connections.length} connections: ${fake.connections.map((c) => c.media).join()})`,
+    10_000,
+  );
   return p;
 }
 
@@ -93,7 +97,10 @@ describe('accepting PROXY protocol (required)', () => {
   before(async () => {
     fake = new FakeRtmpServer();
     await fake.listen();
-    tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER, limitsHandshakeTimeoutMs: '500ms' });
+    tp = await startTestProxy(
+      { fake: fake.port },
+      { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER, limitsHandshakeTimeoutMs: '500ms' },
+    );
   });
   after(async () => {
     await tp.stop();
@@ -212,7 +219,10 @@ describe('PROXY protocol only from acceptProxyProtocolFrom', () => {
       await eventually(async () => (await rejected(tp, 'proxy-protocol-untrusted')) === 2, 'both refused as untrusted');
       await Promise.all([closed(spoofed), closed(plain)]);
       assert.equal(fake.connections.length, 0);
-      assert.ok(tp.logs.some((l) => l['reason'] === 'proxy-protocol-untrusted' && String(l['client']).startsWith(`${STRANGER}:`)), 'the refusal names the real source');
+      assert.ok(
+        tp.logs.some((l) => l['reason'] === 'proxy-protocol-untrusted' && String(l['client']).startsWith(`${STRANGER}:`)),
+        'the refusal names the real source',
+      );
     } finally {
       await tp.stop();
       await fake.close();
@@ -224,19 +234,35 @@ describe('PROXY protocol only from acceptProxyProtocolFrom', () => {
     await fake.listen();
     const tp = await startTestProxy(
       { fake: fake.port },
-      { healthEnabled: 'false', acceptProxyProtocol: 'optional', acceptProxyProtocolFrom: BALANCER, limitsMaxSessionsPerIp: '2', limitsHandshakeTimeoutMs: '60s' },
+      {
+        healthEnabled: 'false',
+        acceptProxyProtocol: 'optional',
+        acceptProxyProtocolFrom: BALANCER,
+        limitsMaxSessionsPerIp: '2',
+        limitsHandshakeTimeoutMs: '60s',
+      },
     );
     const relays: Awaited<ReturnType<typeof frontBalancer>>[] = [];
     const pubs: RtmpPublisher[] = [];
     try {
       // Ten connections, each claiming another address, then the start of an RTMP handshake: held open.
       const spoofs = await Promise.all(
-        Array.from({ length: 10 }, (_, i) => rawClient(tp.proxy.address.port, Buffer.concat([encodeProxyV1({ address: `203.0.113.${i + 1}`, port: 40000 + i }, FRONTEND), Buffer.of(3)]), STRANGER)),
+        Array.from({ length: 10 }, (_, i) =>
+          rawClient(
+            tp.proxy.address.port,
+            Buffer.concat([encodeProxyV1({ address: `203.0.113.${i + 1}`, port: 40000 + i }, FRONTEND), Buffer.of(3)]),
+            STRANGER,
+          ),
+        ),
       );
       // Two more naming the victim's own address (127.0.0.3), to fill its per-IP slots.
       const VICTIM = '127.0.0.3';
       spoofs.push(
-        ...(await Promise.all([0, 1].map((i) => rawClient(tp.proxy.address.port, Buffer.concat([encodeProxyV2({ address: VICTIM, port: 50000 + i }, FRONTEND), Buffer.of(3)]), STRANGER)))),
+        ...(await Promise.all(
+          [0, 1].map((i) =>
+            rawClient(tp.proxy.address.port, Buffer.concat([encodeProxyV2({ address: VICTIM, port: 50000 + i }, FRONTEND), Buffer.of(3)]), STRANGER),
+          ),
+        )),
       );
       await eventually(async () => (await rejected(tp, 'proxy-protocol-untrusted')) === 12, 'the twelve spoofed headers refused');
       await Promise.all(spoofs.map(closed));
@@ -252,7 +278,10 @@ describe('PROXY protocol only from acceptProxyProtocolFrom', () => {
       }
       const clients = (await tp.api<SessionSnapshot[]>('/api/sessions')).map((x) => x.client);
       assert.equal(clients.length, 2);
-      assert.ok(clients.every((c) => c.startsWith(`${VICTIM}:`)), clients.join());
+      assert.ok(
+        clients.every((c) => c.startsWith(`${VICTIM}:`)),
+        clients.join(),
+      );
       // The stranger's own address is what the limit counts: a third plain session is refused.
       const stranger = await frontBalancer(tp.proxy.address.port, () => Buffer.alloc(0), STRANGER);
       relays.push(stranger);
@@ -284,7 +313,7 @@ describe('PROXY protocol only from acceptProxyProtocolFrom', () => {
 });
 
 describe('HAProxy send-proxy-v2 in front of the proxy', () => {
-  test('the session sees the publisher\'s own port, not HAProxy\'s', async (t) => {
+  test("the session sees the publisher's own port, not HAProxy's", async (t) => {
     const haproxy = requirePeer(t, 'haproxy');
     if (haproxy === null) return;
     const fake = new FakeRtmpServer();
@@ -385,7 +414,10 @@ describe('PROXY protocol v1 to nginx-rtmp', () => {
         'nginx listening',
         10_000,
       );
-      tp = await startTestProxy({ nginx: port }, { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER, backendProxyProtocol: 'v1' });
+      tp = await startTestProxy(
+        { nginx: port },
+        { healthEnabled: 'false', acceptProxyProtocol: 'required', acceptProxyProtocolFrom: BALANCER, backendProxyProtocol: 'v1' },
+      );
       lb = await frontBalancer(tp.proxy.address.port, () => encodeProxyV2(FAKE_CLIENT, FRONTEND));
       const p = new RtmpPublisher(`rtmp://127.0.0.1:${lb.port}/live/ppkey`, { supportsGoAway: true, chunkSize: 4096 });
       await p.publish();
@@ -395,7 +427,9 @@ describe('PROXY protocol v1 to nginx-rtmp', () => {
       const line = await eventually(
         () => {
           try {
-            return readFileSync(join(dir.path, 'access.log'), 'utf8').split('\n').find((l) => / publish live ppkey$/i.test(l));
+            return readFileSync(join(dir.path, 'access.log'), 'utf8')
+              .split('\n')
+              .find((l) => / publish live ppkey$/i.test(l));
           } catch {
             return undefined;
           }

@@ -85,20 +85,17 @@ describe('routing by app: two backend groups', () => {
       servers[n] = new RecordingRtmpServer({ chunkSize: 4096 });
       await servers[n].listen();
     }
-    tp = await startTestProxy(
-      Object.fromEntries(Object.entries(servers).map(([n, s]) => [n, s.port])),
-      {
-        routing: {
-          groups: { live: { backends: ['live*'] }, dvr: { backends: ['dvr1'] } },
-          rules: [
-            { name: 'recordings', match: { app: ['record', 'dvr'] }, group: 'dvr' },
-            { name: 'live', match: { app: 'live' }, group: 'live' },
-          ],
-        },
-        healthEnabled: false,
-        drainDeadlineMs: '10s',
+    tp = await startTestProxy(Object.fromEntries(Object.entries(servers).map(([n, s]) => [n, s.port])), {
+      routing: {
+        groups: { live: { backends: ['live*'] }, dvr: { backends: ['dvr1'] } },
+        rules: [
+          { name: 'recordings', match: { app: ['record', 'dvr'] }, group: 'dvr' },
+          { name: 'live', match: { app: 'live' }, group: 'live' },
+        ],
       },
-    );
+      healthEnabled: false,
+      drainDeadlineMs: '10s',
+    });
   });
   after(async () => {
     for (const p of pubs) p.destroy();
@@ -143,7 +140,11 @@ describe('routing by app: two backend groups', () => {
     await pub.publish();
     await sendMedia(pub, 0, 10);
     const goaway = new Promise<void>((r) => pub.once('goaway', () => r()));
-    const res = await tp.admin('/api/backends/dvr1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 10_000 }), headers: { 'content-type': 'application/json' } });
+    const res = await tp.admin('/api/backends/dvr1/drain', {
+      method: 'POST',
+      body: JSON.stringify({ deadlineMs: 10_000 }),
+      headers: { 'content-type': 'application/json' },
+    });
     assert.equal(res.status, 200, await res.text());
     await goaway;
     // The client still reads a well-formed stream after the Go Away (the proxy's own writer).
@@ -161,7 +162,10 @@ describe('routing by app: two backend groups', () => {
   test('a reload (SIGHUP) replaces the rules for new sessions; invalid rules are refused and change nothing', async () => {
     const backends = tp.proxy.config.backends;
     assert.throws(() => tp.proxy.reloadBackends(backends, { groups: {}, rules: [{ group: 'nope' }] }), /unknown group/);
-    tp.proxy.reloadBackends(backends, { groups: { all: { backends: ['live2'] } }, rules: [{ name: 'reloaded', match: { app: 'reloaded-app' }, group: 'all' }] });
+    tp.proxy.reloadBackends(backends, {
+      groups: { all: { backends: ['live2'] } },
+      rules: [{ name: 'reloaded', match: { app: 'reloaded-app' }, group: 'all' }],
+    });
     try {
       const pub = new RtmpPublisher(tp.url('reloaded-app', 'after-reload'));
       pubs.push(pub);
@@ -184,7 +188,11 @@ describe('routing by app: two backend groups', () => {
       await new Promise<void>((r) => sock.once('close', () => r()));
     }
     await eventually(async () => (await metric(tp, 'rtmp_goaway_parse_fallbacks_total', 'reason="bad-version"')) === before + 1, 'counted');
-    assert.equal(Object.values(servers).reduce((n, s) => n + s.connections.length, 0), connsBefore, 'no backend connection');
+    assert.equal(
+      Object.values(servers).reduce((n, s) => n + s.connections.length, 0),
+      connsBefore,
+      'no backend connection',
+    );
   });
 
   test('an app no rule matches gets _error NetConnection.Connect.Rejected and is closed, counted', async () => {
@@ -216,21 +224,18 @@ describe('routing by stream key: the proxy answers connect and createStream, the
       servers[n] = new RecordingRtmpServer({ chunkSize: 4096, compress: true, pingEveryMs: 200 });
       await servers[n].listen();
     }
-    tp = await startTestProxy(
-      Object.fromEntries(names.map((n) => [n, servers[n]!.port])),
-      {
-        routing: JSON.stringify({
-          groups: { vip: { backends: ['k1'] }, all: { backends: ['k*'] } },
-          rules: [
-            { name: 'vip', match: { keyPrefix: 'vip-' }, group: 'vip' },
-            { name: 'sticky', group: 'all', sticky: true },
-          ],
-        }),
-        healthEnabled: false,
-        drainDeadlineMs: '20s',
-        migrationSwitchTimeoutMs: '10s',
-      },
-    );
+    tp = await startTestProxy(Object.fromEntries(names.map((n) => [n, servers[n]!.port])), {
+      routing: JSON.stringify({
+        groups: { vip: { backends: ['k1'] }, all: { backends: ['k*'] } },
+        rules: [
+          { name: 'vip', match: { keyPrefix: 'vip-' }, group: 'vip' },
+          { name: 'sticky', group: 'all', sticky: true },
+        ],
+      }),
+      healthEnabled: false,
+      drainDeadlineMs: '20s',
+      migrationSwitchTimeoutMs: '10s',
+    });
   });
   after(async () => {
     for (const p of pubs) p.destroy();
@@ -285,11 +290,19 @@ describe('routing by stream key: the proxy answers connect and createStream, the
     assert.ok(from !== undefined);
     const sent = await sendMedia(pub, 0, 25);
     await eventually(() => mediaHashes(servers[from]!, 'mig-1').length === sent.length, 'first media');
-    await tp.admin(`/api/backends/${from}/drain`, { method: 'POST', body: JSON.stringify({ deadlineMs: 20_000 }), headers: { 'content-type': 'application/json' } });
-    const to = await eventually(async () => {
-      const s = (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.state !== 'closed' && x.backend !== from && x.app === 'live');
-      return s?.backend ?? null;
-    }, 'the migration target is publishing', 20_000).catch(() => null);
+    await tp.admin(`/api/backends/${from}/drain`, {
+      method: 'POST',
+      body: JSON.stringify({ deadlineMs: 20_000 }),
+      headers: { 'content-type': 'application/json' },
+    });
+    const to = await eventually(
+      async () => {
+        const s = (await tp.api<ApiSession[]>('/api/sessions')).find((x) => x.state !== 'closed' && x.backend !== from && x.app === 'live');
+        return s?.backend ?? null;
+      },
+      'the migration target is publishing',
+      20_000,
+    ).catch(() => null);
     // Keep sending until the switch (at a keyframe) has happened.
     let i = 25;
     const all = [...sent];
@@ -301,7 +314,10 @@ describe('routing by stream key: the proxy answers connect and createStream, the
     all.push(...(await sendMedia(pub, i, 20)));
     const other = backendOf('mig-1').find((n) => n !== from)!;
     assert.ok(other !== undefined, `migrated off ${from} (target ${String(to)})`);
-    await eventually(() => mediaHashes(servers[from]!, 'mig-1').length + mediaHashes(servers[other]!, 'mig-1').length >= all.length, 'every frame on one of the two');
+    await eventually(
+      () => mediaHashes(servers[from]!, 'mig-1').length + mediaHashes(servers[other]!, 'mig-1').length >= all.length,
+      'every frame on one of the two',
+    );
     const union = [...mediaHashes(servers[from]!, 'mig-1'), ...mediaHashes(servers[other]!, 'mig-1')];
     assert.deepEqual(union, all, 'zero loss, no duplicate, in order');
     await tp.api(`/api/backends/${from}/undrain`, { method: 'POST' });

@@ -19,7 +19,10 @@ test('a ping arriving after end() is not answered: no write after end, end() res
     // The ping is on the wire before the client's FIN reaches the server: the client reads it after end().
     conn.send(userControlMessage(UserControlEvent.PingRequest, 1));
     await pub.end();
-    assert.deepEqual(errors.map((e) => e.message), []);
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      [],
+    );
     assert.equal(conn.bytesReceived, before, 'nothing sent after end()');
   } finally {
     pub.destroy();

@@ -20,7 +20,23 @@ const SAMPLE_FLV = join(projectRoot, 'test/fixtures/sample.flv');
 function makeCert(openssl: string, dir: string, cn: string): void {
   execFileSync(
     openssl,
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${cn}`, '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${cn}`,
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+    ],
     { stdio: 'ignore' },
   );
 }
@@ -96,7 +112,14 @@ describe('RTMPS listener', () => {
     makeCert(openssl, dir.path, 'first');
     tp = await startTestProxy(
       { b1: b1.port, b2: b2.port },
-      { healthEnabled: 'false', tlsListen: '127.0.0.1:0', tlsCert: join(dir.path, 'cert.pem'), tlsKey: join(dir.path, 'key.pem'), drainDeadlineMs: '20s', limitsHandshakeTimeoutMs: '2s' },
+      {
+        healthEnabled: 'false',
+        tlsListen: '127.0.0.1:0',
+        tlsCert: join(dir.path, 'cert.pem'),
+        tlsKey: join(dir.path, 'key.pem'),
+        drainDeadlineMs: '20s',
+        limitsHandshakeTimeoutMs: '2s',
+      },
     );
     return tp;
   }
@@ -109,7 +132,10 @@ describe('RTMPS listener', () => {
       const pub = new RtmpPublisher(`rtmp://127.0.0.1:${bridge.port}/live/tls-goaway`, { supportsGoAway: true, chunkSize: 4096 });
       await pub.publish();
       for (let i = 0; i < 30; i++) pub.sendMedia(MessageType.Video, i * 33, Buffer.alloc(3000, i));
-      const conn = await eventually(() => [...b1.publishersOf('tls-goaway'), ...b2.publishersOf('tls-goaway')].find((c) => c.messages.length >= 30), '30 messages at a backend');
+      const conn = await eventually(
+        () => [...b1.publishersOf('tls-goaway'), ...b2.publishersOf('tls-goaway')].find((c) => c.messages.length >= 30),
+        '30 messages at a backend',
+      );
       const backend = b1.publishersOf('tls-goaway').includes(conn) ? 'b1' : 'b2';
       const sessions = await p0.api<{ client: string; capability: string }[]>('/api/sessions');
       assert.equal(sessions[0]?.capability, 'goaway');
@@ -127,21 +153,44 @@ describe('RTMPS listener', () => {
     if (ffmpeg === null) return;
     const p0 = await proxy(t);
     if (p0 === null) return;
-    const child = spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-re', '-t', '5', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', `rtmps://127.0.0.1:${p0.proxy.tlsAddress!.port}/live/ff-tls`], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      ffmpeg,
+      [
+        '-hide_banner',
+        '-nostdin',
+        '-loglevel',
+        'warning',
+        '-re',
+        '-t',
+        '5',
+        '-i',
+        SAMPLE_FLV,
+        '-c',
+        'copy',
+        '-f',
+        'flv',
+        `rtmps://127.0.0.1:${p0.proxy.tlsAddress!.port}/live/ff-tls`,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     try {
-      const media = (b: RecordingRtmpServer) => b.publishersOf('ff-tls').reduce((n, c) => n + c.messages.filter((m) => m.kind === 'video' || m.kind === 'audio').length, 0);
+      const media = (b: RecordingRtmpServer) =>
+        b.publishersOf('ff-tls').reduce((n, c) => n + c.messages.filter((m) => m.kind === 'video' || m.kind === 'audio').length, 0);
       const first = await eventually(() => (media(b1) > 20 ? 'b1' : media(b2) > 20 ? 'b2' : null), `ffmpeg media at a backend (${out})`, 15_000);
       const other = first === 'b1' ? b2 : b1;
       await p0.api(`/api/backends/${first}/drain`, { method: 'POST' });
       await eventually(() => media(other) > 20, `ffmpeg media on the other backend after the migration (${out})`, 15_000);
       assert.equal(await exited, 0, out);
       await p0.api(`/api/backends/${first}/undrain`, { method: 'POST' });
-      assert.ok(p0.logs.some((l) => l['msg'] === 'session end' && (l['migrations'] as number) >= 1), 'the TLS session ended after a migration');
+      assert.ok(
+        p0.logs.some((l) => l['msg'] === 'session end' && (l['migrations'] as number) >= 1),
+        'the TLS session ended after a migration',
+      );
     } finally {
       child.kill('SIGKILL');
     }

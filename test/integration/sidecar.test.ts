@@ -100,7 +100,10 @@ describe('sidecar mode', () => {
     const c = await serveSidecar('60s');
     await publisher(c, 'stays', false);
     c.child.kill('SIGTERM');
-    await eventually(() => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave'), 'shutdown started');
+    await eventually(
+      () => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave'),
+      'shutdown started',
+    );
     c.child.kill('SIGTERM');
     const exit = await c.exited(5_000);
     assert.equal(exit.code, 1);
@@ -111,7 +114,10 @@ describe('sidecar mode', () => {
     const c = await serveSidecar('60s');
     await publisher(c, 'stays-int', false);
     c.child.kill('SIGTERM');
-    await eventually(() => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave'), 'shutdown started');
+    await eventually(
+      () => logged(c, 'sidecar shutdown: /readyz 503, listener closed, Go Away / ReconnectRequest sent; waiting for sessions to leave'),
+      'shutdown started',
+    );
     c.child.kill('SIGINT');
     assert.equal((await c.exited(5_000)).code, 1);
   });
@@ -192,7 +198,10 @@ describe('SIGHUP reloads the backend list', () => {
     writeFileSync(file, 'backends: [ { name: "x y", port: nope } ]\n');
     await hup('configuration reload refused: nothing changed');
     list = await backends();
-    assert.deepEqual(list.map((x) => x.name), ['a', 'b']);
+    assert.deepEqual(
+      list.map((x) => x.name),
+      ['a', 'b'],
+    );
 
     // Re-adding a cancels its removal (and the drain the removal started).
     writeFileSync(file, yaml({ a: a.port, b: b.port }));

@@ -45,17 +45,29 @@ describe('storm-free forced closes', () => {
 
   test('a drain deadline closes 200 sessions one by one over drain.closeSpreadMs, in order', async (t) => {
     const windowMs = 3000;
-    const tp = await startTestProxy({ b1: backend.port }, { drainNonCapable: 'deadline-close', drainCloseSpreadMs: windowMs, healthEnabled: false, logLevel: 'info', limitsMaxSessions: 1000 });
+    const tp = await startTestProxy(
+      { b1: backend.port },
+      { drainNonCapable: 'deadline-close', drainCloseSpreadMs: windowMs, healthEnabled: false, logLevel: 'info', limitsMaxSessions: 1000 },
+    );
     const { pubs, closedAt } = await openPublishers(tp, 'spread', 200);
     try {
-      const res = await tp.admin('/api/backends/b1/drain', { method: 'POST', body: JSON.stringify({ deadlineMs: 200, force: true }), headers: { 'content-type': 'application/json' } });
+      const res = await tp.admin('/api/backends/b1/drain', {
+        method: 'POST',
+        body: JSON.stringify({ deadlineMs: 200, force: true }),
+        headers: { 'content-type': 'application/json' },
+      });
       assert.equal(res.status, 200);
       const all = await eventually(() => (closedAt.every((c) => c !== null) ? (closedAt as number[]) : null), 'every session closed', 60_000);
       const first = Math.min(...all);
       const span = Math.max(...all) - first;
-      const tenths = Array.from({ length: 10 }, (_, d) => all.filter((c) => c - first >= (d * span) / 10 && c - first < ((d + 1) * span) / 10 + (d === 9 ? 1 : 0)).length);
+      const tenths = Array.from(
+        { length: 10 },
+        (_, d) => all.filter((c) => c - first >= (d * span) / 10 && c - first < ((d + 1) * span) / 10 + (d === 9 ? 1 : 0)).length,
+      );
       const ordered = orderedFraction(all);
-      t.diagnostic(`200 closes over ${span.toFixed(0)} ms (window ${windowMs} ms); per tenth of the span: ${tenths.join(' ')}; ${(ordered * 100).toFixed(1)}% of neighbours in connection order`);
+      t.diagnostic(
+        `200 closes over ${span.toFixed(0)} ms (window ${windowMs} ms); per tenth of the span: ${tenths.join(' ')}; ${(ordered * 100).toFixed(1)}% of neighbours in connection order`,
+      );
       // The schedule puts close i at ≥ i × window / 200: the span cannot be much shorter than the window.
       assert.ok(span >= windowMs * 0.5, `closes spread over ${span.toFixed(0)} ms, not at once`);
       assert.ok(ordered >= 0.8, 'closed in the order the sessions were attached');

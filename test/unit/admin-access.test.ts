@@ -8,8 +8,10 @@ const post = (path: string, headers: Record<string, string> = {}) => ({ method: 
 
 describe('AdminAccess', () => {
   test('loopback names', () => {
-    for (const h of ['localhost', 'LocalHost', '127.0.0.1', '127.9.8.7', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1']) assert.equal(isLoopbackHost(h), true, h);
-    for (const h of ['0.0.0.0', '::', '[::]', '10.0.0.1', 'localhost.evil.example', 'evil.example', '128.0.0.1', '::2', '']) assert.equal(isLoopbackHost(h), false, h);
+    for (const h of ['localhost', 'LocalHost', '127.0.0.1', '127.9.8.7', '::1', '[::1]', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1'])
+      assert.equal(isLoopbackHost(h), true, h);
+    for (const h of ['0.0.0.0', '::', '[::]', '10.0.0.1', 'localhost.evil.example', 'evil.example', '128.0.0.1', '::2', ''])
+      assert.equal(isLoopbackHost(h), false, h);
   });
 
   test('loopback, no token: Host decides, then Origin, then the JSON POST', () => {

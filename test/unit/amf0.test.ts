@@ -128,35 +128,25 @@ function capturedMessage(file: string, name: string): Buffer {
 }
 
 /** Amf0Value trees of bounded depth, including the awkward keys and every marker the encoder emits. */
-const amf0ValueArb: fc.Arbitrary<Amf0Value> = fc.letrec<{ value: Amf0Value; entries: Record<string, Amf0Value> }>(
-  (tie) => ({
-    value: fc.oneof(
-      { depthSize: 'small', maxDepth: 4 },
-      fc.double(),
-      fc.boolean(),
-      fc.string({ unit: 'binary', maxLength: 12 }),
-      fc.constant(null),
-      fc.constant(undefined),
-      fc.integer({ min: 0, max: 0xffff }).map((i) => new Amf0Reference(i)),
-      fc
-        .tuple(fc.double(), fc.integer({ min: -0x8000, max: 0x7fff }))
-        .map(([ms, tz]) => new Amf0Date(ms, tz)),
-      fc.string({ unit: 'binary', maxLength: 12 }).map((s) => new Amf0Xml(s)),
-      fc.constant(AMF0_UNSUPPORTED),
-      tie('entries').map((e) => amf0Object(e)),
-      tie('entries').map((e) => new Amf0EcmaArray(amf0Object(e))),
-      fc
-        .tuple(fc.string({ maxLength: 6 }), tie('entries'))
-        .map(([name, e]) => new Amf0TypedObject(name, amf0Object(e))),
-      fc.array(tie('value'), { maxLength: 4 }),
-    ),
-    entries: fc.dictionary(
-      fc.oneof(fc.string({ unit: 'binary', maxLength: 8 }), fc.constantFrom('__proto__', 'constructor', '')),
-      tie('value'),
-      { maxKeys: 4 },
-    ),
-  }),
-).value;
+const amf0ValueArb: fc.Arbitrary<Amf0Value> = fc.letrec<{ value: Amf0Value; entries: Record<string, Amf0Value> }>((tie) => ({
+  value: fc.oneof(
+    { depthSize: 'small', maxDepth: 4 },
+    fc.double(),
+    fc.boolean(),
+    fc.string({ unit: 'binary', maxLength: 12 }),
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.integer({ min: 0, max: 0xffff }).map((i) => new Amf0Reference(i)),
+    fc.tuple(fc.double(), fc.integer({ min: -0x8000, max: 0x7fff })).map(([ms, tz]) => new Amf0Date(ms, tz)),
+    fc.string({ unit: 'binary', maxLength: 12 }).map((s) => new Amf0Xml(s)),
+    fc.constant(AMF0_UNSUPPORTED),
+    tie('entries').map((e) => amf0Object(e)),
+    tie('entries').map((e) => new Amf0EcmaArray(amf0Object(e))),
+    fc.tuple(fc.string({ maxLength: 6 }), tie('entries')).map(([name, e]) => new Amf0TypedObject(name, amf0Object(e))),
+    fc.array(tie('value'), { maxLength: 4 }),
+  ),
+  entries: fc.dictionary(fc.oneof(fc.string({ unit: 'binary', maxLength: 8 }), fc.constantFrom('__proto__', 'constructor', '')), tie('value'), { maxKeys: 4 }),
+})).value;
 
 describe('AMF0 byte fixtures (hand-written from the spec)', () => {
   for (const f of fixtures) {
@@ -370,9 +360,7 @@ describe('AMF0 rejects hostile input with Amf0Error only', () => {
 
   it('"__proto__" key is an own data property and pollutes nothing', () => {
     // {"__proto__": {"polluted": true}} (§2.5)
-    const bytes = hex(
-      '03 00 09 5f 5f 70 72 6f 74 6f 5f 5f 03 00 08 70 6f 6c 6c 75 74 65 64 01 01 00 00 09 00 00 09',
-    );
+    const bytes = hex('03 00 09 5f 5f 70 72 6f 74 6f 5f 5f 03 00 08 70 6f 6c 6c 75 74 65 64 01 01 00 00 09 00 00 09');
     const [obj] = decodeAmf0(bytes);
     assert.ok(isAmf0Object(obj));
     assert.equal(Object.getPrototypeOf(obj), null);
@@ -500,7 +488,9 @@ describe('AMF0 decode budget: one per message, not per container', () => {
         fc.string({ maxLength: 8 }).map((s): Amf0Value => s),
         fc.array(tie('value'), { maxLength: 6 }).map((a): Amf0Value => a as Amf0Value[]),
         fc.dictionary(fc.string({ maxLength: 4 }), tie('value'), { maxKeys: 6 }).map((d): Amf0Value => amf0Object(d as Record<string, Amf0Value>)),
-        fc.dictionary(fc.string({ maxLength: 4 }), tie('value'), { maxKeys: 4 }).map((d): Amf0Value => new Amf0EcmaArray(amf0Object(d as Record<string, Amf0Value>))),
+        fc
+          .dictionary(fc.string({ maxLength: 4 }), tie('value'), { maxKeys: 4 })
+          .map((d): Amf0Value => new Amf0EcmaArray(amf0Object(d as Record<string, Amf0Value>))),
       ),
     }));
     fc.assert(

@@ -51,23 +51,23 @@ describe('SessionBudget / ProcessBudget accounting', () => {
 
   it('property: the process total is the sum of its sessions and never above its limit', () => {
     fc.assert(
-      fc.property(
-        fc.array(fc.tuple(fc.nat({ max: 3 }), fc.boolean(), fc.nat({ max: 400 })), { maxLength: 200 }),
-        (ops) => {
-          const proc = new ProcessBudget(1000);
-          const sessions = [0, 1, 2, 3].map(() => new SessionBudget(400, proc));
-          for (const [i, take, n] of ops) {
-            const s = sessions[i]!;
-            if (take) s.take(n);
-            else s.give(n);
-            assert.ok(s.held <= 400);
-            assert.ok(proc.held <= 1000);
-            assert.equal(proc.held, sessions.reduce((t, x) => t + x.held, 0));
-          }
-          for (const s of sessions) s.close();
-          assert.equal(proc.held, 0);
-        },
-      ),
+      fc.property(fc.array(fc.tuple(fc.nat({ max: 3 }), fc.boolean(), fc.nat({ max: 400 })), { maxLength: 200 }), (ops) => {
+        const proc = new ProcessBudget(1000);
+        const sessions = [0, 1, 2, 3].map(() => new SessionBudget(400, proc));
+        for (const [i, take, n] of ops) {
+          const s = sessions[i]!;
+          if (take) s.take(n);
+          else s.give(n);
+          assert.ok(s.held <= 400);
+          assert.ok(proc.held <= 1000);
+          assert.equal(
+            proc.held,
+            sessions.reduce((t, x) => t + x.held, 0),
+          );
+        }
+        for (const s of sessions) s.close();
+        assert.equal(proc.held, 0);
+      }),
     );
   });
 });
@@ -135,8 +135,16 @@ describe('ChunkReader: partly collected messages are held as copies, charged to 
         const proc = new ProcessBudget(Infinity);
         const budget = new SessionBudget(Infinity, proc);
         const got: { typeId: number; payload: string | null }[] = [];
-        const reader = new ChunkReader({ message: (i: MessageInfo, p) => got.push({ typeId: i.typeId, payload: p?.toString('hex') ?? null }) }, collectControlAndCommands, {}, budget);
-        for (const part of splitAt(stream, cuts.sort((a, b) => a - b))) {
+        const reader = new ChunkReader(
+          { message: (i: MessageInfo, p) => got.push({ typeId: i.typeId, payload: p?.toString('hex') ?? null }) },
+          collectControlAndCommands,
+          {},
+          budget,
+        );
+        for (const part of splitAt(
+          stream,
+          cuts.sort((a, b) => a - b),
+        )) {
           reader.feed(part);
           assert.equal(budget.held, reader.heldBytes);
           // Never more than the unfinished command's length (capacity is capped by it).
@@ -164,7 +172,13 @@ describe('held connect _result and migration cache draw from the same budget', (
       return Buffer.from('changed');
     });
     const w = new ChunkWriter();
-    const result = w.write({ csid: 3, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: encodeCommand('_result', 1, null, 'y'.repeat(200)) });
+    const result = w.write({
+      csid: 3,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: 0,
+      payload: encodeCommand('_result', 1, null, 'y'.repeat(200)),
+    });
     const hs = plainHandshake();
     const out = Buffer.concat([...inj.push(hs.subarray(0, 1537 + 1536)), ...inj.push(result.subarray(0, 100)), ...inj.push(result.subarray(100))]);
     assert.deepEqual(out, Buffer.concat([hs.subarray(0, 1537 + 1536), result]), 'the original bytes, in order');

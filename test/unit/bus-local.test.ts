@@ -43,7 +43,10 @@ describe('LocalBus', () => {
     const out = await bus.publish({ action: 'drain', backend: 'b1', deadlineMs: 5000, at: 42, id: 'a' });
     assert.deepEqual(out, { published: true, receivers: 1 });
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(events.commands.map((c) => c.id), ['a']);
+    assert.deepEqual(
+      events.commands.map((c) => c.id),
+      ['a'],
+    );
     assert.deepEqual((await bus.fleet()).desired, [{ backend: 'b1', at: 42, deadlineMs: 5000 }]);
     await bus.publish({ action: 'undrain', backend: 'b1' });
     assert.deepEqual((await bus.fleet()).desired, []);
@@ -55,12 +58,30 @@ describe('LocalBus', () => {
     await bus.start(recorder().handlers);
     assert.deepEqual((await bus.fleet()).replicas, []);
     await bus.report(replica, [
-      { id: 's1', replica: 'r1', backend: 'b1', app: 'live', capability: 'goaway', state: 'publishing', startedAt: 'z', goAwaySentAt: null, client: 'c', streamKey: null, parseFallback: null },
+      {
+        id: 's1',
+        replica: 'r1',
+        backend: 'b1',
+        app: 'live',
+        capability: 'goaway',
+        state: 'publishing',
+        startedAt: 'z',
+        goAwaySentAt: null,
+        client: 'c',
+        streamKey: null,
+        parseFallback: null,
+      },
     ]);
     const f = await bus.fleet();
     assert.equal(f.source, 'local');
-    assert.deepEqual(f.replicas.map((r) => r.replicaId), ['r1']);
-    assert.deepEqual(f.sessions.map((s) => s.id), ['s1']);
+    assert.deepEqual(
+      f.replicas.map((r) => r.replicaId),
+      ['r1'],
+    );
+    assert.deepEqual(
+      f.sessions.map((s) => s.id),
+      ['s1'],
+    );
     await bus.stop();
   });
 });

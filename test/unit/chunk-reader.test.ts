@@ -7,13 +7,7 @@ import { ChunkWriter, basicHeaderLength } from '../../src/rtmp/chunk-writer.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { ProtocolError, type ProtocolErrorCode } from '../../src/rtmp/errors.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
-import {
-  decodeCommand,
-  readConnect,
-  readCreateStreamResult,
-  readPublish,
-  readStatusCode,
-} from '../../src/rtmp/messages.js';
+import { decodeCommand, readConnect, readCreateStreamResult, readPublish, readStatusCode } from '../../src/rtmp/messages.js';
 import {
   type Publisher,
   type RecordedMessage,
@@ -163,7 +157,13 @@ describe('fixtures: OBS 29 → nginx-rtmp (c2s)', () => {
     const cmds = commands(messages);
     assert.deepEqual(
       cmds.map((c) => [c.name, c.transactionId]),
-      [['connect', 1], ['releaseStream', 2], ['FCPublish', 3], ['createStream', 4], ['publish', 5]],
+      [
+        ['connect', 1],
+        ['releaseStream', 2],
+        ['FCPublish', 3],
+        ['createStream', 4],
+        ['publish', 5],
+      ],
     );
     assert.deepEqual(readPublish(cmds[4]!), { streamKey: 'obs', publishType: 'live' });
     const publish = messages.find((m) => m.head === '0200077075626c69')!;
@@ -522,10 +522,7 @@ describe('synthetic streams: ChunkWriter → ChunkReader round trip', () => {
   const scenarioArb = fc.record({
     pool: fc.array(csidArb, { minLength: 1, maxLength: 4 }),
     steps: fc.array(stepArb, { minLength: 1, maxLength: 30 }),
-    cuts: fc.oneof(
-      { weight: 8, arbitrary: fc.array(fc.nat(), { maxLength: 30 }) },
-      { weight: 1, arbitrary: fc.constant('bytewise' as const) },
-    ),
+    cuts: fc.oneof({ weight: 8, arbitrary: fc.array(fc.nat(), { maxLength: 30 }) }, { weight: 1, arbitrary: fc.constant('bytewise' as const) }),
   });
 
   for (const compress of [true, false]) {
@@ -568,9 +565,20 @@ describe('synthetic streams: ChunkWriter → ChunkReader round trip', () => {
       w.write({ csid: 6, timestamp: 66, typeId: 9, streamId: 1, payload: p(20) }), // same delta → fmt 3
       w.write({ csid: 6, timestamp: 100, typeId: 9, streamId: 1, payload: p(20) }), // new delta → fmt 2
     ];
-    assert.deepEqual(outs.map((b) => b[0]! >> 6), [0, 1, 3, 2]);
+    assert.deepEqual(
+      outs.map((b) => b[0]! >> 6),
+      [0, 1, 3, 2],
+    );
     const got = recordMessages([cat(...outs)], { collect: collectAll }).messages;
-    assert.deepEqual(got.map((m) => [m.timestamp, m.length]), [[0, 10], [33, 20], [66, 20], [100, 20]]);
+    assert.deepEqual(
+      got.map((m) => [m.timestamp, m.length]),
+      [
+        [0, 10],
+        [33, 20],
+        [66, 20],
+        [100, 20],
+      ],
+    );
   });
 });
 
@@ -604,11 +612,16 @@ describe('hand-written chunk layouts', () => {
   it('interleaved csids 4, 8, 15 and 70, fed byte by byte: each message gets its own head', () => {
     const seq = (n: number, from: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (from + i) & 0xff));
     const wire = cat(
-      hex('04 000001 0000c8 09 01000000'), seq(128, 0x10), // csid 4: first chunk of 200 video bytes
-      hex('08 000002 000006 08 01000000'), seq(6, 0x40), // csid 8: 6 audio bytes (a short head)
-      hex('0f 000003 00000c 12 01000000'), seq(12, 0x60), // csid 15: 12 data bytes
-      hex('00 06 000004 00000a 09 01000000'), seq(10, 0x80), // csid 70 (2-byte basic header)
-      hex('c4'), seq(72, 0x90), // csid 4: the rest
+      hex('04 000001 0000c8 09 01000000'),
+      seq(128, 0x10), // csid 4: first chunk of 200 video bytes
+      hex('08 000002 000006 08 01000000'),
+      seq(6, 0x40), // csid 8: 6 audio bytes (a short head)
+      hex('0f 000003 00000c 12 01000000'),
+      seq(12, 0x60), // csid 15: 12 data bytes
+      hex('00 06 000004 00000a 09 01000000'),
+      seq(10, 0x80), // csid 70 (2-byte basic header)
+      hex('c4'),
+      seq(72, 0x90), // csid 4: the rest
     );
     const { messages, reader: r } = freshReader();
     for (let i = 0; i < wire.length; i++) r.feed(wire.subarray(i, i + 1));
@@ -677,8 +690,7 @@ describe('hand-written chunk layouts', () => {
   // docs/protocol.md#extended-timestamps: FFmpeg/librtmp/nginx-rtmp repeat the extended timestamp on type-3 chunks.
   it('extended timestamp is repeated on continuation chunks and on a fmt 3 next message', () => {
     const { messages, reader: r } = freshReader();
-    const msg = (a: number, b: number, c: number) =>
-      cat(fill(128, a), hex('c4 01000000'), fill(128, b), hex('c4 01000000'), fill(44, c));
+    const msg = (a: number, b: number, c: number) => cat(fill(128, a), hex('c4 01000000'), fill(128, b), hex('c4 01000000'), fill(44, c));
     r.feed(cat(hex('04 ffffff 00012c 09 01000000 | 01000000'), msg(1, 2, 3), hex('c4 01000000'), msg(4, 5, 6)));
     assert.deepEqual(
       messages.map((m) => [m.timestamp, m.length, m.payload]),
@@ -709,14 +721,20 @@ describe('hand-written chunk layouts', () => {
   it('fmt 1 with an extended delta', () => {
     const { messages, reader: r } = freshReader();
     r.feed(hex('05 000001 000001 08 01000000 aa | 45 ffffff 000001 08 01000000 bb'));
-    assert.deepEqual(messages.map((m) => m.timestamp), [1, 0x01000001]);
+    assert.deepEqual(
+      messages.map((m) => m.timestamp),
+      [1, 0x01000001],
+    );
   });
 
   // Timestamps are uint32 and wrap (RTMP spec §5.3.1.3).
   it('timestamp deltas wrap at 2^32', () => {
     const { messages, reader: r } = freshReader();
     r.feed(hex('05 ffffff 000001 08 01000000 fffffff0 aa | 85 000020 bb'));
-    assert.deepEqual(messages.map((m) => m.timestamp), [0xfffffff0, 0x10]);
+    assert.deepEqual(
+      messages.map((m) => m.timestamp),
+      [0xfffffff0, 0x10],
+    );
   });
 
   // RTMP spec §5.3.1.1: 2-byte (csid 64..319) and 3-byte (low byte first) basic headers.
@@ -820,12 +838,18 @@ describe('hand-written chunk layouts', () => {
   it('default policy: commands collected, media not; head still set; maxCollectedSize caps collection', () => {
     const stream = hex('04 000000 00000a 09 01000000 17000102030405060708 | 03 000000 000003 14 00000000 050505');
     const dflt = recordMessages([stream]).messages;
-    assert.deepEqual(dflt.map((m) => [m.typeId, m.head, m.payload]), [
-      [9, '1700010203040506', null],
-      [20, '050505', '050505'],
-    ]);
+    assert.deepEqual(
+      dflt.map((m) => [m.typeId, m.head, m.payload]),
+      [
+        [9, '1700010203040506', null],
+        [20, '050505', '050505'],
+      ],
+    );
     const capped = recordMessages([stream], { limits: { maxCollectedSize: 2 } }).messages;
-    assert.deepEqual(capped.map((m) => m.payload), [null, null]);
+    assert.deepEqual(
+      capped.map((m) => m.payload),
+      [null, null],
+    );
   });
 
   // setCollectPolicy takes effect from the next message start.
@@ -840,41 +864,32 @@ describe('hand-written chunk layouts', () => {
 
   // RTMP spec §5.4.1: the sender's Set Chunk Size changes framing whatever the caller wants
   // collected; with a policy that collects nothing the reader must still apply it.
-  it(
-    'Set Chunk Size is applied even when the collect policy does not collect it',
-    {},
-    () => {
-      const stream = cat(
-        hex('02 000000 000004 01 00000000 00001000'),
-        hex('04 000000 000190 09 01000000'),
-        fill(400, 0x17),
-        hex('04 000000 000001 08 01000000 aa'),
-      );
-      const lengths: number[] = [];
-      const r = new ChunkReader({ message: (i) => lengths.push(i.length) }, () => false);
-      r.feed(stream);
-      assert.equal(r.chunkSize, 4096);
-      assert.deepEqual(lengths, [4, 400, 1]);
-    },
-  );
+  it('Set Chunk Size is applied even when the collect policy does not collect it', {}, () => {
+    const stream = cat(
+      hex('02 000000 000004 01 00000000 00001000'),
+      hex('04 000000 000190 09 01000000'),
+      fill(400, 0x17),
+      hex('04 000000 000001 08 01000000 aa'),
+    );
+    const lengths: number[] = [];
+    const r = new ChunkReader({ message: (i) => lengths.push(i.length) }, () => false);
+    r.feed(stream);
+    assert.equal(r.chunkSize, 4096);
+    assert.deepEqual(lengths, [4, 400, 1]);
+  });
 
   // nginx-rtmp (ngx_rtmp_receive_message) dispatches protocol control messages by type alone,
   // whatever their csid and msid; a proxy that ignores one desynchronises from the server.
-  it(
-    'Set Chunk Size on csid 3, msid 1 is honoured as nginx-rtmp/FFmpeg/librtmp honour it',
-    {},
-    () => {
-      const stream = cat(
-        hex('03 000000 000004 01 01000000 00001000'),
-        hex('04 000000 000190 09 01000000'),
-        fill(400, 0x17),
-      );
-      const { messages, reader: r } = freshReader();
-      r.feed(stream);
-      assert.equal(r.chunkSize, 4096);
-      assert.deepEqual(messages.map((m) => m.length), [4, 400]);
-    },
-  );
+  it('Set Chunk Size on csid 3, msid 1 is honoured as nginx-rtmp/FFmpeg/librtmp honour it', {}, () => {
+    const stream = cat(hex('03 000000 000004 01 01000000 00001000'), hex('04 000000 000190 09 01000000'), fill(400, 0x17));
+    const { messages, reader: r } = freshReader();
+    r.feed(stream);
+    assert.equal(r.chunkSize, 4096);
+    assert.deepEqual(
+      messages.map((m) => m.length),
+      [4, 400],
+    );
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -927,10 +942,7 @@ describe('protocol errors', () => {
     const { reader: ok } = freshReader(limits);
     ok.feed(hex('04 000000 0003e8 09 01000000')); // exactly 1000: fine
     throwsProtocol(() => freshReader(limits).reader.feed(hex('04 000000 0003e9 09 01000000')), 'message-too-large');
-    throwsProtocol(
-      () => freshReader(limits).reader.feed(hex('04 000000 000001 09 01000000 aa | 44 000000 0003e9 09')),
-      'message-too-large',
-    );
+    throwsProtocol(() => freshReader(limits).reader.feed(hex('04 000000 000001 09 01000000 aa | 44 000000 0003e9 09')), 'message-too-large');
   });
 
   // DoS bound: per-csid state is limited.
@@ -999,7 +1011,14 @@ describe('robustness', () => {
         fc.array(fc.nat(), { maxLength: 20 }),
         (body, cuts) => {
           const all = cat(plainHandshake(), body);
-          assertOnlyProtocolError(runHostile(splitAt(all, cuts.map((c) => c % (all.length + 1)))));
+          assertOnlyProtocolError(
+            runHostile(
+              splitAt(
+                all,
+                cuts.map((c) => c % (all.length + 1)),
+              ),
+            ),
+          );
         },
       ),
       { numRuns: 500 },
@@ -1021,7 +1040,12 @@ describe('robustness', () => {
       fc.property(fc.array(chunkArb, { maxLength: 40 }), fc.array(fc.nat(), { maxLength: 10 }), (chunks, cuts) => {
         const parts: Buffer[] = [plainHandshake()];
         for (const c of chunks) {
-          const basic = c.csid < 64 ? Buffer.of((c.fmt << 6) | c.csid) : c.csid < 320 ? Buffer.of(c.fmt << 6, c.csid - 64) : Buffer.of((c.fmt << 6) | 1, (c.csid - 64) & 0xff, (c.csid - 64) >> 8);
+          const basic =
+            c.csid < 64
+              ? Buffer.of((c.fmt << 6) | c.csid)
+              : c.csid < 320
+                ? Buffer.of(c.fmt << 6, c.csid - 64)
+                : Buffer.of((c.fmt << 6) | 1, (c.csid - 64) & 0xff, (c.csid - 64) >> 8);
           const mh = Buffer.alloc(11);
           mh.writeUIntBE(c.ts, 0, 3);
           mh.writeUIntBE(c.len, 3, 3);
@@ -1033,7 +1057,15 @@ describe('robustness', () => {
           parts.push(Buffer.from(c.payload));
         }
         const all = cat(...parts);
-        assertOnlyProtocolError(runHostile(splitAt(all, cuts.map((x) => x % (all.length + 1))), { maxChunkStreams: 4 }));
+        assertOnlyProtocolError(
+          runHostile(
+            splitAt(
+              all,
+              cuts.map((x) => x % (all.length + 1)),
+            ),
+            { maxChunkStreams: 4 },
+          ),
+        );
       }),
       { numRuns: 500 },
     );
@@ -1049,7 +1081,14 @@ describe('robustness', () => {
         (flips, cuts) => {
           const buf = Buffer.from(base);
           for (const f of flips) buf[f.at] = f.value;
-          assertOnlyProtocolError(runHostile(splitAt(buf, cuts.map((c) => c % (buf.length + 1)))));
+          assertOnlyProtocolError(
+            runHostile(
+              splitAt(
+                buf,
+                cuts.map((c) => c % (buf.length + 1)),
+              ),
+            ),
+          );
         },
       ),
       { numRuns: 300 },
@@ -1090,7 +1129,13 @@ describe('robustness', () => {
     for (let i = 0; i < 100_000; i++) parts.push(w.write({ csid: 4, timestamp: i, typeId: 8, streamId: 1, payload: Buffer.of(i & 0xff) }));
     const stream = cat(...parts);
     assert.equal(stream.length, 12 + 1 + (4 + 1) + 99_998 * 2);
-    for (const pieces of [[stream], splitAt(stream, Array.from({ length: 200 }, (_, i) => i * 1000))]) {
+    for (const pieces of [
+      [stream],
+      splitAt(
+        stream,
+        Array.from({ length: 200 }, (_, i) => i * 1000),
+      ),
+    ]) {
       let n = 0;
       let bad = 0;
       const r = new ChunkReader(

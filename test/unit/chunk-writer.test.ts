@@ -52,9 +52,7 @@ describe('goAwayChunk and control builders', () => {
     assert.equal(hexOf(chunk), '02' + '000000' + '000001' + '20' + '00000000' + '00');
     assert.equal(chunk.length, 13);
     const { messages } = recordMessages([chunk], { collect: collectAll });
-    assert.deepEqual(messages, [
-      { csid: 2, timestamp: 0, typeId: MessageType.GoAway, length: 1, streamId: 0, head: '00', payload: '00' },
-    ]);
+    assert.deepEqual(messages, [{ csid: 2, timestamp: 0, typeId: MessageType.GoAway, length: 1, streamId: 0, head: '00', payload: '00' }]);
   });
 
   // RTMP spec §5.4: protocol control messages go on csid 2, msid 0, 4-byte big-endian value.
@@ -94,7 +92,10 @@ describe('ChunkWriter', () => {
 
   // RTMP spec §5.3.1.2: a zero-length message is a bare header.
   it('zero-length payload: header only', () => {
-    assert.equal(hexOf(new ChunkWriter().write({ csid: 5, timestamp: 1, typeId: 18, streamId: 1, payload: Buffer.alloc(0) })), '05' + '000001' + '000000' + '12' + '01000000');
+    assert.equal(
+      hexOf(new ChunkWriter().write({ csid: 5, timestamp: 1, typeId: 18, streamId: 1, payload: Buffer.alloc(0) })),
+      '05' + '000001' + '000000' + '12' + '01000000',
+    );
   });
 
   // docs/protocol.md#extended-timestamps: the extended timestamp is repeated after every fmt 3 basic header.

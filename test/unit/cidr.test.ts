@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { CidrSet } from '../../src/proxy/cidr.js';
+import { CidrSet } from '../../src/net/cidr.js';
 
 describe('CidrSet', () => {
   test('subnets and bare addresses; IPv4-mapped sources count as IPv4', () => {

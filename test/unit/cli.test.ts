@@ -21,7 +21,11 @@ describe('cli: control target', () => {
       return f;
     };
     const withRedis = file('redis.yaml', 'redis: { url: "redis://10.0.0.5:6379/0", prefix: fleet }\n');
-    assert.deepEqual(resolveTarget({ config: withRedis }, { REDIS_URL: 'redis://other:1' }), { kind: 'redis', url: 'redis://10.0.0.5:6379/0', prefix: 'fleet' });
+    assert.deepEqual(resolveTarget({ config: withRedis }, { REDIS_URL: 'redis://other:1' }), {
+      kind: 'redis',
+      url: 'redis://10.0.0.5:6379/0',
+      prefix: 'fleet',
+    });
     assert.deepEqual(resolveTarget({ config: withRedis, admin: '10.0.0.1:9935' }, {}), { kind: 'admin', base: 'http://10.0.0.1:9935' });
     const adminOnly = file('admin.yaml', 'admin: "[::]:9000"\n');
     assert.deepEqual(resolveTarget({ config: adminOnly }, { RTMP_GOAWAY_ADMIN: 'ignored:1' }), { kind: 'admin', base: 'http://127.0.0.1:9000' });
@@ -29,7 +33,10 @@ describe('cli: control target', () => {
   });
 
   test('usage errors become one line', () => {
-    assert.equal(oneLineUsageError("error: unknown option '--bakend'\n(Did you mean --backend?)\n"), "error: unknown option '--bakend' (did you mean --backend?) (see --help)");
+    assert.equal(
+      oneLineUsageError("error: unknown option '--bakend'\n(Did you mean --backend?)\n"),
+      "error: unknown option '--bakend' (did you mean --backend?) (see --help)",
+    );
   });
 
   test('without flags: REDIS_URL or RTMP_GOAWAY_REDIS_URL, else the admin API', () => {

@@ -175,7 +175,10 @@ replicaId: proxy-1
     const issues = issuesOf(() => loadConfig({ file, env: {} }));
     assert.ok(issues.includes(`unknown setting health.intervl (from file ${file}:2) (did you mean health.intervalMs?)`), issues.join('\n'));
     assert.ok(issues.includes(`unknown setting helth (from file ${file}:3) (did you mean health?)`), issues.join('\n'));
-    assert.ok(issues.some((i) => i.startsWith(`unknown setting backends[0].prt (from file ${file}:6)`)), issues.join('\n'));
+    assert.ok(
+      issues.some((i) => i.startsWith(`unknown setting backends[0].prt (from file ${file}:6)`)),
+      issues.join('\n'),
+    );
   });
 
   test('a snake_case or kebab-case key is unknown, with the camelCase suggestion', () => {
@@ -187,9 +190,7 @@ replicaId: proxy-1
   test('invalid values name the setting and the file line', () => {
     const file = yamlFile('listen: 0.0.0.0:1935\nhealth:\n  intervalMs: soon\n');
     const issues = issuesOf(() => loadConfig({ file, env: {} }));
-    assert.deepEqual(issues, [
-      `invalid setting health.intervalMs (from file ${file}:3): expected a duration like 500ms, 5s, 1m, got "soon"`,
-    ]);
+    assert.deepEqual(issues, [`invalid setting health.intervalMs (from file ${file}:3): expected a duration like 500ms, 5s, 1m, got "soon"`]);
   });
 
   test('a group that is not a mapping is rejected', () => {
@@ -200,9 +201,10 @@ replicaId: proxy-1
 
   test('missing file, bad YAML and non-mapping top level are ConfigErrors', () => {
     const missing = path.join(tmp, 'nope.yaml');
-    assert.deepEqual(issuesOf(() => loadConfig({ flags: { config: missing }, env: {} })), [
-      `cannot read config file ${missing} (from flag --config): no such file`,
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ flags: { config: missing }, env: {} })),
+      [`cannot read config file ${missing} (from flag --config): no such file`],
+    );
     assert.match(issuesOf(() => loadConfig({ file: yamlFile('health: [\n'), env: {} }))[0]!, /^invalid YAML in config file /);
     assert.match(issuesOf(() => loadConfig({ file: yamlFile('a: 1\na: 2\n'), env: {} }))[0]!, /^invalid YAML in config file /);
     assert.match(issuesOf(() => loadConfig({ file: yamlFile('- 1\n'), env: {} }))[0]!, /expected a mapping of settings at the top level/);
@@ -255,20 +257,29 @@ describe('precedence', () => {
   });
 
   test('booleans from env', () => {
-    for (const [v, want] of [['true', true], ['1', true], ['yes', true], ['false', false], ['0', false], ['off', false]] as const) {
+    for (const [v, want] of [
+      ['true', true],
+      ['1', true],
+      ['yes', true],
+      ['false', false],
+      ['0', false],
+      ['off', false],
+    ] as const) {
       assert.equal(loadConfig({ env: { RTMP_GOAWAY_SIDECAR_ENABLED: v } }).sidecar.enabled, want, v);
     }
-    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_SIDECAR_ENABLED: 'maybe' } })), [
-      'invalid setting sidecar.enabled (from env RTMP_GOAWAY_SIDECAR_ENABLED): expected true or false, got "maybe"',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_SIDECAR_ENABLED: 'maybe' } })),
+      ['invalid setting sidecar.enabled (from env RTMP_GOAWAY_SIDECAR_ENABLED): expected true or false, got "maybe"'],
+    );
   });
 });
 
 describe('error messages name the source', () => {
   test('env', () => {
-    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_HEALTH_INTERVAL_MS: 'abc' } })), [
-      'invalid setting health.intervalMs (from env RTMP_GOAWAY_HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_HEALTH_INTERVAL_MS: 'abc' } })),
+      ['invalid setting health.intervalMs (from env RTMP_GOAWAY_HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"'],
+    );
     const e = (() => {
       try {
         loadConfig({ env: { RTMP_GOAWAY_HEALTH_INTERVAL_MS: 'abc' } });
@@ -278,28 +289,29 @@ describe('error messages name the source', () => {
       return undefined;
     })();
     assert.ok(e instanceof Error && e.name === 'ConfigError');
-    assert.equal(
-      e.message,
-      'invalid setting health.intervalMs (from env RTMP_GOAWAY_HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"',
-    );
+    assert.equal(e.message, 'invalid setting health.intervalMs (from env RTMP_GOAWAY_HEALTH_INTERVAL_MS): expected a duration like 500ms, 5s, 1m, got "abc"');
   });
 
   test('flag', () => {
-    assert.deepEqual(issuesOf(() => loadConfig({ env: {}, flags: { limitsMaxPendingBytes: 'lots' } })), [
-      'invalid setting limits.maxPendingBytes (from flag --limits-max-pending-bytes): expected a size like 4096, 64k, 4m, 1g, got "lots"',
-    ]);
-    assert.deepEqual(issuesOf(() => loadConfig({ env: {}, flags: { logLevel: 'loud' } })), [
-      'invalid setting log.level (from flag --log-level): expected one of trace, debug, info, warn, error, fatal, silent, got "loud"',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: {}, flags: { limitsMaxPendingBytes: 'lots' } })),
+      ['invalid setting limits.maxPendingBytes (from flag --limits-max-pending-bytes): expected a size like 4096, 64k, 4m, 1g, got "lots"'],
+    );
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: {}, flags: { logLevel: 'loud' } })),
+      ['invalid setting log.level (from flag --log-level): expected one of trace, debug, info, warn, error, fatal, silent, got "loud"'],
+    );
   });
 
   test('several problems are all reported', () => {
-    const issues = issuesOf(() =>
-      loadConfig({ env: { RTMP_GOAWAY_HEALTH_RISE: '0', RTMP_GOAWAY_DRAIN_NON_CAPABLE: 'pray' }, flags: { listen: 'nope' } }),
-    );
+    const issues = issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_HEALTH_RISE: '0', RTMP_GOAWAY_DRAIN_NON_CAPABLE: 'pray' }, flags: { listen: 'nope' } }));
     assert.equal(issues.length, 3, issues.join('\n'));
     assert.ok(issues.includes('invalid setting health.rise (from env RTMP_GOAWAY_HEALTH_RISE): must be at least 1, got 0'));
-    assert.ok(issues.some((i) => i.startsWith('invalid setting drain.nonCapable (from env RTMP_GOAWAY_DRAIN_NON_CAPABLE): expected one of deadline-close, ignore, migrate')));
+    assert.ok(
+      issues.some((i) =>
+        i.startsWith('invalid setting drain.nonCapable (from env RTMP_GOAWAY_DRAIN_NON_CAPABLE): expected one of deadline-close, ignore, migrate'),
+      ),
+    );
     assert.ok(issues.some((i) => i.startsWith('invalid setting listen (from flag --listen): expected host:port')));
     try {
       loadConfig({ env: { RTMP_GOAWAY_HEALTH_RISE: '0', RTMP_GOAWAY_DRAIN_NON_CAPABLE: 'pray' }, flags: { listen: 'nope' } });
@@ -309,27 +321,36 @@ describe('error messages name the source', () => {
   });
 
   test('cross-setting checks name both sources', () => {
-    assert.deepEqual(issuesOf(() => loadConfig({ env: {}, flags: { healthIntervalMs: '1s' } })), [
-      'invalid setting health.timeoutMs (from default): must be less than health.intervalMs (from flag --health-interval-ms: 1s), got 2s',
-    ]);
-    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_REDIS_SESSION_TTL_MS: '5s' } })), [
-      'invalid setting redis.sessionTtlMs (from env RTMP_GOAWAY_REDIS_SESSION_TTL_MS): must be greater than redis.heartbeatMs (from default: 5s), got 5s',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: {}, flags: { healthIntervalMs: '1s' } })),
+      ['invalid setting health.timeoutMs (from default): must be less than health.intervalMs (from flag --health-interval-ms: 1s), got 2s'],
+    );
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_REDIS_SESSION_TTL_MS: '5s' } })),
+      ['invalid setting redis.sessionTtlMs (from env RTMP_GOAWAY_REDIS_SESSION_TTL_MS): must be greater than redis.heartbeatMs (from default: 5s), got 5s'],
+    );
     assert.equal(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_MIN_CHUNK_SIZE: '32m' } })).length, 1);
     assert.equal(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_MAX_COMMAND_SIZE: '16m', RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES: '32m' } })).length, 1);
     // The buffer budgets: a session must be able to hold its largest command, the process one session.
-    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES: '128k' } })), [
-      'invalid setting limits.sessionBufferBytes (from env RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES): must be at least limits.maxCommandSize (from default: 262144), got 131072',
-    ]);
-    assert.deepEqual(issuesOf(() => loadConfig({ flags: { limitsProcessBufferBytes: '256k' } })), [
-      'invalid setting limits.processBufferBytes (from flag --limits-process-buffer-bytes): must be at least limits.sessionBufferBytes (from default: 524288), got 262144',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES: '128k' } })),
+      [
+        'invalid setting limits.sessionBufferBytes (from env RTMP_GOAWAY_LIMITS_SESSION_BUFFER_BYTES): must be at least limits.maxCommandSize (from default: 262144), got 131072',
+      ],
+    );
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ flags: { limitsProcessBufferBytes: '256k' } })),
+      [
+        'invalid setting limits.processBufferBytes (from flag --limits-process-buffer-bytes): must be at least limits.sessionBufferBytes (from default: 524288), got 262144',
+      ],
+    );
   });
 
   test('unknown RTMP_GOAWAY_* env vars are rejected with a suggestion', () => {
-    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_HEALTH_INTERVAL: '5s', OTHER_VAR: 'x' } })), [
-      'unknown environment variable RTMP_GOAWAY_HEALTH_INTERVAL (did you mean RTMP_GOAWAY_HEALTH_INTERVAL_MS?)',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_HEALTH_INTERVAL: '5s', OTHER_VAR: 'x' } })),
+      ['unknown environment variable RTMP_GOAWAY_HEALTH_INTERVAL (did you mean RTMP_GOAWAY_HEALTH_INTERVAL_MS?)'],
+    );
   });
 
   test('out-of-range values', () => {
@@ -357,7 +378,11 @@ describe('parseDuration / parseSize', () => {
 
   test('bad durations', () => {
     for (const bad of ['abc', '', '5x', '-1s', '1 2s', 's', '1e3', '5sec'] as const) {
-      assert.throws(() => parseDuration(bad), (e: unknown) => e instanceof ConfigError && e.message === `expected a duration like 500ms, 5s, 1m, got ${JSON.stringify(bad)}`, bad);
+      assert.throws(
+        () => parseDuration(bad),
+        (e: unknown) => e instanceof ConfigError && e.message === `expected a duration like 500ms, 5s, 1m, got ${JSON.stringify(bad)}`,
+        bad,
+      );
     }
     for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY]) assert.throws(() => parseDuration(bad), ConfigError);
   });
@@ -377,7 +402,11 @@ describe('parseDuration / parseSize', () => {
 
   test('bad sizes', () => {
     for (const bad of ['lots', '', '64q', '-1k', 'k', '1kk'] as const) {
-      assert.throws(() => parseSize(bad), (e: unknown) => e instanceof ConfigError && e.message === `expected a size like 4096, 64k, 4m, 1g, got ${JSON.stringify(bad)}`, bad);
+      assert.throws(
+        () => parseSize(bad),
+        (e: unknown) => e instanceof ConfigError && e.message === `expected a size like 4096, 64k, 4m, 1g, got ${JSON.stringify(bad)}`,
+        bad,
+      );
     }
     assert.throws(() => parseSize(-5), ConfigError);
   });
@@ -414,24 +443,30 @@ describe('host:port and backends', () => {
   });
 
   test('duplicate names are rejected', () => {
-    assert.deepEqual(issuesOf(() => loadConfig({ env: {}, flags: { backend: ['a=h:1', 'a=h:2'] } })), [
-      'invalid setting backends[1].name (from flag --backend): duplicate backend name "a" (also used by backends[0])',
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: {}, flags: { backend: ['a=h:1', 'a=h:2'] } })),
+      ['invalid setting backends[1].name (from flag --backend): duplicate backend name "a" (also used by backends[0])'],
+    );
     // An implicit name can collide too.
     assert.equal(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'b2=h:1,h:2' } })).length, 1);
   });
 
   test('bad ports and names are rejected', () => {
-    assert.deepEqual(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'a=h:0' } })), [
-      'invalid setting backends[0].port (from env RTMP_GOAWAY_BACKENDS): must be at least 1, got 0',
-    ]);
-    assert.match(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'a=h:70000' } }))[0]!, /^invalid setting backends\[0\] \(from env RTMP_GOAWAY_BACKENDS\): expected host:port.*port must be 0\.\.65535/);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'a=h:0' } })),
+      ['invalid setting backends[0].port (from env RTMP_GOAWAY_BACKENDS): must be at least 1, got 0'],
+    );
+    assert.match(
+      issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'a=h:70000' } }))[0]!,
+      /^invalid setting backends\[0\] \(from env RTMP_GOAWAY_BACKENDS\): expected host:port.*port must be 0\.\.65535/,
+    );
     assert.match(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'a=h' } }))[0]!, /^invalid setting backends\[0\] .*missing port/);
     assert.match(issuesOf(() => loadConfig({ env: { RTMP_GOAWAY_BACKENDS: 'bad name=h:1' } }))[0]!, /^invalid setting backends\[0\]\.name .*must match/);
     const file = yamlFile('backends:\n  - { name: a, host: h, port: 99999 }\n');
-    assert.deepEqual(issuesOf(() => loadConfig({ file, env: {} })), [
-      `invalid setting backends[0].port (from file ${file}:2): must be at most 65535, got 99999`,
-    ]);
+    assert.deepEqual(
+      issuesOf(() => loadConfig({ file, env: {} })),
+      [`invalid setting backends[0].port (from file ${file}:2): must be at most 65535, got 99999`],
+    );
     assert.match(issuesOf(() => loadConfig({ file: yamlFile('backends: 5\n'), env: {} }))[0]!, /^invalid setting backends .*expected a list of backends/);
   });
 
@@ -476,8 +511,22 @@ describe('settingDocs', () => {
       assert.ok(d.description.length > 10, `${d.path} has a description`);
       assert.ok(d.type && d.default, `${d.path} has type and default`);
       if (d.path !== 'backends') {
-        assert.equal(d.env, 'RTMP_GOAWAY_' + d.path.replace(/\./g, '_').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase());
-        assert.equal(d.flag, '--' + d.path.replace(/\./g, '-').replace(/([a-z])([A-Z])/g, '$1-$2').toLowerCase());
+        assert.equal(
+          d.env,
+          'RTMP_GOAWAY_' +
+            d.path
+              .replace(/\./g, '_')
+              .replace(/([a-z])([A-Z])/g, '$1_$2')
+              .toUpperCase(),
+        );
+        assert.equal(
+          d.flag,
+          '--' +
+            d.path
+              .replace(/\./g, '-')
+              .replace(/([a-z])([A-Z])/g, '$1-$2')
+              .toLowerCase(),
+        );
       }
     }
     assert.equal(new Set(docs.map((d) => d.env)).size, docs.length, 'env names unique');
@@ -502,18 +551,28 @@ describe('commander integration', () => {
     const cmd = addConfigOptions(new Command('rtmp-goaway-proxy').exitOverride());
     await cmd.parseAsync(
       [
-        '--listen', '127.0.0.1:0',
-        '--admin', '',
-        '--backend', 'b1=127.0.0.1:1936',
-        '--backend', '[::1]:1937',
-        '--health-interval-ms', '3s',
+        '--listen',
+        '127.0.0.1:0',
+        '--admin',
+        '',
+        '--backend',
+        'b1=127.0.0.1:1936',
+        '--backend',
+        '[::1]:1937',
+        '--health-interval-ms',
+        '3s',
         '--no-health-enabled',
         '--log-stream-keys',
-        '--sidecar-enabled', 'false',
-        '--drain-non-capable', 'ignore',
-        '--limits-max-pending-bytes', '1m',
-        '--redis-url', 'redis://:pw@127.0.0.1:6379/0',
-        '--replica-id', 'r1',
+        '--sidecar-enabled',
+        'false',
+        '--drain-non-capable',
+        'ignore',
+        '--limits-max-pending-bytes',
+        '1m',
+        '--redis-url',
+        'redis://:pw@127.0.0.1:6379/0',
+        '--replica-id',
+        'r1',
       ],
       { from: 'user' },
     );
@@ -586,20 +645,32 @@ describe('PROXY protocol sources', () => {
     for (const mode of ['optional', 'required']) {
       const issues = issuesOf(() => loadConfig({ env: { ...B, RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: mode } }));
       assert.equal(issues.length, 1);
-      assert.match(issues[0]!, new RegExp(`^invalid setting acceptProxyProtocolFrom \\(from default\\): is required when acceptProxyProtocol \\(from env RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: ${mode}\\) is on`));
+      assert.match(
+        issues[0]!,
+        new RegExp(
+          `^invalid setting acceptProxyProtocolFrom \\(from default\\): is required when acceptProxyProtocol \\(from env RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: ${mode}\\) is on`,
+        ),
+      );
       assert.match(issues[0]!, /0\.0\.0\.0\/0,::\/0/);
     }
     assert.equal(loadConfig({ env: B }).acceptProxyProtocolFrom, '', 'off needs no list');
   });
 
   test('CIDR lists from env, flags and YAML lists; bad entries are named', () => {
-    const c = loadConfig({ env: { ...B, RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: 'required', RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL_FROM: ' 10.0.0.0/8 , fd00::/8,192.0.2.7' } });
+    const c = loadConfig({
+      env: { ...B, RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL: 'required', RTMP_GOAWAY_ACCEPT_PROXY_PROTOCOL_FROM: ' 10.0.0.0/8 , fd00::/8,192.0.2.7' },
+    });
     assert.equal(c.acceptProxyProtocolFrom, '10.0.0.0/8,fd00::/8,192.0.2.7');
     const y = loadConfig({ env: B, file: yamlFile('acceptProxyProtocol: optional\nacceptProxyProtocolFrom: [0.0.0.0/0, "::/0"]\n') });
     assert.equal(y.acceptProxyProtocolFrom, '0.0.0.0/0,::/0');
-    const issues = issuesOf(() => loadConfig({ env: B, flags: { acceptProxyProtocol: 'optional', acceptProxyProtocolFrom: '10.0.0.0/33,lb.example,10.0.0.0/8' } }));
+    const issues = issuesOf(() =>
+      loadConfig({ env: B, flags: { acceptProxyProtocol: 'optional', acceptProxyProtocolFrom: '10.0.0.0/33,lb.example,10.0.0.0/8' } }),
+    );
     assert.equal(issues.length, 1);
-    assert.match(issues[0]!, /^invalid setting acceptProxyProtocolFrom \(from flag --accept-proxy-protocol-from\): expected CIDR subnets .*got "10\.0\.0\.0\/33", "lb\.example"$/);
+    assert.match(
+      issues[0]!,
+      /^invalid setting acceptProxyProtocolFrom \(from flag --accept-proxy-protocol-from\): expected CIDR subnets .*got "10\.0\.0\.0\/33", "lb\.example"$/,
+    );
   });
 });
 

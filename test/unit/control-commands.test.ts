@@ -117,10 +117,17 @@ describe('parseControlMessage: plain text', () => {
 describe('parseControlMessage: properties', () => {
   test('never throws, whatever the input', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.json(), fc.string().map((s) => `drain ${s}`)), (s) => {
-        const r = parseControlMessage(s);
-        assert.equal(typeof r.ok, 'boolean');
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.json(),
+          fc.string().map((s) => `drain ${s}`),
+        ),
+        (s) => {
+          const r = parseControlMessage(s);
+          assert.equal(typeof r.ok, 'boolean');
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -169,7 +176,18 @@ describe('planConvergence', () => {
   });
 
   test('leaves alone what already matches and what this replica does not have', () => {
-    assert.deepEqual(planConvergence([b('b1', true), b('b2')], [{ backend: 'b1', at: 0 }, { backend: 'zz', at: 0 }], 10, 5000), []);
+    assert.deepEqual(
+      planConvergence(
+        [b('b1', true), b('b2')],
+        [
+          { backend: 'b1', at: 0 },
+          { backend: 'zz', at: 0 },
+        ],
+        10,
+        5000,
+      ),
+      [],
+    );
   });
 
   test('desiredFromCommand keeps the issue time, or takes now', () => {

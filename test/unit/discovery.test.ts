@@ -20,7 +20,8 @@ function discovery(t: TestContext, opts: Partial<ConstructorParameters<typeof Dn
   return d;
 }
 
-const brief = (list: BackendConfig[]) => list.map((b) => `${b.name}=${b.host}:${b.port}${b.weight !== undefined ? ` w${b.weight}` : ''}${b.maxSessions !== undefined ? ` max${b.maxSessions}` : ''}`);
+const brief = (list: BackendConfig[]) =>
+  list.map((b) => `${b.name}=${b.host}:${b.port}${b.weight !== undefined ? ` w${b.weight}` : ''}${b.maxSessions !== undefined ? ` max${b.maxSessions}` : ''}`);
 
 describe('names', () => {
   test('addresses and SRV targets give stable backend names', () => {
@@ -62,12 +63,16 @@ describe('DnsDiscovery', () => {
     dns.set('pod-2.ingest.srv.test', { A: ['127.0.0.12'] });
     const d = discovery(t, { name: '_rtmp._tcp.ingest.srv.test', sessionsPerWeight: 10 });
     assert.equal(d.type, 'srv');
-    assert.deepEqual(brief(await d.resolve()), [
-      'pod-0.ingest.srv.test=127.0.0.10:1936 w10 max100',
-      'pod-1.ingest.srv.test=::1:1937 w30 max300',
-      'pod-2.ingest.srv.test-1938=127.0.0.12:1938 w5 max50',
-      'pod-2.ingest.srv.test-1939=127.0.0.12:1939 w5 max50',
-    ], 'a target without address is skipped; one target on two ports gets -<port>');
+    assert.deepEqual(
+      brief(await d.resolve()),
+      [
+        'pod-0.ingest.srv.test=127.0.0.10:1936 w10 max100',
+        'pod-1.ingest.srv.test=::1:1937 w30 max300',
+        'pod-2.ingest.srv.test-1938=127.0.0.12:1938 w5 max50',
+        'pod-2.ingest.srv.test-1939=127.0.0.12:1939 w5 max50',
+      ],
+      'a target without address is skipped; one target on two ports gets -<port>',
+    );
   });
 
   test('refresh emits update only when the answer changed', async (t) => {
@@ -104,10 +109,16 @@ describe('DnsDiscovery', () => {
     }
     assert.equal(errors.length, 2);
     assert.equal(d.failures, 2);
-    assert.deepEqual(d.current?.map((b) => b.name), ['10.0.2.1']);
+    assert.deepEqual(
+      d.current?.map((b) => b.name),
+      ['10.0.2.1'],
+    );
     dns.delete('ingest.flaky.test');
     assert.equal(await d.refresh(), false, 'first empty answer: kept');
-    assert.deepEqual(d.current?.map((b) => b.name), ['10.0.2.1']);
+    assert.deepEqual(
+      d.current?.map((b) => b.name),
+      ['10.0.2.1'],
+    );
     assert.equal(await d.refresh(), true, 'second empty answer: applied');
     assert.deepEqual(d.current, []);
   });
@@ -144,9 +155,15 @@ describe('mergeBackends', () => {
       { name: '10.0.0.2', host: '10.0.0.2', port: 2, source: 'dns:x' },
     ];
     const m = mergeBackends(s, [d]);
-    assert.deepEqual(m.backends.map((b) => b.name), ['b1', '10.0.0.2']);
+    assert.deepEqual(
+      m.backends.map((b) => b.name),
+      ['b1', '10.0.0.2'],
+    );
     assert.deepEqual([...m.discoveredNames], ['10.0.0.2']);
-    assert.deepEqual(m.conflicts.map((b) => b.name), ['b1']);
+    assert.deepEqual(
+      m.conflicts.map((b) => b.name),
+      ['b1'],
+    );
   });
 });
 
@@ -185,7 +202,13 @@ describe('BackendPool additions for discovery', () => {
     t.after(() => pool.stop());
     pool.start();
     pool.drain('s');
-    pool.setBackends([{ name: 's', host: '127.0.0.1', port: 1 }, { name: 'd', host: '10.0.0.1', port: 1935, source: 'dns:x', weight: 7 }], { pendingHealth: new Set(['d']) });
+    pool.setBackends(
+      [
+        { name: 's', host: '127.0.0.1', port: 1 },
+        { name: 'd', host: '10.0.0.1', port: 1935, source: 'dns:x', weight: 7 },
+      ],
+      { pendingHealth: new Set(['d']) },
+    );
     const snap = pool.get('d')!;
     assert.equal(snap.health, 'down');
     assert.equal(snap.awaitingHealth, true);
@@ -221,14 +244,27 @@ describe('BackendPool additions for discovery', () => {
     const t0 = Date.now();
     pool.drain('a');
     t.mock.timers.tick(100);
-    assert.deepEqual(sessions.map((s) => s.closed.length), [1, 0, 0, 0, 0], 'the first one at the deadline');
+    assert.deepEqual(
+      sessions.map((s) => s.closed.length),
+      [1, 0, 0, 0, 0],
+      'the first one at the deadline',
+    );
     sessions[2]!.detach!(); // leaves on its own meanwhile: skipped
     t.mock.timers.tick(100);
     t.mock.timers.tick(100);
-    assert.deepEqual(sessions.map((s) => s.closed.length), [1, 1, 0, 0, 0]);
+    assert.deepEqual(
+      sessions.map((s) => s.closed.length),
+      [1, 1, 0, 0, 0],
+    );
     for (let i = 0; i < 6; i++) t.mock.timers.tick(100);
-    assert.deepEqual(sessions.map((s) => s.closed.length), [1, 1, 0, 1, 1]);
-    assert.deepEqual(sessions.map((s) => (s.closedAt === 0 ? null : s.closedAt - t0)), [100, 300, null, 700, 900]);
+    assert.deepEqual(
+      sessions.map((s) => s.closed.length),
+      [1, 1, 0, 1, 1],
+    );
+    assert.deepEqual(
+      sessions.map((s) => (s.closedAt === 0 ? null : s.closedAt - t0)),
+      [100, 300, null, 700, 900],
+    );
     assert.deepEqual(closes, [{ name: 'a', closed: 4 }]);
   });
 
@@ -242,6 +278,9 @@ describe('BackendPool additions for discovery', () => {
     t.mock.timers.tick(100);
     pool.undrain('a');
     t.mock.timers.tick(2000);
-    assert.deepEqual(sessions.map((s) => s.closed.length), [1, 0, 0, 0]);
+    assert.deepEqual(
+      sessions.map((s) => s.closed.length),
+      [1, 0, 0, 0],
+    );
   });
 });

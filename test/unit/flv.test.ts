@@ -4,17 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import {
-  type FlvTag,
-  FlvDemuxer,
-  FlvError,
-  classifyTag,
-  encodeFlv,
-  encodeFlvTag,
-  parseFlv,
-  readFlvTags,
-  setDataFrameBody,
-} from '../../src/client/flv.js';
+import { type FlvTag, FlvDemuxer, FlvError, classifyTag, encodeFlv, encodeFlvTag, parseFlv, readFlvTags, setDataFrameBody } from '../../src/client/flv.js';
 import { encodeAmf0 } from '../../src/rtmp/amf0.js';
 import { projectRoot } from '../helpers/peers.js';
 
@@ -93,7 +83,10 @@ describe('FLV reader', () => {
     assert.equal(kinds.filter((k) => k === 'audio-config').length, 1);
     const keyTimes = tags.filter((_, i) => kinds[i] === 'keyframe').map((t) => t.timestamp);
     // AAC priming shifts video by 46 ms; then one keyframe per second.
-    assert.deepEqual(keyTimes.map((t) => t - keyTimes[0]!), [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000]);
+    assert.deepEqual(
+      keyTimes.map((t) => t - keyTimes[0]!),
+      [0, 1000, 2000, 3000, 4000, 5000, 6000, 7000],
+    );
     assert.equal(kinds.at(-1), 'sequence-end');
     assert.equal(kinds.filter((k) => k === 'keyframe' || k === 'video').length, 80);
     assert.ok(kinds.filter((k) => k === 'audio').length > 150);

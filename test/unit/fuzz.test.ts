@@ -81,10 +81,17 @@ describe(`fuzz (scale ${SCALE})`, () => {
   });
 
   test('chunk reader: header-shaped random streams (valid basic headers, wild fields)', () => {
-    const chunk = fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 2, max: 9 }), fc.uint8Array({ minLength: 11, maxLength: 11 }), fc.uint8Array({ maxLength: 300 }));
+    const chunk = fc.tuple(
+      fc.integer({ min: 0, max: 3 }),
+      fc.integer({ min: 2, max: 9 }),
+      fc.uint8Array({ minLength: 11, maxLength: 11 }),
+      fc.uint8Array({ maxLength: 300 }),
+    );
     fc.assert(
       fc.property(fc.array(chunk, { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 3 }), (chunks, cuts) => {
-        const parts = chunks.map(([fmt, csid, hdr, body]) => Buffer.concat([Buffer.of((fmt << 6) | csid), Buffer.from(hdr.subarray(0, [11, 7, 3, 0][fmt])), Buffer.from(body)]));
+        const parts = chunks.map(([fmt, csid, hdr, body]) =>
+          Buffer.concat([Buffer.of((fmt << 6) | csid), Buffer.from(hdr.subarray(0, [11, 7, 3, 0][fmt])), Buffer.from(body)]),
+        );
         fuzzReader(Buffer.concat(parts), cuts);
       }),
       { numRuns: runs(20_000) },
@@ -94,11 +101,15 @@ describe(`fuzz (scale ${SCALE})`, () => {
   test('chunk reader: byte flips in a real OBS 29 publish', () => {
     const obs = readFileSync(join(projectRoot, 'test/fixtures/obs29-publish.c2s.bin')).subarray(HANDSHAKE_TOTAL, HANDSHAKE_TOTAL + 6000);
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.nat({ max: obs.length - 1 }), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }), fc.array(fc.nat(), { maxLength: 2 }), (flips, cuts) => {
-        const b = Buffer.from(obs);
-        for (const [at, v] of flips) b[at] = v;
-        fuzzReader(b, cuts);
-      }),
+      fc.property(
+        fc.array(fc.tuple(fc.nat({ max: obs.length - 1 }), fc.nat({ max: 255 })), { minLength: 1, maxLength: 4 }),
+        fc.array(fc.nat(), { maxLength: 2 }),
+        (flips, cuts) => {
+          const b = Buffer.from(obs);
+          for (const [at, v] of flips) b[at] = v;
+          fuzzReader(b, cuts);
+        },
+      ),
       { numRuns: runs(10_000) },
     );
   });
@@ -121,7 +132,11 @@ describe(`fuzz (scale ${SCALE})`, () => {
   });
 
   test('AMF0: byte flips in a real connect command', () => {
-    const connect = encodeAmf0(['connect', 1, amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0', tcUrl: 'rtmp://127.0.0.1/live', supportsGoAway: true, capsEx: 1 })]);
+    const connect = encodeAmf0([
+      'connect',
+      1,
+      amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0', tcUrl: 'rtmp://127.0.0.1/live', supportsGoAway: true, capsEx: 1 }),
+    ]);
     fc.assert(
       fc.property(fc.array(fc.tuple(fc.nat({ max: connect.length - 1 }), fc.nat({ max: 255 })), { minLength: 1, maxLength: 3 }), (flips) => {
         total++;

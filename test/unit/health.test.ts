@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
 import { setImmediate as flush } from 'node:timers/promises';
-import { tcpProbe, rtmpHandshakeProbe, ProbeTimeoutError } from '../../src/balancer/health.js';
+import { tcpProbe, ProbeTimeoutError } from '../../src/balancer/health.js';
 import { BackendPool, type BackendPoolOptions } from '../../src/balancer/pool.js';
 import type { BackendConfig, BackendStateChange, HealthCheckOptions } from '../../src/balancer/types.js';
 
@@ -90,52 +90,6 @@ describe('tcpProbe', () => {
   });
 });
 
-describe('rtmpHandshakeProbe', () => {
-  /** Fake RTMP server: answers C0+C1 with S0 (version) + S1, in two writes. */
-  function fakeRtmp(t: TestContext, version: number) {
-    const got: Buffer[] = [];
-    return listen(t, (s) => {
-      let n = 0;
-      s.on('data', (d: Buffer) => {
-        got.push(d);
-        n += d.length;
-        if (n === 1537) {
-          s.write(Buffer.from([version]));
-          setImmediate(() => s.writable && s.write(Buffer.alloc(1536, 7)));
-        }
-      });
-    }).then((r) => ({ ...r, got }));
-  }
-
-  test('resolves on S0=3 + full S1, after sending C0=3 + 1536-byte C1', async (t) => {
-    const { port, got } = await fakeRtmp(t, 3);
-    await rtmpHandshakeProbe(backend('rtmp', port), 1000);
-    const c0c1 = Buffer.concat(got);
-    assert.equal(c0c1.length, 1537);
-    assert.equal(c0c1[0], 3);
-  });
-
-  test('rejects on a wrong S0 version', async (t) => {
-    const { port } = await fakeRtmp(t, 6);
-    await assert.rejects(rtmpHandshakeProbe(backend('rtmpe', port), 1000), /version 6/);
-  });
-
-  test('rejects with ProbeTimeoutError when the server never answers', async (t) => {
-    const { port } = await listen(t);
-    await assert.rejects(rtmpHandshakeProbe(backend('mute', port), 50), ProbeTimeoutError);
-  });
-
-  test('rejects when the server hangs up mid-handshake', async (t) => {
-    const { port } = await listen(t, (s) => s.end(Buffer.from([3, 1, 2, 3])));
-    await assert.rejects(rtmpHandshakeProbe(backend('rude', port), 1000), /closed/);
-  });
-
-  test('rejects on a closed port', async () => {
-    const port = await closedPort();
-    await assert.rejects(rtmpHandshakeProbe(backend('down', port), 1000), (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
-  });
-});
-
 describe('pool active health checks', () => {
   test('real tcpProbe: listening backend stays up, closed port goes down after fall failures', async (t) => {
     const { port } = await listen(t);
@@ -215,12 +169,17 @@ describe('pool active health checks', () => {
     let calls = 0;
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const pool = mkPool(t, [backend('a', 1935)], {}, {
-      probe: () => {
-        calls++;
-        return gate;
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      {},
+      {
+        probe: () => {
+          calls++;
+          return gate;
+        },
       },
-    });
+    );
     const p1 = pool.checkNow();
     const p2 = pool.checkNow();
     await flush();
@@ -254,9 +213,14 @@ describe('pool active health checks', () => {
 
   test('results of probes in flight at stop() are ignored', async (t) => {
     let fail!: (e: Error) => void;
-    const pool = mkPool(t, [backend('a', 1935)], { fall: 1 }, {
-      probe: () => new Promise<void>((_resolve, reject) => (fail = reject)),
-    });
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      { fall: 1 },
+      {
+        probe: () => new Promise<void>((_resolve, reject) => (fail = reject)),
+      },
+    );
     const p = pool.checkNow();
     await flush();
     pool.stop();
@@ -268,12 +232,17 @@ describe('pool active health checks', () => {
 
   test('a probe that never settles counts as failed and frees the slot', async (t) => {
     let calls = 0;
-    const pool = mkPool(t, [backend('a', 1935)], { fall: 1, timeoutMs: 10 }, {
-      probe: () => {
-        calls++;
-        return new Promise<void>(() => {});
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      { fall: 1, timeoutMs: 10 },
+      {
+        probe: () => {
+          calls++;
+          return new Promise<void>(() => {});
+        },
       },
-    });
+    );
     // the pool's guard timer is unref'd and the hung probe holds no handle: keep the loop alive here
     const keepAlive = setInterval(() => {}, 1000);
     t.after(() => clearInterval(keepAlive));
@@ -285,11 +254,16 @@ describe('pool active health checks', () => {
   });
 
   test('a probe that throws synchronously counts as failed', async (t) => {
-    const pool = mkPool(t, [backend('a', 1935)], { fall: 1 }, {
-      probe: () => {
-        throw new Error('sync');
+    const pool = mkPool(
+      t,
+      [backend('a', 1935)],
+      { fall: 1 },
+      {
+        probe: () => {
+          throw new Error('sync');
+        },
       },
-    });
+    );
     await pool.checkNow();
     assert.equal(pool.get('a')?.lastCheckError, 'sync');
     assert.equal(pool.get('a')?.health, 'down');
@@ -304,7 +278,10 @@ describe('pool active health checks', () => {
     pool.reportConnectFailure('a', new Error('refused'));
     assert.equal(pool.get('a')?.health, 'down');
     await pool.checkNow();
-    assert.deepEqual(calls.map((c) => c.name), ['a']);
+    assert.deepEqual(
+      calls.map((c) => c.name),
+      ['a'],
+    );
     assert.equal(pool.get('a')?.health, 'down');
     await pool.checkNow();
     assert.equal(pool.get('a')?.health, 'up');

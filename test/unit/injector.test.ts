@@ -46,7 +46,13 @@ function decodeClientStream(bytes: Buffer): Seen[] {
   return seen;
 }
 
-const seenOf = (m: OutgoingMessage): Seen => ({ typeId: m.typeId, csid: m.csid, streamId: m.streamId, timestamp: m.timestamp, payload: Buffer.from(m.payload).toString('hex') });
+const seenOf = (m: OutgoingMessage): Seen => ({
+  typeId: m.typeId,
+  csid: m.csid,
+  streamId: m.streamId,
+  timestamp: m.timestamp,
+  payload: Buffer.from(m.payload).toString('hex'),
+});
 
 function connectResult(txn = 1): OutgoingMessage {
   return commandMessage(
@@ -179,7 +185,11 @@ describe('command rewriter', () => {
         const out = [...inj.push(input.subarray(0, armAt))];
         inj.setCommandRewriter(rewriterFor(inj));
         const rest = input.subarray(armAt);
-        for (const p of splitAt(rest, rawCuts.map((c) => c % (rest.length + 1)))) out.push(...inj.push(p));
+        for (const p of splitAt(
+          rest,
+          rawCuts.map((c) => c % (rest.length + 1)),
+        ))
+          out.push(...inj.push(p));
         const seen = decodeClientStream(Buffer.concat(out));
         assert.equal(seen.length, msgs.length);
         assert.ok(seen[3]!.payload === expected[3]!.payload || seen[3]!.payload === seenOf(msgs[3]!).payload);
@@ -227,7 +237,10 @@ describe('message injection', () => {
     out.push(...now, ...inj.push(input.subarray(3073 + 16)));
     assert.equal(inj.addedBytes, now[0]!.length);
     const seen = decodeClientStream(Buffer.concat(out));
-    assert.deepEqual(seen.map((m) => m.typeId), [1, 20, 20]);
+    assert.deepEqual(
+      seen.map((m) => m.typeId),
+      [1, 20, 20],
+    );
     assert.equal(readStatusCode(decodeCommand(20, Buffer.from(seen[1]!.payload, 'hex'))!), RECONNECT_REQUEST_CODE);
   });
 
@@ -237,11 +250,17 @@ describe('message injection', () => {
     const inj = new ClientBoundInjector(() => {});
     const out: Buffer[] = [...inj.push(input.subarray(0, 3073 + 12 + 128))]; // mid-message on csid 3
     let written = false;
-    assert.deepEqual(inj.inject(3, reconnectRequestMessage(), () => (written = true)), []);
+    assert.deepEqual(
+      inj.inject(3, reconnectRequestMessage(), () => (written = true)),
+      [],
+    );
     assert.equal(written, false);
     out.push(...inj.push(input.subarray(3073 + 12 + 128)));
     assert.equal(written, true);
-    assert.deepEqual(decodeClientStream(Buffer.concat(out)).map((m) => decodeCommand(20, Buffer.from(m.payload, 'hex'))!.name), ['onStatus', 'onStatus']);
+    assert.deepEqual(
+      decodeClientStream(Buffer.concat(out)).map((m) => decodeCommand(20, Buffer.from(m.payload, 'hex'))!.name),
+      ['onStatus', 'onStatus'],
+    );
   });
 });
 

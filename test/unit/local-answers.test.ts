@@ -6,7 +6,16 @@ import { ChunkReader, type MessageInfo } from '../../src/rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../src/rtmp/chunk-writer.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { decodeCommand, readCreateStreamResult, readStatusCode } from '../../src/rtmp/messages.js';
-import { CONNECT_REJECTED, LOCAL_CHUNK_SIZE, LOCAL_STREAM_ID, LOCAL_WINDOW, connectAnswer, createStreamAnswer, localChunkSize, rejection } from '../../src/proxy/local-answers.js';
+import {
+  CONNECT_REJECTED,
+  LOCAL_CHUNK_SIZE,
+  LOCAL_STREAM_ID,
+  LOCAL_WINDOW,
+  connectAnswer,
+  createStreamAnswer,
+  localChunkSize,
+  rejection,
+} from '../../src/proxy/local-answers.js';
 
 /** Writes the messages as the session does (our chunk size first) and reads them back as a client would. */
 function roundTrip(...msgs: Parameters<ChunkWriter['write']>[0][]): { info: MessageInfo; payload: Buffer }[] {
@@ -22,9 +31,12 @@ function roundTrip(...msgs: Parameters<ChunkWriter['write']>[0][]): { info: Mess
 }
 
 describe('local answers', () => {
-  it('connect: Window Ack Size, Set Peer Bandwidth (dynamic), then _result Connect.Success with the client\'s objectEncoding', () => {
+  it("connect: Window Ack Size, Set Peer Bandwidth (dynamic), then _result Connect.Success with the client's objectEncoding", () => {
     const got = roundTrip(...connectAnswer(1, { objectEncoding: 3, capsEx: null }));
-    assert.deepEqual(got.map((m) => m.info.typeId), [MessageType.SetChunkSize, MessageType.WindowAckSize, MessageType.SetPeerBandwidth, MessageType.CommandAmf0]);
+    assert.deepEqual(
+      got.map((m) => m.info.typeId),
+      [MessageType.SetChunkSize, MessageType.WindowAckSize, MessageType.SetPeerBandwidth, MessageType.CommandAmf0],
+    );
     assert.equal(got[1]!.payload.readUInt32BE(0), LOCAL_WINDOW);
     assert.equal(got[2]!.payload[4], 2);
     const cmd = decodeCommand(MessageType.CommandAmf0, got[3]!.payload)!;

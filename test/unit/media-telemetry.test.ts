@@ -299,7 +299,11 @@ describe('codec-config: H.264 SPS', () => {
             w.u(1, 0).se(-3).se(2).ue(p.cycle.length);
             for (const c of p.cycle) w.se(c);
           }
-          w.ue(1).u(1, 0).ue(p.widthMbs - 1).ue(p.heightUnits - 1).u(1, p.frameMbsOnly ? 1 : 0);
+          w.ue(1)
+            .u(1, 0)
+            .ue(p.widthMbs - 1)
+            .ue(p.heightUnits - 1)
+            .u(1, p.frameMbsOnly ? 1 : 0);
           if (!p.frameMbsOnly) w.u(1, 0);
           w.u(1, 1);
           const arrayType = separate ? 0 : chroma;
@@ -346,7 +350,13 @@ describe('codec-config: AV1', () => {
 
   it('an E-RTMP av01 SequenceStart gives the size to the tracker', () => {
     const t = new MediaTelemetry();
-    feed(t, [{ typeId: MessageType.Video, timestamp: 0, payload: Buffer.concat([hex('90'), Buffer.from('av01', 'latin1'), hex('81050c000a0b0000002d4cffb3c02f8004')]) }]);
+    feed(t, [
+      {
+        typeId: MessageType.Video,
+        timestamp: 0,
+        payload: Buffer.concat([hex('90'), Buffer.from('av01', 'latin1'), hex('81050c000a0b0000002d4cffb3c02f8004')]),
+      },
+    ]);
     const v = t.snapshot().video!;
     assert.deepEqual([v.codec, v.fourcc, v.width, v.height, v.profile], ['av1', 'av01', 1280, 720, 'Main']);
   });
@@ -433,12 +443,18 @@ describe('MediaTelemetry: windows and timestamps', () => {
     const t = new MediaTelemetry();
     feed(t, frames(0, 2, 40, 10));
     const config = (ts: number): Msg => ({ typeId: MessageType.Video, timestamp: ts, payload: AVC_CONFIG });
-    feed(t, Array.from({ length: 10 }, (_, i) => config(40 + (i + 1) * 9000)));
+    feed(
+      t,
+      Array.from({ length: 10 }, (_, i) => config(40 + (i + 1) * 9000)),
+    );
     feed(t, frames(40 + 10 * 9000 + 40, 9, 40, 10));
     assert.equal(t.snapshot().video!.fps, 25);
     // An audio message a little older than the first one (players interleave loosely).
     const a = new MediaTelemetry();
-    feed(a, [1000, 990, 23, 1023].map((ts) => ({ typeId: MessageType.Audio, timestamp: ts, payload: hex('af01 2100') })));
+    feed(
+      a,
+      [1000, 990, 23, 1023].map((ts) => ({ typeId: MessageType.Audio, timestamp: ts, payload: hex('af01 2100') })),
+    );
     assert.ok(a.snapshot().audio!.bitrate! > 0);
   });
 
@@ -461,10 +477,7 @@ describe('MediaTelemetry: windows and timestamps', () => {
   it('legacy MP3 and PCM, and E-RTMP Opus', () => {
     const mp3 = new MediaTelemetry();
     feed(mp3, [{ typeId: MessageType.Audio, timestamp: 0, payload: hex('2f fffb94c4 00000000') }]);
-    assert.deepEqual(
-      [mp3.snapshot().audio!.codec, mp3.snapshot().audio!.sampleRate, mp3.snapshot().audio!.channels],
-      ['mp3', 48000, 1],
-    );
+    assert.deepEqual([mp3.snapshot().audio!.codec, mp3.snapshot().audio!.sampleRate, mp3.snapshot().audio!.channels], ['mp3', 48000, 1]);
     const pcm = new MediaTelemetry();
     feed(pcm, [{ typeId: MessageType.Audio, timestamp: 0, payload: hex('39 0000') }]);
     assert.deepEqual([pcm.snapshot().audio!.codec, pcm.snapshot().audio!.sampleRate, pcm.snapshot().audio!.channels], ['pcm_u8', 22050, 2]);
@@ -502,15 +515,31 @@ describe('MediaTelemetry: metadata', () => {
 
   it('implausible values are unknown, strings are bounded and printable', () => {
     const t = new MediaTelemetry();
-    feed(t, [meta({ width: -5, height: Number.NaN, framerate: 1e9, videodatarate: 'x', stereo: true, videocodecid: 'hvc1', audiocodecid: 0x4f707573, encoder: `a\u0000b${'x'.repeat(500)}` })]);
+    feed(t, [
+      meta({
+        width: -5,
+        height: Number.NaN,
+        framerate: 1e9,
+        videodatarate: 'x',
+        stereo: true,
+        videocodecid: 'hvc1',
+        audiocodecid: 0x4f707573,
+        encoder: `a\u0000b${'x'.repeat(500)}`,
+      }),
+    ]);
     const m = t.snapshot().metadata!;
-    assert.deepEqual([m.width, m.height, m.framerate, m.videoBitrate, m.audioChannels, m.videoCodec, m.audioCodec], [null, null, null, null, 2, 'hevc', 'opus']);
+    assert.deepEqual(
+      [m.width, m.height, m.framerate, m.videoBitrate, m.audioChannels, m.videoCodec, m.audioCodec],
+      [null, null, null, null, 2, 'hevc', 'opus'],
+    );
     assert.equal(m.encoder, `a?b${'x'.repeat(61)}`);
   });
 
   it('plain onMetaData and the AMF3 data message (type 15) are read; oversized or undecodable metadata is ignored', () => {
     const plain = new MediaTelemetry();
-    feed(plain, [{ typeId: MessageType.DataAmf3, timestamp: 0, payload: Buffer.concat([hex('00'), encodeAmf0(['onMetaData', amf0Object({ width: 1280, height: 720 })])]) }]);
+    feed(plain, [
+      { typeId: MessageType.DataAmf3, timestamp: 0, payload: Buffer.concat([hex('00'), encodeAmf0(['onMetaData', amf0Object({ width: 1280, height: 720 })])]) },
+    ]);
     assert.deepEqual([plain.snapshot().metadata!.width, plain.snapshot().metadata!.height], [1280, 720]);
     const big = new MediaTelemetry();
     feed(big, [meta({ width: 1280, pad: 'x'.repeat(MAX_METADATA_BYTES) })]);
@@ -562,16 +591,21 @@ const anyMessage = fc.record({
   payload: fc.oneof(
     fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
     // Plausible heads over random bodies: configs, multitrack, ex headers, metadata markers.
-    fc.tuple(fc.constantFrom('1700000000', '1c00000000', '90', '9600', '9610', '9620', 'af00', '9000', '9510', '0200', '02000a'), fc.uint8Array({ maxLength: 200 })).map(([h, b]) =>
-      Buffer.concat([hex(h), Buffer.from(b)]),
-    ),
+    fc
+      .tuple(
+        fc.constantFrom('1700000000', '1c00000000', '90', '9600', '9610', '9620', 'af00', '9000', '9510', '0200', '02000a'),
+        fc.uint8Array({ maxLength: 200 }),
+      )
+      .map(([h, b]) => Buffer.concat([hex(h), Buffer.from(b)])),
     // A real configuration with one byte changed or cut short.
-    fc.tuple(fc.constantFrom(AVC_CONFIG, Buffer.concat([hex('90'), Buffer.from('hvc1', 'latin1'), hvcc])), fc.nat(), fc.nat(255), fc.boolean()).map(([b, at, v, cut]) => {
-      const c = Buffer.from(b);
-      if (cut) return c.subarray(0, at % c.length);
-      c[at % c.length] = v;
-      return c;
-    }),
+    fc
+      .tuple(fc.constantFrom(AVC_CONFIG, Buffer.concat([hex('90'), Buffer.from('hvc1', 'latin1'), hvcc])), fc.nat(), fc.nat(255), fc.boolean())
+      .map(([b, at, v, cut]) => {
+        const c = Buffer.from(b);
+        if (cut) return c.subarray(0, at % c.length);
+        c[at % c.length] = v;
+        return c;
+      }),
   ),
   claimedLength: fc.option(fc.integer({ min: 0, max: 0xffffff })),
   withPayload: fc.boolean(),
@@ -599,20 +633,26 @@ describe('MediaTelemetry: hostile input', () => {
 
   it('property: the readers return null or a plausible value for any bytes at any offset', () => {
     fc.assert(
-      fc.property(fc.constantFrom('', '01', '81', '810000000a', '0164001effe1', '67640029'), fc.uint8Array({ maxLength: 300 }), fc.nat(300), fc.nat(300), (prefix, tail, a, b) => {
-        // Plausible starts (record versions, AV1 marker and OBU header, an SPS) so the parsers get deep.
-        const bytes = Buffer.concat([hex(prefix), tail]);
-        const at = Math.min(a, b) % 8 === 0 ? 0 : Math.min(a, b);
-        const end = Math.max(a, b);
-        for (const read of [readAvcConfig, readHevcConfig, readAvcSps, readAv1Config]) {
-          const info = read(bytes, at, end);
-          if (info !== null) assert.ok(info.width >= 1 && info.width <= 16384 && info.height >= 1 && info.height <= 16384);
-        }
-        const aac = readAudioSpecificConfig(bytes, at, end);
-        if (aac?.sampleRate != null) assert.ok(aac.sampleRate > 0 && aac.sampleRate < 2 ** 24);
-        readOpusHead(bytes, at, end);
-        assert.ok(mp3SampleRate(bytes, at, end) >= 0);
-      }),
+      fc.property(
+        fc.constantFrom('', '01', '81', '810000000a', '0164001effe1', '67640029'),
+        fc.uint8Array({ maxLength: 300 }),
+        fc.nat(300),
+        fc.nat(300),
+        (prefix, tail, a, b) => {
+          // Plausible starts (record versions, AV1 marker and OBU header, an SPS) so the parsers get deep.
+          const bytes = Buffer.concat([hex(prefix), tail]);
+          const at = Math.min(a, b) % 8 === 0 ? 0 : Math.min(a, b);
+          const end = Math.max(a, b);
+          for (const read of [readAvcConfig, readHevcConfig, readAvcSps, readAv1Config]) {
+            const info = read(bytes, at, end);
+            if (info !== null) assert.ok(info.width >= 1 && info.width <= 16384 && info.height >= 1 && info.height <= 16384);
+          }
+          const aac = readAudioSpecificConfig(bytes, at, end);
+          if (aac?.sampleRate != null) assert.ok(aac.sampleRate > 0 && aac.sampleRate < 2 ** 24);
+          readOpusHead(bytes, at, end);
+          assert.ok(mp3SampleRate(bytes, at, end) >= 0);
+        },
+      ),
       { numRuns: 5000 },
     );
   });

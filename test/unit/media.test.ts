@@ -71,13 +71,9 @@ describe('readVideoHead: E-RTMP ExVideoTagHeader', () => {
 
   // enhanced-rtmp-v2 "Multitrack": packet type 6, then UB[4] multitrack type + UB[4] packet type,
   // then the FourCC (OneTrack / ManyTracks). A one-track HEVC SequenceStart must be recognised.
-  it(
-    "Multitrack (packet type 6) one-track 'hvc1' SequenceStart",
-    {},
-    () => {
-      assert.deepEqual(video('96 00 68766331 00'), { keyframe: true, sequenceHeader: true, codec: 'hvc1' });
-    },
-  );
+  it("Multitrack (packet type 6) one-track 'hvc1' SequenceStart", {}, () => {
+    assert.deepEqual(video('96 00 68766331 00'), { keyframe: true, sequenceHeader: true, codec: 'hvc1' });
+  });
 });
 
 describe('isAacSequenceHeader', () => {

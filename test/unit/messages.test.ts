@@ -23,8 +23,7 @@ function cmd(name: string, txn: number, obj: Amf0Value, ...args: Amf0Value[]): C
   return c;
 }
 
-const connectWith = (entries: Record<string, Amf0Value>) =>
-  readConnect(cmd('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://h/live', ...entries })));
+const connectWith = (entries: Record<string, Amf0Value>) => readConnect(cmd('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://h/live', ...entries })));
 
 /** The decoded fields of a command, without the raw body offsets. */
 const decoded = (c: Command | null) => (c === null ? null : { name: c.name, transactionId: c.transactionId, commandObject: c.commandObject, args: c.args });
@@ -84,12 +83,12 @@ describe('decodeCommand', () => {
 
   // Untrusted input: AMF0 failures surface as ProtocolError('bad-amf'), never as Amf0Error.
   it("broken AMF → ProtocolError 'bad-amf'", () => {
-    throwsBadAmf(() => decodeCommand(20, hex('02 0007 636f6e6e')));  // string cut short
-    throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 04')));    // reserved MovieClip marker
-    throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 00 3ff0')));  // number cut short
+    throwsBadAmf(() => decodeCommand(20, hex('02 0007 636f6e6e'))); // string cut short
+    throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 04'))); // reserved MovieClip marker
+    throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 00 3ff0'))); // number cut short
     throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 03 0001 62 02 0001'))); // object cut short
-    throwsBadAmf(() => decodeCommand(17, hex('00 | 02 0005 6162')));   // type 17, truncated
-    throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 11 02')));  // AMF3 switch marker
+    throwsBadAmf(() => decodeCommand(17, hex('00 | 02 0005 6162'))); // type 17, truncated
+    throwsBadAmf(() => decodeCommand(20, hex('02 0001 61 | 11 02'))); // AMF3 switch marker
   });
 
   // Limits are passed through to the AMF0 decoder (nesting depth bound).
@@ -173,15 +172,18 @@ describe('readConnect', () => {
   // docs/protocol.md#publisher-command-flow: app and tcUrl are in the connect command object.
   it('app, tcUrl, flashVer, objectEncoding', () => {
     const info = connectWith({ flashVer: 'FMLE/3.0', objectEncoding: 0 });
-    assert.deepEqual({ ...info }, {
-      app: 'live',
-      tcUrl: 'rtmp://h/live',
-      flashVer: 'FMLE/3.0',
-      supportsGoAway: false,
-      goAwayKey: null,
-      capsEx: null,
-      objectEncoding: 0,
-    });
+    assert.deepEqual(
+      { ...info },
+      {
+        app: 'live',
+        tcUrl: 'rtmp://h/live',
+        flashVer: 'FMLE/3.0',
+        supportsGoAway: false,
+        goAwayKey: null,
+        capsEx: null,
+        objectEncoding: 0,
+      },
+    );
     assert.equal(connectWith({ app: 5 }).app, null);
   });
 

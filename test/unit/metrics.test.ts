@@ -21,7 +21,10 @@ describe('metrics', () => {
   test('sessions_active reads 0 for every configured backend and capability, the live count where there are sessions', async () => {
     const m = new ProxyMetrics(
       sources({
-        backends: () => [{ name: 'a', up: true, draining: false, sessions: 1 }, { name: 'b', up: true, draining: true, sessions: 0, maxSessions: 7 }],
+        backends: () => [
+          { name: 'a', up: true, draining: false, sessions: 1 },
+          { name: 'b', up: true, draining: true, sessions: 0, maxSessions: 7 },
+        ],
         activeSessions: () => [{ backend: 'a', capability: 'goaway', count: 1 }],
       }),
       { defaultMetrics: false },
@@ -34,10 +37,18 @@ describe('metrics', () => {
   });
 
   test('bytes_total by backend and direction; build_info; session limits; Node metrics under their standard names', async () => {
-    const m = new ProxyMetrics(sources({ bytesTotal: () => [{ backend: 'a', c2s: 10, s2c: 3 }, { backend: 'none', c2s: 1, s2c: 0 }] }), {
-      version: '9.9.9',
-      limits: { maxSessions: 100, maxSessionsPerIp: 2, connectRatePerIp: 5, connectBurstPerIp: 20 },
-    });
+    const m = new ProxyMetrics(
+      sources({
+        bytesTotal: () => [
+          { backend: 'a', c2s: 10, s2c: 3 },
+          { backend: 'none', c2s: 1, s2c: 0 },
+        ],
+      }),
+      {
+        version: '9.9.9',
+        limits: { maxSessions: 100, maxSessionsPerIp: 2, connectRatePerIp: 5, connectBurstPerIp: 20 },
+      },
+    );
     let text = await m.registry.metrics();
     assert.equal(sample(text, 'rtmp_goaway_bytes_total{backend="a",direction="c2s"}'), 10);
     assert.equal(sample(text, 'rtmp_goaway_bytes_total{backend="none",direction="c2s"}'), 1);
@@ -83,7 +94,7 @@ describe('metrics', () => {
       m.sessionsClosed.inc({ backend: `b${i}`, reason: 'client-closed' });
       m.drainDuration.observe({ backend: `b${i}` }, 1);
     }
-    m.backendRemoved('b0');
+    await m.backendRemoved('b0');
     m.backendAdded('b0'); // re-added: kept
     for (let i = 1; i < n; i++) await m.backendRemoved(`b${i}`);
     const text = await m.registry.metrics();

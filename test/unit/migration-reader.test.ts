@@ -23,7 +23,13 @@ const video = (b0: number, b1: number, size: number): Buffer => {
 function stream(): { bytes: Buffer; msgs: OutgoingMessage[] } {
   const w = new ChunkWriter(true);
   const msgs: OutgoingMessage[] = [
-    { csid: 4, timestamp: 0, typeId: MessageType.DataAmf0, streamId: 1, payload: encodeAmf0(['@setDataFrame', 'onMetaData', amf0Object({ width: 1280, x: 'y'.repeat(200) })]) },
+    {
+      csid: 4,
+      timestamp: 0,
+      typeId: MessageType.DataAmf0,
+      streamId: 1,
+      payload: encodeAmf0(['@setDataFrame', 'onMetaData', amf0Object({ width: 1280, x: 'y'.repeat(200) })]),
+    },
     { csid: 6, timestamp: 0, typeId: MessageType.Video, streamId: 1, payload: video(0x17, 0, 300) },
     { csid: 4, timestamp: 0, typeId: MessageType.Audio, streamId: 1, payload: Buffer.from([0xaf, 0, 0x12, 0x10]) },
     { csid: 6, timestamp: 0, typeId: MessageType.Video, streamId: 1, payload: video(0x17, 1, 1000) },
@@ -35,13 +41,21 @@ function stream(): { bytes: Buffer; msgs: OutgoingMessage[] } {
     // Data messages that are not metadata (captions, cue points), and metadata in AMF3 form (type 15: a 0 byte, then AMF0).
     { csid: 4, timestamp: 80, typeId: MessageType.DataAmf0, streamId: 1, payload: encodeAmf0(['onTextData', amf0Object({ text: 'hi' })]) },
     { csid: 4, timestamp: 81, typeId: MessageType.DataAmf0, streamId: 1, payload: encodeAmf0(['@setD']) },
-    { csid: 4, timestamp: 90, typeId: MessageType.DataAmf3, streamId: 1, payload: Buffer.concat([Buffer.of(0), encodeAmf0(['onMetaData', amf0Object({ width: 640 })])]) },
+    {
+      csid: 4,
+      timestamp: 90,
+      typeId: MessageType.DataAmf3,
+      streamId: 1,
+      payload: Buffer.concat([Buffer.of(0), encodeAmf0(['onMetaData', amf0Object({ width: 640 })])]),
+    },
   ];
   return { bytes: Buffer.concat(msgs.map((m) => w.write(m))), msgs };
 }
 
 const migrationPolicy: CollectPolicy = (typeId) =>
-  typeId === MessageType.DataAmf0 || typeId === MessageType.DataAmf3 || typeId === MessageType.Video || typeId === MessageType.Audio ? 'head' : typeId <= 6 || typeId === 20;
+  typeId === MessageType.DataAmf0 || typeId === MessageType.DataAmf3 || typeId === MessageType.Video || typeId === MessageType.Audio
+    ? 'head'
+    : typeId <= 6 || typeId === 20;
 
 describe("'head' collection: configuration found from the first payload bytes", () => {
   const { bytes, msgs } = stream();

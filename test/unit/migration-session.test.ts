@@ -54,7 +54,13 @@ async function rig(targets: Record<string, ServerScript | null>, flags: Record<s
     servers[name] = new RecordingRtmpServer({ chunkSize: 4096, ...script });
     ports[name] = await servers[name]!.listen();
   }
-  const tp = await startTestProxy(ports, { healthEnabled: 'false', drainDeadlineMs: '30s', migrationTimeoutMs: '500ms', migrationSwitchTimeoutMs: '5s', ...flags });
+  const tp = await startTestProxy(ports, {
+    healthEnabled: 'false',
+    drainDeadlineMs: '30s',
+    migrationTimeoutMs: '500ms',
+    migrationSwitchTimeoutMs: '5s',
+    ...flags,
+  });
   const pub = new RtmpPublisher(tp.url('live', 'k'), { chunkSize: 4096 });
   pub.on('error', () => {});
   await pub.publish();
@@ -117,7 +123,10 @@ async function stillOnB1(r: Rig): Promise<void> {
   r.send(20);
   const b1 = r.servers['b1']!.publishersOf('k')[0]!;
   await eventually(() => frames(b1).length === r.sent.length, 'every frame at b1');
-  assert.deepEqual(frames(b1), r.sent.map((m) => m.hash));
+  assert.deepEqual(
+    frames(b1),
+    r.sent.map((m) => m.hash),
+  );
   const s = (await r.tp.api<ApiSession[]>('/api/sessions'))[0]!;
   assert.equal(s.backend, 'b1');
   assert.equal(s.migrations, 0);
@@ -142,7 +151,10 @@ describe('migration failure points', () => {
     const a = r.servers['b1']!.publishersOf('k')[0]!;
     const b = r.servers['b3']!.publishersOf('k')[0]!;
     await eventually(() => a.closed && b.closed, 'closed');
-    assert.deepEqual([...frames(a), ...frames(b)], r.sent.map((m) => m.hash));
+    assert.deepEqual(
+      [...frames(a), ...frames(b)],
+      r.sent.map((m) => m.hash),
+    );
     assert.equal(await metric(r.tp, /rtmp_goaway_migration_attempts_failed_total\{backend="b2",reason="handshake"\} (\d+)/), 1);
     assert.equal(await metric(r.tp, /rtmp_goaway_migrations_total\{result="ok",reason="ok"\} (\d+)/), 1);
   });
@@ -172,7 +184,10 @@ describe('migration failure points', () => {
       r.send(3);
       await new Promise((res) => setTimeout(res, 10));
     }
-    await eventually(async () => (await metric(r.tp, /rtmp_goaway_migrations_total\{result="failed",reason="backend-closed"\} (\d+)/)) === 1, 'failed: backend-closed');
+    await eventually(
+      async () => (await metric(r.tp, /rtmp_goaway_migrations_total\{result="failed",reason="backend-closed"\} (\d+)/)) === 1,
+      'failed: backend-closed',
+    );
     await stillOnB1(r);
   });
 
@@ -210,9 +225,16 @@ describe('migration failure points', () => {
     await sendUntil(r, () => closed, 'the client connection ends', 30_000);
     const b1 = r.servers['b1']!.publishersOf('k')[0]!;
     await eventually(() => b1.closed, 'b1 closed');
-    assert.deepEqual(b1.commands.slice(-2).map((c) => c.name), ['FCUnpublish', 'deleteStream']);
+    assert.deepEqual(
+      b1.commands.slice(-2).map((c) => c.name),
+      ['FCUnpublish', 'deleteStream'],
+    );
     const hashes = frames(b1);
-    assert.deepEqual(hashes, r.sent.slice(0, hashes.length).map((m) => m.hash), 'b1 has a prefix of the frames, up to the keyframe');
+    assert.deepEqual(
+      hashes,
+      r.sent.slice(0, hashes.length).map((m) => m.hash),
+      'b1 has a prefix of the frames, up to the keyframe',
+    );
     const end = await eventually(() => r.tp.logs.find((l) => l['msg'] === 'session end'), 'session end');
     assert.match(String(end['reason']), /^backend-/);
   });
@@ -279,7 +301,11 @@ describe('migration failure points', () => {
     await eventually(() => a.closed && b.closed, 'closed');
     assert.deepEqual([...frames(a), ...frames(b)], sent);
     assert.ok(frames(b).length > 0);
-    assert.deepEqual(b.messages.slice(0, 1).map((m) => m.kind), ['audio-config'], 'the AAC sequence header first');
+    assert.deepEqual(
+      b.messages.slice(0, 1).map((m) => m.kind),
+      ['audio-config'],
+      'the AAC sequence header first',
+    );
     pub.destroy();
   });
 

@@ -40,7 +40,8 @@ class ScriptedServer {
   private readonly reader = new ChunkReader(
     {
       message: (info, payload) => {
-        if (info.typeId === MessageType.CommandAmf0) this.commands.push({ cmd: decodeCommand(info.typeId, payload!)!, streamId: info.streamId, csid: info.csid });
+        if (info.typeId === MessageType.CommandAmf0)
+          this.commands.push({ cmd: decodeCommand(info.typeId, payload!)!, streamId: info.streamId, csid: info.csid });
         else if (info.typeId <= 6) this.control.push({ typeId: info.typeId, value: info.typeId === 4 ? payload!.readUInt32BE(2) : payload!.readUInt32BE(0) });
         else this.media.push({ ...info });
       },
@@ -110,7 +111,9 @@ function happyServerBytes(server: ScriptedServer): Buffer {
     server.msg(controlMessage(MessageType.WindowAckSize, 5_000_000)),
     server.msg({ ...controlMessage(MessageType.SetPeerBandwidth, 0), payload: Buffer.of(0, 0x4c, 0x4b, 0x40, 2) }),
     server.msg(controlMessage(MessageType.SetChunkSize, 4096)),
-    server.msg(commandMessage(3, 0, '_result', 1, amf0Object({ fmsVer: 'FMS/3,0,1,123' }), amf0Object({ level: 'status', code: 'NetConnection.Connect.Success' }))),
+    server.msg(
+      commandMessage(3, 0, '_result', 1, amf0Object({ fmsVer: 'FMS/3,0,1,123' }), amf0Object({ level: 'status', code: 'NetConnection.Connect.Success' })),
+    ),
     server.msg(commandMessage(3, 0, 'onBWDone', 0, null)),
     server.msg(commandMessage(3, 0, 'onFCPublish', 0, null, amf0Object({ code: 'NetStream.Publish.Start' }))),
     server.msg(result(4, 1)),
@@ -131,7 +134,7 @@ describe('UpstreamPublisher (the proxy as publisher towards the new backend)', (
     assert.deepEqual(t.server.names(), ['connect']);
     const replayed = t.server.commands[0]!.cmd;
     assert.equal(replayed.transactionId, 1);
-    assert.deepEqual(replayed.body.subarray(replayed.objectAt), plan.connect, 'the client\'s command object, byte for byte');
+    assert.deepEqual(replayed.body.subarray(replayed.objectAt), plan.connect, "the client's command object, byte for byte");
     t.up.receive(happyServerBytes(t.server));
     assert.deepEqual(t.server.names(), ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish']);
     const publish = t.server.commands[4]!;
@@ -147,7 +150,11 @@ describe('UpstreamPublisher (the proxy as publisher towards the new backend)', (
         const t = upstream();
         t.up.start();
         const all = Buffer.concat([t.server.s0s1s2(), happyServerBytes(t.server)]);
-        for (const piece of splitAt(all, cuts.map((c) => c % all.length))) t.up.receive(piece);
+        for (const piece of splitAt(
+          all,
+          cuts.map((c) => c % all.length),
+        ))
+          t.up.receive(piece);
         assert.deepEqual(t.events, ['published 1']);
       }),
       { numRuns: 200 },
@@ -208,13 +215,20 @@ describe('UpstreamPublisher (the proxy as publisher towards the new backend)', (
     t.up.receive(t.server.s0s1s2());
     t.up.receive(Buffer.concat([happyServerBytes(t.server), t.server.msg(controlMessage(MessageType.WindowAckSize, 5000))]));
     t.up.receive(t.server.msg(userControlMessage(UserControlEvent.PingRequest, 777)));
-    assert.ok(t.server.control.some((c) => c.typeId === MessageType.UserControl && c.value === 777), 'pong with the ping timestamp');
+    assert.ok(
+      t.server.control.some((c) => c.typeId === MessageType.UserControl && c.value === 777),
+      'pong with the ping timestamp',
+    );
     t.up.receive(t.server.msg(commandMessage(3, 0, 'onStatus', 0, null, amf0Object({ code: 'NetStream.Before.Switch' }))));
     assert.equal(t.forwarded.length, 0);
-    t.up.forwarding = true;
+    t.up.startForwarding();
     t.up.receive(t.server.msg(commandMessage(5, 1, 'onStatus', 0, null, amf0Object({ code: 'NetStream.After.Switch' }))));
     t.up.receive(t.server.msg(controlMessage(MessageType.Acknowledgement, 1)));
-    assert.deepEqual(t.forwarded.map((m) => [m.typeId, m.streamId]), [[20, 1]], 'commands forwarded, control never');
+    assert.deepEqual(
+      t.forwarded.map((m) => [m.typeId, m.streamId]),
+      [[20, 1]],
+      'commands forwarded, control never',
+    );
     t.up.receive(t.server.msg({ csid: 6, timestamp: 0, typeId: 9, streamId: 1, payload: Buffer.alloc(6000) }));
     const acks = t.server.control.filter((c) => c.typeId === MessageType.Acknowledgement);
     assert.ok(acks.length >= 1, 'acknowledged once the 5000-byte window was crossed');
@@ -309,7 +323,11 @@ describe('SwitchSplitter (where the client stream switches)', () => {
         const before = r.completed.filter((c) => !c.afterSwitch);
         const after = r.completed.filter((c) => c.afterSwitch);
         assert.equal(before.length, k, 'messages before the keyframe completed before the switch');
-        assert.deepEqual(after.map((c) => c.i), msgs.slice(k).map((_, j) => k + j), 'the keyframe and everything after, whole and in order');
+        assert.deepEqual(
+          after.map((c) => c.i),
+          msgs.slice(k).map((_, j) => k + j),
+          'the keyframe and everything after, whole and in order',
+        );
         assert.equal(r.splitter.switchTimestamp, msgs[k]!.m.timestamp);
       }),
       { numRuns: 500 },
@@ -329,12 +347,18 @@ describe('SwitchSplitter (where the client stream switches)', () => {
     let s: SwitchSplitter | null = null;
     const reader = new ChunkReader({ message: () => {}, messageStart: (csid, t, l, e, h) => s?.onMessageStart(csid, t, l, e, h) }, collectEverything);
     reader.feed(msgs[0]!);
-    s = new SwitchSplitter(reader, keyframeSwitch(reader, () => true));
+    s = new SwitchSplitter(
+      reader,
+      keyframeSwitch(reader, () => true),
+    );
     const old = s.push(Buffer.concat(msgs.slice(1)));
     assert.equal(s.switched, true);
     assert.equal(s.switchTimestamp, 21);
     assert.equal(old, null, 'switched at the very first byte of this push');
-    const withVideo = new SwitchSplitter(reader, keyframeSwitch(reader, () => false));
+    const withVideo = new SwitchSplitter(
+      reader,
+      keyframeSwitch(reader, () => false),
+    );
     assert.equal(withVideo.switched, false);
   });
 
@@ -376,11 +400,14 @@ describe('MediaCache', () => {
     c.offer(info(8, 4), Buffer.from([0xaf, 1, 5]));
     c.offer(info(18, 4), encodeAmf0(['@setDataFrame', 'onMetaData', null]));
     c.offer(info(18, 4), encodeAmf0(['onCuePoint', null]));
-    assert.deepEqual(c.replay().map((m) => [m.typeId, m.payload[1]]), [
-      [18, 0],
-      [9, 0],
-      [8, 0],
-    ]);
+    assert.deepEqual(
+      c.replay().map((m) => [m.typeId, m.payload[1]]),
+      [
+        [18, 0],
+        [9, 0],
+        [8, 0],
+      ],
+    );
     assert.equal(c.video!.payload[2], 1, 'a copy, not a view');
     assert.equal(c.overflow, false);
   });

@@ -5,8 +5,8 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { closestNames, drainRefusal } from '../../src/cli.js';
-import { RateLimitedLog } from '../../src/control/rate-limited-log.js';
-import { clientTextView, redactQuery } from '../../src/proxy/redact.js';
+import { RateLimitedLog } from '../../src/net/rate-limited-log.js';
+import { clientTextView, redactQuery } from '../../src/net/redact.js';
 import { safeText } from '../../src/terminal-text.js';
 
 describe('redactQuery', () => {
@@ -20,10 +20,12 @@ describe('redactQuery', () => {
     assert.equal(clientTextView(false).appOrUrl(null), null);
   });
   test('property: what follows the ? never survives', () => {
-    fc.assert(fc.property(fc.string(), fc.string({ minLength: 6 }), (head, secret) => {
-      const out = redactQuery(`${head.replace(/\?/g, '')}?${secret}`);
-      assert.ok(out.endsWith(`?***(${secret.length})`));
-    }));
+    fc.assert(
+      fc.property(fc.string(), fc.string({ minLength: 6 }), (head, secret) => {
+        const out = redactQuery(`${head.replace(/\?/g, '')}?${secret}`);
+        assert.ok(out.endsWith(`?***(${secret.length})`));
+      }),
+    );
   });
 });
 
@@ -35,9 +37,12 @@ describe('safeText', () => {
     assert.equal(safeText(null), '-');
   });
   test('property: the output never holds a control character', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => {
-      assert.doesNotMatch(safeText(s), /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
-    }));
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (s) => {
+        // eslint-disable-next-line no-control-regex -- matching control characters is the point
+        assert.doesNotMatch(safeText(s), /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+      }),
+    );
   });
 });
 
@@ -61,17 +66,81 @@ describe('RateLimitedLog', () => {
 });
 
 describe('drain checks against the fleet registry', () => {
-  const rep = (id: string, backends: [string, 'up' | 'down' | 'draining'][]) => ({ replicaId: id, backends: backends.map(([name, state]) => ({ name, state, sessions: 0, drainReason: null, drainDeadlineAt: null })) });
+  const rep = (id: string, backends: [string, 'up' | 'down' | 'draining'][]) => ({
+    replicaId: id,
+    backends: backends.map(([name, state]) => ({ name, state, sessions: 0, drainReason: null, drainDeadlineAt: null })),
+  });
   test('a name no replica has is refused, with the closest known name', () => {
-    const why = drainRefusal('bl', [rep('r1', [['b1', 'up'], ['b2', 'up']])], 'p:backends');
+    const why = drainRefusal(
+      'bl',
+      [
+        rep('r1', [
+          ['b1', 'up'],
+          ['b2', 'up'],
+        ]),
+      ],
+      'p:backends',
+    );
     assert.match(why!, /no live replica has a backend named "bl".*Did you mean b1\?/);
     assert.deepEqual(closestNames('ingets-1', ['ingest-1', 'ingest-2', 'other']), ['ingest-1']);
     assert.deepEqual(closestNames('zzz', ['b1']), []);
   });
   test('the last up backend of any replica is refused; a down or already draining one is not', () => {
-    assert.match(drainRefusal('b2', [rep('r1', [['b1', 'draining'], ['b2', 'up']]), rep('r2', [['b1', 'up'], ['b2', 'up']])], 'h')!, /last backend taking new sessions on replica\(s\) r1/);
-    assert.equal(drainRefusal('b2', [rep('r1', [['b1', 'up'], ['b2', 'up']])], 'h'), null);
-    assert.equal(drainRefusal('b2', [rep('r1', [['b1', 'down'], ['b2', 'down']])], 'h'), null);
-    assert.equal(drainRefusal('b2', [rep('r1', [['b1', 'down'], ['b2', 'draining']])], 'h'), null);
+    assert.match(
+      drainRefusal(
+        'b2',
+        [
+          rep('r1', [
+            ['b1', 'draining'],
+            ['b2', 'up'],
+          ]),
+          rep('r2', [
+            ['b1', 'up'],
+            ['b2', 'up'],
+          ]),
+        ],
+        'h',
+      )!,
+      /last backend taking new sessions on replica\(s\) r1/,
+    );
+    assert.equal(
+      drainRefusal(
+        'b2',
+        [
+          rep('r1', [
+            ['b1', 'up'],
+            ['b2', 'up'],
+          ]),
+        ],
+        'h',
+      ),
+      null,
+    );
+    assert.equal(
+      drainRefusal(
+        'b2',
+        [
+          rep('r1', [
+            ['b1', 'down'],
+            ['b2', 'down'],
+          ]),
+        ],
+        'h',
+      ),
+      null,
+    );
+    assert.equal(
+      drainRefusal(
+        'b2',
+        [
+          rep('r1', [
+            ['b1', 'down'],
+            ['b2', 'draining'],
+          ]),
+        ],
+        'h',
+      ),
+      null,
+    );
   });
 });

@@ -1,14 +1,7 @@
 import { test, describe, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { BackendPool, UnknownBackendError, type BackendPoolOptions } from '../../src/balancer/pool.js';
-import type {
-  BackendConfig,
-  BackendStateChange,
-  DrainableSession,
-  DrainComplete,
-  DeadlineClose,
-  DrainResult,
-} from '../../src/balancer/types.js';
+import type { BackendConfig, BackendStateChange, DrainableSession, DrainComplete, DeadlineClose, DrainResult } from '../../src/balancer/types.js';
 
 class FakeSession implements DrainableSession {
   goAwayCalls = 0;
@@ -51,7 +44,10 @@ function attach(pool: BackendPool, backend: string, s: FakeSession): FakeSession
   return s;
 }
 
-function record<T>(pool: BackendPool, event: 'backend-state' | 'drain' | 'undrain' | 'drain-complete' | 'deadline-close' | 'backend-removed' | 'backend-added'): T[] {
+function record<T>(
+  pool: BackendPool,
+  event: 'backend-state' | 'drain' | 'undrain' | 'drain-complete' | 'deadline-close' | 'backend-removed' | 'backend-added',
+): T[] {
   const seen: T[] = [];
   pool.on(event, (x: unknown) => seen.push(x as T));
   return seen;
@@ -67,7 +63,10 @@ describe('pick', () => {
     const picks = Array.from({ length: 6 }, () => pool.pick()?.name);
     assert.deepEqual(picks, ['a', 'b', 'a', 'b', 'a', 'b']);
     const pool2 = mkPool(t, [A, B]);
-    assert.deepEqual(Array.from({ length: 6 }, () => pool2.pick()?.name), picks);
+    assert.deepEqual(
+      Array.from({ length: 6 }, () => pool2.pick()?.name),
+      picks,
+    );
   });
 
   test('least connections wins over round-robin', (t) => {
@@ -90,7 +89,10 @@ describe('pick', () => {
       assert.ok(b);
       attach(pool, b.name, new FakeSession(String(i), false));
     }
-    assert.deepEqual(pool.list().map((s) => s.sessions), [3, 3, 3]);
+    assert.deepEqual(
+      pool.list().map((s) => s.sessions),
+      [3, 3, 3],
+    );
   });
 
   test('exclude set, maxSessions, draining and health down are skipped; null when none', (t) => {
@@ -126,7 +128,10 @@ describe('attach/detach', () => {
     s1.detach!();
     s1.detach!();
     assert.equal(pool.get('a')?.sessions, 1);
-    assert.deepEqual(pool.sessionsOn('a').map((s) => s.id), ['2']);
+    assert.deepEqual(
+      pool.sessionsOn('a').map((s) => s.id),
+      ['2'],
+    );
   });
 });
 
@@ -224,7 +229,10 @@ describe('drain', () => {
     assert.deepEqual(legacy.closed, []);
     assert.equal(pool.pick()?.name, 'a');
     assert.deepEqual(undrains, ['a']);
-    assert.deepEqual(states.map((s) => s.to), ['draining', 'up']);
+    assert.deepEqual(
+      states.map((s) => s.to),
+      ['draining', 'up'],
+    );
     const snap = pool.get('a')!;
     assert.equal(snap.draining, false);
     assert.equal(snap.drainDeadlineAt, undefined);
@@ -565,7 +573,11 @@ describe('routability (fail-safe drains, /readyz)', () => {
 
   test('hasProvenRoutable: the starting "up" is not proof until a probe succeeds (or checks are off)', async (t) => {
     let ok = false;
-    const pool = mkPool(t, [A], { probe: async () => { if (!ok) throw new Error('refused'); } });
+    const pool = mkPool(t, [A], {
+      probe: async () => {
+        if (!ok) throw new Error('refused');
+      },
+    });
     assert.equal(pool.hasProvenRoutable, false);
     await pool.checkNow();
     assert.equal(pool.list()[0]!.health, 'up');

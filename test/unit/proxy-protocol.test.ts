@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import {
-  MAX_PROXY_HEADER,
-  MAX_V1_HEADER,
-  encodeProxyV1,
-  encodeProxyV2,
-  parseProxyHeader,
-  unmapIPv4,
-} from '../../src/proxy/proxy-protocol.js';
+import { MAX_PROXY_HEADER, MAX_V1_HEADER, encodeProxyV1, encodeProxyV2, parseProxyHeader, unmapIPv4 } from '../../src/net/proxy-protocol.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const SIG = '0d0a0d0a000d0a515549540a';
@@ -112,7 +105,12 @@ describe('PROXY protocol v2', () => {
   });
 
   test('LOCAL (balancer health check) and UNSPEC / UDP: use the socket address', () => {
-    for (const b of [hex(`${SIG} 20 00 0000`), hex(`${SIG} 20 11 000c 0000000000000000 00000000`), hex(`${SIG} 21 00 0000`), hex(`${SIG} 21 12 000c cb007107c0000201c738078f`)]) {
+    for (const b of [
+      hex(`${SIG} 20 00 0000`),
+      hex(`${SIG} 20 11 000c 0000000000000000 00000000`),
+      hex(`${SIG} 21 00 0000`),
+      hex(`${SIG} 21 12 000c cb007107c0000201c738078f`),
+    ]) {
       const r = parseProxyHeader(b);
       assert.equal(r.kind, 'ok');
       if (r.kind === 'ok') {
@@ -146,10 +144,22 @@ describe('PROXY protocol v2', () => {
 describe('building headers (round trip)', () => {
   test('v1 and v2, IPv4, IPv6, mixed (IPv4-mapped), non-IP', () => {
     const cases = [
-      [{ address: '203.0.113.7', port: 51000 }, { address: '192.0.2.1', port: 1935 }],
-      [{ address: '::ffff:203.0.113.7', port: 51000 }, { address: '::ffff:127.0.0.1', port: 1935 }],
-      [{ address: '2001:db8::7', port: 1 }, { address: '::1', port: 65535 }],
-      [{ address: '203.0.113.7', port: 2 }, { address: 'fe80::1', port: 3 }],
+      [
+        { address: '203.0.113.7', port: 51000 },
+        { address: '192.0.2.1', port: 1935 },
+      ],
+      [
+        { address: '::ffff:203.0.113.7', port: 51000 },
+        { address: '::ffff:127.0.0.1', port: 1935 },
+      ],
+      [
+        { address: '2001:db8::7', port: 1 },
+        { address: '::1', port: 65535 },
+      ],
+      [
+        { address: '203.0.113.7', port: 2 },
+        { address: 'fe80::1', port: 3 },
+      ],
     ] as const;
     for (const [src, dst] of cases) {
       for (const enc of [encodeProxyV1, encodeProxyV2]) {
@@ -165,7 +175,10 @@ describe('building headers (round trip)', () => {
         assert.equal(r.header.destination!.port, dst.port);
       }
     }
-    assert.equal(encodeProxyV1({ address: '203.0.113.7', port: 2 }, { address: 'fe80::1', port: 3 }).toString(), 'PROXY TCP6 ::ffff:203.0.113.7 fe80::1 2 3\r\n');
+    assert.equal(
+      encodeProxyV1({ address: '203.0.113.7', port: 2 }, { address: 'fe80::1', port: 3 }).toString(),
+      'PROXY TCP6 ::ffff:203.0.113.7 fe80::1 2 3\r\n',
+    );
     assert.equal(encodeProxyV1({ address: 'unix', port: 0 }, { address: '::1', port: 1 }).toString(), 'PROXY UNKNOWN\r\n');
     assert.equal(encodeProxyV2({ address: 'unix', port: 0 }, { address: '::1', port: 1 }).toString('hex'), `${SIG}20000000`);
   });

@@ -54,7 +54,10 @@ interface Msg {
 /** Every message a connection's client sent (after the handshake), payloads included. */
 function clientMessages(raw: Buffer[]): Msg[] {
   const out: Msg[] = [];
-  const reader = new ChunkReader({ message: (info, payload) => out.push({ typeId: info.typeId, timestamp: info.timestamp, streamId: info.streamId, payload: Buffer.from(payload!) }) }, () => true);
+  const reader = new ChunkReader(
+    { message: (info, payload) => out.push({ typeId: info.typeId, timestamp: info.timestamp, streamId: info.streamId, payload: Buffer.from(payload!) }) },
+    () => true,
+  );
   reader.feed(Buffer.concat(raw).subarray(HANDSHAKE_TOTAL));
   return out;
 }
@@ -90,7 +93,11 @@ describe('ReferencePublisher over sockets', () => {
     const connect = decodeCommand(MessageType.CommandAmf0, m1!.find((m) => m.typeId === MessageType.CommandAmf0)!.payload)!;
     assert.equal((connect.commandObject as Record<string, unknown>)['supportsGoAway'], true);
     assert.deepEqual(commandNames(m1!), ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish'], 'no FCUnpublish/deleteStream on a Go Away close');
-    assert.deepEqual(commandNames(m2!), ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish', 'FCUnpublish', 'deleteStream'], 'clean end at end of input');
+    assert.deepEqual(
+      commandNames(m2!),
+      ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish', 'FCUnpublish', 'deleteStream'],
+      'clean end at end of input',
+    );
 
     // Connection 1 stops right before the keyframe at 500 ms; connection 2 replays metadata +
     // sequence headers at 500 ms and continues with the keyframe.
@@ -148,7 +155,10 @@ describe('ReferencePublisher over sockets', () => {
     g.open();
     const report = await running;
     assert.equal(report.ok, true);
-    assert.deepEqual(report.connections.map((c) => c.endReason), ['reconnect-request', 'end-of-input']);
+    assert.deepEqual(
+      report.connections.map((c) => c.endReason),
+      ['reconnect-request', 'end-of-input'],
+    );
     const connect = decodeCommand(MessageType.CommandAmf0, clientMessages(fake.connections[0]!.raw).find((m) => m.typeId === 20)!.payload)!;
     assert.equal((connect.commandObject as Record<string, unknown>)['capsEx'], 1);
   });
@@ -158,7 +168,12 @@ describe('ReferencePublisher over sockets', () => {
     const port = await fake.listen();
     const tags = stream(2);
     const g = gatedSource(tags, 3 + 2 * 2);
-    const pub = new ReferencePublisher(g.source, `rtmp://127.0.0.1:${port}/live/k3`, { speed: 0, reconnectTimeoutMs: 400, initialBackoffMs: 20, maxBackoffMs: 80 });
+    const pub = new ReferencePublisher(g.source, `rtmp://127.0.0.1:${port}/live/k3`, {
+      speed: 0,
+      reconnectTimeoutMs: 400,
+      initialBackoffMs: 20,
+      maxBackoffMs: 80,
+    });
     const retries: number[] = [];
     pub.on('retry', (r) => retries.push(r.delayMs));
     const running = pub.run();

@@ -108,7 +108,10 @@ describe('GoAwayState', () => {
     );
     assert.deepEqual(c2[0]!.item.tag.data, tags[0]!.data);
     // Every media frame exactly once, in order, timestamps continuing.
-    assert.deepEqual(media(wire), tags.filter((t) => t.type !== 18 && t.data[1] !== 0));
+    assert.deepEqual(
+      media(wire),
+      tags.filter((t) => t.type !== 18 && t.data[1] !== 0),
+    );
     assert.equal(state.connections[0]!.endReason, 'go-away');
     assert.deepEqual([state.connections[0]!.video, state.connections[1]!.video], [5, 10]);
     assert.deepEqual([state.connections[1]!.firstTimestamp, state.connections[1]!.replayed], [500, 3]);
@@ -210,7 +213,10 @@ describe('GoAwayState', () => {
             const first = wire.find((w) => w.conn === c.index && !w.item.replay)!;
             assert.equal(first.item.kind, 'keyframe', `connection ${c.index} starts at a keyframe`);
             const replay = wire.filter((w) => w.conn === c.index && w.item.replay);
-            assert.deepEqual(replay.map((w) => w.item.kind), ['metadata', 'video-config', 'audio-config']);
+            assert.deepEqual(
+              replay.map((w) => w.item.kind),
+              ['metadata', 'video-config', 'audio-config'],
+            );
             assert.ok(replay.every((w) => w.item.tag.timestamp === first.item.tag.timestamp));
           }
           for (let k = 1; k < state.connections.length; k++) {

@@ -13,7 +13,14 @@ const base = (flags: Record<string, unknown> = {}): Config => loadConfig({ flags
 describe('reload: what a new configuration changes', () => {
   test('backends, routing, limits and drain settings are applied; the others are reported by name', () => {
     const cur = base();
-    const next = base({ backend: ['b=127.0.0.1:1936'], limitsMaxSessions: '5', drainDeadlineMs: '5s', listen: '0.0.0.0:1936', adminToken: 'secret', workers: '2' });
+    const next = base({
+      backend: ['b=127.0.0.1:1936'],
+      limitsMaxSessions: '5',
+      drainDeadlineMs: '5s',
+      listen: '0.0.0.0:1936',
+      adminToken: 'secret',
+      workers: '2',
+    });
     const d = diffConfig(cur, next);
     assert.deepEqual(d.applied.sort(), ['backends', 'drain.deadlineMs', 'limits.maxSessions']);
     assert.deepEqual(d.ignored.sort(), ['adminToken', 'listen', 'workers']);
@@ -30,7 +37,10 @@ describe('reload: what a new configuration changes', () => {
     after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const big = path.join(dir, 'big.yaml');
     fs.writeFileSync(big, `# ${'x'.repeat(MAX_CONFIG_FILE_BYTES)}\n`);
-    assert.throws(() => loadConfig({ file: big, env: {} }), (e: unknown) => e instanceof ConfigError && /more than the 1048576 allowed/.test(e.message));
+    assert.throws(
+      () => loadConfig({ file: big, env: {} }),
+      (e: unknown) => e instanceof ConfigError && /more than the 1048576 allowed/.test(e.message),
+    );
   });
 });
 
@@ -83,7 +93,12 @@ describe('reload: ConfigReloader', () => {
   test('a configuration without any backend is refused; a target that throws changes nothing and is counted', () => {
     const { t, counted } = target(base());
     assert.equal(new ConfigReloader(t, () => base({ backend: [] })).reload('signal'), false);
-    const throwing = { ...t, reload: () => { throw new Error('unknown group nope'); } };
+    const throwing = {
+      ...t,
+      reload: () => {
+        throw new Error('unknown group nope');
+      },
+    };
     assert.equal(new ConfigReloader(throwing, () => base()).reload('signal'), false);
     assert.deepEqual(counted, ['signal:invalid:-', 'signal:invalid:-']);
   });

@@ -3,7 +3,17 @@
 // keys of a drained backend move).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type BackendView, type RouteRequest, type RoutingSpec, Router, RoutingConfigError, hrwScore, leastLoaded, rejectionDescription, rendezvous } from '../../src/proxy/routing.js';
+import {
+  type BackendView,
+  type RouteRequest,
+  type RoutingSpec,
+  Router,
+  RoutingConfigError,
+  hrwScore,
+  leastLoaded,
+  rejectionDescription,
+  rendezvous,
+} from '../../src/balancer/routing.js';
 
 const spec: RoutingSpec = {
   groups: {
@@ -44,7 +54,10 @@ describe('rules: first match, in order', () => {
   }
   test('needs: the latest stage any rule needs', () => {
     assert.equal(router.needs, 'publish');
-    assert.equal(Router.compile({ groups: { a: { backends: ['*'] } }, rules: [{ match: { cidr: '10.0.0.0/8' }, group: 'a' }, { group: 'a' }] }).needs, 'accept');
+    assert.equal(
+      Router.compile({ groups: { a: { backends: ['*'] } }, rules: [{ match: { cidr: '10.0.0.0/8' }, group: 'a' }, { group: 'a' }] }).needs,
+      'accept',
+    );
     assert.equal(Router.compile({ groups: { a: { backends: ['*'] } }, rules: [{ match: { app: 'live' }, group: 'a' }] }).needs, 'connect');
   });
   test('invalid specs list every problem', () => {
@@ -100,7 +113,10 @@ describe('placement within a group', () => {
   });
   test('leastLoaded: idle ties rotate with the cursor', () => {
     const idle = [view('a'), view('b'), view('c')];
-    assert.deepEqual([0, 1, 2, 3].map((c) => leastLoaded(idle, false, c)?.name), ['a', 'b', 'c', 'a']);
+    assert.deepEqual(
+      [0, 1, 2, 3].map((c) => leastLoaded(idle, false, c)?.name),
+      ['a', 'b', 'c', 'a'],
+    );
     assert.equal(leastLoaded([view('z', { weight: 0 })], true), null, 'weight 0 never takes sessions');
   });
 });
@@ -120,12 +136,22 @@ describe('stickiness (rendezvous hashing)', () => {
       counts.set(p.backend, counts.get(p.backend)! + 1);
     }
     const values = [...counts.values()];
-    t.diagnostic(`spread of 100 keys over 4 backends: ${[...counts].map(([n, c]) => `${n}=${c}`).join(' ')} (min ${Math.min(...values)}, max ${Math.max(...values)}, ideal 25)`);
+    t.diagnostic(
+      `spread of 100 keys over 4 backends: ${[...counts].map(([n, c]) => `${n}=${c}`).join(' ')} (min ${Math.min(...values)}, max ${Math.max(...values)}, ideal 25)`,
+    );
     assert.ok(Math.min(...values) >= 15 && Math.max(...values) <= 35, `uneven: ${values.join(',')}`);
   });
 
   test('a reconnecting publisher maps back to the same backend, whatever the loads', () => {
-    const before = new Map(keys.map((k) => [k, place(k, names.map((n) => view(n))).backend]));
+    const before = new Map(
+      keys.map((k) => [
+        k,
+        place(
+          k,
+          names.map((n) => view(n)),
+        ).backend,
+      ]),
+    );
     const loaded = names.map((n, i) => view(n, { sessions: 100 * i }));
     for (const k of keys) {
       assert.equal(place(k, loaded).backend, before.get(k));
@@ -161,8 +187,14 @@ describe('stickiness (rendezvous hashing)', () => {
     assert.ok(share >= 62 && share <= 88, `weight 3:1 gave ${share}/100 to a`);
     assert.equal(hrwScore('k', 'x', 0), -Infinity);
     const k = keys[0]!;
-    const top = place(k, names.map((n) => view(n)))!.backend!;
-    const p = place(k, names.map((n) => view(n, n === top ? { maxSessions: 1, sessions: 1 } : {})));
+    const top = place(
+      k,
+      names.map((n) => view(n)),
+    )!.backend!;
+    const p = place(
+      k,
+      names.map((n) => view(n, n === top ? { maxSessions: 1, sessions: 1 } : {})),
+    );
     assert.ok(p.backend !== null && p.backend !== top && p.how === 'sticky-moved');
   });
 });

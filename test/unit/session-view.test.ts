@@ -65,7 +65,10 @@ const APP_AMF_LIMITS = { maxItems: 1024, maxTotalValues: 1024, maxStringBytes: 6
 test('session view: the hostile connect (~256 KiB of nested empty objects) is refused as bad-amf, nothing kept', () => {
   const view = new SessionView({}, APP_AMF_LIMITS);
   const p = hostileConnect();
-  assert.throws(() => view.clientMessage(info(p), p), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf');
+  assert.throws(
+    () => view.clientMessage(info(p), p),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf',
+  );
   assert.equal(view.facts.connect, null);
   assert.equal(view.facts.connectReplay, null);
 });
@@ -93,7 +96,11 @@ test('session view: a connect larger than MAX_REPLAY_BYTES (a valid one, whateve
     const view = new SessionView({}, { ...APP_AMF_LIMITS, maxStringBytes: Infinity, maxTotalStringBytes: Infinity });
     const pad = 'x'.repeat(size);
     const p = encodeCommand('connect', 1, amf0Object({ app: 'live', tcUrl: 'rtmp://h/live', pad }));
-    assert.throws(() => view.clientMessage(info(p), p), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf', `${size}`);
+    assert.throws(
+      () => view.clientMessage(info(p), p),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf',
+      `${size}`,
+    );
     assert.equal(view.facts.connectReplay, null);
     assert.equal(view.facts.connect, null);
   }
@@ -105,6 +112,9 @@ test('session view: a connect larger than MAX_REPLAY_BYTES (a valid one, whateve
   assert.equal(view.facts.connectReplay!.length, MAX_REPLAY_BYTES);
   // Same bound for publish arguments.
   const pub = encodeCommand('publish', 5, null, 'k'.repeat(MAX_REPLAY_BYTES));
-  assert.throws(() => view.clientMessage(info(pub), pub), (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf');
+  assert.throws(
+    () => view.clientMessage(info(pub), pub),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'bad-amf',
+  );
   assert.equal(view.facts.publishReplay, null);
 });

@@ -9,7 +9,12 @@ describe('spreadOver', () => {
     const t0 = Date.now();
     const at: number[] = [];
     let doneWith = -1;
-    spreadOver(Array.from({ length: 200 }, (_, i) => i), 2000, (i) => (at.push(Date.now() - t0), assert.equal(i, at.length - 1), true), (n) => (doneWith = n));
+    spreadOver(
+      Array.from({ length: 200 }, (_, i) => i),
+      2000,
+      (i) => (at.push(Date.now() - t0), assert.equal(i, at.length - 1), true),
+      (n) => (doneWith = n),
+    );
     for (let k = 0; k < 250 && doneWith < 0; k++) t.mock.timers.tick(10);
     assert.equal(doneWith, 200);
     at.forEach((ms, i) => assert.ok(ms >= i * 10, `item ${i} at ${ms} ms, not before ${i * 10}`));
@@ -23,7 +28,12 @@ describe('spreadOver', () => {
     t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
     const seen: number[] = [];
     let done = -1;
-    const cancel = spreadOver([0, 1, 2, 3, 4, 5], 600, (i) => (seen.push(i), true), (n) => (done = n));
+    const cancel = spreadOver(
+      [0, 1, 2, 3, 4, 5],
+      600,
+      (i) => (seen.push(i), true),
+      (n) => (done = n),
+    );
     assert.deepEqual(seen, [0]);
     t.mock.timers.tick(250);
     assert.deepEqual(seen, [0, 1, 2]);
@@ -32,7 +42,12 @@ describe('spreadOver', () => {
     assert.deepEqual(seen, [0, 1, 2]);
     assert.equal(done, -1, 'no completion after cancel');
     const all: number[] = [];
-    spreadOver([0, 1, 2, 3], 400, (i) => (all.push(i), i !== 1), (n) => (done = n));
+    spreadOver(
+      [0, 1, 2, 3],
+      400,
+      (i) => (all.push(i), i !== 1),
+      (n) => (done = n),
+    );
     t.mock.timers.tick(1000);
     assert.deepEqual(all, [0, 1, 2, 3]);
     assert.equal(done, 3, 'three acted on, one skipped');
@@ -40,7 +55,12 @@ describe('spreadOver', () => {
 
   test('an empty list completes at once', () => {
     let done = -1;
-    spreadOver([], 1000, () => true, (n) => (done = n));
+    spreadOver(
+      [],
+      1000,
+      () => true,
+      (n) => (done = n),
+    );
     assert.equal(done, 0);
   });
 });

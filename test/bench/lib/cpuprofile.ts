@@ -173,7 +173,11 @@ export function summarizeProfiles(path: string, root: string, top = 25): string 
     out.push(`## ${f} — ${(totalUs / 1e6).toFixed(2)} s of CPU sampled (idle excluded)`, '', 'Top by self time:');
     for (const r of [...rows].sort((a, b) => b.self - a.self).slice(0, top)) out.push(`  ${pct(r.self)}  ${r.key}`);
     out.push('', 'Top by total time (inclusive):');
-    for (const r of [...rows].filter((r) => !/^\((root|program)\)/.test(r.key)).sort((a, b) => b.total - a.total).slice(0, top)) out.push(`  ${pct(r.total)}  ${r.key}`);
+    for (const r of [...rows]
+      .filter((r) => !/^\((root|program)\)/.test(r.key))
+      .sort((a, b) => b.total - a.total)
+      .slice(0, top))
+      out.push(`  ${pct(r.total)}  ${r.key}`);
     out.push('', 'Self time by file:');
     for (const [file, us] of [...perFile].sort((a, b) => b[1] - a[1]).slice(0, 15)) out.push(`  ${pct(us)}  ${file}`);
     out.push('');

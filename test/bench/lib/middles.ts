@@ -16,7 +16,8 @@ import { type Started, sleep, spawnReady, stopChild } from './proc.js';
 const BENCH_DIR = fileURLToPath(new URL('..', import.meta.url));
 export const PROJECT_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
-export type MiddleName = 'direct' | 'node-relay' | 'node-relay-untuned' | 'proxy' | 'proxy-goaway' | 'proxy-b' | 'proxy-tls' | 'proxy-cluster' | 'haproxy' | 'nginx';
+export type MiddleName =
+  'direct' | 'node-relay' | 'node-relay-untuned' | 'proxy' | 'proxy-goaway' | 'proxy-b' | 'proxy-tls' | 'proxy-cluster' | 'haproxy' | 'nginx';
 
 /** The proxy's middles: this proxy started through bin/ (or another tree's: proxy-b). */
 export const isProxy = (m: MiddleName): boolean => m.startsWith('proxy');
@@ -78,7 +79,11 @@ export function benchTlsFiles(): { cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), 'bench-tls-'));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=bench', '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=bench', '-keyout', key, '-out', cert],
+    { stdio: 'ignore' },
+  );
   tlsFiles = { dir, cert, key };
   process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   return tlsFiles;
@@ -176,7 +181,12 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
       return { name, port: backendPort, pid: null, adminPort: null, stop: async () => {}, output: () => '' };
     case 'node-relay':
     case 'node-relay-untuned':
-      return wrap(name, await spawnReady(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)], { env: { ...process.env, ...opts.env } }));
+      return wrap(
+        name,
+        await spawnReady(process.execPath, ['--expose-gc', ...(opts.nodeArgs ?? []), join(BENCH_DIR, 'node-relay.mjs'), String(backendPort)], {
+          env: { ...process.env, ...opts.env },
+        }),
+      );
     case 'proxy':
     case 'proxy-goaway':
     case 'proxy-b':
@@ -193,7 +203,13 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
       const tls = name === 'proxy-tls' ? benchTlsFiles() : null;
       const tlsPort = tls === null ? null : await freePort();
       const serveArgs = [
-        'serve', '--listen', `127.0.0.1:${port}`, '--backend', `b1=127.0.0.1:${backendPort}`, '--admin', `127.0.0.1:${adminPort}`,
+        'serve',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--backend',
+        `b1=127.0.0.1:${backendPort}`,
+        '--admin',
+        `127.0.0.1:${adminPort}`,
         ...(name === 'proxy-cluster' ? ['--workers', '2'] : []),
         ...(tls === null ? [] : ['--tls-listen', `127.0.0.1:${tlsPort}`, '--tls-cert', tls.cert, '--tls-key', tls.key]),
         ...(opts.redisUrl !== undefined ? ['--redis-url', opts.redisUrl] : []),
@@ -203,7 +219,16 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
       const cmd =
         code === 'dist'
           ? [join(root, 'bin/rtmp-goaway-proxy.js'), ...serveArgs]
-          : [process.execPath, ...(tuned ? RUNTIME_TUNED.nodeArgs : []), '--import', 'tsx', '-e', `import(${JSON.stringify(join(root, 'src/cli.ts'))}).then((m) => m.main(["node", "rtmp-goaway-proxy", ...process.argv.slice(1)]))`, '--', ...serveArgs];
+          : [
+              process.execPath,
+              ...(tuned ? RUNTIME_TUNED.nodeArgs : []),
+              '--import',
+              'tsx',
+              '-e',
+              `import(${JSON.stringify(join(root, 'src/cli.ts'))}).then((m) => m.main(["node", "rtmp-goaway-proxy", ...process.argv.slice(1)]))`,
+              '--',
+              ...serveArgs,
+            ];
       const nodeOptions = [process.env['NODE_OPTIONS'] ?? '', '--expose-gc', '--import', pathToFileURL(PROXY_HOOKS).href, ...(opts.nodeArgs ?? [])].join(' ').trim();
       const env: NodeJS.ProcessEnv = {
         ...process.env,
@@ -280,7 +305,14 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
 }
 
 /** For servers that print no ready line: spawn, then wait until the port accepts. */
-async function startByPort(name: MiddleName, cmd: string, args: string[], port: number, dir: string, spawnOpts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunningMiddle> {
+async function startByPort(
+  name: MiddleName,
+  cmd: string,
+  args: string[],
+  port: number,
+  dir: string,
+  spawnOpts: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunningMiddle> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...spawnOpts });
   let out = '';
   child.stdout.on('data', (b: Buffer) => (out = (out + b.toString()).slice(-10_000)));

@@ -139,13 +139,20 @@ export interface Started<T> {
   stop(): Promise<void>;
 }
 
-export async function spawnReady<T>(cmd: string, args: string[], opts: SpawnOptions & { readyTimeoutMs?: number; parseReady?: (line: string) => T | null } = {}): Promise<Started<T>> {
+export async function spawnReady<T>(
+  cmd: string,
+  args: string[],
+  opts: SpawnOptions & { readyTimeoutMs?: number; parseReady?: (line: string) => T | null } = {},
+): Promise<Started<T>> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
   let out = '';
   const parse = opts.parseReady ?? ((line: string) => (line.startsWith('{') ? (JSON.parse(line) as T) : null));
   const ready = await new Promise<T>((resolve, reject) => {
     let buf = '';
-    const timer = setTimeout(() => reject(new Error(`${cmd} ${args.join(' ')}: not ready within ${opts.readyTimeoutMs ?? 15_000} ms\n${out}`)), opts.readyTimeoutMs ?? 15_000);
+    const timer = setTimeout(
+      () => reject(new Error(`${cmd} ${args.join(' ')}: not ready within ${opts.readyTimeoutMs ?? 15_000} ms\n${out}`)),
+      opts.readyTimeoutMs ?? 15_000,
+    );
     let done = false;
     child.stdout!.on('data', (b: Buffer) => {
       if (done) return;

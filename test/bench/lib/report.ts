@@ -157,7 +157,8 @@ function perCore(r: RunResult): number | null {
 
 export function summarize(result: BenchResult) {
   const of = (m: MiddleName, f: (r: RunResult) => number | null | undefined): Stat | null => stat(result.runs.filter((r) => r.middle === m).map(f));
-  const fan = (trigger: 'admin' | 'redis', n: number): Stat | null => stat(result.fanout.filter((f) => f.trigger === trigger && f.sessions === n).map((f) => f.lastMs));
+  const fan = (trigger: 'admin' | 'redis', n: number): Stat | null =>
+    stat(result.fanout.filter((f) => f.trigger === trigger && f.sessions === n).map((f) => f.lastMs));
   return { of, fan, perRep };
 }
 
@@ -169,21 +170,113 @@ export function renderReport(result: BenchResult): string {
   const KiB = 1024;
   const MiB = 1024 * 1024;
 
-  rows.push([`Bulk throughput, ${result.runs[0]?.bulk?.connections ?? 4} publishers (Gbps)`, (m) => cell(of(m, (r) => r.bulk?.gbps ?? null), 2)]);
-  if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.gbps ?? null, ratio), 2))]);
-  rows.push(['CPU-s per Gbit (middle process)', (m) => cell(of(m, (r) => r.bulk?.cpuPerGbit ?? null), 3)]);
-  if (has('node-relay')) rows.push(['… ratio to the Node relay', (m) => (m === 'direct' ? '—' : m === 'node-relay' ? '1' : cell(perRep(result, m, 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
-  if (has('haproxy')) rows.push(['… ratio to HAProxy', (m) => (m === 'direct' ? '—' : m === 'haproxy' ? '1' : cell(perRep(result, m, 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio), 2))]);
-  rows.push(['… middle CPU % during bulk: main thread / other threads', (m) => (m === 'direct' ? '—' : `${cell(of(m, (r) => r.bulk?.mainThreadCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.otherThreadsCpuPercent ?? null), 0)}`)]);
-  rows.push(['… middle: KiB per read syscall / minor page faults per read', (m) => (m === 'direct' ? '—' : `${cell(of(m, (r) => (r.bulk?.bytesPerRead == null ? null : r.bulk.bytesPerRead / KiB)), 1)} / ${cell(of(m, (r) => r.bulk?.minorFaultsPerRead ?? null), 1)}`)]);
-  rows.push(['… load generator / sink CPU % during bulk', (m) => `${cell(of(m, (r) => r.bulk?.loadgenCpuPercent ?? null), 0)} / ${cell(of(m, (r) => r.bulk?.sinkCpuPercent ?? null), 0)}`]);
-  rows.push(['… other processes on the machine, CPU % during bulk', (m) => cell(of(m, (r) => r.bulk?.backgroundCpuPercent ?? null), 0)]);
+  rows.push([
+    `Bulk throughput, ${result.runs[0]?.bulk?.connections ?? 4} publishers (Gbps)`,
+    (m) =>
+      cell(
+        of(m, (r) => r.bulk?.gbps ?? null),
+        2,
+      ),
+  ]);
+  if (has('node-relay'))
+    rows.push([
+      '… ratio to the Node relay',
+      (m) =>
+        m === 'node-relay'
+          ? '1'
+          : cell(
+              perRep(result, m, 'node-relay', (r) => r.bulk?.gbps ?? null, ratio),
+              2,
+            ),
+    ]);
+  rows.push([
+    'CPU-s per Gbit (middle process)',
+    (m) =>
+      cell(
+        of(m, (r) => r.bulk?.cpuPerGbit ?? null),
+        3,
+      ),
+  ]);
+  if (has('node-relay'))
+    rows.push([
+      '… ratio to the Node relay',
+      (m) =>
+        m === 'direct'
+          ? '—'
+          : m === 'node-relay'
+            ? '1'
+            : cell(
+                perRep(result, m, 'node-relay', (r) => r.bulk?.cpuPerGbit ?? null, ratio),
+                2,
+              ),
+    ]);
+  if (has('haproxy'))
+    rows.push([
+      '… ratio to HAProxy',
+      (m) =>
+        m === 'direct'
+          ? '—'
+          : m === 'haproxy'
+            ? '1'
+            : cell(
+                perRep(result, m, 'haproxy', (r) => r.bulk?.cpuPerGbit ?? null, ratio),
+                2,
+              ),
+    ]);
+  rows.push([
+    '… middle CPU % during bulk: main thread / other threads',
+    (m) =>
+      m === 'direct'
+        ? '—'
+        : `${cell(
+            of(m, (r) => r.bulk?.mainThreadCpuPercent ?? null),
+            0,
+          )} / ${cell(
+            of(m, (r) => r.bulk?.otherThreadsCpuPercent ?? null),
+            0,
+          )}`,
+  ]);
+  rows.push([
+    '… middle: KiB per read syscall / minor page faults per read',
+    (m) =>
+      m === 'direct'
+        ? '—'
+        : `${cell(
+            of(m, (r) => (r.bulk?.bytesPerRead == null ? null : r.bulk.bytesPerRead / KiB)),
+            1,
+          )} / ${cell(
+            of(m, (r) => r.bulk?.minorFaultsPerRead ?? null),
+            1,
+          )}`,
+  ]);
+  rows.push([
+    '… load generator / sink CPU % during bulk',
+    (m) =>
+      `${cell(
+        of(m, (r) => r.bulk?.loadgenCpuPercent ?? null),
+        0,
+      )} / ${cell(
+        of(m, (r) => r.bulk?.sinkCpuPercent ?? null),
+        0,
+      )}`,
+  ]);
+  rows.push([
+    '… other processes on the machine, CPU % during bulk',
+    (m) =>
+      cell(
+        of(m, (r) => r.bulk?.backgroundCpuPercent ?? null),
+        0,
+      ),
+  ]);
   const levels = [...new Set(result.runs.flatMap((r) => r.paced.map((p) => p.publishers)))].sort((a, b) => a - b);
   for (const n of levels) {
     rows.push([
       `Paced ${n.toLocaleString('en-US')} × 6 Mbps: delivered %, middle CPU %`,
       (m) => {
-        const ps = result.runs.filter((r) => r.middle === m).map((r) => r.paced.find((p) => p.publishers === n)).filter((p) => p !== undefined);
+        const ps = result.runs
+          .filter((r) => r.middle === m)
+          .map((r) => r.paced.find((p) => p.publishers === n))
+          .filter((p) => p !== undefined);
         if (ps.length === 0) return '—';
         const ok = ps.filter((p) => p.sustained).length;
         const delivered = cell(stat(ps.map((p) => p.deliveredRatio * 100)), 0, ' %');
@@ -193,17 +286,57 @@ export function renderReport(result: BenchResult): string {
     ]);
   }
   if (levels.length > 0) rows.push(['6 Mbps publishers per core (est., largest sustained level)', (m) => (m === 'direct' ? '—' : cell(of(m, perCore), 0))]);
-  rows.push(['Ping-pong RTT p50 / p99 (µs)', (m) => `${cell(of(m, (r) => r.latency.p50), 0)} / ${cell(of(m, (r) => r.latency.p99), 0)}`]);
+  rows.push([
+    'Ping-pong RTT p50 / p99 (µs)',
+    (m) =>
+      `${cell(
+        of(m, (r) => r.latency.p50),
+        0,
+      )} / ${cell(
+        of(m, (r) => r.latency.p99),
+        0,
+      )}`,
+  ]);
   if (has('direct')) {
     rows.push([
       'Added latency p50 / p99 vs direct (µs)',
-      (m) => (m === 'direct' ? '0 / 0' : `${cell(perRep(result, m, 'direct', (r) => r.latency.p50, minus), 0)} / ${cell(perRep(result, m, 'direct', (r) => r.latency.p99, minus), 0)}`),
+      (m) =>
+        m === 'direct'
+          ? '0 / 0'
+          : `${cell(
+              perRep(result, m, 'direct', (r) => r.latency.p50, minus),
+              0,
+            )} / ${cell(
+              perRep(result, m, 'direct', (r) => r.latency.p99, minus),
+              0,
+            )}`,
     ]);
   }
-  rows.push(['RSS at idle (MiB)', (m) => cell(of(m, (r) => (r.rssIdle === null ? null : r.rssIdle / MiB)), 1)]);
+  rows.push([
+    'RSS at idle (MiB)',
+    (m) =>
+      cell(
+        of(m, (r) => (r.rssIdle === null ? null : r.rssIdle / MiB)),
+        1,
+      ),
+  ]);
   const idleN = result.runs[0]?.idle.sessions ?? 0;
-  rows.push([`RSS per session at ${idleN.toLocaleString('en-US')} idle sessions (KiB)`, (m) => cell(of(m, (r) => (r.idle.rssPerSession === null ? null : r.idle.rssPerSession / KiB)), 1)]);
-  rows.push(['… the same, both readings after a full GC (KiB)', (m) => cell(of(m, (r) => (r.idle.rssPerSessionAfterGc == null ? null : r.idle.rssPerSessionAfterGc / KiB)), 1)]);
+  rows.push([
+    `RSS per session at ${idleN.toLocaleString('en-US')} idle sessions (KiB)`,
+    (m) =>
+      cell(
+        of(m, (r) => (r.idle.rssPerSession === null ? null : r.idle.rssPerSession / KiB)),
+        1,
+      ),
+  ]);
+  rows.push([
+    '… the same, both readings after a full GC (KiB)',
+    (m) =>
+      cell(
+        of(m, (r) => (r.idle.rssPerSessionAfterGc == null ? null : r.idle.rssPerSessionAfterGc / KiB)),
+        1,
+      ),
+  ]);
   for (const trigger of ['admin', 'redis'] as const) {
     const sizes = [...new Set(result.fanout.filter((f) => f.trigger === trigger).map((f) => f.sessions))].sort((a, b) => a - b);
     for (const n of sizes) {
@@ -219,7 +352,10 @@ export function renderReport(result: BenchResult): string {
   const body = rows.map(([label, f]) => `| ${label} | ${ms.map((m) => f(m)).join(' | ')} |`);
   const lines = [header, sep, ...body];
   const smoke = result.command.includes('smoke');
-  lines.push('', smoke ? 'Targets (issues 8 and 17; smoke sizes: these lines only show that the report works, the figures mean nothing):' : 'Targets (issues 8 and 17):');
+  lines.push(
+    '',
+    smoke ? 'Targets (issues 8 and 17; smoke sizes: these lines only show that the report works, the figures mean nothing):' : 'Targets (issues 8 and 17):',
+  );
   lines.push(...renderTargets(result).map((t) => `- ${t}`));
   if (result.problems.length > 0) lines.push('', '**Problems:**', ...result.problems.map((p) => `- ${p}`));
   return lines.join('\n');
@@ -231,7 +367,8 @@ export function renderTargets(result: BenchResult): string[] {
   const out: string[] = [];
   const mark = (ok: boolean | null): string => (ok === null ? '(n/a)' : ok ? '✓ met' : '✗ not met');
   const has = (m: MiddleName): boolean => result.middles.includes(m);
-  const x = (st: Stat | null, digits = 2): string => (st === null ? 'n/a' : `${st.median.toFixed(digits)}× (${st.min.toFixed(digits)}–${st.max.toFixed(digits)})`);
+  const x = (st: Stat | null, digits = 2): string =>
+    st === null ? 'n/a' : `${st.median.toFixed(digits)}× (${st.min.toFixed(digits)}–${st.max.toFixed(digits)})`;
   if (!has('proxy')) return out;
   const plainKinds = (result.publishers ?? ['goaway']).join('+');
   for (const p of ['proxy', 'proxy-goaway'] as const) {
@@ -253,7 +390,9 @@ export function renderTargets(result: BenchResult): string[] {
   }
   if (has('node-relay')) {
     const d = perRep(result, 'proxy', 'node-relay', (r) => (r.rssIdle === null ? null : r.rssIdle / 2 ** 20), minus);
-    out.push(`Idle RSS within 10 MiB of the relay's: ${d === null ? 'n/a' : `+${d.median.toFixed(1)} MiB (${d.min.toFixed(1)}–${d.max.toFixed(1)})`} ${mark(d === null ? null : d.median <= 10)}`);
+    out.push(
+      `Idle RSS within 10 MiB of the relay's: ${d === null ? 'n/a' : `+${d.median.toFixed(1)} MiB (${d.min.toFixed(1)}–${d.max.toFixed(1)})`} ${mark(d === null ? null : d.median <= 10)}`,
+    );
   }
   if (has('proxy-cluster')) {
     const t = perRep(result, 'proxy-cluster', 'proxy', (r) => r.bulk?.gbps ?? null, ratio);
@@ -261,7 +400,9 @@ export function renderTargets(result: BenchResult): string[] {
     out.push(`--workers 2 vs one process: throughput ${x(t)}, CPU-s/Gbit ${x(c)} (no target: see docs/performance.md for the projection)`);
   }
   const pc = of('proxy', perCore);
-  const maxSustained = stat(result.runs.filter((r) => r.middle === 'proxy').map((r) => Math.max(0, ...r.paced.filter((p) => p.sustained).map((p) => p.publishers))));
+  const maxSustained = stat(
+    result.runs.filter((r) => r.middle === 'proxy').map((r) => Math.max(0, ...r.paced.filter((p) => p.sustained).map((p) => p.publishers))),
+  );
   if (result.runs.some((r) => r.paced.length > 0)) {
     out.push(
       `≥ 1,000 concurrent 6 Mbps publishers on one core: est. ${pc === null ? 'n/a' : pc.median.toFixed(0)} per core (largest level sustained on this 2-core box with load generator and sink: ${maxSustained?.median ?? 0}) ${mark(pc === null ? null : pc.median >= 1000)}`,
@@ -269,12 +410,16 @@ export function renderTargets(result: BenchResult): string[] {
   }
   const f5 = fan('admin', 5000) ?? fan('redis', 5000);
   const fAny = f5 ?? stat(result.fanout.map((f) => f.lastMs));
-  out.push(`Go Away fan-out to 5,000 sessions < 250 ms: ${f5 === null ? (fAny === null ? 'n/a' : `n/a at 5,000 (largest measured: ${fAny.median.toFixed(1)} ms)`) : `${f5.median.toFixed(1)} ms`} ${mark(f5 === null ? null : f5.median < 250)}`);
+  out.push(
+    `Go Away fan-out to 5,000 sessions < 250 ms: ${f5 === null ? (fAny === null ? 'n/a' : `n/a at 5,000 (largest measured: ${fAny.median.toFixed(1)} ms)`) : `${f5.median.toFixed(1)} ms`} ${mark(f5 === null ? null : f5.median < 250)}`,
+  );
   const rss = of('proxy', (r) => (r.idle.rssPerSession === null ? null : r.idle.rssPerSession / 1024));
   out.push(`≤ 8 KiB RSS per idle session: ${rss === null ? 'n/a' : `${rss.median.toFixed(1)} KiB`} ${mark(rss === null ? null : rss.median <= 8)}`);
   if (has('haproxy') && has('direct')) {
     const p = perRep(result, 'proxy', 'haproxy', (r) => r.latency.p50, minus);
-    out.push(`Added p50 latency within 20 µs of HAProxy's: ${p === null ? 'n/a' : `${p.median >= 0 ? '+' : ''}${p.median.toFixed(0)} µs`} ${mark(p === null ? null : p.median <= 20)}`);
+    out.push(
+      `Added p50 latency within 20 µs of HAProxy's: ${p === null ? 'n/a' : `${p.median >= 0 ? '+' : ''}${p.median.toFixed(0)} µs`} ${mark(p === null ? null : p.median <= 20)}`,
+    );
   }
   return out;
 }

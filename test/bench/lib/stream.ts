@@ -141,7 +141,7 @@ function encodeFmt1(csid: number, delta: number, typeId: number, payload: Buffer
   out.writeUIntBE(payload.length, 4, 3);
   out[7] = typeId;
   let p = 8;
-  for (let sent = 0; ; ) {
+  for (let sent = 0; ;) {
     const k = Math.min(chunkSize, payload.length - sent);
     payload.copy(out, p, sent, sent + k);
     p += k;
@@ -203,26 +203,34 @@ export function publishStream(): PublishStream {
   // Preamble: the command exchange a publisher sends, then each media csid's sequence header as
   // fmt 0 at the timestamp of the block's last message on that csid (so the block's first delta holds).
   const preambleOf = (kind: PublisherKind): Buffer => {
-  const w = new ChunkWriter(false);
-  const cmd = (csid: number, streamId: number, payload: Buffer) => w.write({ csid, timestamp: 0, typeId: MessageType.CommandAmf0, streamId, payload });
-  const pre: Buffer[] = [c0c1(Mode.Publish, 0, kind), pseudoRandom(HANDSHAKE_PACKET_SIZE, 11)];
-  const announce = kind === 'goaway' ? { supportsGoAway: true } : kind === 'erpc' ? { capsEx: CAPS_EX_RECONNECT } : {};
-  pre.push(w.write(controlMessage(MessageType.SetChunkSize, CHUNK_SIZE)));
-  w.chunkSize = CHUNK_SIZE;
-  pre.push(
-    cmd(3, 0, encodeCommand('connect', 1, amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; Lavf58.76.100)', tcUrl: 'rtmp://127.0.0.1:1935/live', ...announce }))),
-    cmd(3, 0, encodeCommand('releaseStream', 2, null, 'bench')),
-    cmd(3, 0, encodeCommand('FCPublish', 3, null, 'bench')),
-    cmd(3, 0, encodeCommand('createStream', 4, null)),
-    cmd(8, 1, encodeCommand('publish', 5, null, 'bench', 'live')),
-    w.write({ csid: 4, timestamp: 0, typeId: MessageType.DataAmf0, streamId: 1, payload: metadata.payload }),
-  );
-  for (const s of seeds) {
-    const last = lastOnCsid.get(s.csid);
-    if (last === undefined) throw new Error(`capture has a sequence header on csid ${s.csid} but no media there`);
-    pre.push(w.write({ csid: s.csid, timestamp: last, typeId: s.typeId, streamId: 1, payload: s.payload }));
-  }
-  return Buffer.concat(pre);
+    const w = new ChunkWriter(false);
+    const cmd = (csid: number, streamId: number, payload: Buffer) => w.write({ csid, timestamp: 0, typeId: MessageType.CommandAmf0, streamId, payload });
+    const pre: Buffer[] = [c0c1(Mode.Publish, 0, kind), pseudoRandom(HANDSHAKE_PACKET_SIZE, 11)];
+    const announce = kind === 'goaway' ? { supportsGoAway: true } : kind === 'erpc' ? { capsEx: CAPS_EX_RECONNECT } : {};
+    pre.push(w.write(controlMessage(MessageType.SetChunkSize, CHUNK_SIZE)));
+    w.chunkSize = CHUNK_SIZE;
+    pre.push(
+      cmd(
+        3,
+        0,
+        encodeCommand(
+          'connect',
+          1,
+          amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; Lavf58.76.100)', tcUrl: 'rtmp://127.0.0.1:1935/live', ...announce }),
+        ),
+      ),
+      cmd(3, 0, encodeCommand('releaseStream', 2, null, 'bench')),
+      cmd(3, 0, encodeCommand('FCPublish', 3, null, 'bench')),
+      cmd(3, 0, encodeCommand('createStream', 4, null)),
+      cmd(8, 1, encodeCommand('publish', 5, null, 'bench', 'live')),
+      w.write({ csid: 4, timestamp: 0, typeId: MessageType.DataAmf0, streamId: 1, payload: metadata.payload }),
+    );
+    for (const s of seeds) {
+      const last = lastOnCsid.get(s.csid);
+      if (last === undefined) throw new Error(`capture has a sequence header on csid ${s.csid} but no media there`);
+      pre.push(w.write({ csid: s.csid, timestamp: last, typeId: s.typeId, streamId: 1, payload: s.payload }));
+    }
+    return Buffer.concat(pre);
   };
   const preambles = new Map(PUBLISHER_KINDS.map((k) => [k, preambleOf(k)]));
   const preamble = preambles.get('plain')!;

@@ -25,7 +25,7 @@
  * address only), `'connect'` (app) or `'publish'` (stream key).
  */
 import { createHash } from 'node:crypto';
-import { CidrSet } from './cidr.js';
+import { CidrSet } from '../net/cidr.js';
 
 export type Balance = 'least-connections' | 'weighted';
 export const BALANCES: readonly Balance[] = ['least-connections', 'weighted'];
@@ -110,10 +110,13 @@ export function withoutQuery(s: string): string {
   return i < 0 ? s : s.slice(0, i);
 }
 
-export { normalizeIp } from './cidr.js';
-
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 /** Uniform in (0, 1) from (key, backend name): 53 bits of SHA-1. */

@@ -4,12 +4,13 @@
  */
 import { createReadStream, statSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { parseDuration } from '../config.js';
-import { redactStreamKey } from '../proxy/redact.js';
-import { safeText } from '../terminal-text.js';
-import { readFlvTags } from './flv.js';
-import { type ConnectionReport, type ProgressInfo, type PublishReport, ReferencePublisher } from './reference-publisher.js';
-import { parseRtmpUrl } from './rtmp-client.js';
+import { parseDuration } from './config.js';
+import { redactStreamKey } from './net/redact.js';
+import { safeText } from './terminal-text.js';
+import { readFlvTags } from './client/flv.js';
+import { type ConnectionReport, type ProgressInfo, type PublishReport, ReferencePublisher } from './client/reference-publisher.js';
+import { parseRtmpUrl } from './client/rtmp-client.js';
+import { DEFAULT_CHUNK_SIZE, MAX_SPEC_CHUNK_SIZE } from './rtmp/constants.js';
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 
@@ -65,7 +66,7 @@ function speedArg(v: string): number {
 
 function intArg(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 128 || n > 0x7fffffff) throw new InvalidArgumentError('expected an integer ≥ 128');
+  if (!Number.isInteger(n) || n < DEFAULT_CHUNK_SIZE || n > MAX_SPEC_CHUNK_SIZE) throw new InvalidArgumentError(`expected an integer ≥ ${DEFAULT_CHUNK_SIZE}`);
   return n;
 }
 
@@ -125,7 +126,9 @@ export function registerPublishCommand(program: Command): void {
         reconnectTimeoutMs: o.reconnectTimeout,
       });
       const announces = [o.goaway ? o.goawayKey : null, o.erpc ? 'capsEx Reconnect' : null].filter((x) => x !== null);
-      say(`publish ${input === '-' ? 'stdin' : input} → ${displayUrl(url)} (announces ${announces.length > 0 ? announces.join(' + ') : 'no Go Away support'}, speed ${o.speed === 0 ? 'max' : `${o.speed}x`})`);
+      say(
+        `publish ${input === '-' ? 'stdin' : input} → ${displayUrl(url)} (announces ${announces.length > 0 ? announces.join(' + ') : 'no Go Away support'}, speed ${o.speed === 0 ? 'max' : `${o.speed}x`})`,
+      );
 
       const tty = o.progress === true && out.isTTY === true;
       let progressShown = false;
@@ -144,7 +147,9 @@ export function registerPublishCommand(program: Command): void {
       pub.on('connected', (c) => line(describeConnected(c)));
       pub.on('goaway', (c, reason) => {
         const p = pub.progress();
-        line(`[conn ${c.index}] ${reason === 'go-away' ? 'Go Away (type 32)' : 'E-RTMP reconnect request'} received at media ${secs(p.mediaMs)}: sending on until the next keyframe`);
+        line(
+          `[conn ${c.index}] ${reason === 'go-away' ? 'Go Away (type 32)' : 'E-RTMP reconnect request'} received at media ${secs(p.mediaMs)}: sending on until the next keyframe`,
+        );
       });
       pub.on('closed', (c) => line(describeClosed(c, firstTs ?? 0)));
       pub.on('retry', (r) => line(`  reconnect attempt ${r.attempt} failed (${r.error.message}); retrying in ${r.delayMs} ms`));

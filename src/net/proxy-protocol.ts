@@ -85,7 +85,8 @@ function parseV1(buf: Buffer): ProxyParseResult {
     // "PROXY UNKNOWN" may be followed by anything up to the CRLF, which receivers ignore.
     return { kind: 'ok', length, header: { version: 1, command: 'local', family: 'unknown', source: null, destination: null } };
   }
-  if (parts.length !== 6 || (parts[1] !== 'TCP4' && parts[1] !== 'TCP6')) return { kind: 'invalid', reason: 'v1: expected "PROXY TCP4|TCP6 src dst sport dport"' };
+  if (parts.length !== 6 || (parts[1] !== 'TCP4' && parts[1] !== 'TCP6'))
+    return { kind: 'invalid', reason: 'v1: expected "PROXY TCP4|TCP6 src dst sport dport"' };
   const v4 = parts[1] === 'TCP4';
   const [, , src, dst, sp, dp] = parts as [string, string, string, string, string, string];
   const okAddr = (a: string) => (v4 ? net.isIPv4(a) : net.isIPv6(a) && !a.includes('%'));
@@ -136,7 +137,13 @@ function parseV2(buf: Buffer): ProxyParseResult {
     return {
       kind: 'ok',
       length,
-      header: { version: 2, command: 'proxy', family: 'tcp4', source: { address: a(16), port: buf.readUInt16BE(24) }, destination: { address: a(20), port: buf.readUInt16BE(26) } },
+      header: {
+        version: 2,
+        command: 'proxy',
+        family: 'tcp4',
+        source: { address: a(16), port: buf.readUInt16BE(24) },
+        destination: { address: a(20), port: buf.readUInt16BE(26) },
+      },
     };
   }
   if (family === 2) {
@@ -144,7 +151,13 @@ function parseV2(buf: Buffer): ProxyParseResult {
     return {
       kind: 'ok',
       length,
-      header: { version: 2, command: 'proxy', family: 'tcp6', source: { address: ipv6(buf, 16), port: buf.readUInt16BE(48) }, destination: { address: ipv6(buf, 32), port: buf.readUInt16BE(50) } },
+      header: {
+        version: 2,
+        command: 'proxy',
+        family: 'tcp6',
+        source: { address: ipv6(buf, 16), port: buf.readUInt16BE(48) },
+        destination: { address: ipv6(buf, 32), port: buf.readUInt16BE(50) },
+      },
     };
   }
   if (len < 216) return { kind: 'invalid', reason: 'v2: UNIX address block shorter than 216 bytes' };
