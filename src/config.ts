@@ -54,11 +54,7 @@ export class ConfigError extends Error {
   readonly issues: string[];
   constructor(issues: string | string[]) {
     const list = Array.isArray(issues) ? issues : [issues];
-    super(
-      list.length === 1
-        ? list[0]!
-        : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`,
-    );
+    super(list.length === 1 ? list[0]! : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`);
     this.name = 'ConfigError';
     this.issues = list;
   }
@@ -127,7 +123,11 @@ export function formatDuration(ms: number): string {
 
 /** Shortest exact rendering of a byte count: 65536 → "64k", 16777215 → "16777215". */
 export function formatSize(bytes: number): string {
-  for (const [u, n] of [['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
+  for (const [u, n] of [
+    ['g', 1024 ** 3],
+    ['m', 1024 ** 2],
+    ['k', 1024],
+  ] as const) {
     if (bytes > 0 && bytes % n === 0) return `${bytes / n}${u}`;
   }
   return String(bytes);
@@ -216,7 +216,11 @@ abstract class Schema<T> {
 
   /** A missing value (`undefined`) becomes `def` (called when a function), not validated. */
   default(def: T | (() => T)): Schema<T> {
-    return new Wrapped(this, (v, path, issues) => (v === undefined ? (typeof def === 'function' ? (def as () => T)() : def) : this.run(v, path, issues)), 'default');
+    return new Wrapped(
+      this,
+      (v, path, issues) => (v === undefined ? (typeof def === 'function' ? (def as () => T)() : def) : this.run(v, path, issues)),
+      'default',
+    );
   }
   /** A missing value becomes `def`, then validated (groups: `{}` gives every default of the group). */
   prefault(def: unknown): Schema<T> {
@@ -224,7 +228,9 @@ abstract class Schema<T> {
   }
   /** A missing value is `undefined`, and a missing key stays absent. */
   optional(): Schema<T | undefined> & { readonly optionalKey: true } {
-    return new Wrapped<T | undefined>(this, (v, path, issues) => (v === undefined ? undefined : this.run(v, path, issues)), 'omit') as unknown as Schema<T | undefined> & { readonly optionalKey: true };
+    return new Wrapped<T | undefined>(this, (v, path, issues) => (v === undefined ? undefined : this.run(v, path, issues)), 'omit') as unknown as Schema<
+      T | undefined
+    > & { readonly optionalKey: true };
   }
   transform<U>(fn: (v: T, ctx: Ctx) => U): Schema<U> {
     return new Wrapped(this, (v, path, issues) => {
@@ -272,7 +278,13 @@ abstract class Schema<T> {
 function contextAt(path: PropertyKey[], issues: Issue[], nonFatal: boolean): Ctx {
   return {
     addIssue: (i) => {
-      issues.push({ code: 'custom', message: i.message, path: [...path, ...(i.path ?? [])], ...(i.params === undefined ? {} : { params: i.params }), ...(nonFatal ? { continue: true } : {}) });
+      issues.push({
+        code: 'custom',
+        message: i.message,
+        path: [...path, ...(i.path ?? [])],
+        ...(i.params === undefined ? {} : { params: i.params }),
+        ...(nonFatal ? { continue: true } : {}),
+      });
     },
   };
 }
@@ -303,7 +315,9 @@ const anyValue = (): Schema<unknown> => new AnyValue();
 type Shape = Record<string, Schema<unknown>>;
 type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends { readonly optionalKey: true } ? K : never }[keyof S];
 type Infer<S> = S extends Schema<infer T> ? T : never;
-type ObjectOut<S extends Shape> = { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> } extends infer O ? { [K in keyof O]: O[K] } : never;
+type ObjectOut<S extends Shape> = { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> } extends infer O
+  ? { [K in keyof O]: O[K] }
+  : never;
 
 const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
@@ -468,7 +482,9 @@ function optionalStringValue() {
 }
 
 function optionalString(description: string, defaultDoc = '"" (unset)') {
-  return optionalStringValue().default('').meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
+  return optionalStringValue()
+    .default('')
+    .meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
 }
 
 function hostPortValue(opts: { allowEmpty?: boolean; minPort?: number } = {}) {
@@ -525,20 +541,30 @@ function redisUrlValue() {
 // Leaf settings: validator + default + metadata.
 
 function duration(def: number, description: string, b?: Bounds) {
-  return durationValue(b).default(def).meta({ description, kind: 'duration' } satisfies LeafMeta);
+  return durationValue(b)
+    .default(def)
+    .meta({ description, kind: 'duration' } satisfies LeafMeta);
 }
 function size(def: number, description: string, b?: Bounds) {
-  return sizeValue(b).default(def).meta({ description, kind: 'size' } satisfies LeafMeta);
+  return sizeValue(b)
+    .default(def)
+    .meta({ description, kind: 'size' } satisfies LeafMeta);
 }
 function int(def: number, description: string, b?: Bounds) {
-  return intValue(b).default(def).meta({ description, kind: 'integer' } satisfies LeafMeta);
+  return intValue(b)
+    .default(def)
+    .meta({ description, kind: 'integer' } satisfies LeafMeta);
 }
 function bool(def: boolean, description: string) {
-  return boolValue().default(def).meta({ description, kind: 'boolean' } satisfies LeafMeta);
+  return boolValue()
+    .default(def)
+    .meta({ description, kind: 'boolean' } satisfies LeafMeta);
 }
 function oneOf<const T extends readonly [string, ...string[]]>(values: T, def: T[number], description: string) {
   // `as never`: TS cannot see that T[number] is its own Awaited/NoUndefined form.
-  return enumValue(values).default(def as never).meta({ description, kind: 'enum', values } satisfies LeafMeta);
+  return enumValue(values)
+    .default(def as never)
+    .meta({ description, kind: 'enum', values } satisfies LeafMeta);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,7 +583,11 @@ export type BackendConfig = Infer<typeof BackendSchema>;
 /** Normalise backends given as a comma-separated string, a list of `name=host:port` strings, or YAML mappings. */
 function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
   let list: unknown[];
-  if (typeof v === 'string') list = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (typeof v === 'string')
+    list = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
   else if (Array.isArray(v)) list = v;
   else return issue(ctx, `expected a list of backends (name=host:port, or mappings with name, host, port), got ${show(v)}`);
   let failed = false;
@@ -657,7 +687,8 @@ function dnsNameValue() {
     if (typeof v !== 'string') return issue(ctx, `expected a DNS name, got ${show(v)}`);
     const s = v.trim().replace(/\.$/, '');
     if (s === '') return '';
-    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s)) return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
+    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s))
+      return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
     return s;
   });
 }
@@ -685,7 +716,8 @@ function cidrListValue() {
     if (list === null) return issue(ctx, `expected a comma-separated list of CIDR subnets like 10.0.0.0/8,2001:db8::/32, got ${show(v)}`);
     const items = list.map((x) => x.trim()).filter((x) => x !== '');
     const { invalid } = CidrSet.parse(items);
-    if (invalid.length > 0) return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
+    if (invalid.length > 0)
+      return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
     return items.join(',');
   });
 }
@@ -736,285 +768,319 @@ function defaultReplicaId(): string {
 }
 
 export const ConfigSchema = strictObject({
-    listen: hostPortValue()
-      .default('0.0.0.0:1935')
-      .meta({ kind: 'hostport', description: 'Address of the RTMP listener, `host:port` (IPv6 as `[::]:1935`).' } satisfies LeafMeta),
-    admin: hostPortValue({ allowEmpty: true })
-      .default('127.0.0.1:9935')
+  listen: hostPortValue()
+    .default('0.0.0.0:1935')
+    .meta({ kind: 'hostport', description: 'Address of the RTMP listener, `host:port` (IPv6 as `[::]:1935`).' } satisfies LeafMeta),
+  admin: hostPortValue({ allowEmpty: true })
+    .default('127.0.0.1:9935')
+    .meta({
+      kind: 'hostport',
+      allowEmpty: true,
+      description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
+    } satisfies LeafMeta),
+  adminToken: optionalString(
+    'Bearer token of the admin API: `Authorization: Bearer <token>` on every `/api/*` request and every `POST`; `/healthz`, `/readyz` and `/metrics` stay open. ' +
+      'Without a token the API answers only on a loopback `admin` address: on any other address `/api/*` and `POST` are refused (403). ' +
+      'Prefer `adminTokenFile` (a mounted Secret) to this setting; redacted in logs. See docs/security.md.',
+    '"" (none)',
+  ),
+  adminTokenFile: optionalString(
+    'File holding the admin token (e.g. a mounted Kubernetes Secret), read once at start: surrounding whitespace is trimmed; at most 4 KiB, one line of printable characters. ' +
+      'An unreadable, empty or malformed file is a configuration error. Exclusive with `adminToken`. The CLI (`drain`, `undrain`, `status` with `--admin`) reads the same variable.',
+  ),
+  acceptProxyProtocol: oneOf(
+    ACCEPT_PROXY_PROTOCOL,
+    'off',
+    'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners, honoured only from the sources of `acceptProxyProtocolFrom` (required when this is not `off`): ' +
+      '`required` refuses connections without a valid header, and every connection from another source; `optional` takes a header from a trusted source when present, and serves other sources as plain RTMP clients (a PROXY header from them is refused); ' +
+      "`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session's client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).",
+  ),
+  acceptProxyProtocolFrom: cidrListValue()
+    .default('')
+    .meta({
+      kind: 'string',
+      allowEmpty: true,
+      defaultDoc: '"" (none)',
+      description:
+        "Sources allowed to send a PROXY protocol header: the front load balancers' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). " +
+        'A header from any other source is refused (connection closed, counted as `proxy-protocol-untrusted`). `0.0.0.0/0,::/0` believes every client: only when nothing but the balancer can reach the listener.',
+    } satisfies LeafMeta),
+  backendProxyProtocol: oneOf(
+    BACKEND_PROXY_PROTOCOL,
+    'off',
+    "Send a PROXY protocol header carrying the client's address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.",
+  ),
+  tls: strictObject({
+    listen: hostPortValue({ allowEmpty: true })
+      .default('')
       .meta({
         kind: 'hostport',
         allowEmpty: true,
-        description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
+        defaultDoc: '"" (disabled)',
+        description: 'Address of an RTMPS listener (TLS terminated by the proxy, plain RTMP to backends), e.g. `0.0.0.0:443`; empty disables it.',
       } satisfies LeafMeta),
-    adminToken: optionalString(
-      'Bearer token of the admin API: `Authorization: Bearer <token>` on every `/api/*` request and every `POST`; `/healthz`, `/readyz` and `/metrics` stay open. ' +
-        'Without a token the API answers only on a loopback `admin` address: on any other address `/api/*` and `POST` are refused (403). ' +
-        'Prefer `adminTokenFile` (a mounted Secret) to this setting; redacted in logs. See docs/security.md.',
-      '"" (none)',
+    cert: optionalString('PEM certificate chain file of the RTMPS listener (re-read on SIGHUP).'),
+    key: optionalString('PEM private key file of the RTMPS listener (re-read on SIGHUP).'),
+  }).prefault({}),
+  backends,
+  routing,
+  health: strictObject({
+    enabled: bool(true, 'Run active health probes against every backend.'),
+    intervalMs: duration(5_000, 'Time between health probes of each backend.'),
+    timeoutMs: duration(2_000, 'Timeout of one health probe; must be less than `health.intervalMs`.'),
+    rise: int(2, 'Consecutive successful probes before a down backend is marked up.', { min: 1, max: 1000 }),
+    fall: int(3, 'Consecutive failed probes before an up backend is marked down.', { min: 1, max: 1000 }),
+  }).prefault({}),
+  drain: strictObject({
+    deadlineMs: duration(
+      30_000,
+      'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
+      { min: 0 },
     ),
-    adminTokenFile: optionalString(
-      'File holding the admin token (e.g. a mounted Kubernetes Secret), read once at start: surrounding whitespace is trimmed; at most 4 KiB, one line of printable characters. ' +
-        'An unreadable, empty or malformed file is a configuration error. Exclusive with `adminToken`. The CLI (`drain`, `undrain`, `status` with `--admin`) reads the same variable.',
+    closeSpreadMs: duration(
+      0,
+      'Storm-free closes: when the drain deadline closes the sessions left on a backend (or a removed one), close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); ' +
+        'in sidecar mode the sessions left at the end of `sidecar.gracePeriodMs` are closed over its last part of this length. 0 closes them together.',
+      { min: 0 },
     ),
-    acceptProxyProtocol: oneOf(
-      ACCEPT_PROXY_PROTOCOL,
-      'off',
-      'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners, honoured only from the sources of `acceptProxyProtocolFrom` (required when this is not `off`): ' +
-        '`required` refuses connections without a valid header, and every connection from another source; `optional` takes a header from a trusted source when present, and serves other sources as plain RTMP clients (a PROXY header from them is refused); ' +
-        '`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session\'s client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).',
+    nonCapable: oneOf(
+      NON_CAPABLE_POLICIES,
+      'migrate',
+      'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
+        "inside the proxy, switching at the client's next video keyframe, without the client noticing (on failure: closed at the drain deadline); " +
+        '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
     ),
-    acceptProxyProtocolFrom: cidrListValue()
+  }).prefault({}),
+  erpc: strictObject({
+    offer: bool(
+      true,
+      'Offer E-RTMP reconnect: add `capsEx` Reconnect (0x01) to the connect `_result` of clients that sent `capsEx`, and on drain send ' +
+        '`NetConnection.Connect.ReconnectRequest` to clients that announced Reconnect but not Go Away (Go Away is preferred when both are announced).',
+    ),
+    tcUrl: rtmpUrlValue()
+      .default('')
+      .meta({
+        kind: 'url',
+        allowEmpty: true,
+        defaultDoc: '"" (same URL)',
+        description:
+          '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
+      } satisfies LeafMeta),
+  }).prefault({}),
+  migration: strictObject({
+    maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', {
+      min: 1,
+      max: 100_000,
+    }),
+    timeoutMs: duration(
+      5_000,
+      'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.',
+    ),
+    switchTimeoutMs: duration(
+      20_000,
+      "Time a migration waits for the client's next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.",
+    ),
+    maxCachedBytes: size(
+      64 * 1024,
+      'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).',
+      {
+        min: 1,
+        max: MAX_RTMP_MESSAGE_SIZE,
+      },
+    ),
+    chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
+  }).prefault({}),
+  discovery: strictObject({
+    dnsName: dnsNameValue()
       .default('')
       .meta({
         kind: 'string',
         allowEmpty: true,
-        defaultDoc: '"" (none)',
         description:
-          'Sources allowed to send a PROXY protocol header: the front load balancers\' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). ' +
-          'A header from any other source is refused (connection closed, counted as `proxy-protocol-untrusted`). `0.0.0.0/0,::/0` believes every client: only when nothing but the balancer can reach the listener.',
+          'Discover backends from DNS, merged with `backends`: a headless Service name (`ingest.live.svc.cluster.local`: every A/AAAA address is a backend on `discovery.port`, named by its IP) ' +
+          'or an SRV name (`_rtmp._tcp.ingest.live.svc.cluster.local`: targets, ports and weights; named by target). Re-resolved every `discovery.intervalMs`; a backend that disappears is drained (Go Away, migration), ' +
+          'not cut, a new one joins after its first successful health check. Empty: only `backends`.',
       } satisfies LeafMeta),
-    backendProxyProtocol: oneOf(
-      BACKEND_PROXY_PROTOCOL,
-      'off',
-      'Send a PROXY protocol header carrying the client\'s address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.',
+    recordType: oneOf(
+      DISCOVERY_RECORD_TYPES,
+      'auto',
+      'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).',
     ),
-    tls: strictObject({
-        listen: hostPortValue({ allowEmpty: true })
-          .default('')
-          .meta({
-            kind: 'hostport',
-            allowEmpty: true,
-            defaultDoc: '"" (disabled)',
-            description: 'Address of an RTMPS listener (TLS terminated by the proxy, plain RTMP to backends), e.g. `0.0.0.0:443`; empty disables it.',
-          } satisfies LeafMeta),
-        cert: optionalString('PEM certificate chain file of the RTMPS listener (re-read on SIGHUP).'),
-        key: optionalString('PEM private key file of the RTMPS listener (re-read on SIGHUP).'),
-      })
-      .prefault({}),
-    backends,
-    routing,
-    health: strictObject({
-        enabled: bool(true, 'Run active health probes against every backend.'),
-        intervalMs: duration(5_000, 'Time between health probes of each backend.'),
-        timeoutMs: duration(2_000, 'Timeout of one health probe; must be less than `health.intervalMs`.'),
-        rise: int(2, 'Consecutive successful probes before a down backend is marked up.', { min: 1, max: 1000 }),
-        fall: int(3, 'Consecutive failed probes before an up backend is marked down.', { min: 1, max: 1000 }),
-      })
-      .prefault({}),
-    drain: strictObject({
-        deadlineMs: duration(
-          30_000,
-          'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
-          { min: 0 },
-        ),
-        closeSpreadMs: duration(
-          0,
-          'Storm-free closes: when the drain deadline closes the sessions left on a backend (or a removed one), close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); ' +
-            'in sidecar mode the sessions left at the end of `sidecar.gracePeriodMs` are closed over its last part of this length. 0 closes them together.',
-          { min: 0 },
-        ),
-        nonCapable: oneOf(
-          NON_CAPABLE_POLICIES,
-          'migrate',
-          'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
-            'inside the proxy, switching at the client\'s next video keyframe, without the client noticing (on failure: closed at the drain deadline); ' +
-            '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
-        ),
-      })
-      .prefault({}),
-    erpc: strictObject({
-        offer: bool(
-          true,
-          'Offer E-RTMP reconnect: add `capsEx` Reconnect (0x01) to the connect `_result` of clients that sent `capsEx`, and on drain send ' +
-            '`NetConnection.Connect.ReconnectRequest` to clients that announced Reconnect but not Go Away (Go Away is preferred when both are announced).',
-        ),
-        tcUrl: rtmpUrlValue()
-          .default('')
-          .meta({
-            kind: 'url',
-            allowEmpty: true,
-            defaultDoc: '"" (same URL)',
-            description: '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
-          } satisfies LeafMeta),
-      })
-      .prefault({}),
-    migration: strictObject({
-        maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', { min: 1, max: 100_000 }),
-        timeoutMs: duration(5_000, 'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.'),
-        switchTimeoutMs: duration(
-          20_000,
-          'Time a migration waits for the client\'s next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.',
-        ),
-        maxCachedBytes: size(64 * 1024, 'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).', {
-          min: 1,
-          max: MAX_RTMP_MESSAGE_SIZE,
-        }),
-        chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
-      })
-      .prefault({}),
-    discovery: strictObject({
-        dnsName: dnsNameValue()
-          .default('')
-          .meta({
-            kind: 'string',
-            allowEmpty: true,
-            description:
-              'Discover backends from DNS, merged with `backends`: a headless Service name (`ingest.live.svc.cluster.local`: every A/AAAA address is a backend on `discovery.port`, named by its IP) ' +
-              'or an SRV name (`_rtmp._tcp.ingest.live.svc.cluster.local`: targets, ports and weights; named by target). Re-resolved every `discovery.intervalMs`; a backend that disappears is drained (Go Away, migration), ' +
-              'not cut, a new one joins after its first successful health check. Empty: only `backends`.',
-          } satisfies LeafMeta),
-        recordType: oneOf(DISCOVERY_RECORD_TYPES, 'auto', 'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).'),
-        port: int(1935, 'RTMP port of backends discovered through A/AAAA records.', { min: 1, max: 65535 }),
-        intervalMs: duration(10_000, 'Time between two resolutions of `discovery.dnsName`.', { min: 100 }),
-        jitterMs: duration(1_000, 'Random extra delay (0 to this) added to each discovery interval, so replicas do not query in lockstep.', { min: 0 }),
-        servers: dnsServersValue()
-          .default('')
-          .meta({
-            kind: 'string',
-            allowEmpty: true,
-            defaultDoc: '"" (system resolver)',
-            description: 'DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system\'s (`/etc/resolv.conf`).',
-          } satisfies LeafMeta),
-        maxSessions: int(0, 'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.', { min: 0 }),
-        sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', { min: 0 }),
-      })
-      .prefault({}),
-    limits: strictObject({
-        handshakeTimeoutMs: duration(
-          10_000,
-          'Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client\'s C0+C1 (1,537 bytes).',
-        ),
-        idleTimeoutMs: duration(
-          60_000,
-          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
-        ),
-        backendIdleTimeoutMs: duration(
-          0,
-          'Server→client idle timeout: a session that received no byte from its backend for this long is closed (`backend-idle`); 0 disables it. Backends can be quiet for long (nginx-rtmp sends an Acknowledgement per `ack_window` bytes and pings every `ping` interval): set it above those.',
-          { min: 0 },
-        ),
-        connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
-        maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
-        maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),
-        connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
-        connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
-        maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
-        maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
-        minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
-        maxMessageSize: size(MAX_RTMP_MESSAGE_SIZE, 'Largest RTMP message length accepted (the wire field is 24 bits).', {
-          min: 1,
-          max: MAX_RTMP_MESSAGE_SIZE,
-        }),
-        maxCommandSize: size(256 * 1024, 'Largest command/control message the proxy decodes; must not exceed `limits.maxMessageSize`.', {
-          min: 1,
-          max: MAX_RTMP_MESSAGE_SIZE,
-        }),
-        maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
-        sessionBufferBytes: size(
-          512 * 1024,
-          'Memory one session may hold between reads: unfinished command/control messages of either direction, client bytes waiting for the backend connection, the held connect `_result`, the migration cache. ' +
-            'Over it the session stops parsing and is forwarded blindly (`onParseError: forward`) or closed, counted in `rtmp_goaway_buffer_budget_exceeded_total`. ' +
-            'A session relaying after a proxy-side migration may hold one whole message of up to `limits.maxMessageSize` more. Must be at least `limits.maxCommandSize`.',
-          { min: 1 },
-        ),
-        processBufferBytes: size(
-          64 * 1024 ** 2,
-          'Memory all sessions of this process together may hold between reads (each within `limits.sessionBufferBytes`); a session refused memory because the process is full is handled as one over its own budget, the others go on. ' +
-            'Buffers live outside the V8 heap, in the same container: keep it well below the memory limit minus the heap.',
-          { min: 1 },
-        ),
-        amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
-        amfMaxItems: int(
-          1024,
-          'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
-          { min: 1 },
-        ),
-        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
-      })
-      .prefault({}),
-    onParseError: oneOf(
-      PARSE_ERROR_POLICIES,
-      'forward',
-      'What to do with a session whose RTMP stops parsing: `forward` keeps relaying bytes blindly (the stream stays alive but cannot be sent Go Away), `close` closes it.',
-    ),
-    log: strictObject({
-        level: oneOf(LOG_LEVELS, 'info', 'Log level (pino).'),
-        streamKeys: bool(false, 'Log stream keys in clear instead of redacted.'),
-      })
-      .prefault({}),
-    sidecar: strictObject({
-        enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
-        gracePeriodMs: duration(25_000, 'In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod\'s termination grace period).', { min: 0 }),
-      })
-      .prefault({}),
-    redis: strictObject({
-        url: redisUrlValue()
-          .optional()
-          .meta({
-            kind: 'url',
-            allowEmpty: true,
-            description:
-              'Redis URL of the fleet control bus, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); when unset an in-process control bus is used. The password is redacted in logs.',
-          } satisfies LeafMeta),
-        prefix: stringValue()
-          .default('rtmp-goaway')
-          .meta({ kind: 'string', description: 'Prefix of every Redis key and channel.' } satisfies LeafMeta),
-        heartbeatMs: duration(5_000, 'How often this replica refreshes its presence and session records in Redis.'),
-        sessionTtlMs: duration(15_000, 'TTL of session records in Redis; must be greater than `redis.heartbeatMs`.'),
-      })
-      .prefault({}),
-    workers: int(
-      1,
-      'Proxy processes sharing the listener (Node cluster): 1 runs one process; N > 1 runs a primary that forks N workers and serves the admin API for all of them (sessions, backends, metrics summed, drains sent to every worker); 0 = one per CPU. Limits such as `limits.maxSessions` apply per worker; with Redis each worker is a replica named `<replicaId>-w<n>`.',
-      { min: 0, max: 256 },
-    ),
-    replicaId: stringValue({ pattern: /^\S+$/, patternHint: 'must not contain whitespace' })
-      .default(defaultReplicaId)
+    port: int(1935, 'RTMP port of backends discovered through A/AAAA records.', { min: 1, max: 65535 }),
+    intervalMs: duration(10_000, 'Time between two resolutions of `discovery.dnsName`.', { min: 100 }),
+    jitterMs: duration(1_000, 'Random extra delay (0 to this) added to each discovery interval, so replicas do not query in lockstep.', { min: 0 }),
+    servers: dnsServersValue()
+      .default('')
       .meta({
         kind: 'string',
-        defaultDoc: '<hostname>-<pid>',
-        description: 'Identifies this proxy replica in the fleet (logs, metrics, Redis records).',
+        allowEmpty: true,
+        defaultDoc: '"" (system resolver)',
+        description: "DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system's (`/etc/resolv.conf`).",
       } satisfies LeafMeta),
-  })
-  .superRefine((c, ctx) => {
-    // `params.other` names the setting compared against; loadConfig adds where its value came from.
-    const add = (path: string[], other: string, message: string) => ctx.addIssue({ code: 'custom', path, message, params: { other } });
-    if (c.health.timeoutMs >= c.health.intervalMs) {
-      add(['health', 'timeoutMs'], 'health.intervalMs', `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`);
-    }
-    if (c.limits.minChunkSize > c.limits.maxChunkSize) {
-      add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
-    }
-    if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
-      add(['limits', 'sessionBufferBytes'], 'limits.maxCommandSize', `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`);
-    }
-    if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
-      add(['limits', 'processBufferBytes'], 'limits.sessionBufferBytes', `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`);
-    }
-    if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
-      add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);
-    }
-    if (c.tls.listen !== '') {
-      if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
-      if (c.tls.key === '') add(['tls', 'key'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
-    }
-    if (c.acceptProxyProtocol !== 'off' && c.acceptProxyProtocolFrom === '') {
-      add(
-        ['acceptProxyProtocolFrom'],
-        'acceptProxyProtocol',
-        `is required when acceptProxyProtocol (${c.acceptProxyProtocol}) is on: list the load balancers' addresses (CIDR, comma-separated), or 0.0.0.0/0,::/0 to believe every client`,
-      );
-    }
-    if (c.adminToken !== '' && c.adminTokenFile !== '') {
-      add(['adminTokenFile'], 'adminToken', 'cannot be used together with adminToken (a token is set there too): keep one of them');
-    }
-    if (!TOKEN_RE.test(c.adminToken) && c.adminToken !== '') {
-      ctx.addIssue({ code: 'custom', path: ['adminToken'], message: TOKEN_HINT });
-    }
-    if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
-      add(['redis', 'sessionTtlMs'], 'redis.heartbeatMs', `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`);
-    }
-  });
+    maxSessions: int(
+      0,
+      'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.',
+      { min: 0 },
+    ),
+    sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', {
+      min: 0,
+    }),
+  }).prefault({}),
+  limits: strictObject({
+    handshakeTimeoutMs: duration(
+      10_000,
+      "Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client's C0+C1 (1,537 bytes).",
+    ),
+    idleTimeoutMs: duration(
+      60_000,
+      'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
+    ),
+    backendIdleTimeoutMs: duration(
+      0,
+      'Server→client idle timeout: a session that received no byte from its backend for this long is closed (`backend-idle`); 0 disables it. Backends can be quiet for long (nginx-rtmp sends an Acknowledgement per `ack_window` bytes and pings every `ping` interval): set it above those.',
+      { min: 0 },
+    ),
+    connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
+    maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
+    maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),
+    connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
+    connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
+    maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
+    maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
+    minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
+    maxMessageSize: size(MAX_RTMP_MESSAGE_SIZE, 'Largest RTMP message length accepted (the wire field is 24 bits).', {
+      min: 1,
+      max: MAX_RTMP_MESSAGE_SIZE,
+    }),
+    maxCommandSize: size(256 * 1024, 'Largest command/control message the proxy decodes; must not exceed `limits.maxMessageSize`.', {
+      min: 1,
+      max: MAX_RTMP_MESSAGE_SIZE,
+    }),
+    maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
+    sessionBufferBytes: size(
+      512 * 1024,
+      'Memory one session may hold between reads: unfinished command/control messages of either direction, client bytes waiting for the backend connection, the held connect `_result`, the migration cache. ' +
+        'Over it the session stops parsing and is forwarded blindly (`onParseError: forward`) or closed, counted in `rtmp_goaway_buffer_budget_exceeded_total`. ' +
+        'A session relaying after a proxy-side migration may hold one whole message of up to `limits.maxMessageSize` more. Must be at least `limits.maxCommandSize`.',
+      { min: 1 },
+    ),
+    processBufferBytes: size(
+      64 * 1024 ** 2,
+      'Memory all sessions of this process together may hold between reads (each within `limits.sessionBufferBytes`); a session refused memory because the process is full is handled as one over its own budget, the others go on. ' +
+        'Buffers live outside the V8 heap, in the same container: keep it well below the memory limit minus the heap.',
+      { min: 1 },
+    ),
+    amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
+    amfMaxItems: int(
+      1024,
+      'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
+      { min: 1 },
+    ),
+    amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
+  }).prefault({}),
+  onParseError: oneOf(
+    PARSE_ERROR_POLICIES,
+    'forward',
+    'What to do with a session whose RTMP stops parsing: `forward` keeps relaying bytes blindly (the stream stays alive but cannot be sent Go Away), `close` closes it.',
+  ),
+  log: strictObject({
+    level: oneOf(LOG_LEVELS, 'info', 'Log level (pino).'),
+    streamKeys: bool(false, 'Log stream keys in clear instead of redacted.'),
+  }).prefault({}),
+  sidecar: strictObject({
+    enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
+    gracePeriodMs: duration(
+      25_000,
+      "In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod's termination grace period).",
+      { min: 0 },
+    ),
+  }).prefault({}),
+  redis: strictObject({
+    url: redisUrlValue()
+      .optional()
+      .meta({
+        kind: 'url',
+        allowEmpty: true,
+        description:
+          'Redis URL of the fleet control bus, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); when unset an in-process control bus is used. The password is redacted in logs.',
+      } satisfies LeafMeta),
+    prefix: stringValue()
+      .default('rtmp-goaway')
+      .meta({ kind: 'string', description: 'Prefix of every Redis key and channel.' } satisfies LeafMeta),
+    heartbeatMs: duration(5_000, 'How often this replica refreshes its presence and session records in Redis.'),
+    sessionTtlMs: duration(15_000, 'TTL of session records in Redis; must be greater than `redis.heartbeatMs`.'),
+  }).prefault({}),
+  workers: int(
+    1,
+    'Proxy processes sharing the listener (Node cluster): 1 runs one process; N > 1 runs a primary that forks N workers and serves the admin API for all of them (sessions, backends, metrics summed, drains sent to every worker); 0 = one per CPU. Limits such as `limits.maxSessions` apply per worker; with Redis each worker is a replica named `<replicaId>-w<n>`.',
+    { min: 0, max: 256 },
+  ),
+  replicaId: stringValue({ pattern: /^\S+$/, patternHint: 'must not contain whitespace' })
+    .default(defaultReplicaId)
+    .meta({
+      kind: 'string',
+      defaultDoc: '<hostname>-<pid>',
+      description: 'Identifies this proxy replica in the fleet (logs, metrics, Redis records).',
+    } satisfies LeafMeta),
+}).superRefine((c, ctx) => {
+  // `params.other` names the setting compared against; loadConfig adds where its value came from.
+  const add = (path: string[], other: string, message: string) => ctx.addIssue({ code: 'custom', path, message, params: { other } });
+  if (c.health.timeoutMs >= c.health.intervalMs) {
+    add(
+      ['health', 'timeoutMs'],
+      'health.intervalMs',
+      `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`,
+    );
+  }
+  if (c.limits.minChunkSize > c.limits.maxChunkSize) {
+    add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
+  }
+  if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
+    add(
+      ['limits', 'sessionBufferBytes'],
+      'limits.maxCommandSize',
+      `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`,
+    );
+  }
+  if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
+    add(
+      ['limits', 'processBufferBytes'],
+      'limits.sessionBufferBytes',
+      `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`,
+    );
+  }
+  if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
+    add(
+      ['limits', 'maxCommandSize'],
+      'limits.maxMessageSize',
+      `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`,
+    );
+  }
+  if (c.tls.listen !== '') {
+    if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
+    if (c.tls.key === '') add(['tls', 'key'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
+  }
+  if (c.acceptProxyProtocol !== 'off' && c.acceptProxyProtocolFrom === '') {
+    add(
+      ['acceptProxyProtocolFrom'],
+      'acceptProxyProtocol',
+      `is required when acceptProxyProtocol (${c.acceptProxyProtocol}) is on: list the load balancers' addresses (CIDR, comma-separated), or 0.0.0.0/0,::/0 to believe every client`,
+    );
+  }
+  if (c.adminToken !== '' && c.adminTokenFile !== '') {
+    add(['adminTokenFile'], 'adminToken', 'cannot be used together with adminToken (a token is set there too): keep one of them');
+  }
+  if (!TOKEN_RE.test(c.adminToken) && c.adminToken !== '') {
+    ctx.addIssue({ code: 'custom', path: ['adminToken'], message: TOKEN_HINT });
+  }
+  if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
+    add(
+      ['redis', 'sessionTtlMs'],
+      'redis.heartbeatMs',
+      `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`,
+    );
+  }
+});
 
 export type Config = Infer<typeof ConfigSchema>;
 
@@ -1069,7 +1135,13 @@ function schemaLeaves() {
   return leafCache;
 }
 
-const words = (path: string[]) => path.flatMap((seg) => seg.replace(/([a-z0-9])([A-Z])/g, '$1 $2').toLowerCase().split(' '));
+const words = (path: string[]) =>
+  path.flatMap((seg) =>
+    seg
+      .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+      .toLowerCase()
+      .split(' '),
+  );
 const envName = (l: Leaf) => ENV_PREFIX + words(l.path).join('_').toUpperCase();
 const flagName = (l: Leaf) => `--${l.meta.flag ?? words(l.path).join('-')}`;
 /** The key commander uses in `opts()` for a flag: `--health-interval-ms` → `healthIntervalMs`. */
@@ -1215,7 +1287,8 @@ function readYaml(file: string, via: string): { data: Record<string, unknown>; s
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    if (size > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
+    if (size > MAX_CONFIG_FILE_BYTES)
+      throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
     // Read at most one byte past the bound, whatever the file grows to meanwhile.
     const buf = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
     const n = fs.readSync(fd, buf, 0, buf.length, 0);
@@ -1339,7 +1412,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (!res.success) {
     for (const iss of res.error.issues) {
       if (iss.code === 'unrecognized_keys') {
-        const parent = iss.path.filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p))).map(String).join('.');
+        const parent = iss.path
+          .filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p)))
+          .map(String)
+          .join('.');
         const candidates = iss.path[0] === 'backends' ? Object.keys(BackendSchema.shape) : (groups.get(parent) ?? []);
         const parentDisplay = iss.path.length > 0 ? `${displayPath(iss.path)}.` : '';
         for (const key of iss.keys) {

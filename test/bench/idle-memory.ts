@@ -56,8 +56,13 @@ function show(label: string, r: Reading): void {
   const heap = Object.values(r.spaces).reduce((a, b) => a + b, 0);
   const anonKiB = r.smaps['Anonymous']!;
   const rssKiB = r.smaps['Rss']!;
-  const spaces = Object.entries(r.spaces).filter(([, v]) => v > 0).map(([k, v]) => `${k.replace('_space', '')} ${mib(v)}`).join(', ');
-  console.log(`${label.padEnd(22)} RSS ${(rssKiB / 1024).toFixed(1)} MiB = file ${((rssKiB - anonKiB) / 1024).toFixed(1)} + anon ${(anonKiB / 1024).toFixed(1)} (V8 heap ${mib(heap)}: ${spaces}; other ${(anonKiB / 1024 - heap / 1048576).toFixed(1)}); heap used ${mib(r.mu.heapUsed)}, external ${mib(r.mu.external)}`);
+  const spaces = Object.entries(r.spaces)
+    .filter(([, v]) => v > 0)
+    .map(([k, v]) => `${k.replace('_space', '')} ${mib(v)}`)
+    .join(', ');
+  console.log(
+    `${label.padEnd(22)} RSS ${(rssKiB / 1024).toFixed(1)} MiB = file ${((rssKiB - anonKiB) / 1024).toFixed(1)} + anon ${(anonKiB / 1024).toFixed(1)} (V8 heap ${mib(heap)}: ${spaces}; other ${(anonKiB / 1024 - heap / 1048576).toFixed(1)}); heap used ${mib(r.mu.heapUsed)}, external ${mib(r.mu.external)}`,
+  );
 }
 const perSession = (a: Reading, b: Reading, k: number): string =>
   `RSS ${((b.smaps['Rss']! - a.smaps['Rss']!) / k).toFixed(1)} KiB, heap used ${((b.mu.heapUsed - a.mu.heapUsed) / 1024 / k).toFixed(1)} KiB per session`;
