@@ -1,5 +1,5 @@
 /**
- * Configuration: one schema is the single source of truth for every setting.
+ * Configuration: one zod schema is the single source of truth for every setting.
  *
  * A setting has the same name everywhere:
  *   - YAML key path (camelCase, nested):  health.intervalMs
@@ -8,7 +8,7 @@
  *
  * Precedence: schema defaults < YAML file (--config / RTMP_GOAWAY_CONFIG) < environment < CLI flags.
  *
- * Every leaf of the schema carries its description and value kind in its metadata (`.meta()`);
+ * Every leaf of the schema carries its description and value kind in zod metadata (`.meta()`);
  * `settingDocs()` walks the schema to produce the env/flag/doc table, `addConfigOptions()`
  * registers commander options from it, and `scripts/gen-config-docs.ts` renders
  * docs/configuration.md from it. There is no second hand-written list of settings.
@@ -18,6 +18,7 @@ import os from 'node:os';
 import { Option, type Command } from 'commander';
 import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
+import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
 import { CidrSet } from './net/cidr.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './balancer/routing.js';
@@ -54,7 +55,11 @@ export class ConfigError extends Error {
   readonly issues: string[];
   constructor(issues: string | string[]) {
     const list = Array.isArray(issues) ? issues : [issues];
-    super(list.length === 1 ? list[0]! : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`);
+    super(
+      list.length === 1
+        ? list[0]!
+        : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`,
+    );
     this.name = 'ConfigError';
     this.issues = list;
   }
@@ -123,11 +128,7 @@ export function formatDuration(ms: number): string {
 
 /** Shortest exact rendering of a byte count: 65536 → "64k", 16777215 → "16777215". */
 export function formatSize(bytes: number): string {
-  for (const [u, n] of [
-    ['g', 1024 ** 3],
-    ['m', 1024 ** 2],
-    ['k', 1024],
-  ] as const) {
+  for (const [u, n] of [['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
     if (bytes > 0 && bytes % n === 0) return `${bytes / n}${u}`;
   }
   return String(bytes);
@@ -176,192 +177,7 @@ function parseBackendSpec(spec: string, index: number): { name: string; host: st
 }
 
 // ---------------------------------------------------------------------------------------------
-// Schema: the few validation combinators the settings are built from. Every leaf validates with
-// its own function (and its own messages), so what is needed is a tree of them with defaults,
-// unknown-key checks, cross-field checks and metadata. It is written here rather than taken from
-// a validation library: loading one (zod: its core, its 60 locales, its JSON Schema code) costs a
-// proxy ~10 MiB of resident memory for the ~60 settings read once at start
-// (docs/performance.md, "Memory").
-// ---------------------------------------------------------------------------------------------
-
-/** Returned by a validator that reported an issue: the value is invalid, parsing goes on to collect every issue. */
-const NEVER = Symbol('invalid') as never;
-
-/** One problem found in the input; `path` leads from the root to the value. */
-type Issue =
-  | { code: 'custom'; path: PropertyKey[]; message: string; params?: { other?: string }; continue?: boolean }
-  | { code: 'invalid_type'; path: PropertyKey[]; expected: 'object' | 'array'; message: string; continue?: boolean }
-  | { code: 'unrecognized_keys'; path: PropertyKey[]; keys: string[]; message: string; continue: true };
-
-/** What a validator or check reports to: issues at `path` (appended to the value's own path). */
-interface Ctx {
-  addIssue(issue: { code: 'custom'; message: string; path?: PropertyKey[]; params?: { other?: string } }): void;
-}
-
-/** An issue that does not stop the checks of the enclosing object from running (the cross-field checks). */
-const notFatal = (issues: Issue[], from: number): boolean => issues.slice(from).every((i) => i.continue === true);
-
-type ParseResult<T> = { success: true; data: T; error?: undefined } | { success: false; data?: undefined; error: { issues: Issue[] } };
-
-/**
- * A validating schema producing a `T`. `absent` says what an object does for a key missing from
- * its input: `run` (validate `undefined`), `default` (the schema supplies the value), `omit` (the
- * key stays absent from the output, as `.optional()` does).
- */
-abstract class Schema<T> {
-  declare readonly _out: T;
-  absent: 'run' | 'default' | 'omit' = 'run';
-  metadata: LeafMeta | undefined;
-  abstract run(value: unknown, path: PropertyKey[], issues: Issue[]): T;
-
-  /** A missing value (`undefined`) becomes `def` (called when a function), not validated. */
-  default(def: T | (() => T)): Schema<T> {
-    return new Wrapped(
-      this,
-      (v, path, issues) => (v === undefined ? (typeof def === 'function' ? (def as () => T)() : def) : this.run(v, path, issues)),
-      'default',
-    );
-  }
-  /** A missing value becomes `def`, then validated (groups: `{}` gives every default of the group). */
-  prefault(def: unknown): Schema<T> {
-    return new Wrapped(this, (v, path, issues) => this.run(v === undefined ? def : v, path, issues), 'default');
-  }
-  /** A missing value is `undefined`, and a missing key stays absent. */
-  optional(): Schema<T | undefined> & { readonly optionalKey: true } {
-    return new Wrapped<T | undefined>(this, (v, path, issues) => (v === undefined ? undefined : this.run(v, path, issues)), 'omit') as unknown as Schema<
-      T | undefined
-    > & { readonly optionalKey: true };
-  }
-  transform<U>(fn: (v: T, ctx: Ctx) => U): Schema<U> {
-    return new Wrapped(this, (v, path, issues) => {
-      const from = issues.length;
-      const t = this.run(v, path, issues);
-      if (issues.length > from) return NEVER;
-      return fn(t, contextAt(path, issues, false));
-    });
-  }
-  /** The output of this schema, validated by `next` (not run when this one reported an issue). */
-  pipe<U>(next: Schema<U>): Schema<U> {
-    return new Wrapped(this, (v, path, issues) => {
-      const from = issues.length;
-      const t = this.run(v, path, issues);
-      return issues.length > from ? NEVER : next.run(t, path, issues);
-    });
-  }
-  /** A check of the whole value, run when nothing in it stopped parsing (its issues do not either). */
-  superRefine(check: (v: T, ctx: Ctx) => void): Schema<T> {
-    return new Wrapped(this, (v, path, issues) => {
-      const from = issues.length;
-      const t = this.run(v, path, issues);
-      if (notFatal(issues, from)) check(t, contextAt(path, issues, true));
-      return t;
-    });
-  }
-  /** The same schema described by `m` (docs, env and flag names). */
-  meta(m: LeafMeta): this {
-    const copy = Object.create(Object.getPrototypeOf(this) as object) as this;
-    Object.assign(copy, this, { metadata: m });
-    return copy;
-  }
-  safeParse(value: unknown): ParseResult<T> {
-    const issues: Issue[] = [];
-    const data = this.run(value, [], issues);
-    return issues.length === 0 ? { success: true, data } : { success: false, error: { issues } };
-  }
-  parse(value: unknown): T {
-    const r = this.safeParse(value);
-    if (!r.success) throw new ConfigError(r.error.issues.map((i) => `${displayPath(i.path)}: ${i.message}`));
-    return r.data;
-  }
-}
-
-function contextAt(path: PropertyKey[], issues: Issue[], nonFatal: boolean): Ctx {
-  return {
-    addIssue: (i) => {
-      issues.push({
-        code: 'custom',
-        message: i.message,
-        path: [...path, ...(i.path ?? [])],
-        ...(i.params === undefined ? {} : { params: i.params }),
-        ...(nonFatal ? { continue: true } : {}),
-      });
-    },
-  };
-}
-
-class Wrapped<T> extends Schema<T> {
-  constructor(
-    readonly inner: Schema<unknown>,
-    private readonly fn: (v: unknown, path: PropertyKey[], issues: Issue[]) => T,
-    absent?: 'default' | 'omit',
-  ) {
-    super();
-    this.absent = absent ?? inner.absent;
-    this.metadata = inner.metadata;
-  }
-  run(v: unknown, path: PropertyKey[], issues: Issue[]): T {
-    return this.fn(v, path, issues);
-  }
-}
-
-/** Any value, unchecked: the start of every leaf (`anyValue().transform(validate)`). */
-class AnyValue extends Schema<unknown> {
-  run(v: unknown): unknown {
-    return v;
-  }
-}
-const anyValue = (): Schema<unknown> => new AnyValue();
-
-type Shape = Record<string, Schema<unknown>>;
-type OptionalKeys<S extends Shape> = { [K in keyof S]: S[K] extends { readonly optionalKey: true } ? K : never }[keyof S];
-type Infer<S> = S extends Schema<infer T> ? T : never;
-type ObjectOut<S extends Shape> = { [K in Exclude<keyof S, OptionalKeys<S>>]: Infer<S[K]> } & { [K in OptionalKeys<S>]?: Infer<S[K]> } extends infer O
-  ? { [K in keyof O]: O[K] }
-  : never;
-
-const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-/** A mapping with exactly these keys: others are reported (`unrecognized_keys`, which does not stop the checks). */
-class StrictObject<S extends Shape> extends Schema<ObjectOut<S>> {
-  constructor(readonly shape: S) {
-    super();
-  }
-  run(v: unknown, path: PropertyKey[], issues: Issue[]): ObjectOut<S> {
-    if (!isMapping(v)) {
-      issues.push({ code: 'invalid_type', path, expected: 'object', message: 'expected a mapping' });
-      return NEVER;
-    }
-    const out: Record<string, unknown> = {};
-    for (const [key, schema] of Object.entries(this.shape)) {
-      const present = Object.hasOwn(v, key);
-      if (!present && schema.absent === 'omit') continue;
-      const r = schema.run(v[key], [...path, key], issues);
-      if (r !== undefined || present || schema.absent === 'default') out[key] = r;
-    }
-    const unknown = Object.keys(v).filter((k) => !Object.hasOwn(this.shape, k));
-    if (unknown.length > 0) issues.push({ code: 'unrecognized_keys', path, keys: unknown, message: `unknown keys ${unknown.join(', ')}`, continue: true });
-    return out as ObjectOut<S>;
-  }
-}
-const strictObject = <S extends Shape>(shape: S): StrictObject<S> => new StrictObject(shape);
-
-/** A list whose every item `item` validates. */
-class ArrayOf<T> extends Schema<T[]> {
-  constructor(readonly item: Schema<T>) {
-    super();
-  }
-  run(v: unknown, path: PropertyKey[], issues: Issue[]): T[] {
-    if (!Array.isArray(v)) {
-      issues.push({ code: 'invalid_type', path, expected: 'array', message: 'expected a list' });
-      return NEVER;
-    }
-    return v.map((x, i) => this.item.run(x, [...path, i], issues));
-  }
-}
-const arrayOf = <T>(item: Schema<T>): Schema<T[]> => new ArrayOf(item);
-
-// ---------------------------------------------------------------------------------------------
-// Leaf schema builders. Each leaf is `anyValue().transform(validate)` so that values coming
+// Leaf schema builders. Each leaf is `z.unknown().transform(validate)` so that values coming
 // from env/flags (strings) and YAML (typed) go through the same validation with our own
 // messages, then `.default()` and `.meta()` describing it for docs/env/flags.
 // ---------------------------------------------------------------------------------------------
@@ -381,13 +197,15 @@ interface LeafMeta {
   flag?: string;
 }
 
+type Ctx = z.core.$RefinementCtx<unknown>;
+
 function issue(ctx: Ctx, message: string): never {
   ctx.addIssue({ code: 'custom', message });
-  return NEVER;
+  return z.NEVER;
 }
 
 function validator<T>(fn: (v: unknown, ctx: Ctx) => T) {
-  return anyValue().transform(fn);
+  return z.unknown().transform((v, ctx) => fn(v, ctx as Ctx));
 }
 
 interface Bounds {
@@ -482,9 +300,7 @@ function optionalStringValue() {
 }
 
 function optionalString(description: string, defaultDoc = '"" (unset)') {
-  return optionalStringValue()
-    .default('')
-    .meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
+  return optionalStringValue().default('').meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
 }
 
 function hostPortValue(opts: { allowEmpty?: boolean; minPort?: number } = {}) {
@@ -541,53 +357,39 @@ function redisUrlValue() {
 // Leaf settings: validator + default + metadata.
 
 function duration(def: number, description: string, b?: Bounds) {
-  return durationValue(b)
-    .default(def)
-    .meta({ description, kind: 'duration' } satisfies LeafMeta);
+  return durationValue(b).default(def).meta({ description, kind: 'duration' } satisfies LeafMeta);
 }
 function size(def: number, description: string, b?: Bounds) {
-  return sizeValue(b)
-    .default(def)
-    .meta({ description, kind: 'size' } satisfies LeafMeta);
+  return sizeValue(b).default(def).meta({ description, kind: 'size' } satisfies LeafMeta);
 }
 function int(def: number, description: string, b?: Bounds) {
-  return intValue(b)
-    .default(def)
-    .meta({ description, kind: 'integer' } satisfies LeafMeta);
+  return intValue(b).default(def).meta({ description, kind: 'integer' } satisfies LeafMeta);
 }
 function bool(def: boolean, description: string) {
-  return boolValue()
-    .default(def)
-    .meta({ description, kind: 'boolean' } satisfies LeafMeta);
+  return boolValue().default(def).meta({ description, kind: 'boolean' } satisfies LeafMeta);
 }
 function oneOf<const T extends readonly [string, ...string[]]>(values: T, def: T[number], description: string) {
   // `as never`: TS cannot see that T[number] is its own Awaited/NoUndefined form.
-  return enumValue(values)
-    .default(def as never)
-    .meta({ description, kind: 'enum', values } satisfies LeafMeta);
+  return enumValue(values).default(def as never).meta({ description, kind: 'enum', values } satisfies LeafMeta);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Backends
 // ---------------------------------------------------------------------------------------------
 
-export const BackendSchema = strictObject({
+export const BackendSchema = z.strictObject({
   name: stringValue({ pattern: BACKEND_NAME_RE, patternHint: 'backend names must match /^[A-Za-z0-9._-]{1,63}$/' }),
   host: stringValue({ pattern: /^[^\s/@]+$/, patternHint: 'expected a host name or IP address' }),
   port: intValue({ min: 1, max: 65535 }),
   maxSessions: intValue({ min: 0 }).optional(),
   weight: intValue({ min: 0, max: 65_535 }).optional(),
 });
-export type BackendConfig = Infer<typeof BackendSchema>;
+export type BackendConfig = z.infer<typeof BackendSchema>;
 
 /** Normalise backends given as a comma-separated string, a list of `name=host:port` strings, or YAML mappings. */
 function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
   let list: unknown[];
-  if (typeof v === 'string')
-    list = v
-      .split(',')
-      .map((s) => s.trim())
-      .filter((s) => s !== '');
+  if (typeof v === 'string') list = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
   else if (Array.isArray(v)) list = v;
   else return issue(ctx, `expected a list of backends (name=host:port, or mappings with name, host, port), got ${show(v)}`);
   let failed = false;
@@ -606,13 +408,14 @@ function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
     }
     return item;
   });
-  return failed ? NEVER : out;
+  return failed ? z.NEVER : out;
 }
 
-const backends = anyValue()
-  .transform(normalizeBackends)
+const backends = z
+  .unknown()
+  .transform((v, ctx) => normalizeBackends(v, ctx as Ctx))
   .pipe(
-    arrayOf(BackendSchema).superRefine((list, ctx) => {
+    z.array(BackendSchema).superRefine((list, ctx) => {
       const seen = new Map<string, number>();
       list.forEach((b, i) => {
         const prev = seen.get(b.name);
@@ -655,7 +458,7 @@ const routing = validator((v, ctx): RoutingSpec | null => {
   } catch (e) {
     if (e instanceof RoutingConfigError) {
       for (const m of e.issues) ctx.addIssue({ code: 'custom', message: m });
-      return NEVER;
+      return z.NEVER;
     }
     return issue(ctx, `invalid routing rules: ${(e as Error).message}`);
   }
@@ -687,8 +490,7 @@ function dnsNameValue() {
     if (typeof v !== 'string') return issue(ctx, `expected a DNS name, got ${show(v)}`);
     const s = v.trim().replace(/\.$/, '');
     if (s === '') return '';
-    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s))
-      return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
+    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s)) return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
     return s;
   });
 }
@@ -716,8 +518,7 @@ function cidrListValue() {
     if (list === null) return issue(ctx, `expected a comma-separated list of CIDR subnets like 10.0.0.0/8,2001:db8::/32, got ${show(v)}`);
     const items = list.map((x) => x.trim()).filter((x) => x !== '');
     const { invalid } = CidrSet.parse(items);
-    if (invalid.length > 0)
-      return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
+    if (invalid.length > 0) return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
     return items.join(',');
   });
 }
@@ -767,322 +568,299 @@ function defaultReplicaId(): string {
   return `${os.hostname()}-${process.pid}`;
 }
 
-export const ConfigSchema = strictObject({
-  listen: hostPortValue()
-    .default('0.0.0.0:1935')
-    .meta({ kind: 'hostport', description: 'Address of the RTMP listener, `host:port` (IPv6 as `[::]:1935`).' } satisfies LeafMeta),
-  admin: hostPortValue({ allowEmpty: true })
-    .default('127.0.0.1:9935')
-    .meta({
-      kind: 'hostport',
-      allowEmpty: true,
-      description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
-    } satisfies LeafMeta),
-  adminToken: optionalString(
-    'Bearer token of the admin API: `Authorization: Bearer <token>` on every `/api/*` request and every `POST`; `/healthz`, `/readyz` and `/metrics` stay open. ' +
-      'Without a token the API answers only on a loopback `admin` address: on any other address `/api/*` and `POST` are refused (403). ' +
-      'Prefer `adminTokenFile` (a mounted Secret) to this setting; redacted in logs. See docs/security.md.',
-    '"" (none)',
-  ),
-  adminTokenFile: optionalString(
-    'File holding the admin token (e.g. a mounted Kubernetes Secret), read once at start: surrounding whitespace is trimmed; at most 4 KiB, one line of printable characters. ' +
-      'An unreadable, empty or malformed file is a configuration error. Exclusive with `adminToken`. The CLI (`drain`, `undrain`, `status` with `--admin`) reads the same variable.',
-  ),
-  acceptProxyProtocol: oneOf(
-    ACCEPT_PROXY_PROTOCOL,
-    'off',
-    'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners, honoured only from the sources of `acceptProxyProtocolFrom` (required when this is not `off`): ' +
-      '`required` refuses connections without a valid header, and every connection from another source; `optional` takes a header from a trusted source when present, and serves other sources as plain RTMP clients (a PROXY header from them is refused); ' +
-      "`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session's client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).",
-  ),
-  acceptProxyProtocolFrom: cidrListValue()
-    .default('')
-    .meta({
-      kind: 'string',
-      allowEmpty: true,
-      defaultDoc: '"" (none)',
-      description:
-        "Sources allowed to send a PROXY protocol header: the front load balancers' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). " +
-        'A header from any other source is refused (connection closed, counted as `proxy-protocol-untrusted`). `0.0.0.0/0,::/0` believes every client: only when nothing but the balancer can reach the listener.',
-    } satisfies LeafMeta),
-  backendProxyProtocol: oneOf(
-    BACKEND_PROXY_PROTOCOL,
-    'off',
-    "Send a PROXY protocol header carrying the client's address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.",
-  ),
-  tls: strictObject({
-    listen: hostPortValue({ allowEmpty: true })
-      .default('')
+export const ConfigSchema = z
+  .strictObject({
+    listen: hostPortValue()
+      .default('0.0.0.0:1935')
+      .meta({ kind: 'hostport', description: 'Address of the RTMP listener, `host:port` (IPv6 as `[::]:1935`).' } satisfies LeafMeta),
+    admin: hostPortValue({ allowEmpty: true })
+      .default('127.0.0.1:9935')
       .meta({
         kind: 'hostport',
         allowEmpty: true,
-        defaultDoc: '"" (disabled)',
-        description: 'Address of an RTMPS listener (TLS terminated by the proxy, plain RTMP to backends), e.g. `0.0.0.0:443`; empty disables it.',
+        description: 'Address of the admin HTTP server (health, metrics, drain API), `host:port`; an empty string disables it.',
       } satisfies LeafMeta),
-    cert: optionalString('PEM certificate chain file of the RTMPS listener (re-read on SIGHUP).'),
-    key: optionalString('PEM private key file of the RTMPS listener (re-read on SIGHUP).'),
-  }).prefault({}),
-  backends,
-  routing,
-  health: strictObject({
-    enabled: bool(true, 'Run active health probes against every backend.'),
-    intervalMs: duration(5_000, 'Time between health probes of each backend.'),
-    timeoutMs: duration(2_000, 'Timeout of one health probe; must be less than `health.intervalMs`.'),
-    rise: int(2, 'Consecutive successful probes before a down backend is marked up.', { min: 1, max: 1000 }),
-    fall: int(3, 'Consecutive failed probes before an up backend is marked down.', { min: 1, max: 1000 }),
-  }).prefault({}),
-  drain: strictObject({
-    deadlineMs: duration(
-      30_000,
-      'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
-      { min: 0 },
+    adminToken: optionalString(
+      'Bearer token of the admin API: `Authorization: Bearer <token>` on every `/api/*` request and every `POST`; `/healthz`, `/readyz` and `/metrics` stay open. ' +
+        'Without a token the API answers only on a loopback `admin` address: on any other address `/api/*` and `POST` are refused (403). ' +
+        'Prefer `adminTokenFile` (a mounted Secret) to this setting; redacted in logs. See docs/security.md.',
+      '"" (none)',
     ),
-    closeSpreadMs: duration(
-      0,
-      'Storm-free closes: when the drain deadline closes the sessions left on a backend (or a removed one), close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); ' +
-        'in sidecar mode the sessions left at the end of `sidecar.gracePeriodMs` are closed over its last part of this length. 0 closes them together.',
-      { min: 0 },
+    adminTokenFile: optionalString(
+      'File holding the admin token (e.g. a mounted Kubernetes Secret), read once at start: surrounding whitespace is trimmed; at most 4 KiB, one line of printable characters. ' +
+        'An unreadable, empty or malformed file is a configuration error. Exclusive with `adminToken`. The CLI (`drain`, `undrain`, `status` with `--admin`) reads the same variable.',
     ),
-    nonCapable: oneOf(
-      NON_CAPABLE_POLICIES,
-      'migrate',
-      'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
-        "inside the proxy, switching at the client's next video keyframe, without the client noticing (on failure: closed at the drain deadline); " +
-        '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
+    acceptProxyProtocol: oneOf(
+      ACCEPT_PROXY_PROTOCOL,
+      'off',
+      'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners, honoured only from the sources of `acceptProxyProtocolFrom` (required when this is not `off`): ' +
+        '`required` refuses connections without a valid header, and every connection from another source; `optional` takes a header from a trusted source when present, and serves other sources as plain RTMP clients (a PROXY header from them is refused); ' +
+        '`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session\'s client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).',
     ),
-  }).prefault({}),
-  erpc: strictObject({
-    offer: bool(
-      true,
-      'Offer E-RTMP reconnect: add `capsEx` Reconnect (0x01) to the connect `_result` of clients that sent `capsEx`, and on drain send ' +
-        '`NetConnection.Connect.ReconnectRequest` to clients that announced Reconnect but not Go Away (Go Away is preferred when both are announced).',
-    ),
-    tcUrl: rtmpUrlValue()
-      .default('')
-      .meta({
-        kind: 'url',
-        allowEmpty: true,
-        defaultDoc: '"" (same URL)',
-        description:
-          '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
-      } satisfies LeafMeta),
-  }).prefault({}),
-  migration: strictObject({
-    maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', {
-      min: 1,
-      max: 100_000,
-    }),
-    timeoutMs: duration(
-      5_000,
-      'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.',
-    ),
-    switchTimeoutMs: duration(
-      20_000,
-      "Time a migration waits for the client's next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.",
-    ),
-    maxCachedBytes: size(
-      64 * 1024,
-      'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).',
-      {
-        min: 1,
-        max: MAX_RTMP_MESSAGE_SIZE,
-      },
-    ),
-    chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
-  }).prefault({}),
-  discovery: strictObject({
-    dnsName: dnsNameValue()
+    acceptProxyProtocolFrom: cidrListValue()
       .default('')
       .meta({
         kind: 'string',
         allowEmpty: true,
+        defaultDoc: '"" (none)',
         description:
-          'Discover backends from DNS, merged with `backends`: a headless Service name (`ingest.live.svc.cluster.local`: every A/AAAA address is a backend on `discovery.port`, named by its IP) ' +
-          'or an SRV name (`_rtmp._tcp.ingest.live.svc.cluster.local`: targets, ports and weights; named by target). Re-resolved every `discovery.intervalMs`; a backend that disappears is drained (Go Away, migration), ' +
-          'not cut, a new one joins after its first successful health check. Empty: only `backends`.',
+          'Sources allowed to send a PROXY protocol header: the front load balancers\' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). ' +
+          'A header from any other source is refused (connection closed, counted as `proxy-protocol-untrusted`). `0.0.0.0/0,::/0` believes every client: only when nothing but the balancer can reach the listener.',
       } satisfies LeafMeta),
-    recordType: oneOf(
-      DISCOVERY_RECORD_TYPES,
-      'auto',
-      'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).',
+    backendProxyProtocol: oneOf(
+      BACKEND_PROXY_PROTOCOL,
+      'off',
+      'Send a PROXY protocol header carrying the client\'s address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.',
     ),
-    port: int(1935, 'RTMP port of backends discovered through A/AAAA records.', { min: 1, max: 65535 }),
-    intervalMs: duration(10_000, 'Time between two resolutions of `discovery.dnsName`.', { min: 100 }),
-    jitterMs: duration(1_000, 'Random extra delay (0 to this) added to each discovery interval, so replicas do not query in lockstep.', { min: 0 }),
-    servers: dnsServersValue()
-      .default('')
+    tls: z
+      .strictObject({
+        listen: hostPortValue({ allowEmpty: true })
+          .default('')
+          .meta({
+            kind: 'hostport',
+            allowEmpty: true,
+            defaultDoc: '"" (disabled)',
+            description: 'Address of an RTMPS listener (TLS terminated by the proxy, plain RTMP to backends), e.g. `0.0.0.0:443`; empty disables it.',
+          } satisfies LeafMeta),
+        cert: optionalString('PEM certificate chain file of the RTMPS listener (re-read on SIGHUP).'),
+        key: optionalString('PEM private key file of the RTMPS listener (re-read on SIGHUP).'),
+      })
+      .prefault({}),
+    backends,
+    routing,
+    health: z
+      .strictObject({
+        enabled: bool(true, 'Run active health probes against every backend.'),
+        intervalMs: duration(5_000, 'Time between health probes of each backend.'),
+        timeoutMs: duration(2_000, 'Timeout of one health probe; must be less than `health.intervalMs`.'),
+        rise: int(2, 'Consecutive successful probes before a down backend is marked up.', { min: 1, max: 1000 }),
+        fall: int(3, 'Consecutive failed probes before an up backend is marked down.', { min: 1, max: 1000 }),
+      })
+      .prefault({}),
+    drain: z
+      .strictObject({
+        deadlineMs: duration(
+          30_000,
+          'How long sessions may stay on a draining backend (after Go Away was sent) before the proxy closes them; 0 closes them at once.',
+          { min: 0 },
+        ),
+        closeSpreadMs: duration(
+          0,
+          'Storm-free closes: when the drain deadline closes the sessions left on a backend (or a removed one), close them one by one spread evenly over this window instead of all at once (their clients then do not reconnect in the same instant); ' +
+            'in sidecar mode the sessions left at the end of `sidecar.gracePeriodMs` are closed over its last part of this length. 0 closes them together.',
+          { min: 0 },
+        ),
+        nonCapable: oneOf(
+          NON_CAPABLE_POLICIES,
+          'migrate',
+          'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
+            'inside the proxy, switching at the client\'s next video keyframe, without the client noticing (on failure: closed at the drain deadline); ' +
+            '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
+        ),
+      })
+      .prefault({}),
+    erpc: z
+      .strictObject({
+        offer: bool(
+          true,
+          'Offer E-RTMP reconnect: add `capsEx` Reconnect (0x01) to the connect `_result` of clients that sent `capsEx`, and on drain send ' +
+            '`NetConnection.Connect.ReconnectRequest` to clients that announced Reconnect but not Go Away (Go Away is preferred when both are announced).',
+        ),
+        tcUrl: rtmpUrlValue()
+          .default('')
+          .meta({
+            kind: 'url',
+            allowEmpty: true,
+            defaultDoc: '"" (same URL)',
+            description: '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
+          } satisfies LeafMeta),
+      })
+      .prefault({}),
+    migration: z
+      .strictObject({
+        maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', { min: 1, max: 100_000 }),
+        timeoutMs: duration(5_000, 'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.'),
+        switchTimeoutMs: duration(
+          20_000,
+          'Time a migration waits for the client\'s next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.',
+        ),
+        maxCachedBytes: size(64 * 1024, 'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).', {
+          min: 1,
+          max: MAX_RTMP_MESSAGE_SIZE,
+        }),
+        chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
+      })
+      .prefault({}),
+    discovery: z
+      .strictObject({
+        dnsName: dnsNameValue()
+          .default('')
+          .meta({
+            kind: 'string',
+            allowEmpty: true,
+            description:
+              'Discover backends from DNS, merged with `backends`: a headless Service name (`ingest.live.svc.cluster.local`: every A/AAAA address is a backend on `discovery.port`, named by its IP) ' +
+              'or an SRV name (`_rtmp._tcp.ingest.live.svc.cluster.local`: targets, ports and weights; named by target). Re-resolved every `discovery.intervalMs`; a backend that disappears is drained (Go Away, migration), ' +
+              'not cut, a new one joins after its first successful health check. Empty: only `backends`.',
+          } satisfies LeafMeta),
+        recordType: oneOf(DISCOVERY_RECORD_TYPES, 'auto', 'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).'),
+        port: int(1935, 'RTMP port of backends discovered through A/AAAA records.', { min: 1, max: 65535 }),
+        intervalMs: duration(10_000, 'Time between two resolutions of `discovery.dnsName`.', { min: 100 }),
+        jitterMs: duration(1_000, 'Random extra delay (0 to this) added to each discovery interval, so replicas do not query in lockstep.', { min: 0 }),
+        servers: dnsServersValue()
+          .default('')
+          .meta({
+            kind: 'string',
+            allowEmpty: true,
+            defaultDoc: '"" (system resolver)',
+            description: 'DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system\'s (`/etc/resolv.conf`).',
+          } satisfies LeafMeta),
+        maxSessions: int(0, 'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.', { min: 0 }),
+        sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', { min: 0 }),
+      })
+      .prefault({}),
+    limits: z
+      .strictObject({
+        handshakeTimeoutMs: duration(
+          10_000,
+          'Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client\'s C0+C1 (1,537 bytes).',
+        ),
+        idleTimeoutMs: duration(
+          60_000,
+          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
+        ),
+        backendIdleTimeoutMs: duration(
+          0,
+          'Server→client idle timeout: a session that received no byte from its backend for this long is closed (`backend-idle`); 0 disables it. Backends can be quiet for long (nginx-rtmp sends an Acknowledgement per `ack_window` bytes and pings every `ping` interval): set it above those.',
+          { min: 0 },
+        ),
+        connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
+        maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
+        maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),
+        connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
+        connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
+        maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
+        maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
+        minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
+        maxMessageSize: size(MAX_RTMP_MESSAGE_SIZE, 'Largest RTMP message length accepted (the wire field is 24 bits).', {
+          min: 1,
+          max: MAX_RTMP_MESSAGE_SIZE,
+        }),
+        maxCommandSize: size(256 * 1024, 'Largest command/control message the proxy decodes; must not exceed `limits.maxMessageSize`.', {
+          min: 1,
+          max: MAX_RTMP_MESSAGE_SIZE,
+        }),
+        maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
+        sessionBufferBytes: size(
+          512 * 1024,
+          'Memory one session may hold between reads: unfinished command/control messages of either direction, client bytes waiting for the backend connection, the held connect `_result`, the migration cache. ' +
+            'Over it the session stops parsing and is forwarded blindly (`onParseError: forward`) or closed, counted in `rtmp_goaway_buffer_budget_exceeded_total`. ' +
+            'A session relaying after a proxy-side migration may hold one whole message of up to `limits.maxMessageSize` more. Must be at least `limits.maxCommandSize`.',
+          { min: 1 },
+        ),
+        processBufferBytes: size(
+          64 * 1024 ** 2,
+          'Memory all sessions of this process together may hold between reads (each within `limits.sessionBufferBytes`); a session refused memory because the process is full is handled as one over its own budget, the others go on. ' +
+            'Buffers live outside the V8 heap, in the same container: keep it well below the memory limit minus the heap.',
+          { min: 1 },
+        ),
+        amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
+        amfMaxItems: int(
+          1024,
+          'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
+          { min: 1 },
+        ),
+        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
+      })
+      .prefault({}),
+    onParseError: oneOf(
+      PARSE_ERROR_POLICIES,
+      'forward',
+      'What to do with a session whose RTMP stops parsing: `forward` keeps relaying bytes blindly (the stream stays alive but cannot be sent Go Away), `close` closes it.',
+    ),
+    log: z
+      .strictObject({
+        level: oneOf(LOG_LEVELS, 'info', 'Log level (pino).'),
+        streamKeys: bool(false, 'Log stream keys in clear instead of redacted.'),
+      })
+      .prefault({}),
+    sidecar: z
+      .strictObject({
+        enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
+        gracePeriodMs: duration(25_000, 'In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod\'s termination grace period).', { min: 0 }),
+      })
+      .prefault({}),
+    redis: z
+      .strictObject({
+        url: redisUrlValue()
+          .optional()
+          .meta({
+            kind: 'url',
+            allowEmpty: true,
+            description:
+              'Redis URL of the fleet control bus, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); when unset an in-process control bus is used. The password is redacted in logs.',
+          } satisfies LeafMeta),
+        prefix: stringValue()
+          .default('rtmp-goaway')
+          .meta({ kind: 'string', description: 'Prefix of every Redis key and channel.' } satisfies LeafMeta),
+        heartbeatMs: duration(5_000, 'How often this replica refreshes its presence and session records in Redis.'),
+        sessionTtlMs: duration(15_000, 'TTL of session records in Redis; must be greater than `redis.heartbeatMs`.'),
+      })
+      .prefault({}),
+    workers: int(
+      1,
+      'Proxy processes sharing the listener (Node cluster): 1 runs one process; N > 1 runs a primary that forks N workers and serves the admin API for all of them (sessions, backends, metrics summed, drains sent to every worker); 0 = one per CPU. Limits such as `limits.maxSessions` apply per worker; with Redis each worker is a replica named `<replicaId>-w<n>`.',
+      { min: 0, max: 256 },
+    ),
+    replicaId: stringValue({ pattern: /^\S+$/, patternHint: 'must not contain whitespace' })
+      .default(defaultReplicaId)
       .meta({
         kind: 'string',
-        allowEmpty: true,
-        defaultDoc: '"" (system resolver)',
-        description: "DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system's (`/etc/resolv.conf`).",
+        defaultDoc: '<hostname>-<pid>',
+        description: 'Identifies this proxy replica in the fleet (logs, metrics, Redis records).',
       } satisfies LeafMeta),
-    maxSessions: int(
-      0,
-      'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.',
-      { min: 0 },
-    ),
-    sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', {
-      min: 0,
-    }),
-  }).prefault({}),
-  limits: strictObject({
-    handshakeTimeoutMs: duration(
-      10_000,
-      "Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client's C0+C1 (1,537 bytes).",
-    ),
-    idleTimeoutMs: duration(
-      60_000,
-      'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
-    ),
-    backendIdleTimeoutMs: duration(
-      0,
-      'Server→client idle timeout: a session that received no byte from its backend for this long is closed (`backend-idle`); 0 disables it. Backends can be quiet for long (nginx-rtmp sends an Acknowledgement per `ack_window` bytes and pings every `ping` interval): set it above those.',
-      { min: 0 },
-    ),
-    connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
-    maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
-    maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),
-    connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
-    connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
-    maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
-    maxChunkSize: size(16 * 1024 ** 2, 'Largest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
-    minChunkSize: size(32, 'Smallest RTMP Set Chunk Size accepted from either side.', { min: 1, max: MAX_SPEC_CHUNK_SIZE }),
-    maxMessageSize: size(MAX_RTMP_MESSAGE_SIZE, 'Largest RTMP message length accepted (the wire field is 24 bits).', {
-      min: 1,
-      max: MAX_RTMP_MESSAGE_SIZE,
-    }),
-    maxCommandSize: size(256 * 1024, 'Largest command/control message the proxy decodes; must not exceed `limits.maxMessageSize`.', {
-      min: 1,
-      max: MAX_RTMP_MESSAGE_SIZE,
-    }),
-    maxChunkStreams: int(64, 'Maximum distinct RTMP chunk stream ids tracked per direction of a session.', { min: 1, max: 65_599 }),
-    sessionBufferBytes: size(
-      512 * 1024,
-      'Memory one session may hold between reads: unfinished command/control messages of either direction, client bytes waiting for the backend connection, the held connect `_result`, the migration cache. ' +
-        'Over it the session stops parsing and is forwarded blindly (`onParseError: forward`) or closed, counted in `rtmp_goaway_buffer_budget_exceeded_total`. ' +
-        'A session relaying after a proxy-side migration may hold one whole message of up to `limits.maxMessageSize` more. Must be at least `limits.maxCommandSize`.',
-      { min: 1 },
-    ),
-    processBufferBytes: size(
-      64 * 1024 ** 2,
-      'Memory all sessions of this process together may hold between reads (each within `limits.sessionBufferBytes`); a session refused memory because the process is full is handled as one over its own budget, the others go on. ' +
-        'Buffers live outside the V8 heap, in the same container: keep it well below the memory limit minus the heap.',
-      { min: 1 },
-    ),
-    amfMaxDepth: int(16, 'Maximum nesting depth of AMF values decoded in commands.', { min: 1, max: 1024 }),
-    amfMaxItems: int(
-      1024,
-      'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
-      { min: 1 },
-    ),
-    amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
-  }).prefault({}),
-  onParseError: oneOf(
-    PARSE_ERROR_POLICIES,
-    'forward',
-    'What to do with a session whose RTMP stops parsing: `forward` keeps relaying bytes blindly (the stream stays alive but cannot be sent Go Away), `close` closes it.',
-  ),
-  log: strictObject({
-    level: oneOf(LOG_LEVELS, 'info', 'Log level (pino).'),
-    streamKeys: bool(false, 'Log stream keys in clear instead of redacted.'),
-  }).prefault({}),
-  sidecar: strictObject({
-    enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
-    gracePeriodMs: duration(
-      25_000,
-      "In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod's termination grace period).",
-      { min: 0 },
-    ),
-  }).prefault({}),
-  redis: strictObject({
-    url: redisUrlValue()
-      .optional()
-      .meta({
-        kind: 'url',
-        allowEmpty: true,
-        description:
-          'Redis URL of the fleet control bus, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); when unset an in-process control bus is used. The password is redacted in logs.',
-      } satisfies LeafMeta),
-    prefix: stringValue()
-      .default('rtmp-goaway')
-      .meta({ kind: 'string', description: 'Prefix of every Redis key and channel.' } satisfies LeafMeta),
-    heartbeatMs: duration(5_000, 'How often this replica refreshes its presence and session records in Redis.'),
-    sessionTtlMs: duration(15_000, 'TTL of session records in Redis; must be greater than `redis.heartbeatMs`.'),
-  }).prefault({}),
-  workers: int(
-    1,
-    'Proxy processes sharing the listener (Node cluster): 1 runs one process; N > 1 runs a primary that forks N workers and serves the admin API for all of them (sessions, backends, metrics summed, drains sent to every worker); 0 = one per CPU. Limits such as `limits.maxSessions` apply per worker; with Redis each worker is a replica named `<replicaId>-w<n>`.',
-    { min: 0, max: 256 },
-  ),
-  replicaId: stringValue({ pattern: /^\S+$/, patternHint: 'must not contain whitespace' })
-    .default(defaultReplicaId)
-    .meta({
-      kind: 'string',
-      defaultDoc: '<hostname>-<pid>',
-      description: 'Identifies this proxy replica in the fleet (logs, metrics, Redis records).',
-    } satisfies LeafMeta),
-}).superRefine((c, ctx) => {
-  // `params.other` names the setting compared against; loadConfig adds where its value came from.
-  const add = (path: string[], other: string, message: string) => ctx.addIssue({ code: 'custom', path, message, params: { other } });
-  if (c.health.timeoutMs >= c.health.intervalMs) {
-    add(
-      ['health', 'timeoutMs'],
-      'health.intervalMs',
-      `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`,
-    );
-  }
-  if (c.limits.minChunkSize > c.limits.maxChunkSize) {
-    add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
-  }
-  if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
-    add(
-      ['limits', 'sessionBufferBytes'],
-      'limits.maxCommandSize',
-      `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`,
-    );
-  }
-  if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
-    add(
-      ['limits', 'processBufferBytes'],
-      'limits.sessionBufferBytes',
-      `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`,
-    );
-  }
-  if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
-    add(
-      ['limits', 'maxCommandSize'],
-      'limits.maxMessageSize',
-      `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`,
-    );
-  }
-  if (c.tls.listen !== '') {
-    if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
-    if (c.tls.key === '') add(['tls', 'key'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
-  }
-  if (c.acceptProxyProtocol !== 'off' && c.acceptProxyProtocolFrom === '') {
-    add(
-      ['acceptProxyProtocolFrom'],
-      'acceptProxyProtocol',
-      `is required when acceptProxyProtocol (${c.acceptProxyProtocol}) is on: list the load balancers' addresses (CIDR, comma-separated), or 0.0.0.0/0,::/0 to believe every client`,
-    );
-  }
-  if (c.adminToken !== '' && c.adminTokenFile !== '') {
-    add(['adminTokenFile'], 'adminToken', 'cannot be used together with adminToken (a token is set there too): keep one of them');
-  }
-  if (!TOKEN_RE.test(c.adminToken) && c.adminToken !== '') {
-    ctx.addIssue({ code: 'custom', path: ['adminToken'], message: TOKEN_HINT });
-  }
-  if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
-    add(
-      ['redis', 'sessionTtlMs'],
-      'redis.heartbeatMs',
-      `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`,
-    );
-  }
-});
+  })
+  .superRefine((c, ctx) => {
+    // `params.other` names the setting compared against; loadConfig adds where its value came from.
+    const add = (path: string[], other: string, message: string) => ctx.addIssue({ code: 'custom', path, message, params: { other } });
+    if (c.health.timeoutMs >= c.health.intervalMs) {
+      add(['health', 'timeoutMs'], 'health.intervalMs', `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`);
+    }
+    if (c.limits.minChunkSize > c.limits.maxChunkSize) {
+      add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
+    }
+    if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
+      add(['limits', 'sessionBufferBytes'], 'limits.maxCommandSize', `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`);
+    }
+    if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
+      add(['limits', 'processBufferBytes'], 'limits.sessionBufferBytes', `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`);
+    }
+    if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
+      add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);
+    }
+    if (c.tls.listen !== '') {
+      if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
+      if (c.tls.key === '') add(['tls', 'key'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
+    }
+    if (c.acceptProxyProtocol !== 'off' && c.acceptProxyProtocolFrom === '') {
+      add(
+        ['acceptProxyProtocolFrom'],
+        'acceptProxyProtocol',
+        `is required when acceptProxyProtocol (${c.acceptProxyProtocol}) is on: list the load balancers' addresses (CIDR, comma-separated), or 0.0.0.0/0,::/0 to believe every client`,
+      );
+    }
+    if (c.adminToken !== '' && c.adminTokenFile !== '') {
+      add(['adminTokenFile'], 'adminToken', 'cannot be used together with adminToken (a token is set there too): keep one of them');
+    }
+    if (!TOKEN_RE.test(c.adminToken) && c.adminToken !== '') {
+      ctx.addIssue({ code: 'custom', path: ['adminToken'], message: TOKEN_HINT });
+    }
+    if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
+      add(['redis', 'sessionTtlMs'], 'redis.heartbeatMs', `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`);
+    }
+  });
 
-export type Config = Infer<typeof ConfigSchema>;
+export type Config = z.infer<typeof ConfigSchema>;
 
 // ---------------------------------------------------------------------------------------------
 // Schema walking → setting docs
@@ -1102,18 +880,23 @@ interface Leaf {
   meta: LeafMeta;
 }
 
-/** The group a non-leaf setting holds (a strict object, behind its `prefault`), if it is one. */
-function unwrapGroup(s: Schema<unknown>): StrictObject<Shape> | undefined {
-  let cur = s;
-  while (cur instanceof Wrapped) cur = cur.inner;
-  return cur instanceof StrictObject ? cur : undefined;
+function unwrapGroup(s: z.ZodType): z.ZodObject | undefined {
+  let cur: z.ZodType = s;
+  for (;;) {
+    if (cur instanceof z.ZodObject) return cur;
+    if (cur instanceof z.ZodDefault || cur instanceof z.ZodPrefault || cur instanceof z.ZodOptional) {
+      cur = cur.unwrap() as z.ZodType;
+      continue;
+    }
+    return undefined;
+  }
 }
 
-function walkSchema(obj: StrictObject<Shape>, prefix: string[], out: Leaf[], groups: Map<string, string[]>): void {
+function walkSchema(obj: z.ZodObject, prefix: string[], out: Leaf[], groups: Map<string, string[]>): void {
   groups.set(prefix.join('.'), Object.keys(obj.shape));
-  for (const [key, child] of Object.entries(obj.shape)) {
+  for (const [key, child] of Object.entries(obj.shape) as [string, z.ZodType][]) {
     const path = [...prefix, key];
-    const meta = child.metadata;
+    const meta = child.meta() as LeafMeta | undefined;
     if (meta?.kind) {
       out.push({ path, meta });
       continue;
@@ -1129,19 +912,13 @@ function schemaLeaves() {
   if (!leafCache) {
     const leaves: Leaf[] = [];
     const groups = new Map<string, string[]>();
-    walkSchema(unwrapGroup(ConfigSchema)!, [], leaves, groups);
+    walkSchema(ConfigSchema, [], leaves, groups);
     leafCache = { leaves, groups };
   }
   return leafCache;
 }
 
-const words = (path: string[]) =>
-  path.flatMap((seg) =>
-    seg
-      .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
-      .toLowerCase()
-      .split(' '),
-  );
+const words = (path: string[]) => path.flatMap((seg) => seg.replace(/([a-z0-9])([A-Z])/g, '$1 $2').toLowerCase().split(' '));
 const envName = (l: Leaf) => ENV_PREFIX + words(l.path).join('_').toUpperCase();
 const flagName = (l: Leaf) => `--${l.meta.flag ?? words(l.path).join('-')}`;
 /** The key commander uses in `opts()` for a flag: `--health-interval-ms` → `healthIntervalMs`. */
@@ -1287,8 +1064,7 @@ function readYaml(file: string, via: string): { data: Record<string, unknown>; s
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    if (size > MAX_CONFIG_FILE_BYTES)
-      throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
+    if (size > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
     // Read at most one byte past the bound, whatever the file grows to meanwhile.
     const buf = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
     const n = fs.readSync(fd, buf, 0, buf.length, 0);
@@ -1412,10 +1188,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (!res.success) {
     for (const iss of res.error.issues) {
       if (iss.code === 'unrecognized_keys') {
-        const parent = iss.path
-          .filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p)))
-          .map(String)
-          .join('.');
+        const parent = iss.path.filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p))).map(String).join('.');
         const candidates = iss.path[0] === 'backends' ? Object.keys(BackendSchema.shape) : (groups.get(parent) ?? []);
         const parentDisplay = iss.path.length > 0 ? `${displayPath(iss.path)}.` : '';
         for (const key of iss.keys) {
