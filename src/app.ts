@@ -18,7 +18,7 @@ import { RegistryHeartbeat, sessionRecord } from './control/registry.js';
 import { CidrSet } from './net/cidr.js';
 import { createDrainStrategy } from './proxy/drain-strategy.js';
 import { ProcessBudget } from './proxy/buffer-budget.js';
-import { MigrationCoordinator } from './proxy/migration.js';
+import { MigrationCoordinator } from './proxy/migration/coordinator.js';
 import { Router, type RoutingSpec } from './balancer/routing.js';
 import { IdleSweep, idleSweepIntervalMs } from './proxy/idle-sweep.js';
 import { ProxyServer } from './proxy/server.js';
@@ -168,7 +168,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     buffered: () => ({ held: processBudget.held, limit: processBudget.limit }),
   }, { version: VERSION, limits: config.limits });
   if (config.drain.nonCapable === 'migrate') {
-    migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs }, metrics);
+    migration = new MigrationCoordinator({ ...config.migration, connectTimeoutMs: config.limits.connectTimeoutMs });
   }
   const pool = new BackendPool(config.backends, {
     defaultDrainDeadlineMs: config.drain.deadlineMs,
@@ -440,7 +440,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
       const router = next.routing === null ? null : Router.compile(next.routing);
       const merged = mergeReloadable(proxy.config, next);
       if (merged.drain.nonCapable === 'migrate' && migration === null) {
-        migration = new MigrationCoordinator({ ...merged.migration, connectTimeoutMs: merged.limits.connectTimeoutMs }, metrics);
+        migration = new MigrationCoordinator({ ...merged.migration, connectTimeoutMs: merged.limits.connectTimeoutMs });
       }
       pool.setDrainSettings({
         defaultDrainDeadlineMs: merged.drain.deadlineMs,

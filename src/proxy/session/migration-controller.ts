@@ -3,19 +3,12 @@ import type { ChunkReader, MessageInfo } from '../../rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../rtmp/chunk-writer.js';
 import { MAX_MESSAGE_SIZE } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
-import {
-  type MigrationCoordinator,
-  type MigrationTicket,
-  type ReplayPlan,
-  type UpstreamEnd,
-  SwitchSplitter,
-  UpstreamConnection,
-  collectEverything,
-  isSwitchMessage,
-  keyframeSwitch,
-  migrationCollectPolicy,
-  unpublishCommands,
-} from '../migration.js';
+import { type MigrationCoordinator, type MigrationTicket } from '../migration/coordinator.js';
+import { type PublishPlan, unpublishCommands } from '../../rtmp/publisher-protocol.js';
+import { type UpstreamEnd, UpstreamConnection } from '../migration/upstream-connection.js';
+import { SwitchSplitter, isSwitchMessage, keyframeSwitch } from '../migration/switch-splitter.js';
+import { collectEverything } from '../../rtmp/chunk-reader.js';
+import { migrationCollectPolicy } from '../migration/media-cache.js';
 import { choose } from './backend-connector.js';
 import { upstreamCloseReason } from './close-reason.js';
 import { Relay, relayServerMessage } from './relay.js';
@@ -175,7 +168,7 @@ export class MigrationController {
   }
 
   /** What to replay on a new backend, or why the session cannot migrate now. */
-  private readiness(): ReplayPlan | CannotMigrate {
+  private readiness(): PublishPlan | CannotMigrate {
     const s = this.s;
     const f = s.view.facts;
     if (!f.publishing || f.unpublished) return 'not-publishing';

@@ -2,14 +2,14 @@ import type { ChunkReader, MessageInfo } from '../../rtmp/chunk-reader.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
 import { controlMessage, decodeCommand, encodeCommand } from '../../rtmp/messages.js';
-import type { UpstreamConnection } from '../migration.js';
+import type { UpstreamConnection } from '../migration/upstream-connection.js';
 import type { Session } from './session.js';
 
 /**
  * The phase after a migration switch: the proxy terminates RTMP both ways. Client messages are
  * re-chunked for the backend the proxy publishes to (`upstream`); its messages are re-chunked for
  * the client (ClientStream). Protocol control is per connection: the proxy speaks for itself on
- * each side (its acknowledgements to the client here, to the backend in UpstreamPublisher).
+ * each side (its acknowledgements to the client here, to the backend in PublisherProtocol).
  */
 export class Relay {
   readonly kind = 'relay';

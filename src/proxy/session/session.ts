@@ -9,7 +9,7 @@ import { CAPS_EX_RECONNECT } from '../../rtmp/messages.js';
 import { SessionView } from '../../rtmp/session-view.js';
 import { ProcessBudget, SessionBudget } from '../buffer-budget.js';
 import type { StrategySession } from '../drain-strategy.js';
-import type { MediaCache } from '../migration.js';
+import type { MediaCache } from '../migration/media-cache.js';
 import { type ClientTextView, clientTextView } from '../../net/redact.js';
 import { type Placement, type Router } from '../../balancer/routing.js';
 import { normalizeIp } from '../../net/cidr.js';

@@ -2,7 +2,7 @@ import type { ChunkReaderHandler, MessageInfo } from '../../rtmp/chunk-reader.js
 import type { SessionViewEvents } from '../../rtmp/session-view.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
-import { MediaCache, migrationCollectPolicy } from '../migration.js';
+import { MediaCache, migrationCollectPolicy } from '../migration/media-cache.js';
 import { Notices } from './notices.js';
 import type { Session } from './session.js';
 

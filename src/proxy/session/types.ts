@@ -5,7 +5,7 @@ import type { RateLimitedLog } from '../../net/rate-limited-log.js';
 import type { ProcessBudget } from '../buffer-budget.js';
 import type { Dial } from '../dial.js';
 import type { ProxyObserver } from '../observer.js';
-import type { MigrationCoordinator } from '../migration.js';
+import type { MigrationCoordinator } from '../migration/coordinator.js';
 import type { Router } from '../../balancer/routing.js';
 import type { Session } from './session.js';
 
