@@ -452,7 +452,7 @@ const backends = z
   } satisfies LeafMeta);
 
 /**
- * Routing rules (proxy/routing.ts): a YAML mapping `{ groups, rules }`, or the same as JSON text
+ * Routing rules (balancer/routing.ts): a YAML mapping `{ groups, rules }`, or the same as JSON text
  * in the environment or on the command line. Compiled here so every mistake is reported at start.
  */
 const routing = validator((v, ctx): RoutingSpec | null => {

@@ -258,7 +258,7 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
   }
 
   /**
-   * Routed pick (routing rules, see proxy/routing.ts): the rule matching `req` chooses a group and
+   * Routed pick (routing rules, see routing.ts): the rule matching `req` chooses a group and
    * the group's balance or sticky placement chooses among its usable backends (health 'up', not
    * draining, below maxSessions, not in `exclude`). Call `attach` right after, as with `pick`.
    */

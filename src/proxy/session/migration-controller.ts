@@ -65,7 +65,7 @@ export class Armed {
 }
 
 /**
- * Proxy-side migration of one session (drain.nonCapable: migrate; see migration.ts for the
+ * Proxy-side migration of one session (drain.nonCapable: migrate; see ../migration/ for the
  * protocol parts): queued for a slot (migration.maxInFlight), then a healthy backend is opened
  * and published to; the session is armed (pass → armed) and switches at the client's next
  * keyframe (armed → relay, or relay → relay to yet another backend). Created with the session's
