@@ -2,6 +2,8 @@ import type { ChunkReaderHandler, MessageInfo } from '../../rtmp/chunk-reader.js
 import type { SessionViewEvents } from '../../rtmp/session-view.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
+import { MediaCounters } from '../../rtmp/media-counters.js';
+import { type MediaSummary, MediaTelemetry, summarize } from '../../rtmp/media-telemetry.js';
 import { MediaCache, migrationCollectPolicy } from '../migration/media-cache.js';
 import { Notices } from './notices.js';
 import type { Session } from './session.js';
@@ -18,6 +20,12 @@ import type { Session } from './session.js';
 export class Traffic implements ChunkReaderHandler, SessionViewEvents {
   /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
   private feeding: Buffer | null = null;
+  /**
+   * What the client publishes: from `connect` on, the C→S reader counts audio and video messages
+   * (ChunkReader.media) and collects decoder configurations and metadata whole (its `'head'`
+   * policy), which alone reach the telemetry; the rest is read when a snapshot is asked for.
+   */
+  private telemetry: MediaTelemetry | null = null;
 
   constructor(private readonly s: Session) {}
 
@@ -78,10 +86,13 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
       const cache = s.cache;
       if (t === MessageType.Acknowledgement) {
         if (phase.kind !== 'relay') this.translateAck(payload);
-      } else if (cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3)) {
-        const refused = cache.refused;
-        cache.offer(info, payload);
-        if (!refused && cache.refused) this.overBudget('not-cached', 'migration cache');
+      } else if (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
+        this.telemetry?.message(t, info.timestamp, info.length, info.head, payload);
+        if (cache !== null) {
+          const refused = cache.refused;
+          cache.offer(info, payload);
+          if (!refused && cache.refused) this.overBudget('not-cached', 'migration cache');
+        }
       } else if (t === MessageType.WindowAckSize && payload.length >= 4) {
         s.clientWindowAck = payload.readUInt32BE(0);
       }
@@ -161,12 +172,28 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
       'connect',
     );
     s.logStart();
+    this.watchMedia();
     const erpcOffered = s.settings.erpc?.offer === true;
     if (erpcOffered && c.capsEx !== null && s.out.s2c.failure === null) (s.notices ??= new Notices(s)).offerCapsEx(s.front?.connectAnsweredLocally === true);
     // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
     this.prepareMigration(c.supportsGoAway || (erpcOffered && s.capability === 'erpc'));
     // A session that connects to a backend already draining is told at once.
     if (s.backendName !== null) s.pool.reapplyStrategy(s.backendName, s);
+  }
+
+  /** After `connect`: counts of the media and its configurations whole (their first bytes decide: nothing more per message). */
+  private watchMedia(): void {
+    const reader = this.s.c2sReader;
+    if (reader === null) return;
+    const counters = new MediaCounters();
+    reader.media = counters;
+    reader.setCollectPolicy(migrationCollectPolicy);
+    this.telemetry = new MediaTelemetry({ counters });
+  }
+
+  /** The publisher's media now, null before its first audio or video message. */
+  media(): MediaSummary | null {
+    return this.telemetry === null ? null : summarize(this.telemetry.snapshot());
   }
 
   /** After `connect`: a client that cannot be told to reconnect keeps what a migration replays. */
