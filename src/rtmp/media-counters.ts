@@ -10,11 +10,13 @@ export const KEYFRAME_RING = 8;
  *
  * `count` runs once per complete message inside the reader's own per-message code, on what the
  * reader already holds (type, timestamp, length and the first bytes of the payload): integer
- * additions and stores, a call to isVideoKeyframe only for messages whose first byte says key
- * frame, nothing allocated. Totals are plain numbers (exact up to 2^53 bytes).
+ * additions and stores and, for video, a look at its first one or two bytes (a coded frame? a
+ * keyframe?); nothing allocated. Totals are plain numbers (exact up to 2^53 bytes).
  */
 export class MediaCounters {
   videoMessages = 0;
+  /** Video messages carrying a coded frame (what the frame rate counts). */
+  videoFrames = 0;
   videoBytes = 0;
   /** Timestamp (ms, as sent) of the first and of the last video message. */
   videoFirstTimestamp = 0;
@@ -41,9 +43,9 @@ export class MediaCounters {
       if (headLen === 0) return;
       const b0 = head[0]!;
       this.videoHead0 = b0;
-      if (isVideoKeyframe(head) && isCodedFrame(head, headLen)) {
-        this.keyframeTimestamps[this.keyframes++ % KEYFRAME_RING] = timestamp;
-      }
+      if (!isCodedFrame(head, headLen)) return;
+      this.videoFrames++;
+      if (isVideoKeyframe(head)) this.keyframeTimestamps[this.keyframes++ % KEYFRAME_RING] = timestamp;
     } else if (typeId === MessageType.Audio) {
       if (this.audioMessages++ === 0) this.audioFirstTimestamp = timestamp;
       this.audioBytes += length;

@@ -588,7 +588,7 @@ export class MediaTelemetry {
   /** The video part of a snapshot from the reader's counters (`parsed`: what the collected messages said). */
   private videoFromCounters(c: MediaCounters, parsed: VideoTelemetry | null, md: StreamMetadata | null): VideoTelemetry | null {
     if (c.videoMessages === 0) return parsed;
-    const w = this.videoWindow.read(c.videoLastTimestamp, c.videoFirstTimestamp, c.videoBytes, c.videoMessages);
+    const w = this.videoWindow.read(c.videoLastTimestamp, c.videoFirstTimestamp, c.videoBytes, c.videoFrames);
     const legacy = c.videoHead0 >= 0 && (c.videoHead0 & 0x80) === 0 ? c.videoHead0 & 0x0f : -1;
     const key = keyframesOf(c);
     const interval = key.interval;
@@ -696,6 +696,7 @@ export class CounterWindow {
     if (d < -MAX_LATE_MS) {
       // Timestamps restarted: measure again from here.
       this.count = 0;
+      this.at = 0;
       this.now = 0;
       this.originBytes = bytes;
       this.originMessages = messages;
