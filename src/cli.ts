@@ -283,7 +283,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * expected, from the keyframe interval the proxies measure: a line per session when its estimate
  * (to the tenth of a second) changes. Above a progress bar, the line clears the bar first.
  */
-function writeEtas(err: NodeJS.WriteStream, sessions: CliSession[], shown: Map<string, string>, bar: boolean): void {
+export function writeEtas(err: { write(text: string): unknown }, sessions: CliSession[], shown: Map<string, string>, bar: boolean): void {
   for (const s of sessions) {
     const eta = s.capability === 'none' || s.state === 'migrating' ? keyframeEtaText(s.media) : null;
     if (eta === null || shown.get(s.id) === eta) continue;

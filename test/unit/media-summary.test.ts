@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { writeEtas } from '../../src/cli.js';
 import { keyframeEtaText, mediaText } from '../../src/control/media-text.js';
 import { type MetricsSources, ProxyMetrics } from '../../src/control/metrics.js';
 import { readMediaSummary } from '../../src/control/registry.js';
@@ -104,6 +105,28 @@ describe('status and drain --wait text', () => {
       [...line].every((c) => c.charCodeAt(0) >= 0x20 && c.charCodeAt(0) !== 0x7f),
       line,
     );
+  });
+});
+
+describe('drain --wait: when each session waiting for its keyframe moves', () => {
+  it('a line per migrating session when its estimate changes; none for sessions told to reconnect or without a GOP yet', () => {
+    const out: string[] = [];
+    const err = { write: (text: string) => out.push(text) };
+    const base = { backend: 'b1', app: 'live', goAwaySentAt: null, client: '1.2.3.4:5', parseFallback: null, replica: 'r1', state: 'publishing' };
+    const shown = new Map<string, string>();
+    const sessions = [
+      { ...base, id: 's1', capability: 'none', media: HEVC },
+      { ...base, id: 's2', capability: 'goaway', media: HEVC },
+      { ...base, id: 's3', capability: 'none', media: { ...HEVC, nextKeyframeInMs: null } },
+      { ...base, id: 's4', capability: 'none', media: null },
+    ];
+    writeEtas(err, sessions, shown, false);
+    assert.deepEqual(out, ['  s1 (live): next keyframe in ~1.2s (gop 2.0s)\n']);
+    writeEtas(err, sessions, shown, false);
+    assert.equal(out.length, 1, 'unchanged: not repeated');
+    sessions[0]!.media = { ...HEVC, nextKeyframeInMs: 300 };
+    writeEtas(err, sessions, shown, true);
+    assert.deepEqual(out.slice(1), ['\r\x1b[K  s1 (live): next keyframe in ~0.3s (gop 2.0s)\n'], 'over a progress bar, the line is cleared first');
   });
 });
 
