@@ -33,7 +33,7 @@
 import { type Amf0Limits, type Amf0Object, type Amf0Value, Amf0EcmaArray, decodeAmf0, isAmf0Object } from './amf0.js';
 import { mp3Channels, mp3SampleRate, readAudioSpecificConfig, readAv1Config, readAvcConfig, readHevcConfig, readOpusHead } from './codec-config.js';
 import { MessageType } from './constants.js';
-import { isMetadataMessage } from './media.js';
+import { isConfigurationHead, isMetadataMessage } from './media.js';
 import { KEYFRAME_RING, type MediaCounters } from './media-counters.js';
 
 /** Length of the bitrate window. */
@@ -356,6 +356,8 @@ export class MediaTelemetry {
    * whole body, needed only for decoder configurations and metadata (null otherwise).
    */
   message(typeId: number, timestamp: number, length: number, head: Uint8Array, payload: Uint8Array | null = null): void {
+    // With counters, only configurations and metadata are read (a relayed session may be given every message).
+    if (this.options.counters !== undefined && !isConfigurationHead(typeId, head, head.length)) return;
     if (typeId === MessageType.Video) this.onVideo(timestamp >>> 0, length, head, payload);
     else if (typeId === MessageType.Audio) this.onAudio(timestamp >>> 0, length, head, payload);
     else if ((typeId === MessageType.DataAmf0 || typeId === MessageType.DataAmf3) && payload !== null) this.onData(typeId, payload);

@@ -23,8 +23,11 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
   /**
    * What the client publishes: from `connect` on, the C→S reader counts audio and video messages
    * (ChunkReader.media) and collects decoder configurations and metadata whole (its `'head'`
-   * policy), which alone reach the telemetry; the rest is read when a snapshot is asked for.
+   * policy), which alone reach the telemetry; the rest is read when a snapshot is asked for. The
+   * telemetry is made with the first of those messages or snapshots: a session that sends no
+   * media (a player, an idle connection) holds only the counters.
    */
+  private counters: MediaCounters | null = null;
   private telemetry: MediaTelemetry | null = null;
 
   constructor(private readonly s: Session) {}
@@ -87,7 +90,8 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
       if (t === MessageType.Acknowledgement) {
         if (phase.kind !== 'relay') this.translateAck(payload);
       } else if (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
-        this.telemetry?.message(t, info.timestamp, info.length, info.head, payload);
+        if (this.counters !== null)
+          (this.telemetry ??= new MediaTelemetry({ counters: this.counters })).message(t, info.timestamp, info.length, info.head, payload);
         if (cache !== null) {
           const refused = cache.refused;
           cache.offer(info, payload);
@@ -185,15 +189,15 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
   private watchMedia(): void {
     const reader = this.s.c2sReader;
     if (reader === null) return;
-    const counters = new MediaCounters();
-    reader.media = counters;
+    this.counters = reader.media = new MediaCounters();
     reader.setCollectPolicy(migrationCollectPolicy);
-    this.telemetry = new MediaTelemetry({ counters });
   }
 
   /** The publisher's media now, null before its first audio or video message. */
   media(): MediaSummary | null {
-    return this.telemetry === null ? null : summarize(this.telemetry.snapshot());
+    const c = this.counters;
+    if (c === null || (this.telemetry === null && c.videoMessages + c.audioMessages === 0)) return null;
+    return summarize((this.telemetry ??= new MediaTelemetry({ counters: c })).snapshot());
   }
 
   /** After `connect`: a client that cannot be told to reconnect keeps what a migration replays. */
