@@ -144,6 +144,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
             },
       migrations: () => ({ inFlight: migration?.inFlight ?? 0, queued: migration?.queued ?? 0 }),
       buffered: () => ({ held: processBudget.held, limit: processBudget.limit }),
+      media: () => [...server.sessions.values()].flatMap((s) => s.snapshot().media ?? []),
     },
     { version: VERSION, limits: config.limits },
   );

@@ -13,11 +13,13 @@ import { registerPublishCommand } from './publish-command.js';
 import { registerDemoCommand } from './demo/command.js';
 import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, readTokenFile, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
+import type { MediaSummary } from './rtmp/media-telemetry.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
 import { safeText } from './terminal-text.js';
+import { keyframeEtaText, mediaText } from './control/media-text.js';
 import { VERSION } from './version.js';
 
 /** A configuration or usage error: unknown flag or command, bad value, invalid config file or environment. */
@@ -164,7 +166,9 @@ async function withRedis<T>(t: { url: string }, fn: (r: Redis) => Promise<T>): P
 // ───────────────────────────── fleet view ─────────────────────────────
 
 /** One session as the CLI shows it (registry record, or an admin API session of one replica). */
-type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback'> & { replica: string };
+type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback' | 'media'> & {
+  replica: string;
+};
 
 interface FleetStatus {
   source: 'redis';
@@ -237,10 +241,10 @@ function printFleet(f: FleetStatus, url: string): void {
     console.log(`${col(r.replicaId, 24)} ${col(ago(r.heartbeatAt), 11)} ${col(r.shuttingDown ? 'stopping' : 'serving', 9)} ${col(n, 9)} ${safeText(r.listen)}`);
   }
   if (f.sessions.length > 0) {
-    console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED');
+    console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED                   MEDIA');
     for (const s of f.sessions) {
       console.log(
-        `${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${safeText(s.startedAt)}`,
+        `${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${col(s.startedAt, 25)} ${safeText(mediaText(s.media))}`,
       );
     }
   }
@@ -274,6 +278,20 @@ interface WaitSource {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * Sessions that move at their next keyframe (proxy-side migration) and when that keyframe is
+ * expected, from the keyframe interval the proxies measure: a line per session when its estimate
+ * (to the tenth of a second) changes. Above a progress bar, the line clears the bar first.
+ */
+export function writeEtas(err: { write(text: string): unknown }, sessions: CliSession[], shown: Map<string, string>, bar: boolean): void {
+  for (const s of sessions) {
+    const eta = s.capability === 'none' || s.state === 'migrating' ? keyframeEtaText(s.media) : null;
+    if (eta === null || shown.get(s.id) === eta) continue;
+    shown.set(s.id, eta);
+    err.write(`${bar ? '\r\x1b[K' : ''}  ${safeText(s.id)} (${safeText(s.app)}): ${safeText(eta)}\n`);
+  }
+}
+
 /** Polls until the backend holds no session (0) or the deadline passes (EXIT_SESSIONS_REMAINED). */
 async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {
   const err = process.stderr;
@@ -284,6 +302,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
   let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
   let last: CliSession[] = [];
   let lastError: string | null;
+  const etas = new Map<string, string>();
   try {
     for (;;) {
       try {
@@ -321,6 +340,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
         if (line !== lastLine) err.write(`${line}, deadline in ${secs}s\n`);
         lastLine = line;
       }
+      writeEtas(err, last, etas, bar !== null);
       if (left === 0 && lastError === null) {
         bar?.stop();
         bar = null;
@@ -596,7 +616,16 @@ export function buildCli(): Command {
     }
     const [backends, sessions] = (await Promise.all([adminRequest(target, 'GET', '/api/backends'), adminRequest(target, 'GET', '/api/sessions')])) as [
       { name: string; host: string; port: number; state: string; sessions: number; source?: string }[],
-      { id: string; backend: string | null; app: string | null; streamKey: string | null; capability: string; state: string; bytesIn: number }[],
+      {
+        id: string;
+        backend: string | null;
+        app: string | null;
+        streamKey: string | null;
+        capability: string;
+        state: string;
+        bytesIn: number;
+        media?: MediaSummary | null;
+      }[],
     ];
     if (o.json) {
       console.log(JSON.stringify({ backends, sessions }, null, 2));
@@ -608,7 +637,7 @@ export function buildCli(): Command {
     console.log(`\n${sessions.length} session(s)`);
     for (const s of sessions) {
       console.log(
-        `  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in`,
+        `  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in  ${safeText(mediaText(s.media))}`,
       );
     }
   });

@@ -9,6 +9,7 @@
  *    then the only control and the "fleet" is this replica.
  */
 import type { BackendState } from '../balancer/types.js';
+import type { MediaSummary } from '../rtmp/media-telemetry.js';
 import type { ControlCommand, DesiredDrain } from './commands.js';
 
 /** One replica's presence record (refreshed every heartbeat, expires with `redis.sessionTtlMs`). */
@@ -50,6 +51,8 @@ export interface SessionRecord {
   parseFallback: string | null;
   /** The routing rule that placed it and how (`live: sticky`); absent or null without routing rules. */
   route?: string | null;
+  /** What the client publishes; absent or null before its first media message (validated when read back: readMediaSummary). */
+  media?: MediaSummary | null;
 }
 
 export interface FleetView {

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ProxyObserver } from '../proxy/observer.js';
+import type { MediaSummary } from '../rtmp/media-telemetry.js';
 
 /**
  * Prometheus metrics of the proxy, prefixed `rtmp_goaway_`: the one implementation of what the
@@ -30,7 +31,14 @@ export interface MetricsSources {
   migrations?(): { inFlight: number; queued: number };
   /** Bytes held against the process buffer budget, and its limit (proxy/buffer-budget.ts); absent = 0. */
   buffered?(): { held: number; limit: number };
+  /** What each live publisher sends (session media telemetry), read at scrape time; absent = none. */
+  media?(): Iterable<MediaSummary>;
 }
+
+/** Codec label values: the names media-telemetry.ts reports (a fixed set); anything else reads `other`, an unknown codec `unknown`. */
+const VIDEO_CODECS = new Set(['h264', 'hevc', 'av1', 'vp9', 'vp8', 'flv1', 'flashsv', 'flashsv2', 'vp6f', 'vp6a']);
+const AUDIO_CODECS = new Set(['aac', 'mp3', 'opus', 'flac', 'ac3', 'eac3', 'speex', 'nellymoser', 'pcm_s16le', 'pcm_u8', 'pcm_alaw', 'pcm_mulaw', 'adpcm_swf']);
+const codecLabel = (codec: string | null, known: Set<string>): string => (codec === null ? 'unknown' : known.has(codec) ? codec : 'other');
 
 /**
  * Removed backends whose counters are still reported (their last sessions' closes stay visible);
@@ -384,6 +392,51 @@ export class ProxyMetrics implements ProxyObserver {
       registers,
       collect() {
         this.set(sources.buffered?.().limit ?? 0);
+      },
+    });
+    // Media telemetry: aggregates over the live publishers only (no per-session label).
+    new Gauge({
+      name: `${p}publishers_by_codec`,
+      help: 'Live sessions sending media, by kind (video, audio) and codec (h264, hevc, av1, aac, opus… as ffprobe names them; unknown: not identified yet).',
+      labelNames: ['kind', 'codec'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, number>();
+        for (const m of sources.media?.() ?? []) {
+          if (m.videoCodec !== null || m.width !== null || m.videoBitrate !== null) {
+            const k = `video\0${codecLabel(m.videoCodec, VIDEO_CODECS)}`;
+            counts.set(k, (counts.get(k) ?? 0) + 1);
+          }
+          if (m.audioCodec !== null || m.audioBitrate !== null) {
+            const k = `audio\0${codecLabel(m.audioCodec, AUDIO_CODECS)}`;
+            counts.set(k, (counts.get(k) ?? 0) + 1);
+          }
+        }
+        for (const [k, n] of counts) {
+          const [kind, codec] = k.split('\0') as [string, string];
+          this.set({ kind, codec }, n);
+        }
+      },
+    });
+    const bitrates = new Histogram({
+      name: `${p}publish_bitrate_bits`,
+      help: 'Live publishers by their current bitrate (video plus audio, bits/s, over the telemetry window); a snapshot at each scrape.',
+      buckets: [250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6, 32e6, 64e6],
+      registers,
+      collect() {
+        bitrates.reset();
+        for (const m of sources.media?.() ?? []) if (m.bitrate !== null) bitrates.observe(m.bitrate);
+      },
+    });
+    const gops = new Histogram({
+      name: `${p}publish_keyframe_interval_seconds`,
+      help: 'Live publishers by their keyframe interval (seconds of stream time): how long a move that waits for a keyframe takes; a snapshot at each scrape.',
+      buckets: [0.5, 1, 2, 4, 6, 8, 10, 15, 30],
+      registers,
+      collect() {
+        gops.reset();
+        for (const m of sources.media?.() ?? []) if (m.keyframeIntervalMs !== null) gops.observe(m.keyframeIntervalMs / 1000);
       },
     });
     new Gauge({

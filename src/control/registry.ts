@@ -13,6 +13,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { SessionSnapshot } from '../proxy/session/session.js';
+import type { MediaSummary } from '../rtmp/media-telemetry.js';
 import type { ReplicaRecord, SessionRecord } from './bus.js';
 
 export interface RegistryKeys {
@@ -43,7 +44,45 @@ export function sessionRecord(s: SessionSnapshot, replica: string): SessionRecor
     streamKey: s.streamKey,
     parseFallback: s.parseFallback,
     route: s.route,
+    media: s.media,
   };
+}
+
+const MEDIA_NUMBERS = {
+  width: 65_535,
+  height: 65_535,
+  fps: 10_000,
+  videoBitrate: 1e12,
+  sampleRate: 10_000_000,
+  channels: 255,
+  audioBitrate: 1e12,
+  bitrate: 1e12,
+  keyframeIntervalMs: 1e9,
+  keyframeAgeMs: 1e12,
+  nextKeyframeInMs: 1e9,
+} as const satisfies Partial<Record<keyof MediaSummary, number>>;
+const MEDIA_STRINGS = ['videoCodec', 'videoFourcc', 'videoProfile', 'audioCodec', 'audioFourcc'] as const satisfies readonly (keyof MediaSummary)[];
+/** Longest codec name or profile kept from a record. */
+const MAX_MEDIA_STRING = 32;
+
+/**
+ * A session record's `media` as read back from Redis (untrusted: another replica, or whoever can
+ * write there): each field kept only when it has the right type and a plausible value (strings:
+ * printable ASCII, at most MAX_MEDIA_STRING characters); anything else is null.
+ */
+export function readMediaSummary(v: unknown): MediaSummary | null {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
+  const o = v as Record<string, unknown>;
+  const out = {} as Record<keyof MediaSummary, string | number | null>;
+  for (const [k, max] of Object.entries(MEDIA_NUMBERS)) {
+    const x = o[k];
+    out[k as keyof MediaSummary] = typeof x === 'number' && Number.isFinite(x) && x >= 0 && x <= max ? x : null;
+  }
+  for (const k of MEDIA_STRINGS) {
+    const x = o[k];
+    out[k] = typeof x === 'string' && x.length > 0 && x.length <= MAX_MEDIA_STRING && /^[\x20-\x7e]+$/.test(x) ? x : null;
+  }
+  return out as unknown as MediaSummary;
 }
 
 /** Replaces this replica's records in one MULTI: presence, sessions, index; all with the TTL. */
@@ -100,7 +139,9 @@ export async function readRegistry(redis: Redis, keys: RegistryKeys): Promise<{ 
     replicas.push(replica);
     for (const v of Object.values((hash ?? {}) as Record<string, string>)) {
       const s = parseJson<SessionRecord>(v);
-      if (s !== null) sessions.push(s);
+      if (s === null) continue;
+      s.media = readMediaSummary(s.media);
+      sessions.push(s);
     }
   });
   if (gone.length > 0) await redis.zrem(keys.replicas, ...gone).catch(() => undefined);

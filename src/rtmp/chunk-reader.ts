@@ -1,6 +1,7 @@
 import { DEFAULT_CHUNK_SIZE, MAX_MESSAGE_SIZE, MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isConfigurationHead } from './media.js';
+import type { MediaCounters } from './media-counters.js';
 
 /**
  * Streaming RTMP chunk reader for one direction (RTMP spec §5.3, docs/protocol.md#chunk-headers).
@@ -209,6 +210,8 @@ export class ChunkReader {
   bytesRead = 0;
   messagesRead = 0;
   chunksRead = 0;
+  /** When set, every complete audio and video message is counted there (media telemetry); null: nothing counted. */
+  media: MediaCounters | null = null;
 
   private readonly limits: ChunkReaderLimits;
   /** Chunk streams of the low csids every publisher uses (2–15): an array read per chunk, no Map. */
@@ -620,6 +623,7 @@ export class ChunkReader {
     info.length = st.length;
     info.streamId = st.streamId;
     const head = this.headOf(st);
+    if (this.media !== null) this.media.count(st.typeId, st.timestamp, st.length, head, st.headLen);
     info.head = st.headLen === HEAD_BYTES ? head : head.subarray(0, st.headLen);
     this.handler.message(info, payload);
   }

@@ -33,7 +33,8 @@
 import { type Amf0Limits, type Amf0Object, type Amf0Value, Amf0EcmaArray, decodeAmf0, isAmf0Object } from './amf0.js';
 import { mp3Channels, mp3SampleRate, readAudioSpecificConfig, readAv1Config, readAvcConfig, readHevcConfig, readOpusHead } from './codec-config.js';
 import { MessageType } from './constants.js';
-import { isMetadataMessage } from './media.js';
+import { isConfigurationHead, isMetadataMessage } from './media.js';
+import { KEYFRAME_RING, type MediaCounters } from './media-counters.js';
 
 /** Length of the bitrate window. */
 export const TELEMETRY_WINDOW_MS = 5000;
@@ -124,6 +125,13 @@ export interface MediaTelemetrySnapshot {
 export interface MediaTelemetryOptions {
   /** Wall clock in ms (e.g. `Date.now`), for the age of the last keyframe. */
   clock?: () => number;
+  /**
+   * Counts a chunk reader keeps of every audio and video message (ChunkReader.media). With them,
+   * `message` is given only the messages the reader collects whole (decoder configurations and
+   * metadata): frame rate, bitrate and keyframes come from the counters, read when a snapshot is
+   * asked for (see CounterWindow), and the age of the last keyframe is in stream time.
+   */
+  counters?: MediaCounters;
 }
 
 // ── codec names ───────────────────────────────────────────────────────────────────────────────
@@ -348,6 +356,8 @@ export class MediaTelemetry {
    * whole body, needed only for decoder configurations and metadata (null otherwise).
    */
   message(typeId: number, timestamp: number, length: number, head: Uint8Array, payload: Uint8Array | null = null): void {
+    // With counters, only configurations and metadata are read (a relayed session may be given every message).
+    if (this.options.counters !== undefined && !isConfigurationHead(typeId, head, head.length)) return;
     if (typeId === MessageType.Video) this.onVideo(timestamp >>> 0, length, head, payload);
     else if (typeId === MessageType.Audio) this.onAudio(timestamp >>> 0, length, head, payload);
     else if ((typeId === MessageType.DataAmf0 || typeId === MessageType.DataAmf3) && payload !== null) this.onData(typeId, payload);
@@ -564,9 +574,61 @@ export class MediaTelemetry {
         bitrate: a.bitrate(),
       };
     }
+    const counters = this.options.counters;
+    if (counters !== undefined) {
+      video = this.videoFromCounters(counters, video, md);
+      audio = this.audioFromCounters(counters, audio);
+    }
     const vb = video?.bitrate ?? null;
     const ab = audio?.bitrate ?? null;
     return { video, audio, metadata: md, bitrate: vb === null && ab === null ? null : (vb ?? 0) + (ab ?? 0) };
+  }
+
+  private readonly videoWindow = new CounterWindow();
+  private readonly audioWindow = new CounterWindow();
+
+  /** The video part of a snapshot from the reader's counters (`parsed`: what the collected messages said). */
+  private videoFromCounters(c: MediaCounters, parsed: VideoTelemetry | null, md: StreamMetadata | null): VideoTelemetry | null {
+    if (c.videoMessages === 0) return parsed;
+    const w = this.videoWindow.read(c.videoLastTimestamp, c.videoFirstTimestamp, c.videoBytes, c.videoFrames);
+    const legacy = c.videoHead0 >= 0 && (c.videoHead0 & 0x80) === 0 ? c.videoHead0 & 0x0f : -1;
+    const key = keyframesOf(c);
+    const interval = key.interval;
+    const age = key.last === null ? null : Math.max(0, (c.videoLastTimestamp - key.last) | 0);
+    return {
+      codec: parsed?.codec ?? (legacy >= 0 ? (VIDEO_IDS[legacy] ?? null) : null),
+      fourcc: parsed?.fourcc ?? null,
+      profile: parsed?.profile ?? null,
+      level: parsed?.level ?? null,
+      width: parsed?.width ?? md?.width ?? null,
+      height: parsed?.height ?? md?.height ?? null,
+      fps: w.rate ?? md?.framerate ?? null,
+      bitrate: w.bitrate,
+      keyframeIntervalMs: interval,
+      lastKeyframeTimestamp: key.last,
+      lastTimestamp: c.videoLastTimestamp,
+      keyframeAgeMs: age,
+      nextKeyframeInMs: interval === null || age === null ? null : Math.max(0, interval - age),
+    };
+  }
+
+  /** The audio part of a snapshot from the reader's counters. */
+  private audioFromCounters(c: MediaCounters, parsed: AudioTelemetry | null): AudioTelemetry | null {
+    if (c.audioMessages === 0) return parsed;
+    const w = this.audioWindow.read(c.audioLastTimestamp, c.audioFirstTimestamp, c.audioBytes, c.audioMessages);
+    if (parsed !== null) return { ...parsed, bitrate: w.bitrate };
+    // No collected message yet (a legacy format without configuration): the header byte says what it is.
+    const format = c.audioHead0 >= 0 ? c.audioHead0 >> 4 : -1;
+    const flags = c.audioHead0 & 0x0f;
+    const known = format >= 0 && format !== 9 && format !== 10;
+    return {
+      codec: known ? (AUDIO_IDS[format] ?? null) : null,
+      fourcc: null,
+      profile: null,
+      sampleRate: known ? (format === 4 ? 16000 : format === 5 || format === 7 || format === 8 || format === 14 ? 8000 : SOUND_RATES[(flags >> 2) & 3]!) : null,
+      channels: known ? (flags & 1) + 1 : null,
+      bitrate: w.bitrate,
+    };
   }
 
   private keyframeInterval(): number | null {
@@ -575,6 +637,116 @@ export class MediaTelemetry {
     const sorted = Array.from(this.keyGaps.subarray(0, n)).sort((x, y) => x - y);
     return n % 2 === 1 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
   }
+}
+
+// ── from the reader's counters ────────────────────────────────────────────────────────────────
+
+function median(values: number[]): number | null {
+  const n = values.length;
+  if (n === 0) return null;
+  values.sort((x, y) => x - y);
+  return n % 2 === 1 ? values[(n - 1) / 2]! : (values[n / 2 - 1]! + values[n / 2]!) / 2;
+}
+
+/** The last keyframe's timestamp and the median interval of the keyframes the counters kept. */
+export function keyframesOf(c: MediaCounters): { last: number | null; interval: number | null } {
+  const n = Math.min(c.keyframes, KEYFRAME_RING);
+  if (n === 0) return { last: null, interval: null };
+  const ring = c.keyframeTimestamps;
+  const first = c.keyframes - n;
+  const gaps: number[] = [];
+  for (let i = first + 1; i < c.keyframes; i++) {
+    const gap = (ring[i % KEYFRAME_RING]! - ring[(i - 1) % KEYFRAME_RING]!) | 0;
+    if (gap > 0 && gap <= MAX_GAP_MS * 6) gaps.push(gap);
+  }
+  return { last: ring[(c.keyframes - 1) % KEYFRAME_RING]!, interval: median(gaps) };
+}
+
+/** Samples kept per track, at least SAMPLE_SPACING_MS of stream time apart. */
+const SAMPLES = 8;
+const SAMPLE_SPACING_MS = 1000;
+
+/**
+ * Rates from running totals, measured when read: each read is a sample (stream time, bytes,
+ * messages), and the rate is the difference to the kept sample nearest TELEMETRY_WINDOW_MS before
+ * (at least SAMPLE_SPACING_MS). Until a read has such a sample, the rate is the average since the
+ * first message. So the window moves as often as something asks (the registry heartbeat, a
+ * metrics scrape, the API), and a session nobody asks about costs nothing.
+ */
+export class CounterWindow {
+  private readonly t = new Float64Array(SAMPLES);
+  private readonly bytes = new Float64Array(SAMPLES);
+  private readonly messages = new Float64Array(SAMPLES);
+  private count = 0;
+  private at = 0;
+  /** Stream time (extended, ms since the first message or the last discontinuity) of the newest read. */
+  private now = 0;
+  private lastTs = 0;
+  private started = false;
+  /** Counts at the origin of `now` (0 at the first message; the totals at a discontinuity). */
+  private originBytes = 0;
+  private originMessages = 0;
+  /** The origin is the first message (its bytes are in the totals), not a sample. */
+  private originIsFirst = true;
+
+  read(lastTs: number, firstTs: number, bytes: number, messages: number): { bitrate: number | null; rate: number | null } {
+    if (!this.started) {
+      this.started = true;
+      this.lastTs = firstTs;
+    }
+    const d = (lastTs - this.lastTs) | 0;
+    if (d < -MAX_LATE_MS) {
+      // Timestamps restarted: measure again from here.
+      this.count = 0;
+      this.at = 0;
+      this.now = 0;
+      this.originBytes = bytes;
+      this.originMessages = messages;
+      this.originIsFirst = false;
+    } else if (d > 0) {
+      this.now += d;
+    }
+    if (d > 0 || d < -MAX_LATE_MS) this.lastTs = lastTs;
+    const now = this.now;
+    let best = -1;
+    let bestScore = Infinity;
+    for (let i = 0; i < this.count; i++) {
+      const age = now - this.t[i]!;
+      if (age < SAMPLE_SPACING_MS) continue;
+      const score = Math.abs(age - TELEMETRY_WINDOW_MS);
+      if (score < bestScore) {
+        bestScore = score;
+        best = i;
+      }
+    }
+    let result: { bitrate: number | null; rate: number | null };
+    if (best >= 0) {
+      const span = now - this.t[best]!;
+      result = { bitrate: Math.round(((bytes - this.bytes[best]!) * 8000) / span), rate: round2(((messages - this.messages[best]!) * 1000) / span) };
+    } else {
+      // Since the origin: with the first message there, n messages cover n - 1 intervals.
+      const n = messages - this.originMessages;
+      const intervals = this.originIsFirst ? n - 1 : n;
+      const b = bytes - this.originBytes;
+      result =
+        now <= 0 || intervals <= 0
+          ? { bitrate: null, rate: null }
+          : { bitrate: Math.round(((this.originIsFirst ? (b * intervals) / n : b) * 8000) / now), rate: round2((intervals * 1000) / now) };
+    }
+    const newest = this.count === 0 ? -1 : (this.at + SAMPLES - 1) % SAMPLES;
+    if (newest < 0 || now - this.t[newest]! >= SAMPLE_SPACING_MS) {
+      this.t[this.at] = now;
+      this.bytes[this.at] = bytes;
+      this.messages[this.at] = messages;
+      this.at = (this.at + 1) % SAMPLES;
+      if (this.count < SAMPLES) this.count++;
+    }
+    return result;
+  }
+}
+
+function round2(x: number): number {
+  return Math.round(x * 100) / 100;
 }
 
 // ── onMetaData ────────────────────────────────────────────────────────────────────────────────
@@ -618,5 +790,57 @@ function readMetadata(m: Amf0Object): StreamMetadata {
     videoCodec: metadataCodec(m['videocodecid'] ?? null, VIDEO_IDS, VIDEO_FOURCCS),
     audioCodec: metadataCodec(m['audiocodecid'] ?? null, AUDIO_IDS, AUDIO_FOURCCS),
     encoder: printable(m['encoder'] ?? null),
+  };
+}
+
+// ── the summary the API, the registry and `status` show ───────────────────────────────────────
+
+/** One publisher's media in a few flat, bounded fields (numbers rounded; null when unknown). */
+export interface MediaSummary {
+  videoCodec: string | null;
+  /** The E-RTMP FourCC when the video came with one. */
+  videoFourcc: string | null;
+  videoProfile: string | null;
+  width: number | null;
+  height: number | null;
+  fps: number | null;
+  /** bits/s */
+  videoBitrate: number | null;
+  audioCodec: string | null;
+  audioFourcc: string | null;
+  sampleRate: number | null;
+  channels: number | null;
+  audioBitrate: number | null;
+  /** Video plus audio, bits/s. */
+  bitrate: number | null;
+  keyframeIntervalMs: number | null;
+  keyframeAgeMs: number | null;
+  /** When the next keyframe is expected, ms from now (0: overdue): when a move that waits for one happens. */
+  nextKeyframeInMs: number | null;
+}
+
+const whole = (x: number | null | undefined): number | null => (x === null || x === undefined ? null : Math.round(x));
+
+export function summarize(s: MediaTelemetrySnapshot): MediaSummary | null {
+  const v = s.video;
+  const a = s.audio;
+  if (v === null && a === null) return null;
+  return {
+    videoCodec: v?.codec ?? null,
+    videoFourcc: v?.fourcc ?? null,
+    videoProfile: v?.profile ?? null,
+    width: v?.width ?? null,
+    height: v?.height ?? null,
+    fps: v?.fps ?? null,
+    videoBitrate: whole(v?.bitrate),
+    audioCodec: a?.codec ?? null,
+    audioFourcc: a?.fourcc ?? null,
+    sampleRate: a?.sampleRate ?? null,
+    channels: a?.channels ?? null,
+    audioBitrate: whole(a?.bitrate),
+    bitrate: whole(s.bitrate),
+    keyframeIntervalMs: whole(v?.keyframeIntervalMs),
+    keyframeAgeMs: whole(v?.keyframeAgeMs),
+    nextKeyframeInMs: whole(v?.nextKeyframeInMs),
   };
 }

@@ -18,6 +18,8 @@ import { MessageType } from '../../src/rtmp/constants.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
 import { SessionView } from '../../src/rtmp/session-view.js';
 import { MediaCache, migrationCollectPolicy } from '../../src/proxy/migration/media-cache.js';
+import { MediaCounters } from '../../src/rtmp/media-counters.js';
+import { MediaTelemetry } from '../../src/rtmp/media-telemetry.js';
 import { type PublisherKind, publishStream, repeatedBlock } from './lib/stream.js';
 
 const seconds = Number(process.argv[2] ?? 1);
@@ -34,17 +36,24 @@ const piecesOf = (kind: PublisherKind): { bytes: number; pieces: Buffer[] } => {
 const plain = piecesOf('plain');
 const goaway = piecesOf('goaway');
 
-/** The C→S side of a Session in pass mode (session.ts onClientData / onClientMessage / onConnectSeen), without sockets. */
-function sessionFeed(): (buf: Buffer) => void {
+/**
+ * The C→S side of a Session in pass mode (traffic.ts passData / message / connectSeen), without
+ * sockets; `telemetry` false: as before media telemetry (no counters, no configurations collected
+ * from a publisher with Go Away), for the A/B of its cost.
+ */
+function sessionFeed(telemetry = true): (buf: Buffer) => void {
   const hs = new HandshakeSkipper();
   const view = new SessionView({});
   let cache: MediaCache | null = null;
+  let media: MediaTelemetry | null = null;
   const reader = new ChunkReader({
     message(info: MessageInfo, payload: Buffer | null) {
       if (payload !== null) {
         const t = info.typeId;
-        if (cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3))
-          cache.offer(info, payload);
+        if (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
+          media?.message(t, info.timestamp, info.length, info.head, payload);
+          cache?.offer(info, payload);
+        }
       }
       view.clientMessage(info, payload);
     },
@@ -54,7 +63,14 @@ function sessionFeed(): (buf: Buffer) => void {
     if (s >= buf.length) return;
     const hadConnect = view.facts.connect !== null;
     reader.feed(buf, s);
-    if (!hadConnect && view.facts.connect !== null && !view.facts.connect.supportsGoAway) {
+    if (hadConnect || view.facts.connect === null) return;
+    if (telemetry) {
+      const counters = new MediaCounters();
+      reader.media = counters;
+      reader.setCollectPolicy(migrationCollectPolicy);
+      media = new MediaTelemetry({ counters });
+    }
+    if (!view.facts.connect.supportsGoAway) {
       cache = new MediaCache(64 * 1024);
       reader.setCollectPolicy(migrationCollectPolicy);
     }
@@ -82,8 +98,10 @@ const cases: Case[] = [
     },
     samples: [],
   },
-  { name: 'as session.ts, publisher with Go Away', input: goaway, make: sessionFeed, samples: [] },
-  { name: 'as session.ts, plain publisher (migrate)', input: plain, make: sessionFeed, samples: [] },
+  { name: 'as traffic.ts, Go Away, no telemetry', input: goaway, make: () => sessionFeed(false), samples: [] },
+  { name: 'as traffic.ts, publisher with Go Away', input: goaway, make: () => sessionFeed(), samples: [] },
+  { name: 'as traffic.ts, plain, no telemetry', input: plain, make: () => sessionFeed(false), samples: [] },
+  { name: 'as traffic.ts, plain publisher (migrate)', input: plain, make: () => sessionFeed(), samples: [] },
 ];
 
 function measure(c: Case): number {

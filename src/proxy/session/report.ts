@@ -48,5 +48,6 @@ export function snapshotOf(s: Session): SessionSnapshot {
     parseFallback: s.fallback?.code ?? null,
     migrations: s.migrations,
     route: s.routeLabel(),
+    media: s.traffic.media(),
   };
 }

@@ -2,6 +2,8 @@ import type { ChunkReaderHandler, MessageInfo } from '../../rtmp/chunk-reader.js
 import type { SessionViewEvents } from '../../rtmp/session-view.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
+import { MediaCounters } from '../../rtmp/media-counters.js';
+import { type MediaSummary, MediaTelemetry, summarize } from '../../rtmp/media-telemetry.js';
 import { MediaCache, migrationCollectPolicy } from '../migration/media-cache.js';
 import { Notices } from './notices.js';
 import type { Session } from './session.js';
@@ -18,6 +20,15 @@ import type { Session } from './session.js';
 export class Traffic implements ChunkReaderHandler, SessionViewEvents {
   /** The client buffer being fed to the C→S reader (collected single-chunk payloads are views of it). */
   private feeding: Buffer | null = null;
+  /**
+   * What the client publishes: from `connect` on, the C→S reader counts audio and video messages
+   * (ChunkReader.media) and collects decoder configurations and metadata whole (its `'head'`
+   * policy), which alone reach the telemetry; the rest is read when a snapshot is asked for. The
+   * telemetry is made with the first of those messages or snapshots: a session that sends no
+   * media (a player, an idle connection) holds only the counters.
+   */
+  private counters: MediaCounters | null = null;
+  private telemetry: MediaTelemetry | null = null;
 
   constructor(private readonly s: Session) {}
 
@@ -78,10 +89,14 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
       const cache = s.cache;
       if (t === MessageType.Acknowledgement) {
         if (phase.kind !== 'relay') this.translateAck(payload);
-      } else if (cache !== null && (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3)) {
-        const refused = cache.refused;
-        cache.offer(info, payload);
-        if (!refused && cache.refused) this.overBudget('not-cached', 'migration cache');
+      } else if (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
+        if (this.counters !== null)
+          (this.telemetry ??= new MediaTelemetry({ counters: this.counters })).message(t, info.timestamp, info.length, info.head, payload);
+        if (cache !== null) {
+          const refused = cache.refused;
+          cache.offer(info, payload);
+          if (!refused && cache.refused) this.overBudget('not-cached', 'migration cache');
+        }
       } else if (t === MessageType.WindowAckSize && payload.length >= 4) {
         s.clientWindowAck = payload.readUInt32BE(0);
       }
@@ -161,12 +176,28 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
       'connect',
     );
     s.logStart();
+    this.watchMedia();
     const erpcOffered = s.settings.erpc?.offer === true;
     if (erpcOffered && c.capsEx !== null && s.out.s2c.failure === null) (s.notices ??= new Notices(s)).offerCapsEx(s.front?.connectAnsweredLocally === true);
     // A client that can be told to reconnect does not need migrating: only the others pay for the cache.
     this.prepareMigration(c.supportsGoAway || (erpcOffered && s.capability === 'erpc'));
     // A session that connects to a backend already draining is told at once.
     if (s.backendName !== null) s.pool.reapplyStrategy(s.backendName, s);
+  }
+
+  /** After `connect`: counts of the media and its configurations whole (their first bytes decide: nothing more per message). */
+  private watchMedia(): void {
+    const reader = this.s.c2sReader;
+    if (reader === null) return;
+    this.counters = reader.media = new MediaCounters();
+    reader.setCollectPolicy(migrationCollectPolicy);
+  }
+
+  /** The publisher's media now, null before its first audio or video message. */
+  media(): MediaSummary | null {
+    const c = this.counters;
+    if (c === null || (this.telemetry === null && c.videoMessages + c.audioMessages === 0)) return null;
+    return summarize((this.telemetry ??= new MediaTelemetry({ counters: c })).snapshot());
   }
 
   /** After `connect`: a client that cannot be told to reconnect keeps what a migration replays. */

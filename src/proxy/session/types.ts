@@ -1,5 +1,6 @@
 import type { Amf0Limits } from '../../rtmp/amf0.js';
 import type { ChunkReaderLimits } from '../../rtmp/chunk-reader.js';
+import type { MediaSummary } from '../../rtmp/media-telemetry.js';
 import type { ProtocolError } from '../../rtmp/errors.js';
 import type { RateLimitedLog } from '../../net/rate-limited-log.js';
 import type { ProcessBudget } from '../buffer-budget.js';
@@ -88,4 +89,6 @@ export interface SessionSnapshot {
   migrations: number;
   /** The routing rule that placed the session and how (`live: sticky`), null without routing rules. */
   route: string | null;
+  /** What the client publishes (codecs, size, rates, keyframes), null before its first audio or video message. */
+  media: MediaSummary | null;
 }
