@@ -103,9 +103,7 @@ export function planRebalance(backends: readonly PlanBackend[], sessions: readon
   let stuck = 0;
   const over = routable.filter((b) => now[b.name]! > targets[b.name]!).sort((a, b) => now[b.name]! - targets[b.name]! - (now[a.name]! - targets[a.name]!));
   for (const src of over) {
-    const candidates = sessions
-      .filter((s) => s.backend === src.name)
-      .sort((a, b) => b.ageMs - a.ageMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const candidates = sessions.filter((s) => s.backend === src.name).sort((a, b) => b.ageMs - a.ageMs || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     for (const s of candidates) {
       if (now[src.name]! <= targets[src.name]!) break;
       const to = s.movable && s.ageMs >= opts.minAgeMs && !(opts.recentlyMoved?.has(s.id) ?? false) ? destination(s, src.name) : null;

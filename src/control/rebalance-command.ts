@@ -81,7 +81,8 @@ export function parseRebalanceMessage(text: string): RebalanceParse {
     const moves: Record<string, RebalanceQuota[]> = {};
     for (const [replica, list] of entries) {
       if (replica.length === 0 || replica.length > 200) return fail('replica ids in "moves" must be 1 to 200 characters');
-      if (!Array.isArray(list) || list.length > MAX_QUOTAS_PER_REPLICA) return fail(`"moves" of a replica must be an array of at most ${MAX_QUOTAS_PER_REPLICA}`);
+      if (!Array.isArray(list) || list.length > MAX_QUOTAS_PER_REPLICA)
+        return fail(`"moves" of a replica must be an array of at most ${MAX_QUOTAS_PER_REPLICA}`);
       const quotas: RebalanceQuota[] = [];
       for (const q of list as unknown[]) {
         if (q === null || typeof q !== 'object' || Array.isArray(q)) return fail('a move must be {from, to, count}');

@@ -78,19 +78,19 @@ export class Rebalancer {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly pool: BackendPool<Session>,
+    private readonly pool: Pick<BackendPool, 'list' | 'reserve'>,
     private readonly sessions: () => Iterable<Session>,
-    private settings: RebalanceSettings,
+    private readonly settingsNow: () => RebalanceSettings,
     private readonly erpc: () => boolean,
     private readonly moves: Count<'result'>,
     private readonly log: Logger,
   ) {
-    this.maxInFlight = settings.maxInFlight;
+    this.maxInFlight = settingsNow().maxInFlight;
   }
 
-  /** Settings from a reload: runs from now on use them. */
-  setSettings(s: RebalanceSettings): void {
-    this.settings = s;
+  /** The settings as configured now (a reload changes them for the next run and move). */
+  private get settings(): RebalanceSettings {
+    return this.settingsNow();
   }
 
   /** The plan over this replica's sessions now (nothing moves). */
@@ -241,13 +241,14 @@ export class Rebalancer {
     if (s !== null) this.inFlight.delete(s.id);
     this.results[result]++;
     this.moves.inc({ result });
-    if (result !== 'moved' && result !== 'migrated') this.log.warn({ session: move.session, from: move.from, to: move.to, result }, 'rebalance move did not complete');
+    if (result !== 'moved' && result !== 'migrated')
+      this.log.warn({ session: move.session, from: move.from, to: move.to, result }, 'rebalance move did not complete');
     else this.log.info({ session: move.session, from: move.from, to: move.to, result }, 'rebalance move done');
   }
 
   /** The session the move names, still on its source backend. */
   private find(move: PlannedMove): Session | null {
-    for (const s of this.pool.sessionsOn(move.from)) if (s.id === move.session && !s.finished) return s;
+    for (const s of this.sessions()) if (s.id === move.session) return !s.finished && s.backendName === move.from ? s : null;
     return null;
   }
 

@@ -7,9 +7,11 @@ import { type PlanBackend, type PlanSession, planRebalance, weightedTargets } fr
 
 const NAMES = ['b1', 'b2', 'b3', 'b4', 'b5'];
 
-const backendsArb = fc.integer({ min: 1, max: 5 }).chain((n) =>
-  fc.tuple(...NAMES.slice(0, n).map((name) => fc.record({ name: fc.constant(name), weight: fc.integer({ min: 1, max: 4 }), routable: fc.boolean() }))),
-);
+const backendsArb = fc
+  .integer({ min: 1, max: 5 })
+  .chain((n) =>
+    fc.tuple(...NAMES.slice(0, n).map((name) => fc.record({ name: fc.constant(name), weight: fc.integer({ min: 1, max: 4 }), routable: fc.boolean() }))),
+  );
 
 function sessionsArb(backends: PlanBackend[], constrained: boolean): fc.Arbitrary<PlanSession[]> {
   const names = backends.map((b) => b.name);
@@ -47,7 +49,10 @@ function minimumMoves(backends: PlanBackend[], counts: Record<string, number>): 
   for (let mask = 0; mask < 1 << r.length; mask++) {
     const t = shares.map((q, i) => (mask & (1 << i) ? Math.ceil(q - 1e-9) : Math.floor(q + 1e-9)));
     if (t.reduce((a, b) => a + b, 0) !== total) continue;
-    best = Math.min(best, r.reduce((a, b, i) => a + Math.max(0, counts[b.name]! - t[i]!), 0));
+    best = Math.min(
+      best,
+      r.reduce((a, b, i) => a + Math.max(0, counts[b.name]! - t[i]!), 0),
+    );
   }
   return best;
 }
