@@ -44,7 +44,7 @@ describe('reservations steer the next new session', () => {
     assert.throws(() => pool.reserve('nope', 1000), /unknown backend/);
   });
 
-  test('a reservation expires', (t) => {
+  test('a reservation expires', () => {
     let now = 1000;
     const r = new Reservations(() => now);
     r.add('c', 500);
