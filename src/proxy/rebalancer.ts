@@ -132,15 +132,19 @@ export class Rebalancer {
       byFrom.set(s.backend, [...(byFrom.get(s.backend) ?? []), s]);
     }
     const moves: PlannedMove[] = [];
+    const takes = new Set(list.filter((b) => isRoutable(b)).map((b) => b.name));
     for (const q of req.quota) {
-      const pool = (byFrom.get(q.from) ?? []).sort((a, b) => b.ageMs - a.ageMs);
-      for (const s of [...pool]) {
+      // A backend this replica does not have, or that cannot take sessions here, gets nothing from it.
+      if (!takes.has(q.to)) continue;
+      const candidates = (byFrom.get(q.from) ?? []).sort((a, b) => b.ageMs - a.ageMs);
+      for (const s of [...candidates]) {
         const k = `${q.from}\0${q.to}`;
         if ((left.get(k) ?? 0) <= 0) break;
         if (s.allowed !== undefined && !s.allowed.has(q.to)) continue;
         moves.push({ session: s.id, from: q.from, to: q.to });
         left.set(k, left.get(k)! - 1);
-        pool.splice(pool.indexOf(s), 1);
+        // Taken: not given to the next quota from the same backend.
+        candidates.splice(candidates.indexOf(s), 1);
       }
     }
     return { ...plan, moves };
@@ -202,7 +206,6 @@ export class Rebalancer {
     }
     if (this.inFlight.size === 0 && this.queue.length === 0 && this.startedAt !== null && this.plan !== null) {
       this.log.info({ results: this.results, durationMs: now - this.startedAt }, 'rebalance done');
-      this.plan = { ...this.plan };
     }
   }
 
@@ -211,7 +214,8 @@ export class Rebalancer {
     if (s === null) return this.finish(move, 'skipped', null);
     const ask = askToReconnect(s, this.erpc());
     if (ask === 'go-away' || ask === 'reconnect-request') {
-      this.pool.reserve(move.to, this.settings.moveTimeoutMs);
+      // Known: planned over this pool's backends (a reload since may have removed it: the reservation is then moot).
+      if (this.pool.list().some((b) => b.name === move.to)) this.pool.reserve(move.to, this.settings.moveTimeoutMs);
       this.remember(s, now);
       this.inFlight.set(s.id, { move, session: s, kind: 'reconnect', until: now + this.settings.moveTimeoutMs });
       this.log.info({ session: s.id, from: move.from, to: move.to, how: ask }, 'rebalance: session told to reconnect');

@@ -92,6 +92,8 @@ describe('rebalance on one replica (admin API)', () => {
     const plan = (await post(tp, { dryRun: true })).plan;
     assert.deepEqual([plan.moves.length, plan.stuck], [0, 1], 'a stream moved within the window is not moved again');
     assert.match(await (await tp.admin('/metrics')).text(), /rtmp_goaway_rebalance_moves_total\{result="moved"\} 2/);
+    // A fleet share naming a backend this replica does not have moves nothing (and throws nothing).
+    assert.equal(tp.proxy.control.rebalance({ quota: [{ from: 'b2', to: 'elsewhere', count: 1 }], minAgeMs: 0 }).planned, 0);
   });
 
   test('rebalance.onBackendUp: a backend added by a reload is filled without a command', async () => {
