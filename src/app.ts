@@ -10,6 +10,8 @@ import { createAdminServer } from './control/admin-http.js';
 import { listenAdmin } from './control/admin-server.js';
 import type { ControlBus, FleetView, ReplicaRecord } from './control/bus.js';
 import { ControlPlane, controlCommand } from './control/control-plane.js';
+import { Rebalancer } from './proxy/rebalancer.js';
+import { AutoRebalance } from './auto-rebalance.js';
 import { LocalBus } from './control/local-bus.js';
 import { ProxyMetrics } from './control/metrics.js';
 import { RateLimitedLog } from './net/rate-limited-log.js';
@@ -243,12 +245,26 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     };
   }
 
+  const rebalancer = new Rebalancer(
+    pool,
+    () => server.sessions.values(),
+    () => live.config.rebalance,
+    () => live.config.erpc.offer,
+    metrics.rebalanceMoves,
+    log.child({ component: 'rebalance' }),
+  );
+  const autoRebalance = new AutoRebalance(
+    pool,
+    () => live.config.rebalance,
+    (why) => control.rebalance({ reason: why }, 'api'),
+  );
   const control = new ControlPlane({
     pool,
     bus,
     log,
     replicaId,
     counters: metrics,
+    rebalancer,
     defaultDeadlineMs: () => live.config.drain.deadlineMs,
     changed: () => heartbeat.flushSoon(),
   });
@@ -259,6 +275,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   async function stopAll(reason: string): Promise<void> {
     discovery?.stop();
     idleSweep.stop();
+    autoRebalance.stop();
+    rebalancer.stop();
     await heartbeat.stop();
     await Promise.all([server.stopAccepting(), (server.closeAll(reason), server.whenEmpty())]);
     pool.stop();
@@ -313,6 +331,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
           async undrain(name) {
             return (await control.control(controlCommand('undrain', name), 'admin')).result;
           },
+          rebalance: (o) => control.rebalance(o, 'admin'),
+          rebalanceStatus: () => control.rebalanceStatus(),
           notReadyReason: () => {
             if (live.shuttingDown) return 'shutting down';
             if (!server.listening) return 'listener closed';

@@ -1,6 +1,4 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import type * as CliProgress from 'cli-progress';
-import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -10,6 +8,7 @@ import { type WorkerListenFailed, type WorkerReady, isReloadRequest, runPrimary,
 import { ConfigFileWatcher } from './config-watch.js';
 import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './publish-command.js';
+import { registerRebalanceCommand } from './rebalance-cli.js';
 import { registerDemoCommand } from './demo/command.js';
 import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, readTokenFile, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
@@ -18,6 +17,7 @@ import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './contr
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
+import { ProgressLine } from './progress-line.js';
 import { safeText } from './terminal-text.js';
 import { keyframeEtaText, mediaText } from './control/media-text.js';
 import { VERSION } from './version.js';
@@ -295,10 +295,8 @@ export function writeEtas(err: { write(text: string): unknown }, sessions: CliSe
 /** Polls until the backend holds no session (0) or the deadline passes (EXIT_SESSIONS_REMAINED). */
 async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {
   const err = process.stderr;
-  const tty = err.isTTY === true;
-  let bar: CliProgress.SingleBar | null = null;
+  const progress = new ProgressLine(`draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`, err);
   let total = 0;
-  let lastLine = '';
   let deadlineAt = fixedDeadlineAt ?? started + DEFAULT_DRAIN_DEADLINE_MS;
   let last: CliSession[] = [];
   let lastError: string | null;
@@ -318,32 +316,11 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
       const left = last.length;
       total = Math.max(total, left);
       const secs = Math.max(0, Math.ceil((deadlineAt - Date.now()) / 1000));
-      if (tty) {
-        if (bar === null) {
-          // Loaded here: only `drain --wait` on a terminal draws a progress bar.
-          const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof CliProgress;
-          bar = new cliProgress.SingleBar(
-            {
-              format: `draining ${backend} [{bar}] {left} session(s) left of {total} | deadline in {secs}s`,
-              stream: err,
-              hideCursor: true,
-              clearOnComplete: false,
-            },
-            cliProgress.Presets.shades_classic,
-          );
-          bar.start(Math.max(total, 1), 0, { left, secs });
-        }
-        bar.setTotal(Math.max(total, 1));
-        bar.update(total - left, { left, secs });
-      } else {
-        const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${safeText(lastError)})` : ''}`;
-        if (line !== lastLine) err.write(`${line}, deadline in ${secs}s\n`);
-        lastLine = line;
-      }
-      writeEtas(err, last, etas, bar !== null);
+      const line = `draining ${backend}: ${left} session(s) left of ${total}${lastError !== null ? ` (read failed: ${safeText(lastError)})` : ''}`;
+      progress.update(total - left, total, { left, secs }, line, `, deadline in ${secs}s`);
+      writeEtas(err, last, etas, progress.drawing);
       if (left === 0 && lastError === null) {
-        bar?.stop();
-        bar = null;
+        progress.stop();
         err.write(`${backend} holds no session: drained in ${((Date.now() - started) / 1000).toFixed(1)}s\n`);
         return 0;
       }
@@ -354,7 +331,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
       await sleep(Math.min(POLL_MS, Math.max(1, lastLookAt - Date.now())));
     }
   } finally {
-    bar?.stop();
+    progress.stop();
   }
   if (lastError !== null && last.length === 0) {
     err.write(`could not read the sessions on ${backend} before the deadline: ${safeText(lastError)}\n`);
@@ -642,6 +619,7 @@ export function buildCli(): Command {
     }
   });
 
+  registerRebalanceCommand<TargetFlags>(program, { addTargetOptions, resolveTarget, adminRequest, withRedis });
   registerPublishCommand(program);
   registerDemoCommand(program);
   return program;

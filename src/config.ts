@@ -721,6 +721,24 @@ export const ConfigSchema = z
         chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
       })
       .prefault({}),
+    rebalance: z
+      .strictObject({
+        maxInFlight: int(4, 'Rebalance moves in progress at once on this replica (told to reconnect or migrating); the others wait their turn.', {
+          min: 1,
+          max: 10_000,
+        }),
+        minAgeMs: duration(10_000, 'A rebalance leaves sessions younger than this where they are (a publisher that just arrived or just moved).', { min: 0 }),
+        windowMs: duration(300_000, 'A rebalance never moves the same session (or the same stream, reconnected) twice within this window.', { min: 0 }),
+        moveTimeoutMs: duration(
+          30_000,
+          'Time one rebalance move has to finish (the told publisher gone, the migrated one relaying to its new backend) before it counts as `timeout`; also how long the target backend stays reserved for the reconnect.',
+        ),
+        onBackendUp: bool(
+          false,
+          'Rebalance automatically when a backend becomes healthy (a new pod, a backend back up), `rebalance.minAgeMs` after it. Off: only `rebalance` (CLI, admin API, control message) moves sessions.',
+        ),
+      })
+      .prefault({}),
     discovery: z
       .strictObject({
         dnsName: dnsNameValue()

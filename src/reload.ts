@@ -13,7 +13,7 @@ import { type Config, ConfigError, settingDocs } from './config.js';
 import { RateLimitedLog } from './net/rate-limited-log.js';
 
 /** Top-level settings a reload applies; the others are read once at start. */
-export const RELOADABLE = ['backends', 'routing', 'limits', 'drain'] as const;
+export const RELOADABLE = ['backends', 'routing', 'limits', 'drain', 'rebalance'] as const;
 
 /** What triggered a reload (`trigger` label of `rtmp_goaway_config_reloads_total`). */
 export type ReloadTrigger = 'signal' | 'file';
@@ -47,7 +47,7 @@ export function diffConfig(current: Config, next: Config): ConfigDiff {
 
 /** The running configuration with the reloadable settings of `next`. */
 export function mergeReloadable(current: Config, next: Config): Config {
-  return { ...current, backends: next.backends, routing: next.routing, limits: next.limits, drain: next.drain };
+  return { ...current, backends: next.backends, routing: next.routing, limits: next.limits, drain: next.drain, rebalance: next.rebalance };
 }
 
 /** What the proxy does with a new configuration (RunningProxy.reload). */

@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import type { BackendView, Placement, RouteRequest, Router } from './routing.js';
 import { isFdExhausted } from '../net/fd-exhausted.js';
 import { hasRoom, isRoutable } from './eligibility.js';
+import { Reservations } from './reservations.js';
 import { tcpProbe } from './health.js';
 import { spreadOver } from './spread.js';
 import type {
@@ -192,6 +193,8 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
   private interval: NodeJS.Timeout | undefined;
   /** Bumped by stop(): results of probes started before are ignored. */
   private generation = 0;
+  /** Backends held for the next new sessions (a rebalance's reconnects): `pick` and `place` honour them first. */
+  private readonly reservations = new Reservations();
 
   constructor(backends: BackendConfig[], opts: BackendPoolOptions<S>) {
     super();
@@ -233,6 +236,8 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
    * Call `attach` right after (synchronously) so the next pick sees the new session.
    */
   pick(exclude?: ReadonlySet<string>): BackendConfig | null {
+    const reserved = this.reservations.take((name) => this.takesNew(name, exclude));
+    if (reserved !== null) return this.entries.get(reserved)!.config;
     const order = [...this.entries.values()];
     const n = order.length;
     let best: Entry<S> | undefined;
@@ -276,6 +281,12 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
       });
     }
     const placement = router.place(req, views);
+    if (placement.backend !== null && placement.how !== 'sticky' && placement.how !== 'sticky-moved') {
+      // A balanced (not sticky) placement may take a reservation among the members of its group.
+      const members = new Set(router.members(placement.rule, views).map((v) => v.name));
+      const reserved = this.reservations.take((name) => members.has(name) && this.takesNew(name, exclude));
+      if (reserved !== null) return { target: this.entries.get(reserved)!.config, placement: { ...placement, backend: reserved } };
+    }
     return { target: placement.backend === null ? null : this.entries.get(placement.backend)!.config, placement };
   }
 
@@ -449,6 +460,22 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
     const prev = entry.outcomes.get(session);
     if (prev !== undefined && prev !== 'waiting') return prev;
     return this.applyStrategy(entry, session);
+  }
+
+  /**
+   * Holds `name` for the next new session placed by least connections or a balanced rule, for
+   * `ttlMs` (a rebalance steering the reconnect of a session it moves; see reservations.ts).
+   * Throws UnknownBackendError.
+   */
+  reserve(name: string, ttlMs: number): void {
+    if (!this.entries.has(name)) throw new UnknownBackendError(name);
+    this.reservations.add(name, ttlMs);
+  }
+
+  /** Routable, below its cap, not excluded. */
+  private takesNew(name: string, exclude?: ReadonlySet<string>): boolean {
+    const e = this.entries.get(name);
+    return e !== undefined && isRoutable(e) && hasRoom(e.sessions.size, e.config.maxSessions) && !(exclude?.has(name) ?? false);
   }
 
   // ───────────────────────────── inspection ─────────────────────────────

@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import type { BackendSnapshot, DrainResult } from '../balancer/types.js';
 import type { SessionSnapshot } from '../proxy/session/session.js';
 import type { AdminAccess } from './admin-access.js';
-import { type AdminApi, type AdminDrainOptions, adminRoutes } from './admin-routes.js';
+import { type AdminApi, type AdminDrainOptions, type AdminRebalanceOptions, adminRoutes } from './admin-routes.js';
+import type { RebalanceStatus } from '../proxy/rebalancer.js';
 import { createAdminHttpServer } from './admin-server.js';
 import type { ProxyMetrics } from './metrics.js';
 
@@ -15,6 +16,9 @@ export interface AdminTarget {
   drain(name: string, opts: AdminDrainOptions): Promise<DrainResult>;
   /** Undrains here and tells the fleet: whether the backend was draining. Throws UnknownBackendError. */
   undrain(name: string): Promise<boolean>;
+  /** This replica's rebalance (control-plane.ts); absent = no rebalance routes. */
+  rebalance?(opts: AdminRebalanceOptions): RebalanceStatus;
+  rebalanceStatus?(): RebalanceStatus | null;
   /** null when ready, else why not (shown in the 503 body). */
   notReadyReason(): string | null;
 }
@@ -41,6 +45,11 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
     drain: async (name, o) => ({ status: 200, json: await target.drain(name, o) }),
     undrain: async (name) => ({ status: 200, json: { backend: name, undrained: await target.undrain(name) } }),
   };
+  const { rebalance, rebalanceStatus } = target;
+  if (rebalance !== undefined && rebalanceStatus !== undefined) {
+    api.rebalance = (o) => Promise.resolve({ status: 200, json: rebalance.call(target, o) });
+    api.rebalanceStatus = () => Promise.resolve({ status: 200, json: rebalanceStatus.call(target) });
+  }
   const refused = (): void => metrics.controlMessages.inc({ source: 'admin', result: 'rejected' });
   return createAdminHttpServer({ access: opts.access, log, refused }, adminRoutes(api));
 }

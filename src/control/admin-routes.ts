@@ -10,6 +10,8 @@
  *   GET  /api/sessions[?backend=<name>]
  *   POST /api/backends/<name>/drain      body {"deadlineMs", "reason", "force"} (or the same in the query)
  *   POST /api/backends/<name>/undrain
+ *   POST /api/rebalance                  body {"dryRun", "maxInFlight", "minAgeMs", "reason"}: this replica's plan, moves unless dryRun
+ *   GET  /api/rebalance                  the current (or last) rebalance of this replica
  */
 import type http from 'node:http';
 import type { Registry } from 'prom-client';
@@ -36,6 +38,49 @@ export interface AdminApi {
   sessions(backend: string | null): unknown[] | Promise<unknown[]>;
   drain(name: string, opts: AdminDrainOptions): Promise<AdminAnswer>;
   undrain(name: string): Promise<AdminAnswer>;
+  /** Absent: the rebalance routes answer 404 (a server that does not rebalance). */
+  rebalance?(opts: AdminRebalanceOptions): Promise<AdminAnswer>;
+  rebalanceStatus?(): Promise<AdminAnswer>;
+}
+
+export interface AdminRebalanceOptions {
+  dryRun?: boolean;
+  maxInFlight?: number;
+  minAgeMs?: number;
+  reason?: string;
+}
+
+/** Parses `{"dryRun": true, "maxInFlight": 4, "minAgeMs": 10000, "reason": "…"}` (every field optional; no others). */
+export function rebalanceOptions(body: string): AdminRebalanceOptions {
+  let obj: Record<string, unknown> = {};
+  if (body.trim() !== '') {
+    try {
+      const parsed: unknown = JSON.parse(body);
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
+      obj = parsed as Record<string, unknown>;
+    } catch {
+      throw new HttpError(400, 'body must be a JSON object like {"dryRun":true,"maxInFlight":4}');
+    }
+  }
+  const opts: AdminRebalanceOptions = {};
+  for (const [k, v] of Object.entries(obj)) {
+    if (k === 'dryRun') {
+      if (typeof v !== 'boolean') throw new HttpError(400, 'dryRun must be true or false');
+      opts.dryRun = v;
+    } else if (k === 'maxInFlight') {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > 10_000)
+        throw new HttpError(400, 'maxInFlight must be an integer between 1 and 10000');
+      opts.maxInFlight = v;
+    } else if (k === 'minAgeMs') {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > 2 ** 31 - 1)
+        throw new HttpError(400, 'minAgeMs must be a number of milliseconds ≥ 0');
+      opts.minAgeMs = v;
+    } else if (k === 'reason') {
+      if (typeof v !== 'string' || v.length > 200) throw new HttpError(400, 'reason must be a string of at most 200 characters');
+      opts.reason = v;
+    } else throw new HttpError(400, `unknown field "${k}" (known: dryRun, maxInFlight, minAgeMs, reason)`);
+  }
+  return opts;
 }
 
 /** Parses `{"deadlineMs": 30000, "reason": "…", "force": true}`; `?deadlineMs=`, `?reason=` and `?force=1` work too, for curl one-liners. */
@@ -105,6 +150,11 @@ async function route(api: AdminApi, req: http.IncomingMessage, res: http.ServerR
   }
   if (method === 'GET' && path === '/api/backends') return send(res, 200, await api.backends());
   if (method === 'GET' && path === '/api/sessions') return send(res, 200, await api.sessions(url.searchParams.get('backend')));
+  if (path === '/api/rebalance' && api.rebalance !== undefined && api.rebalanceStatus !== undefined) {
+    if (method === 'GET') return answer(res, await api.rebalanceStatus());
+    if (method !== 'POST') throw new HttpError(405, `use POST or GET for ${path}`);
+    return answer(res, await api.rebalance(rebalanceOptions(await readBody(req))));
+  }
   const m = COMMAND_PATH.exec(path);
   if (m !== null) {
     if (method !== 'POST') throw new HttpError(405, `use POST for ${path}`);

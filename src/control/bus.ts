@@ -11,6 +11,7 @@
 import type { BackendState } from '../balancer/types.js';
 import type { MediaSummary } from '../rtmp/media-telemetry.js';
 import type { ControlCommand, DesiredDrain } from './commands.js';
+import type { RebalanceMessage } from './rebalance-command.js';
 
 /** One replica's presence record (refreshed every heartbeat, expires with `redis.sessionTtlMs`). */
 export interface ReplicaRecord {
@@ -78,6 +79,8 @@ export interface BusHandlers {
    * whether this replica has the backend (the command applied, or was its own).
    */
   command(cmd: ControlCommand): boolean;
+  /** A valid rebalance message (rebalance-command.ts); absent = this replica does not rebalance from the bus. */
+  rebalance?(msg: RebalanceMessage): void;
   /** A message that is not a valid command; log and count, never fatal. */
   malformed(text: string, error: string): void;
   /** The full desired state, after every (re)connect; the replica converges to it. */

@@ -22,6 +22,8 @@ import type { BackendSnapshot, DrainOptions, DrainResult } from '../balancer/typ
 import type { BusHandlers, ControlBus, PublishOutcome } from './bus.js';
 import { type ControlAction, type ControlCommand, type DesiredDrain, desiredFromCommand, planConvergence } from './commands.js';
 import { RateLimitedLog } from '../net/rate-limited-log.js';
+import type { RebalanceRequest, RebalanceStatus } from '../proxy/rebalancer.js';
+import type { RebalanceMessage } from './rebalance-command.js';
 
 /** Where a command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -93,6 +95,8 @@ export interface ControlPlaneOptions {
   defaultDeadlineMs(): number;
   /** The drain state changed: the registry should show it soon. */
   changed(): void;
+  /** Moves sessions between this replica's backends (proxy/rebalancer.ts); absent = rebalance commands are refused. */
+  rebalancer?: { start(req: RebalanceRequest): RebalanceStatus; status(): RebalanceStatus };
   /** Injectable for tests. */
   now?: () => number;
 }
@@ -180,6 +184,23 @@ export class ControlPlane {
     return outcome;
   }
 
+  /**
+   * Rebalances this replica's sessions (its own plan, or its share of a fleet plan: `req.quota`).
+   * Throws when this replica has no rebalancer.
+   */
+  rebalance(req: RebalanceRequest, source: ControlSource = 'api'): RebalanceStatus {
+    const r = this.opts.rebalancer;
+    if (r === undefined) throw new Error('this replica does not rebalance');
+    const status = r.start(req);
+    if (source !== 'api') this.opts.counters.controlMessages.inc({ source, result: 'ok' });
+    return status;
+  }
+
+  /** The current (or last) rebalance of this replica; null when it has no rebalancer. */
+  rebalanceStatus(): RebalanceStatus | null {
+    return this.opts.rebalancer?.status() ?? null;
+  }
+
   /** Brings the pool to the desired state (after a (re)connect of the bus, a reload, a discovery round). */
   converge(why: string): void {
     const steps = planConvergence(this.pool.list(), this.desired, this.now(), this.opts.defaultDeadlineMs());
@@ -223,6 +244,7 @@ export class ControlPlane {
           return false;
         }
       },
+      rebalance: (msg) => this.rebalanceFromBus(msg),
       malformed: (text, error) => {
         this.opts.counters.controlMessages.inc({ source: 'bus', result: 'malformed' });
         this.busLog.write('malformed', { message: text.length > 200 ? `${text.slice(0, 200)}…` : text, error }, 'malformed control message ignored');
@@ -237,6 +259,26 @@ export class ControlPlane {
         else this.log.warn({ bus: this.bus.kind }, 'control bus disconnected: forwarding continues, commands from the fleet resume on reconnect');
       },
     };
+  }
+
+  /** This replica's share of a fleet rebalance (none when the message names other replicas only). */
+  private rebalanceFromBus(msg: RebalanceMessage): void {
+    const req: RebalanceRequest = {};
+    if (msg.moves !== undefined) {
+      const mine = msg.moves[this.opts.replicaId];
+      if (mine === undefined) return;
+      req.quota = mine;
+    }
+    if (msg.maxInFlight !== undefined) req.maxInFlight = msg.maxInFlight;
+    if (msg.minAgeMs !== undefined) req.minAgeMs = msg.minAgeMs;
+    if (msg.reason !== undefined) req.reason = msg.reason;
+    try {
+      const status = this.rebalance(req, 'bus');
+      this.log.info({ origin: msg.origin, id: msg.id, planned: status.planned }, 'rebalance from the fleet bus');
+    } catch (err) {
+      this.opts.counters.controlMessages.inc({ source: 'bus', result: 'rejected' });
+      this.busLog.write('rebalance', { err: (err as Error).message, origin: msg.origin }, 'rebalance from the bus not applied');
+    }
   }
 
   private apply(cmd: ControlCommand, source: ControlSource, force: boolean): DrainResult | boolean {

@@ -79,6 +79,7 @@ export class ProxyMetrics implements ProxyObserver {
   readonly drains: Counter<'backend' | 'action'>;
   readonly deadlineCloses: Counter<'backend'>;
   readonly controlMessages: Counter<'source' | 'result'>;
+  readonly rebalanceMoves: Counter<'result'>;
   readonly healthCheckDuration: Histogram<'backend' | 'result'>;
   readonly reconnectRequests: Counter<'backend'>;
   readonly capsExOffered: Counter<'result'>;
@@ -301,6 +302,12 @@ export class ProxyMetrics implements ProxyObserver {
       name: `${p}control_messages_total`,
       help: 'Control commands received, by source (admin, bus, signal) and result (ok, rejected, malformed).',
       labelNames: ['source', 'result'] as const,
+      registers,
+    });
+    this.rebalanceMoves = new Counter({
+      name: `${p}rebalance_moves_total`,
+      help: 'Rebalance moves, by result (moved: told to reconnect and gone; migrated; failed; timeout; skipped: the session left or could not be told).',
+      labelNames: ['result'] as const,
       registers,
     });
     this.healthCheckDuration = new Histogram({

@@ -23,6 +23,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BusHandlers, ControlBus, FleetView, PublishOutcome, ReplicaRecord, SessionRecord } from './bus.js';
 import { type ControlCommand, type DesiredDrain, desiredFromCommand, encodeControlMessage, parseControlMessage } from './commands.js';
+import { type RebalanceMessage, isRebalanceText, parseRebalanceMessage } from './rebalance-command.js';
 import { RateLimitedLog } from '../net/rate-limited-log.js';
 import { type RegistryKeys, readRegistry, registryKeys, removeReplica, writeReport } from './registry.js';
 
@@ -52,6 +53,11 @@ function checkExec(res: [Error | null, unknown][] | null): unknown[] {
 export async function persistCommand(redis: Redis, keys: BusKeys, cmd: ControlCommand): Promise<void> {
   if (cmd.action === 'drain') await redis.hset(keys.backends, cmd.backend, encodeControlMessage(cmd));
   else await redis.hdel(keys.backends, cmd.backend);
+}
+
+/** Publishes a rebalance message (not persisted: an action, not a desired state); returns how many subscribers received it. */
+export async function publishRebalance(redis: Redis, keys: BusKeys, msg: RebalanceMessage): Promise<number> {
+  return redis.publish(keys.channel, JSON.stringify(msg));
 }
 
 /** Persists and publishes atomically; returns how many subscribers received it. */
@@ -318,6 +324,12 @@ export class RedisBus implements ControlBus {
   private handleMessage(text: string): void {
     const h = this.handlers;
     if (h === null) return;
+    if (isRebalanceText(text)) {
+      const rb = parseRebalanceMessage(text);
+      if (rb.ok) h.rebalance?.(rb.message);
+      else h.malformed(text, rb.error);
+      return;
+    }
     const r = parseControlMessage(text);
     if (!r.ok) {
       h.malformed(text, r.error);

@@ -1,4 +1,5 @@
 import { canTakeSession } from '../../balancer/eligibility.js';
+import type { BackendSnapshot } from '../../balancer/types.js';
 import type net from 'node:net';
 import type { ChunkReader, MessageInfo } from '../../rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../rtmp/chunk-writer.js';
@@ -37,6 +38,8 @@ export type MigrationFailure =
 /** One proxy-side migration of the session, from its start to its switch or failure. */
 interface MigrationRun {
   from: string;
+  /** The backend asked for (a rebalance's target), null = any the routing allows. */
+  to: string | null;
   startedAt: number;
   tried: Set<string>;
   ticket: MigrationTicket | null;
@@ -86,8 +89,11 @@ export class MigrationController {
     return this.run !== null;
   }
 
-  /** Starts (or queues) a migration off `backend`; 'waiting' when the session cannot migrate (yet). */
-  migrate(backend: string): 'migrating' | 'waiting' {
+  /**
+   * Starts (or queues) a migration off `backend`, to `to` when given (else any backend the routing
+   * allows); 'waiting' when the session cannot migrate (yet).
+   */
+  migrate(backend: string, to: string | null = null): 'migrating' | 'waiting' {
     const s = this.s;
     if (this.run !== null) return 'migrating';
     const ready = this.readiness();
@@ -99,13 +105,14 @@ export class MigrationController {
       }
       return 'waiting';
     }
-    if (!this.hasTarget(backend)) {
+    if (!this.hasTarget(backend, to)) {
       s.log.warn({ session: s.id, backend }, 'no backend to migrate this session to: the drain deadline applies');
       s.settings.metrics?.migrations.inc({ result: 'failed', reason: 'no-backend' });
       return 'waiting';
     }
     const run: MigrationRun = {
       from: backend,
+      to,
       startedAt: Date.now(),
       tried: new Set([backend]),
       ticket: null,
@@ -182,10 +189,17 @@ export class MigrationController {
   }
 
   /** Some other backend could take this session now (healthy, not draining, below its cap). */
-  private hasTarget(exclude: string): boolean {
+  private hasTarget(exclude: string, to: string | null): boolean {
     const s = this.s;
+    if (to !== null) return this.fixedTarget(to, new Set([exclude])) !== null;
     if (s.router !== null) return choose(s, new Set([exclude])).target !== null;
     return s.pool.list().some((b) => b.name !== exclude && canTakeSession(b));
+  }
+
+  /** The backend asked for, when it can take the session now and was not tried. */
+  private fixedTarget(name: string, tried: ReadonlySet<string>): BackendSnapshot | null {
+    const b = this.s.pool.get(name);
+    return b !== undefined && !tried.has(name) && canTakeSession(b) ? b : null;
   }
 
   /** Opens the next migration target (another healthy backend), or gives up. */
@@ -198,7 +212,7 @@ export class MigrationController {
       this.fail(run, plan);
       return;
     }
-    const { target } = choose(s, run.tried);
+    const target = run.to !== null ? this.fixedTarget(run.to, run.tried) : choose(s, run.tried).target;
     if (target === null) {
       this.fail(run, run.lastReason ?? 'no-backend');
       return;

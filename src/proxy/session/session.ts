@@ -276,11 +276,11 @@ export class Session implements StrategySession, PairOwner {
     return (this.notices ??= new Notices(this)).reconnectRequest();
   }
 
-  /** Proxy-side migration off `backend` (drain.nonCapable: migrate; migration-controller.ts). */
-  migrate(backend: string): 'migrating' | 'waiting' {
+  /** Proxy-side migration off `backend`, to `to` when given (drain.nonCapable: migrate, a rebalance; migration-controller.ts). */
+  migrate(backend: string, to: string | null = null): 'migrating' | 'waiting' {
     const coordinator = this.settings.migration;
     if (!coordinator || this.finished || this.pair.clientClosed) return 'waiting';
-    return (this.migrator ??= new MigrationController(this, coordinator)).migrate(backend);
+    return (this.migrator ??= new MigrationController(this, coordinator)).migrate(backend, to);
   }
 
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */

@@ -1,0 +1,171 @@
+/**
+ * The rebalance control message of the fleet bus (docs/operations.md#rebalancing). Pure: no I/O.
+ *
+ *   JSON        {"action":"rebalance","moves":{"<replica>":[{"from":"b1","to":"b3","count":2}]},
+ *                "maxInFlight":4,"minAgeMs":10000,"reason":"scale-out","id":"…","at":…,"origin":"cli@host"}
+ *   plain text  rebalance [reason words…]
+ *
+ * With `moves`, each replica moves its share (its own sessions, at most `count` from → to) of the
+ * plan its issuer made over the fleet registry (`planFleet`); a replica not named moves nothing.
+ * Without, each replica plans over its own sessions. Not persisted: a rebalance is an action, not
+ * a desired state. Anything else is malformed (logged and counted by the caller, never fatal).
+ */
+import { type PlanBackend, type PlanSession, planRebalance } from '../balancer/rebalance-plan.js';
+import type { ReplicaRecord, SessionRecord } from './bus.js';
+import { BACKEND_NAME_RE, MAX_CONTROL_MESSAGE_LENGTH, MAX_REASON_LENGTH } from './commands.js';
+
+export interface RebalanceQuota {
+  from: string;
+  to: string;
+  count: number;
+}
+
+export interface RebalanceMessage {
+  action: 'rebalance';
+  /** Per replica id, its share of the fleet plan; absent = every replica plans locally. */
+  moves?: Record<string, RebalanceQuota[]>;
+  maxInFlight?: number;
+  minAgeMs?: number;
+  reason?: string;
+  id?: string;
+  at?: number;
+  origin?: string;
+}
+
+export type RebalanceParse = { ok: true; message: RebalanceMessage } | { ok: false; error: string };
+
+/** Bounds of one message (it is also bounded by MAX_CONTROL_MESSAGE_LENGTH). */
+export const MAX_REBALANCE_REPLICAS = 64;
+export const MAX_QUOTAS_PER_REPLICA = 64;
+export const MAX_QUOTA_COUNT = 100_000;
+const MAX_MIN_AGE_MS = 2 ** 31 - 1;
+
+const KNOWN = new Set(['action', 'moves', 'maxInFlight', 'minAgeMs', 'reason', 'id', 'at', 'origin']);
+const fail = (error: string): RebalanceParse => ({ ok: false, error });
+const isInt = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max;
+
+/** A message meant as a rebalance (the bus routes it here instead of parseControlMessage). */
+export function isRebalanceText(text: string): boolean {
+  const t = text.trimStart();
+  return /^rebalance(\s|$)/i.test(t) || (t.startsWith('{') && /"action"\s*:\s*"rebalance"/.test(t.slice(0, MAX_CONTROL_MESSAGE_LENGTH)));
+}
+
+/** Parses one rebalance message. Never throws. */
+export function parseRebalanceMessage(text: string): RebalanceParse {
+  if (typeof text !== 'string') return fail('message is not text');
+  if (text.length > MAX_CONTROL_MESSAGE_LENGTH) return fail(`message longer than ${MAX_CONTROL_MESSAGE_LENGTH} characters`);
+  const t = text.trim();
+  if (!t.startsWith('{')) {
+    const words = t.split(/\s+/).filter((w) => w !== '');
+    if (words[0]?.toLowerCase() !== 'rebalance') return fail('expected "rebalance [reason]" or JSON');
+    const reason = words.slice(1).join(' ');
+    if (reason.length > MAX_REASON_LENGTH) return fail(`reason must be at most ${MAX_REASON_LENGTH} characters`);
+    return { ok: true, message: reason === '' ? { action: 'rebalance' } : { action: 'rebalance', reason } };
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(t);
+  } catch (e) {
+    return fail(`invalid JSON: ${(e as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return fail('JSON message must be an object');
+  const o = v as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!KNOWN.has(k)) return fail(`unknown field "${k}" (known: ${[...KNOWN].join(', ')})`);
+  if (o['action'] !== 'rebalance') return fail('"action" must be "rebalance"');
+  const message: RebalanceMessage = { action: 'rebalance' };
+  if (o['moves'] !== undefined) {
+    const m = o['moves'];
+    if (m === null || typeof m !== 'object' || Array.isArray(m)) return fail('"moves" must be an object of replica id → [{from, to, count}]');
+    const entries = Object.entries(m as Record<string, unknown>);
+    if (entries.length > MAX_REBALANCE_REPLICAS) return fail(`"moves" names more than ${MAX_REBALANCE_REPLICAS} replicas`);
+    const moves: Record<string, RebalanceQuota[]> = {};
+    for (const [replica, list] of entries) {
+      if (replica.length === 0 || replica.length > 200) return fail('replica ids in "moves" must be 1 to 200 characters');
+      if (!Array.isArray(list) || list.length > MAX_QUOTAS_PER_REPLICA)
+        return fail(`"moves" of a replica must be an array of at most ${MAX_QUOTAS_PER_REPLICA}`);
+      const quotas: RebalanceQuota[] = [];
+      for (const q of list as unknown[]) {
+        if (q === null || typeof q !== 'object' || Array.isArray(q)) return fail('a move must be {from, to, count}');
+        const { from, to, count, ...rest } = q as Record<string, unknown>;
+        if (Object.keys(rest).length > 0) return fail(`unknown field "${Object.keys(rest)[0]}" in a move`);
+        if (typeof from !== 'string' || !BACKEND_NAME_RE.test(from) || typeof to !== 'string' || !BACKEND_NAME_RE.test(to) || from === to) {
+          return fail(`"from" and "to" must be two backend names matching ${BACKEND_NAME_RE}`);
+        }
+        if (!isInt(count, 1, MAX_QUOTA_COUNT)) return fail(`"count" must be an integer between 1 and ${MAX_QUOTA_COUNT}`);
+        quotas.push({ from, to, count });
+      }
+      moves[replica] = quotas;
+    }
+    message.moves = moves;
+  }
+  if (o['maxInFlight'] !== undefined) {
+    if (!isInt(o['maxInFlight'], 1, 10_000)) return fail('"maxInFlight" must be an integer between 1 and 10000');
+    message.maxInFlight = o['maxInFlight'];
+  }
+  if (o['minAgeMs'] !== undefined) {
+    if (!isInt(o['minAgeMs'], 0, MAX_MIN_AGE_MS)) return fail(`"minAgeMs" must be an integer between 0 and ${MAX_MIN_AGE_MS}`);
+    message.minAgeMs = o['minAgeMs'];
+  }
+  const r = o['reason'];
+  if (r !== undefined) {
+    if (typeof r !== 'string' || r.length > MAX_REASON_LENGTH) return fail(`"reason" must be a string of at most ${MAX_REASON_LENGTH} characters`);
+    message.reason = r;
+  }
+  const id = o['id'];
+  if (id !== undefined) {
+    if (typeof id !== 'string' || id.length === 0 || id.length > 100) return fail('"id" must be a string of 1 to 100 characters');
+    message.id = id;
+  }
+  const at = o['at'];
+  if (at !== undefined) {
+    if (!isInt(at, 0, Number.MAX_SAFE_INTEGER)) return fail('"at" must be epoch milliseconds');
+    message.at = at;
+  }
+  const origin = o['origin'];
+  if (origin !== undefined) {
+    if (typeof origin !== 'string' || origin.length > 200) return fail('"origin" must be a string of at most 200 characters');
+    message.origin = origin;
+  }
+  return { ok: true, message };
+}
+
+/**
+ * The issuer's plan over the fleet registry, split by replica: the planner runs over every live
+ * session of the fleet (a backend is a target when every live replica that has it reports it up),
+ * and each planned move is given to the replica holding the session it chose. A replica then moves
+ * that many of its own sessions from → to (the one planned may have left; another of its sessions
+ * on the same backend goes instead). Sessions placed by a sticky rule are left where they are: the
+ * registry does not tell their rendezvous backend (a replica's local plan does).
+ */
+export function planFleet(
+  replicas: readonly Pick<ReplicaRecord, 'replicaId' | 'backends'>[],
+  sessions: readonly Pick<SessionRecord, 'id' | 'replica' | 'backend' | 'capability' | 'startedAt' | 'route'>[],
+  opts: { minAgeMs: number; now: number },
+): { moves: Record<string, RebalanceQuota[]>; targets: Record<string, number>; counts: Record<string, number>; planned: number; stuck: number } {
+  const state = new Map<string, boolean>();
+  for (const r of replicas) for (const b of r.backends) state.set(b.name, (state.get(b.name) ?? true) && b.state === 'up');
+  const backends: PlanBackend[] = [...state].map(([name, up]) => ({ name, routable: up }));
+  const owner = new Map<string, string>();
+  const plan: PlanSession[] = [];
+  for (const s of sessions) {
+    if (s.backend === null || !state.has(s.backend)) continue;
+    owner.set(s.id, s.replica);
+    const started = Date.parse(s.startedAt);
+    plan.push({
+      id: s.id,
+      backend: s.backend,
+      ageMs: Number.isFinite(started) ? opts.now - started : 0,
+      movable: s.capability !== 'unknown' && !/sticky/.test(s.route ?? ''),
+    });
+  }
+  const p = planRebalance(backends, plan, { minAgeMs: opts.minAgeMs });
+  const moves: Record<string, RebalanceQuota[]> = {};
+  for (const m of p.moves) {
+    const replica = owner.get(m.session)!;
+    const list = (moves[replica] ??= []);
+    const q = list.find((x) => x.from === m.from && x.to === m.to);
+    if (q !== undefined) q.count++;
+    else list.push({ from: m.from, to: m.to, count: 1 });
+  }
+  return { moves, targets: p.targets, counts: p.counts, planned: p.moves.length, stuck: p.stuck };
+}

@@ -1,0 +1,119 @@
+// Rebalancing one replica through its admin API, with Go Away publishers and fake backends: the
+// pace (at most maxInFlight told at once, the next one only when one left), the window (a stream
+// just moved is not moved again, even reconnected as a new session), the minimum age, and the
+// automatic rebalance when a backend is added (rebalance.onBackendUp).
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { RtmpPublisher } from '../../src/client/rtmp-client.js';
+import { FakeRtmpServer } from '../helpers/fake-rtmp-server.js';
+import { type TestProxy, eventually, startTestProxy } from '../helpers/proxy.js';
+
+interface ApiSession {
+  backend: string | null;
+  streamKey: string | null;
+  state: string;
+}
+
+interface Publisher {
+  key: string;
+  pub: RtmpPublisher;
+  told: boolean;
+}
+
+describe('rebalance on one replica (admin API)', () => {
+  const servers = [new FakeRtmpServer(), new FakeRtmpServer()];
+  const proxies: TestProxy[] = [];
+  const pubs: RtmpPublisher[] = [];
+  after(async () => {
+    for (const p of pubs) p.destroy();
+    for (const p of proxies) await p.stop();
+    for (const s of servers) await s.close();
+  });
+
+  async function publish(tp: TestProxy, key: string): Promise<Publisher> {
+    const pub = new RtmpPublisher(tp.url('live', key), { supportsGoAway: true });
+    pubs.push(pub);
+    const p: Publisher = { key, pub, told: false };
+    pub.once('goaway', () => (p.told = true));
+    await pub.publish();
+    await eventually(
+      async () => (await tp.api<ApiSession[]>('/api/sessions')).some((s) => s.streamKey === key && s.state === 'publishing'),
+      `${key} publishing`,
+    );
+    return p;
+  }
+
+  const post = (tp: TestProxy, body: unknown) =>
+    tp.api<{ running: boolean; planned: number; plan: { moves: unknown[]; stuck: number } }>('/api/rebalance', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  test('one move in flight at a time; a stream just moved stays; young sessions stay', async () => {
+    for (const s of servers) await s.listen();
+    const [s1, s2] = servers as [FakeRtmpServer, FakeRtmpServer];
+    const flags = { healthEnabled: 'false', logStreamKeys: 'true', rebalanceMinAgeMs: '0s', rebalanceMaxInFlight: '1', rebalanceWindowMs: '10m' };
+    const tp = await startTestProxy({ b1: s1.port }, flags);
+    proxies.push(tp);
+    const list: Publisher[] = [];
+    for (let i = 0; i < 4; i++) list.push(await publish(tp, `k${i}`));
+    tp.proxy.reloadBackends([
+      { name: 'b1', host: '127.0.0.1', port: s1.port },
+      { name: 'b2', host: '127.0.0.1', port: s2.port },
+    ]);
+
+    assert.equal((await post(tp, { minAgeMs: 3_600_000 })).planned, 0, 'every session is younger than an hour: nothing planned');
+    const started = await post(tp, { reason: 'test' });
+    assert.equal(started.planned, 2);
+    const first = await eventually(() => list.find((p) => p.told), 'one publisher told');
+    // The pace: the second is told only once the first left.
+    const status = await tp.api<{ inFlight: number; pending: number }>('/api/rebalance');
+    assert.deepEqual([status.inFlight, status.pending], [1, 1]);
+    assert.equal(list.filter((p) => p.told).length, 1, 'one in flight');
+    first.pub.destroy();
+    await publish(tp, first.key);
+    const second = await eventually(() => list.find((p) => p.told && p !== first), 'the second publisher told after the first left');
+    second.pub.destroy();
+    await publish(tp, second.key);
+    await eventually(async () => !(await tp.api<{ running: boolean }>('/api/rebalance')).running, 'the run done');
+    const sessions = await tp.api<ApiSession[]>('/api/sessions');
+    assert.deepEqual(
+      sessions
+        .filter((s) => s.backend === 'b2')
+        .map((s) => s.streamKey)
+        .sort(),
+      [first.key, second.key].sort(),
+      'the reconnects landed on b2',
+    );
+    // Unbalance again: the publishers left on b1 end, b2 holds only the two streams just moved.
+    for (const p of list) if (!p.told) p.pub.destroy();
+    await eventually(async () => (await tp.api<ApiSession[]>('/api/sessions')).every((s) => s.backend === 'b2'), 'only b2 holds sessions');
+    const plan = (await post(tp, { dryRun: true })).plan;
+    assert.deepEqual([plan.moves.length, plan.stuck], [0, 1], 'a stream moved within the window is not moved again');
+    assert.match(await (await tp.admin('/metrics')).text(), /rtmp_goaway_rebalance_moves_total\{result="moved"\} 2/);
+    // A fleet share naming a backend this replica does not have moves nothing (and throws nothing).
+    assert.equal(tp.proxy.control.rebalance({ quota: [{ from: 'b2', to: 'elsewhere', count: 1 }], minAgeMs: 0 }).planned, 0);
+  });
+
+  test('rebalance.onBackendUp: a backend added by a reload is filled without a command', async () => {
+    const [s1, s2] = servers as [FakeRtmpServer, FakeRtmpServer];
+    const flags = { healthEnabled: 'false', logStreamKeys: 'true', rebalanceMinAgeMs: '0s', rebalanceOnBackendUp: 'true' };
+    const tp = await startTestProxy({ b1: s1.port }, flags);
+    proxies.push(tp);
+    const list: Publisher[] = [];
+    for (let i = 0; i < 2; i++) list.push(await publish(tp, `auto${i}`));
+    tp.proxy.reloadBackends([
+      { name: 'b1', host: '127.0.0.1', port: s1.port },
+      { name: 'b2', host: '127.0.0.1', port: s2.port },
+    ]);
+    const told = await eventually(() => list.find((p) => p.told), 'one publisher told to go away by the automatic rebalance');
+    told.pub.destroy();
+    await publish(tp, told.key);
+    await eventually(
+      async () => (await tp.api<ApiSession[]>('/api/sessions')).some((s) => s.streamKey === told.key && s.backend === 'b2'),
+      'it reconnected onto b2',
+    );
+    assert.ok(tp.logs.some((l) => l['msg'] === 'rebalance started' && /automatic: backend b2 added/.test(String(l['reason']))));
+  });
+});
