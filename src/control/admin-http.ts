@@ -42,5 +42,5 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
     undrain: async (name) => ({ status: 200, json: { backend: name, undrained: await target.undrain(name) } }),
   };
   const refused = (): void => metrics.controlMessages.inc({ source: 'admin', result: 'rejected' });
-  return createAdminHttpServer({ access: opts.access, log, refused }, adminRoutes(api));
+  return createAdminHttpServer({ access: opts.access, log, refused }, adminRoutes(api, { registry: metrics.registry }));
 }
