@@ -1,7 +1,8 @@
 // The console's routes through real sockets on an admin API with a token: the page and its two
 // files are open (no data, a Content-Security-Policy of its own origin), anything else under /ui
 // is not served; the event stream needs the token, refuses a foreign Origin, sends snapshots of
-// the backends, and is bounded (the stream past the limit is answered 503) and counted.
+// the backends, and is bounded (the stream past the limit is answered 503) and counted; an open
+// stream does not hold up the proxy's stop.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { CONSOLE_DEFAULTS } from '../../src/control/console/console-routes.js';
@@ -106,4 +107,18 @@ describe('admin console routes (token, non-loopback)', () => {
     a.abort();
     assert.equal(again.status, 200, 'a stream opens again once the others closed');
   });
+});
+
+test('a console stream still open does not hold up the proxy stopping', async () => {
+  const fake = new FakeRtmpServer();
+  await fake.listen();
+  const tp = await startTestProxy({ fake: fake.port }, { healthEnabled: 'false', adminToken: TOKEN });
+  try {
+    const e = await firstEvent(tp, new AbortController().signal);
+    assert.equal(e.status, 200);
+    // The stream stays open (never aborted): stop must end it rather than wait for the browser.
+    await tp.stop();
+  } finally {
+    await fake.close();
+  }
 });
