@@ -4,7 +4,7 @@
 // to the other backend (proxy-side migration) while the test watches the DOM; the recordings on
 // both backends hold every frame of the source. Screenshots go to docs/images/ (the README's).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -73,9 +73,17 @@ describe('e2e: the live console in chromium', () => {
     assert.equal(await row.locator('td.app').textContent(), 'live');
     const media = (s as ApiSession & { media?: { videoCodec: string | null; width: number | null; height: number | null } | null }).media;
     if (media !== undefined) {
-      // The telemetry is in /api/sessions: the row shows it.
-      await row.locator('td.codec', { hasText: 'h264' }).waitFor();
-      await row.locator('td.resolution', { hasText: /^\d+x\d+$/ }).waitFor();
+      // The telemetry is in /api/sessions: the row shows ffprobe's view of the source.
+      const probe = spawnSync(
+        ffprobe,
+        ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'stream=codec_name,width,height', '-of', 'csv=p=0', SAMPLE_FLV],
+        {
+          encoding: 'utf8',
+        },
+      );
+      const [codecName, width, height] = probe.stdout.trim().split(',');
+      await row.locator('td.codec', { hasText: codecName! }).waitFor();
+      await row.locator('td.resolution', { hasText: `${width}x${height}` }).waitFor();
     }
     // The token never went into a URL.
     assert.ok(!page.url().includes(TOKEN));
