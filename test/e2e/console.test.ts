@@ -2,10 +2,11 @@
 // with an admin token in front of two nginx-rtmp backends and an ffmpeg publisher. The page asks
 // for the token, shows the publisher's row on its backend, and its Drain button moves the publish
 // to the other backend (proxy-side migration) while the test watches the DOM; the recordings on
-// both backends hold every frame of the source. Screenshots go to docs/images/ (the README's).
+// both backends hold every frame of the source. Screenshots: docs/images/ with UPDATE_SCREENSHOTS=1.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
@@ -18,7 +19,8 @@ import { eventually } from '../helpers/proxy.js';
 import { type ApiSession, type E2eEnv, SAMPLE_FLV, collect, startE2e } from './env.js';
 
 const TOKEN = `console-e2e-${process.pid}-token`;
-const IMAGES = join(projectRoot, 'docs/images');
+/** The README's screenshots are retaken with UPDATE_SCREENSHOTS=1; other runs leave the tree clean. */
+const IMAGES = process.env['UPDATE_SCREENSHOTS'] === '1' ? join(projectRoot, 'docs/images') : join(tmpdir(), `rgp-console-${process.pid}`);
 
 describe('e2e: the live console in chromium', () => {
   let env: E2eEnv | null = null;
