@@ -50,4 +50,14 @@ export default tseslint.config(
       globals: Object.fromEntries(['process', 'console', 'URL', 'Buffer', 'setTimeout', 'clearTimeout', 'fetch', 'AbortSignal'].map((g) => [g, 'readonly'])),
     },
   },
+  {
+    files: ['src/control/console/static/**/*.js'],
+    // The console's script runs in the browser (no Node globals).
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        ['window', 'document', 'sessionStorage', 'fetch', 'AbortController', 'TextDecoderStream', 'setTimeout', 'console'].map((g) => [g, 'readonly']),
+      ),
+    },
+  },
 );

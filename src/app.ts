@@ -283,7 +283,12 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     await bus.stop({ cleanup: true });
     control.stop();
     const a = admin;
-    if (a?.listening) await new Promise<void>((r) => a.close(() => r()));
+    if (a?.listening) {
+      const closed = new Promise<void>((r) => a.close(() => r()));
+      // A console's event stream never ends by itself: end every admin connection now.
+      a.closeAllConnections();
+      await closed;
+    }
   }
 
   /** Opens everything in order; throws ListenError when a listener cannot be opened. */

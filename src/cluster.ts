@@ -265,6 +265,9 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     });
   });
   watcher?.stop();
-  await new Promise<void>((r) => admin.close(() => r()));
+  const closed = new Promise<void>((r) => admin.close(() => r()));
+  // A console's event stream never ends by itself: end every admin connection now.
+  admin.closeAllConnections();
+  await closed;
   log.info('stopped');
 }

@@ -4,7 +4,9 @@
  * a refusal or null out.
  *
  *  - Probes (`GET /healthz`, `/readyz`, `/metrics`) are open: the kubelet and Prometheus carry no
- *    token. Everything else (`/api/*`, every `POST`, unknown paths) is guarded.
+ *    token; so are the console's files (`GET /ui`, its script and style): they hold no data, and a
+ *    browser's navigation cannot send a token. Everything else (`/api/*`, the console's event
+ *    stream, every `POST`, unknown paths) is guarded.
  *  - On a loopback admin address the `Host` header must name loopback (`localhost`,
  *    `127.0.0.0/8`, `[::1]`, any port: `ssh -L` and `kubectl port-forward` change it): a
  *    DNS-rebinding page reaches 127.0.0.1 under its own name, and is refused here, probes included.
@@ -18,6 +20,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
+import { isConsoleAsset } from './console/console-paths.js';
 
 /** Why a request was refused (the `reason` of its log line). */
 export type AdminRefusalReason = 'host' | 'origin' | 'no-token' | 'token' | 'content-type';
@@ -105,7 +108,7 @@ export class AdminAccess {
         message: 'Host must be localhost, 127.0.0.1 or [::1]: this admin API listens on loopback only (DNS rebinding protection)',
       };
     }
-    if (probe) return null;
+    if (probe || isConsoleAsset(req.method, req.path)) return null;
     const origin = req.headers.origin;
     if (origin !== undefined && !this.ownOrigin(origin, req.headers.host)) {
       return { status: 403, reason: 'origin', message: "cross-origin requests are refused: the Origin header must be the admin API's own" };

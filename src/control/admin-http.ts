@@ -51,5 +51,5 @@ export function createAdminServer(target: AdminTarget, metrics: ProxyMetrics, lo
     api.rebalanceStatus = () => Promise.resolve({ status: 200, json: rebalanceStatus.call(target) });
   }
   const refused = (): void => metrics.controlMessages.inc({ source: 'admin', result: 'rejected' });
-  return createAdminHttpServer({ access: opts.access, log, refused }, adminRoutes(api));
+  return createAdminHttpServer({ access: opts.access, log, refused }, adminRoutes(api, { registry: metrics.registry }));
 }

@@ -12,12 +12,15 @@
  *   POST /api/backends/<name>/undrain
  *   POST /api/rebalance                  body {"dryRun", "maxInFlight", "minAgeMs", "reason"}: this replica's plan, moves unless dryRun
  *   GET  /api/rebalance                  the current (or last) rebalance of this replica
+ *   GET  /ui, /ui/console.js, /ui/console.css, /api/events   the live console (console/console-routes.ts)
  */
 import type http from 'node:http';
 import type { Registry } from 'prom-client';
 import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.js';
 import type { DrainOptions } from '../balancer/types.js';
 import { HttpError, readBody, requestPath, send } from './admin-server.js';
+import { isConsolePath } from './console/console-paths.js';
+import { type ConsoleOptions, ConsoleRoutes } from './console/console-routes.js';
 
 export type AdminDrainOptions = DrainOptions & { force?: boolean };
 
@@ -117,9 +120,12 @@ export function drainOptions(body: string, query: URLSearchParams): AdminDrainOp
 const COMMAND_PATH = /^\/api\/backends\/([^/]+)\/(drain|undrain)$/;
 
 /** The admin API's request handler over `api` (for createAdminHttpServer). */
-export function adminRoutes(api: AdminApi): (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> {
+export function adminRoutes(api: AdminApi, consoleOpts: ConsoleOptions = {}): (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> {
+  const ui = new ConsoleRoutes(api, consoleOpts);
   return async (req, res) => {
     try {
+      const { path } = requestPath(req);
+      if (isConsolePath(path)) return await ui.serve(req, res, path);
       await route(api, req, res);
     } catch (err) {
       if (err instanceof UnknownBackendError) throw new HttpError(404, err.message);

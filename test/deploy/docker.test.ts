@@ -207,6 +207,8 @@ describe('Dockerfile', () => {
       /^package(-lock)?\.json$/,
       /^tsconfig(\.build)?\.json$/,
       /^src\/.*\.ts$/,
+      // The console's page, script and style: `npm run build` copies them into dist/.
+      /^src\/control\/console\/static\/[\w-]+\.(html|js|css)$/,
       /^bin\/rtmp-goaway-proxy\.js$/,
       /^deploy\/docker\/healthcheck\.mjs$/,
       /^LICENSE$/,

@@ -60,11 +60,13 @@ export interface ProxyChild {
   stop(): Promise<void>;
 }
 
-/** `rtmp-goaway-proxy serve` in a child process, on ephemeral ports. */
-export async function startProxyChild(backends: Record<string, number>, flags: string[] = []): Promise<ProxyChild> {
+/** `rtmp-goaway-proxy serve` in a child process, on ephemeral ports; `adminToken` guards its admin API (and `api` sends it). */
+export async function startProxyChild(backends: Record<string, number>, flags: string[] = [], adminToken?: string): Promise<ProxyChild> {
   const args = ['serve', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--log-level', 'info', '--log-stream-keys', 'true', ...flags];
   for (const [name, port] of Object.entries(backends)) args.push('--backend', `${name}=127.0.0.1:${port}`);
-  const child = spawnCli(args, { env: { RTMP_GOAWAY_REPLICA_ID: `e2e-${process.pid}` } });
+  const env: NodeJS.ProcessEnv = { RTMP_GOAWAY_REPLICA_ID: `e2e-${process.pid}` };
+  if (adminToken !== undefined) env['RTMP_GOAWAY_ADMIN_TOKEN'] = adminToken;
+  const child = spawnCli(args, { env });
   const logs: Record<string, unknown>[] = [];
   onLines(child.stdout, (line) => {
     try {
@@ -84,7 +86,9 @@ export async function startProxyChild(backends: Record<string, number>, flags: s
     logs,
     url: (app, key) => `rtmp://127.0.0.1:${port}/${app}/${key}`,
     async api<T>(path: string, init?: RequestInit): Promise<T> {
-      const r = await fetch(base + path, asJsonClient(init));
+      const headers = new Headers(init?.headers);
+      if (adminToken !== undefined) headers.set('authorization', `Bearer ${adminToken}`);
+      const r = await fetch(base + path, asJsonClient({ ...init, headers }));
       if (!r.ok) throw new Error(`${path}: HTTP ${r.status} ${await r.text()}`);
       return (await r.json()) as T;
     },
@@ -152,6 +156,8 @@ export interface E2eOptions {
   route?: (name: 'b1' | 'b2', backend: NginxBackend) => Promise<number>;
   /** More `serve` flags (e.g. `--drain-non-capable deadline-close`). */
   proxyFlags?: string[];
+  /** The admin API's token (RTMP_GOAWAY_ADMIN_TOKEN); none by default (loopback). */
+  adminToken?: string;
 }
 
 /**
@@ -181,7 +187,7 @@ export async function startE2e(t: TestContext, opts: E2eOptions = {}): Promise<E
     const flags = ['--drain-deadline-ms', opts.drainDeadline ?? '20s', '--health-interval-ms', '1s', '--health-timeout-ms', '500ms'];
     if (redis !== null) flags.push('--redis-url', redis.url);
     flags.push(...(opts.proxyFlags ?? []));
-    const proxy = await startProxyChild(ports, flags);
+    const proxy = await startProxyChild(ports, flags, opts.adminToken);
     started.push(proxy);
     if (redis !== null) {
       // The proxy subscribes to the control channel once connected to Redis.
