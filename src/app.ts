@@ -27,6 +27,7 @@ import { loadTlsContext } from './net/tls.js';
 import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { VERSION } from './version.js';
 import { runtimeReport } from './runtime-tuning.js';
+import { StreamDirectory } from './proxy/stream-directory.js';
 
 /** Where a control command came from (the `source` label of `rtmp_goaway_control_messages_total`). */
 export type ControlSource = 'admin' | 'bus' | 'signal' | 'api';
@@ -156,6 +157,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   // Its sources are read at scrape time only, after server, pool, bus and discovery exist.
   const metrics = new ProxyMetrics({
     activeSessions: () => server.activeByBackendAndCapability(),
+    activePlayers: () => server.activePlayers(),
     bytesTotal: () => server.bytesTotal(),
     forgetBackend: (name) => server.forgetBackend(name),
     backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
@@ -202,6 +204,8 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     }
     return pool.setBackends(merged.backends, { pendingHealth: merged.discoveredNames });
   }
+  /** Where streams' publishers are (this replica's sessions, the fleet registry): players are routed there. */
+  const streams = new StreamDirectory(() => server.sessions.values(), replicaId);
   /** One rate limit for the peer-caused log lines of every session (reloads keep it). */
   const peerLog = new RateLimitedLog(log);
   /** Settings of the sessions that start from now on; a reload replaces the object (live sessions keep theirs). */
@@ -232,6 +236,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     metrics,
     migration,
     router,
+    streams: c.players.routing === 'stream' ? streams : null,
     sessionBufferBytes: c.limits.sessionBufferBytes,
     // One process budget across reloads: a new limit applies to every session's next take.
     processBudget: Object.assign(processBudget, { limit: c.limits.processBufferBytes }),
@@ -284,7 +289,11 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     intervalMs: config.redis.heartbeatMs,
     fastIntervalMs: FAST_HEARTBEAT_MS,
     fast: () => proxy.shuttingDown || pool.list().some((b) => b.draining && b.sessions > 0),
-    flush: () => bus.report(replicaRecord(), [...server.sessions.values()].map((s) => sessionRecord(s.snapshot(), replicaId))),
+    flush: async () => {
+      await bus.report(replicaRecord(), [...server.sessions.values()].map((s) => sessionRecord(s.snapshot(), replicaId)));
+      // The other replicas' publishers, for players routed by stream.
+      if (bus.kind === 'redis' && config.players.routing === 'stream') streams.setFleet((await bus.fleet()).sessions);
+    },
     log,
   });
 

@@ -480,6 +480,7 @@ const routing = validator((v, ctx): RoutingSpec | null => {
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const NON_CAPABLE_POLICIES = ['deadline-close', 'ignore', 'migrate'] as const;
+export const PLAYER_ROUTINGS = ['stream', 'balance'] as const;
 export const PARSE_ERROR_POLICIES = ['forward', 'close'] as const;
 export const DISCOVERY_RECORD_TYPES = ['auto', 'a', 'srv'] as const;
 
@@ -656,6 +657,17 @@ export const ConfigSchema = z
           'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
             'inside the proxy, switching at the client\'s next video keyframe, without the client noticing (on failure: closed at the drain deadline); ' +
             '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
+        ),
+      })
+      .prefault({}),
+    players: z
+      .strictObject({
+        routing: oneOf(
+          PLAYER_ROUTINGS,
+          'stream',
+          '`stream`: a player (`play`) goes to the backend carrying its stream\'s publisher, on this replica or (with `redis.url`) anywhere in the fleet, else where the routing rules will put the publisher; ' +
+            'with more than one usable backend the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding). ' +
+            '`balance`: players are balanced like publishers, and sessions are plain pass-through unless routing rules need late binding.',
         ),
       })
       .prefault({}),

@@ -50,6 +50,10 @@ export interface SessionRecord {
   parseFallback: string | null;
   /** The routing rule that placed it and how (`live: sticky`); absent or null without routing rules. */
   route?: string | null;
+  /** `publisher` or `player`; absent or null before the session published or played (or from an older replica). */
+  role?: 'publisher' | 'player' | null;
+  /** The stream's comparable name (net/redact.ts `streamRef`): players are routed to the backend of its publisher. */
+  streamRef?: string | null;
 }
 
 export interface FleetView {

@@ -43,6 +43,8 @@ export function sessionRecord(s: SessionSnapshot, replica: string): SessionRecor
     streamKey: s.streamKey,
     parseFallback: s.parseFallback,
     route: s.route,
+    role: s.role,
+    streamRef: s.streamRef,
   };
 }
 

@@ -13,6 +13,10 @@ export interface StrategySession extends DrainableSession {
   migrate(backend: string): 'migrating' | 'waiting';
   /** `drain.nonCapable: ignore`: the drain deadline does not close this session. */
   exemptFromDeadline(): void;
+  /** `player` once the client played a stream (`play`, `play2`, `FCSubscribe`). */
+  readonly role: 'publisher' | 'player' | null;
+  /** A player on a draining backend: it stays while its stream is there, and is closed at once when it is gone. */
+  drainPlayer(): 'player';
 }
 
 export type NonCapablePolicy = 'deadline-close' | 'ignore' | 'migrate';
@@ -29,6 +33,8 @@ function isStrategySession(s: DrainableSession): s is StrategySession {
 
 /**
  * What a drain does to each session (docs/architecture.md#what-a-drain-does-to-a-session):
+ *  - a player ⇒ nothing is sent; it stays while its stream is published there and is closed
+ *    (`player-stream-moved`) as soon as the stream goes → outcome `player`;
  *  - announced Go Away ⇒ type 32 (preferred when a client announced both) → outcome `go-away`;
  *  - announced E-RTMP capsEx Reconnect and `erpc.offer` ⇒ ReconnectRequest → `reconnect-request`;
  *  - neither: `drain.nonCapable` — `migrate` ⇒ proxy-side migration → `migrating` (or `waiting`
@@ -39,6 +45,8 @@ function isStrategySession(s: DrainableSession): s is StrategySession {
 export function createDrainStrategy(opts: DrainStrategyOptions): DrainStrategy {
   return {
     begin(session, backend) {
+      // Go Away and ReconnectRequest are for publishers: a player is sent nothing, it leaves with its stream.
+      if (isStrategySession(session) && session.role === 'player') return session.drainPlayer();
       if (session.supportsGoAway) return session.goAway() ? 'go-away' : 'waiting';
       if (!isStrategySession(session)) return 'waiting';
       const cap = session.capability;

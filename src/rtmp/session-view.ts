@@ -1,12 +1,17 @@
-import type { Amf0Limits } from './amf0.js';
+import { type Amf0Limits, isAmf0Object } from './amf0.js';
 import type { MessageInfo } from './chunk-reader.js';
 import { MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isVideoKeyframe } from './media.js';
 import { type Command, type ConnectInfo, decodeCommand, readConnect, readCreateStreamResult, readPublish, readStatusCode } from './messages.js';
 
+/** What a session does once it said so: `publish` makes a publisher, `play`/`play2`/`FCSubscribe` a player. */
+export type SessionRole = 'publisher' | 'player';
+
 /** What the proxy knows about one RTMP session, from both directions' messages. */
 export interface SessionFacts {
+  /** Set by the first `publish` or `play` (`play2`, `FCSubscribe`); null before. */
+  role: SessionRole | null;
   connect: ConnectInfo | null;
   /** Transaction id of `connect`, to recognise its `_result`. */
   connectTransactionId: number | null;
@@ -26,6 +31,10 @@ export interface SessionFacts {
   streamId: number | null;
   /** The server answered NetStream.Publish.Start. */
   publishing: boolean;
+  /** The server answered NetStream.Play.Start (a player is receiving its stream). */
+  playing: boolean;
+  /** The server said the played stream ended (NetStream.Play.UnpublishNotify, NetStream.Play.Stop) since the last Play.Start. */
+  playStopped: boolean;
   /** The client ended its publish cleanly (FCUnpublish / deleteStream / closeStream). */
   unpublished: boolean;
   videoMessages: number;
@@ -40,6 +49,8 @@ export interface SessionFacts {
 export interface SessionViewEvents {
   connect?(info: ConnectInfo): void;
   publish?(streamKey: string | null): void;
+  /** `play`, `play2` or `FCSubscribe` named the stream (the first one only). */
+  play?(streamKey: string | null): void;
   publishStarted?(): void;
   statusCode?(code: string): void;
 }
@@ -52,9 +63,23 @@ export interface SessionViewEvents {
 export const MAX_REPLAY_BYTES = 8 * 1024;
 
 /** Client commands the view reads; the others are decoded only as far as their name. */
-const CLIENT_COMMANDS: ReadonlySet<string> = new Set(['connect', 'createStream', 'publish', 'FCUnpublish', 'deleteStream', 'closeStream']);
+const CLIENT_COMMANDS: ReadonlySet<string> = new Set(['connect', 'createStream', 'publish', 'play', 'play2', 'FCSubscribe', 'FCUnpublish', 'deleteStream', 'closeStream']);
 /** Server commands the view reads. */
 const SERVER_COMMANDS: ReadonlySet<string> = new Set(['_result', '_error', 'onStatus']);
+
+/**
+ * The stream a player names: `play(name, start, duration, reset)` and `FCSubscribe(name)` carry it
+ * as the first argument, `play2` as `streamName` of its parameters object.
+ */
+function readPlayKey(cmd: Command): string | null {
+  const a = cmd.args[0] ?? null;
+  if (cmd.name === 'play2') {
+    if (!isAmf0Object(a)) return null;
+    const n = a['streamName'];
+    return typeof n === 'string' ? n : null;
+  }
+  return typeof a === 'string' ? a : null;
+}
 
 /** A copy of `bytes` for replay, refused (bad-amf) above MAX_REPLAY_BYTES. */
 function replayCopy(what: string, bytes: Buffer): Buffer {
@@ -71,6 +96,7 @@ function replayCopy(what: string, bytes: Buffer): Buffer {
  */
 export class SessionView {
   readonly facts: SessionFacts = {
+    role: null,
     connect: null,
     connectTransactionId: null,
     connectReplay: null,
@@ -80,6 +106,8 @@ export class SessionView {
     publishType: null,
     streamId: null,
     publishing: false,
+    playing: false,
+    playStopped: false,
     unpublished: false,
     videoMessages: 0,
     audioMessages: 0,
@@ -146,12 +174,25 @@ export class SessionView {
         }
         return;
       case 'publish': {
+        if (this.facts.role === 'player') return;
+        this.facts.role = 'publisher';
         const replay = replayCopy('publish', cmd.body.subarray(cmd.argsAt));
         const p = readPublish(cmd);
         this.facts.streamKey = p.streamKey;
         this.facts.publishType = p.publishType;
         this.facts.publishReplay = replay;
         this.events.publish?.(p.streamKey);
+        return;
+      }
+      case 'play':
+      case 'play2':
+      case 'FCSubscribe': {
+        // The first one names the stream; a player's later `play` (a playlist, a seek) or a
+        // publisher's `play` does not change what the session is.
+        if (this.facts.role !== null) return;
+        this.facts.role = 'player';
+        this.facts.streamKey = readPlayKey(cmd);
+        this.events.play?.(this.facts.streamKey);
         return;
       }
       case 'FCUnpublish':
@@ -189,6 +230,11 @@ export class SessionView {
       if (code === 'NetStream.Publish.Start') {
         this.facts.publishing = true;
         this.events.publishStarted?.();
+      } else if (code === 'NetStream.Play.Start' && this.facts.role === 'player') {
+        this.facts.playing = true;
+        this.facts.playStopped = false;
+      } else if ((code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') && this.facts.role === 'player') {
+        this.facts.playStopped = true;
       }
       this.events.statusCode?.(code);
     }

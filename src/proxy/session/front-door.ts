@@ -9,6 +9,9 @@ import { rejectionDescription } from '../../balancer/routing.js';
 import type { RefusalReason } from './close-reason.js';
 import type { Session } from './session.js';
 
+/** A player's commands naming its stream: the first one routes it (FCSubscribe comes before createStream with ffmpeg and librtmp). */
+const PLAY_COMMANDS: ReadonlySet<string> = new Set(['play', 'play2', 'FCSubscribe']);
+
 /**
  * The proxy as the client's server, before (or instead of) a backend.
  *
@@ -90,11 +93,14 @@ export class FrontDoor {
       if (cmd.name === 'connect') this.reject(this.refusal, { transactionId: cmd.transactionId, streamId: 0 });
       return;
     }
-    const byKey = s.router?.needs === 'publish';
+    const byKey = s.routeAt === 'publish';
     const f = s.view.facts;
     if (cmd.name === 'connect' && f.connectTransactionId === cmd.transactionId && !this.connectAnsweredLocally) {
       const c = f.connect;
-      if (!byKey || c === null) {
+      // Rules that do not read the key can refuse an app at `connect`, late binding or not.
+      const router = s.router;
+      const unrouted = router !== null && router.needs !== 'publish' && c !== null && router.match({ app: c.app, clientIp: s.clientIp }) === null;
+      if (!byKey || c === null || unrouted) {
         this.route(cmd.transactionId, 0);
         return;
       }
@@ -108,7 +114,7 @@ export class FrontDoor {
       this.createStreamTxn = cmd.transactionId;
       (this.localTxns ??= new Set()).add(cmd.transactionId);
       s.out.send(createStreamAnswer(cmd.transactionId));
-    } else if (cmd.name === 'publish' && byKey && this.connectAnsweredLocally) {
+    } else if ((cmd.name === 'publish' || PLAY_COMMANDS.has(cmd.name)) && byKey && this.connectAnsweredLocally) {
       this.route(cmd.transactionId, info.streamId);
     }
   }

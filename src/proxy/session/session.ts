@@ -10,8 +10,9 @@ import { SessionView } from '../../rtmp/session-view.js';
 import { ProcessBudget, SessionBudget } from '../buffer-budget.js';
 import type { StrategySession } from '../drain-strategy.js';
 import type { MediaCache } from '../migration.js';
-import { type ClientTextView, clientTextView } from '../../net/redact.js';
-import { type Placement, type Router } from '../../balancer/routing.js';
+import { type ClientTextView, clientTextView, streamRef } from '../../net/redact.js';
+import { type Placement, type RouteStage, type Router } from '../../balancer/routing.js';
+import type { StreamSource } from '../stream-directory.js';
 import { normalizeIp } from '../../net/cidr.js';
 import { connectBackend } from './backend-connector.js';
 import { ClientStream } from './client-stream.js';
@@ -32,6 +33,20 @@ export type { Capability, SessionHooks, SessionOrigin, SessionSettings, SessionS
 const CLIENT_HELLO_BYTES = 1 + HANDSHAKE_PACKET_SIZE;
 
 let nextId = 1;
+
+/**
+ * When the backend is chosen: as late as the routing rules need; and at the stream key (`publish`
+ * or `play`) whenever players are routed to their stream and more than one backend could take
+ * the session — a player must name its stream before its backend is chosen. With one usable
+ * backend there is no choice to make, and the session stays a plain pass-through.
+ */
+function routeStage(router: Router | null, settings: SessionSettings, pool: BackendPool): RouteStage {
+  if (settings.streams != null) {
+    let usable = 0;
+    for (const b of pool.list()) if (b.state === 'up' && ++usable > 1) return 'publish';
+  }
+  return router?.needs ?? 'accept';
+}
 
 /**
  * One publisher connection and its backend connection: the facade the listener, the pool and
@@ -76,6 +91,10 @@ export class Session implements StrategySession, PairOwner {
   c2sReader: ChunkReader | null;
   readonly c2sHandshake = new HandshakeSkipper();
   placement: Placement | null = null;
+  /** How much of the session is known before its backend is chosen (late binding unless `accept`). */
+  readonly routeAt: RouteStage;
+  /** A player routed by its stream: where its publisher was found, or `rule` (none yet). Null otherwise. */
+  playerRoute: StreamSource | 'rule' | null = null;
   /** The rules this session started with (a reload changes them for new sessions only). */
   readonly router: Router | null;
   detach: (() => void) | null = null;
@@ -105,8 +124,9 @@ export class Session implements StrategySession, PairOwner {
     this.c2sReader = new ChunkReader(this.traffic, undefined, settings.chunkLimits, this.budget);
     const router = settings.router ?? null;
     this.router = router;
+    this.routeAt = routeStage(router, settings, pool);
     // Late binding relays whole server messages.
-    this.out = new ClientStream(this, router !== null && router.needs !== 'accept', (info, payload) => this.traffic.serverMessage(info, payload), settings.chunkLimits, this.budget);
+    this.out = new ClientStream(this, this.routeAt !== 'accept', (info, payload) => this.traffic.serverMessage(info, payload), settings.chunkLimits, this.budget);
   }
 
   /** Late binding: the backend is chosen once the app or the stream key is known (front-door.ts). */
@@ -148,6 +168,7 @@ export class Session implements StrategySession, PairOwner {
     if (this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null) return 'going-away';
     if (this.migrator?.running === true) return 'migrating';
     if (this.view.facts.publishing) return 'publishing';
+    if (this.view.facts.playing) return 'playing';
     if (this.view.facts.connect !== null) return 'connected';
     return this.pair.backend === null ? 'connecting' : 'handshake';
   }
@@ -277,6 +298,30 @@ export class Session implements StrategySession, PairOwner {
     return (this.migrator ??= new MigrationController(this, coordinator)).migrate(backend);
   }
 
+  get role(): 'publisher' | 'player' | null {
+    return this.view.facts.role;
+  }
+
+  /** The drain strategy's answer for a player: nothing is sent; one whose stream already left goes now. */
+  drainPlayer(): 'player' {
+    if (this.view.facts.playStopped) queueMicrotask(() => this.playerStreamStopped());
+    return 'player';
+  }
+
+  /**
+   * The backend said a player's stream ended (Play.UnpublishNotify or Play.Stop). On a draining
+   * backend that means its publisher moved away: the player cannot follow it, so it is closed at
+   * once with a clear reason rather than left on a dead stream until the drain deadline. On a
+   * backend in service it is the broadcast pausing: the player waits for it as the backend lets it.
+   */
+  playerStreamStopped(): void {
+    if (this.finished || this.view.facts.role !== 'player' || !this.view.facts.playStopped || this.backendName === null) return;
+    if (this.pool.get(this.backendName)?.draining !== true) return;
+    this.settings.metrics?.playerSwitches.inc({ result: 'closed' });
+    this.log.info({ session: this.id, backend: this.backendName, streamKey: this.streamKeyForDisplay() }, 'player closed: its stream left the draining backend');
+    this.end('player-stream-moved');
+  }
+
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
   exemptFromDeadline(): void {
     this.deadlineExempt = true;
@@ -339,7 +384,13 @@ export class Session implements StrategySession, PairOwner {
     const c = this.view.facts.connect;
     if (c === null && this.fallback === null) return;
     this.startLogged = true;
-    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability }, 'session start');
+    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability, role: this.view.facts.role }, 'session start');
+  }
+
+  /** The stream's comparable name (app and key without queries, hashed): how players find its publisher. */
+  get streamRef(): string | null {
+    const f = this.view.facts;
+    return streamRef(f.connect?.app ?? null, f.streamKey);
   }
 
   streamKeyForDisplay(): string | null {
@@ -353,6 +404,7 @@ export class Session implements StrategySession, PairOwner {
   /** `rule: how` of the routing placement, null without routing rules. */
   routeLabel(): string | null {
     const p = this.placement;
+    if (this.playerRoute === 'local' || this.playerRoute === 'fleet') return `stream: ${this.playerRoute}`;
     return p === null ? null : p.backend === null ? `${p.rule?.label ?? 'no rule'}: ${p.reason}` : `${p.rule.label}: ${p.how}`;
   }
 }
