@@ -164,7 +164,9 @@ async function withRedis<T>(t: { url: string }, fn: (r: Redis) => Promise<T>): P
 // ───────────────────────────── fleet view ─────────────────────────────
 
 /** One session as the CLI shows it (registry record, or an admin API session of one replica). */
-type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback' | 'role'> & { replica: string };
+type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback' | 'role'> & {
+  replica: string;
+};
 
 interface FleetStatus {
   source: 'redis';
@@ -599,7 +601,16 @@ export function buildCli(): Command {
     }
     const [backends, sessions] = (await Promise.all([adminRequest(target, 'GET', '/api/backends'), adminRequest(target, 'GET', '/api/sessions')])) as [
       { name: string; host: string; port: number; state: string; sessions: number; source?: string }[],
-      { id: string; backend: string | null; app: string | null; streamKey: string | null; capability: string; state: string; bytesIn: number; role?: string | null }[],
+      {
+        id: string;
+        backend: string | null;
+        app: string | null;
+        streamKey: string | null;
+        capability: string;
+        state: string;
+        bytesIn: number;
+        role?: string | null;
+      }[],
     ];
     if (o.json) {
       console.log(JSON.stringify({ backends, sessions }, null, 2));

@@ -39,7 +39,10 @@ export interface ProxyObserver {
   readonly migrationReadySeconds: Durations;
   readonly migrationGapSeconds: Durations;
   readonly routed: Count<'rule' | 'how'>;
-  /** Players routed by the stream they named: `local` (its publisher on this replica), `fleet` (on another replica), `rule` (no publisher yet: the rule the publisher will get). */
+  /**
+   * Players routed by the stream they named: `local` (its publisher on this replica), `fleet` (on
+   * another replica), `rule` (no publisher yet: the rule the publisher will get).
+   */
   readonly playersRouted: Count<'how'>;
   /** A player's stream left its backend: `closed` (it could not follow: player-stream-moved). */
   readonly playerSwitches: Count<'result'>;

@@ -486,7 +486,8 @@ export class ProxyServer {
 
   activePlayers(): { backend: string; count: number }[] {
     const counts = new Map<string, number>();
-    for (const s of this.sessions.values()) if (s.view.facts.role === 'player') counts.set(s.backendName ?? 'none', (counts.get(s.backendName ?? 'none') ?? 0) + 1);
+    for (const s of this.sessions.values())
+      if (s.view.facts.role === 'player') counts.set(s.backendName ?? 'none', (counts.get(s.backendName ?? 'none') ?? 0) + 1);
     return [...counts].map(([backend, count]) => ({ backend, count }));
   }
 

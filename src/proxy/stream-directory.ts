@@ -40,7 +40,8 @@ export class StreamDirectory {
   setFleet(records: readonly FleetStreamRecord[]): void {
     const next = new Map<string, { backend: string; startedAt: string }[]>();
     for (const r of records) {
-      if (r.replica === this.replicaId || r.role !== 'publisher' || r.state === 'closed' || typeof r.streamRef !== 'string' || typeof r.backend !== 'string') continue;
+      if (r.replica === this.replicaId || r.role !== 'publisher' || r.state === 'closed' || typeof r.streamRef !== 'string' || typeof r.backend !== 'string')
+        continue;
       const list = next.get(r.streamRef) ?? [];
       list.push({ backend: r.backend, startedAt: r.startedAt });
       next.set(r.streamRef, list);

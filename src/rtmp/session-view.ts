@@ -33,7 +33,7 @@ export interface SessionFacts {
   publishing: boolean;
   /** The server answered NetStream.Play.Start (a player is receiving its stream). */
   playing: boolean;
-  /** The server said the played stream ended (NetStream.Play.UnpublishNotify, NetStream.Play.Stop) since the last Play.Start. */
+  /** The server said the played stream ended (Stream EOF, NetStream.Play.UnpublishNotify, NetStream.Play.Stop) since it last began. */
   playStopped: boolean;
   /** The client ended its publish cleanly (FCUnpublish / deleteStream / closeStream). */
   unpublished: boolean;
@@ -53,7 +53,13 @@ export interface SessionViewEvents {
   play?(streamKey: string | null): void;
   publishStarted?(): void;
   statusCode?(code: string): void;
+  /** A player's stream ended on this backend (Stream EOF, Play.UnpublishNotify or Play.Stop). */
+  streamStopped?(): void;
 }
+
+/** User Control events (RTMP 7.1.7): Stream Begin, Stream EOF. */
+const USER_CONTROL_STREAM_BEGIN = 0;
+const USER_CONTROL_STREAM_EOF = 1;
 
 /**
  * Most bytes of a `connect` (command object + arguments) or `publish` (arguments) a session
@@ -63,7 +69,17 @@ export interface SessionViewEvents {
 export const MAX_REPLAY_BYTES = 8 * 1024;
 
 /** Client commands the view reads; the others are decoded only as far as their name. */
-const CLIENT_COMMANDS: ReadonlySet<string> = new Set(['connect', 'createStream', 'publish', 'play', 'play2', 'FCSubscribe', 'FCUnpublish', 'deleteStream', 'closeStream']);
+const CLIENT_COMMANDS: ReadonlySet<string> = new Set([
+  'connect',
+  'createStream',
+  'publish',
+  'play',
+  'play2',
+  'FCSubscribe',
+  'FCUnpublish',
+  'deleteStream',
+  'closeStream',
+]);
 /** Server commands the view reads. */
 const SERVER_COMMANDS: ReadonlySet<string> = new Set(['_result', '_error', 'onStatus']);
 
@@ -151,6 +167,10 @@ export class SessionView {
   /** A complete server→client message. */
   serverMessage(info: MessageInfo, payload: Buffer | null): void {
     const t = info.typeId;
+    if (t === MessageType.UserControl && payload !== null && payload.length >= 2 && this.facts.role === 'player') {
+      this.streamEvent(payload.readUInt16BE(0));
+      return;
+    }
     if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
     const cmd = decodeCommand(t, payload, this.amfLimits, SERVER_COMMANDS);
     if (cmd !== null) this.serverCommand(cmd);
@@ -215,6 +235,19 @@ export class SessionView {
     return true;
   }
 
+  /**
+   * A player's stream events: Stream EOF is how nginx-rtmp tells players their publisher left
+   * (UnpublishNotify only with `publish_notify on`), Stream Begin that one (re)started.
+   */
+  private streamEvent(event: number): void {
+    if (event === USER_CONTROL_STREAM_EOF && this.facts.playing && !this.facts.playStopped) {
+      this.facts.playStopped = true;
+      this.events.streamStopped?.();
+    } else if (event === USER_CONTROL_STREAM_BEGIN) {
+      this.facts.playStopped = false;
+    }
+  }
+
   private serverCommand(cmd: Command): void {
     if ((cmd.name === '_result' || cmd.name === '_error') && cmd.transactionId === this.facts.connectTransactionId && this.facts.connect !== null) {
       this.facts.connectAnswered = true;
@@ -233,8 +266,9 @@ export class SessionView {
       } else if (code === 'NetStream.Play.Start' && this.facts.role === 'player') {
         this.facts.playing = true;
         this.facts.playStopped = false;
-      } else if ((code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') && this.facts.role === 'player') {
+      } else if ((code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') && this.facts.role === 'player' && !this.facts.playStopped) {
         this.facts.playStopped = true;
+        this.events.streamStopped?.();
       }
       this.events.statusCode?.(code);
     }

@@ -171,3 +171,27 @@ test('session view: a publisher stays a publisher; Play.Start from the server do
   status(view, 'NetStream.Play.Start');
   assert.equal(view.facts.playing, false);
 });
+
+test('session view: Stream EOF (how nginx-rtmp tells a player its publisher left) stops a playing stream once; Stream Begin resumes it', () => {
+  let stopped = 0;
+  const view = new SessionView({ streamStopped: () => stopped++ });
+  const userControl = (event: number): void => {
+    const p = Buffer.from([0, event, 0, 0, 0, 1]);
+    view.serverMessage({ csid: 2, timestamp: 0, typeId: MessageType.UserControl, length: 6, streamId: 0, head: p }, p);
+  };
+  userControl(1);
+  assert.equal(view.facts.playStopped, false, 'not a player yet');
+  client(view, 'play', 4, 'k');
+  userControl(0);
+  status(view, 'NetStream.Play.Start');
+  userControl(1);
+  userControl(1);
+  status(view, 'NetStream.Play.UnpublishNotify');
+  assert.equal(view.facts.playStopped, true);
+  assert.equal(stopped, 1, 'one stop, however many messages say it');
+  userControl(0);
+  assert.equal(view.facts.playStopped, false);
+  // A truncated user control message is ignored.
+  view.serverMessage({ csid: 2, timestamp: 0, typeId: MessageType.UserControl, length: 1, streamId: 0, head: Buffer.from([0]) }, Buffer.from([0]));
+  assert.equal(view.facts.playStopped, false);
+});

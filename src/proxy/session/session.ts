@@ -126,7 +126,13 @@ export class Session implements StrategySession, PairOwner {
     this.router = router;
     this.routeAt = routeStage(router, settings, pool);
     // Late binding relays whole server messages.
-    this.out = new ClientStream(this, this.routeAt !== 'accept', (info, payload) => this.traffic.serverMessage(info, payload), settings.chunkLimits, this.budget);
+    this.out = new ClientStream(
+      this,
+      this.routeAt !== 'accept',
+      (info, payload) => this.traffic.serverMessage(info, payload),
+      settings.chunkLimits,
+      this.budget,
+    );
   }
 
   /** Late binding: the backend is chosen once the app or the stream key is known (front-door.ts). */
@@ -318,7 +324,10 @@ export class Session implements StrategySession, PairOwner {
     if (this.finished || this.view.facts.role !== 'player' || !this.view.facts.playStopped || this.backendName === null) return;
     if (this.pool.get(this.backendName)?.draining !== true) return;
     this.settings.metrics?.playerSwitches.inc({ result: 'closed' });
-    this.log.info({ session: this.id, backend: this.backendName, streamKey: this.streamKeyForDisplay() }, 'player closed: its stream left the draining backend');
+    this.log.info(
+      { session: this.id, backend: this.backendName, streamKey: this.streamKeyForDisplay() },
+      'player closed: its stream left the draining backend',
+    );
     this.end('player-stream-moved');
   }
 
@@ -384,7 +393,17 @@ export class Session implements StrategySession, PairOwner {
     const c = this.view.facts.connect;
     if (c === null && this.fallback === null) return;
     this.startLogged = true;
-    this.log.info({ session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability, role: this.view.facts.role }, 'session start');
+    this.log.info(
+      {
+        session: this.id,
+        client: this.clientAddress,
+        backend: this.backendName,
+        rtmpApp: this.shown.appOrUrl(c?.app ?? null),
+        capability: this.capability,
+        role: this.view.facts.role,
+      },
+      'session start',
+    );
   }
 
   /** The stream's comparable name (app and key without queries, hashed): how players find its publisher. */

@@ -166,8 +166,8 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
     s.c2sReader.setCollectPolicy(migrationCollectPolicy);
   }
 
-  /** An onStatus code from the backend (SessionView): a player's stream may have left. */
-  statusCode(_code: string): void {
+  /** A player's stream ended on its backend (SessionView): it may have left for another. */
+  streamStopped(): void {
     const s = this.s;
     // After the message is handled: the session ends outside the reader's callback.
     if (s.view.facts.playStopped) queueMicrotask(() => s.playerStreamStopped());
