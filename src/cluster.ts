@@ -19,7 +19,6 @@
  * A worker that dies is replaced (after 1 s, not while stopping).
  */
 import cluster, { type Worker } from 'node:cluster';
-import type http from 'node:http';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
@@ -27,7 +26,8 @@ import { EXIT_LISTEN_FAILED, ListenError } from './app.js';
 import { type Config, parseHostPort } from './config.js';
 import { ConfigFileWatcher } from './config-watch.js';
 import { AdminAccess } from './control/admin-access.js';
-import { createAdminHttpServer, readBody, requestPath, send } from './control/admin-server.js';
+import { type AdminAnswer, type AdminApi, adminRoutes } from './control/admin-routes.js';
+import { createAdminHttpServer, listenAdmin } from './control/admin-server.js';
 
 /** What a worker tells its primary once it listens. */
 export interface WorkerReady {
@@ -78,10 +78,14 @@ interface WorkerEntry {
   adminPort: number | null;
 }
 
+/** A worker's answer. */
 interface Answer {
   status: number;
   body: string;
 }
+
+/** What `/metrics?format=json` answers (prom-client `getMetricsAsJSON`). */
+type MetricsJson = Parameters<typeof AggregatorRegistry.aggregate>[0][number];
 
 /**
  * Runs the primary: forks the workers, serves the combined admin API, passes signals on.
@@ -171,81 +175,55 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     );
   }
 
-  const adminHost = config.admin === '' ? '127.0.0.1' : parseHostPort(config.admin).host;
-  const admin = createAdminHttpServer({ access: new AdminAccess(adminHost, config.adminToken, config.admin), log }, handle);
-
-  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const { url, path } = requestPath(req);
-    const method = req.method ?? 'GET';
-    if (method === 'GET' && path === '/healthz') return send(res, 200, { status: 'ok', workers: ready().length });
-    if (method === 'GET' && path === '/readyz') {
-      if (stopping) return send(res, 503, { status: 'not ready', reason: 'shutting down' });
+  /** JSON bodies of the workers that answered 200. */
+  const okBodies = <T>(answers: Answer[]): T[] => answers.filter((a) => a.status === 200).map((a) => JSON.parse(a.body) as T);
+  /** A command to every worker: the first failure's answer, else the first worker's. */
+  async function command(path: string, body: unknown): Promise<AdminAnswer> {
+    const answers = await each(path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const pick = answers.find((a) => a.status < 200 || a.status >= 300) ?? answers[0];
+    if (pick === undefined) return { status: 503, json: { error: 'no worker' } };
+    log.info({ path, workers: answers.length, status: pick.status }, 'admin command sent to every worker');
+    return { status: pick.status, text: pick.body, headers: { 'x-rtmp-goaway-workers': String(answers.length) } };
+  }
+  const api: AdminApi = {
+    health: () => ({ workers: ready().length }),
+    async readiness() {
+      if (stopping) return { ready: false, reason: 'shutting down' };
       const answers = await each('/readyz');
       const ok = answers.filter((a) => a.status === 200).length;
       return ok > 0
-        ? send(res, 200, { status: 'ready', workers: `${ok}/${n}` })
-        : send(res, 503, { status: 'not ready', reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' });
-    }
-    if (method === 'GET' && path === '/metrics') {
-      const answers = await each('/metrics?format=json');
-      const parts = answers.filter((a) => a.status === 200).map((a) => JSON.parse(a.body) as object[]);
-      const registry = AggregatorRegistry.aggregate(parts);
-      res.writeHead(200, { 'content-type': registry.contentType });
-      res.end(await registry.metrics());
-      return;
-    }
-    if (method === 'GET' && path === '/api/sessions') {
-      const answers = await each(`/api/sessions${url.search}`);
-      return send(
-        res,
-        200,
-        answers.filter((a) => a.status === 200).flatMap((a) => JSON.parse(a.body) as unknown[]),
-      );
-    }
-    if (method === 'GET' && path === '/api/backends') {
-      const answers = (await each('/api/backends')).filter((a) => a.status === 200).map((a) => JSON.parse(a.body) as { name: string; sessions: number }[]);
+        ? { ready: true, detail: { workers: `${ok}/${n}` } }
+        : { ready: false, reason: answers.map((a) => a.body.trim()).join('; ') || 'no worker' };
+    },
+    metrics: async () => AggregatorRegistry.aggregate(okBodies<MetricsJson>(await each('/metrics?format=json'))),
+    async sessions(backend) {
+      const query = backend === null ? '' : `?backend=${encodeURIComponent(backend)}`;
+      return okBodies<unknown[]>(await each(`/api/sessions${query}`)).flat();
+    },
+    async backends() {
       const merged = new Map<string, { name: string; sessions: number }>();
-      for (const list of answers) {
+      for (const list of okBodies<{ name: string; sessions: number }[]>(await each('/api/backends'))) {
         for (const b of list) {
           const prev = merged.get(b.name);
           if (prev === undefined) merged.set(b.name, { ...b });
           else prev.sessions += b.sessions;
         }
       }
-      return send(res, 200, [...merged.values()]);
-    }
-    if (/^\/api\/backends\/[^/]+\/(drain|undrain)$/.test(path)) {
-      const body = await readBody(req);
-      const headers = { 'content-type': 'application/json' };
-      const answers = await each(`${path}${url.search}`, { method, headers, body: method === 'GET' ? null : body });
-      const failed = answers.find((a) => a.status < 200 || a.status >= 300);
-      const pick = failed ?? answers[0];
-      if (pick === undefined) return send(res, 503, { error: 'no worker' });
-      log.info({ path, workers: answers.length, status: pick.status }, 'admin command sent to every worker');
-      res.writeHead(pick.status, { 'content-type': 'application/json; charset=utf-8', 'x-rtmp-goaway-workers': String(answers.length) });
-      res.end(pick.body);
-      return;
-    }
-    return send(res, 404, { error: `no route for ${method} ${path}` });
-  }
+      return [...merged.values()];
+    },
+    drain: (name, opts) => command(`/api/backends/${encodeURIComponent(name)}/drain`, opts),
+    undrain: (name) => command(`/api/backends/${encodeURIComponent(name)}/undrain`, {}),
+  };
+  const adminHost = config.admin === '' ? '127.0.0.1' : parseHostPort(config.admin).host;
+  const admin = createAdminHttpServer({ access: new AdminAccess(adminHost, config.adminToken, config.admin), log }, adminRoutes(api));
 
   let adminAt: string | null = null;
   if (config.admin !== '') {
-    const { host, port } = parseHostPort(config.admin);
-    await new Promise<void>((resolve, reject) => {
-      const failed = (err: NodeJS.ErrnoException): void => {
-        stopping = true;
-        for (const e of entries.values()) e.worker.process.kill('SIGTERM');
-        reject(new ListenError('admin', config.admin, err));
-      };
-      admin.once('error', failed);
-      admin.listen({ host, port }, () => {
-        admin.off('error', failed);
-        admin.on('error', (err) => log.warn({ err: err.message }, 'admin listener error'));
-        resolve();
-      });
+    const a = await listenAdmin(admin, parseHostPort(config.admin), log).catch((err: NodeJS.ErrnoException) => {
+      stopping = true;
+      for (const e of entries.values()) e.worker.process.kill('SIGTERM');
+      throw new ListenError('admin', config.admin, err);
     });
-    const a = admin.address() as { address: string; port: number };
     adminAt = `${a.address}:${a.port}`;
   }
   log.info({ listen, admin: adminAt, workers: n, pid: process.pid }, 'proxy listening');

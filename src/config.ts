@@ -55,11 +55,7 @@ export class ConfigError extends Error {
   readonly issues: string[];
   constructor(issues: string | string[]) {
     const list = Array.isArray(issues) ? issues : [issues];
-    super(
-      list.length === 1
-        ? list[0]!
-        : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`,
-    );
+    super(list.length === 1 ? list[0]! : `${list.length} configuration errors:\n${list.map((i) => `  - ${i}`).join('\n')}`);
     this.name = 'ConfigError';
     this.issues = list;
   }
@@ -128,7 +124,11 @@ export function formatDuration(ms: number): string {
 
 /** Shortest exact rendering of a byte count: 65536 → "64k", 16777215 → "16777215". */
 export function formatSize(bytes: number): string {
-  for (const [u, n] of [['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
+  for (const [u, n] of [
+    ['g', 1024 ** 3],
+    ['m', 1024 ** 2],
+    ['k', 1024],
+  ] as const) {
     if (bytes > 0 && bytes % n === 0) return `${bytes / n}${u}`;
   }
   return String(bytes);
@@ -300,7 +300,9 @@ function optionalStringValue() {
 }
 
 function optionalString(description: string, defaultDoc = '"" (unset)') {
-  return optionalStringValue().default('').meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
+  return optionalStringValue()
+    .default('')
+    .meta({ kind: 'string', allowEmpty: true, defaultDoc, description } satisfies LeafMeta);
 }
 
 function hostPortValue(opts: { allowEmpty?: boolean; minPort?: number } = {}) {
@@ -357,20 +359,30 @@ function redisUrlValue() {
 // Leaf settings: validator + default + metadata.
 
 function duration(def: number, description: string, b?: Bounds) {
-  return durationValue(b).default(def).meta({ description, kind: 'duration' } satisfies LeafMeta);
+  return durationValue(b)
+    .default(def)
+    .meta({ description, kind: 'duration' } satisfies LeafMeta);
 }
 function size(def: number, description: string, b?: Bounds) {
-  return sizeValue(b).default(def).meta({ description, kind: 'size' } satisfies LeafMeta);
+  return sizeValue(b)
+    .default(def)
+    .meta({ description, kind: 'size' } satisfies LeafMeta);
 }
 function int(def: number, description: string, b?: Bounds) {
-  return intValue(b).default(def).meta({ description, kind: 'integer' } satisfies LeafMeta);
+  return intValue(b)
+    .default(def)
+    .meta({ description, kind: 'integer' } satisfies LeafMeta);
 }
 function bool(def: boolean, description: string) {
-  return boolValue().default(def).meta({ description, kind: 'boolean' } satisfies LeafMeta);
+  return boolValue()
+    .default(def)
+    .meta({ description, kind: 'boolean' } satisfies LeafMeta);
 }
 function oneOf<const T extends readonly [string, ...string[]]>(values: T, def: T[number], description: string) {
   // `as never`: TS cannot see that T[number] is its own Awaited/NoUndefined form.
-  return enumValue(values).default(def as never).meta({ description, kind: 'enum', values } satisfies LeafMeta);
+  return enumValue(values)
+    .default(def as never)
+    .meta({ description, kind: 'enum', values } satisfies LeafMeta);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +401,11 @@ export type BackendConfig = z.infer<typeof BackendSchema>;
 /** Normalise backends given as a comma-separated string, a list of `name=host:port` strings, or YAML mappings. */
 function normalizeBackends(v: unknown, ctx: Ctx): unknown[] {
   let list: unknown[];
-  if (typeof v === 'string') list = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (typeof v === 'string')
+    list = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== '');
   else if (Array.isArray(v)) list = v;
   else return issue(ctx, `expected a list of backends (name=host:port, or mappings with name, host, port), got ${show(v)}`);
   let failed = false;
@@ -436,7 +452,7 @@ const backends = z
   } satisfies LeafMeta);
 
 /**
- * Routing rules (proxy/routing.ts): a YAML mapping `{ groups, rules }`, or the same as JSON text
+ * Routing rules (balancer/routing.ts): a YAML mapping `{ groups, rules }`, or the same as JSON text
  * in the environment or on the command line. Compiled here so every mistake is reported at start.
  */
 const routing = validator((v, ctx): RoutingSpec | null => {
@@ -491,7 +507,8 @@ function dnsNameValue() {
     if (typeof v !== 'string') return issue(ctx, `expected a DNS name, got ${show(v)}`);
     const s = v.trim().replace(/\.$/, '');
     if (s === '') return '';
-    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s)) return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
+    if (s.length > 253 || !/^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*$/.test(s))
+      return issue(ctx, `expected a DNS name like ingest.live.svc.cluster.local, got ${show(v)}`);
     return s;
   });
 }
@@ -519,7 +536,8 @@ function cidrListValue() {
     if (list === null) return issue(ctx, `expected a comma-separated list of CIDR subnets like 10.0.0.0/8,2001:db8::/32, got ${show(v)}`);
     const items = list.map((x) => x.trim()).filter((x) => x !== '');
     const { invalid } = CidrSet.parse(items);
-    if (invalid.length > 0) return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
+    if (invalid.length > 0)
+      return issue(ctx, `expected CIDR subnets like 10.0.0.0/8 or 2001:db8::/32, got ${invalid.map((x) => JSON.stringify(x)).join(', ')}`);
     return items.join(',');
   });
 }
@@ -596,7 +614,7 @@ export const ConfigSchema = z
       'off',
       'PROXY protocol (v1 text or v2 binary) from a front load balancer on the RTMP and RTMPS listeners, honoured only from the sources of `acceptProxyProtocolFrom` (required when this is not `off`): ' +
         '`required` refuses connections without a valid header, and every connection from another source; `optional` takes a header from a trusted source when present, and serves other sources as plain RTMP clients (a PROXY header from them is refused); ' +
-        '`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session\'s client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).',
+        "`off` treats every byte as RTMP. The header must arrive within `limits.handshakeTimeoutMs`; its source address is the session's client address (logs, API, per-IP limits, routing `cidr`, backend PROXY header).",
     ),
     acceptProxyProtocolFrom: cidrListValue()
       .default('')
@@ -605,13 +623,13 @@ export const ConfigSchema = z
         allowEmpty: true,
         defaultDoc: '"" (none)',
         description:
-          'Sources allowed to send a PROXY protocol header: the front load balancers\' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). ' +
+          "Sources allowed to send a PROXY protocol header: the front load balancers' addresses as comma-separated CIDR subnets (`10.0.0.0/8,fd00::/8`; a YAML list works too). " +
           'A header from any other source is refused (connection closed, counted as `proxy-protocol-untrusted`). `0.0.0.0/0,::/0` believes every client: only when nothing but the balancer can reach the listener.',
       } satisfies LeafMeta),
     backendProxyProtocol: oneOf(
       BACKEND_PROXY_PROTOCOL,
       'off',
-      'Send a PROXY protocol header carrying the client\'s address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.',
+      "Send a PROXY protocol header carrying the client's address to backends (also on migration connections): `v1` for nginx-rtmp (`listen 1935 proxy_protocol;`, v1 only), `v2` for servers that accept the binary form. The backend must expect it.",
     ),
     tls: z
       .strictObject({
@@ -655,7 +673,7 @@ export const ConfigSchema = z
           NON_CAPABLE_POLICIES,
           'migrate',
           'Policy for sessions whose client supports neither Go Away nor (when offered) E-RTMP reconnect: `migrate` moves the publish to a healthy backend ' +
-            'inside the proxy, switching at the client\'s next video keyframe, without the client noticing (on failure: closed at the drain deadline); ' +
+            "inside the proxy, switching at the client's next video keyframe, without the client noticing (on failure: closed at the drain deadline); " +
             '`deadline-close` closes them at the drain deadline; `ignore` leaves them on the draining backend until they end.',
         ),
       })
@@ -684,22 +702,34 @@ export const ConfigSchema = z
             kind: 'url',
             allowEmpty: true,
             defaultDoc: '"" (same URL)',
-            description: '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
+            description:
+              '`tcUrl` put in ReconnectRequest (`rtmp://host[:port]/app`); empty means "reconnect to the URL you used", which lands on a healthy backend through the proxy.',
           } satisfies LeafMeta),
       })
       .prefault({}),
     migration: z
       .strictObject({
-        maxInFlight: int(16, 'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.', { min: 1, max: 100_000 }),
-        timeoutMs: duration(5_000, 'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.'),
+        maxInFlight: int(
+          16,
+          'Proxy-side migrations in progress at once on this replica (from the new backend connection to the switch); more wait in a queue.',
+          { min: 1, max: 100_000 },
+        ),
+        timeoutMs: duration(
+          5_000,
+          'Time the new backend of a migration has to accept the replayed connect … publish (reach `NetStream.Publish.Start`) before the attempt fails and the next backend is tried.',
+        ),
         switchTimeoutMs: duration(
           20_000,
-          'Time a migration waits for the client\'s next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.',
+          "Time a migration waits for the client's next video keyframe once the new backend is publishing; without one the migration is abandoned and the drain deadline applies. Keep it above the longest GOP of your publishers and below `drain.deadlineMs`.",
         ),
-        maxCachedBytes: size(64 * 1024, 'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).', {
-          min: 1,
-          max: MAX_RTMP_MESSAGE_SIZE,
-        }),
+        maxCachedBytes: size(
+          64 * 1024,
+          'Per session, the most bytes of `@setDataFrame`/`onMetaData` and audio/video sequence headers kept for replay to a new backend; larger ones are not kept (the session cannot migrate losslessly).',
+          {
+            min: 1,
+            max: MAX_RTMP_MESSAGE_SIZE,
+          },
+        ),
         chunkSize: size(4096, 'Chunk size the proxy uses towards a backend it migrated a session to.', { min: 128, max: 65_536 }),
       })
       .prefault({}),
@@ -715,7 +745,11 @@ export const ConfigSchema = z
               'or an SRV name (`_rtmp._tcp.ingest.live.svc.cluster.local`: targets, ports and weights; named by target). Re-resolved every `discovery.intervalMs`; a backend that disappears is drained (Go Away, migration), ' +
               'not cut, a new one joins after its first successful health check. Empty: only `backends`.',
           } satisfies LeafMeta),
-        recordType: oneOf(DISCOVERY_RECORD_TYPES, 'auto', 'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).'),
+        recordType: oneOf(
+          DISCOVERY_RECORD_TYPES,
+          'auto',
+          'Records to resolve `discovery.dnsName` for: `srv`, `a` (A and AAAA), or `auto` (SRV when the name starts with `_`, else A/AAAA).',
+        ),
         port: int(1935, 'RTMP port of backends discovered through A/AAAA records.', { min: 1, max: 65535 }),
         intervalMs: duration(10_000, 'Time between two resolutions of `discovery.dnsName`.', { min: 100 }),
         jitterMs: duration(1_000, 'Random extra delay (0 to this) added to each discovery interval, so replicas do not query in lockstep.', { min: 0 }),
@@ -725,17 +759,25 @@ export const ConfigSchema = z
             kind: 'string',
             allowEmpty: true,
             defaultDoc: '"" (system resolver)',
-            description: 'DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system\'s (`/etc/resolv.conf`).',
+            description: "DNS servers for discovery, comma-separated `ip`, `ip:port` or `[ipv6]:port`; empty: the system's (`/etc/resolv.conf`).",
           } satisfies LeafMeta),
-        maxSessions: int(0, 'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.', { min: 0 }),
-        sessionsPerWeight: int(0, 'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).', { min: 0 }),
+        maxSessions: int(
+          0,
+          'Concurrent sessions allowed on each discovered backend (admission: when every backend is full new connections are refused); 0 = no limit.',
+          { min: 0 },
+        ),
+        sessionsPerWeight: int(
+          0,
+          'When > 0, an SRV-discovered backend takes at most its SRV weight × this many sessions (overrides `discovery.maxSessions`).',
+          { min: 0 },
+        ),
       })
       .prefault({}),
     limits: z
       .strictObject({
         handshakeTimeoutMs: duration(
           10_000,
-          'Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client\'s C0+C1 (1,537 bytes).',
+          "Time a client has to finish the RTMP handshake and send `connect`, counted from accept (a PROXY header and a TLS handshake spend it too). A session without a `connect` by then is closed (`handshake-timeout`) whatever it sent, blind-forwarded ones included. No backend connection is opened before the client's C0+C1 (1,537 bytes).",
         ),
         idleTimeoutMs: duration(
           60_000,
@@ -748,7 +790,9 @@ export const ConfigSchema = z
         ),
         connectTimeoutMs: duration(3_000, 'Timeout of the TCP connect to a backend.'),
         maxSessions: int(10_000, 'Maximum concurrent client sessions on this replica; further connections are refused.', { min: 1 }),
-        maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', { min: 0 }),
+        maxSessionsPerIp: int(0, 'Maximum concurrent sessions per client IP (IPv6: per /64; the PROXY protocol address when accepted); 0 = no limit.', {
+          min: 0,
+        }),
         connectRatePerIp: int(0, 'New connections per second allowed per client IP (token bucket, refilled at this rate); 0 = no limit.', { min: 0 }),
         connectBurstPerIp: int(20, 'Connections a client IP may open at once before `limits.connectRatePerIp` applies (the bucket size).', { min: 1 }),
         maxPendingBytes: size(65_536, 'Client bytes buffered while the backend connection is being opened; more closes the session.'),
@@ -782,7 +826,9 @@ export const ConfigSchema = z
           'Maximum number of AMF values decoded per command message, at any depth (object properties, array items, nested ones included): one budget for the whole message, so nested containers cannot multiply it. More is refused as `bad-amf`.',
           { min: 1 },
         ),
-        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', { min: 1 }),
+        amfMaxStringBytes: size(65_536, 'Maximum UTF-8 bytes of strings and keys decoded per command message, in total; more is refused as `bad-amf`.', {
+          min: 1,
+        }),
       })
       .prefault({}),
     onParseError: oneOf(
@@ -799,7 +845,11 @@ export const ConfigSchema = z
     sidecar: z
       .strictObject({
         enabled: bool(false, 'Sidecar mode: on SIGTERM, `/readyz` turns 503 and sessions are drained with Go Away before the process exits.'),
-        gracePeriodMs: duration(25_000, 'In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod\'s termination grace period).', { min: 0 }),
+        gracePeriodMs: duration(
+          25_000,
+          "In sidecar mode, the longest shutdown waits for sessions to leave after SIGTERM (keep it below the pod's termination grace period).",
+          { min: 0 },
+        ),
       })
       .prefault({}),
     redis: z
@@ -836,19 +886,35 @@ export const ConfigSchema = z
     // `params.other` names the setting compared against; loadConfig adds where its value came from.
     const add = (path: string[], other: string, message: string) => ctx.addIssue({ code: 'custom', path, message, params: { other } });
     if (c.health.timeoutMs >= c.health.intervalMs) {
-      add(['health', 'timeoutMs'], 'health.intervalMs', `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`);
+      add(
+        ['health', 'timeoutMs'],
+        'health.intervalMs',
+        `must be less than health.intervalMs (${formatDuration(c.health.intervalMs)}), got ${formatDuration(c.health.timeoutMs)}`,
+      );
     }
     if (c.limits.minChunkSize > c.limits.maxChunkSize) {
       add(['limits', 'minChunkSize'], 'limits.maxChunkSize', `must not exceed limits.maxChunkSize (${c.limits.maxChunkSize}), got ${c.limits.minChunkSize}`);
     }
     if (c.limits.sessionBufferBytes < c.limits.maxCommandSize) {
-      add(['limits', 'sessionBufferBytes'], 'limits.maxCommandSize', `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`);
+      add(
+        ['limits', 'sessionBufferBytes'],
+        'limits.maxCommandSize',
+        `must be at least limits.maxCommandSize (${c.limits.maxCommandSize}), got ${c.limits.sessionBufferBytes}`,
+      );
     }
     if (c.limits.processBufferBytes < c.limits.sessionBufferBytes) {
-      add(['limits', 'processBufferBytes'], 'limits.sessionBufferBytes', `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`);
+      add(
+        ['limits', 'processBufferBytes'],
+        'limits.sessionBufferBytes',
+        `must be at least limits.sessionBufferBytes (${c.limits.sessionBufferBytes}), got ${c.limits.processBufferBytes}`,
+      );
     }
     if (c.limits.maxCommandSize > c.limits.maxMessageSize) {
-      add(['limits', 'maxCommandSize'], 'limits.maxMessageSize', `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`);
+      add(
+        ['limits', 'maxCommandSize'],
+        'limits.maxMessageSize',
+        `must not exceed limits.maxMessageSize (${c.limits.maxMessageSize}), got ${c.limits.maxCommandSize}`,
+      );
     }
     if (c.tls.listen !== '') {
       if (c.tls.cert === '') add(['tls', 'cert'], 'tls.listen', `is required when tls.listen (${c.tls.listen}) is set`);
@@ -868,7 +934,11 @@ export const ConfigSchema = z
       ctx.addIssue({ code: 'custom', path: ['adminToken'], message: TOKEN_HINT });
     }
     if (c.redis.sessionTtlMs <= c.redis.heartbeatMs) {
-      add(['redis', 'sessionTtlMs'], 'redis.heartbeatMs', `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`);
+      add(
+        ['redis', 'sessionTtlMs'],
+        'redis.heartbeatMs',
+        `must be greater than redis.heartbeatMs (${formatDuration(c.redis.heartbeatMs)}), got ${formatDuration(c.redis.sessionTtlMs)}`,
+      );
     }
   });
 
@@ -930,7 +1000,13 @@ function schemaLeaves() {
   return leafCache;
 }
 
-const words = (path: string[]) => path.flatMap((seg) => seg.replace(/([a-z0-9])([A-Z])/g, '$1 $2').toLowerCase().split(' '));
+const words = (path: string[]) =>
+  path.flatMap((seg) =>
+    seg
+      .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+      .toLowerCase()
+      .split(' '),
+  );
 const envName = (l: Leaf) => ENV_PREFIX + words(l.path).join('_').toUpperCase();
 const flagName = (l: Leaf) => `--${l.meta.flag ?? words(l.path).join('-')}`;
 /** The key commander uses in `opts()` for a flag: `--health-interval-ms` → `healthIntervalMs`. */
@@ -1076,7 +1152,8 @@ function readYaml(file: string, via: string): { data: Record<string, unknown>; s
   try {
     fd = fs.openSync(file, 'r');
     const size = fs.fstatSync(fd).size;
-    if (size > MAX_CONFIG_FILE_BYTES) throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
+    if (size > MAX_CONFIG_FILE_BYTES)
+      throw new ConfigError(`config file ${file} (from ${via}) is ${size} bytes, more than the ${MAX_CONFIG_FILE_BYTES} allowed`);
     // Read at most one byte past the bound, whatever the file grows to meanwhile.
     const buf = Buffer.alloc(MAX_CONFIG_FILE_BYTES + 1);
     const n = fs.readSync(fd, buf, 0, buf.length, 0);
@@ -1200,7 +1277,10 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   if (!res.success) {
     for (const iss of res.error.issues) {
       if (iss.code === 'unrecognized_keys') {
-        const parent = iss.path.filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p))).map(String).join('.');
+        const parent = iss.path
+          .filter((p) => typeof p !== 'number' && !/^\d+$/.test(String(p)))
+          .map(String)
+          .join('.');
         const candidates = iss.path[0] === 'backends' ? Object.keys(BackendSchema.shape) : (groups.get(parent) ?? []);
         const parentDisplay = iss.path.length > 0 ? `${displayPath(iss.path)}.` : '';
         for (const key of iss.keys) {

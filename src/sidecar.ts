@@ -13,6 +13,7 @@
  */
 import type { RunningProxy } from './app.js';
 import { spreadOver } from './balancer/spread.js';
+import { askToReconnect } from './proxy/drain-strategy.js';
 
 /** How often sessions that only announced Go Away support after SIGTERM are looked for. */
 const SWEEP_MS = 200;
@@ -25,16 +26,16 @@ export interface SidecarShutdownResult {
 }
 
 /**
- * Tells every session on this replica that can reconnect by itself to do so: Go Away where the
- * client announced it, else the E-RTMP ReconnectRequest where it announced capsEx Reconnect and
- * the proxy offers it (docs/protocol.md#go-away, docs/protocol.md#e-rtmp-reconnect). A sidecar's only backend is going away with the pod,
- * so there is nowhere to migrate the others to: they stay until the grace period ends.
+ * Tells every session on this replica that can reconnect by itself to do so (askToReconnect: Go
+ * Away, else E-RTMP ReconnectRequest). A sidecar's only backend is going away with the pod, so
+ * there is nowhere to migrate the others to: they stay until the grace period ends.
  * Returns how many were told (now or before).
  */
 export function tellAllToReconnect(proxy: RunningProxy): number {
   let told = 0;
   for (const s of proxy.server.sessions.values()) {
-    if (s.goAway() || (proxy.config.erpc.offer && s.reconnectRequest())) told++;
+    const asked = askToReconnect(s, proxy.config.erpc.offer);
+    if (asked === 'go-away' || asked === 'reconnect-request') told++;
   }
   return told;
 }

@@ -1,6 +1,6 @@
 /**
  * BackendPool: the set of RTMP ingest backends, their health, the sessions routed to each, and
- * the drain state machine (Go Away + deadline).
+ * the drain state machine (the drain strategy applied to each session, then a deadline).
  *
  * Events (typed, see `BackendPoolEvents`):
  *  - `'backend-state'`   ({ name, from, to })   reported state changed (`draining` wins over health)
@@ -9,9 +9,9 @@
  *  - `'drain-complete'`  ({ name, durationMs }) a draining backend has no session left (emitted once per
  *                                               drain; right after `'drain'` if it had none to begin with)
  *  - `'deadline-close'`  ({ name, closed })     the drain deadline fired and closed the remaining sessions
- *  - `'backend-added'`   (name)                 addition: `setBackends` added a backend
- *  - `'backend-removed'` (name)                 addition: a backend removed by `setBackends` was deleted
- *  - `'health-check'`    ({ name, ok, error?, durationMs }) addition: an active probe finished (for metrics)
+ *  - `'backend-added'`   (name)                 `setBackends` added a backend
+ *  - `'backend-removed'` (name)                 a backend removed by `setBackends` was deleted
+ *  - `'health-check'`    ({ name, ok, error?, durationMs }) an active probe finished (for metrics)
  * All events are emitted synchronously. A listener that throws is logged and otherwise ignored, so it
  * cannot leave the pool half-updated. The pool never emits `'error'`.
  *
@@ -21,6 +21,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { BackendView, Placement, RouteRequest, Router } from './routing.js';
 import { isFdExhausted } from '../net/fd-exhausted.js';
+import { hasRoom, isRoutable } from './eligibility.js';
 import { tcpProbe } from './health.js';
 import { spreadOver } from './spread.js';
 import type {
@@ -32,6 +33,7 @@ import type {
   DrainComplete,
   DrainableSession,
   DrainOptions,
+  DrainOutcome,
   DrainResult,
   DrainStrategy,
   HealthCheckOptions,
@@ -52,7 +54,7 @@ export class UnknownBackendError extends Error {
 }
 
 /**
- * Thrown by the control plane (src/app.ts) for a drain that would leave no backend able to take a
+ * Thrown by the control plane (src/control/control-plane.ts) for a drain that would leave no backend able to take a
  * new session, unless the caller forces it: a typo or a script draining "everything but one" must
  * not take the whole ingest down.
  */
@@ -64,13 +66,6 @@ export class LastRoutableBackendError extends Error {
     this.backend = name;
   }
 }
-
-/** Go Away if the client announced support and the message could be queued, else wait for the deadline. */
-export const defaultDrainStrategy: DrainStrategy = {
-  begin(session) {
-    return session.supportsGoAway && session.goAway() ? 'go-away' : 'waiting';
-  },
-};
 
 export interface HealthCheckEvent {
   name: string;
@@ -91,15 +86,16 @@ export type BackendPoolEvents = {
   'health-check': [HealthCheckEvent];
 };
 
-export interface BackendPoolOptions {
+export interface BackendPoolOptions<S extends DrainableSession = DrainableSession> {
   defaultDrainDeadlineMs: number;
   health: HealthCheckOptions;
-  strategy?: DrainStrategy;
+  /** What a drain does to each session on the backend (the proxy's: proxy/drain-strategy.ts). */
+  strategy: DrainStrategy<S>;
   logger?: Logger;
   /** Injectable for tests; default = `tcpProbe` from health.ts. */
   probe?: HealthProbe;
   /**
-   * Addition (storm-free closes): when the drain deadline fires, the remaining sessions are closed
+   * Storm-free closes: when the drain deadline fires, the remaining sessions are closed
    * one by one, evenly spread over this many ms, instead of all at once. 0 (default) = all at once.
    */
   closeSpreadMs?: number;
@@ -108,7 +104,7 @@ export interface BackendPoolOptions {
 /** setTimeout's maximum delay; larger values would fire immediately. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-interface Entry {
+interface Entry<S extends DrainableSession> {
   config: Readonly<BackendConfig>;
   health: HealthState;
   /** Last state announced through 'backend-state'. */
@@ -126,11 +122,11 @@ interface Entry {
   /** The drain was started by setBackends removing the backend (so re-adding it undrains). */
   drainedByRemoval: boolean;
   removing: boolean;
-  sessions: Set<DrainableSession>;
+  sessions: Set<S>;
   /** Strategy outcome per session for the current drain. */
-  outcomes: Map<DrainableSession, string>;
+  outcomes: Map<S, DrainOutcome>;
   /** Sessions the deadline already called close() on (never closed twice). */
-  deadlineClosed: WeakSet<DrainableSession>;
+  deadlineClosed: WeakSet<S>;
   lastCheckAt?: number;
   lastCheckError?: string;
   lastConnectError?: string;
@@ -140,11 +136,6 @@ interface Entry {
   /** A health probe has succeeded since the backend was (re)configured: 'up' is no longer just the starting assumption. */
   probedUp: boolean;
   inflight?: Promise<void>;
-}
-
-/** Can take a new session (maxSessions aside). */
-function routable(e: Entry): boolean {
-  return e.health === 'up' && !e.draining && !e.removing;
 }
 
 function toError(err: unknown): Error {
@@ -185,13 +176,14 @@ function freezeConfig(c: BackendConfig): Readonly<BackendConfig> {
   return Object.freeze(copy);
 }
 
-export class BackendPool extends EventEmitter<BackendPoolEvents> {
-  private readonly entries = new Map<string, Entry>();
+/** `S`: what the pool's sessions are (what its drain strategy may ask of them). */
+export class BackendPool<S extends DrainableSession = DrainableSession> extends EventEmitter<BackendPoolEvents> {
+  private readonly entries = new Map<string, Entry<S>>();
   /** Last config of backends deleted by setBackends, so a late attach (pick → connect → reload → attach) still works. */
   private readonly retired = new Map<string, Readonly<BackendConfig>>();
   private defaultDrainDeadlineMs: number;
   private readonly health: Readonly<HealthCheckOptions>;
-  private strategy: DrainStrategy;
+  private strategy: DrainStrategy<S>;
   private readonly probe: HealthProbe;
   private closeSpreadMs: number;
   private readonly log: Logger | undefined;
@@ -201,7 +193,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   /** Bumped by stop(): results of probes started before are ignored. */
   private generation = 0;
 
-  constructor(backends: BackendConfig[], opts: BackendPoolOptions) {
+  constructor(backends: BackendConfig[], opts: BackendPoolOptions<S>) {
     super();
     assertDelay('defaultDrainDeadlineMs', opts.defaultDrainDeadlineMs);
     const h = opts.health;
@@ -212,7 +204,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     validateBackends(backends);
     this.defaultDrainDeadlineMs = opts.defaultDrainDeadlineMs;
     this.health = Object.freeze({ ...h });
-    this.strategy = opts.strategy ?? defaultDrainStrategy;
+    this.strategy = opts.strategy;
     this.probe = opts.probe ?? tcpProbe;
     if (opts.closeSpreadMs !== undefined) assertDelay('closeSpreadMs', opts.closeSpreadMs);
     this.closeSpreadMs = opts.closeSpreadMs ?? 0;
@@ -224,7 +216,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
    * Drain settings from a configuration reload: drains started from now on use them (a drain in
    * progress keeps its deadline; its sessions that are told later get the new strategy).
    */
-  setDrainSettings(opts: Pick<BackendPoolOptions, 'defaultDrainDeadlineMs' | 'closeSpreadMs' | 'strategy'>): void {
+  setDrainSettings(opts: Pick<BackendPoolOptions<S>, 'defaultDrainDeadlineMs' | 'closeSpreadMs'> & { strategy?: DrainStrategy<S> }): void {
     assertDelay('defaultDrainDeadlineMs', opts.defaultDrainDeadlineMs);
     if (opts.closeSpreadMs !== undefined) assertDelay('closeSpreadMs', opts.closeSpreadMs);
     this.defaultDrainDeadlineMs = opts.defaultDrainDeadlineMs;
@@ -243,14 +235,13 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   pick(exclude?: ReadonlySet<string>): BackendConfig | null {
     const order = [...this.entries.values()];
     const n = order.length;
-    let best: Entry | undefined;
+    let best: Entry<S> | undefined;
     let bestIdx = -1;
     let bestLoad = Infinity;
     let bestDist = Infinity;
     for (let i = 0; i < n; i++) {
       const e = order[i]!;
-      if (e.health !== 'up' || e.draining || e.removing) continue;
-      if (e.config.maxSessions !== undefined && e.sessions.size >= e.config.maxSessions) continue;
+      if (!isRoutable(e) || !hasRoom(e.sessions.size, e.config.maxSessions)) continue;
       if (exclude?.has(e.config.name)) continue;
       const load = e.sessions.size;
       const dist = (((i - this.rr) % n) + n) % n;
@@ -267,7 +258,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   /**
-   * Routed pick (routing rules, see proxy/routing.ts): the rule matching `req` chooses a group and
+   * Routed pick (routing rules, see routing.ts): the rule matching `req` chooses a group and
    * the group's balance or sticky placement chooses among its usable backends (health 'up', not
    * draining, below maxSessions, not in `exclude`). Call `attach` right after, as with `pick`.
    */
@@ -281,7 +272,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
         sessions: e.sessions.size,
         ...(c.maxSessions !== undefined ? { maxSessions: c.maxSessions } : {}),
         ...(c.weight !== undefined ? { weight: c.weight } : {}),
-        usable: e.health === 'up' && !e.draining && !e.removing && !(exclude?.has(c.name) ?? false),
+        usable: isRoutable(e) && !(exclude?.has(c.name) ?? false),
       });
     }
     const placement = router.place(req, views);
@@ -296,7 +287,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
    * pending-removal backend (reason 'removed', default deadline) holding just that session, and deleted
    * again when it detaches. Throws UnknownBackendError for a name the pool never had.
    */
-  attach(backendName: string, session: DrainableSession): () => void {
+  attach(backendName: string, session: S): () => void {
     const entry = this.entries.get(backendName) ?? this.resurrect(backendName);
     entry.sessions.add(session);
     if (entry.draining) {
@@ -331,7 +322,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     }
   }
 
-  /** Addition: a connection attempt succeeded; resets the consecutive-failure streak. Unknown names ignored. */
+  /** A connection attempt succeeded; resets the consecutive-failure streak. Unknown names ignored. */
   reportConnectSuccess(name: string): void {
     const entry = this.entries.get(name);
     if (entry) entry.consecutiveFailures = 0;
@@ -346,8 +337,8 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   isLastRoutable(name: string): boolean {
     const entry = this.entries.get(name);
     if (!entry) throw new UnknownBackendError(name);
-    if (!routable(entry)) return false;
-    for (const e of this.entries.values()) if (e !== entry && routable(e)) return false;
+    if (!isRoutable(entry)) return false;
+    for (const e of this.entries.values()) if (e !== entry && isRoutable(e)) return false;
     return true;
   }
 
@@ -355,7 +346,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   get allRoutableDraining(): boolean {
     let healthy = false;
     for (const e of this.entries.values()) {
-      if (routable(e)) return false;
+      if (isRoutable(e)) return false;
       if (e.health === 'up') healthy = true;
     }
     return healthy;
@@ -363,7 +354,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
 
   /** Some backend is healthy by a probe (or checks are off), not draining: the first health round is in. */
   get hasProvenRoutable(): boolean {
-    for (const e of this.entries.values()) if (routable(e) && (e.probedUp || !this.health.enabled)) return true;
+    for (const e of this.entries.values()) if (isRoutable(e) && (e.probedUp || !this.health.enabled)) return true;
     return false;
   }
 
@@ -396,7 +387,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.refreshState(entry);
 
     const sessions = [...entry.sessions];
-    const outcomes: Record<string, number> = {};
+    const outcomes: Partial<Record<DrainOutcome, number>> = {};
     for (const s of sessions) {
       const prev = entry.outcomes.get(s);
       const outcome = prev === undefined || prev === 'waiting' ? this.applyStrategy(entry, s) : prev;
@@ -446,12 +437,12 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   /**
-   * Addition: re-applies the strategy to one session if its backend is draining and the session was
+   * Re-applies the strategy to one session if its backend is draining and the session was
    * not told yet (e.g. `supportsGoAway` only became known after attach, when the connect command was
    * parsed). Returns the session's outcome, or undefined if the backend is not draining or the
    * session is not attached to it.
    */
-  reapplyStrategy(backendName: string, session: DrainableSession): string | undefined {
+  reapplyStrategy(backendName: string, session: S): DrainOutcome | undefined {
     const entry = this.entries.get(backendName);
     if (!entry) throw new UnknownBackendError(backendName);
     if (!entry.draining || !entry.sessions.has(session)) return undefined;
@@ -463,7 +454,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   // ───────────────────────────── inspection ─────────────────────────────
 
   /** Sessions currently attached to the backend (a copy). Throws UnknownBackendError. */
-  sessionsOn(name: string): DrainableSession[] {
+  sessionsOn(name: string): S[] {
     const entry = this.entries.get(name);
     if (!entry) throw new UnknownBackendError(name);
     return [...entry.sessions];
@@ -498,7 +489,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     validateBackends(configs);
     const result: SetBackendsResult = { added: [], updated: [], removed: [], removing: [] };
     const wanted = new Set(configs.map((c) => c.name));
-    const toProbe: Entry[] = [];
+    const toProbe: Entry<S>[] = [];
 
     for (const c of configs) {
       const entry = this.entries.get(c.name);
@@ -586,7 +577,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   /**
-   * Addition: runs one round of health checks now (what each interval tick does) and resolves when the
+   * Runs one round of health checks now (what each interval tick does) and resolves when the
    * probes settle. With checks disabled only backends marked down are probed. A backend with a probe
    * already in flight is not probed twice; its pending probe is awaited instead.
    */
@@ -602,7 +593,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
 
   // ───────────────────────────── internals ─────────────────────────────
 
-  private newEntry(c: BackendConfig): Entry {
+  private newEntry(c: BackendConfig): Entry<S> {
     return {
       config: freezeConfig(c),
       health: 'up',
@@ -623,7 +614,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   /** See attach(): a session routed to a backend that a reload deleted before the session attached. */
-  private resurrect(name: string): Entry {
+  private resurrect(name: string): Entry<S> {
     const config = this.retired.get(name);
     if (!config) throw new UnknownBackendError(name);
     this.retired.delete(name);
@@ -641,7 +632,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     return e;
   }
 
-  private snapshot(e: Entry): BackendSnapshot {
+  private snapshot(e: Entry<S>): BackendSnapshot {
     const s: BackendSnapshot = {
       name: e.config.name,
       host: e.config.host,
@@ -668,11 +659,11 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     return s;
   }
 
-  private stateOf(e: Entry): BackendState {
+  private stateOf(e: Entry<S>): BackendState {
     return e.draining ? 'draining' : e.health;
   }
 
-  private refreshState(e: Entry): void {
+  private refreshState(e: Entry<S>): void {
     const to = this.stateOf(e);
     if (to === e.reported) return;
     const from = e.reported;
@@ -680,7 +671,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.fire('backend-state', { name: e.config.name, from, to });
   }
 
-  private setHealth(e: Entry, health: HealthState, why: string): void {
+  private setHealth(e: Entry<S>, health: HealthState, why: string): void {
     if (e.health === health) return;
     e.health = health;
     const log = { backend: e.config.name, health, why };
@@ -689,11 +680,10 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.refreshState(e);
   }
 
-  private applyStrategy(e: Entry, session: DrainableSession): string {
-    let outcome: string;
+  private applyStrategy(e: Entry<S>, session: S): DrainOutcome {
+    let outcome: DrainOutcome;
     try {
-      const r: unknown = this.strategy.begin(session, e.config.name);
-      outcome = typeof r === 'string' ? r : 'waiting';
+      outcome = this.strategy.begin(session, e.config.name);
     } catch (err) {
       this.log?.error({ err: toError(err), backend: e.config.name, session: session.id }, 'drain strategy threw');
       outcome = 'waiting';
@@ -703,7 +693,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     return outcome;
   }
 
-  private detach(e: Entry, session: DrainableSession): void {
+  private detach(e: Entry<S>, session: S): void {
     if (!e.sessions.delete(session)) return;
     e.outcomes.delete(session);
     if (e.sessions.size > 0) return;
@@ -711,15 +701,15 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     if (e.removing && this.entries.get(e.config.name) === e) this.deleteEntry(e);
   }
 
-  private completeDrain(e: Entry): void {
+  private completeDrain(e: Entry<S>): void {
     e.drainCompleteEmitted = true;
     this.clearDeadline(e);
     const durationMs = Date.now() - (e.drainStartedAt ?? Date.now());
-    this.log?.info({ backend: e.config.name, durationMs }, 'drain complete');
+    this.log?.info({ backend: e.config.name, durationMs, reason: e.drainReason }, 'drain complete: no session left on backend');
     this.fire('drain-complete', { name: e.config.name, durationMs });
   }
 
-  private deleteEntry(e: Entry): void {
+  private deleteEntry(e: Entry<S>): void {
     this.clearDeadline(e);
     this.entries.delete(e.config.name);
     this.retired.set(e.config.name, e.config);
@@ -727,14 +717,14 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     this.fire('backend-removed', e.config.name);
   }
 
-  private armDeadline(e: Entry): void {
+  private armDeadline(e: Entry<S>): void {
     this.clearDeadline(e);
     const delay = Math.min(MAX_TIMER_MS, Math.max(0, (e.drainDeadlineAt ?? 0) - Date.now()));
     e.deadlineTimer = setTimeout(() => this.onDeadline(e), delay);
     e.deadlineTimer.unref?.();
   }
 
-  private clearDeadline(e: Entry): void {
+  private clearDeadline(e: Entry<S>): void {
     if (e.deadlineTimer) clearTimeout(e.deadlineTimer);
     e.deadlineTimer = undefined;
     e.cancelSpread?.();
@@ -742,13 +732,13 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
   }
 
   /** Down (not picked) until the first successful probe; see SetBackendsOptions.pendingHealth. */
-  private awaitHealth(e: Entry): void {
+  private awaitHealth(e: Entry<S>): void {
     e.awaitingHealth = true;
     e.lastCheckError = 'awaiting its first health check';
     if (e.health !== 'down') this.setHealth(e, 'down', 'joins once healthy');
   }
 
-  private closeAtDeadline(e: Entry, s: DrainableSession): void {
+  private closeAtDeadline(e: Entry<S>, s: S): void {
     e.deadlineClosed.add(s);
     try {
       s.close('drain-deadline');
@@ -762,8 +752,11 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
    * (the first at once), so their clients do not all reconnect in the same instant. Sessions that
    * leave on their own meanwhile are skipped; undrain/stop cancel the closes still planned.
    */
-  private spreadDeadlineCloses(e: Entry, sessions: DrainableSession[]): void {
-    this.log?.warn({ backend: e.config.name, sessions: sessions.length, spreadMs: this.closeSpreadMs }, 'drain deadline reached, closing remaining sessions spread over the window');
+  private spreadDeadlineCloses(e: Entry<S>, sessions: S[]): void {
+    this.log?.warn(
+      { backend: e.config.name, sessions: sessions.length, spreadMs: this.closeSpreadMs },
+      'drain deadline reached, closing remaining sessions spread over the window',
+    );
     e.cancelSpread = spreadOver(
       sessions,
       this.closeSpreadMs,
@@ -780,7 +773,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     );
   }
 
-  private onDeadline(e: Entry): void {
+  private onDeadline(e: Entry<S>): void {
     e.deadlineTimer = undefined;
     if (!e.draining) return;
     const remaining = [...e.sessions].filter((s) => !e.deadlineClosed.has(s));
@@ -807,7 +800,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
    * One probe for one backend. At most one in flight per backend. The probe must honour its timeout;
    * as a safety net a probe that has not settled after 2 × timeoutMs counts as failed and frees the slot.
    */
-  private checkEntry(e: Entry): Promise<void> {
+  private checkEntry(e: Entry<S>): Promise<void> {
     if (e.inflight) return e.inflight;
     const gen = this.generation;
     const cfg = e.config;
@@ -850,7 +843,7 @@ export class BackendPool extends EventEmitter<BackendPoolEvents> {
     });
   }
 
-  private recordCheck(e: Entry, err: Error | undefined, durationMs: number): void {
+  private recordCheck(e: Entry<S>, err: Error | undefined, durationMs: number): void {
     e.lastCheckAt = Date.now();
     const name = e.config.name;
     if (!err) {

@@ -14,11 +14,11 @@ export interface BackendConfig {
   /** Hard cap on concurrent sessions routed here; unset = unlimited. */
   maxSessions?: number;
   /**
-   * Addition: where the backend came from, `'static'` (configuration; the default when unset) or
+   * Where the backend came from, `'static'` (configuration; the default when unset) or
    * `'dns:<name>'` (DNS discovery). Shown in snapshots, `/api/backends` and `status`.
    */
   source?: string;
-  /** Addition: relative weight for weighted balancing (SRV weight for discovered backends); unset = 1. */
+  /** Relative weight for weighted balancing (SRV weight for discovered backends); unset = 1. */
   weight?: number;
 }
 
@@ -52,20 +52,25 @@ export interface DrainOptions {
 }
 
 /**
- * Seam for later work: what to do with a session on a draining backend. Default = GoAway if capable,
- * else wait for deadline. Later issues add E-RTMP ReconnectRequest and proxy-side migration.
- *
- * Return value (the "outcome"):
- *  - `'go-away'`  the client was told to go away;
- *  - `'waiting'`  nothing could be done; the session is closed at the drain deadline. Sessions whose
- *                 outcome is `'waiting'` get `begin` called again on a re-drain (or via
- *                 `BackendPool.reapplyStrategy`), every other outcome counts as "told" and is final;
- *  - any other string: a strategy-specific outcome (counted in `DrainResult.outcomes`).
- *
- * `begin` must not throw; if it does, the pool logs it and records `'waiting'`.
+ * What a drain did to one session (counted per outcome in `DrainResult.outcomes`):
+ *  - `go-away`            the client was told to reconnect elsewhere (RTMP Go Away);
+ *  - `reconnect-request`  the client was told to reconnect (E-RTMP ReconnectRequest);
+ *  - `migrating`          the proxy moves the stream to another backend itself;
+ *  - `ignored`            the session stays past the deadline (`drain.nonCapable: ignore`);
+ *  - `waiting`            nothing could be done yet; the session is closed at the drain deadline;
+ *  - `player`             a player: sent nothing, closed when its stream leaves the backend (proxy/drain-strategy.ts).
+ * `waiting` is the only outcome that is not final: such sessions get `begin` again on a re-drain
+ * or through `BackendPool.reapplyStrategy` (e.g. once their `connect` is parsed).
  */
-export interface DrainStrategy {
-  begin(session: DrainableSession, backend: string): 'go-away' | 'waiting' | string;
+export type DrainOutcome = 'go-away' | 'reconnect-request' | 'migrating' | 'ignored' | 'waiting' | 'player';
+
+/**
+ * What to do with a session on a draining backend; `S` is what the strategy needs from a session
+ * (the pool holding sessions of that type). `begin` must not throw; if it does, the pool logs it
+ * and records `waiting`.
+ */
+export interface DrainStrategy<S extends DrainableSession = DrainableSession> {
+  begin(session: S, backend: string): DrainOutcome;
 }
 
 /** Returned by `BackendPool.drain` and carried by the `'drain'` event. */
@@ -73,14 +78,14 @@ export interface DrainResult {
   backend: string;
   /** Sessions on the backend when the drain was (re)applied. */
   sessions: number;
-  /** Of those, sessions whose outcome is `'go-away'` (including ones told by an earlier drain call). */
+  /** Of those, sessions whose outcome is `go-away` (including ones told by an earlier drain call). */
   goAwaySent: number;
-  /** Of those, sessions that will only leave at the deadline (outcome `'waiting'`). */
+  /** Of those, sessions that will only leave at the deadline (outcome `waiting`). */
   waiting: number;
   /** Epoch ms at which the remaining sessions are closed. */
   deadlineAt: number;
-  /** Addition: per-outcome counts (includes `go-away` and `waiting`, plus any custom strategy outcome). */
-  outcomes: Record<string, number>;
+  /** Sessions per outcome (outcomes no session had are left out). */
+  outcomes: Partial<Record<DrainOutcome, number>>;
 }
 
 export interface BackendSnapshot {
@@ -107,15 +112,15 @@ export interface BackendSnapshot {
   consecutiveSuccesses: number;
   /** Total passive connect failures reported since the backend was added. */
   connectFailures: number;
-  /** Addition: message of the last reported passive connect failure. */
+  /** Message of the last reported passive connect failure. */
   lastConnectError?: string;
-  /** Addition: removed from config by `setBackends`; deleted once its last session detaches. */
+  /** Removed from config by `setBackends`; deleted once its last session detaches. */
   removing: boolean;
-  /** Addition: `'static'` or `'dns:<name>'` (see BackendConfig.source). */
+  /** `'static'` or `'dns:<name>'` (see BackendConfig.source). */
   source: string;
-  /** Addition: BackendConfig.weight when set. */
+  /** BackendConfig.weight when set. */
   weight?: number;
-  /** Addition: added by `setBackends` with `pendingHealth` and not yet probed successfully (not picked until then). */
+  /** Added by `setBackends` with `pendingHealth` and not yet probed successfully (not picked until then). */
   awaitingHealth?: boolean;
 }
 
@@ -158,12 +163,12 @@ export interface DeadlineClose {
   closed: number;
 }
 
-/** Addition: options of `BackendPool.setBackends`. */
+/** Options of `BackendPool.setBackends`. */
 export interface SetBackendsOptions {
   /**
    * Names that, when they are new (or their address changed), join only once healthy: they start
    * health 'down' (not picked), are probed at once, and turn 'up' on their first successful probe.
-   * Used for discovered backends; statically configured ones join at once as before.
+   * Used for discovered backends; statically configured ones join at once.
    */
   pendingHealth?: ReadonlySet<string>;
 }

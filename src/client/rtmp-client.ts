@@ -1,26 +1,16 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { type Amf0Value, amf0Object } from '../rtmp/amf0.js';
-import { type MessageInfo, ChunkReader, collectControlAndCommands } from '../rtmp/chunk-reader.js';
-import { ChunkWriter } from '../rtmp/chunk-writer.js';
+import { type Amf0Value, amf0Object, encodeAmf0 } from '../rtmp/amf0.js';
+import type { MessageInfo } from '../rtmp/chunk-reader.js';
+import type { OutgoingMessage } from '../rtmp/chunk-writer.js';
 import { COMMAND_CSID, MessageType } from '../rtmp/constants.js';
-import { HandshakeEnd } from '../rtmp/handshake-peer.js';
-import {
-  type Command,
-  controlMessage,
-  decodeCommand,
-  encodeCommand,
-  readStatusCode,
-  readCreateStreamResult,
-  userControlMessage,
-  UserControlEvent,
-} from '../rtmp/messages.js';
+import { type Command, decodeCommand, encodeCommand } from '../rtmp/messages.js';
+import { type PublishPlan, PublisherProtocol } from '../rtmp/publisher-protocol.js';
 
 /** Chunk stream ids for a publisher's media, as FFmpeg uses them (audio 4, video 6, data 4). */
 const CSID_AUDIO = 4;
 const CSID_VIDEO = 6;
 const CSID_DATA = 4;
-const CSID_STREAM_COMMAND = 8;
 
 export interface RtmpUrl {
   host: string;
@@ -70,9 +60,11 @@ export interface RtmpClientEvents {
 }
 
 /**
- * A minimal RTMP publisher over the project's own src/rtmp reader and writer: plain handshake,
- * connect (announcing Go Away / capsEx as asked), releaseStream, FCPublish, createStream,
- * publish, then media. Used by the reference publisher CLI and by the tests.
+ * A minimal RTMP publisher: a socket driving rtmp/publisher-protocol.ts (the same publish exchange
+ * the proxy uses to migrate a session): plain handshake, connect (announcing Go Away / capsEx as
+ * asked), releaseStream, FCPublish, createStream, publish, then media. It records what the server
+ * sent and lets the caller send its own commands afterwards. Used by the reference publisher CLI
+ * and by the tests.
  */
 export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
   readonly url: RtmpUrl;
@@ -81,11 +73,10 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
   goAwayReceived = false;
   /** Every message received from the server, in order (type id and timestamp), for assertions. */
   readonly received: { typeId: number; csid: number; length: number; payload: Buffer | null }[] = [];
-  private readonly writer: ChunkWriter;
-  private readonly reader: ChunkReader;
-  private txn = 1;
+  private protocol: PublisherProtocol | null = null;
+  /** Transaction ids after the exchange's own (1–5). */
+  private txn = 6;
   private readonly waiting = new Map<number, (cmd: Command) => void>();
-  private statusWaiters: ((code: string) => void)[] = [];
   private bytesReceived = 0;
 
   constructor(
@@ -94,8 +85,6 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
   ) {
     super();
     this.url = parseRtmpUrl(url);
-    this.writer = new ChunkWriter(opts.compressHeaders ?? false);
-    this.reader = new ChunkReader({ message: (info, payload) => this.onMessage(info, payload) }, collectControlAndCommands);
   }
 
   /** Connects and runs the command exchange up to NetStream.Publish.Start. */
@@ -125,15 +114,6 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
     });
     sock.setNoDelay(true);
     this.socket = sock;
-    sock.on('error', (err) => this.emit('error', err));
-    sock.on('close', () => this.emit('close'));
-    await this.handshake(sock);
-    sock.on('data', (buf: Buffer) => this.onData(buf));
-
-    if (this.opts.chunkSize !== undefined) {
-      this.sendRaw(controlMessage(MessageType.SetChunkSize, this.opts.chunkSize));
-      this.writer.chunkSize = this.opts.chunkSize;
-    }
     const cmdObj: Record<string, Amf0Value> = {
       app: this.url.app,
       type: 'nonprivate',
@@ -142,100 +122,63 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
     };
     if (this.opts.supportsGoAway) cmdObj[this.opts.goAwayKey ?? 'supportsGoAway'] = true;
     if (this.opts.capsEx !== undefined) cmdObj['capsEx'] = this.opts.capsEx;
-    const connectResult = await this.request('connect', amf0Object(cmdObj));
-    if (connectResult.name !== '_result') throw new Error(`connect refused: ${JSON.stringify(readStatusCode(connectResult))}`);
-    this.notify('releaseStream', this.url.streamKey);
-    this.notify('FCPublish', this.url.streamKey);
-    const created = await this.request('createStream');
-    const id = readCreateStreamResult(created);
-    if (id === null) throw new Error('createStream returned no stream id');
-    this.streamId = id;
-    const started = this.waitStatus((c) => c === 'NetStream.Publish.Start' || c.startsWith('NetStream.Publish.Bad') || c === 'NetStream.Publish.BadName');
-    this.sendRaw({
-      csid: CSID_STREAM_COMMAND,
-      timestamp: 0,
-      typeId: MessageType.CommandAmf0,
-      streamId: id,
-      payload: encodeCommand('publish', 0, null, this.url.streamKey, 'live'),
+    const plan: PublishPlan = {
+      connect: encodeAmf0([amf0Object(cmdObj)]),
+      publishArgs: encodeAmf0([this.url.streamKey, 'live']),
+      streamKey: this.url.streamKey,
+      chunkSize: this.opts.chunkSize ?? null,
+      compressHeaders: this.opts.compressHeaders ?? false,
+    };
+    const outcome = new Promise<void>((resolve, reject) => {
+      const protocol = new PublisherProtocol(plan, {
+        write: (buf) => this.write(buf),
+        published: (id) => {
+          this.streamId = id;
+          resolve();
+        },
+        failed: (reason, detail) => {
+          const err = new Error(`${reason === 'connect-rejected' ? 'connect refused' : reason === 'publish-rejected' ? 'publish refused' : reason}: ${detail}`);
+          if (protocol.phase === 'failed' && this.streamId !== 0) this.emit('error', err);
+          reject(err);
+          this.destroy();
+        },
+        message: () => {},
+        observe: (info, payload) => this.onMessage(info, payload),
+      });
+      this.protocol = protocol;
+      sock.once('close', () => reject(new Error('connection closed before NetStream.Publish.Start')));
     });
-    const code = await started;
-    if (code !== 'NetStream.Publish.Start') throw new Error(`publish refused: ${code}`);
-  }
-
-  /** Plain handshake (RTMP spec §5.2), the client end of rtmp/handshake-peer: C0+C1, then C2 once S0+S1 are in. */
-  private handshake(sock: net.Socket): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const end = new HandshakeEnd('client');
-      sock.write(end.hello());
-      const onData = (buf: Buffer): void => {
-        let step: { next: number; reply: Buffer | null };
-        try {
-          step = end.push(buf);
-        } catch (err) {
-          sock.off('data', onData);
-          sock.off('close', onClose);
-          reject(err as Error);
-          return;
-        }
-        if (step.reply !== null) sock.write(step.reply);
-        if (!end.done) return;
-        sock.off('data', onData);
-        sock.off('close', onClose);
-        resolve();
-        if (step.next < buf.length) queueMicrotask(() => this.onData(buf.subarray(step.next)));
-      };
-      const onClose = (): void => reject(new Error('connection closed during handshake'));
-      sock.on('data', onData);
-      sock.once('close', onClose);
+    sock.on('error', (err) => this.emit('error', err));
+    sock.on('close', () => this.emit('close'));
+    sock.on('data', (buf: Buffer) => {
+      this.bytesReceived += buf.length;
+      this.protocol?.receive(buf);
     });
+    this.protocol!.start();
+    await outcome;
   }
 
-  private onData(buf: Buffer): void {
-    this.bytesReceived += buf.length;
-    try {
-      this.reader.feed(buf);
-    } catch (err) {
-      this.emit('error', err as Error);
-      this.destroy();
-    }
-  }
-
-  private onMessage(info: MessageInfo, payload: Buffer | null): void {
-    this.received.push({ typeId: info.typeId, csid: info.csid, length: info.length, payload: payload === null ? null : Buffer.from(payload) });
+  private onMessage(info: MessageInfo, payload: Buffer): void {
+    this.received.push({ typeId: info.typeId, csid: info.csid, length: info.length, payload: Buffer.from(payload) });
     this.emit('message', info, payload);
-    switch (info.typeId) {
-      case MessageType.SetChunkSize:
-      case MessageType.Abort:
-        return; // applied by the reader itself
-      case MessageType.WindowAckSize:
-        return;
-      case MessageType.UserControl:
-        if (payload !== null && payload.length >= 6 && payload.readUInt16BE(0) === UserControlEvent.PingRequest) {
-          this.sendRaw(userControlMessage(UserControlEvent.PingResponse, payload.readUInt32BE(2)));
-        }
-        return;
-      case MessageType.GoAway:
-        this.goAwayReceived = true;
-        this.emit('goaway');
-        return;
-      case MessageType.CommandAmf0:
-      case MessageType.CommandAmf3: {
-        if (payload === null) return;
-        const cmd = decodeCommand(info.typeId, payload);
-        if (cmd === null) return;
-        this.emit('command', cmd);
-        if ((cmd.name === '_result' || cmd.name === '_error') && this.waiting.has(cmd.transactionId)) {
-          const w = this.waiting.get(cmd.transactionId)!;
-          this.waiting.delete(cmd.transactionId);
-          w(cmd);
-        } else if (cmd.name === 'onStatus') {
-          const code = readStatusCode(cmd);
-          if (code !== null) for (const w of this.statusWaiters.splice(0)) w(code);
-        }
-        return;
-      }
-      default:
-        return;
+    if (info.typeId === MessageType.GoAway) {
+      this.goAwayReceived = true;
+      this.emit('goaway');
+      return;
+    }
+    if (info.typeId !== MessageType.CommandAmf0 && info.typeId !== MessageType.CommandAmf3) return;
+    let cmd: Command | null;
+    try {
+      cmd = decodeCommand(info.typeId, payload);
+    } catch {
+      return; // the exchange reports a malformed command as a failure itself
+    }
+    if (cmd === null) return;
+    this.emit('command', cmd);
+    const w = (cmd.name === '_result' || cmd.name === '_error') && this.waiting.get(cmd.transactionId);
+    if (w) {
+      this.waiting.delete(cmd.transactionId);
+      w(cmd);
     }
   }
 
@@ -243,45 +186,36 @@ export class RtmpPublisher extends EventEmitter<RtmpClientEvents> {
   request(name: string, commandObject: Amf0Value = null, ...args: Amf0Value[]): Promise<Command> {
     const txn = this.txn++;
     const p = new Promise<Command>((resolve) => this.waiting.set(txn, resolve));
-    this.sendRaw({ csid: COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: encodeCommand(name, txn, commandObject, ...args) });
+    this.sendMessage({
+      csid: COMMAND_CSID,
+      timestamp: 0,
+      typeId: MessageType.CommandAmf0,
+      streamId: 0,
+      payload: encodeCommand(name, txn, commandObject, ...args),
+    });
     return p;
   }
 
-  private notify(name: string, ...args: Amf0Value[]): void {
-    this.sendRaw({ csid: COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload: encodeCommand(name, this.txn++, null, ...args) });
-  }
-
-  private waitStatus(match: (code: string) => boolean): Promise<string> {
-    return new Promise((resolve) => {
-      const w = (code: string): void => {
-        if (match(code)) resolve(code);
-        else this.statusWaiters.push(w);
-      };
-      this.statusWaiters.push(w);
-    });
-  }
-
-  private sendRaw(msg: Parameters<ChunkWriter['write']>[0]): boolean {
+  private write(buf: Buffer): boolean {
     // After end() the server may still be talking (a ping in flight): nothing more is sent.
     if (this.socket === null || this.socket.destroyed || this.socket.writableEnded) return false;
-    return this.socket.write(this.writer.write(msg));
+    return this.socket.write(buf);
   }
 
   /** Sends any message as it is (control messages, acknowledgements: tests and tools). */
-  sendMessage(msg: Parameters<ChunkWriter['write']>[0]): boolean {
-    return this.sendRaw(msg);
+  sendMessage(msg: OutgoingMessage): boolean {
+    return this.protocol?.send(msg) ?? false;
   }
 
   /** Sends one FLV tag body as an RTMP message on the publish stream. Returns the socket's write result (false = back off). */
   sendMedia(typeId: number, timestamp: number, payload: Uint8Array): boolean {
     const csid = typeId === MessageType.Audio ? CSID_AUDIO : typeId === MessageType.Video ? CSID_VIDEO : CSID_DATA;
-    return this.sendRaw({ csid, timestamp, typeId, streamId: this.streamId, payload });
+    return this.sendMessage({ csid, timestamp, typeId, streamId: this.streamId, payload });
   }
 
   /** Clean end: FCUnpublish + deleteStream, then TCP close (what a publisher does when it stops). */
   async unpublish(): Promise<void> {
-    this.notify('FCUnpublish', this.url.streamKey);
-    this.notify('deleteStream', this.streamId);
+    this.protocol?.unpublish();
     await this.end();
   }
 

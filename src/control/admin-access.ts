@@ -99,17 +99,25 @@ export class AdminAccess {
   check(req: AdminRequestView): AdminRefusal | null {
     const probe = isProbe(req.method, req.path);
     if (this.loopback && !loopbackHostHeader(req.headers.host)) {
-      return { status: 403, reason: 'host', message: 'Host must be localhost, 127.0.0.1 or [::1]: this admin API listens on loopback only (DNS rebinding protection)' };
+      return {
+        status: 403,
+        reason: 'host',
+        message: 'Host must be localhost, 127.0.0.1 or [::1]: this admin API listens on loopback only (DNS rebinding protection)',
+      };
     }
     if (probe) return null;
     const origin = req.headers.origin;
     if (origin !== undefined && !this.ownOrigin(origin, req.headers.host)) {
-      return { status: 403, reason: 'origin', message: 'cross-origin requests are refused: the Origin header must be the admin API\'s own' };
+      return { status: 403, reason: 'origin', message: "cross-origin requests are refused: the Origin header must be the admin API's own" };
     }
     if (this.tokenDigest === null) {
       if (!this.loopback) return { status: 403, reason: 'no-token', message: this.noTokenMessage() };
     } else if (!this.authorized(req.headers.authorization)) {
-      return { status: 401, reason: 'token', message: 'a valid "Authorization: Bearer <token>" header is required (the admin token: adminToken or adminTokenFile)' };
+      return {
+        status: 401,
+        reason: 'token',
+        message: 'a valid "Authorization: Bearer <token>" header is required (the admin token: adminToken or adminTokenFile)',
+      };
     }
     if (req.method === 'POST' && !isJson(req.headers['content-type'])) {
       return { status: 415, reason: 'content-type', message: 'POST needs "Content-Type: application/json" (a JSON object body, {} for none)' };

@@ -4,6 +4,7 @@
  * before any route, and one log line per mutation naming its caller.
  */
 import http from 'node:http';
+import type net from 'node:net';
 import type { Logger } from 'pino';
 import { type AdminAccess, type AdminRefusalReason } from './admin-access.js';
 import { RateLimitedLog } from '../net/rate-limited-log.js';
@@ -78,7 +79,11 @@ export function createAdminHttpServer(opts: AdminServerOptions, route: (req: htt
     const refusal = access.check({ method, path, headers: req.headers });
     if (refusal !== null) {
       opts.refused?.(refusal.reason);
-      refusals.write(`refused:${refusal.reason}`, { remote: caller, method, path: shownPath, status: refusal.status, reason: refusal.reason }, 'admin request refused');
+      refusals.write(
+        `refused:${refusal.reason}`,
+        { remote: caller, method, path: shownPath, status: refusal.status, reason: refusal.reason },
+        'admin request refused',
+      );
       if (refusal.status === 401) res.setHeader('www-authenticate', 'Bearer realm="rtmp-goaway-proxy"');
       // The body of a refused request is not read: the connection closes after the answer.
       res.setHeader('connection', 'close');
@@ -105,4 +110,24 @@ export function createAdminHttpServer(opts: AdminServerOptions, route: (req: htt
   });
   server.once('close', () => refusals.stop());
   return server;
+}
+
+/**
+ * Opens an admin server; rejects with the listen error. Once listening, an accept
+ * error (EMFILE while out of descriptors) must not crash the process: logged at most every 5 s.
+ */
+export function listenAdmin(server: http.Server, at: { host: string; port: number }, log: Logger): Promise<net.AddressInfo> {
+  const { host, port } = at;
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      const limited = new RateLimitedLog(log, { burst: 1, perSecond: 1 / 5 });
+      server.on('error', (err: NodeJS.ErrnoException) => {
+        limited.write(`admin-listener:${err.code ?? ''}`, { err: err.message, code: err.code }, 'admin listener error (logged at most every 5 s)');
+      });
+      server.once('close', () => limited.stop());
+      resolve(server.address() as net.AddressInfo);
+    });
+  });
 }

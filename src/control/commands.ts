@@ -77,7 +77,8 @@ function parseJson(text: string): ParseResult {
     let ms: number | null = null;
     if (typeof d === 'number' && Number.isFinite(d)) ms = Math.round(d);
     else if (typeof d === 'string') ms = /^\d+$/.test(d) ? Number(d) : parseDeadlineToken(d);
-    if (ms === null || ms < 0 || ms > MAX_DEADLINE_MS) return fail(`"deadlineMs" must be a number of milliseconds between 0 and ${MAX_DEADLINE_MS} (or a duration like "30s"), got ${JSON.stringify(d)}`);
+    if (ms === null || ms < 0 || ms > MAX_DEADLINE_MS)
+      return fail(`"deadlineMs" must be a number of milliseconds between 0 and ${MAX_DEADLINE_MS} (or a duration like "30s"), got ${JSON.stringify(d)}`);
     command.deadlineMs = ms;
   }
   const r = o['reason'];

@@ -66,7 +66,11 @@ export async function publishCommand(redis: Redis, keys: BusKeys, cmd: ControlCo
 }
 
 /** The desired state: every drain in the hash. Invalid fields are returned apart (and ignored). */
-export async function readDesired(redis: Redis, keys: BusKeys, now = Date.now()): Promise<{ desired: DesiredDrain[]; invalid: { field: string; error: string }[] }> {
+export async function readDesired(
+  redis: Redis,
+  keys: BusKeys,
+  now = Date.now(),
+): Promise<{ desired: DesiredDrain[]; invalid: { field: string; error: string }[] }> {
   const all = await redis.hgetall(keys.backends);
   const desired: DesiredDrain[] = [];
   const invalid: { field: string; error: string }[] = [];
@@ -143,7 +147,10 @@ export class RedisBus implements ControlBus {
     };
     this.sub = new (RedisClient())(opts.url, { ...base, autoResubscribe: false, retryStrategy: (n) => this.retryDelay('subscriber', n) });
     this.cmd = new (RedisClient())(opts.url, { ...base, retryStrategy: (n) => this.retryDelay('command', n) });
-    for (const [role, conn] of [['subscriber', this.sub], ['command', this.cmd]] as const) {
+    for (const [role, conn] of [
+      ['subscriber', this.sub],
+      ['command', this.cmd],
+    ] as const) {
       conn.on('ready', () => this.onReady(role));
       conn.on('close', () => this.onDown(role));
       conn.on('error', (err: Error) => {
@@ -188,7 +195,11 @@ export class RedisBus implements ControlBus {
       return { published: true, receivers };
     } catch (err) {
       this.pending.set(cmd.backend, cmd);
-      return { published: false, receivers: 0, error: `${(err as Error).message}: applied on this replica, published to the fleet when the connection is back` };
+      return {
+        published: false,
+        receivers: 0,
+        error: `${(err as Error).message}: applied on this replica, published to the fleet when the connection is back`,
+      };
     }
   }
 
@@ -209,7 +220,9 @@ export class RedisBus implements ControlBus {
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     if ((opts.cleanup ?? true) && this.cmd.status === 'ready') {
-      await removeReplica(this.cmd, this.keys, this.opts.replicaId).catch((err: Error) => this.log.warn({ err: err.message }, 'could not remove registry records'));
+      await removeReplica(this.cmd, this.keys, this.opts.replicaId).catch((err: Error) =>
+        this.log.warn({ err: err.message }, 'could not remove registry records'),
+      );
     }
     this.handlers = null;
     this.setConnected(false);
@@ -316,14 +329,22 @@ export class RedisBus implements ControlBus {
     // backend remember it for the fleet. Anything else was written by its issuer.
     if (cmd.id === undefined && known && this.cmd.status === 'ready') {
       const stored: ControlCommand = cmd.at === undefined ? { ...cmd, at: Date.now() } : cmd;
-      persistCommand(this.cmd, this.keys, stored).catch((err: Error) => this.persistLog.write('persist', { err: err.message, backend: cmd.backend }, 'could not persist a received command'));
+      persistCommand(this.cmd, this.keys, stored).catch((err: Error) =>
+        this.persistLog.write('persist', { err: err.message, backend: cmd.backend }, 'could not persist a received command'),
+      );
     }
   }
 }
 
 /** A short-lived connection for the CLI: fails fast instead of retrying forever. */
 export async function connectOnce(url: string, timeoutMs = 5_000): Promise<Redis> {
-  const redis = new (RedisClient())(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: timeoutMs, retryStrategy: () => null });
+  const redis = new (RedisClient())(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: timeoutMs,
+    retryStrategy: () => null,
+  });
   redis.on('error', () => undefined);
   try {
     await redis.connect();

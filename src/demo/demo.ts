@@ -265,7 +265,7 @@ export async function runDemo(opts: DemoOptions, out: NodeJS.WriteStream = proce
       if (finished || b === undefined) return;
       drainedAt = Date.now();
       story.at(`draining ${b}, as before a deploy: the proxy stops routing to it and sends RTMP Go Away (type 32) to its publishers`);
-      proxy.drain(b, { reason: 'demo', force: true });
+      proxy.control.drain(b, { reason: 'demo', force: true });
     })();
     let report: PublishReport;
     story.startClock();

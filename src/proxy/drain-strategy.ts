@@ -1,11 +1,15 @@
-import type { DrainableSession, DrainStrategy } from '../balancer/types.js';
+import type { DrainableSession, DrainOutcome, DrainStrategy } from '../balancer/types.js';
 
-/** What the proxy's sessions offer the drain strategy beyond DrainableSession. */
-export interface StrategySession extends DrainableSession {
+/** What a session offers to be asked to reconnect by itself (Go Away, E-RTMP ReconnectRequest). */
+export interface ReconnectableSession extends DrainableSession {
   /** 'unknown' until `connect` was parsed; then 'goaway' > 'erpc' > 'none'. */
   readonly capability: 'goaway' | 'erpc' | 'none' | 'unknown';
-  /** Inject E-RTMP NetConnection.Connect.ReconnectRequest; false if it could not be queued. */
+  /** Inject E-RTMP NetConnection.Connect.ReconnectRequest; false if it could not be queued. Idempotent. */
   reconnectRequest(): boolean;
+}
+
+/** What the proxy's sessions offer the drain strategy. */
+export interface StrategySession extends ReconnectableSession {
   /**
    * Start (or queue) a proxy-side migration off `backend`: 'migrating' when started or queued,
    * 'waiting' when the session cannot migrate (yet): not publishing, unparseable stream, …
@@ -19,6 +23,26 @@ export interface StrategySession extends DrainableSession {
   drainPlayer(): 'player';
 }
 
+/**
+ * The answer of `askToReconnect`: the session was told (`go-away`, `reconnect-request`), it
+ * announced a way but the message could not be queued (`not-queued`), its `connect` is not parsed
+ * yet (`unknown`), or it announced no way the proxy offers (`not-capable`).
+ */
+export type ReconnectAsk = 'go-away' | 'reconnect-request' | 'not-queued' | 'unknown' | 'not-capable';
+
+/**
+ * Asks a session to reconnect by itself: Go Away where the client announced it (preferred when it
+ * announced both), else the E-RTMP ReconnectRequest where it announced capsEx Reconnect and `erpc`
+ * (erpc.offer) is on (docs/protocol.md#go-away, docs/protocol.md#e-rtmp-reconnect). Both messages
+ * are idempotent: a session told before answers as told again.
+ */
+export function askToReconnect(session: ReconnectableSession, erpc: boolean): ReconnectAsk {
+  if (session.supportsGoAway) return session.goAway() ? 'go-away' : 'not-queued';
+  if (session.capability === 'unknown') return 'unknown';
+  if (session.capability === 'erpc' && erpc) return session.reconnectRequest() ? 'reconnect-request' : 'not-queued';
+  return 'not-capable';
+}
+
 export type NonCapablePolicy = 'deadline-close' | 'ignore' | 'migrate';
 
 export interface DrainStrategyOptions {
@@ -27,38 +51,40 @@ export interface DrainStrategyOptions {
   erpc: boolean;
 }
 
-function isStrategySession(s: DrainableSession): s is StrategySession {
-  return typeof (s as Partial<StrategySession>).migrate === 'function';
-}
-
 /**
  * What a drain does to each session (docs/architecture.md#what-a-drain-does-to-a-session):
  *  - a player ⇒ nothing is sent; it stays while its stream is published there and is closed
  *    (`player-stream-moved`) as soon as the stream goes → outcome `player`;
- *  - announced Go Away ⇒ type 32 (preferred when a client announced both) → outcome `go-away`;
- *  - announced E-RTMP capsEx Reconnect and `erpc.offer` ⇒ ReconnectRequest → `reconnect-request`;
+ *  - told to reconnect by itself (askToReconnect) ⇒ `go-away` or `reconnect-request`;
  *  - neither: `drain.nonCapable` — `migrate` ⇒ proxy-side migration → `migrating` (or `waiting`
  *    when it cannot start yet: the pool re-applies the strategy when the session publishes);
  *    `ignore` ⇒ `ignored` (stays past the deadline); `deadline-close` ⇒ `waiting`.
- * A session whose `connect` is not parsed yet is `waiting`; the strategy is re-applied then.
+ * A session whose `connect` is not parsed yet, or whose message could not be queued, is `waiting`;
+ * the strategy is re-applied then.
  */
-export function createDrainStrategy(opts: DrainStrategyOptions): DrainStrategy {
+export function createDrainStrategy(opts: DrainStrategyOptions): DrainStrategy<StrategySession> {
   return {
-    begin(session, backend) {
+    begin(session, backend): DrainOutcome {
       // Go Away and ReconnectRequest are for publishers: a player is sent nothing, it leaves with its stream.
-      if (isStrategySession(session) && session.role === 'player') return session.drainPlayer();
-      if (session.supportsGoAway) return session.goAway() ? 'go-away' : 'waiting';
-      if (!isStrategySession(session)) return 'waiting';
-      const cap = session.capability;
-      if (cap === 'unknown') return 'waiting';
-      if (cap === 'erpc' && opts.erpc) return session.reconnectRequest() ? 'reconnect-request' : 'waiting';
+      if (session.role === 'player') return session.drainPlayer();
+      const asked = askToReconnect(session, opts.erpc);
+      switch (asked) {
+        case 'go-away':
+        case 'reconnect-request':
+          return asked;
+        case 'not-queued':
+        case 'unknown':
+          return 'waiting';
+        case 'not-capable':
+          break;
+      }
       switch (opts.nonCapable) {
         case 'migrate':
           return session.migrate(backend);
         case 'ignore':
           session.exemptFromDeadline();
           return 'ignored';
-        default:
+        case 'deadline-close':
           return 'waiting';
       }
     },

@@ -121,6 +121,9 @@ export type CollectPolicy = (typeId: number) => boolean | 'head';
 export const collectControlAndCommands: CollectPolicy = (typeId) =>
   typeId <= MessageType.SetPeerBandwidth || typeId === MessageType.CommandAmf0 || typeId === MessageType.CommandAmf3;
 
+/** Every message whole (a session the proxy relays or may switch, a client end of a publish). */
+export const collectEverything: CollectPolicy = () => true;
+
 /** Per type id (0–255): 0 skip, 1 collect, 2 decide by the head. */
 const SKIP = 0;
 const COLLECT = 1;

@@ -26,7 +26,8 @@
  * --pin none|split and --latency-pin one|none (CPU affinity), --proxy-args "FLAGS" / --proxy-b-args
  * "FLAGS" (node flags of the proxy / proxy-b process, e.g. --max-semi-space-size=32), --runtime
  * tuned|default and --proxy-b-runtime tuned|default (glibc malloc and V8 heap settings of the
- * Node middles, RUNTIME_TUNED in lib/middles.ts; tuned by default). The full run adds `proxy-tls` (the proxy's RTMPS listener:
+ * Node middles, RUNTIME_TUNED in lib/middles.ts; tuned by default), --proxy-b-env "K=V …" (extra
+ * environment of proxy-b, e.g. GLIBC_TUNABLES). The full run adds `proxy-tls` (the proxy's RTMPS listener:
  * the generator connects with TLS) when openssl is installed. See docs/performance.md.
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -89,6 +90,7 @@ const { values: argv } = parseArgs({
     'proxy-b-args': { type: 'string' },
     runtime: { type: 'string', default: 'tuned' },
     'proxy-b-runtime': { type: 'string' },
+    'proxy-b-env': { type: 'string' },
     publishers: { type: 'string', default: 'plain' },
   },
 });
@@ -161,6 +163,14 @@ const runtimeMode = (mode: string | undefined): 'tuned' | 'default' => {
 };
 const proxyRuntime = runtimeMode(argv.runtime);
 const proxyBRuntime = runtimeMode(argv['proxy-b-runtime'] ?? argv.runtime);
+/** `--proxy-b-env "K=V K2=V2"`: environment of the proxy-b process only (e.g. GLIBC_TUNABLES for an A/B). */
+const proxyBEnv: Record<string, string> = Object.fromEntries(
+  splitArgs(argv['proxy-b-env']).map((kv) => {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`--proxy-b-env: expected K=V, got ${kv}`);
+    return [kv.slice(0, eq), kv.slice(eq + 1)];
+  }),
+);
 const relayRuntime = proxyRuntime === 'tuned' ? RUNTIME_TUNED : { env: {}, nodeArgs: [] };
 /** What the publishers' `connect` announces (a comma-separated list is a mix by connection id); proxy-goaway always has Go Away publishers. */
 const publishers = parsePublisherKinds(argv.publishers!);
@@ -684,7 +694,7 @@ async function main(): Promise<void> {
       for (const name of order) {
         const { port: sinkPort } = await sink.call<{ port: number }>('listen', {});
         const nodeArgs = name === 'proxy-b' ? proxyBArgsOnly : isProxy(name) ? proxyArgsOnly : name === 'node-relay' ? relayRuntime.nodeArgs : [];
-        const env = name === 'node-relay' ? relayRuntime.env : {};
+        const env = name === 'node-relay' ? relayRuntime.env : name === 'proxy-b' ? proxyBEnv : {};
         const m = await startMiddle(name, sinkPort, {
           proxyCode,
           nodeArgs,

@@ -17,7 +17,7 @@ import { ChunkReader, type MessageInfo } from '../../src/rtmp/chunk-reader.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { HandshakeSkipper } from '../../src/rtmp/handshake.js';
 import { SessionView } from '../../src/rtmp/session-view.js';
-import { MediaCache, migrationCollectPolicy } from '../../src/proxy/migration.js';
+import { MediaCache, migrationCollectPolicy } from '../../src/proxy/migration/media-cache.js';
 import { type PublisherKind, publishStream, repeatedBlock } from './lib/stream.js';
 
 const seconds = Number(process.argv[2] ?? 1);

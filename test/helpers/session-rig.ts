@@ -3,7 +3,7 @@ import { BackendPool } from '../../src/balancer/pool.js';
 import { RateLimitedLog } from '../../src/net/rate-limited-log.js';
 import { ProxyMetrics } from '../../src/control/metrics.js';
 import { type NonCapablePolicy, createDrainStrategy } from '../../src/proxy/drain-strategy.js';
-import { MigrationCoordinator } from '../../src/proxy/migration.js';
+import { MigrationCoordinator } from '../../src/proxy/migration/coordinator.js';
 import { type RoutingSpec, Router } from '../../src/balancer/routing.js';
 import { type SessionHooks, type SessionSettings, Session } from '../../src/proxy/session/session.js';
 import { readCreateStreamResult } from '../../src/rtmp/messages.js';
@@ -73,7 +73,14 @@ export function sessionRig(opts: SessionRigOptions = {}): SessionRig {
     amfLimits: {},
     metrics,
     migration: opts.migration
-      ? new MigrationCoordinator({ maxInFlight: 1, timeoutMs: 600_000, switchTimeoutMs: 600_000, maxCachedBytes: 1 << 20, chunkSize: 4096, connectTimeoutMs: 600_000 }, metrics)
+      ? new MigrationCoordinator({
+          maxInFlight: 1,
+          timeoutMs: 600_000,
+          switchTimeoutMs: 600_000,
+          maxCachedBytes: 1 << 20,
+          chunkSize: 4096,
+          connectTimeoutMs: 600_000,
+        })
       : null,
     router: opts.router ? Router.compile(opts.router) : null,
     dial: network.dial,

@@ -83,8 +83,8 @@ describe('reload: limits and drain settings', () => {
   test('the next drain uses the reloaded drain.deadlineMs', () => {
     reload({ drainDeadlineMs: '42s' });
     const started = Date.now();
-    const r = tp.proxy.drain('b');
+    const r = tp.proxy.control.drain('b');
     assert.ok(r.deadlineAt !== undefined && r.deadlineAt - started >= 42_000 && r.deadlineAt - started < 60_000, `deadline ${r.deadlineAt! - started} ms`);
-    tp.proxy.undrain('b');
+    tp.proxy.control.undrain('b');
   });
 });

@@ -13,7 +13,7 @@ import { ProtocolError } from '../../src/rtmp/errors.js';
 import { encodeCommand } from '../../src/rtmp/messages.js';
 import { ProcessBudget, SessionBudget } from '../../src/proxy/buffer-budget.js';
 import { ClientBoundInjector } from '../../src/proxy/injector.js';
-import { MediaCache } from '../../src/proxy/migration.js';
+import { MediaCache } from '../../src/proxy/migration/media-cache.js';
 import { incompleteCommands } from '../helpers/hostile-amf.js';
 import { plainHandshake, splitAt } from '../helpers/rtmp-fixtures.js';
 

@@ -7,6 +7,7 @@ import { DnsDiscovery, dnsServerSpec, mergeBackends, nameForAddress, nameForTarg
 import { BackendPool } from '../../src/balancer/pool.js';
 import type { BackendConfig, DeadlineClose, DrainableSession } from '../../src/balancer/types.js';
 import { TestDnsServer } from '../helpers/dns-server.js';
+import { goAwayOrWait } from '../helpers/drain-strategy.js';
 
 let dns: TestDnsServer;
 before(async () => {
@@ -193,6 +194,7 @@ describe('BackendPool additions for discovery', () => {
     const probed: string[] = [];
     const pool = new BackendPool([{ name: 's', host: '127.0.0.1', port: 1 }], {
       defaultDrainDeadlineMs: 1000,
+      strategy: goAwayOrWait,
       health,
       probe: async (b) => {
         probed.push(b.name);
@@ -227,7 +229,7 @@ describe('BackendPool additions for discovery', () => {
   });
 
   test('a static backend added by reload still joins at once', (t) => {
-    const pool = new BackendPool([], { defaultDrainDeadlineMs: 1000, health, probe: async () => {} });
+    const pool = new BackendPool([], { defaultDrainDeadlineMs: 1000, health, strategy: goAwayOrWait, probe: async () => {} });
     t.after(() => pool.stop());
     pool.setBackends([{ name: 'x', host: 'h', port: 1 }]);
     assert.equal(pool.pick()?.name, 'x');
@@ -235,7 +237,13 @@ describe('BackendPool additions for discovery', () => {
 
   test('storm-free closes: deadline closes are spread evenly over closeSpreadMs', (t) => {
     t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
-    const pool = new BackendPool([{ name: 'a', host: 'h', port: 1 }], { defaultDrainDeadlineMs: 100, health, probe: async () => {}, closeSpreadMs: 1000 });
+    const pool = new BackendPool([{ name: 'a', host: 'h', port: 1 }], {
+      defaultDrainDeadlineMs: 100,
+      health,
+      strategy: goAwayOrWait,
+      probe: async () => {},
+      closeSpreadMs: 1000,
+    });
     t.after(() => pool.stop());
     const closes: DeadlineClose[] = [];
     pool.on('deadline-close', (e) => closes.push(e));
@@ -270,7 +278,13 @@ describe('BackendPool additions for discovery', () => {
 
   test('storm-free closes: undrain cancels the closes still planned', (t) => {
     t.mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
-    const pool = new BackendPool([{ name: 'a', host: 'h', port: 1 }], { defaultDrainDeadlineMs: 100, health, probe: async () => {}, closeSpreadMs: 1000 });
+    const pool = new BackendPool([{ name: 'a', host: 'h', port: 1 }], {
+      defaultDrainDeadlineMs: 100,
+      health,
+      strategy: goAwayOrWait,
+      probe: async () => {},
+      closeSpreadMs: 1000,
+    });
     t.after(() => pool.stop());
     const sessions = Array.from({ length: 4 }, (_, i) => new Sess(`s${i}`));
     for (const s of sessions) s.detach = pool.attach('a', s);

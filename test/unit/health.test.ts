@@ -6,6 +6,7 @@ import { setImmediate as flush } from 'node:timers/promises';
 import { tcpProbe, ProbeTimeoutError } from '../../src/balancer/health.js';
 import { BackendPool, type BackendPoolOptions } from '../../src/balancer/pool.js';
 import type { BackendConfig, BackendStateChange, HealthCheckOptions } from '../../src/balancer/types.js';
+import { goAwayOrWait } from '../helpers/drain-strategy.js';
 
 const HOST = '127.0.0.1';
 
@@ -42,6 +43,7 @@ const backend = (name: string, port: number): BackendConfig => ({ name, host: HO
 function mkPool(t: TestContext, backends: BackendConfig[], health: Partial<HealthCheckOptions>, opts: Partial<BackendPoolOptions> = {}): BackendPool {
   const pool = new BackendPool(backends, {
     defaultDrainDeadlineMs: 1000,
+    strategy: goAwayOrWait,
     health: { intervalMs: 1000, timeoutMs: 500, rise: 1, fall: 1, enabled: true, ...health },
     ...opts,
   });

@@ -1,5 +1,5 @@
 // The pure parts of proxy-side migration, against scripted peers: the proxy's publisher towards
-// the new backend (UpstreamPublisher, every failure point), the switch point finder on the
+// the new backend (PublisherProtocol, every failure point), the switch point finder on the
 // client's bytes (SwitchSplitter, at any split), the media cache and the in-flight limiter.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -9,21 +9,16 @@ import { ChunkReader, type MessageInfo } from '../../src/rtmp/chunk-reader.js';
 import { ChunkWriter, type OutgoingMessage } from '../../src/rtmp/chunk-writer.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { type Command, commandMessage, controlMessage, decodeCommand, encodeCommand, userControlMessage, UserControlEvent } from '../../src/rtmp/messages.js';
-import {
-  type ReplayPlan,
-  type UpstreamFailure,
-  MediaCache,
-  MigrationCoordinator,
-  SwitchSplitter,
-  UpstreamPublisher,
-  collectEverything,
-  keyframeSwitch,
-} from '../../src/proxy/migration.js';
+import { type PublishPlan, type PublishFailure, PublisherProtocol } from '../../src/rtmp/publisher-protocol.js';
+import { MediaCache } from '../../src/proxy/migration/media-cache.js';
+import { MigrationCoordinator } from '../../src/proxy/migration/coordinator.js';
+import { SwitchSplitter, keyframeSwitch } from '../../src/proxy/migration/switch-splitter.js';
+import { collectEverything } from '../../src/rtmp/chunk-reader.js';
 import { splitAt } from '../helpers/rtmp-fixtures.js';
 
-// ───────────────────────────── UpstreamPublisher ─────────────────────────────
+// ───────────────────────────── PublisherProtocol ─────────────────────────────
 
-const plan: ReplayPlan = {
+const plan: PublishPlan = {
   connect: encodeAmf0([amf0Object({ app: 'live', type: 'nonprivate', flashVer: 'FMLE/3.0 (compatible; FMSc/1.0)', tcUrl: 'rtmp://h/live' })]),
   publishArgs: encodeAmf0(['key', 'live']),
   streamKey: 'key',
@@ -81,10 +76,10 @@ class ScriptedServer {
 function upstream(serverScript?: ScriptedServer) {
   const server = serverScript ?? new ScriptedServer();
   const events: string[] = [];
-  let failure: { reason: UpstreamFailure; detail: string } | null = null;
+  let failure: { reason: PublishFailure; detail: string } | null = null;
   let published: number | null = null;
   const forwarded: MessageInfo[] = [];
-  const up = new UpstreamPublisher(plan, {
+  const up = new PublisherProtocol(plan, {
     write: (b) => {
       server.take(b);
       return true;
@@ -122,7 +117,7 @@ function happyServerBytes(server: ScriptedServer): Buffer {
   ]);
 }
 
-describe('UpstreamPublisher (the proxy as publisher towards the new backend)', () => {
+describe('PublisherProtocol (the proxy as publisher towards the new backend)', () => {
   it('plain handshake, Set Chunk Size, the replayed connect … publish, then Publish.Start', () => {
     const t = upstream();
     t.up.start();

@@ -2,6 +2,7 @@ import { test, describe, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { BackendPool, UnknownBackendError, type BackendPoolOptions } from '../../src/balancer/pool.js';
 import type { BackendConfig, BackendStateChange, DrainableSession, DrainComplete, DeadlineClose, DrainResult } from '../../src/balancer/types.js';
+import { goAwayOrWait } from '../helpers/drain-strategy.js';
 
 class FakeSession implements DrainableSession {
   goAwayCalls = 0;
@@ -29,6 +30,7 @@ const C: BackendConfig = { name: 'c', host: '127.0.0.1', port: 1937 };
 function mkPool(t: TestContext, backends: BackendConfig[], opts: Partial<BackendPoolOptions> = {}): BackendPool {
   const pool = new BackendPool(backends, {
     defaultDrainDeadlineMs: 1000,
+    strategy: goAwayOrWait,
     health: { intervalMs: 1000, timeoutMs: 100, rise: 2, fall: 3, enabled: true },
     probe: async () => {
       throw new Error('probe must not run in pool tests');
@@ -413,6 +415,7 @@ describe('unknown backends', () => {
   test('constructor rejects duplicate names and bad ports', () => {
     const opts: BackendPoolOptions = {
       defaultDrainDeadlineMs: 1000,
+      strategy: goAwayOrWait,
       health: { intervalMs: 1000, timeoutMs: 100, rise: 1, fall: 1, enabled: false },
     };
     assert.throws(() => new BackendPool([A, { ...A, port: 2 }], opts), /duplicate/);

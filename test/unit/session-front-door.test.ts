@@ -41,7 +41,10 @@ describe('Session, front door (in-memory sockets)', () => {
     assert.equal(network.dialed.length, 1);
     const name = session.backendName!;
     const backend = rig.conn(name)!;
-    assert.deepEqual(backend.commands.map((c) => c.name), ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish']);
+    assert.deepEqual(
+      backend.commands.map((c) => c.name),
+      ['connect', 'releaseStream', 'FCPublish', 'createStream', 'publish'],
+    );
     assert.equal(backend.streamKey, 'cam-7');
     client.media(LOCAL_STREAM_ID, MessageType.Video, 0, Buffer.from([0x17, 1, 0, 0, 0, 9, 9, 9]));
     const clientSocket = rig.clientSocket;

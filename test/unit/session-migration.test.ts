@@ -51,11 +51,26 @@ describe('Session, migration phases (in-memory sockets)', () => {
     const b1Frames = b1.messages.filter((m) => isFrame(m.kind)).map((m) => m.hash);
     const cut = b1Frames.length;
     assert.equal(sent[cut]!.kind, 'keyframe', 'the switch message is a keyframe');
-    assert.deepEqual(b1Frames, sent.slice(0, cut).map((m) => m.hash), 'b1: every frame before the keyframe, in order');
-    assert.deepEqual(b1.commands.slice(-2).map((c) => c.name), ['FCUnpublish', 'deleteStream']);
+    assert.deepEqual(
+      b1Frames,
+      sent.slice(0, cut).map((m) => m.hash),
+      'b1: every frame before the keyframe, in order',
+    );
+    assert.deepEqual(
+      b1.commands.slice(-2).map((c) => c.name),
+      ['FCUnpublish', 'deleteStream'],
+    );
     await until(() => b2.messages.filter((m) => isFrame(m.kind)).length === sent.length - cut, 'b2 got the rest');
-    assert.deepEqual(b2.messages.slice(0, 3).map((m) => m.kind), ['metadata', 'video-config', 'audio-config'], 'configuration replayed first');
-    assert.deepEqual(b2.messages.filter((m) => isFrame(m.kind)).map((m) => m.hash), sent.slice(cut).map((m) => m.hash), 'b2: the keyframe and everything after');
+    assert.deepEqual(
+      b2.messages.slice(0, 3).map((m) => m.kind),
+      ['metadata', 'video-config', 'audio-config'],
+      'configuration replayed first',
+    );
+    assert.deepEqual(
+      b2.messages.filter((m) => isFrame(m.kind)).map((m) => m.hash),
+      sent.slice(cut).map((m) => m.hash),
+      'b2: the keyframe and everything after',
+    );
     assert.equal(session.migrations, 1);
     assert.equal(session.backendName, 'b2');
     assert.equal(session.state, 'publishing');

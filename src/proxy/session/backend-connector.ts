@@ -51,7 +51,8 @@ export function connectBackend(s: Session, tried: Set<string>): void {
   s.placement = placement;
   if (target === null) {
     const p = placement;
-    const reason: RefusalReason = tried.size > 0 ? 'all-backends-failed' : p !== null && p.backend === null && p.reason === 'no-rule' ? 'no-route' : 'no-backend';
+    const reason: RefusalReason =
+      tried.size > 0 ? 'all-backends-failed' : p !== null && p.backend === null && p.reason === 'no-rule' ? 'no-route' : 'no-backend';
     if (s.late && s.front !== null && s.front.rejectRoute(reason)) return;
     if (tried.size === 0 && !s.late && s.front === null && s.c2sReader !== null && !pair.clientClosed) refuse(s, reason);
     else s.end(reason);

@@ -5,7 +5,7 @@ import { controlMessage } from '../../rtmp/messages.js';
 import type { SessionBudget } from '../buffer-budget.js';
 import { ClientBoundInjector } from '../injector.js';
 import { LOCAL_CHUNK_SIZE, localChunkSize } from '../local-answers.js';
-import { collectEverything } from '../migration.js';
+import { collectEverything } from '../../rtmp/chunk-reader.js';
 import type { CloseReason } from './close-reason.js';
 import type { SocketPair } from './socket-pair.js';
 

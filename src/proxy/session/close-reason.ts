@@ -1,5 +1,5 @@
 import type { ProtocolErrorCode } from '../../rtmp/errors.js';
-import type { UpstreamEnd } from '../migration.js';
+import type { UpstreamEnd } from '../migration/upstream-connection.js';
 
 /** No backend could take the session: it is refused (at `connect` when the proxy answers, else by a close). */
 export type RefusalReason = 'no-backend' | 'no-route' | 'all-backends-failed';

@@ -60,7 +60,6 @@ export class FrontDoor {
     return !this.handshake.done;
   }
 
-
   /** What the proxy added to (or took from) the client-bound byte count: its client acks are translated by it. */
   get addedBytes(): number {
     return this.s.pair.bytesOut - this.backendBytesIn;
@@ -151,7 +150,14 @@ export class FrontDoor {
     s.closeReason = reason;
     s.settings.peerLog.write(
       `rejected:${reason}`,
-      { session: s.id, client: s.clientAddress, rtmpApp: s.shown.appOrUrl(f.connect?.app ?? null), streamKey: s.streamKeyForDisplay(), reason, rule: p?.rule?.label ?? null },
+      {
+        session: s.id,
+        client: s.clientAddress,
+        rtmpApp: s.shown.appOrUrl(f.connect?.app ?? null),
+        streamKey: s.streamKeyForDisplay(),
+        reason,
+        rule: p?.rule?.label ?? null,
+      },
       'session rejected by routing',
     );
     s.out.send(rejection(trigger.transactionId, trigger.streamId, description));
@@ -216,7 +222,10 @@ export class FrontDoor {
     }
     let body = payload;
     const notices = s.notices;
-    if ((t === MessageType.CommandAmf0 || t === MessageType.CommandAmf3) && ((this.localTxns !== null && this.localTxns.size > 0) || notices?.capsExPending === true)) {
+    if (
+      (t === MessageType.CommandAmf0 || t === MessageType.CommandAmf3) &&
+      ((this.localTxns !== null && this.localTxns.size > 0) || notices?.capsExPending === true)
+    ) {
       let cmd;
       try {
         cmd = decodeCommand(t, payload, s.settings.amfLimits);
@@ -239,11 +248,17 @@ export class FrontDoor {
   private localReply(cmd: Command): void {
     const s = this.s;
     if (cmd.name === '_error') {
-      s.log.warn({ session: s.id, backend: s.backendName, command: cmd.transactionId === this.createStreamTxn ? 'createStream' : 'connect' }, 'the backend refused what the proxy had answered for it');
+      s.log.warn(
+        { session: s.id, backend: s.backendName, command: cmd.transactionId === this.createStreamTxn ? 'createStream' : 'connect' },
+        'the backend refused what the proxy had answered for it',
+      );
       s.end('backend-rejected');
     } else if (cmd.transactionId === this.createStreamTxn && readCreateStreamResult(cmd) !== LOCAL_STREAM_ID) {
       // The client publishes on the stream id we gave it; its chunks reach the backend unchanged.
-      s.log.warn({ session: s.id, backend: s.backendName, streamId: readCreateStreamResult(cmd) }, `the backend gave createStream another stream id than ${LOCAL_STREAM_ID}`);
+      s.log.warn(
+        { session: s.id, backend: s.backendName, streamId: readCreateStreamResult(cmd) },
+        `the backend gave createStream another stream id than ${LOCAL_STREAM_ID}`,
+      );
       s.end('backend-stream-id-mismatch');
     }
   }

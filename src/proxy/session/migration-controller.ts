@@ -1,21 +1,15 @@
+import { canTakeSession } from '../../balancer/eligibility.js';
 import type net from 'node:net';
 import type { ChunkReader, MessageInfo } from '../../rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../rtmp/chunk-writer.js';
 import { MAX_MESSAGE_SIZE } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
-import {
-  type MigrationCoordinator,
-  type MigrationTicket,
-  type ReplayPlan,
-  type UpstreamEnd,
-  SwitchSplitter,
-  UpstreamConnection,
-  collectEverything,
-  isSwitchMessage,
-  keyframeSwitch,
-  migrationCollectPolicy,
-  unpublishCommands,
-} from '../migration.js';
+import { type MigrationCoordinator, type MigrationTicket } from '../migration/coordinator.js';
+import { type PublishPlan, unpublishCommands } from '../../rtmp/publisher-protocol.js';
+import { type UpstreamEnd, UpstreamConnection } from '../migration/upstream-connection.js';
+import { SwitchSplitter, isSwitchMessage, keyframeSwitch } from '../migration/switch-splitter.js';
+import { collectEverything } from '../../rtmp/chunk-reader.js';
+import { migrationCollectPolicy } from '../migration/media-cache.js';
 import { choose } from './backend-connector.js';
 import { upstreamCloseReason } from './close-reason.js';
 import { Relay, relayServerMessage } from './relay.js';
@@ -71,7 +65,7 @@ export class Armed {
 }
 
 /**
- * Proxy-side migration of one session (drain.nonCapable: migrate; see migration.ts for the
+ * Proxy-side migration of one session (drain.nonCapable: migrate; see ../migration/ for the
  * protocol parts): queued for a slot (migration.maxInFlight), then a healthy backend is opened
  * and published to; the session is armed (pass → armed) and switches at the client's next
  * keyframe (armed → relay, or relay → relay to yet another backend). Created with the session's
@@ -175,7 +169,7 @@ export class MigrationController {
   }
 
   /** What to replay on a new backend, or why the session cannot migrate now. */
-  private readiness(): ReplayPlan | CannotMigrate {
+  private readiness(): PublishPlan | CannotMigrate {
     const s = this.s;
     const f = s.view.facts;
     if (!f.publishing || f.unpublished) return 'not-publishing';
@@ -191,7 +185,7 @@ export class MigrationController {
   private hasTarget(exclude: string): boolean {
     const s = this.s;
     if (s.router !== null) return choose(s, new Set([exclude])).target !== null;
-    return s.pool.list().some((b) => b.name !== exclude && b.state === 'up' && !b.removing && (b.maxSessions === undefined || b.sessions < b.maxSessions));
+    return s.pool.list().some((b) => b.name !== exclude && canTakeSession(b));
   }
 
   /** Opens the next migration target (another healthy backend), or gives up. */
@@ -237,7 +231,10 @@ export class MigrationController {
       },
     );
     run.attempt = up;
-    run.readyTimer = setTimeout(() => this.attemptFailed(run, up, 'publish-timeout', `no NetStream.Publish.Start within ${settings.timeoutMs} ms`), settings.timeoutMs);
+    run.readyTimer = setTimeout(
+      () => this.attemptFailed(run, up, 'publish-timeout', `no NetStream.Publish.Start within ${settings.timeoutMs} ms`),
+      settings.timeoutMs,
+    );
     run.readyTimer.unref();
     s.log.debug({ session: s.id, from: run.from, to: target.name }, 'migration attempt');
   }
@@ -364,7 +361,14 @@ export class MigrationController {
     s.settings.metrics?.migrations.inc({ result: 'ok', reason: 'ok' });
     s.settings.metrics?.migrationSwitchSeconds.observe((now - run.startedAt) / 1000);
     s.log.info(
-      { session: s.id, from: run.from, to: up.target.name, switchMs: now - run.startedAt, readyMs: run.readyAt === null ? null : run.readyAt - run.startedAt, attempts: run.tried.size - 1 },
+      {
+        session: s.id,
+        from: run.from,
+        to: up.target.name,
+        switchMs: now - run.startedAt,
+        readyMs: run.readyAt === null ? null : run.readyAt - run.startedAt,
+        attempts: run.tried.size - 1,
+      },
       'migration switched',
     );
     // The pool counts the session on its new backend (and a drain of that one reaches it).

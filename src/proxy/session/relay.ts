@@ -2,14 +2,14 @@ import type { ChunkReader, MessageInfo } from '../../rtmp/chunk-reader.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
 import { controlMessage, decodeCommand, encodeCommand } from '../../rtmp/messages.js';
-import type { UpstreamConnection } from '../migration.js';
+import type { UpstreamConnection } from '../migration/upstream-connection.js';
 import type { Session } from './session.js';
 
 /**
  * The phase after a migration switch: the proxy terminates RTMP both ways. Client messages are
  * re-chunked for the backend the proxy publishes to (`upstream`); its messages are re-chunked for
  * the client (ClientStream). Protocol control is per connection: the proxy speaks for itself on
- * each side (its acknowledgements to the client here, to the backend in UpstreamPublisher).
+ * each side (its acknowledgements to the client here, to the backend in PublisherProtocol).
  */
 export class Relay {
   readonly kind = 'relay';
@@ -35,7 +35,8 @@ export class Relay {
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
       if (err.code === 'buffer-budget') s.traffic.overBudget('closed', 'relayed messages');
-      else s.settings.peerLog.write(`relay-parse:${err.code}`, { session: s.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
+      else
+        s.settings.peerLog.write(`relay-parse:${err.code}`, { session: s.id, reason: err.code, err: err.message }, 'RTMP parse failed in relay mode: closing');
       s.hooks.parseFallback(s, 'c2s', err);
       s.end(`parse-error:${err.code}`);
       return;
@@ -93,5 +94,11 @@ export class Relay {
 export function relayServerMessage(s: Session, up: UpstreamConnection, info: MessageInfo, payload: Buffer): void {
   if (up !== s.pair.relayed) return;
   const clientSid = s.view.facts.streamId ?? 0;
-  s.out.send({ csid: info.csid, timestamp: info.timestamp, typeId: info.typeId, streamId: info.streamId === up.protocol.streamId ? clientSid : info.streamId, payload });
+  s.out.send({
+    csid: info.csid,
+    timestamp: info.timestamp,
+    typeId: info.typeId,
+    streamId: info.streamId === up.protocol.streamId ? clientSid : info.streamId,
+    payload,
+  });
 }

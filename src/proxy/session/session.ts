@@ -9,7 +9,7 @@ import { CAPS_EX_RECONNECT } from '../../rtmp/messages.js';
 import { SessionView } from '../../rtmp/session-view.js';
 import { ProcessBudget, SessionBudget } from '../buffer-budget.js';
 import type { StrategySession } from '../drain-strategy.js';
-import type { MediaCache } from '../migration.js';
+import type { MediaCache } from '../migration/media-cache.js';
 import { type ClientTextView, clientTextView, streamRef } from '../../net/redact.js';
 import { type Placement, type RouteStage, type Router } from '../../balancer/routing.js';
 import type { StreamSource } from '../stream-directory.js';

@@ -2,7 +2,7 @@ import type { ChunkReaderHandler, MessageInfo } from '../../rtmp/chunk-reader.js
 import type { SessionViewEvents } from '../../rtmp/session-view.js';
 import { MessageType } from '../../rtmp/constants.js';
 import { ProtocolError } from '../../rtmp/errors.js';
-import { MediaCache, migrationCollectPolicy } from '../migration.js';
+import { MediaCache, migrationCollectPolicy } from '../migration/media-cache.js';
 import { Notices } from './notices.js';
 import type { Session } from './session.js';
 
@@ -148,7 +148,18 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
     s.handshakeDone();
     const c = s.view.facts.connect;
     if (c === null) return;
-    s.log.debug({ session: s.id, rtmpApp: s.shown.appOrUrl(c.app), tcUrl: s.shown.appOrUrl(c.tcUrl), flashVer: c.flashVer, goAway: c.supportsGoAway, goAwayKey: c.goAwayKey, capsEx: c.capsEx }, 'connect');
+    s.log.debug(
+      {
+        session: s.id,
+        rtmpApp: s.shown.appOrUrl(c.app),
+        tcUrl: s.shown.appOrUrl(c.tcUrl),
+        flashVer: c.flashVer,
+        goAway: c.supportsGoAway,
+        goAwayKey: c.goAwayKey,
+        capsEx: c.capsEx,
+      },
+      'connect',
+    );
     s.logStart();
     const erpcOffered = s.settings.erpc?.offer === true;
     if (erpcOffered && c.capsEx !== null && s.out.s2c.failure === null) (s.notices ??= new Notices(s)).offerCapsEx(s.front?.connectAnsweredLocally === true);
@@ -214,7 +225,17 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
     s.settings.metrics?.bufferBudgetExceeded.inc({ budget: which, outcome });
     s.settings.peerLog.write(
       `buffer-budget:${which}:${outcome}`,
-      { session: s.id, client: s.clientAddress, budget: which, outcome, what, sessionHeld: b.held, sessionLimit: b.limit, processHeld: b.process.held, processLimit: b.process.limit },
+      {
+        session: s.id,
+        client: s.clientAddress,
+        budget: which,
+        outcome,
+        what,
+        sessionHeld: b.held,
+        sessionLimit: b.limit,
+        processHeld: b.process.held,
+        processLimit: b.process.limit,
+      },
       'session over its buffer budget',
     );
   }

@@ -6,7 +6,7 @@ import type { RateLimitedLog } from '../../net/rate-limited-log.js';
 import type { ProcessBudget } from '../buffer-budget.js';
 import type { Dial } from '../dial.js';
 import type { ProxyObserver } from '../observer.js';
-import type { MigrationCoordinator } from '../migration.js';
+import type { MigrationCoordinator } from '../migration/coordinator.js';
 import type { StreamDirectory } from '../stream-directory.js';
 import type { Router } from '../../balancer/routing.js';
 import type { Session } from './session.js';
@@ -67,7 +67,10 @@ export interface SessionOrigin {
   clientAddress?: string;
   /** Written first on every backend connection of the session (the backend PROXY protocol header). */
   preamble?: Buffer | null;
-  /** When the listener accepted the connection (before its PROXY header or TLS handshake): the handshake deadline counts from it. Default: the session's start. */
+  /**
+   * When the listener accepted the connection (before its PROXY header or TLS handshake): the
+   * handshake deadline counts from it. Default: the session's start.
+   */
   acceptedAt?: number;
 }
 

@@ -47,7 +47,6 @@ function decodeMappings(mappings: string): LineMap[] {
   const lines: LineMap[] = [];
   let src = 0;
   let origLine = 0;
-  let origCol = 0;
   for (const line of mappings.split(';')) {
     const segs: LineMap = [];
     let genCol = 0;
@@ -69,8 +68,7 @@ function decodeMappings(mappings: string): LineMap[] {
       genCol += vals[0]!;
       if (vals.length >= 4) {
         src += vals[1]!;
-        origLine += vals[2]!;
-        origCol += vals[3]!;
+        origLine += vals[2]!; // vals[3], the original column, is not needed: the report names lines
         segs.push([genCol, src, origLine]);
       }
     }
@@ -81,7 +79,7 @@ function decodeMappings(mappings: string): LineMap[] {
 
 function loadMap(file: string): { sources: string[]; lines: LineMap[] } | null {
   if (maps.has(file)) return maps.get(file)!;
-  let m: { sources: string[]; lines: LineMap[] } | null = null;
+  let m: { sources: string[]; lines: LineMap[] } | null;
   try {
     const raw = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[]; mappings: string };
     m = { sources: raw.sources.map((s) => join(dirname(file), s)), lines: decodeMappings(raw.mappings) };

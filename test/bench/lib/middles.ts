@@ -229,7 +229,9 @@ export async function startMiddle(name: MiddleName, backendPort: number, opts: M
               '--',
               ...serveArgs,
             ];
-      const nodeOptions = [process.env['NODE_OPTIONS'] ?? '', '--import', pathToFileURL(PROXY_HOOKS).href, ...(opts.nodeArgs ?? [])].join(' ').trim();
+      const nodeOptions = [process.env['NODE_OPTIONS'] ?? '', '--expose-gc', '--import', pathToFileURL(PROXY_HOOKS).href, ...(opts.nodeArgs ?? [])]
+        .join(' ')
+        .trim();
       const env: NodeJS.ProcessEnv = {
         ...process.env,
         ...opts.env,

@@ -161,7 +161,7 @@ export async function spawnReady<T>(
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i).trim();
         buf = buf.slice(i + 1);
-        let v: T | null = null;
+        let v: T | null;
         try {
           v = parse(line);
         } catch {
