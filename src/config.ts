@@ -781,7 +781,7 @@ export const ConfigSchema = z
         ),
         idleTimeoutMs: duration(
           60_000,
-          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
+          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients; a player (which may send nothing for minutes) counts as active while it takes the stream it is sent.',
         ),
         backendIdleTimeoutMs: duration(
           0,

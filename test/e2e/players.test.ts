@@ -96,7 +96,8 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
     const peers = requirePeers(t);
     if (peers === null) return;
     // A drain deadline far beyond the test: a player closed by it would be the freeze this test rules out.
-    env = await startE2e(t, { drainDeadline: '120s', proxyFlags: ['--migration-switch-timeout-ms', '10s'] });
+    // A client idle timeout shorter than the test: players say nothing for long stretches, yet are alive.
+    env = await startE2e(t, { drainDeadline: '120s', proxyFlags: ['--migration-switch-timeout-ms', '10s', '--limits-idle-timeout-ms', '3s'] });
     if (env === null) return;
     const key = `pl-${process.pid}`;
     const url = env.proxy.url('live', key);
@@ -115,8 +116,8 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
         assert.equal(s.backend, from, `player ${s.id} is on the publisher's backend`);
         assert.equal(s.route, 'stream: local');
       }
-      // Each receives the stream: a keyframe and more, whatever the client.
-      for (const pl of players) await eventually(() => videoFrames(peers.ffprobe, pl.out) >= 10 || null, `${pl.kind} received video`, 30_000);
+      // Each receives the stream, for longer than the client idle timeout: 60 frames at 10 fps.
+      for (const pl of players) await eventually(() => videoFrames(peers.ffprobe, pl.out) >= 60 || null, `${pl.kind} received video`, 30_000);
 
       await env.drain(from);
       const ends = await eventually(

@@ -282,7 +282,12 @@ export class Session implements StrategySession, PairOwner {
   /** Idle timeouts, per direction, called by the proxy's sweep every few hundred ms (SocketPair.idle). */
   checkIdle(now: number): void {
     if (this.finished) return;
-    const idle = this.pair.idle(now, this.settings.idleTimeoutMs, this.backendName === null ? 0 : (this.settings.backendIdleTimeoutMs ?? 0));
+    const idle = this.pair.idle(
+      now,
+      this.settings.idleTimeoutMs,
+      this.backendName === null ? 0 : (this.settings.backendIdleTimeoutMs ?? 0),
+      this.view.facts.role === 'player',
+    );
     if (idle !== null) this.end(idle);
   }
 
