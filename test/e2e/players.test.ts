@@ -15,6 +15,9 @@ import { IN_CI, requirePeer, tempDir } from '../helpers/peers.js';
 import { eventually } from '../helpers/proxy.js';
 import { type ApiSession, type E2eEnv, SAMPLE_FLV, collect, startE2e } from './env.js';
 
+/** The sample's keyframe interval (test/fixtures/sample.flv: one keyframe a second). */
+const GOP_MS = 1000;
+
 type PlayerSession = ApiSession & { role: string | null; route: string | null };
 
 interface Peers {
@@ -92,7 +95,7 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
     dir.remove();
   });
 
-  test('each player lands on the publisher’s backend at once; on its drain each is closed at once (player-stream-moved), not frozen', async (t) => {
+  test('each player lands on the publisher’s backend at once; when it drains (publisher migrated) each follows its stream, on its connection', async (t) => {
     const peers = requirePeers(t);
     if (peers === null) return;
     // A drain deadline far beyond the test: a player closed by it would be the freeze this test rules out.
@@ -119,32 +122,50 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
       // Each receives the stream, for longer than the client idle timeout: 60 frames at 10 fps.
       for (const pl of players) await eventually(() => videoFrames(peers.ffprobe, pl.out) >= 60 || null, `${pl.kind} received video`, 30_000);
 
+      const before = Object.fromEntries(players.map((pl) => [pl.kind, videoFrames(peers.ffprobe, pl.out)]));
       await env.drain(from);
-      const ends = await eventually(
+      const switched = await eventually(
         () => {
-          const e = env!.proxy.logs.filter((l) => l['msg'] === 'session end' && l['streamKey'] === key && l['role'] === 'player');
+          const e = env!.proxy.logs.filter((l) => l['msg'] === 'player switched');
           return e.length === kinds.length ? e : null;
         },
-        'the three players ended',
+        'the three players switched',
         30_000,
       ).catch((e: unknown) => {
         console.error(JSON.stringify(env!.proxy.logs.slice(-60), null, 0));
         throw e;
       });
-      for (const e of ends) assert.equal(e['reason'], 'player-stream-moved', JSON.stringify(e));
-      for (const pl of players) await pl.run.exited;
+      const to = from === 'b1' ? 'b2' : 'b1';
+      for (const e of switched) assert.equal(e['to'], to, JSON.stringify(e));
+      // They go on playing from the other backend, on the same connection: 30 more frames each.
+      for (const pl of players) await eventually(() => videoFrames(peers.ffprobe, pl.out) >= before[pl.kind]! + 30 || null, `${pl.kind} plays after the switch`, 30_000);
+      const live = (await sessions(env)).filter((s) => s.streamKey === key && s.role === 'player');
+      assert.equal(live.length, kinds.length, 'no player was disconnected');
+      for (const s of live) assert.equal(s.backend, to);
+      assert.equal(env.proxy.logs.filter((l) => l['msg'] === 'session end' && l['streamKey'] === key).length, 0, 'no session of the stream ended');
       const metrics = await (await fetch(`http://127.0.0.1:${env.proxy.adminPort}/metrics`)).text();
-      assert.match(metrics, /rtmp_goaway_player_switches_total\{result="closed"\} 3/);
+      assert.match(metrics, /rtmp_goaway_player_switches_total\{result="switched"\} 3/);
       assert.match(metrics, /rtmp_goaway_players_routed_total\{how="local"\} 3/);
-      // The publisher went on, migrated: the drained backend is empty well before its deadline.
+      // The drained backend is empty well before its deadline: the publisher migrated, the players followed.
       await eventually(
         async () => (await env!.proxy.api<{ name: string; sessions: number }[]>('/api/backends')).find((b) => b.name === from)?.sessions === 0,
         `${from} empty`,
       );
-      const moved = (await sessions(env)).find((s) => s.streamKey === key && s.role === 'publisher');
-      assert.ok(moved !== undefined && moved.backend !== from, 'the publisher goes on on the other backend');
+      for (const pl of players) pl.run.child.kill('SIGINT');
+      for (const pl of players) await pl.run.exited;
+      // Each player's own received timestamps: the largest gap is the stall it saw at the switch.
+      const gaps = players.map((pl) => {
+        const dts = ffprobePackets(peers.ffprobe, pl.out)
+          .filter((x) => x.type === 'video')
+          .map((x) => x.dts);
+        let max = 0;
+        for (let i = 1; i < dts.length; i++) max = Math.max(max, dts[i]! - dts[i - 1]!);
+        return { kind: pl.kind, frames: dts.length, maxGapMs: max };
+      });
+      for (const g of gaps) assert.ok(g.maxGapMs <= 2 * GOP_MS, `${g.kind}: a gap of ${g.maxGapMs} ms in its video timestamps (GOP ${GOP_MS} ms)`);
       t.diagnostic(
-        `players on ${from} with the publisher; after the drain: ${players.map((pl) => `${pl.kind} ${videoFrames(peers.ffprobe, pl.out)} video frames`).join(', ')}; closed player-stream-moved`,
+        `players followed the migrated publisher ${from} → ${to} (${switched.map((e) => `stall ${String(e['stallMs'])} ms`).join(', ')}); ` +
+          gaps.map((g) => `${g.kind} ${g.frames} video frames, largest timestamp gap ${g.maxGapMs} ms`).join('; '),
       );
       await env.proxy.api(`/api/backends/${from}/undrain`, { method: 'POST' });
     } finally {

@@ -7,6 +7,7 @@ import { type Command, CAPS_EX_RECONNECT, decodeCommand, readCreateStreamResult 
 import { LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, rejection } from '../local-answers.js';
 import { rejectionDescription } from '../../balancer/routing.js';
 import type { RefusalReason } from './close-reason.js';
+import { PlayerFollower } from './player-follower.js';
 import type { Session } from './session.js';
 
 /** A player's commands naming its stream: the first one routes it (FCSubscribe comes before createStream with ffmpeg and librtmp). */
@@ -215,7 +216,7 @@ export class FrontDoor {
   relay(info: MessageInfo, payload: Buffer | null): void {
     const s = this.s;
     const t = info.typeId;
-    if (t === MessageType.SetChunkSize || t === MessageType.Abort || s.finished) return;
+    if (t === MessageType.SetChunkSize || t === MessageType.Abort || s.finished || s.streamLeftBackend) return;
     if (payload === null) {
       s.end('relay-uncollected-message');
       return;
@@ -242,6 +243,8 @@ export class FrontDoor {
       }
     }
     s.out.send({ csid: info.csid, timestamp: info.timestamp, typeId: t, streamId: info.streamId, payload: body });
+    // What a player has (timestamps, configuration), for a switch to its stream on another backend.
+    if (s.view.facts.role === 'player' && s.settings.streams != null) (s.follower ??= new PlayerFollower(s)).sentToClient(t, info.timestamp, body);
   }
 
   /** The backend's reply to a command the proxy answered itself: dropped, unless it disagrees. */

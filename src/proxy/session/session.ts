@@ -20,6 +20,7 @@ import { type CloseReason, requestedClose } from './close-reason.js';
 import { FrontDoor } from './front-door.js';
 import { MigrationController } from './migration-controller.js';
 import { Notices } from './notices.js';
+import { PlayerFollower } from './player-follower.js';
 import { type Phase, DROP, PASS } from './phase.js';
 import { type PairOwner, SocketPair } from './socket-pair.js';
 import { logEnd, snapshotOf } from './report.js';
@@ -82,6 +83,8 @@ export class Session implements StrategySession, PairOwner {
   phase: Phase = PASS;
   front: FrontDoor | null = null;
   notices: Notices | null = null;
+  /** A late-bound player's stream switch (created with its first relayed message when players are routed by stream). */
+  follower: PlayerFollower | null = null;
   migrator: MigrationController | null = null;
   /** Metadata and sequence headers, kept when this session may migrate. */
   cache: MediaCache | null = null;
@@ -328,12 +331,20 @@ export class Session implements StrategySession, PairOwner {
   playerStreamStopped(): void {
     if (this.finished || this.view.facts.role !== 'player' || !this.view.facts.playStopped || this.backendName === null) return;
     if (this.pool.get(this.backendName)?.draining !== true) return;
+    // A late-bound player follows its stream to the backend that now carries it (player-follower.ts).
+    if (this.follower?.follow() === true) return;
     this.settings.metrics?.playerSwitches.inc({ result: 'closed' });
     this.log.info(
       { session: this.id, backend: this.backendName, streamKey: this.streamKeyForDisplay() },
       'player closed: its stream left the draining backend',
     );
     this.end('player-stream-moved');
+  }
+
+  /** A player whose stream stopped on its draining backend: what that backend still says is not for it (it follows the stream, or is closed). */
+  get streamLeftBackend(): boolean {
+    const f = this.view.facts;
+    return f.role === 'player' && (this.follower?.active === true || (f.playStopped && this.backendName !== null && this.pool.get(this.backendName)?.draining === true));
   }
 
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
@@ -353,6 +364,7 @@ export class Session implements StrategySession, PairOwner {
       return;
     }
     if (this.closeReason === null) this.closeReason = reason;
+    this.follower?.stop();
     this.migrator?.abandon(reason === 'drain-deadline' ? 'drain-deadline' : 'session-closed');
     const p = this.pair;
     p.client.destroy();

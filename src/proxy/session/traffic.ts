@@ -52,6 +52,8 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
         if (s.finished) return;
       }
     }
+    // After a player's switch its backend connection is the proxy's: the client's bytes were read, and stop here.
+    if (s.follower?.switched === true) return;
     const p = s.pair;
     const backend = p.backend;
     if (backend === null || front?.holdClient === true) {
