@@ -254,7 +254,7 @@ function printFleet(f: FleetStatus, url: string): void {
 export function whyRemained(s: Pick<CliSession, 'capability' | 'goAwaySentAt' | 'parseFallback' | 'state'> & { role?: CliSession['role'] }): string {
   // Nothing is sent to a player on a drain: it leaves with its stream.
   if (s.role === 'player')
-    return 'it is a player (nothing is sent to players on a drain): it stays while its stream is published here, and is closed (player-stream-moved) as soon as the stream goes, or at the deadline';
+    return 'it is a player (nothing is sent to players on a drain): it stays while its stream is published here, follows the stream to its new backend when it moves, and is closed (player-stream-moved) when it cannot, or at the deadline';
   if (s.parseFallback !== null) return `its RTMP stream stopped parsing (${s.parseFallback}), so it cannot be sent Go Away; it only leaves when closed`;
   switch (s.capability) {
     case 'goaway':

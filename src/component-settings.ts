@@ -43,6 +43,7 @@ export function sessionSettingsOf(
     migration: shared.migration,
     router: shared.router,
     streams: c.players.routing === 'stream' ? shared.streams : null,
+    playerFollowTimeoutMs: c.players.followTimeoutMs,
     sessionBufferBytes: c.limits.sessionBufferBytes,
     // One process budget across reloads: a new limit applies to every session's next take.
     processBudget: Object.assign(shared.processBudget, { limit: c.limits.processBufferBytes }),

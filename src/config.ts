@@ -687,6 +687,11 @@ export const ConfigSchema = z
             'with more than one usable backend the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding). ' +
             '`balance`: players are balanced like publishers, and sessions are plain pass-through unless routing rules need late binding.',
         ),
+        followTimeoutMs: duration(
+          15_000,
+          'How long a player whose stream left its draining backend waits for the stream to play on another backend (the proxy subscribes there and switches it over at the first keyframe) before it is closed (`player-stream-moved`).',
+          { min: 0 },
+        ),
       })
       .prefault({}),
     erpc: z

@@ -374,7 +374,7 @@ export class ProxyMetrics implements ProxyObserver {
     });
     this.playerSwitches = new Counter({
       name: `${p}player_switches_total`,
-      help: 'Players whose stream left their backend (its publisher moved, or the backend drained), by result: closed (it could not follow and was closed at once, reason player-stream-moved).',
+      help: 'Players whose stream left their backend (its publisher moved, or the backend drained), by result: switched (it follows its stream on the backend now carrying it, same connection), closed (it could not follow and was closed at once, reason player-stream-moved).',
       labelNames: ['result'] as const,
       registers,
     });

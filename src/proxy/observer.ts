@@ -44,7 +44,7 @@ export interface ProxyObserver {
    * another replica), `rule` (no publisher yet: the rule the publisher will get).
    */
   readonly playersRouted: Count<'how'>;
-  /** A player's stream left its backend: `closed` (it could not follow: player-stream-moved). */
+  /** A player's stream left its backend: `switched` (it follows it on another backend), `closed` (it could not: player-stream-moved). */
   readonly playerSwitches: Count<'result'>;
   readonly bufferBudgetExceeded: Count<'budget' | 'outcome'>;
 }

@@ -12,7 +12,16 @@ import { ChunkWriter } from './chunk-writer.js';
 import { COMMAND_CSID, MAX_MESSAGE_SIZE, MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { HandshakeEnd } from './handshake-peer.js';
-import { type Command, commandMessage, controlMessage, decodeCommand, readCreateStreamResult, readStatusCode, userControlMessage, UserControlEvent } from './messages.js';
+import {
+  type Command,
+  commandMessage,
+  controlMessage,
+  decodeCommand,
+  readCreateStreamResult,
+  readStatusCode,
+  userControlMessage,
+  UserControlEvent,
+} from './messages.js';
 
 export interface PlayPlan {
   /** The player's `connect` command object and arguments (SessionFacts.connectReplay). */
@@ -62,7 +71,12 @@ export class PlayerProtocol {
     budget: ByteBudget = UNLIMITED_BUDGET,
   ) {
     const maxMessageSize = limits.maxMessageSize ?? MAX_MESSAGE_SIZE;
-    this.reader = new ChunkReader({ message: (info, payload) => this.onMessage(info, payload) }, collectEverything, { ...limits, maxCollectedSize: maxMessageSize }, budget);
+    this.reader = new ChunkReader(
+      { message: (info, payload) => this.onMessage(info, payload) },
+      collectEverything,
+      { ...limits, maxCollectedSize: maxMessageSize },
+      budget,
+    );
   }
 
   /** Writes C0 + C1. */

@@ -138,7 +138,8 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
       const to = from === 'b1' ? 'b2' : 'b1';
       for (const e of switched) assert.equal(e['to'], to, JSON.stringify(e));
       // They go on playing from the other backend, on the same connection: 30 more frames each.
-      for (const pl of players) await eventually(() => videoFrames(peers.ffprobe, pl.out) >= before[pl.kind]! + 30 || null, `${pl.kind} plays after the switch`, 30_000);
+      for (const pl of players)
+        await eventually(() => videoFrames(peers.ffprobe, pl.out) >= before[pl.kind]! + 30 || null, `${pl.kind} plays after the switch`, 30_000);
       const live = (await sessions(env)).filter((s) => s.streamKey === key && s.role === 'player');
       assert.equal(live.length, kinds.length, 'no player was disconnected');
       for (const s of live) assert.equal(s.backend, to);
@@ -206,6 +207,51 @@ describe('e2e: with sticky routing a player started before its publisher meets i
       await player.exited;
       pub.child.kill('SIGKILL');
       await pub.exited;
+    }
+  });
+});
+
+describe('e2e: a player whose stream is gone from everywhere is closed at once with the reason', () => {
+  let env: E2eEnv | null = null;
+  const dir = tempDir('players-gone');
+  after(async () => {
+    await env?.stop();
+    dir.remove();
+  });
+
+  test('the publisher ends on a draining backend: the player is closed (player-stream-moved) after players.followTimeoutMs, not at the drain deadline', async (t) => {
+    const peers = requirePeers(t);
+    if (peers === null) return;
+    // The publisher stays on the draining backend (deadline-close) until it stops; the deadline is far away.
+    env = await startE2e(t, { drainDeadline: '120s', proxyFlags: ['--drain-non-capable', 'deadline-close', '--players-follow-timeout-ms', '1s'] });
+    if (env === null) return;
+    const key = `gone-${process.pid}`;
+    const url = env.proxy.url('live', key);
+    const pub = publishLoop(peers.ffmpeg, url);
+    const out = join(dir.path, 'gone.flv');
+    let player: ReturnType<typeof play> | null = null;
+    try {
+      const p = await eventually(async () => (await sessions(env!)).find((s) => s.streamKey === key && s.state === 'publishing'), 'publishing');
+      player = play('ffmpeg', peers, url, out);
+      const ps = await eventually(
+        async () => (await sessions(env!)).find((s) => s.streamKey === key && s.role === 'player' && s.state === 'playing'),
+        'playing',
+      );
+      assert.equal(ps.backend, p.backend);
+      await eventually(() => videoFrames(peers.ffprobe, out) >= 10 || null, 'the player received video', 30_000);
+      await env.drain(p.backend!);
+      pub.child.kill('SIGKILL');
+      await pub.exited;
+      const end = await eventually(() => env!.proxy.logs.find((l) => l['msg'] === 'session end' && l['session'] === ps.id), 'the player closed', 30_000);
+      assert.equal(end['reason'], 'player-stream-moved');
+      await player.exited;
+      const metrics = await (await fetch(`http://127.0.0.1:${env.proxy.adminPort}/metrics`)).text();
+      assert.match(metrics, /rtmp_goaway_player_switches_total\{result="closed"\} 1/);
+      t.diagnostic(`player closed ${String(end['reason'])} after ${String(end['durationMs'])} ms of life; the drain deadline was 120 s`);
+      await env.proxy.api(`/api/backends/${p.backend!}/undrain`, { method: 'POST' });
+    } finally {
+      player?.child.kill('SIGKILL');
+      pub.child.kill('SIGKILL');
     }
   });
 });

@@ -7,7 +7,7 @@ import { dialTcp } from '../dial.js';
 import { LOCAL_STREAM_ID } from '../local-answers.js';
 import type { Session } from './session.js';
 
-/** How long a player waits for its stream to appear on another backend (and to play there) before it is closed. */
+/** How long a player waits for its stream to appear on another backend (and to play there) before it is closed, unless configured. */
 export const FOLLOW_TIMEOUT_MS = 15_000;
 /** How often the stream directory is asked while the stream has no publisher anywhere. */
 const SEEK_INTERVAL_MS = 100;
@@ -31,7 +31,7 @@ function configKind(typeId: number, payload: Buffer): Config | null {
  * timestamps go on from the last one it got, plus the time that passed; metadata and sequence
  * headers are sent again only when they differ from the ones it has; what the old backend says
  * about the end of the stream never reaches it. Every step is bounded: one connection, the
- * messages before the keyframe are dropped except the configuration, FOLLOW_TIMEOUT_MS.
+ * messages before the keyframe are dropped except the configuration, `players.followTimeoutMs`.
  */
 export class PlayerFollower {
   /** Last media timestamp the player got, and when. */
@@ -52,6 +52,10 @@ export class PlayerFollower {
   switches = 0;
 
   constructor(private readonly s: Session) {}
+
+  private get timeoutMs(): number {
+    return this.s.settings.playerFollowTimeoutMs ?? FOLLOW_TIMEOUT_MS;
+  }
 
   /** The proxy is switching (or switched) the player: the old backend's messages are not for it. */
   get active(): boolean {
@@ -100,7 +104,7 @@ export class PlayerFollower {
   private seek(): void {
     const s = this.s;
     if (s.finished) return;
-    if (Date.now() - this.startedAt >= FOLLOW_TIMEOUT_MS) return this.give('no backend carries the stream');
+    if (Date.now() - this.startedAt >= this.timeoutMs) return this.give('no backend carries the stream');
     const found = s.settings.streams!.publisherOf(s.streamRef!, s.pool, new Set([this.from!]), s);
     if (found === null) {
       this.timer = setTimeout(() => this.seek(), SEEK_INTERVAL_MS);
@@ -145,7 +149,7 @@ export class PlayerFollower {
       else if (this.state === 'joining') this.give('the backend closed the connection');
     });
     if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.give('the stream did not start in time'), Math.max(0, FOLLOW_TIMEOUT_MS - (Date.now() - this.startedAt)));
+    this.timer = setTimeout(() => this.give('the stream did not start in time'), Math.max(0, this.timeoutMs - (Date.now() - this.startedAt)));
     this.timer.unref();
   }
 

@@ -47,6 +47,8 @@ export interface SessionSettings {
    * Absent or null = off (players are balanced like publishers).
    */
   streams?: StreamDirectory | null;
+  /** How long a player waits for its stream on another backend before it is closed (players.followTimeoutMs); absent = 15 s. */
+  playerFollowTimeoutMs?: number;
   /** How backend connections are opened; absent = TCP (dial.ts). */
   dial?: Dial;
 }
