@@ -194,7 +194,10 @@ describe('e2e: with sticky routing a player started before its publisher meets i
     const url = env.proxy.url('live', key);
     const out = join(dir.path, 'early.flv');
     const player = play('ffmpeg', peers, url, out);
-    const waiting = await eventually(async () => (await sessions(env!)).find((s) => s.streamKey === key && s.role === 'player'), 'the player routed');
+    const waiting = await eventually(
+      async () => (await sessions(env!)).find((s) => s.streamKey === key && s.role === 'player' && s.backend !== null),
+      'the player routed',
+    );
     assert.equal(waiting.route, 'sticky: sticky');
     const pub = publishLoop(peers.ffmpeg, url);
     try {
