@@ -683,7 +683,7 @@ export const ConfigSchema = z
         routing: oneOf(
           PLAYER_ROUTINGS,
           'stream',
-          '`stream`: a player (`play`) goes to the backend carrying its stream\'s publisher, on this replica or (with `redis.url`) anywhere in the fleet, else where the routing rules will put the publisher; ' +
+          "`stream`: a player (`play`) goes to the backend carrying its stream's publisher, on this replica or (with `redis.url`) anywhere in the fleet, else where the routing rules will put the publisher; " +
             'with more than one usable backend the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding). ' +
             '`balance`: players are balanced like publishers, and sessions are plain pass-through unless routing rules need late binding.',
         ),

@@ -344,7 +344,10 @@ export class Session implements StrategySession, PairOwner {
   /** A player whose stream stopped on its draining backend: what that backend still says is not for it (it follows the stream, or is closed). */
   get streamLeftBackend(): boolean {
     const f = this.view.facts;
-    return f.role === 'player' && (this.follower?.active === true || (f.playStopped && this.backendName !== null && this.pool.get(this.backendName)?.draining === true));
+    return (
+      f.role === 'player' &&
+      (this.follower?.active === true || (f.playStopped && this.backendName !== null && this.pool.get(this.backendName)?.draining === true))
+    );
   }
 
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
