@@ -30,6 +30,7 @@ import { type ConfigDiff, diffConfig, mergeReloadable } from './reload.js';
 import { admissionOf, discoveryOf, drainStrategyOf, sessionSettingsOf } from './component-settings.js';
 import { VERSION } from './version.js';
 import { runtimeReport } from './runtime-tuning.js';
+import { StreamDirectory } from './proxy/stream-directory.js';
 
 /** A running proxy: listener, pool, metrics, control bus, registry heartbeat and admin API, wired from one Config. */
 export interface RunningProxy {
@@ -130,6 +131,7 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
   const metrics = new ProxyMetrics(
     {
       activeSessions: () => server.activeByBackendAndCapability(),
+      activePlayers: () => server.activePlayers(),
       bytesTotal: () => server.bytesTotal(),
       forgetBackend: (name) => server.forgetBackend(name),
       backends: () => pool.list().map((b) => ({ name: b.name, up: b.health === 'up', draining: b.draining, sessions: b.sessions, maxSessions: b.maxSessions })),
@@ -175,11 +177,13 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     }
     return pool.setBackends(merged.backends, { pendingHealth: merged.discoveredNames });
   }
+  /** Where streams' publishers are (this replica's sessions, the fleet registry): players are routed there. */
+  const streams = new StreamDirectory(() => server.sessions.values(), replicaId);
   /** One rate limit for the peer-caused log lines of every session (reloads keep it). */
   const peerLog = new RateLimitedLog(log);
   /** Settings of the sessions that start from now on; a reload replaces the object (live sessions keep theirs). */
   const settingsOf = (c: Config, router: Router | null): SessionSettings =>
-    sessionSettingsOf(c, { peerLog, metrics, migration: migrationFor(c), router, processBudget });
+    sessionSettingsOf(c, { peerLog, metrics, migration: migrationFor(c), router, streams, processBudget });
   let sessionSettings = settingsOf(config, config.routing === null ? null : Router.compile(config.routing));
   const { host, port } = parseHostPort(config.listen);
   const server = new ProxyServer(
@@ -220,11 +224,14 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     intervalMs: config.redis.heartbeatMs,
     fastIntervalMs: FAST_HEARTBEAT_MS,
     fast: () => live.shuttingDown || pool.list().some((b) => b.draining && b.sessions > 0),
-    flush: () =>
-      bus.report(
+    flush: async () => {
+      await bus.report(
         replicaRecord(),
         [...server.sessions.values()].map((s) => sessionRecord(s.snapshot(), replicaId)),
-      ),
+      );
+      // The other replicas' publishers, for players routed by stream.
+      if (bus.kind === 'redis' && live.config.players.routing === 'stream') streams.setFleet((await bus.fleet()).sessions);
+    },
     log,
   });
   function replicaRecord(): ReplicaRecord {

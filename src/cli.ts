@@ -166,7 +166,7 @@ async function withRedis<T>(t: { url: string }, fn: (r: Redis) => Promise<T>): P
 // ───────────────────────────── fleet view ─────────────────────────────
 
 /** One session as the CLI shows it (registry record, or an admin API session of one replica). */
-type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback' | 'media'> & {
+type CliSession = Pick<SessionRecord, 'id' | 'backend' | 'app' | 'capability' | 'state' | 'goAwaySentAt' | 'client' | 'parseFallback' | 'media' | 'role'> & {
   replica: string;
 };
 
@@ -241,10 +241,10 @@ function printFleet(f: FleetStatus, url: string): void {
     console.log(`${col(r.replicaId, 24)} ${col(ago(r.heartbeatAt), 11)} ${col(r.shuttingDown ? 'stopping' : 'serving', 9)} ${col(n, 9)} ${safeText(r.listen)}`);
   }
   if (f.sessions.length > 0) {
-    console.log('\nSESSION          REPLICA                  BACKEND        APP            CAPABILITY  STATE       STARTED                   MEDIA');
+    console.log('\nSESSION          REPLICA                  BACKEND        APP            ROLE       CAPABILITY  STATE       STARTED                   MEDIA');
     for (const s of f.sessions) {
       console.log(
-        `${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.capability, 11)} ${col(s.state, 11)} ${col(s.startedAt, 25)} ${safeText(mediaText(s.media))}`,
+        `${col(s.id, 16)} ${col(s.replica, 24)} ${col(s.backend, 14)} ${col(s.app, 14)} ${col(s.role ?? '-', 10)} ${col(s.capability, 11)} ${col(s.state, 11)} ${col(s.startedAt, 25)} ${safeText(mediaText(s.media))}`,
       );
     }
   }
@@ -253,7 +253,10 @@ function printFleet(f: FleetStatus, url: string): void {
 // ───────────────────────────── drain --wait ─────────────────────────────
 
 /** Why a session is still on a draining backend, in operator words. */
-export function whyRemained(s: Pick<CliSession, 'capability' | 'goAwaySentAt' | 'parseFallback' | 'state'>): string {
+export function whyRemained(s: Pick<CliSession, 'capability' | 'goAwaySentAt' | 'parseFallback' | 'state'> & { role?: CliSession['role'] }): string {
+  // Nothing is sent to a player on a drain: it leaves with its stream.
+  if (s.role === 'player')
+    return 'it is a player (nothing is sent to players on a drain): it stays while its stream is published here, follows the stream to its new backend when it moves, and is closed (player-stream-moved) when it cannot, or at the deadline';
   if (s.parseFallback !== null) return `its RTMP stream stopped parsing (${s.parseFallback}), so it cannot be sent Go Away; it only leaves when closed`;
   switch (s.capability) {
     case 'goaway':
@@ -340,7 +343,7 @@ async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: n
   err.write(`${backend} still held ${last.length} session(s) at the deadline:\n`);
   for (const s of last) {
     err.write(
-      `  ${safeText(s.id)} on replica ${safeText(s.replica)} (client ${safeText(s.client)}, app ${safeText(s.app)}, capability ${safeText(s.capability)}, state ${safeText(s.state)}): ${safeText(whyRemained(s))}\n`,
+      `  ${safeText(s.id)} on replica ${safeText(s.replica)} (client ${safeText(s.client)}, app ${safeText(s.app)}, role ${safeText(s.role ?? 'unknown')}, capability ${safeText(s.capability)}, state ${safeText(s.state)}): ${safeText(whyRemained(s))}\n`,
     );
   }
   return EXIT_SESSIONS_REMAINED;
@@ -602,6 +605,7 @@ export function buildCli(): Command {
         state: string;
         bytesIn: number;
         media?: MediaSummary | null;
+        role?: string | null;
       }[],
     ];
     if (o.json) {
@@ -614,7 +618,7 @@ export function buildCli(): Command {
     console.log(`\n${sessions.length} session(s)`);
     for (const s of sessions) {
       console.log(
-        `  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in  ${safeText(mediaText(s.media))}`,
+        `  ${safeText(s.id)}  ${safeText(s.backend)}  ${safeText(s.app)}/${safeText(s.streamKey)}  ${safeText(s.role ?? '-')}  ${safeText(s.capability)}  ${safeText(s.state)}  ${safeText(s.bytesIn)} B in  ${safeText(mediaText(s.media))}`,
       );
     }
   });

@@ -13,7 +13,7 @@ import type { SessionSettings } from './proxy/session/session.js';
 /** Settings of the sessions that start from now on, from `c` and what every session shares across reloads. */
 export function sessionSettingsOf(
   c: Config,
-  shared: Pick<SessionSettings, 'peerLog' | 'metrics' | 'migration' | 'router'> & { processBudget: ProcessBudget },
+  shared: Pick<SessionSettings, 'peerLog' | 'metrics' | 'migration' | 'router' | 'streams'> & { processBudget: ProcessBudget },
 ): SessionSettings {
   return {
     handshakeTimeoutMs: c.limits.handshakeTimeoutMs,
@@ -42,6 +42,8 @@ export function sessionSettingsOf(
     metrics: shared.metrics,
     migration: shared.migration,
     router: shared.router,
+    streams: c.players.routing === 'stream' ? shared.streams : null,
+    playerFollowTimeoutMs: c.players.followTimeoutMs,
     sessionBufferBytes: c.limits.sessionBufferBytes,
     // One process budget across reloads: a new limit applies to every session's next take.
     processBudget: Object.assign(shared.processBudget, { limit: c.limits.processBufferBytes }),

@@ -496,6 +496,7 @@ const routing = validator((v, ctx): RoutingSpec | null => {
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const NON_CAPABLE_POLICIES = ['deadline-close', 'ignore', 'migrate'] as const;
+export const PLAYER_ROUTINGS = ['stream', 'balance'] as const;
 export const PARSE_ERROR_POLICIES = ['forward', 'close'] as const;
 export const DISCOVERY_RECORD_TYPES = ['auto', 'a', 'srv'] as const;
 
@@ -677,6 +678,22 @@ export const ConfigSchema = z
         ),
       })
       .prefault({}),
+    players: z
+      .strictObject({
+        routing: oneOf(
+          PLAYER_ROUTINGS,
+          'stream',
+          "`stream`: a player (`play`) goes to the backend carrying its stream's publisher, on this replica or (with `redis.url`) anywhere in the fleet, else where the routing rules will put the publisher; " +
+            'with more than one usable backend the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding). ' +
+            '`balance`: players are balanced like publishers, and sessions are plain pass-through unless routing rules need late binding.',
+        ),
+        followTimeoutMs: duration(
+          15_000,
+          'How long a player whose stream left its draining backend waits for the stream to play on another backend (the proxy subscribes there and switches it over at the first keyframe) before it is closed (`player-stream-moved`).',
+          { min: 0 },
+        ),
+      })
+      .prefault({}),
     erpc: z
       .strictObject({
         offer: bool(
@@ -787,7 +804,7 @@ export const ConfigSchema = z
         ),
         idleTimeoutMs: duration(
           60_000,
-          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients.',
+          'Client→server idle timeout: a session that received no byte from its client for this long is closed (`client-idle`; `backend-stalled` when the client is silent because the backend stopped reading and the proxy paused it). A publisher sends media all the time, so this catches dead and half-open clients; a player (which may send nothing for minutes) counts as active while it takes the stream it is sent.',
         ),
         backendIdleTimeoutMs: duration(
           0,

@@ -57,11 +57,12 @@ export interface DrainOptions {
  *  - `reconnect-request`  the client was told to reconnect (E-RTMP ReconnectRequest);
  *  - `migrating`          the proxy moves the stream to another backend itself;
  *  - `ignored`            the session stays past the deadline (`drain.nonCapable: ignore`);
- *  - `waiting`            nothing could be done yet; the session is closed at the drain deadline.
+ *  - `waiting`            nothing could be done yet; the session is closed at the drain deadline;
+ *  - `player`             a player: sent nothing, closed when its stream leaves the backend (proxy/drain-strategy.ts).
  * `waiting` is the only outcome that is not final: such sessions get `begin` again on a re-drain
  * or through `BackendPool.reapplyStrategy` (e.g. once their `connect` is parsed).
  */
-export type DrainOutcome = 'go-away' | 'reconnect-request' | 'migrating' | 'ignored' | 'waiting';
+export type DrainOutcome = 'go-away' | 'reconnect-request' | 'migrating' | 'ignored' | 'waiting' | 'player';
 
 /**
  * What to do with a session on a draining backend; `S` is what the strategy needs from a session

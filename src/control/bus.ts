@@ -54,6 +54,10 @@ export interface SessionRecord {
   route?: string | null;
   /** What the client publishes; absent or null before its first media message (validated when read back: readMediaSummary). */
   media?: MediaSummary | null;
+  /** `publisher` or `player`; absent or null before the session published or played (or from an older replica). */
+  role?: 'publisher' | 'player' | null;
+  /** The stream's comparable name (net/redact.ts `streamRef`): players are routed to the backend of its publisher. */
+  streamRef?: string | null;
 }
 
 export interface FleetView {

@@ -29,6 +29,8 @@ export interface MetricsSources {
   discovery?(): { source: string; rounds: number; failures: number; backends: number; lastSuccessAt: number | undefined } | null;
   /** Proxy-side migrations in progress and waiting for a slot; absent = none. */
   migrations?(): { inFlight: number; queued: number };
+  /** Live players (sessions that sent `play`) by backend; absent = none. */
+  activePlayers?(): Iterable<{ backend: string; count: number }>;
   /** Bytes held against the process buffer budget, and its limit (proxy/buffer-budget.ts); absent = 0. */
   buffered?(): { held: number; limit: number };
   /** What each live publisher sends (session media telemetry), read at scrape time; absent = none. */
@@ -91,6 +93,8 @@ export class ProxyMetrics implements ProxyObserver {
   readonly migrationReadySeconds: Histogram;
   readonly migrationGapSeconds: Histogram;
   readonly routed: Counter<'rule' | 'how'>;
+  readonly playersRouted: Counter<'how'>;
+  readonly playerSwitches: Counter<'result'>;
   readonly bufferBudgetExceeded: Counter<'budget' | 'outcome'>;
   private readonly configReloads: Counter<'trigger' | 'result'>;
   private readonly configLastSuccess: Gauge;
@@ -376,6 +380,29 @@ export class ProxyMetrics implements ProxyObserver {
       help: "Sessions placed by the routing rules, by rule and how (least-connections, weighted, sticky, sticky-moved: the key's preferred backend was not usable).",
       labelNames: ['rule', 'how'] as const,
       registers,
+    });
+    this.playersRouted = new Counter({
+      name: `${p}players_routed_total`,
+      help: 'Players routed by the stream they play: local (its publisher is on this replica), fleet (on another replica, from the registry), rule (no publisher yet: the backend the publisher will get).',
+      labelNames: ['how'] as const,
+      registers,
+    });
+    this.playerSwitches = new Counter({
+      name: `${p}player_switches_total`,
+      help: 'Players whose stream left their backend (its publisher moved, or the backend drained), by result: switched (it follows its stream on the backend now carrying it, same connection), closed (it could not follow and was closed at once, reason player-stream-moved).',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    new Gauge({
+      name: `${p}players_active`,
+      help: 'Players (sessions that sent play) currently proxied, by backend.',
+      labelNames: ['backend'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const b of sources.backends()) this.set({ backend: b.name }, 0);
+        for (const s of sources.activePlayers?.() ?? []) this.set({ backend: s.backend }, s.count);
+      },
     });
     this.bufferBudgetExceeded = new Counter({
       name: `${p}buffer_budget_exceeded_total`,

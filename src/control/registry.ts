@@ -45,6 +45,8 @@ export function sessionRecord(s: SessionSnapshot, replica: string): SessionRecor
     parseFallback: s.parseFallback,
     route: s.route,
     media: s.media,
+    role: s.role,
+    streamRef: s.streamRef,
   };
 }
 

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * What a publisher puts in its URL can be a credential: the stream key (whoever knows one can
  * publish in its place), and a query string on the app or the tcUrl
@@ -37,4 +39,19 @@ const REDACTED: ClientTextView = {
 
 export function clientTextView(inClear: boolean): ClientTextView {
   return inClear ? IN_CLEAR : REDACTED;
+}
+
+/**
+ * The name of a stream that can be compared but not read back: 16 hex digits of SHA-256 over the
+ * app and the stream key, both without their `?query` (tokens change between reconnects). The
+ * fleet registry carries it so a replica can find where another one has a stream's publisher
+ * without the key in clear.
+ */
+export function streamRef(app: string | null, key: string | null): string | null {
+  if (app === null || key === null) return null;
+  const bare = (s: string): string => {
+    const q = s.indexOf('?');
+    return q < 0 ? s : s.slice(0, q);
+  };
+  return createHash('sha256').update(bare(app)).update('\0').update(bare(key)).digest('hex').slice(0, 16);
 }

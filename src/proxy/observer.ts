@@ -39,5 +39,12 @@ export interface ProxyObserver {
   readonly migrationReadySeconds: Durations;
   readonly migrationGapSeconds: Durations;
   readonly routed: Count<'rule' | 'how'>;
+  /**
+   * Players routed by the stream they named: `local` (its publisher on this replica), `fleet` (on
+   * another replica), `rule` (no publisher yet: the rule the publisher will get).
+   */
+  readonly playersRouted: Count<'how'>;
+  /** A player's stream left its backend: `switched` (it follows it on another backend), `closed` (it could not: player-stream-moved). */
+  readonly playerSwitches: Count<'result'>;
   readonly bufferBudgetExceeded: Count<'budget' | 'outcome'>;
 }

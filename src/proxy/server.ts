@@ -484,6 +484,13 @@ export class ProxyServer {
     this.closedBytes.delete(name);
   }
 
+  activePlayers(): { backend: string; count: number }[] {
+    const counts = new Map<string, number>();
+    for (const s of this.sessions.values())
+      if (s.view.facts.role === 'player') counts.set(s.backendName ?? 'none', (counts.get(s.backendName ?? 'none') ?? 0) + 1);
+    return [...counts].map(([backend, count]) => ({ backend, count }));
+  }
+
   activeByBackendAndCapability(): { backend: string; capability: string; count: number }[] {
     const counts = new Map<string, { backend: string; capability: string; count: number }>();
     for (const s of this.sessions.values()) {

@@ -1,12 +1,17 @@
-import type { Amf0Limits } from './amf0.js';
+import { type Amf0Limits, isAmf0Object } from './amf0.js';
 import type { MessageInfo } from './chunk-reader.js';
 import { MessageType } from './constants.js';
 import { ProtocolError } from './errors.js';
 import { isVideoKeyframe } from './media.js';
 import { type Command, type ConnectInfo, decodeCommand, readConnect, readCreateStreamResult, readPublish, readStatusCode } from './messages.js';
 
+/** What a session does once it said so: `publish` makes a publisher, `play`/`play2`/`FCSubscribe` a player. */
+export type SessionRole = 'publisher' | 'player';
+
 /** What the proxy knows about one RTMP session, from both directions' messages. */
 export interface SessionFacts {
+  /** Set by the first `publish` or `play` (`play2`, `FCSubscribe`); null before. */
+  role: SessionRole | null;
   connect: ConnectInfo | null;
   /** Transaction id of `connect`, to recognise its `_result`. */
   connectTransactionId: number | null;
@@ -26,6 +31,10 @@ export interface SessionFacts {
   streamId: number | null;
   /** The server answered NetStream.Publish.Start. */
   publishing: boolean;
+  /** The server answered NetStream.Play.Start (a player is receiving its stream). */
+  playing: boolean;
+  /** The server said the played stream ended (Stream EOF, NetStream.Play.UnpublishNotify, NetStream.Play.Stop) since it last began. */
+  playStopped: boolean;
   /** The client ended its publish cleanly (FCUnpublish / deleteStream / closeStream). */
   unpublished: boolean;
   videoMessages: number;
@@ -40,9 +49,17 @@ export interface SessionFacts {
 export interface SessionViewEvents {
   connect?(info: ConnectInfo): void;
   publish?(streamKey: string | null): void;
+  /** `play`, `play2` or `FCSubscribe` named the stream (the first one only). */
+  play?(streamKey: string | null): void;
   publishStarted?(): void;
   statusCode?(code: string): void;
+  /** A player's stream ended on this backend (Stream EOF, Play.UnpublishNotify or Play.Stop). */
+  streamStopped?(): void;
 }
+
+/** User Control events (RTMP 7.1.7): Stream Begin, Stream EOF. */
+const USER_CONTROL_STREAM_BEGIN = 0;
+const USER_CONTROL_STREAM_EOF = 1;
 
 /**
  * Most bytes of a `connect` (command object + arguments) or `publish` (arguments) a session
@@ -52,9 +69,33 @@ export interface SessionViewEvents {
 export const MAX_REPLAY_BYTES = 8 * 1024;
 
 /** Client commands the view reads; the others are decoded only as far as their name. */
-const CLIENT_COMMANDS: ReadonlySet<string> = new Set(['connect', 'createStream', 'publish', 'FCUnpublish', 'deleteStream', 'closeStream']);
+const CLIENT_COMMANDS: ReadonlySet<string> = new Set([
+  'connect',
+  'createStream',
+  'publish',
+  'play',
+  'play2',
+  'FCSubscribe',
+  'FCUnpublish',
+  'deleteStream',
+  'closeStream',
+]);
 /** Server commands the view reads. */
 const SERVER_COMMANDS: ReadonlySet<string> = new Set(['_result', '_error', 'onStatus']);
+
+/**
+ * The stream a player names: `play(name, start, duration, reset)` and `FCSubscribe(name)` carry it
+ * as the first argument, `play2` as `streamName` of its parameters object.
+ */
+function readPlayKey(cmd: Command): string | null {
+  const a = cmd.args[0] ?? null;
+  if (cmd.name === 'play2') {
+    if (!isAmf0Object(a)) return null;
+    const n = a['streamName'];
+    return typeof n === 'string' ? n : null;
+  }
+  return typeof a === 'string' ? a : null;
+}
 
 /** A copy of `bytes` for replay, refused (bad-amf) above MAX_REPLAY_BYTES. */
 function replayCopy(what: string, bytes: Buffer): Buffer {
@@ -71,6 +112,7 @@ function replayCopy(what: string, bytes: Buffer): Buffer {
  */
 export class SessionView {
   readonly facts: SessionFacts = {
+    role: null,
     connect: null,
     connectTransactionId: null,
     connectReplay: null,
@@ -80,6 +122,8 @@ export class SessionView {
     publishType: null,
     streamId: null,
     publishing: false,
+    playing: false,
+    playStopped: false,
     unpublished: false,
     videoMessages: 0,
     audioMessages: 0,
@@ -123,6 +167,10 @@ export class SessionView {
   /** A complete server→client message. */
   serverMessage(info: MessageInfo, payload: Buffer | null): void {
     const t = info.typeId;
+    if (t === MessageType.UserControl && payload !== null && payload.length >= 2 && this.facts.role === 'player') {
+      this.streamEvent(payload.readUInt16BE(0));
+      return;
+    }
     if (payload === null || (t !== MessageType.CommandAmf0 && t !== MessageType.CommandAmf3)) return;
     const cmd = decodeCommand(t, payload, this.amfLimits, SERVER_COMMANDS);
     if (cmd !== null) this.serverCommand(cmd);
@@ -146,12 +194,25 @@ export class SessionView {
         }
         return;
       case 'publish': {
+        if (this.facts.role === 'player') return;
+        this.facts.role = 'publisher';
         const replay = replayCopy('publish', cmd.body.subarray(cmd.argsAt));
         const p = readPublish(cmd);
         this.facts.streamKey = p.streamKey;
         this.facts.publishType = p.publishType;
         this.facts.publishReplay = replay;
         this.events.publish?.(p.streamKey);
+        return;
+      }
+      case 'play':
+      case 'play2':
+      case 'FCSubscribe': {
+        // The first one names the stream; a player's later `play` (a playlist, a seek) or a
+        // publisher's `play` does not change what the session is.
+        if (this.facts.role !== null) return;
+        this.facts.role = 'player';
+        this.facts.streamKey = readPlayKey(cmd);
+        this.events.play?.(this.facts.streamKey);
         return;
       }
       case 'FCUnpublish':
@@ -174,6 +235,19 @@ export class SessionView {
     return true;
   }
 
+  /**
+   * A player's stream events: Stream EOF is how nginx-rtmp tells players their publisher left
+   * (UnpublishNotify only with `publish_notify on`), Stream Begin that one (re)started.
+   */
+  private streamEvent(event: number): void {
+    if (event === USER_CONTROL_STREAM_EOF && this.facts.playing && !this.facts.playStopped) {
+      this.facts.playStopped = true;
+      this.events.streamStopped?.();
+    } else if (event === USER_CONTROL_STREAM_BEGIN) {
+      this.facts.playStopped = false;
+    }
+  }
+
   private serverCommand(cmd: Command): void {
     if ((cmd.name === '_result' || cmd.name === '_error') && cmd.transactionId === this.facts.connectTransactionId && this.facts.connect !== null) {
       this.facts.connectAnswered = true;
@@ -189,6 +263,12 @@ export class SessionView {
       if (code === 'NetStream.Publish.Start') {
         this.facts.publishing = true;
         this.events.publishStarted?.();
+      } else if (code === 'NetStream.Play.Start' && this.facts.role === 'player') {
+        this.facts.playing = true;
+        this.facts.playStopped = false;
+      } else if ((code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') && this.facts.role === 'player' && !this.facts.playStopped) {
+        this.facts.playStopped = true;
+        this.events.streamStopped?.();
       }
       this.events.statusCode?.(code);
     }

@@ -34,7 +34,8 @@ describe('e2e: ffmpeg (no Go Away) through the proxy to nginx-rtmp', () => {
     if (env === null) {
       env = await startE2e(t, {
         // This file checks the deadline-close policy; proxy-side migration is test/e2e/migration-ffmpeg.test.ts.
-        proxyFlags: ['--drain-non-capable', 'deadline-close'],
+        // Plain pass-through (players balanced, no late binding): the bytes are compared as they were sent.
+        proxyFlags: ['--drain-non-capable', 'deadline-close', '--players-routing', 'balance'],
         route: async (name, backend) => {
           taps[name] = new TcpTap(backend.port);
           return taps[name].listen();

@@ -14,6 +14,9 @@ export const projectRoot = join(here, '..', '..');
 /** In CI a missing peer is a failure, never a silent skip (README "Tests"). */
 export const IN_CI = process.env['CI'] === 'true';
 
+/** Debian packages of the peers whose package is not named after the executable. */
+const PACKAGES: Record<string, string> = { 'gst-launch-1.0': 'gstreamer1.0-tools gstreamer1.0-plugins-bad' };
+
 /**
  * Returns the executable, or skips the test when it is missing outside CI. In CI the missing
  * peer throws, so the run fails.
@@ -21,7 +24,7 @@ export const IN_CI = process.env['CI'] === 'true';
 export function requirePeer(t: TestContext, name: string): string | null {
   const p = findExecutable(name);
   if (p !== null) return p;
-  const msg = `${name} is not installed (apt-get install ${name === 'redis-server' ? 'redis-server' : name}; .ci/run installs it)`;
+  const msg = `${name} is not installed (apt-get install ${PACKAGES[name] ?? name}; .ci/run installs it)`;
   if (IN_CI) throw new Error(`CI=true and a required peer is missing: ${msg}`);
   t.skip(msg);
   return null;

@@ -39,7 +39,8 @@ describe('E-RTMP reconnect through the proxy', () => {
     b2 = new RecordingRtmpServer({ chunkSize: 4096 });
     await b1.listen();
     await b2.listen();
-    tp = await startTestProxy({ b1: b1.port, b2: b2.port }, { healthEnabled: 'false', drainDeadlineMs: '20s' });
+    // Pass-through sessions (players balanced): the capsEx rewrite in the server's own `_result` is what is tested.
+    tp = await startTestProxy({ b1: b1.port, b2: b2.port }, { healthEnabled: 'false', drainDeadlineMs: '20s', playersRouting: 'balance' });
   });
   after(async () => {
     await tp.stop();

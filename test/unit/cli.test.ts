@@ -82,5 +82,8 @@ describe('cli: why a session remained', () => {
     assert.match(whyRemained({ ...s, capability: 'erpc' }), /E-RTMP/);
     assert.match(whyRemained({ ...s, capability: 'unknown', state: 'handshake' }), /connect was not seen/);
     assert.match(whyRemained({ ...s, parseFallback: 'bad-amf' }), /stopped parsing \(bad-amf\)/);
+    // A player is told nothing on a drain (whatever its client announced): it leaves with its stream.
+    assert.match(whyRemained({ ...s, capability: 'goaway', role: 'player' }), /is a player .*player-stream-moved/);
+    assert.doesNotMatch(whyRemained({ ...s, role: 'player' }), /migrates it/);
   });
 });

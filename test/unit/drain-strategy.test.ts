@@ -9,7 +9,10 @@ class Fake implements StrategySession {
   told: string[] = [];
   queued = true;
   migrateAnswer: 'migrating' | 'waiting' = 'migrating';
-  constructor(readonly capability: StrategySession['capability']) {}
+  constructor(
+    readonly capability: StrategySession['capability'],
+    readonly role: StrategySession['role'] = 'publisher',
+  ) {}
   get supportsGoAway(): boolean {
     return this.capability === 'goaway';
   }
@@ -27,6 +30,10 @@ class Fake implements StrategySession {
   }
   exemptFromDeadline(): void {
     this.told.push('exempt');
+  }
+  drainPlayer(): 'player' {
+    this.told.push('player');
+    return 'player';
   }
   close(): void {}
 }
@@ -67,6 +74,16 @@ describe('createDrainStrategy', () => {
     assert.equal(close.begin(new Fake('none'), 'b1'), 'waiting');
     assert.equal(close.begin(new Fake('erpc'), 'b1'), 'reconnect-request');
     assert.equal(close.begin(new Fake('goaway'), 'b1'), 'go-away');
+  });
+
+  test('a player is sent nothing, whatever it announced and whatever the policy', () => {
+    for (const nonCapable of ['migrate', 'ignore', 'deadline-close'] as const) {
+      for (const cap of ['goaway', 'erpc', 'none'] as const) {
+        const p = new Fake(cap, 'player');
+        assert.equal(createDrainStrategy({ nonCapable, erpc: true }).begin(p, 'b1'), 'player');
+        assert.deepEqual(p.told, ['player'], `${nonCapable}/${cap}: no Go Away, ReconnectRequest or migration`);
+      }
+    }
   });
 
   test('connect not parsed, or the message not queued: waiting (re-applied later), never a migration', () => {

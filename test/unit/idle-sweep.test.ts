@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { IdleSweep, idleSweepIntervalMs } from '../../src/proxy/idle-sweep.js';
+import { ProcessBudget, SessionBudget } from '../../src/proxy/buffer-budget.js';
+import { SocketPair } from '../../src/proxy/session/socket-pair.js';
+import { memPair } from '../helpers/mem-socket.js';
 
 describe('idle sweep', () => {
   test('interval: a quarter of the shortest timeout that is on, within [20 ms, 1 s]', () => {
@@ -25,5 +28,43 @@ describe('idle sweep', () => {
     sweep.stop();
     t.mock.timers.tick(1000);
     assert.equal(seen.length, 4);
+  });
+});
+
+describe('client idle timeout of a player', () => {
+  const owner = {
+    clientData() {},
+    clientEnd() {},
+    clientError() {},
+    clientClosed() {},
+    backendData() {},
+    backendEnd() {},
+    backendError() {},
+    backendClosed() {},
+    retiredData() {},
+    retiredClosed() {},
+  };
+  const pairOf = (): SocketPair => new SocketPair(memPair()[0].asSocket, owner, new SessionBudget(Infinity, new ProcessBudget(Infinity)));
+
+  test('a silent client that takes what it is sent is alive when it receives (a player); a publisher is idle', () => {
+    for (const receives of [true, false]) {
+      const p = pairOf();
+      p.start(0);
+      let result: string | null = null;
+      for (let now = 100; now <= 1000 && result === null; now += 100) {
+        p.bytesOut += 4096; // the backend's stream reaches the client; the client says nothing
+        result = p.idle(now, 300, 0, receives);
+      }
+      assert.equal(result, receives ? null : 'client-idle');
+    }
+  });
+
+  test('a player receiving nothing is idle like any client', () => {
+    const p = pairOf();
+    p.start(0);
+    p.bytesOut = 100;
+    assert.equal(p.idle(100, 300, 0, true), null, 'the first bytes it took');
+    assert.equal(p.idle(300, 300, 0, true), null);
+    assert.equal(p.idle(400, 300, 0, true), 'client-idle');
   });
 });

@@ -118,3 +118,80 @@ test('session view: a connect larger than MAX_REPLAY_BYTES (a valid one, whateve
   );
   assert.equal(view.facts.publishReplay, null);
 });
+
+function status(view: SessionView, code: string): void {
+  const p = encodeCommand('onStatus', 0, null, amf0Object({ level: 'status', code, description: '' }));
+  view.serverMessage(info(p), p);
+}
+
+test('session view: play names the stream and makes a player; Play.Start → playing, UnpublishNotify/Play.Stop → stopped', () => {
+  const plays: (string | null)[] = [];
+  const view = new SessionView({ play: (k) => plays.push(k) });
+  client(view, 'connect', 1);
+  assert.equal(view.facts.role, null);
+  client(view, 'FCSubscribe', 0, 'k?token=1');
+  client(view, 'play', 4, 'other', -2000);
+  assert.equal(view.facts.role, 'player');
+  assert.equal(view.facts.streamKey, 'k?token=1', 'the first command naming the stream wins');
+  assert.deepEqual(plays, ['k?token=1']);
+  status(view, 'NetStream.Play.Reset');
+  assert.equal(view.facts.playing, false);
+  status(view, 'NetStream.Play.Start');
+  assert.equal(view.facts.playing, true);
+  assert.equal(view.facts.publishing, false);
+  status(view, 'NetStream.Play.UnpublishNotify');
+  assert.equal(view.facts.playStopped, true);
+  status(view, 'NetStream.Play.Start');
+  assert.equal(view.facts.playStopped, false);
+  // A player's publish does not make it a publisher, nor replace the key.
+  client(view, 'publish', 5, 'x', 'live');
+  assert.equal(view.facts.role, 'player');
+  assert.equal(view.facts.streamKey, 'k?token=1');
+  assert.equal(view.facts.publishReplay, null);
+});
+
+test('session view: play2 names the stream by its parameters object; a malformed play names none', () => {
+  const view = new SessionView();
+  const p = encodeCommand('play2', 0, null, amf0Object({ streamName: 'live2', start: 0 }));
+  view.clientMessage(info(p), p);
+  assert.equal(view.facts.role, 'player');
+  assert.equal(view.facts.streamKey, 'live2');
+  const bad = new SessionView();
+  client(bad, 'play', 0, 42);
+  assert.equal(bad.facts.role, 'player');
+  assert.equal(bad.facts.streamKey, null);
+});
+
+test('session view: a publisher stays a publisher; Play.Start from the server does not make it playing', () => {
+  const view = new SessionView();
+  client(view, 'publish', 5, 'k', 'live');
+  client(view, 'play', 6, 'other');
+  assert.equal(view.facts.role, 'publisher');
+  assert.equal(view.facts.streamKey, 'k');
+  status(view, 'NetStream.Play.Start');
+  assert.equal(view.facts.playing, false);
+});
+
+test('session view: Stream EOF (how nginx-rtmp tells a player its publisher left) stops a playing stream once; Stream Begin resumes it', () => {
+  let stopped = 0;
+  const view = new SessionView({ streamStopped: () => stopped++ });
+  const userControl = (event: number): void => {
+    const p = Buffer.from([0, event, 0, 0, 0, 1]);
+    view.serverMessage({ csid: 2, timestamp: 0, typeId: MessageType.UserControl, length: 6, streamId: 0, head: p }, p);
+  };
+  userControl(1);
+  assert.equal(view.facts.playStopped, false, 'not a player yet');
+  client(view, 'play', 4, 'k');
+  userControl(0);
+  status(view, 'NetStream.Play.Start');
+  userControl(1);
+  userControl(1);
+  status(view, 'NetStream.Play.UnpublishNotify');
+  assert.equal(view.facts.playStopped, true);
+  assert.equal(stopped, 1, 'one stop, however many messages say it');
+  userControl(0);
+  assert.equal(view.facts.playStopped, false);
+  // A truncated user control message is ignored.
+  view.serverMessage({ csid: 2, timestamp: 0, typeId: MessageType.UserControl, length: 1, streamId: 0, head: Buffer.from([0]) }, Buffer.from([0]));
+  assert.equal(view.facts.playStopped, false);
+});

@@ -13,10 +13,29 @@ import type { Session } from './session.js';
  * connections over every backend.
  */
 export function choose(s: Session, exclude: ReadonlySet<string>): { target: BackendConfig | null; placement: Placement | null } {
+  const stream = playerStream(s, exclude);
+  if (stream !== null) return { target: stream, placement: null };
   const router = s.router;
   if (router === null) return { target: s.pool.pick(exclude), placement: null };
   const f = s.view.facts;
   return s.pool.place(router, { app: f.connect?.app ?? null, streamKey: f.streamKey, clientIp: s.clientIp }, exclude);
+}
+
+/**
+ * A player's backend: the one carrying its stream's publisher (this replica's sessions, then the
+ * fleet registry). Null when the session is not a player routed by stream, or no publisher is
+ * known: it is then placed by the rules the publisher will get (sticky on the key, when
+ * configured, so they meet), else balanced.
+ */
+function playerStream(s: Session, exclude: ReadonlySet<string>): BackendConfig | null {
+  const streams = s.settings.streams;
+  const ref = s.streamRef;
+  if (streams == null || s.view.facts.role !== 'player' || ref === null) return null;
+  const found = streams.publisherOf(ref, s.pool, exclude, s);
+  s.playerRoute = found?.source ?? 'rule';
+  if (found === null) return null;
+  const b = s.pool.get(found.backend)!;
+  return { name: b.name, host: b.host, port: b.port };
 }
 
 /**
@@ -79,6 +98,7 @@ function attach(s: Session, sock: net.Socket, target: BackendConfig): void {
   s.detach = s.pool.attach(target.name, s);
   const p = s.placement;
   if (p !== null && p.backend !== null) s.settings.metrics?.routed.inc({ rule: p.rule.label, how: p.how });
+  if (s.playerRoute !== null) s.settings.metrics?.playersRouted.inc({ how: s.playerRoute });
   s.hooks.routed(s);
   // Late binding: our own handshake first; the client's bytes follow once it is done (FrontDoor.backendData).
   if (s.front !== null) s.front.backendAttached(sock);

@@ -28,6 +28,8 @@ export type CloseReason =
   | 'relay-uncollected-message'
   | 'migration-s2c-desync'
   | 'drain-deadline'
+  /** A player's stream left its draining backend (its publisher moved) and the player could not follow. */
+  | 'player-stream-moved'
   | `parse-error:${ProtocolErrorCode}`
   | RequestedClose;
 

@@ -7,7 +7,11 @@ import { type Command, CAPS_EX_RECONNECT, decodeCommand, readCreateStreamResult 
 import { LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, rejection } from '../local-answers.js';
 import { rejectionDescription } from '../../balancer/routing.js';
 import type { RefusalReason } from './close-reason.js';
+import { PlayerFollower } from './player-follower.js';
 import type { Session } from './session.js';
+
+/** A player's commands naming its stream: the first one routes it (FCSubscribe comes before createStream with ffmpeg and librtmp). */
+const PLAY_COMMANDS: ReadonlySet<string> = new Set(['play', 'play2', 'FCSubscribe']);
 
 /**
  * The proxy as the client's server, before (or instead of) a backend.
@@ -89,11 +93,14 @@ export class FrontDoor {
       if (cmd.name === 'connect') this.reject(this.refusal, { transactionId: cmd.transactionId, streamId: 0 });
       return;
     }
-    const byKey = s.router?.needs === 'publish';
+    const byKey = s.routeAt === 'publish';
     const f = s.view.facts;
     if (cmd.name === 'connect' && f.connectTransactionId === cmd.transactionId && !this.connectAnsweredLocally) {
       const c = f.connect;
-      if (!byKey || c === null) {
+      // Rules that do not read the key can refuse an app at `connect`, late binding or not.
+      const router = s.router;
+      const unrouted = router !== null && router.needs !== 'publish' && c !== null && router.match({ app: c.app, clientIp: s.clientIp }) === null;
+      if (!byKey || c === null || unrouted) {
         this.route(cmd.transactionId, 0);
         return;
       }
@@ -107,7 +114,7 @@ export class FrontDoor {
       this.createStreamTxn = cmd.transactionId;
       (this.localTxns ??= new Set()).add(cmd.transactionId);
       s.out.send(createStreamAnswer(cmd.transactionId));
-    } else if (cmd.name === 'publish' && byKey && this.connectAnsweredLocally) {
+    } else if ((cmd.name === 'publish' || PLAY_COMMANDS.has(cmd.name)) && byKey && this.connectAnsweredLocally) {
       this.route(cmd.transactionId, info.streamId);
     }
   }
@@ -209,7 +216,7 @@ export class FrontDoor {
   relay(info: MessageInfo, payload: Buffer | null): void {
     const s = this.s;
     const t = info.typeId;
-    if (t === MessageType.SetChunkSize || t === MessageType.Abort || s.finished) return;
+    if (t === MessageType.SetChunkSize || t === MessageType.Abort || s.finished || s.streamLeftBackend) return;
     if (payload === null) {
       s.end('relay-uncollected-message');
       return;
@@ -236,6 +243,8 @@ export class FrontDoor {
       }
     }
     s.out.send({ csid: info.csid, timestamp: info.timestamp, typeId: t, streamId: info.streamId, payload: body });
+    // What a player has (timestamps, configuration), for a switch to its stream on another backend.
+    if (s.view.facts.role === 'player' && s.settings.streams != null) (s.follower ??= new PlayerFollower(s)).sentToClient(t, info.timestamp, body);
   }
 
   /** The backend's reply to a command the proxy answered itself: dropped, unless it disagrees. */

@@ -12,6 +12,7 @@ export function logEnd(s: Session): void {
       rtmpApp: s.shown.appOrUrl(f.connect?.app ?? null),
       streamKey: s.streamKeyForDisplay(),
       capability: s.capability,
+      role: f.role,
       bytesIn: s.bytesIn,
       bytesOut: s.bytesOut,
       videoMessages: f.videoMessages,
@@ -49,5 +50,7 @@ export function snapshotOf(s: Session): SessionSnapshot {
     migrations: s.migrations,
     route: s.routeLabel(),
     media: s.traffic.media(),
+    role: s.view.facts.role,
+    streamRef: s.streamRef,
   };
 }

@@ -10,8 +10,9 @@ import { SessionView } from '../../rtmp/session-view.js';
 import { ProcessBudget, SessionBudget } from '../buffer-budget.js';
 import type { StrategySession } from '../drain-strategy.js';
 import type { MediaCache } from '../migration/media-cache.js';
-import { type ClientTextView, clientTextView } from '../../net/redact.js';
-import { type Placement, type Router } from '../../balancer/routing.js';
+import { type ClientTextView, clientTextView, streamRef } from '../../net/redact.js';
+import { type Placement, type RouteStage, type Router } from '../../balancer/routing.js';
+import type { StreamSource } from '../stream-directory.js';
 import { normalizeIp } from '../../net/cidr.js';
 import { connectBackend } from './backend-connector.js';
 import { ClientStream } from './client-stream.js';
@@ -19,6 +20,7 @@ import { type CloseReason, requestedClose } from './close-reason.js';
 import { FrontDoor } from './front-door.js';
 import { MigrationController } from './migration-controller.js';
 import { Notices } from './notices.js';
+import { PlayerFollower } from './player-follower.js';
 import { type Phase, DROP, PASS } from './phase.js';
 import { type PairOwner, SocketPair } from './socket-pair.js';
 import { logEnd, snapshotOf } from './report.js';
@@ -32,6 +34,20 @@ export type { Capability, SessionHooks, SessionOrigin, SessionSettings, SessionS
 const CLIENT_HELLO_BYTES = 1 + HANDSHAKE_PACKET_SIZE;
 
 let nextId = 1;
+
+/**
+ * When the backend is chosen: as late as the routing rules need; and at the stream key (`publish`
+ * or `play`) whenever players are routed to their stream and more than one backend could take
+ * the session — a player must name its stream before its backend is chosen. With one usable
+ * backend there is no choice to make, and the session stays a plain pass-through.
+ */
+function routeStage(router: Router | null, settings: SessionSettings, pool: BackendPool): RouteStage {
+  if (settings.streams != null) {
+    let usable = 0;
+    for (const b of pool.list()) if (b.state === 'up' && ++usable > 1) return 'publish';
+  }
+  return router?.needs ?? 'accept';
+}
 
 /**
  * One publisher connection and its backend connection: the facade the listener, the pool and
@@ -67,6 +83,8 @@ export class Session implements StrategySession, PairOwner {
   phase: Phase = PASS;
   front: FrontDoor | null = null;
   notices: Notices | null = null;
+  /** A late-bound player's stream switch (created with its first relayed message when players are routed by stream). */
+  follower: PlayerFollower | null = null;
   migrator: MigrationController | null = null;
   /** Metadata and sequence headers, kept when this session may migrate. */
   cache: MediaCache | null = null;
@@ -76,6 +94,10 @@ export class Session implements StrategySession, PairOwner {
   c2sReader: ChunkReader | null;
   readonly c2sHandshake = new HandshakeSkipper();
   placement: Placement | null = null;
+  /** How much of the session is known before its backend is chosen (late binding unless `accept`). */
+  readonly routeAt: RouteStage;
+  /** A player routed by its stream: where its publisher was found, or `rule` (none yet). Null otherwise. */
+  playerRoute: StreamSource | 'rule' | null = null;
   /** The rules this session started with (a reload changes them for new sessions only). */
   readonly router: Router | null;
   detach: (() => void) | null = null;
@@ -105,10 +127,11 @@ export class Session implements StrategySession, PairOwner {
     this.c2sReader = new ChunkReader(this.traffic, undefined, settings.chunkLimits, this.budget);
     const router = settings.router ?? null;
     this.router = router;
+    this.routeAt = routeStage(router, settings, pool);
     // Late binding relays whole server messages.
     this.out = new ClientStream(
       this,
-      router !== null && router.needs !== 'accept',
+      this.routeAt !== 'accept',
       (info, payload) => this.traffic.serverMessage(info, payload),
       settings.chunkLimits,
       this.budget,
@@ -154,6 +177,7 @@ export class Session implements StrategySession, PairOwner {
     if (this.goAwaySentAt !== null || this.reconnectRequestSentAt !== null) return 'going-away';
     if (this.migrator?.running === true) return 'migrating';
     if (this.view.facts.publishing) return 'publishing';
+    if (this.view.facts.playing) return 'playing';
     if (this.view.facts.connect !== null) return 'connected';
     return this.pair.backend === null ? 'connecting' : 'handshake';
   }
@@ -261,7 +285,12 @@ export class Session implements StrategySession, PairOwner {
   /** Idle timeouts, per direction, called by the proxy's sweep every few hundred ms (SocketPair.idle). */
   checkIdle(now: number): void {
     if (this.finished) return;
-    const idle = this.pair.idle(now, this.settings.idleTimeoutMs, this.backendName === null ? 0 : (this.settings.backendIdleTimeoutMs ?? 0));
+    const idle = this.pair.idle(
+      now,
+      this.settings.idleTimeoutMs,
+      this.backendName === null ? 0 : (this.settings.backendIdleTimeoutMs ?? 0),
+      this.view.facts.role === 'player',
+    );
     if (idle !== null) this.end(idle);
   }
 
@@ -283,6 +312,44 @@ export class Session implements StrategySession, PairOwner {
     return (this.migrator ??= new MigrationController(this, coordinator)).migrate(backend, to);
   }
 
+  get role(): 'publisher' | 'player' | null {
+    return this.view.facts.role;
+  }
+
+  /** The drain strategy's answer for a player: nothing is sent; one whose stream already left goes now. */
+  drainPlayer(): 'player' {
+    if (this.view.facts.playStopped) queueMicrotask(() => this.playerStreamStopped());
+    return 'player';
+  }
+
+  /**
+   * The backend said a player's stream ended (Play.UnpublishNotify or Play.Stop). On a draining
+   * backend that means its publisher moved away: the player cannot follow it, so it is closed at
+   * once with a clear reason rather than left on a dead stream until the drain deadline. On a
+   * backend in service it is the broadcast pausing: the player waits for it as the backend lets it.
+   */
+  playerStreamStopped(): void {
+    if (this.finished || this.view.facts.role !== 'player' || !this.view.facts.playStopped || this.backendName === null) return;
+    if (this.pool.get(this.backendName)?.draining !== true) return;
+    // A late-bound player follows its stream to the backend that now carries it (player-follower.ts).
+    if (this.follower?.follow() === true) return;
+    this.settings.metrics?.playerSwitches.inc({ result: 'closed' });
+    this.log.info(
+      { session: this.id, backend: this.backendName, streamKey: this.streamKeyForDisplay() },
+      'player closed: its stream left the draining backend',
+    );
+    this.end('player-stream-moved');
+  }
+
+  /** A player whose stream stopped on its draining backend: what that backend still says is not for it (it follows the stream, or is closed). */
+  get streamLeftBackend(): boolean {
+    const f = this.view.facts;
+    return (
+      f.role === 'player' &&
+      (this.follower?.active === true || (f.playStopped && this.backendName !== null && this.pool.get(this.backendName)?.draining === true))
+    );
+  }
+
   /** drain.nonCapable: ignore — the drain deadline leaves this session alone. */
   exemptFromDeadline(): void {
     this.deadlineExempt = true;
@@ -300,6 +367,7 @@ export class Session implements StrategySession, PairOwner {
       return;
     }
     if (this.closeReason === null) this.closeReason = reason;
+    this.follower?.stop();
     this.migrator?.abandon(reason === 'drain-deadline' ? 'drain-deadline' : 'session-closed');
     const p = this.pair;
     p.client.destroy();
@@ -346,9 +414,22 @@ export class Session implements StrategySession, PairOwner {
     if (c === null && this.fallback === null) return;
     this.startLogged = true;
     this.log.info(
-      { session: this.id, client: this.clientAddress, backend: this.backendName, rtmpApp: this.shown.appOrUrl(c?.app ?? null), capability: this.capability },
+      {
+        session: this.id,
+        client: this.clientAddress,
+        backend: this.backendName,
+        rtmpApp: this.shown.appOrUrl(c?.app ?? null),
+        capability: this.capability,
+        role: this.view.facts.role,
+      },
       'session start',
     );
+  }
+
+  /** The stream's comparable name (app and key without queries, hashed): how players find its publisher. */
+  get streamRef(): string | null {
+    const f = this.view.facts;
+    return streamRef(f.connect?.app ?? null, f.streamKey);
   }
 
   streamKeyForDisplay(): string | null {
@@ -362,6 +443,7 @@ export class Session implements StrategySession, PairOwner {
   /** `rule: how` of the routing placement, null without routing rules. */
   routeLabel(): string | null {
     const p = this.placement;
+    if (this.playerRoute === 'local' || this.playerRoute === 'fleet') return `stream: ${this.playerRoute}`;
     return p === null ? null : p.backend === null ? `${p.rule?.label ?? 'no rule'}: ${p.reason}` : `${p.rule.label}: ${p.how}`;
   }
 }

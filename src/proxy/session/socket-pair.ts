@@ -55,6 +55,8 @@ export class SocketPair {
   /** Idle sweep: the byte count last seen in each direction and since when it has not moved. */
   private readonly idleIn = { bytes: 0, at: 0 };
   private readonly idleOut = { bytes: 0, at: 0 };
+  /** Client-bound byte count at the last idle check that found a receiving client taking bytes. */
+  private deliveredBytes = 0;
 
   constructor(
     readonly client: net.Socket,
@@ -185,10 +187,15 @@ export class SocketPair {
    * backend for `backendMs` (0 = off). When the client is silent because the proxy paused it
    * (the backend stopped reading: a blackholed backend), the backend is named.
    */
-  idle(now: number, clientMs: number, backendMs: number): 'client-idle' | 'backend-stalled' | 'backend-idle' | null {
+  idle(now: number, clientMs: number, backendMs: number, clientReceives = false): 'client-idle' | 'backend-stalled' | 'backend-idle' | null {
     const inn = this.idleIn;
     if (inn.bytes !== this.bytesIn) {
       inn.bytes = this.bytesIn;
+      inn.at = now;
+    } else if (clientReceives && this.bytesOut !== this.deliveredBytes && !this.client.writableNeedDrain) {
+      // A player may send nothing for minutes (an acknowledgement per window of a low-bitrate
+      // stream): a client taking what it is sent is alive.
+      this.deliveredBytes = this.bytesOut;
       inn.at = now;
     } else if (now - inn.at >= clientMs) {
       const stalled = this.client.isPaused() && ((this.backend?.writableLength ?? 0) > 0 || (this.relayed?.socket.writableLength ?? 0) > 0);

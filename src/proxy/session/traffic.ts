@@ -63,6 +63,8 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
         if (s.finished) return;
       }
     }
+    // After a player's switch its backend connection is the proxy's: the client's bytes were read, and stop here.
+    if (s.follower?.switched === true) return;
     const p = s.pair;
     const backend = p.backend;
     if (backend === null || front?.holdClient === true) {
@@ -206,6 +208,13 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
     if (told || !s.settings.migration || s.c2sReader === null) return;
     s.cache = new MediaCache(s.settings.migration.settings.maxCachedBytes, s.budget);
     s.c2sReader.setCollectPolicy(migrationCollectPolicy);
+  }
+
+  /** A player's stream ended on its backend (SessionView): it may have left for another. */
+  streamStopped(): void {
+    const s = this.s;
+    // After the message is handled: the session ends outside the reader's callback.
+    if (s.view.facts.playStopped) queueMicrotask(() => s.playerStreamStopped());
   }
 
   /** NetStream.Publish.Start (SessionView). */

@@ -1,4 +1,5 @@
 import type { Amf0Limits } from '../../rtmp/amf0.js';
+import type { SessionRole } from '../../rtmp/session-view.js';
 import type { ChunkReaderLimits } from '../../rtmp/chunk-reader.js';
 import type { MediaSummary } from '../../rtmp/media-telemetry.js';
 import type { ProtocolError } from '../../rtmp/errors.js';
@@ -7,10 +8,11 @@ import type { ProcessBudget } from '../buffer-budget.js';
 import type { Dial } from '../dial.js';
 import type { ProxyObserver } from '../observer.js';
 import type { MigrationCoordinator } from '../migration/coordinator.js';
+import type { StreamDirectory } from '../stream-directory.js';
 import type { Router } from '../../balancer/routing.js';
 import type { Session } from './session.js';
 
-export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'going-away' | 'migrating' | 'closed';
+export type SessionState = 'connecting' | 'handshake' | 'connected' | 'publishing' | 'playing' | 'going-away' | 'migrating' | 'closed';
 export type Capability = 'goaway' | 'erpc' | 'none' | 'unknown';
 
 export interface SessionSettings {
@@ -40,6 +42,14 @@ export interface SessionSettings {
   sessionBufferBytes?: number;
   /** The process's buffer budget every session draws from (limits.processBufferBytes); absent = one without a limit per session. */
   processBudget?: ProcessBudget;
+  /**
+   * Players are routed to their stream's publisher (`players.routing: stream`): with more than one
+   * usable backend a session is late-bound at the stream key, so a `play` is routed knowing it.
+   * Absent or null = off (players are balanced like publishers).
+   */
+  streams?: StreamDirectory | null;
+  /** How long a player waits for its stream on another backend before it is closed (players.followTimeoutMs); absent = 15 s. */
+  playerFollowTimeoutMs?: number;
   /** How backend connections are opened; absent = TCP (dial.ts). */
   dial?: Dial;
 }
@@ -91,4 +101,8 @@ export interface SessionSnapshot {
   route: string | null;
   /** What the client publishes (codecs, size, rates, keyframes), null before its first audio or video message. */
   media: MediaSummary | null;
+  /** `publisher` or `player` once it published or played; null before. */
+  role: SessionRole | null;
+  /** The stream's comparable name (net/redact.ts streamRef): where players find its publisher across the fleet. */
+  streamRef: string | null;
 }
