@@ -139,7 +139,7 @@ export function parseRebalanceMessage(text: string): RebalanceParse {
  */
 export function planFleet(
   replicas: readonly Pick<ReplicaRecord, 'replicaId' | 'backends'>[],
-  sessions: readonly Pick<SessionRecord, 'id' | 'replica' | 'backend' | 'capability' | 'startedAt' | 'route'>[],
+  sessions: readonly Pick<SessionRecord, 'id' | 'replica' | 'backend' | 'capability' | 'startedAt' | 'route' | 'role'>[],
   opts: { minAgeMs: number; now: number },
 ): { moves: Record<string, RebalanceQuota[]>; targets: Record<string, number>; counts: Record<string, number>; planned: number; stuck: number } {
   const state = new Map<string, boolean>();
@@ -148,7 +148,8 @@ export function planFleet(
   const owner = new Map<string, string>();
   const plan: PlanSession[] = [];
   for (const s of sessions) {
-    if (s.backend === null || !state.has(s.backend)) continue;
+    // Players follow their stream's publisher: only publishers (and sessions not yet known) are planned.
+    if (s.backend === null || !state.has(s.backend) || s.role === 'player') continue;
     owner.set(s.id, s.replica);
     const started = Date.parse(s.startedAt);
     plan.push({

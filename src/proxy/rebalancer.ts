@@ -115,7 +115,8 @@ export class Rebalancer {
     const recent = new Set<string>();
     const sessions: PlanSession[] = [];
     for (const s of this.sessions()) {
-      if (s.finished || s.backendName === null) continue;
+      // Players are not planned: they follow their stream's publisher (the load rebalanced is publishers).
+      if (s.finished || s.backendName === null || s.view.facts.role === 'player') continue;
       if (this.recent.has(s.id) || this.recent.has(streamOf(s) ?? '')) recent.add(s.id);
       const p: PlanSession = { id: s.id, backend: s.backendName, ageMs: now - s.startedAt, movable: this.movable(s) };
       const allowed = allowedFor(s, views);
