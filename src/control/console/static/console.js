@@ -186,11 +186,12 @@ function count(v) {
   return typeof v === 'number' && Number.isFinite(v) ? v : 0;
 }
 
+/** Appends `label N` (N in a span of its own class) to `parent`, after a separator unless first. */
 function labelled(parent, text, value, className) {
   const span = document.createElement('span');
   span.className = className;
   span.textContent = String(value);
-  parent.append(` · ${text} `, span);
+  parent.append(parent.childNodes.length > 1 ? ` · ${text} ` : `${text} `, span);
 }
 
 function renderProgress(rb) {
@@ -209,10 +210,7 @@ function renderProgress(rb) {
   }
   const when = new Date(rb.startedAt).toLocaleTimeString();
   text.replaceChildren(state === 'running' ? `running since ${when}: ` : `done (started ${when}): `);
-  const planNode = document.createElement('span');
-  planNode.className = 'planned';
-  planNode.textContent = String(planned);
-  text.append(planNode, ' planned');
+  labelled(text, 'planned', planned, 'planned');
   labelled(text, 'pending', pending, 'pending');
   labelled(text, 'in flight', inFlight, 'in-flight');
   labelled(text, 'moved', count(r.moved) + count(r.migrated), 'moved');
