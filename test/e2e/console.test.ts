@@ -159,6 +159,7 @@ describe('e2e: the live console in chromium', () => {
       }).observe(el, { attributes: true, attributeFilter: ['data-state'] });
     }`);
     await page.locator('#rebalance').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#rebalance-plan-view').isVisible(), false, 'no plan shown before one was asked for');
 
     // b2 drained from the page (empty, b1 takes publishers): both publishers land on b1.
     await backendRow('b1').locator('td.state', { hasText: 'up' }).waitFor();
