@@ -64,6 +64,8 @@ describe('admin console routes (token, non-loopback)', () => {
     }
     const html = await (await tp.admin('/ui')).text();
     assert.doesNotMatch(html, /<script>|\sstyle=|\son\w+=/, 'no inline script, style or handler (the CSP would block them)');
+    const js = await (await tp.admin('/ui/console.js')).text();
+    assert.doesNotMatch(js, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(/, 'values reach the page as text, never parsed as HTML or code');
     for (const path of ['/ui/index.html', '/ui/../package.json', '/ui/%2e%2e/package.json', '/ui/other.js']) {
       assert.equal((await tp.admin(path)).status, 401, `${path}: guarded, not served`);
     }
