@@ -169,9 +169,13 @@ describe('e2e: the live console in chromium', () => {
     const runs = keys.map((key) =>
       collect(
         // Half speed: the 8 s sample lasts 16 s, room for the clicks and the move on a loaded machine.
-        spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-readrate', '0.5', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', env.proxy.url('live', key)], {
-          stdio: ['ignore', 'pipe', 'pipe'],
-        }),
+        spawn(
+          ffmpeg,
+          ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-readrate', '0.5', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', env.proxy.url('live', key)],
+          {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        ),
       ),
     );
     const rows = keys.map((key) => page.locator('#sessions tbody tr', { hasText: key }));
@@ -236,11 +240,7 @@ describe('e2e: the live console in chromium', () => {
       assert.equal(code, 0, `ffmpeg ${keys[i]}: ${stderr.slice(-2000)}`);
       lines.push(await assertZeroLoss(env, ffprobe, keys[i]!));
     }
-    assert.equal(
-      keys.filter((key) => env.backends.b2.recordings(key).length > 0).length,
-      1,
-      'one of the two streams moved to b2',
-    );
+    assert.equal(keys.filter((key) => env.backends.b2.recordings(key).length > 0).length, 1, 'one of the two streams moved to b2');
     assert.deepEqual(cspViolations, [], 'no Content-Security-Policy violation');
     for (const line of lines) t.diagnostic(`console rebalance b1 → b2: ${line}`);
     await page.close();

@@ -92,17 +92,27 @@ describe('admin console routes (token, non-loopback)', () => {
       plan: null,
     });
     const origin = `http://127.0.0.1:${tp.proxy.adminAddress!.port}`;
-    const r = await tp.admin('/api/rebalance', { method: 'POST', headers: { ...AUTH, origin, 'content-type': 'application/json' }, body: '{"reason":"console"}' });
+    const r = await tp.admin('/api/rebalance', {
+      method: 'POST',
+      headers: { ...AUTH, origin, 'content-type': 'application/json' },
+      body: '{"reason":"console"}',
+    });
     assert.equal(r.status, 200);
     const b = new AbortController();
-    const ran = (await firstEvent(tp, b.signal)).data as { rebalance: { running: boolean; startedAt: number | null; plan: { counts: Record<string, number>; movesTotal: number } } };
+    const ran = (await firstEvent(tp, b.signal)).data as {
+      rebalance: { running: boolean; startedAt: number | null; plan: { counts: Record<string, number>; movesTotal: number } };
+    };
     b.abort();
     assert.equal(typeof ran.rebalance.startedAt, 'number');
     assert.equal(ran.rebalance.running, false);
     assert.deepEqual(ran.rebalance.plan.counts, { fake: 0 });
     assert.equal(ran.rebalance.plan.movesTotal, 0);
     // The console's POST from a foreign page is refused like a drain's.
-    const foreign = await tp.admin('/api/rebalance', { method: 'POST', headers: { ...AUTH, origin: 'http://evil.example', 'content-type': 'application/json' }, body: '{}' });
+    const foreign = await tp.admin('/api/rebalance', {
+      method: 'POST',
+      headers: { ...AUTH, origin: 'http://evil.example', 'content-type': 'application/json' },
+      body: '{}',
+    });
     assert.equal(foreign.status, 403);
   });
 

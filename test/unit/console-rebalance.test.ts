@@ -91,7 +91,8 @@ describe('consoleRebalance: the rebalance part of a console snapshot', () => {
           if (out.plan !== null) {
             assert.ok(out.plan.moves.length <= CONSOLE_REBALANCE_LIMITS.moves);
             nums.push(out.plan.movesTotal, out.plan.stuck, ...Object.values(out.plan.counts), ...Object.values(out.plan.targets));
-            for (const m of out.plan.moves) for (const s of [m.session, m.from, m.to]) assert.ok(typeof s === 'string' && s.length <= CONSOLE_REBALANCE_LIMITS.name);
+            for (const m of out.plan.moves)
+              for (const s of [m.session, m.from, m.to]) assert.ok(typeof s === 'string' && s.length <= CONSOLE_REBALANCE_LIMITS.name);
             for (const k of Object.keys(out.plan.counts)) assert.ok(k.length <= CONSOLE_REBALANCE_LIMITS.name);
           }
           for (const n of nums) assert.ok(Number.isSafeInteger(n) && n >= 0);

@@ -234,7 +234,8 @@ function renderPlan(plan, title) {
   const moves = Array.isArray(plan.moves) ? plan.moves.slice(0, MAX_MOVES_SHOWN) : [];
   const total = typeof plan.movesTotal === 'number' ? plan.movesTotal : Array.isArray(plan.moves) ? plan.moves.length : 0;
   const stuck = count(plan.stuck);
-  $('rebalance-plan-title').textContent = `${title}: ${total} move${total === 1 ? '' : 's'}${stuck > 0 ? `, ${stuck} session${stuck === 1 ? '' : 's'} cannot move (too young, moved recently, not movable)` : ''}`;
+  $('rebalance-plan-title').textContent =
+    `${title}: ${total} move${total === 1 ? '' : 's'}${stuck > 0 ? `, ${stuck} session${stuck === 1 ? '' : 's'} cannot move (too young, moved recently, not movable)` : ''}`;
   const counts = plan.counts ?? {};
   const targets = plan.targets ?? {};
   const names = [...new Set([...Object.keys(counts), ...Object.keys(targets)])];
@@ -270,7 +271,8 @@ function renderRebalance(rb) {
   $('rebalance').hidden = false;
   renderProgress(rb);
   if (dryPlan) renderPlan(dryPlan, 'Plan (dry run: nothing moves until Rebalance)');
-  else if (rb.startedAt !== null && rb.startedAt !== undefined) renderPlan(rb.plan, `Plan of the rebalance started at ${new Date(rb.startedAt).toLocaleTimeString()}`);
+  else if (rb.startedAt !== null && rb.startedAt !== undefined)
+    renderPlan(rb.plan, `Plan of the rebalance started at ${new Date(rb.startedAt).toLocaleTimeString()}`);
   else renderPlan(null);
 }
 
