@@ -14,6 +14,7 @@ import { type TestContext, after, describe, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { parseFlv } from '../../src/client/flv.js';
 import { compareRecordings, describeComparison, mediaFrames } from '../../src/demo/verify.js';
+import { redactStreamKey } from '../../src/net/redact.js';
 import { ffprobeCounts } from '../helpers/ffprobe.js';
 import { closedRecordings } from '../helpers/nginx.js';
 import { projectRoot, requirePeer } from '../helpers/peers.js';
@@ -68,7 +69,7 @@ describe('e2e: the live console in chromium', () => {
     const ffprobe = requirePeer(t, 'ffprobe');
     const chromiumExe = requirePeer(t, 'chromium');
     if (ffmpeg === null || ffprobe === null || chromiumExe === null) return null;
-    env ??= await startE2e(t, { adminToken: TOKEN, proxyFlags: ['--migration-switch-timeout-ms', '10s'] });
+    env ??= await startE2e(t, { adminToken: TOKEN, proxyFlags: ['--migration-switch-timeout-ms', '10s', '--log-stream-keys', 'false'] });
     if (env === null) return null;
     browser ??= await chromium.launch({ executablePath: chromiumExe, args: ['--no-sandbox', '--disable-gpu'] });
     return { env, browser, ffmpeg, ffprobe };
@@ -86,14 +87,16 @@ describe('e2e: the live console in chromium', () => {
     assert.match(page0.headers.get('content-security-policy') ?? '', /default-src 'self'/);
     assert.equal((await fetch(`${base}/api/events`)).status, 401);
 
+    // The console shows stream keys as the API does: redacted (log.streamKeys is off here).
     const key = `console-${process.pid}`;
+    const shown = redactStreamKey(key);
     const run = collect(
       spawn(ffmpeg, ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-re', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', env.proxy.url('live', key)], {
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
     );
     const s = await eventually(
-      async () => (await env.proxy.api<ApiSession[]>('/api/sessions')).find((x) => x.streamKey === key && x.state === 'publishing'),
+      async () => (await env.proxy.api<ApiSession[]>('/api/sessions')).find((x) => x.streamKey === shown && x.state === 'publishing'),
       'ffmpeg publishing',
     );
     const from = s.backend!;
@@ -102,8 +105,10 @@ describe('e2e: the live console in chromium', () => {
     const cspViolations: string[] = [];
     const page = await openConsole(browser, base, cspViolations);
 
-    const row = page.locator('#sessions tbody tr', { hasText: key });
+    const row = page.locator('#sessions tbody tr', { hasText: shown });
     await row.locator('td.backend', { hasText: from }).waitFor();
+    assert.equal(await row.locator('td.key').textContent(), shown);
+    assert.ok(!(await page.content()).includes(key), 'the stream key is not on the page in clear');
     assert.equal(await row.locator('td.app').textContent(), 'live');
     await row.locator('td.role', { hasText: 'publisher' }).waitFor();
     const media = (s as ApiSession & { media?: { videoCodec: string | null; width: number | null; height: number | null } | null }).media;
@@ -165,7 +170,9 @@ describe('e2e: the live console in chromium', () => {
     await backendRow('b1').locator('td.state', { hasText: 'up' }).waitFor();
     await backendRow('b2').locator('button.drain').click();
     await backendRow('b2').locator('td.state', { hasText: 'draining' }).waitFor();
-    const keys = [`rb-console-${process.pid}-a`, `rb-console-${process.pid}-b`];
+    // Keys told apart by their first two characters, which is what redaction shows of them.
+    const keys = [`a-console-${process.pid}`, `b-console-${process.pid}`];
+    const shownKeys = keys.map(redactStreamKey);
     const runs = keys.map((key) =>
       collect(
         // Half speed: the 8 s sample lasts 16 s, room for the clicks and the move on a loaded machine.
@@ -178,7 +185,7 @@ describe('e2e: the live console in chromium', () => {
         ),
       ),
     );
-    const rows = keys.map((key) => page.locator('#sessions tbody tr', { hasText: key }));
+    const rows = shownKeys.map((k) => page.locator('#sessions tbody tr', { hasText: k }));
     for (const row of rows) {
       await row.locator('td.backend', { hasText: 'b1' }).waitFor();
       await row.locator('td.state', { hasText: 'publishing' }).waitFor();
@@ -196,12 +203,12 @@ describe('e2e: the live console in chromium', () => {
     assert.equal(await moves.count(), 1);
     assert.equal(await moves.locator('td.from').textContent(), 'b1');
     assert.equal(await moves.locator('td.to').textContent(), 'b2');
-    assert.match((await moves.locator('td.session').textContent()) ?? '', new RegExp(`live/(${keys.join('|')})`));
+    assert.match((await moves.locator('td.session').textContent()) ?? '', new RegExp(`live/(${shownKeys.map((k) => k.replace(/[*()]/g, '\\$&')).join('|')})`));
     assert.equal(await page.locator('#rebalance-targets tr[data-backend="b1"] td.target').textContent(), '1');
     assert.equal(await page.locator('#rebalance-targets tr[data-backend="b2"] td.target').textContent(), '1');
     assert.equal(await page.locator('#rebalance-targets tr[data-backend="b1"] td.count').textContent(), '2');
     assert.equal(await page.locator('#rebalance-progress').getAttribute('data-state'), 'idle', 'a dry run starts nothing');
-    const untouched = (await env.proxy.api<ApiSession[]>('/api/sessions')).filter((x) => keys.includes(x.streamKey ?? ''));
+    const untouched = (await env.proxy.api<ApiSession[]>('/api/sessions')).filter((x) => shownKeys.includes(x.streamKey ?? ''));
     assert.deepEqual(
       untouched.map((x) => x.backend),
       ['b1', 'b1'],
