@@ -207,6 +207,11 @@ export function registerRebalanceCommand<F extends object>(program: Command, dep
           if (o.maxInFlight !== undefined) msg.maxInFlight = o.maxInFlight;
           if (o.minAge !== undefined) msg.minAgeMs = o.minAge;
           if (o.reason !== undefined) msg.reason = o.reason;
+          if (JSON.stringify(msg).length > MAX_CONTROL_MESSAGE_LENGTH && plan.by === 'bitrate') {
+            // Without the session ids each replica moves the oldest of the backend: the counts hold, the bitrates roughly.
+            for (const list of Object.values(plan.moves)) for (const q of list) delete q.ids;
+            process.stderr.write('the plan names too many sessions for one control message: each replica moves its oldest sessions of each backend instead\n');
+          }
           if (JSON.stringify(msg).length > MAX_CONTROL_MESSAGE_LENGTH) {
             throw new Error(
               `the plan (${plan.planned} moves over ${Object.keys(plan.moves).length} replicas) does not fit in one control message: run rebalance again after this one`,

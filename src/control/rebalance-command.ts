@@ -5,8 +5,9 @@
  *                "maxInFlight":4,"minAgeMs":10000,"reason":"scale-out","id":"…","at":…,"origin":"cli@host"}
  *   plain text  rebalance [reason words…]
  *
- * With `moves`, each replica moves its share (its own sessions, at most `count` from → to) of the
- * plan its issuer made over the fleet registry (`planFleet`); a replica not named moves nothing.
+ * With `moves`, each replica moves its share (its own sessions, at most `count` from → to, the ones
+ * in `ids` first) of the plan its issuer made over the fleet registry (`planFleet`); a replica not
+ * named moves nothing.
  * Without, each replica plans over its own sessions. Not persisted: a rebalance is an action, not
  * a desired state. Anything else is malformed (logged and counted by the caller, never fatal).
  */
@@ -18,6 +19,8 @@ export interface RebalanceQuota {
   from: string;
   to: string;
   count: number;
+  /** The sessions the plan chose (at most `count`): moved first when still there (by bitrate, sessions are not interchangeable). */
+  ids?: string[];
 }
 
 export interface RebalanceMessage {
@@ -40,6 +43,7 @@ export type RebalanceParse = { ok: true; message: RebalanceMessage } | { ok: fal
 export const MAX_REBALANCE_REPLICAS = 64;
 export const MAX_QUOTAS_PER_REPLICA = 64;
 export const MAX_QUOTA_COUNT = 100_000;
+const MAX_SESSION_ID_LENGTH = 100;
 const MAX_MIN_AGE_MS = 2 ** 31 - 1;
 
 const KNOWN = new Set(['action', 'moves', 'by', 'maxInFlight', 'minAgeMs', 'reason', 'id', 'at', 'origin']);
@@ -130,13 +134,20 @@ export function parseQuotas(list: unknown): RebalanceQuota[] | string {
   const quotas: RebalanceQuota[] = [];
   for (const q of list as unknown[]) {
     if (q === null || typeof q !== 'object' || Array.isArray(q)) return 'a move must be {from, to, count}';
-    const { from, to, count, ...rest } = q as Record<string, unknown>;
+    const { from, to, count, ids, ...rest } = q as Record<string, unknown>;
     if (Object.keys(rest).length > 0) return `unknown field "${Object.keys(rest)[0]}" in a move`;
     if (typeof from !== 'string' || !BACKEND_NAME_RE.test(from) || typeof to !== 'string' || !BACKEND_NAME_RE.test(to) || from === to) {
       return `"from" and "to" must be two backend names matching ${BACKEND_NAME_RE}`;
     }
     if (!isInt(count, 1, MAX_QUOTA_COUNT)) return `"count" must be an integer between 1 and ${MAX_QUOTA_COUNT}`;
-    quotas.push({ from, to, count });
+    const quota: RebalanceQuota = { from, to, count };
+    if (ids !== undefined) {
+      if (!Array.isArray(ids) || ids.length > count || !ids.every((id) => typeof id === 'string' && id.length > 0 && id.length <= MAX_SESSION_ID_LENGTH)) {
+        return `"ids" must be at most "count" session ids of 1 to ${MAX_SESSION_ID_LENGTH} characters`;
+      }
+      quota.ids = ids as string[];
+    }
+    quotas.push(quota);
   }
   return quotas;
 }
@@ -174,7 +185,8 @@ export interface FleetPlan {
  * that many of its own sessions from → to (the one planned may have left; another of its sessions
  * on the same backend goes instead). Sessions placed by a sticky rule are left where they are: the
  * registry does not tell their rendezvous backend (a replica's local plan does). By bitrate, each
- * session's load is the bitrate its replica measured (`media.bitrate`; see `sessionLoads`).
+ * session's load is the bitrate its replica measured (`media.bitrate`; see `sessionLoads`), and
+ * each quota names the sessions chosen (`ids`), which the replica moves first.
  */
 export function planFleet(
   replicas: readonly Pick<ReplicaRecord, 'replicaId' | 'backends'>[],
@@ -208,9 +220,11 @@ export function planFleet(
   for (const m of p.moves) {
     const s = owner.get(m.session)!;
     const list = (moves[s.replica] ??= []);
-    const q = list.find((x) => x.from === m.from && x.to === m.to);
+    let q = list.find((x) => x.from === m.from && x.to === m.to);
     if (q !== undefined) q.count++;
-    else list.push({ from: m.from, to: m.to, count: 1 });
+    else list.push((q = { from: m.from, to: m.to, count: 1 }));
+    // By bitrate the replica must move the sessions chosen, not any of the same backend.
+    if (by === 'bitrate') (q.ids ??= []).push(m.session);
     estimates.push({
       ...m,
       replica: s.replica,

@@ -49,7 +49,7 @@ export interface RebalanceRequest {
   maxInFlight?: number;
   minAgeMs?: number;
   /** Moves of this replica's share of a fleet plan: at most this many from → to (see control/rebalance-fleet.ts); absent = the local plan. */
-  quota?: readonly { from: string; to: string; count: number }[];
+  quota?: readonly { from: string; to: string; count: number; ids?: readonly string[] }[];
   reason?: string;
 }
 
@@ -185,7 +185,9 @@ export class Rebalancer {
     for (const q of req.quota) {
       // A backend this replica does not have, or that cannot take sessions here, gets nothing from it.
       if (!takes.has(q.to)) continue;
-      const candidates = (byFrom.get(q.from) ?? []).sort((a, b) => b.ageMs - a.ageMs);
+      // The sessions the fleet plan chose first (by bitrate they are not interchangeable), then the oldest.
+      const named = new Set(q.ids ?? []);
+      const candidates = (byFrom.get(q.from) ?? []).sort((a, b) => Number(named.has(b.id)) - Number(named.has(a.id)) || b.ageMs - a.ageMs);
       for (const s of [...candidates]) {
         const k = `${q.from}\0${q.to}`;
         if ((left.get(k) ?? 0) <= 0) break;

@@ -121,7 +121,11 @@ describe('planFleet', () => {
     assert.deepEqual(plan.estimates, [
       { session: 'heavy', replica: 'r1', from: 'b1', to: 'b2', how: 'migrate', nextKeyframeInMs: 700, keyframeIntervalMs: 2000 },
     ]);
-    assert.equal(planFleet(replicas, sessions, { minAgeMs: 60_000, now: Date.now() }).planned, 3, 'by sessions: 3 of the 6');
+    assert.deepEqual(plan.moves, { r1: [{ from: 'b1', to: 'b2', count: 1, ids: ['heavy'] }] }, 'by bitrate the quota names the session');
+    const bySessions = planFleet(replicas, sessions, { minAgeMs: 60_000, now: Date.now() });
+    assert.equal(bySessions.planned, 3, 'by sessions: 3 of the 6');
+    assert.equal(bySessions.moves['r1']![0]!.ids, undefined, 'by sessions any session of the backend will do');
+    assert.ok(parseRebalanceMessage(JSON.stringify({ action: 'rebalance', moves: plan.moves, by: 'bitrate' })).ok);
     assert.equal(parseRebalanceMessage('{"action":"rebalance","by":"bitrate"}').ok, true);
     assert.equal(parseRebalanceMessage('{"action":"rebalance","by":"cpu"}').ok, false);
   });
@@ -132,7 +136,8 @@ describe('POST /api/rebalance body', () => {
     assert.deepEqual(rebalanceOptions('{"dryRun":true,"maxInFlight":2,"minAgeMs":0,"reason":"x"}'), { dryRun: true, maxInFlight: 2, minAgeMs: 0, reason: 'x' });
     assert.deepEqual(rebalanceOptions(''), {});
     assert.deepEqual(rebalanceOptions('{"by":"bitrate","quota":[{"from":"b1","to":"b2","count":2}]}'), { by: 'bitrate', quota: [{ from: 'b1', to: 'b2', count: 2 }] });
-    for (const body of ['[]', '{"dryRun":1}', '{"maxInFlight":0}', '{"minAgeMs":-5}', '{"other":1}', 'nope', '{"by":"cpu"}', '{"quota":[{"from":"b1","to":"b1","count":1}]}', '{"quota":{}}'])
+    const tooMany = '{"quota":[{"from":"b1","to":"b2","count":1,"ids":["a","b"]}]}';
+    for (const body of ['[]', '{"dryRun":1}', '{"maxInFlight":0}', '{"minAgeMs":-5}', '{"other":1}', 'nope', '{"by":"cpu"}', '{"quota":[{"from":"b1","to":"b1","count":1}]}', '{"quota":{}}', tooMany, '{"quota":[{"from":"b1","to":"b2","count":1,"ids":[7]}]}'])
       assert.throws(() => rebalanceOptions(body), /must|unknown|body/);
   });
 });
