@@ -34,7 +34,14 @@ type WorkerBackend = Pick<ReplicaRecord['backends'][number], 'name' | 'state'>;
 export type ClusterPlanView = Omit<FleetPlan, 'moves' | 'estimates' | 'planned'> & { moves: FleetPlan['estimates']; shares: FleetPlan['moves'] };
 export type ClusterStatus = Omit<RebalanceStatus, 'plan'> & { plan: ClusterPlanView | null; workers: number };
 
-const json = (a: WorkerAnswer): unknown => JSON.parse(a.body) as unknown;
+/** A worker's JSON body, or null when it is not JSON (a worker dying mid-answer). */
+function json(a: WorkerAnswer): unknown {
+  try {
+    return JSON.parse(a.body) as unknown;
+  } catch {
+    return null;
+  }
+}
 
 export class ClusterRebalance {
   private last: ClusterPlanView | null = null;
@@ -54,9 +61,13 @@ export class ClusterRebalance {
     const sessions: (WorkerSession & { replica: string })[] = [];
     for (const id of ids) {
       const [b, s] = await Promise.all([this.links.ask(id, '/api/backends'), this.links.ask(id, '/api/sessions')]);
-      if (b.status !== 200 || s.status !== 200) return { status: 502, json: { error: `worker ${id} did not answer its backends and sessions` } };
-      replicas.push({ replicaId: id, backends: (json(b) as WorkerBackend[]).map((x) => ({ ...x, sessions: 0, drainReason: null, drainDeadlineAt: null })) });
-      for (const x of json(s) as WorkerSession[]) sessions.push({ ...x, replica: id });
+      const backends = json(b);
+      const list = json(s);
+      if (b.status !== 200 || s.status !== 200 || !Array.isArray(backends) || !Array.isArray(list)) {
+        return { status: 502, json: { error: `worker ${id} did not answer its backends and sessions` } };
+      }
+      replicas.push({ replicaId: id, backends: (backends as WorkerBackend[]).map((x) => ({ ...x, sessions: 0, drainReason: null, drainDeadlineAt: null })) });
+      for (const x of list as WorkerSession[]) sessions.push({ ...x, replica: id });
     }
     const by = o.by ?? this.defaults.by;
     const minAgeMs = o.minAgeMs ?? this.defaults.minAgeMs;
@@ -101,7 +112,7 @@ export class ClusterRebalance {
       if (a.status !== 200) continue;
       const s = json(a) as RebalanceStatus | null;
       out.workers++;
-      if (s === null) continue;
+      if (s === null || typeof s !== 'object' || s.results === undefined) continue;
       out.running ||= s.running;
       if (s.startedAt !== null) out.startedAt = Math.min(out.startedAt ?? s.startedAt, s.startedAt);
       out.planned += s.planned;
