@@ -133,7 +133,10 @@ export class AutoRebalance {
   /** Logs a spread above the ratio that does not start a run, once per state. */
   private outcome(o: SpreadCheck, detail: object): SpreadCheck {
     if ((o === 'nothing-to-move' || o === 'cooldown') && this.lastLogged !== o) {
-      this.deps.log.info({ ...detail, outcome: o }, o === 'cooldown' ? 'spread over the ratio: waiting for the cooldown' : 'spread over the ratio, but nothing can move now');
+      this.deps.log.info(
+        { ...detail, outcome: o },
+        o === 'cooldown' ? 'spread over the ratio: waiting for the cooldown' : 'spread over the ratio, but nothing can move now',
+      );
     }
     if (o !== 'once') this.lastLogged = o;
     return o;

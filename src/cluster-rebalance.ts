@@ -94,7 +94,10 @@ export class ClusterRebalance {
       }),
     );
     const failed = sent.filter((x) => x.answer.status !== 200);
-    this.log.info({ by, planned: plan.planned, targets: plan.targets, workers: sent.length, failed: failed.map((f) => f.id), reason: o.reason }, 'rebalance over the workers');
+    this.log.info(
+      { by, planned: plan.planned, targets: plan.targets, workers: sent.length, failed: failed.map((f) => f.id), reason: o.reason },
+      'rebalance over the workers',
+    );
     if (failed.length > 0) return { status: 502, json: { error: `worker(s) ${failed.map((f) => f.id).join(', ')} refused their share`, plan: view } };
     return { status: 200, json: await this.status() };
   }

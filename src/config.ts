@@ -772,7 +772,7 @@ export const ConfigSchema = z
         by: oneOf(
           REBALANCE_BY,
           'sessions',
-          'What a rebalance balances, weighted like routing: `sessions` per backend, or their summed measured `bitrate` (a session not measured yet counts as the mean of the measured ones, 1 Mb/s when none is). `rebalance --by` and the API\'s `by` choose per run.',
+          "What a rebalance balances, weighted like routing: `sessions` per backend, or their summed measured `bitrate` (a session not measured yet counts as the mean of the measured ones, 1 Mb/s when none is). `rebalance --by` and the API's `by` choose per run.",
         ),
         onBackendUp: bool(
           false,

@@ -150,7 +150,13 @@ export function planRebalance(backends: readonly PlanBackend[], sessions: readon
   const total = routable.reduce((a, b) => a + loads[b.name]!, 0);
   const targets: Record<string, number> = {};
   if (by === 'sessions') {
-    Object.assign(targets, weightedTargets(routable.map((b) => ({ name: b.name, weight: weightOf(b), count: counts[b.name]! })), total));
+    Object.assign(
+      targets,
+      weightedTargets(
+        routable.map((b) => ({ name: b.name, weight: weightOf(b), count: counts[b.name]! })),
+        total,
+      ),
+    );
   } else {
     const sumW = routable.reduce((a, b) => a + weightOf(b), 0);
     // No weight at all: nothing is anyone's share, every backend keeps what it has.
@@ -187,7 +193,8 @@ export function planRebalance(backends: readonly PlanBackend[], sessions: readon
       stuck += Math.min(skipped, by === 'sessions' ? left : Math.round(left / Math.max(mean, 1e-9)));
     }
   }
-  const shown = (r: Record<string, number>): Record<string, number> => (by === 'sessions' ? r : Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.round(v)])));
+  const shown = (r: Record<string, number>): Record<string, number> =>
+    by === 'sessions' ? r : Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Math.round(v)]));
   return { by, targets: shown(targets), counts, loads: shown(loads), tolerance: Math.round(tolerance), moves, stuck };
 
   /** The most under-loaded backend `s` may go to (below its target and its cap), or null. */

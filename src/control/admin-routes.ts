@@ -59,7 +59,10 @@ export interface AdminRebalanceOptions {
   reason?: string;
 }
 
-/** Parses `{"dryRun": true, "by": "bitrate", "maxInFlight": 4, "minAgeMs": 10000, "reason": "…", "quota": [{from, to, count}]}` (every field optional; no others). */
+/**
+ * Parses `{"dryRun": true, "by": "bitrate", "maxInFlight": 4, "minAgeMs": 10000, "reason": "…",
+ * "quota": [{from, to, count, ids?}]}` (every field optional; no others).
+ */
 export function rebalanceOptions(body: string): AdminRebalanceOptions {
   let obj: Record<string, unknown> = {};
   if (body.trim() !== '') {

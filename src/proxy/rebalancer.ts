@@ -210,7 +210,10 @@ export class Rebalancer {
     this.results = emptyResults();
     this.startedAt = Date.now();
     this.maxInFlight = Math.max(1, req.maxInFlight ?? this.settings.maxInFlight);
-    this.log.info({ by: plan.by, moves: plan.moves.length, targets: plan.targets, loads: plan.loads, counts: plan.counts, stuck: plan.stuck, reason: req.reason }, 'rebalance started');
+    this.log.info(
+      { by: plan.by, moves: plan.moves.length, targets: plan.targets, loads: plan.loads, counts: plan.counts, stuck: plan.stuck, reason: req.reason },
+      'rebalance started',
+    );
     this.pump();
     return this.status();
   }

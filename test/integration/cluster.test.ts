@@ -144,7 +144,10 @@ describe('cluster mode: serve --workers 2', () => {
     const expected = onB2 - dry.targets['b2']!;
     assert.ok(expected > 0, `b2 holds ${onB2}: over its target ${dry.targets['b2']}`);
     assert.equal(dry.moves.length, expected);
-    assert.ok(dry.moves.every((m) => /^w\d+$/.test(m.replica)), 'each move given to the worker holding its session');
+    assert.ok(
+      dry.moves.every((m) => /^w\d+$/.test(m.replica)),
+      'each move given to the worker holding its session',
+    );
     const toldBefore = new Set(pubs.filter((p) => p.goAwayReceived));
     const started = await post({ minAgeMs: 0, reason: 'cluster test' });
     assert.equal(started.planned, expected, 'the workers planned their shares');

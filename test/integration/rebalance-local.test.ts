@@ -177,10 +177,16 @@ describe('rebalance on one replica (admin API)', () => {
     // A fleet share naming a session: that one goes first, though older ones are on the same backend.
     const lightId = sessions.find((s) => s.streamKey === 'light2')!.id;
     const share = tp.proxy.control.rebalance({ quota: [{ from: 'b1', to: 'b2', count: 1, ids: [lightId] }], minAgeMs: 0, dryRun: true });
-    assert.deepEqual(share.plan?.moves.map((m) => m.session), [lightId]);
+    assert.deepEqual(
+      share.plan?.moves.map((m) => m.session),
+      [lightId],
+    );
 
     await post(tp, { by: 'bitrate' });
     await eventually(() => heavy.told, 'the heavy publisher told to go away');
-    assert.ok(light.every((p) => !p.told), 'the light ones stay');
+    assert.ok(
+      light.every((p) => !p.told),
+      'the light ones stay',
+    );
   });
 });

@@ -23,8 +23,16 @@ function harness(auto: Partial<AutoRebalanceSettings['auto']>, extra: Partial<Au
     settings: () => settings,
     plan: () => {
       const sessions: PlanSession[] = [];
-      for (let i = 0; i < fleet.onB1 + fleet.onB2; i++) sessions.push({ id: `s${i}`, backend: i < fleet.onB1 ? 'b1' : 'b2', ageMs: 60_000, movable: fleet.movable });
-      return planRebalance([{ name: 'b1', routable: true }, { name: 'b2', routable: true }], sessions, { minAgeMs: 0 });
+      for (let i = 0; i < fleet.onB1 + fleet.onB2; i++)
+        sessions.push({ id: `s${i}`, backend: i < fleet.onB1 ? 'b1' : 'b2', ageMs: 60_000, movable: fleet.movable });
+      return planRebalance(
+        [
+          { name: 'b1', routable: true },
+          { name: 'b2', routable: true },
+        ],
+        sessions,
+        { minAgeMs: 0 },
+      );
     },
     running: () => fleet.running,
     run: (why) => {

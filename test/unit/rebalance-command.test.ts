@@ -106,11 +106,18 @@ describe('planFleet', () => {
 
   test('by bitrate: the measured bitrates of the registry records, the keyframe estimate of each move', () => {
     const replicas = [{ replicaId: 'r1', backends: [up('b1'), up('b2')] }];
-    const media = (bitrate: number | null) =>
-      ({ bitrate, nextKeyframeInMs: 700, keyframeIntervalMs: 2000 }) as unknown as NonNullable<SessionRecord['media']>;
+    const media = (bitrate: number | null) => ({ bitrate, nextKeyframeInMs: 700, keyframeIntervalMs: 2000 }) as unknown as NonNullable<SessionRecord['media']>;
     const sessions = [
       { id: 'heavy', replica: 'r1', backend: 'b1', capability: 'none', startedAt: old, route: null, media: media(6_000_000) },
-      ...Array.from({ length: 4 }, (_, i) => ({ id: `l${i}`, replica: 'r1', backend: 'b1', capability: 'goaway', startedAt: old, route: null, media: media(1_000_000) })),
+      ...Array.from({ length: 4 }, (_, i) => ({
+        id: `l${i}`,
+        replica: 'r1',
+        backend: 'b1',
+        capability: 'goaway',
+        startedAt: old,
+        route: null,
+        media: media(1_000_000),
+      })),
       // Not measured yet: counts as the mean (2 Mb/s); players are not planned.
       { id: 'new', replica: 'r1', backend: 'b1', capability: 'goaway', startedAt: new Date().toISOString(), route: null, media: null },
       { id: 'p', replica: 'r1', backend: 'b1', capability: 'none', startedAt: old, route: null, role: 'player' as const, media: media(9_000_000) },
@@ -135,9 +142,24 @@ describe('POST /api/rebalance body', () => {
   test('known fields only, bounded', () => {
     assert.deepEqual(rebalanceOptions('{"dryRun":true,"maxInFlight":2,"minAgeMs":0,"reason":"x"}'), { dryRun: true, maxInFlight: 2, minAgeMs: 0, reason: 'x' });
     assert.deepEqual(rebalanceOptions(''), {});
-    assert.deepEqual(rebalanceOptions('{"by":"bitrate","quota":[{"from":"b1","to":"b2","count":2}]}'), { by: 'bitrate', quota: [{ from: 'b1', to: 'b2', count: 2 }] });
+    assert.deepEqual(rebalanceOptions('{"by":"bitrate","quota":[{"from":"b1","to":"b2","count":2}]}'), {
+      by: 'bitrate',
+      quota: [{ from: 'b1', to: 'b2', count: 2 }],
+    });
     const tooMany = '{"quota":[{"from":"b1","to":"b2","count":1,"ids":["a","b"]}]}';
-    for (const body of ['[]', '{"dryRun":1}', '{"maxInFlight":0}', '{"minAgeMs":-5}', '{"other":1}', 'nope', '{"by":"cpu"}', '{"quota":[{"from":"b1","to":"b1","count":1}]}', '{"quota":{}}', tooMany, '{"quota":[{"from":"b1","to":"b2","count":1,"ids":[7]}]}'])
+    for (const body of [
+      '[]',
+      '{"dryRun":1}',
+      '{"maxInFlight":0}',
+      '{"minAgeMs":-5}',
+      '{"other":1}',
+      'nope',
+      '{"by":"cpu"}',
+      '{"quota":[{"from":"b1","to":"b1","count":1}]}',
+      '{"quota":{}}',
+      tooMany,
+      '{"quota":[{"from":"b1","to":"b2","count":1,"ids":[7]}]}',
+    ])
       assert.throws(() => rebalanceOptions(body), /must|unknown|body/);
   });
 });

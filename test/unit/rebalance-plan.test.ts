@@ -3,7 +3,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { type PlanBackend, type PlanSession, UNMEASURED_BITRATE, planRebalance, sessionLoads, spreadOf, weightedTargets } from '../../src/balancer/rebalance-plan.js';
+import {
+  type PlanBackend,
+  type PlanSession,
+  UNMEASURED_BITRATE,
+  planRebalance,
+  sessionLoads,
+  spreadOf,
+  weightedTargets,
+} from '../../src/balancer/rebalance-plan.js';
 
 const NAMES = ['b1', 'b2', 'b3', 'b4', 'b5'];
 
@@ -224,7 +232,10 @@ describe('rebalance plan', () => {
           for (const step of steps) assert.ok(Math.abs(sum(step) - sum(plan.loads)) < 1e-6, 'total load changed');
           // The targets are rounded to whole bits/s: one bit per backend of slack.
           for (let i = 1; i < steps.length; i++) {
-            assert.ok(worstDeviation(steps[i]!, plan.targets) <= worstDeviation(steps[i - 1]!, plan.targets) + backends.length, `move ${i} made the spread worse`);
+            assert.ok(
+              worstDeviation(steps[i]!, plan.targets) <= worstDeviation(steps[i - 1]!, plan.targets) + backends.length,
+              `move ${i} made the spread worse`,
+            );
           }
           const shares = Object.values(plan.targets).reduce((a, b) => a + b, 0);
           const routableLoad = [...routable].reduce((a, n) => a + plan.loads[n]!, 0);
@@ -235,7 +246,7 @@ describe('rebalance plan', () => {
     );
   });
 
-  test('property (bitrate): unconstrained, every backend ends within one session\'s load of its target', () => {
+  test("property (bitrate): unconstrained, every backend ends within one session's load of its target", () => {
     fc.assert(
       fc.property(
         backendsArb.chain((backends) => fc.tuple(fc.constant(backends), loadedArb(backends, false))),
