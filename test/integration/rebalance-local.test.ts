@@ -138,6 +138,31 @@ describe('rebalance on one replica (admin API)', () => {
     assert.ok(tp.logs.some((l) => l['msg'] === 'rebalance started' && /automatic: backend b2 added/.test(String(l['reason']))));
   });
 
+  test('rebalance.auto.spreadRatio: a backend holding twice its share is rebalanced without a command, counted', async () => {
+    const [s1, s2] = servers as [FakeRtmpServer, FakeRtmpServer];
+    const flags = {
+      healthEnabled: 'false',
+      logStreamKeys: 'true',
+      rebalanceMinAgeMs: '0s',
+      rebalanceAutoSpreadRatio: '1.5',
+      rebalanceAutoIntervalMs: '1s',
+    };
+    const tp = await startTestProxy({ b1: s1.port }, flags);
+    proxies.push(tp);
+    const list: Publisher[] = [];
+    for (let i = 0; i < 4; i++) list.push(await publish(tp, `spread${i}`));
+    // b2 added by a reload, rebalance.onBackendUp off: only the spread (4/0, twice the share) triggers.
+    tp.proxy.reloadBackends([
+      { name: 'b1', host: '127.0.0.1', port: s1.port },
+      { name: 'b2', host: '127.0.0.1', port: s2.port },
+    ]);
+    await eventually(() => list.filter((p) => p.told).length === 2, 'two publishers told to go away by the automatic rebalance', 20_000);
+    const auto = tp.logs.find((l) => l['msg'] === 'automatic rebalance');
+    assert.equal(auto?.['trigger'], 'spread');
+    assert.equal(auto?.['spread'], 2);
+    assert.match(await (await tp.admin('/metrics')).text(), /rtmp_goaway_rebalance_auto_total\{trigger="spread"\} 1/);
+  });
+
   test('by bitrate: one heavy publisher balances four light ones; by sessions the same fleet moves two', async () => {
     const [s1, s2] = servers as [FakeRtmpServer, FakeRtmpServer];
     const flags = { healthEnabled: 'false', logStreamKeys: 'true', rebalanceMinAgeMs: '0s' };
