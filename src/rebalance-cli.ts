@@ -184,7 +184,10 @@ export function registerRebalanceCommand<F extends object>(program: Command, dep
         )
         .option('--dry-run', 'print the plan (with when each move is expected), move nothing')
         .option('--by <what>', `balance ${REBALANCE_BY.join(' or ')} per backend (default: rebalance.by; sessions for the fleet plan)`, byArg)
-        .option('--wait', `show the sessions left to move until every backend holds its target (exit 0) or --timeout passes (exit ${EXIT_NOT_BALANCED})`)
+        .option(
+          '--wait',
+          `show what is left to move, and when each session migrating at its next keyframe moves, until every backend holds its target (exit 0) or --timeout passes (exit ${EXIT_NOT_BALANCED})`,
+        )
         .option('--max-in-flight <n>', 'moves at once per replica (default: rebalance.maxInFlight)', positiveInt)
         .option(
           '--min-age <duration>',
