@@ -48,7 +48,10 @@ export interface RebalanceRequest {
   by?: RebalanceBy;
   maxInFlight?: number;
   minAgeMs?: number;
-  /** Moves of this replica's share of a fleet plan: at most this many from → to (see control/rebalance-fleet.ts); absent = the local plan. */
+  /**
+   * Moves of this replica's share of a fleet plan: at most this many from → to, the sessions in
+   * `ids` first (control/rebalance-command.ts `planFleet`); absent = the local plan.
+   */
   quota?: readonly { from: string; to: string; count: number; ids?: readonly string[] }[];
   reason?: string;
 }
