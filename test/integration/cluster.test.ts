@@ -74,6 +74,11 @@ describe('cluster mode: serve --workers 2', () => {
     const pids = new Set(sessions.map((s) => s.id.split('-')[0]));
     t.diagnostic(`sessions per worker: ${[...pids].map((p) => `${p}=${sessions.filter((s) => s.id.startsWith(`${p}-`)).length}`).join(' ')}`);
     assert.equal(pids.size, 2, 'both workers took sessions');
+    // Each worker's admin API on a port of its own: the primary reaches a given worker, not whichever takes the connection.
+    const workerAdmins = proxy.logs().filter((l) => l['msg'] === 'worker listening').map((l) => l['workerAdmin']);
+    assert.equal(workerAdmins.length, 2);
+    assert.equal(new Set(workerAdmins).size, 2, `worker admin addresses: ${workerAdmins.join(', ')}`);
+    assert.equal(new Set(sessions.map((s) => s.id)).size, 8, 'each session listed once');
     const backends = await api<{ name: string; sessions: number }[]>('/api/backends');
     assert.equal(
       backends.reduce((n, b) => n + b.sessions, 0),
@@ -138,7 +143,7 @@ describe('cluster mode: serve --workers 2', () => {
     assert.deepEqual(
       Object.values(dry.targets).reduce((a, b) => a + b, 0),
       15,
-      'the targets cover the sessions of both workers',
+      `the targets cover the sessions of both workers: ${JSON.stringify({ dry, sessions })}`,
     );
     assert.equal(dry.counts['b2'], onB2);
     const expected = onB2 - dry.targets['b2']!;
