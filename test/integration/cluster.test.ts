@@ -75,7 +75,10 @@ describe('cluster mode: serve --workers 2', () => {
     t.diagnostic(`sessions per worker: ${[...pids].map((p) => `${p}=${sessions.filter((s) => s.id.startsWith(`${p}-`)).length}`).join(' ')}`);
     assert.equal(pids.size, 2, 'both workers took sessions');
     // Each worker's admin API on a port of its own: the primary reaches a given worker, not whichever takes the connection.
-    const workerAdmins = proxy.logs().filter((l) => l['msg'] === 'worker listening').map((l) => l['workerAdmin']);
+    const workerAdmins = proxy
+      .logs()
+      .filter((l) => l['msg'] === 'worker listening')
+      .map((l) => l['workerAdmin']);
     assert.equal(workerAdmins.length, 2);
     assert.equal(new Set(workerAdmins).size, 2, `worker admin addresses: ${workerAdmins.join(', ')}`);
     assert.equal(new Set(sessions.map((s) => s.id)).size, 8, 'each session listed once');
