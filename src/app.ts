@@ -260,11 +260,14 @@ export async function startProxy(config: Config, log: Logger = createLogger(conf
     metrics.rebalanceMoves,
     log.child({ component: 'rebalance' }),
   );
-  const autoRebalance = new AutoRebalance(
-    pool,
-    () => live.config.rebalance,
-    (why) => control.rebalance({ reason: why }, 'api'),
-  );
+  const autoRebalance = new AutoRebalance(pool, {
+    settings: () => live.config.rebalance,
+    plan: () => rebalancer.planNow(),
+    running: () => rebalancer.status().running,
+    run: (why) => control.rebalance({ reason: why }, 'api'),
+    runs: metrics.rebalanceAuto,
+    log: log.child({ component: 'rebalance' }),
+  });
   const control = new ControlPlane({
     pool,
     bus,

@@ -17,9 +17,9 @@ import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './contr
 import { busKeys, connectOnce, publishCommand, readDesired, redactRedisUrl } from './control/redis-bus.js';
 import { readRegistry } from './control/registry.js';
 import { installSignalHandlers } from './sidecar.js';
-import { ProgressLine } from './progress-line.js';
+import { ProgressLine, writeEtas } from './progress-line.js';
 import { safeText } from './terminal-text.js';
-import { keyframeEtaText, mediaText } from './control/media-text.js';
+import { mediaText } from './control/media-text.js';
 import { VERSION } from './version.js';
 
 /** A configuration or usage error: unknown flag or command, bad value, invalid config file or environment. */
@@ -280,20 +280,6 @@ interface WaitSource {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/**
- * Sessions that move at their next keyframe (proxy-side migration) and when that keyframe is
- * expected, from the keyframe interval the proxies measure: a line per session when its estimate
- * (to the tenth of a second) changes. Above a progress bar, the line clears the bar first.
- */
-export function writeEtas(err: { write(text: string): unknown }, sessions: CliSession[], shown: Map<string, string>, bar: boolean): void {
-  for (const s of sessions) {
-    const eta = s.capability === 'none' || s.state === 'migrating' ? keyframeEtaText(s.media) : null;
-    if (eta === null || shown.get(s.id) === eta) continue;
-    shown.set(s.id, eta);
-    err.write(`${bar ? '\r\x1b[K' : ''}  ${safeText(s.id)} (${safeText(s.app)}): ${safeText(eta)}\n`);
-  }
-}
 
 /** Polls until the backend holds no session (0) or the deadline passes (EXIT_SESSIONS_REMAINED). */
 async function waitEmpty(backend: string, source: WaitSource, fixedDeadlineAt: number | null, started: number): Promise<number> {

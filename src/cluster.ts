@@ -8,6 +8,8 @@
  *  - POST drain / undrain go to every worker (each applies it to its own sessions; with Redis,
  *    each worker is also a replica `<replicaId>-w<n>` and gets fleet commands itself);
  *  - /api/sessions is every worker's sessions; /api/backends sums the session counts;
+ *  - POST /api/rebalance plans over every worker's sessions and sends each its share, GET sums
+ *    their runs (cluster-rebalance.ts);
  *  - /metrics sums the workers' metrics (prom-client AggregatorRegistry; gauges such as
  *    backend_up say how to combine);
  *  - /readyz is ready while one worker is and no shutdown started.
@@ -28,6 +30,7 @@ import { ConfigFileWatcher } from './config-watch.js';
 import { AdminAccess } from './control/admin-access.js';
 import { type AdminAnswer, type AdminApi, adminRoutes } from './control/admin-routes.js';
 import { createAdminHttpServer, listenAdmin } from './control/admin-server.js';
+import { ClusterRebalance } from './cluster-rebalance.js';
 
 /** What a worker tells its primary once it listens. */
 export interface WorkerReady {
@@ -161,18 +164,17 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
    * towards the workers (same policy, loopback, same token) it presents the token itself.
    */
   const workerHeaders: Record<string, string> = config.adminToken === '' ? {} : { authorization: `Bearer ${config.adminToken}` };
+  async function ask(e: WorkerEntry, path: string, init: RequestInit = {}): Promise<Answer> {
+    try {
+      const headers = { ...workerHeaders, ...(init.headers as Record<string, string> | undefined) };
+      const r = await fetch(`http://127.0.0.1:${e.adminPort}${path}`, { ...init, headers, signal: AbortSignal.timeout(5000) });
+      return { status: r.status, body: await r.text() };
+    } catch (err) {
+      return { status: 502, body: JSON.stringify({ error: `worker ${e.id}: ${(err as Error).message}` }) };
+    }
+  }
   async function each(path: string, init: RequestInit = {}): Promise<Answer[]> {
-    return Promise.all(
-      ready().map(async (e) => {
-        try {
-          const headers = { ...workerHeaders, ...(init.headers as Record<string, string> | undefined) };
-          const r = await fetch(`http://127.0.0.1:${e.adminPort}${path}`, { ...init, headers, signal: AbortSignal.timeout(5000) });
-          return { status: r.status, body: await r.text() };
-        } catch (err) {
-          return { status: 502, body: JSON.stringify({ error: `worker ${e.id}: ${(err as Error).message}` }) };
-        }
-      }),
-    );
+    return Promise.all(ready().map((e) => ask(e, path, init)));
   }
 
   /** JSON bodies of the workers that answered 200. */
@@ -185,6 +187,21 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     log.info({ path, workers: answers.length, status: pick.status }, 'admin command sent to every worker');
     return { status: pick.status, text: pick.body, headers: { 'x-rtmp-goaway-workers': String(answers.length) } };
   }
+  // Planned over every worker's sessions (each worker is a replica of the plan, named w<id>), with the settings the pod started with.
+  const rebalance = new ClusterRebalance(
+    {
+      workers: () => ready().map((e) => `w${e.id}`),
+      ask: (worker, path, body) => {
+        const e = ready().find((x) => `w${x.id}` === worker);
+        if (e === undefined) return Promise.resolve({ status: 502, body: JSON.stringify({ error: `worker ${worker} is gone` }) });
+        return body === undefined
+          ? ask(e, path)
+          : ask(e, path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      },
+    },
+    { by: config.rebalance.by, minAgeMs: config.rebalance.minAgeMs },
+    log.child({ component: 'rebalance' }),
+  );
   const api: AdminApi = {
     health: () => ({ workers: ready().length }),
     async readiness() {
@@ -213,6 +230,8 @@ export async function runPrimary(config: Config, log: Logger, opts: { configFile
     },
     drain: (name, opts) => command(`/api/backends/${encodeURIComponent(name)}/drain`, opts),
     undrain: (name) => command(`/api/backends/${encodeURIComponent(name)}/undrain`, {}),
+    rebalance: (o) => rebalance.start(o),
+    rebalanceStatus: async () => ({ status: 200, json: await rebalance.status() }),
   };
   const adminHost = config.admin === '' ? '127.0.0.1' : parseHostPort(config.admin).host;
   const admin = createAdminHttpServer({ access: new AdminAccess(adminHost, config.adminToken, config.admin), log }, adminRoutes(api));

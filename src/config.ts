@@ -21,6 +21,7 @@ import type * as Yaml from 'yaml';
 import { z } from 'zod';
 import { dnsServerSpec } from './balancer/discovery.js';
 import { CidrSet } from './net/cidr.js';
+import { REBALANCE_BY } from './balancer/rebalance-plan.js';
 import { type RoutingSpec, Router, RoutingConfigError } from './balancer/routing.js';
 import { MAX_SPEC_CHUNK_SIZE } from './rtmp/constants.js';
 import { NO_TUNE_ENV } from './runtime-tuning.js';
@@ -182,7 +183,7 @@ function parseBackendSpec(spec: string, index: number): { name: string; host: st
 // messages, then `.default()` and `.meta()` describing it for docs/env/flags.
 // ---------------------------------------------------------------------------------------------
 
-type Kind = 'duration' | 'size' | 'integer' | 'boolean' | 'hostport' | 'enum' | 'string' | 'url' | 'backends' | 'routing';
+type Kind = 'duration' | 'size' | 'integer' | 'number' | 'boolean' | 'hostport' | 'enum' | 'string' | 'url' | 'backends' | 'routing';
 
 interface LeafMeta {
   description: string;
@@ -251,6 +252,19 @@ function intValue(b: Bounds = {}) {
     if (typeof v === 'number' && Number.isSafeInteger(v)) n = v;
     else if (typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) && Number.isSafeInteger(Number(v))) n = Number(v);
     if (n === undefined) return issue(ctx, `expected an integer, got ${show(v)}`);
+    return checkBounds(n, b, String, ctx);
+  });
+}
+
+/** A decimal number (a ratio): `1.5`; with `zeroIsOff`, 0 is accepted whatever the bounds. */
+function numberValue(b: Bounds = {}, zeroIsOff = false) {
+  return validator((v, ctx) => {
+    if (v === undefined) return required(ctx);
+    let n: number | undefined;
+    if (typeof v === 'number' && Number.isFinite(v)) n = v;
+    else if (typeof v === 'string' && /^\s*-?\d+(\.\d+)?\s*$/.test(v)) n = Number(v);
+    if (n === undefined) return issue(ctx, `expected a number like 1.5, got ${show(v)}`);
+    if (zeroIsOff && n === 0) return 0;
     return checkBounds(n, b, String, ctx);
   });
 }
@@ -372,6 +386,11 @@ function int(def: number, description: string, b?: Bounds) {
   return intValue(b)
     .default(def)
     .meta({ description, kind: 'integer' } satisfies LeafMeta);
+}
+function num(def: number, description: string, b?: Bounds, zeroIsOff = false) {
+  return numberValue(b, zeroIsOff)
+    .default(def)
+    .meta({ description, kind: 'number' } satisfies LeafMeta);
 }
 function bool(def: boolean, description: string) {
   return boolValue()
@@ -750,10 +769,31 @@ export const ConfigSchema = z
           30_000,
           'Time one rebalance move has to finish (the told publisher gone, the migrated one relaying to its new backend) before it counts as `timeout`; also how long the target backend stays reserved for the reconnect.',
         ),
+        by: oneOf(
+          REBALANCE_BY,
+          'sessions',
+          "What a rebalance balances, weighted like routing: `sessions` per backend, or their summed measured `bitrate` (a session not measured yet counts as the mean of the measured ones, 1 Mb/s when none is). `rebalance --by` and the API's `by` choose per run.",
+        ),
         onBackendUp: bool(
           false,
           'Rebalance automatically when a backend becomes healthy (a new pod, a backend back up), `rebalance.minAgeMs` after it. Off: only `rebalance` (CLI, admin API, control message) moves sessions.',
         ),
+        auto: z
+          .strictObject({
+            spreadRatio: num(
+              0,
+              'Rebalance automatically when the most loaded backend holds more than this many times its weighted share (by `rebalance.by`; `1.5`: half again its share) at two checks in a row and the plan has moves. 0: off. At least 1.1 when set.',
+              { min: 1.1, max: 100 },
+              true,
+            ),
+            intervalMs: duration(30_000, 'How often the spread is checked for `rebalance.auto.spreadRatio`.', { min: 1000 }),
+            cooldownMs: duration(
+              300_000,
+              'After an automatic rebalance (spread or backend up), no automatic rebalance for the spread starts before this much time (and never while a rebalance runs): a spread the plan cannot fix does not trigger again and again.',
+              { min: 0 },
+            ),
+          })
+          .prefault({}),
       })
       .prefault({}),
     discovery: z
@@ -1040,6 +1080,7 @@ const KIND_NAMES: Record<Exclude<Kind, 'enum'>, { doc: string; flag: string }> =
   duration: { doc: 'duration', flag: 'duration' },
   size: { doc: 'size', flag: 'size' },
   integer: { doc: 'integer', flag: 'n' },
+  number: { doc: 'number', flag: 'x' },
   boolean: { doc: 'boolean', flag: 'value' },
   hostport: { doc: 'host:port', flag: 'host:port' },
   string: { doc: 'string', flag: 'value' },

@@ -4,6 +4,32 @@
  */
 import { createRequire } from 'node:module';
 import type * as CliProgress from 'cli-progress';
+import { keyframeEtaText } from './control/media-text.js';
+import type { MediaSummary } from './rtmp/media-telemetry.js';
+import { safeText } from './terminal-text.js';
+
+/** What `writeEtas` reads of a session (a fleet registry record, or an /api/sessions entry). */
+export interface EtaSession {
+  id: string;
+  app: string | null;
+  capability: string;
+  state: string;
+  media?: MediaSummary | null;
+}
+
+/**
+ * Sessions that move at their next keyframe (proxy-side migration) and when that keyframe is
+ * expected, from the keyframe interval the proxies measure: a line per session when its estimate
+ * (to the tenth of a second) changes. Above a progress bar, the line clears the bar first.
+ */
+export function writeEtas(err: { write(text: string): unknown }, sessions: readonly EtaSession[], shown: Map<string, string>, bar: boolean): void {
+  for (const s of sessions) {
+    const eta = s.capability === 'none' || s.state === 'migrating' ? keyframeEtaText(s.media) : null;
+    if (eta === null || shown.get(s.id) === eta) continue;
+    shown.set(s.id, eta);
+    err.write(`${bar ? '\r\x1b[K' : ''}  ${safeText(s.id)} (${safeText(s.app)}): ${safeText(eta)}\n`);
+  }
+}
 
 export class ProgressLine {
   private bar: CliProgress.SingleBar | null = null;

@@ -48,6 +48,8 @@ function leaf(type: string, description: string): Schema {
       };
     case 'integer':
       return { type: 'integer', description };
+    case 'number':
+      return { type: 'number', description };
     case 'boolean':
       return { type: 'boolean', description };
     case 'host:port':

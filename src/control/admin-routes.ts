@@ -10,15 +10,18 @@
  *   GET  /api/sessions[?backend=<name>]
  *   POST /api/backends/<name>/drain      body {"deadlineMs", "reason", "force"} (or the same in the query)
  *   POST /api/backends/<name>/undrain
- *   POST /api/rebalance                  body {"dryRun", "maxInFlight", "minAgeMs", "reason"}: this replica's plan, moves unless dryRun
+ *   POST /api/rebalance                  body {"dryRun", "by", "maxInFlight", "minAgeMs", "reason", "quota"}: this replica's plan
+ *                                        (or, with quota, its share of a fleet plan), moves unless dryRun
  *   GET  /api/rebalance                  the current (or last) rebalance of this replica
  *   GET  /ui, /ui/console.js, /ui/console.css, /api/events   the live console (console/console-routes.ts)
  */
 import type http from 'node:http';
 import type { Registry } from 'prom-client';
 import { LastRoutableBackendError, UnknownBackendError } from '../balancer/pool.js';
+import { REBALANCE_BY, type RebalanceBy } from '../balancer/rebalance-plan.js';
 import type { DrainOptions } from '../balancer/types.js';
 import { HttpError, readBody, requestPath, send } from './admin-server.js';
+import { type RebalanceQuota, parseQuotas } from './rebalance-command.js';
 import { isConsolePath } from './console/console-paths.js';
 import { type ConsoleOptions, ConsoleRoutes } from './console/console-routes.js';
 
@@ -48,12 +51,18 @@ export interface AdminApi {
 
 export interface AdminRebalanceOptions {
   dryRun?: boolean;
+  by?: RebalanceBy;
+  /** This replica's share of a fleet plan (a cluster primary's plan over its workers): at most `count` from → to. */
+  quota?: RebalanceQuota[];
   maxInFlight?: number;
   minAgeMs?: number;
   reason?: string;
 }
 
-/** Parses `{"dryRun": true, "maxInFlight": 4, "minAgeMs": 10000, "reason": "…"}` (every field optional; no others). */
+/**
+ * Parses `{"dryRun": true, "by": "bitrate", "maxInFlight": 4, "minAgeMs": 10000, "reason": "…",
+ * "quota": [{from, to, count, ids?}]}` (every field optional; no others).
+ */
 export function rebalanceOptions(body: string): AdminRebalanceOptions {
   let obj: Record<string, unknown> = {};
   if (body.trim() !== '') {
@@ -81,7 +90,14 @@ export function rebalanceOptions(body: string): AdminRebalanceOptions {
     } else if (k === 'reason') {
       if (typeof v !== 'string' || v.length > 200) throw new HttpError(400, 'reason must be a string of at most 200 characters');
       opts.reason = v;
-    } else throw new HttpError(400, `unknown field "${k}" (known: dryRun, maxInFlight, minAgeMs, reason)`);
+    } else if (k === 'by') {
+      if (!(REBALANCE_BY as readonly unknown[]).includes(v)) throw new HttpError(400, `by must be one of ${REBALANCE_BY.join(', ')}`);
+      opts.by = v as RebalanceBy;
+    } else if (k === 'quota') {
+      const quota = parseQuotas(v);
+      if (typeof quota === 'string') throw new HttpError(400, `quota: ${quota}`);
+      opts.quota = quota;
+    } else throw new HttpError(400, `unknown field "${k}" (known: dryRun, by, maxInFlight, minAgeMs, reason, quota)`);
   }
   return opts;
 }

@@ -120,7 +120,9 @@ export function listenAdmin(server: http.Server, at: { host: string; port: numbe
   const { host, port } = at;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host, port }, () => {
+    // exclusive: a cluster worker gets a port of its own (by default workers share one, handed round-robin by the
+    // primary, which then could not reach a given worker's admin API); no effect outside a cluster worker.
+    server.listen({ host, port, exclusive: true }, () => {
       server.off('error', reject);
       const limited = new RateLimitedLog(log, { burst: 1, perSecond: 1 / 5 });
       server.on('error', (err: NodeJS.ErrnoException) => {

@@ -269,6 +269,7 @@ export class ControlPlane {
       if (mine === undefined) return;
       req.quota = mine;
     }
+    if (msg.by !== undefined) req.by = msg.by;
     if (msg.maxInFlight !== undefined) req.maxInFlight = msg.maxInFlight;
     if (msg.minAgeMs !== undefined) req.minAgeMs = msg.minAgeMs;
     if (msg.reason !== undefined) req.reason = msg.reason;

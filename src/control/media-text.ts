@@ -29,7 +29,7 @@ export function mediaText(m: MediaSummary | null | undefined): string {
 }
 
 /** When a session waiting to move at its next keyframe moves: `next keyframe in ~1.2s (gop 2.0s)`, or null when not known. */
-export function keyframeEtaText(m: MediaSummary | null | undefined): string | null {
+export function keyframeEtaText(m: Pick<MediaSummary, 'nextKeyframeInMs' | 'keyframeIntervalMs'> | null | undefined): string | null {
   if (m === null || m === undefined || m.nextKeyframeInMs === null) return null;
   return `next keyframe in ~${seconds(m.nextKeyframeInMs)}${m.keyframeIntervalMs !== null ? ` (gop ${seconds(m.keyframeIntervalMs)})` : ''}`;
 }

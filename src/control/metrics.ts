@@ -82,6 +82,7 @@ export class ProxyMetrics implements ProxyObserver {
   readonly deadlineCloses: Counter<'backend'>;
   readonly controlMessages: Counter<'source' | 'result'>;
   readonly rebalanceMoves: Counter<'result'>;
+  readonly rebalanceAuto: Counter<'trigger'>;
   readonly healthCheckDuration: Histogram<'backend' | 'result'>;
   readonly reconnectRequests: Counter<'backend'>;
   readonly capsExOffered: Counter<'result'>;
@@ -312,6 +313,12 @@ export class ProxyMetrics implements ProxyObserver {
       name: `${p}rebalance_moves_total`,
       help: 'Rebalance moves, by result (moved: told to reconnect and gone; migrated; failed; timeout; skipped: the session left or could not be told).',
       labelNames: ['result'] as const,
+      registers,
+    });
+    this.rebalanceAuto = new Counter({
+      name: `${p}rebalance_auto_total`,
+      help: 'Automatic rebalances started, by trigger (backend-up: rebalance.onBackendUp; spread: rebalance.auto.spreadRatio).',
+      labelNames: ['trigger'] as const,
       registers,
     });
     this.healthCheckDuration = new Histogram({

@@ -15,7 +15,15 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { BackendPool } from '../balancer/pool.js';
-import { type PlanBackend, type PlanSession, type PlannedMove, type RebalancePlan, planRebalance } from '../balancer/rebalance-plan.js';
+import {
+  type PlanBackend,
+  type PlanSession,
+  type PlannedMove,
+  type RebalanceBy,
+  type RebalancePlan,
+  planRebalance,
+  sessionLoads,
+} from '../balancer/rebalance-plan.js';
 import { isRoutable } from '../balancer/eligibility.js';
 import { type BackendView, rendezvous, withoutQuery } from '../balancer/routing.js';
 import { askToReconnect } from './drain-strategy.js';
@@ -26,6 +34,7 @@ import type { Session } from './session/session.js';
 export type RebalanceMoveResult = 'moved' | 'migrated' | 'failed' | 'timeout' | 'skipped';
 
 export interface RebalanceSettings {
+  by: RebalanceBy;
   maxInFlight: number;
   minAgeMs: number;
   windowMs: number;
@@ -35,12 +44,31 @@ export interface RebalanceSettings {
 /** What a caller may change for one run. */
 export interface RebalanceRequest {
   dryRun?: boolean;
+  /** Default `rebalance.by`. */
+  by?: RebalanceBy;
   maxInFlight?: number;
   minAgeMs?: number;
-  /** Moves of this replica's share of a fleet plan: at most this many from → to (see control/rebalance-fleet.ts); absent = the local plan. */
-  quota?: readonly { from: string; to: string; count: number }[];
+  /**
+   * Moves of this replica's share of a fleet plan: at most this many from → to, the sessions in
+   * `ids` first (control/rebalance-command.ts `planFleet`); absent = the local plan.
+   */
+  quota?: readonly { from: string; to: string; count: number; ids?: readonly string[] }[];
   reason?: string;
 }
+
+/**
+ * A planned move and when it is expected to happen once it starts: a publisher told to reconnect
+ * moves when it reconnects; one migrated proxy-side moves at its next keyframe, predicted from the
+ * keyframe interval the proxy measures (null when not measured yet).
+ */
+export interface MoveEstimate extends PlannedMove {
+  how: 'reconnect' | 'migrate';
+  nextKeyframeInMs: number | null;
+  keyframeIntervalMs: number | null;
+}
+
+/** A plan whose moves say how and when each happens. */
+export type EstimatedPlan = Omit<RebalancePlan, 'moves'> & { moves: MoveEstimate[] };
 
 export interface RebalanceStatus {
   /** A run is moving sessions. */
@@ -50,7 +78,7 @@ export interface RebalanceStatus {
   pending: number;
   inFlight: number;
   results: Record<RebalanceMoveResult, number>;
-  plan: RebalancePlan | null;
+  plan: EstimatedPlan | null;
 }
 
 interface InFlight {
@@ -72,7 +100,7 @@ export class Rebalancer {
   /** Session ids and stream digests moved, with when. */
   private readonly recent = new Map<string, number>();
   private results = emptyResults();
-  private plan: RebalancePlan | null = null;
+  private plan: EstimatedPlan | null = null;
   private startedAt: number | null = null;
   private maxInFlight: number;
   private timer: NodeJS.Timeout | undefined;
@@ -93,8 +121,27 @@ export class Rebalancer {
     return this.settingsNow();
   }
 
-  /** The plan over this replica's sessions now (nothing moves). */
-  planNow(req: RebalanceRequest = {}): RebalancePlan {
+  /** The plan over this replica's sessions now (nothing moves), each move with how and when it is expected. */
+  planNow(req: RebalanceRequest = {}): EstimatedPlan {
+    const plan = this.planMoves(req);
+    const byId = new Map<string, Session>();
+    for (const s of this.sessions()) byId.set(s.id, s);
+    return { ...plan, moves: plan.moves.map((m) => this.estimate(m, byId.get(m.session))) };
+  }
+
+  private estimate(m: PlannedMove, s: Session | undefined): MoveEstimate {
+    const media = s?.traffic.media() ?? null;
+    // As `begin` will ask (askToReconnect), without telling it anything now.
+    const told = s !== undefined && (s.supportsGoAway || (s.capability === 'erpc' && this.erpc()));
+    return {
+      ...m,
+      how: told ? 'reconnect' : 'migrate',
+      nextKeyframeInMs: media?.nextKeyframeInMs ?? null,
+      keyframeIntervalMs: media?.keyframeIntervalMs ?? null,
+    };
+  }
+
+  private planMoves(req: RebalanceRequest): RebalancePlan {
     const now = Date.now();
     this.forget(now);
     const list = this.pool.list();
@@ -114,6 +161,7 @@ export class Rebalancer {
     }));
     const recent = new Set<string>();
     const sessions: PlanSession[] = [];
+    const bitrates: (number | null)[] = [];
     for (const s of this.sessions()) {
       // Players are not planned: they follow their stream's publisher (the load rebalanced is publishers).
       if (s.finished || s.backendName === null || s.view.facts.role === 'player') continue;
@@ -122,8 +170,11 @@ export class Rebalancer {
       const allowed = allowedFor(s, views);
       if (allowed !== undefined) p.allowed = allowed;
       sessions.push(p);
+      bitrates.push(s.traffic.media()?.bitrate ?? null);
     }
-    const plan = planRebalance(backends, sessions, { minAgeMs: req.minAgeMs ?? this.settings.minAgeMs, recentlyMoved: recent });
+    const by = req.by ?? this.settings.by;
+    if (by === 'bitrate') sessionLoads(bitrates).forEach((load, i) => (sessions[i]!.load = load));
+    const plan = planRebalance(backends, sessions, { minAgeMs: req.minAgeMs ?? this.settings.minAgeMs, recentlyMoved: recent, by });
     if (req.quota === undefined) return plan;
     // A fleet plan's share: this replica's moves, at most `count` per (from, to), its own sessions picked by the local plan's order.
     const left = new Map(req.quota.map((q) => [`${q.from}\0${q.to}`, q.count]));
@@ -137,7 +188,9 @@ export class Rebalancer {
     for (const q of req.quota) {
       // A backend this replica does not have, or that cannot take sessions here, gets nothing from it.
       if (!takes.has(q.to)) continue;
-      const candidates = (byFrom.get(q.from) ?? []).sort((a, b) => b.ageMs - a.ageMs);
+      // The sessions the fleet plan chose first (by bitrate they are not interchangeable), then the oldest.
+      const named = new Set(q.ids ?? []);
+      const candidates = (byFrom.get(q.from) ?? []).sort((a, b) => Number(named.has(b.id)) - Number(named.has(a.id)) || b.ageMs - a.ageMs);
       for (const s of [...candidates]) {
         const k = `${q.from}\0${q.to}`;
         if ((left.get(k) ?? 0) <= 0) break;
@@ -156,11 +209,14 @@ export class Rebalancer {
     const plan = this.planNow(req);
     if (req.dryRun === true) return { ...this.status(), plan };
     this.plan = plan;
-    this.queue = plan.moves.filter((m) => !this.inFlight.has(m.session));
+    this.queue = plan.moves.map((m) => ({ session: m.session, from: m.from, to: m.to })).filter((m) => !this.inFlight.has(m.session));
     this.results = emptyResults();
     this.startedAt = Date.now();
     this.maxInFlight = Math.max(1, req.maxInFlight ?? this.settings.maxInFlight);
-    this.log.info({ moves: plan.moves.length, targets: plan.targets, counts: plan.counts, stuck: plan.stuck, reason: req.reason }, 'rebalance started');
+    this.log.info(
+      { by: plan.by, moves: plan.moves.length, targets: plan.targets, loads: plan.loads, counts: plan.counts, stuck: plan.stuck, reason: req.reason },
+      'rebalance started',
+    );
     this.pump();
     return this.status();
   }

@@ -108,12 +108,19 @@ describe('e2e: rebalance after a scale-out', () => {
     const dryPlan = (JSON.parse(dryOut.stdout) as { plan: { targets: Record<string, number>; moves: unknown[] } }).plan;
     assert.deepEqual(dryPlan.targets, { b1: 4, b2: 4, b3: 4 });
     assert.equal(dryPlan.moves.length, 4, 'the fewest moves: two from each of b1 and b2');
+    // A line per move with how and when it is expected: the ffmpeg publishers (b1) at their next
+    // keyframe, predicted from the GOP the proxy measures; the Go Away ones (b2) when they reconnect.
+    const moveLines = dryOut.stderr.split('\n').filter((l) => / -> b3: /.test(l));
+    assert.equal(moveLines.filter((l) => /migrated at its next keyframe: next keyframe in ~\d+\.\ds \(gop \d+\.\ds\)$/.test(l)).length, 2, dryOut.stderr);
+    assert.equal(moveLines.filter((l) => /told to reconnect: moves when it reconnects$/.test(l)).length, 2, dryOut.stderr);
     assert.equal(count(await proxy.api<ApiSession[]>('/api/sessions'), 'b3'), 0, '--dry-run moved nothing');
 
     const run = collect(spawnCli(['rebalance', '--admin', `127.0.0.1:${proxy.adminPort}`, '--wait', '--min-age', '0s', '--timeout', '60s', '--reason', 'e2e']));
     const out = await run.exited;
     assert.equal(out.code, 0, `rebalance --wait:\n${out.stderr}`);
     assert.match(out.stderr, /balanced: b1=4 b2=4 b3=4/);
+    // While they waited for their keyframe, --wait said when it was expected (as drain --wait does).
+    assert.match(out.stderr, /^ {2}\S+ \(live\): next keyframe in ~\d+\.\ds \(gop \d+\.\ds\)$/m);
     const backends = await proxy.api<ApiBackend[]>('/api/backends');
     assert.deepEqual(
       backends.map((x) => [x.name, x.sessions]),
@@ -154,7 +161,8 @@ describe('e2e: rebalance after a scale-out', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${proxy.adminPort}/metrics`)).text();
     const ok = [...metrics.matchAll(/rtmp_goaway_rebalance_moves_total\{result="(moved|migrated)"\} (\d+)/g)].reduce((a, m) => a + Number(m[2]), 0);
     assert.equal(ok, 4, 'four moves counted');
-    t.diagnostic(`rebalance --wait: ${out.stderr.trim().split('\n').at(-1)}`);
+    t.diagnostic(`rebalance --dry-run:\n${moveLines.join('\n')}`);
+    t.diagnostic(`rebalance --wait:\n${out.stderr.trim()}`);
     for (const l of lines) t.diagnostic(l);
   });
 });

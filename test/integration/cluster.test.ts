@@ -1,7 +1,7 @@
 // Cluster mode through real processes: `serve --workers 2` (a primary and two workers sharing the
 // listener), publishers spread over both workers, and one admin API that stays coherent: every
-// session listed, metrics summed, a drain reaching the publishers of every worker, SIGTERM
-// stopping them all.
+// session listed, metrics summed, a drain reaching the publishers of every worker, a rebalance
+// planned over every worker's sessions, SIGTERM stopping them all.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
@@ -74,6 +74,14 @@ describe('cluster mode: serve --workers 2', () => {
     const pids = new Set(sessions.map((s) => s.id.split('-')[0]));
     t.diagnostic(`sessions per worker: ${[...pids].map((p) => `${p}=${sessions.filter((s) => s.id.startsWith(`${p}-`)).length}`).join(' ')}`);
     assert.equal(pids.size, 2, 'both workers took sessions');
+    // Each worker's admin API on a port of its own: the primary reaches a given worker, not whichever takes the connection.
+    const workerAdmins = proxy
+      .logs()
+      .filter((l) => l['msg'] === 'worker listening')
+      .map((l) => l['workerAdmin']);
+    assert.equal(workerAdmins.length, 2);
+    assert.equal(new Set(workerAdmins).size, 2, `worker admin addresses: ${workerAdmins.join(', ')}`);
+    assert.equal(new Set(sessions.map((s) => s.id)).size, 8, 'each session listed once');
     const backends = await api<{ name: string; sessions: number }[]>('/api/backends');
     assert.equal(
       backends.reduce((n, b) => n + b.sessions, 0),
@@ -109,6 +117,52 @@ describe('cluster mode: serve --workers 2', () => {
     pubs.push(pub);
     await pub.publish();
     await eventually(() => b2.publishersOf('after-drain').length === 1, 'the new session on b2');
+  });
+
+  test('a rebalance through the primary plans over both workers and each moves its share', async () => {
+    // b1 drained above: new publishers all go to b2; then b1 serves again.
+    const fresh: RtmpPublisher[] = [];
+    for (let i = 0; i < 6; i++) {
+      const pub = new RtmpPublisher(`rtmp://127.0.0.1:${proxy.port}/live/rb${i}`, { supportsGoAway: true });
+      pub.on('error', () => {});
+      pubs.push(pub);
+      fresh.push(pub);
+      await pub.publish();
+    }
+    await api('/api/backends/b1/undrain', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    const sessions = await eventually(async () => {
+      const s = (await api<(ApiSession & { role: string | null })[]>('/api/sessions')).filter((x) => x.role !== 'player');
+      return s.filter((x) => x.state === 'publishing' || x.state === 'going-away').length === 15 ? s : null;
+    }, 'fifteen sessions');
+    const onB2 = sessions.filter((x) => x.backend === 'b2').length;
+    type Plan = { targets: Record<string, number>; counts: Record<string, number>; moves: { replica: string; how: string }[]; shares: Record<string, unknown> };
+    const post = (body: unknown) =>
+      api<{ planned: number; running: boolean; plan: Plan }>('/api/rebalance', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const dry = (await post({ dryRun: true, minAgeMs: 0 })).plan;
+    assert.deepEqual(
+      Object.values(dry.targets).reduce((a, b) => a + b, 0),
+      15,
+      `the targets cover the sessions of both workers: ${JSON.stringify({ dry, sessions })}`,
+    );
+    assert.equal(dry.counts['b2'], onB2);
+    const expected = onB2 - dry.targets['b2']!;
+    assert.ok(expected > 0, `b2 holds ${onB2}: over its target ${dry.targets['b2']}`);
+    assert.equal(dry.moves.length, expected);
+    assert.ok(
+      dry.moves.every((m) => /^w\d+$/.test(m.replica)),
+      'each move given to the worker holding its session',
+    );
+    const toldBefore = new Set(pubs.filter((p) => p.goAwayReceived));
+    const started = await post({ minAgeMs: 0, reason: 'cluster test' });
+    assert.equal(started.planned, expected, 'the workers planned their shares');
+    await eventually(() => pubs.filter((p) => p.goAwayReceived && !toldBefore.has(p)).length === expected, `${expected} publishers on b2 told to go away`);
+    const status = await api<{ running: boolean; plan: Plan | null; workers: number }>('/api/rebalance');
+    assert.equal(status.workers, 2);
+    assert.deepEqual(status.plan?.targets, dry.targets);
   });
 
   test('the primary applies the same access policy as a single proxy', async () => {

@@ -98,6 +98,12 @@ describe('rebalance across replicas through Redis', () => {
     assert.deepEqual(plan.targets, { b1: 2, b2: 2, b3: 2 });
     assert.equal(plan.planned, 2);
     assert.equal(plan.published, false, '--dry-run publishes nothing');
+    // A line per planned move, with how and when it is expected: Go Away publishers move when they reconnect.
+    assert.equal((dry.stderr.match(/^ {2}\S+ b[12] -> b3: told to reconnect: moves when it reconnects$/gm) ?? []).length, 2, dry.stderr);
+    // By bitrate: the fake publishers send no media, each counts as 1 Mb/s: the same moves.
+    const dryBitrate = await runCli(['rebalance', '--dry-run', '--by', 'bitrate', '--min-age', '0s', ...target]);
+    const byBitrate = JSON.parse(dryBitrate.stdout) as { by: string; targets: Record<string, number>; planned: number };
+    assert.deepEqual([byBitrate.by, byBitrate.targets, byBitrate.planned], ['bitrate', { b1: 2_000_000, b2: 2_000_000, b3: 2_000_000 }, 2]);
     // The oldest sessions move first: r1's.
     assert.deepEqual(Object.keys(plan.moves), ['r1']);
 

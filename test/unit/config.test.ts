@@ -748,3 +748,14 @@ test('Kubernetes service-link variables are not taken for unknown settings; typo
   assert.equal(loadConfig({ env }).listen, '0.0.0.0:1935');
   assert.throws(() => loadConfig({ env: { RTMP_GOAWAY_LISTN: '0.0.0.0:1' } }), /unknown environment variable RTMP_GOAWAY_LISTN/);
 });
+
+test('rebalance.auto.spreadRatio: a decimal number, 0 (off) or from 1.1; rebalance.by: sessions or bitrate', () => {
+  assert.equal(loadConfig({ env: {} }).rebalance.auto.spreadRatio, 0);
+  assert.equal(loadConfig({ env: { RTMP_GOAWAY_REBALANCE_AUTO_SPREAD_RATIO: '1.5' } }).rebalance.auto.spreadRatio, 1.5);
+  assert.equal(loadConfig({ env: { RTMP_GOAWAY_REBALANCE_AUTO_SPREAD_RATIO: '0' } }).rebalance.auto.spreadRatio, 0);
+  assert.equal(loadConfig({ file: yamlFile('rebalance: { auto: { spreadRatio: 2 } }\n'), env: {} }).rebalance.auto.spreadRatio, 2);
+  for (const bad of ['1.05', 'abc', '-1', '1e3', '101'])
+    assert.throws(() => loadConfig({ env: { RTMP_GOAWAY_REBALANCE_AUTO_SPREAD_RATIO: bad } }), /rebalance\.auto\.spreadRatio/, bad);
+  assert.equal(loadConfig({ env: { RTMP_GOAWAY_REBALANCE_BY: 'bitrate' } }).rebalance.by, 'bitrate');
+  assert.throws(() => loadConfig({ env: { RTMP_GOAWAY_REBALANCE_BY: 'cpu' } }), /expected one of sessions, bitrate/);
+});

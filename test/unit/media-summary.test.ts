@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { writeEtas } from '../../src/cli.js';
+import { writeEtas } from '../../src/progress-line.js';
 import { keyframeEtaText, mediaText } from '../../src/control/media-text.js';
 import { type MetricsSources, ProxyMetrics } from '../../src/control/metrics.js';
 import { readMediaSummary } from '../../src/control/registry.js';

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { rebalanceOptions } from '../../src/control/admin-routes.js';
 import { MAX_REBALANCE_REPLICAS, isRebalanceText, parseRebalanceMessage, planFleet } from '../../src/control/rebalance-command.js';
 import { parseControlMessage } from '../../src/control/commands.js';
+import type { SessionRecord } from '../../src/control/bus.js';
 
 describe('parseRebalanceMessage', () => {
   test('JSON with moves per replica, and plain text', () => {
@@ -92,6 +93,48 @@ describe('planFleet', () => {
     assert.deepEqual(plan.targets, { b1: 3, b2: 3, b3: 3 });
     assert.deepEqual(plan.moves, { r1: [{ from: 'b1', to: 'b3', count: 1 }], r2: [{ from: 'b2', to: 'b3', count: 2 }] });
     assert.equal(plan.planned, 3);
+    // r2's sessions announced nothing: they migrate at their next keyframe.
+    assert.deepEqual(
+      plan.estimates.map((m) => [m.replica, m.how]),
+      [
+        ['r2', 'migrate'],
+        ['r2', 'migrate'],
+        ['r1', 'reconnect'],
+      ],
+    );
+  });
+
+  test('by bitrate: the measured bitrates of the registry records, the keyframe estimate of each move', () => {
+    const replicas = [{ replicaId: 'r1', backends: [up('b1'), up('b2')] }];
+    const media = (bitrate: number | null) => ({ bitrate, nextKeyframeInMs: 700, keyframeIntervalMs: 2000 }) as unknown as NonNullable<SessionRecord['media']>;
+    const sessions = [
+      { id: 'heavy', replica: 'r1', backend: 'b1', capability: 'none', startedAt: old, route: null, media: media(6_000_000) },
+      ...Array.from({ length: 4 }, (_, i) => ({
+        id: `l${i}`,
+        replica: 'r1',
+        backend: 'b1',
+        capability: 'goaway',
+        startedAt: old,
+        route: null,
+        media: media(1_000_000),
+      })),
+      // Not measured yet: counts as the mean (2 Mb/s); players are not planned.
+      { id: 'new', replica: 'r1', backend: 'b1', capability: 'goaway', startedAt: new Date().toISOString(), route: null, media: null },
+      { id: 'p', replica: 'r1', backend: 'b1', capability: 'none', startedAt: old, route: null, role: 'player' as const, media: media(9_000_000) },
+    ];
+    const plan = planFleet(replicas, sessions, { minAgeMs: 60_000, now: Date.now(), by: 'bitrate' });
+    assert.deepEqual(plan.loads, { b1: 12_000_000, b2: 0 });
+    assert.deepEqual(plan.targets, { b1: 6_000_000, b2: 6_000_000 });
+    assert.deepEqual(plan.estimates, [
+      { session: 'heavy', replica: 'r1', from: 'b1', to: 'b2', how: 'migrate', nextKeyframeInMs: 700, keyframeIntervalMs: 2000 },
+    ]);
+    assert.deepEqual(plan.moves, { r1: [{ from: 'b1', to: 'b2', count: 1, ids: ['heavy'] }] }, 'by bitrate the quota names the session');
+    const bySessions = planFleet(replicas, sessions, { minAgeMs: 60_000, now: Date.now() });
+    assert.equal(bySessions.planned, 3, 'by sessions: 3 of the 6');
+    assert.equal(bySessions.moves['r1']![0]!.ids, undefined, 'by sessions any session of the backend will do');
+    assert.ok(parseRebalanceMessage(JSON.stringify({ action: 'rebalance', moves: plan.moves, by: 'bitrate' })).ok);
+    assert.equal(parseRebalanceMessage('{"action":"rebalance","by":"bitrate"}').ok, true);
+    assert.equal(parseRebalanceMessage('{"action":"rebalance","by":"cpu"}').ok, false);
   });
 });
 
@@ -99,7 +142,24 @@ describe('POST /api/rebalance body', () => {
   test('known fields only, bounded', () => {
     assert.deepEqual(rebalanceOptions('{"dryRun":true,"maxInFlight":2,"minAgeMs":0,"reason":"x"}'), { dryRun: true, maxInFlight: 2, minAgeMs: 0, reason: 'x' });
     assert.deepEqual(rebalanceOptions(''), {});
-    for (const body of ['[]', '{"dryRun":1}', '{"maxInFlight":0}', '{"minAgeMs":-5}', '{"other":1}', 'nope'])
+    assert.deepEqual(rebalanceOptions('{"by":"bitrate","quota":[{"from":"b1","to":"b2","count":2}]}'), {
+      by: 'bitrate',
+      quota: [{ from: 'b1', to: 'b2', count: 2 }],
+    });
+    const tooMany = '{"quota":[{"from":"b1","to":"b2","count":1,"ids":["a","b"]}]}';
+    for (const body of [
+      '[]',
+      '{"dryRun":1}',
+      '{"maxInFlight":0}',
+      '{"minAgeMs":-5}',
+      '{"other":1}',
+      'nope',
+      '{"by":"cpu"}',
+      '{"quota":[{"from":"b1","to":"b1","count":1}]}',
+      '{"quota":{}}',
+      tooMany,
+      '{"quota":[{"from":"b1","to":"b2","count":1,"ids":[7]}]}',
+    ])
       assert.throws(() => rebalanceOptions(body), /must|unknown|body/);
   });
 });

@@ -3,7 +3,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { type PlanBackend, type PlanSession, planRebalance, weightedTargets } from '../../src/balancer/rebalance-plan.js';
+import {
+  type PlanBackend,
+  type PlanSession,
+  UNMEASURED_BITRATE,
+  planRebalance,
+  sessionLoads,
+  spreadOf,
+  weightedTargets,
+} from '../../src/balancer/rebalance-plan.js';
 
 const NAMES = ['b1', 'b2', 'b3', 'b4', 'b5'];
 
@@ -138,6 +146,117 @@ describe('rebalance plan', () => {
           for (const b of r) assert.ok(Math.abs(final[b.name]! - (total * (b.weight ?? 1)) / sumW) < 1, `${b.name} not within one of its share`);
           assert.equal(plan.stuck, 0);
           assert.equal(plan.moves.length, minimumMoves(backends, plan.counts));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  // ─── by bitrate ───
+
+  /** Sessions with a bitrate each (100 kb/s to 8 Mb/s), as the proxy measures them. */
+  function loadedArb(backends: PlanBackend[], constrained: boolean): fc.Arbitrary<PlanSession[]> {
+    return fc
+      .tuple(sessionsArb(backends, constrained), fc.array(fc.integer({ min: 100_000, max: 8_000_000 }), { minLength: 60, maxLength: 60 }))
+      .map(([list, rates]) => list.map((s, i) => ({ ...s, load: rates[i]! })));
+  }
+
+  /** Loads per backend after each move, in order: the first is before any move. */
+  function loadSteps(plan: { loads: Record<string, number>; moves: { session: string; from: string; to: string }[] }, sessions: PlanSession[]) {
+    const byId = new Map(sessions.map((s) => [s.id, s]));
+    const steps = [{ ...plan.loads }];
+    for (const m of plan.moves) {
+      const next = { ...steps.at(-1)! };
+      next[m.from]! -= byId.get(m.session)!.load!;
+      next[m.to]! += byId.get(m.session)!.load!;
+      steps.push(next);
+    }
+    return steps;
+  }
+
+  const worstDeviation = (loads: Record<string, number>, targets: Record<string, number>): number =>
+    Math.max(0, ...Object.entries(targets).map(([n, t]) => Math.abs(loads[n]! - t)));
+
+  test('by bitrate: a 6 Mb/s publisher and four 1 Mb/s ones over two backends end 5/5', () => {
+    const backends = ['b1', 'b2'].map((name) => ({ name, routable: true }));
+    const sessions: PlanSession[] = [
+      { id: 'big', backend: 'b1', ageMs: 9000, movable: true, load: 6_000_000 },
+      ...[0, 1, 2, 3].map((i) => ({ id: `s${i}`, backend: 'b1', ageMs: 5000, movable: true, load: 1_000_000 })),
+    ];
+    const plan = planRebalance(backends, sessions, { minAgeMs: 0, by: 'bitrate' });
+    assert.equal(plan.by, 'bitrate');
+    assert.deepEqual(plan.targets, { b1: 5_000_000, b2: 5_000_000 });
+    assert.deepEqual(plan.counts, { b1: 5, b2: 0 });
+    assert.equal(plan.tolerance, 6_000_000);
+    // By sessions this would be 3/2; by bitrate the big one moves alone (oldest first, and it fits).
+    assert.deepEqual(plan.moves, [{ session: 'big', from: 'b1', to: 'b2' }]);
+    assert.equal(spreadOf(plan), 2);
+  });
+
+  test('by bitrate: weights split the summed bitrate like routing (2:1)', () => {
+    const backends = [
+      { name: 'a', routable: true, weight: 2 },
+      { name: 'b', routable: true, weight: 1 },
+    ];
+    const sessions = Array.from({ length: 9 }, (_, i): PlanSession => ({ id: `s${i}`, backend: 'b', ageMs: 5000 + i, movable: true, load: 2_000_000 }));
+    const plan = planRebalance(backends, sessions, { minAgeMs: 0, by: 'bitrate' });
+    assert.deepEqual(plan.targets, { a: 12_000_000, b: 6_000_000 });
+    assert.equal(plan.moves.length, 6);
+  });
+
+  test('sessionLoads: a session not measured counts as the mean of the measured ones, or 1 Mb/s when none is', () => {
+    assert.deepEqual(sessionLoads([2_000_000, null, 4_000_000, undefined]), [2_000_000, 3_000_000, 4_000_000, 3_000_000]);
+    assert.deepEqual(sessionLoads([null, null]), [UNMEASURED_BITRATE, UNMEASURED_BITRATE]);
+    assert.deepEqual(sessionLoads([0, null]), [0, 0]);
+  });
+
+  test('property (bitrate): totals preserved, every move within the rules, no move makes the worst deviation from a target larger', () => {
+    fc.assert(
+      fc.property(
+        backendsArb.chain((backends) => fc.tuple(fc.constant(backends), loadedArb(backends, true))),
+        ([backends, sessions]) => {
+          const plan = planRebalance(backends, sessions, { minAgeMs: 1000, by: 'bitrate' });
+          const routable = new Set(backends.filter((b) => b.routable).map((b) => b.name));
+          const byId = new Map(sessions.map((s) => [s.id, s]));
+          const seen = new Set<string>();
+          for (const m of plan.moves) {
+            const s = byId.get(m.session)!;
+            assert.ok(routable.has(m.to) && routable.has(m.from) && m.from === s.backend && m.from !== m.to);
+            assert.ok(!seen.has(m.session), 'moved twice');
+            seen.add(m.session);
+            assert.ok(s.movable && s.ageMs >= 1000);
+            if (s.allowed !== undefined) assert.ok(s.allowed.has(m.to));
+          }
+          const steps = loadSteps(plan, sessions);
+          const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+          for (const step of steps) assert.ok(Math.abs(sum(step) - sum(plan.loads)) < 1e-6, 'total load changed');
+          // The targets are rounded to whole bits/s: one bit per backend of slack.
+          for (let i = 1; i < steps.length; i++) {
+            assert.ok(
+              worstDeviation(steps[i]!, plan.targets) <= worstDeviation(steps[i - 1]!, plan.targets) + backends.length,
+              `move ${i} made the spread worse`,
+            );
+          }
+          const shares = Object.values(plan.targets).reduce((a, b) => a + b, 0);
+          const routableLoad = [...routable].reduce((a, n) => a + plan.loads[n]!, 0);
+          assert.ok(Math.abs(shares - routableLoad) <= backends.length, 'targets do not sum to the load');
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  test("property (bitrate): unconstrained, every backend ends within one session's load of its target", () => {
+    fc.assert(
+      fc.property(
+        backendsArb.chain((backends) => fc.tuple(fc.constant(backends), loadedArb(backends, false))),
+        ([backends, sessions]) => {
+          const plan = planRebalance(backends, sessions, { minAgeMs: 0, by: 'bitrate' });
+          const final = loadSteps(plan, sessions).at(-1)!;
+          for (const [name, t] of Object.entries(plan.targets)) {
+            assert.ok(Math.abs(final[name]! - t) <= plan.tolerance + 1, `${name}: ${final[name]} vs target ${t} (one session: ${plan.tolerance})`);
+          }
+          assert.equal(plan.stuck, 0);
         },
       ),
       { numRuns: 500 },
