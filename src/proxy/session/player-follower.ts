@@ -190,8 +190,9 @@ export class PlayerFollower {
   private seek(from: string, now: number): void {
     const s = this.s;
     const exclude = new Set([from]);
-    for (const [b, until] of this.avoid) if (until > now) exclude.add(b);
-    else this.avoid.delete(b);
+    for (const [b, until] of this.avoid)
+      if (until > now) exclude.add(b);
+      else this.avoid.delete(b);
     const found = s.settings.streams!.publisherOf(s.streamRef!, s.pool, exclude, s)?.backend ?? null;
     // No publisher elsewhere yet: wait where a publisher of the key would go now, to catch its first keyframe.
     const f = s.view.facts;
