@@ -421,6 +421,8 @@ describe('Helm chart: lint and render (helm)', () => {
         'RtmpGoawayBackendDown',
         'RtmpGoawayDrainStuck',
         'RtmpGoawayMigrationsFailing',
+        'RtmpGoawayPlayersCut',
+        'RtmpGoawayRebalanceMovesFailing',
         'RtmpGoawayDescriptorsNearLimit',
         'RtmpGoawayBusDisconnected',
         'RtmpGoawayNoReadyReplica',

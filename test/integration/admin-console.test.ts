@@ -1,7 +1,7 @@
 // The console's routes through real sockets on an admin API with a token: the page and its two
 // files are open (no data, a Content-Security-Policy of its own origin), anything else under /ui
 // is not served; the event stream needs the token, refuses a foreign Origin, sends snapshots of
-// the backends, and is bounded (the stream past the limit is answered 503) and counted; an open
+// the backends and the rebalance progress (bounded, no stream key), and is bounded (the stream past the limit is answered 503) and counted; an open
 // stream does not hold up the proxy's stop.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -64,6 +64,8 @@ describe('admin console routes (token, non-loopback)', () => {
     }
     const html = await (await tp.admin('/ui')).text();
     assert.doesNotMatch(html, /<script>|\sstyle=|\son\w+=/, 'no inline script, style or handler (the CSP would block them)');
+    const js = await (await tp.admin('/ui/console.js')).text();
+    assert.doesNotMatch(js, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(/, 'values reach the page as text, never parsed as HTML or code');
     for (const path of ['/ui/index.html', '/ui/../package.json', '/ui/%2e%2e/package.json', '/ui/other.js']) {
       assert.equal((await tp.admin(path)).status, 401, `${path}: guarded, not served`);
     }
@@ -74,6 +76,44 @@ describe('admin console routes (token, non-loopback)', () => {
     assert.equal((await tp.admin('/api/events')).status, 401);
     assert.equal((await tp.admin('/api/events', { headers: { authorization: 'Bearer wrong' } })).status, 401);
     assert.equal((await tp.admin('/api/events', { headers: { ...AUTH, origin: 'http://evil.example' } })).status, 403);
+  });
+
+  test('a snapshot carries the rebalance status: idle before any run, the run once one was started', async () => {
+    const a = new AbortController();
+    const idle = (await firstEvent(tp, a.signal)).data as { rebalance: { running: boolean; startedAt: number | null; plan: unknown } | null };
+    a.abort();
+    assert.deepEqual(idle.rebalance, {
+      running: false,
+      startedAt: null,
+      planned: 0,
+      pending: 0,
+      inFlight: 0,
+      results: { moved: 0, migrated: 0, failed: 0, timeout: 0, skipped: 0 },
+      plan: null,
+    });
+    const origin = `http://127.0.0.1:${tp.proxy.adminAddress!.port}`;
+    const r = await tp.admin('/api/rebalance', {
+      method: 'POST',
+      headers: { ...AUTH, origin, 'content-type': 'application/json' },
+      body: '{"reason":"console"}',
+    });
+    assert.equal(r.status, 200);
+    const b = new AbortController();
+    const ran = (await firstEvent(tp, b.signal)).data as {
+      rebalance: { running: boolean; startedAt: number | null; plan: { counts: Record<string, number>; movesTotal: number } };
+    };
+    b.abort();
+    assert.equal(typeof ran.rebalance.startedAt, 'number');
+    assert.equal(ran.rebalance.running, false);
+    assert.deepEqual(ran.rebalance.plan.counts, { fake: 0 });
+    assert.equal(ran.rebalance.plan.movesTotal, 0);
+    // The console's POST from a foreign page is refused like a drain's.
+    const foreign = await tp.admin('/api/rebalance', {
+      method: 'POST',
+      headers: { ...AUTH, origin: 'http://evil.example', 'content-type': 'application/json' },
+      body: '{}',
+    });
+    assert.equal(foreign.status, 403);
   });
 
   test('a stream sends snapshots; streams are bounded and counted', async () => {

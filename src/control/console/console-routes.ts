@@ -1,13 +1,15 @@
 /**
  * The live console of the admin server: `/ui` (an HTML shell), its two static files, and
- * `/api/events`, a server-sent-events stream of {backends, sessions} snapshots once a second.
+ * `/api/events`, a server-sent-events stream of {backends, sessions, rebalance} snapshots once a
+ * second (`rebalance`: the bounded view of console-rebalance.ts, null where nothing rebalances).
  *
  *   GET /ui, /ui/console.js, /ui/console.css   open like the probes (admin-access.ts): they carry
  *                                              no data, only the page that asks for the token
  *   GET /api/events                            guarded like every /api route (token, Origin, Host)
  *
  * The page reads the stream with fetch (EventSource cannot send the Authorization header) and
- * drains through the ordinary POST routes. The number of open streams is bounded and counted.
+ * drains, undrains and rebalances through the ordinary POST routes. The number of open streams is
+ * bounded and counted.
  */
 import { readFileSync } from 'node:fs';
 import type http from 'node:http';
@@ -17,6 +19,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { HttpError } from '../admin-server.js';
 import type { AdminApi } from '../admin-routes.js';
 import { CONSOLE_ASSETS, CONSOLE_EVENTS } from './console-paths.js';
+import { type ConsoleRebalance, consoleRebalance } from './console-rebalance.js';
 
 const STATIC_DIR = join(dirname(fileURLToPath(import.meta.url)), 'static');
 
@@ -89,6 +92,19 @@ export class ConsoleRoutes {
     return b;
   }
 
+  /** The rebalance status as GET /api/rebalance answers it, cut down for the page; null where nothing rebalances. */
+  private async rebalance(): Promise<ConsoleRebalance | null> {
+    if (this.api.rebalanceStatus === undefined) return null;
+    const a = await this.api.rebalanceStatus();
+    if (a.status !== 200) return null;
+    if ('json' in a) return consoleRebalance(a.json);
+    try {
+      return consoleRebalance(JSON.parse(a.text));
+    } catch {
+      return null;
+    }
+  }
+
   private async stream(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (this.clients >= this.maxClients) {
       this.streams?.inc({ result: 'refused' });
@@ -112,11 +128,11 @@ export class ConsoleRoutes {
     const tick = async (): Promise<void> => {
       if (closed) return;
       try {
-        const [backends, sessions] = await Promise.all([this.api.backends(), this.api.sessions(null)]);
+        const [backends, sessions, rebalance] = await Promise.all([this.api.backends(), this.api.sessions(null), this.rebalance()]);
         if (closed) return;
         // A slow reader: skip this snapshot rather than buffer them (the next one supersedes it).
         if (res.writableNeedDrain) return schedule();
-        res.write(`event: snapshot\ndata: ${JSON.stringify({ at: Date.now(), backends, sessions })}\n\n`);
+        res.write(`event: snapshot\ndata: ${JSON.stringify({ at: Date.now(), backends, sessions, rebalance })}\n\n`);
       } catch (err) {
         if (closed) return;
         res.write(`event: failure\ndata: ${JSON.stringify({ error: (err as Error).message })}\n\n`);
