@@ -42,7 +42,10 @@ export interface PlayerSink {
   failed(reason: PlayFailure, detail: string): void;
   /** A message of the stream (audio, video, data) once playing; control and commands never. */
   message(info: MessageInfo, payload: Buffer): void;
-  /** Once playing, the stream's publisher left (Stream EOF, Play.UnpublishNotify, Play.Stop): `true`; it (re)started (Stream Begin, Play.PublishNotify): `false`. */
+  /**
+   * Once playing, the stream's publisher left (Stream EOF, Play.UnpublishNotify, Play.Stop):
+   * `true`; it (re)started (Stream Begin, Play.PublishNotify): `false`.
+   */
   stopped?(stopped: boolean): void;
 }
 

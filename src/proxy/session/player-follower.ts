@@ -60,7 +60,10 @@ export class PlayerFollower {
   private readonly pending = new Map<Config, { info: MessageInfo; payload: Buffer }>();
   /** The backend being left; null while not following. */
   private from: string | null = null;
-  /** Why: the player's backend is draining (the player is closed if the stream cannot be followed), or the stream ended on a backend in service (it then stays). */
+  /**
+   * Why: the player's backend is draining (the player is closed if the stream cannot be
+   * followed), or the stream ended on a backend in service (it then stays).
+   */
   private reason: 'draining' | 'stopped' = 'draining';
   /** When the stream ended on the player's backend (nothing more of it comes from there); null while it plays there. */
   private stoppedAt: number | null = null;
