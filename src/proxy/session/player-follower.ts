@@ -197,11 +197,13 @@ export class PlayerFollower {
       if (until > now) exclude.add(b);
       else this.avoid.delete(b);
     const found = s.settings.streams!.publisherOf(s.streamRef!, s.pool, exclude, s)?.backend ?? null;
+    if (found === null && this.reason === 'stopped') return;
+    const waiting = this.next === null ? undefined : s.pool.get(this.next.backend);
+    // Already waiting on a backend that takes new sessions: the publisher may go there (no churn as loads change).
+    if (found === null && waiting !== undefined && waiting.state === 'up' && !exclude.has(waiting.name)) return;
     // No publisher elsewhere yet: wait where a publisher of the key would go now, to catch its first keyframe.
     const f = s.view.facts;
-    const want =
-      found ??
-      (this.reason === 'draining' ? s.pool.preview(s.router, { app: f.connect?.app ?? null, streamKey: f.streamKey, clientIp: s.clientIp }, exclude) : null);
+    const want = found ?? s.pool.preview(s.router, { app: f.connect?.app ?? null, streamKey: f.streamKey, clientIp: s.clientIp }, exclude);
     if (want === null || this.next?.backend === want) return;
     this.next?.sock.destroy();
     this.next = null;
