@@ -254,9 +254,13 @@ function printFleet(f: FleetStatus, url: string): void {
 
 /** Why a session is still on a draining backend, in operator words. */
 export function whyRemained(s: Pick<CliSession, 'capability' | 'goAwaySentAt' | 'parseFallback' | 'state'> & { role?: CliSession['role'] }): string {
-  // Nothing is sent to a player on a drain: it leaves with its stream.
+  // Nothing is sent to a player on a drain: the proxy moves it to its stream elsewhere.
   if (s.role === 'player')
-    return 'it is a player (nothing is sent to players on a drain): it stays while its stream is published here, follows the stream to its new backend when it moves, and is closed (player-stream-moved) when it cannot, or at the deadline';
+    return (
+      'it is a player (nothing is sent to players on a drain): the proxy moves it to a backend carrying its stream at the first keyframe there, ' +
+      'waiting while the stream is only here; it is closed (player-stream-moved) when no backend has the stream within players.followTimeoutMs of it leaving here, ' +
+      'and a pass-through player (one healthy backend when it arrived) stays while its stream is here, or until the deadline'
+    );
   if (s.parseFallback !== null) return `its RTMP stream stopped parsing (${s.parseFallback}), so it cannot be sent Go Away; it only leaves when closed`;
   switch (s.capability) {
     case 'goaway':

@@ -703,12 +703,12 @@ export const ConfigSchema = z
           PLAYER_ROUTINGS,
           'stream',
           "`stream`: a player (`play`) goes to the backend carrying its stream's publisher, on this replica or (with `redis.url`) anywhere in the fleet, else where the routing rules will put the publisher; " +
-            'with more than one usable backend the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding). ' +
+            'with more than one healthy backend (draining ones count) the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding), and a player follows its stream through drains. ' +
             '`balance`: players are balanced like publishers, and sessions are plain pass-through unless routing rules need late binding.',
         ),
         followTimeoutMs: duration(
           15_000,
-          'How long a player whose stream left its draining backend waits for the stream to play on another backend (the proxy subscribes there and switches it over at the first keyframe) before it is closed (`player-stream-moved`).',
+          'How long a player whose stream left its draining backend waits for the stream to play on another backend (the proxy subscribes there and switches it over at the first keyframe) before it is closed (`player-stream-moved`); while the stream still plays on the draining backend the player stays on it.',
           { min: 0 },
         ),
       })

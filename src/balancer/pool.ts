@@ -238,6 +238,14 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
   pick(exclude?: ReadonlySet<string>): BackendConfig | null {
     const reserved = this.reservations.take((name) => this.takesNew(name, exclude));
     if (reserved !== null) return this.entries.get(reserved)!.config;
+    const best = this.leastLoaded(exclude);
+    if (best === null) return null;
+    this.rr = (best.index + 1) % this.entries.size;
+    return best.entry.config;
+  }
+
+  /** The least-connections choice of `pick` (reservations aside), the round robin left where it is. */
+  private leastLoaded(exclude?: ReadonlySet<string>): { entry: Entry<S>; index: number } | null {
     const order = [...this.entries.values()];
     const n = order.length;
     let best: Entry<S> | undefined;
@@ -257,9 +265,17 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
         bestDist = dist;
       }
     }
-    if (!best) return null;
-    this.rr = (bestIdx + 1) % n;
-    return best.config;
+    return best === undefined ? null : { entry: best, index: bestIdx };
+  }
+
+  /**
+   * Where a new session would be placed now (by `router`, else least connections), without
+   * placing it: no reservation taken, no turn of the balance. A player following its stream
+   * waits there for a publisher that is about to arrive (proxy/session/player-follower.ts).
+   */
+  preview(router: Router | null, req: RouteRequest, exclude?: ReadonlySet<string>): string | null {
+    if (router === null) return this.leastLoaded(exclude)?.entry.config.name ?? null;
+    return router.preview(req, this.views(exclude)).backend;
   }
 
   /**
@@ -268,6 +284,19 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
    * draining, below maxSessions, not in `exclude`). Call `attach` right after, as with `pick`.
    */
   place(router: Router, req: RouteRequest, exclude?: ReadonlySet<string>): { target: BackendConfig | null; placement: Placement } {
+    const views = this.views(exclude);
+    const placement = router.place(req, views);
+    if (placement.backend !== null && placement.how !== 'sticky' && placement.how !== 'sticky-moved') {
+      // A balanced (not sticky) placement may take a reservation among the members of its group.
+      const members = new Set(router.members(placement.rule, views).map((v) => v.name));
+      const reserved = this.reservations.take((name) => members.has(name) && this.takesNew(name, exclude));
+      if (reserved !== null) return { target: this.entries.get(reserved)!.config, placement: { ...placement, backend: reserved } };
+    }
+    return { target: placement.backend === null ? null : this.entries.get(placement.backend)!.config, placement };
+  }
+
+  /** The backends as the routing rules see them. */
+  private views(exclude?: ReadonlySet<string>): BackendView[] {
     const views: BackendView[] = [];
     for (const e of this.entries.values()) {
       const c = e.config;
@@ -280,14 +309,7 @@ export class BackendPool<S extends DrainableSession = DrainableSession> extends 
         usable: isRoutable(e) && !(exclude?.has(c.name) ?? false),
       });
     }
-    const placement = router.place(req, views);
-    if (placement.backend !== null && placement.how !== 'sticky' && placement.how !== 'sticky-moved') {
-      // A balanced (not sticky) placement may take a reservation among the members of its group.
-      const members = new Set(router.members(placement.rule, views).map((v) => v.name));
-      const reserved = this.reservations.take((name) => members.has(name) && this.takesNew(name, exclude));
-      if (reserved !== null) return { target: this.entries.get(reserved)!.config, placement: { ...placement, backend: reserved } };
-    }
-    return { target: placement.backend === null ? null : this.entries.get(placement.backend)!.config, placement };
+    return views;
   }
 
   /**

@@ -257,6 +257,15 @@ export class Router {
    * when the key's preferred backend (over every member) was not usable or full.
    */
   place(req: RouteRequest, backends: readonly BackendView[]): Placement {
+    return this.decide(req, backends, this.cursor++);
+  }
+
+  /** Where `place` would put the session now, without taking a turn of the balance (nothing changes). */
+  preview(req: RouteRequest, backends: readonly BackendView[]): Placement {
+    return this.decide(req, backends, this.cursor);
+  }
+
+  private decide(req: RouteRequest, backends: readonly BackendView[], cursor: number): Placement {
     const rule = this.match(req);
     if (rule === null) return { backend: null, rule: null, reason: 'no-rule' };
     const members = this.members(rule, backends);
@@ -270,7 +279,7 @@ export class Router {
         return { backend: chosen.name, rule, how: preferred?.name === chosen.name ? 'sticky' : 'sticky-moved' };
       }
     }
-    const chosen = leastLoaded(open, rule.balance === 'weighted', this.cursor++);
+    const chosen = leastLoaded(open, rule.balance === 'weighted', cursor);
     if (chosen === null) return { backend: null, rule, reason: 'group-unavailable' };
     return { backend: chosen.name, rule, how: rule.balance };
   }

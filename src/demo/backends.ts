@@ -168,7 +168,7 @@ function openFilesUnder(pid: number, dir: string): string[] | null {
 }
 
 /** nginx.conf for one RTMP backend (see the module comment). */
-export function nginxRtmpConfig(o: { module: string; dir: string; port: number; recordDir: string; chunkSize?: number }): string {
+export function nginxRtmpConfig(o: { module: string; dir: string; port: number; recordDir: string; chunkSize?: number; live?: readonly string[] }): string {
   return [
     `load_module ${o.module};`,
     'daemon off;',
@@ -188,6 +188,7 @@ export function nginxRtmpConfig(o: { module: string; dir: string; port: number; 
     '      record all;',
     `      record_path ${o.recordDir};`,
     '      record_unique on;',
+    ...(o.live ?? []).map((d) => `      ${d};`),
     '    }',
     '  }',
     '}',
@@ -199,7 +200,15 @@ export function nginxRtmpConfig(o: { module: string; dir: string; port: number; 
  * Starts nginx-rtmp in `dir` (config, logs, recordings in `dir/rec`) and waits until it accepts.
  * `port` pins the port (a backend restarted where the proxy expects it); default: a free one.
  */
-export async function startNginxRtmp(opts: { dir: string; exe?: string; module?: string; timeoutMs?: number; port?: number }): Promise<EmbeddedBackend> {
+export async function startNginxRtmp(opts: {
+  dir: string;
+  exe?: string;
+  module?: string;
+  timeoutMs?: number;
+  port?: number;
+  /** More directives of the `live` application (e.g. `push rtmp://…`), without their `;`. */
+  live?: readonly string[];
+}): Promise<EmbeddedBackend> {
   const found = opts.exe !== undefined && opts.module !== undefined ? { exe: opts.exe, module: opts.module } : findNginxRtmp();
   if (found === null) throw new Error('nginx with the RTMP module is not installed (apt-get install nginx libnginx-mod-rtmp)');
   const recordDir = join(opts.dir, 'rec');
@@ -210,7 +219,7 @@ export async function startNginxRtmp(opts: { dir: string; exe?: string; module?:
   for (let attempt = 0; attempt < (opts.port === undefined ? 3 : 10); attempt++) {
     const port = opts.port ?? (await freePort());
     const conf = join(opts.dir, 'nginx.conf');
-    writeFileSync(conf, nginxRtmpConfig({ module: found.module, dir: opts.dir, port, recordDir }));
+    writeFileSync(conf, nginxRtmpConfig({ module: found.module, dir: opts.dir, port, recordDir, ...(opts.live ? { live: opts.live } : {}) }));
     const child = spawn(found.exe, ['-e', join(opts.dir, 'error.log'), '-p', opts.dir, '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines: string[] = [];
     child.stdout?.on('data', (d: Buffer) => tail(lines, d.toString()));

@@ -19,7 +19,7 @@ export interface StrategySession extends ReconnectableSession {
   exemptFromDeadline(): void;
   /** `player` once the client played a stream (`play`, `play2`, `FCSubscribe`). */
   readonly role: 'publisher' | 'player' | null;
-  /** A player on a draining backend: it stays while its stream is there, and is closed at once when it is gone. */
+  /** A player on a draining backend: moved by the proxy to a backend carrying its stream (a pass-through one stays while its stream is there). */
   drainPlayer(): 'player';
 }
 
@@ -53,8 +53,8 @@ export interface DrainStrategyOptions {
 
 /**
  * What a drain does to each session (docs/architecture.md#what-a-drain-does-to-a-session):
- *  - a player ⇒ nothing is sent; it stays while its stream is published there and is closed
- *    (`player-stream-moved`) as soon as the stream goes → outcome `player`;
+ *  - a player ⇒ nothing is sent; the proxy moves it to a backend carrying its stream, switching
+ *    at a keyframe (closed, `player-stream-moved`, when none does once the stream left) → outcome `player`;
  *  - told to reconnect by itself (askToReconnect) ⇒ `go-away` or `reconnect-request`;
  *  - neither: `drain.nonCapable` — `migrate` ⇒ proxy-side migration → `migrating` (or `waiting`
  *    when it cannot start yet: the pool re-applies the strategy when the session publishes);
@@ -65,7 +65,7 @@ export interface DrainStrategyOptions {
 export function createDrainStrategy(opts: DrainStrategyOptions): DrainStrategy<StrategySession> {
   return {
     begin(session, backend): DrainOutcome {
-      // Go Away and ReconnectRequest are for publishers: a player is sent nothing, it leaves with its stream.
+      // Go Away and ReconnectRequest are for publishers: a player is sent nothing, the proxy moves it.
       if (session.role === 'player') return session.drainPlayer();
       const asked = askToReconnect(session, opts.erpc);
       switch (asked) {

@@ -42,6 +42,11 @@ export interface PlayerSink {
   failed(reason: PlayFailure, detail: string): void;
   /** A message of the stream (audio, video, data) once playing; control and commands never. */
   message(info: MessageInfo, payload: Buffer): void;
+  /**
+   * Once playing, the stream's publisher left (Stream EOF, Play.UnpublishNotify, Play.Stop):
+   * `true`; it (re)started (Stream Begin, Play.PublishNotify): `false`.
+   */
+  stopped?(stopped: boolean): void;
 }
 
 /** Transaction ids, as FFmpeg numbers a player's commands. */
@@ -62,6 +67,8 @@ export class PlayerProtocol {
   private readonly hs = new HandshakeEnd('client');
   private windowAckSize = 0;
   private lastAck = 0;
+  /** The stream's publisher left since Play.Start (and has not started again). */
+  private stopped = false;
 
   constructor(
     private readonly plan: PlayPlan,
@@ -111,6 +118,13 @@ export class PlayerProtocol {
     this.sink.write(this.writer.write(commandMessage(COMMAND_CSID, 0, 'deleteStream', 0, null, this.streamId)));
   }
 
+  /** Said once per change: nginx-rtmp tells a publisher's end with both Stream EOF and UnpublishNotify. */
+  private streamStopped(stopped: boolean): void {
+    if (this.stopped === stopped) return;
+    this.stopped = stopped;
+    this.sink.stopped?.(stopped);
+  }
+
   private fail(reason: PlayFailure, detail: string): void {
     if (this.phase === 'failed') return;
     this.phase = 'failed';
@@ -149,6 +163,10 @@ export class PlayerProtocol {
       case MessageType.UserControl:
         if (p.length >= 6 && p.readUInt16BE(0) === UserControlEvent.PingRequest) {
           this.sink.write(this.writer.write(userControlMessage(UserControlEvent.PingResponse, p.readUInt32BE(2))));
+        } else if (p.length >= 2 && this.phase === 'playing') {
+          const event = p.readUInt16BE(0);
+          if (event === UserControlEvent.StreamEOF) this.streamStopped(true);
+          else if (event === UserControlEvent.StreamBegin) this.streamStopped(false);
         }
         return;
       case MessageType.CommandAmf0:
@@ -185,6 +203,12 @@ export class PlayerProtocol {
       this.sink.write(this.writer.write(userControlMessage(UserControlEvent.SetBufferLength, id, this.plan.bufferMs ?? 3000)));
       const play = commandMessage(STREAM_COMMAND_CSID, id, 'play', TXN.play, null, this.plan.streamKey, -2);
       this.sink.write(this.writer.write(play));
+      return;
+    }
+    if (this.phase === 'playing' && cmd.name === 'onStatus') {
+      const code = readStatusCode(cmd) ?? '';
+      if (code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') this.streamStopped(true);
+      else if (code === 'NetStream.Play.PublishNotify') this.streamStopped(false);
       return;
     }
     if (this.phase === 'play' && cmd.name === 'onStatus') {

@@ -55,6 +55,8 @@ export interface SessionViewEvents {
   statusCode?(code: string): void;
   /** A player's stream ended on this backend (Stream EOF, Play.UnpublishNotify or Play.Stop). */
   streamStopped?(): void;
+  /** It started again (Stream Begin, Play.PublishNotify) after it had stopped. */
+  streamStarted?(): void;
 }
 
 /** User Control events (RTMP 7.1.7): Stream Begin, Stream EOF. */
@@ -244,8 +246,14 @@ export class SessionView {
       this.facts.playStopped = true;
       this.events.streamStopped?.();
     } else if (event === USER_CONTROL_STREAM_BEGIN) {
-      this.facts.playStopped = false;
+      this.restarted();
     }
+  }
+
+  private restarted(): void {
+    if (!this.facts.playStopped) return;
+    this.facts.playStopped = false;
+    this.events.streamStarted?.();
   }
 
   private serverCommand(cmd: Command): void {
@@ -269,6 +277,8 @@ export class SessionView {
       } else if ((code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') && this.facts.role === 'player' && !this.facts.playStopped) {
         this.facts.playStopped = true;
         this.events.streamStopped?.();
+      } else if (code === 'NetStream.Play.PublishNotify' && this.facts.role === 'player') {
+        this.restarted();
       }
       this.events.statusCode?.(code);
     }

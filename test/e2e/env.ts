@@ -158,6 +158,8 @@ export interface E2eOptions {
   proxyFlags?: string[];
   /** The admin API's token (RTMP_GOAWAY_ADMIN_TOKEN); none by default (loopback). */
   adminToken?: string;
+  /** b2 pushes every stream published on it to b1 (nginx-rtmp `push`): b1 carries b2's streams too. */
+  b2PushesToB1?: boolean;
 }
 
 /**
@@ -176,7 +178,7 @@ export async function startE2e(t: TestContext, opts: E2eOptions = {}): Promise<E
   try {
     const b1 = await startNginxBackend(nginx);
     started.push({ stop: () => b1.remove() });
-    const b2 = await startNginxBackend(nginx);
+    const b2 = await startNginxBackend(nginx, opts.b2PushesToB1 === true ? [`push rtmp://127.0.0.1:${b1.port}/live`] : []);
     started.push({ stop: () => b2.remove() });
     const redis = redisExe === null ? null : await startRedisServer(redisExe);
     if (redis !== null) started.push(redis);

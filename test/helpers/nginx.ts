@@ -24,11 +24,11 @@ export function requireNginxRtmp(t: TestContext): { exe: string; module: string 
   return null;
 }
 
-/** An nginx-rtmp backend (`record all`, `record_unique on`) in a temp dir on a free port. */
-export async function startNginxBackend(peer: { exe: string; module: string }): Promise<NginxBackend> {
+/** An nginx-rtmp backend (`record all`, `record_unique on`, and `live` directives given) in a temp dir on a free port. */
+export async function startNginxBackend(peer: { exe: string; module: string }, live: readonly string[] = []): Promise<NginxBackend> {
   const dir = tempDir('nginx');
   try {
-    const b = await startNginxRtmp({ dir: dir.path, exe: peer.exe, module: peer.module });
+    const b = await startNginxRtmp({ dir: dir.path, exe: peer.exe, module: peer.module, live });
     return {
       ...b,
       async remove() {

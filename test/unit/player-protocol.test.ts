@@ -16,7 +16,7 @@ function rig(opts: { rejectConnect?: boolean; notFound?: boolean } = {}) {
   const writer = new ChunkWriter(true);
   const got: { info: MessageInfo; payload: Buffer }[] = [];
   const commands: Command[] = [];
-  const events = { playing: 0, failed: [] as string[], media: [] as MessageInfo[] };
+  const events = { playing: 0, failed: [] as string[], media: [] as MessageInfo[], stopped: [] as boolean[] };
   // Both ends' bytes are queued and delivered by `pump`: each side writes from inside its own reader's callback.
   const toServer: Buffer[] = [];
   const toClientQ: Buffer[] = [];
@@ -50,6 +50,7 @@ function rig(opts: { rejectConnect?: boolean; notFound?: boolean } = {}) {
       playing: () => events.playing++,
       failed: (reason, detail) => events.failed.push(`${reason}: ${detail}`),
       message: (info) => events.media.push({ ...info }),
+      stopped: (stopped) => events.stopped.push(stopped),
     },
   );
   let handshook = false;
@@ -147,4 +148,21 @@ test('player protocol: a refused connect or an unknown stream fails, once', () =
   b.start();
   assert.deepEqual(b.events.failed, ['play-rejected: NetStream.Play.StreamNotFound']);
   assert.equal(b.events.playing, 0);
+});
+
+test("player protocol: the stream's publisher leaving and coming back is said once per change (Stream EOF and UnpublishNotify both mean gone)", () => {
+  const r = rig();
+  r.start();
+  const status = (code: string) => r.send(commandMessage(5, 1, 'onStatus', 0, null, amf0Object({ level: 'status', code })));
+  r.send(userControlMessage(UserControlEvent.StreamBegin, 1));
+  assert.deepEqual(r.events.stopped, [], 'Stream Begin at play: nothing stopped');
+  r.send(userControlMessage(UserControlEvent.StreamEOF, 1));
+  status('NetStream.Play.UnpublishNotify');
+  assert.deepEqual(r.events.stopped, [true]);
+  status('NetStream.Play.PublishNotify');
+  r.send(userControlMessage(UserControlEvent.StreamBegin, 1));
+  assert.deepEqual(r.events.stopped, [true, false]);
+  status('NetStream.Play.Stop');
+  assert.deepEqual(r.events.stopped, [true, false, true]);
+  assert.deepEqual(r.events.failed, []);
 });

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { BackendPool, UnknownBackendError, type BackendPoolOptions } from '../../src/balancer/pool.js';
 import type { BackendConfig, BackendStateChange, DrainableSession, DrainComplete, DeadlineClose, DrainResult } from '../../src/balancer/types.js';
 import { goAwayOrWait } from '../helpers/drain-strategy.js';
+import { Router } from '../../src/balancer/routing.js';
 
 class FakeSession implements DrainableSession {
   goAwayCalls = 0;
@@ -108,6 +109,29 @@ describe('pick', () => {
     assert.equal(pool.pick(), null);
     pool.undrain('a');
     assert.equal(pool.pick()?.name, 'a');
+  });
+
+  test('preview: where the next session would go, without placing it (no turn of the round robin, no reservation taken)', (t) => {
+    const pool = mkPool(t, [A, B, C]);
+    attach(pool, 'a', new FakeSession('1', false));
+    const req = { app: 'live', streamKey: 'k', clientIp: '127.0.0.1' };
+    const seen = Array.from({ length: 3 }, () => pool.preview(null, req));
+    assert.deepEqual(seen, ['b', 'b', 'b'], 'the same answer every time');
+    assert.equal(pool.pick()?.name, 'b', 'pick agrees, and its round robin was not moved by the previews');
+    attach(pool, 'b', new FakeSession('2', false));
+    assert.equal(pool.preview(null, req, new Set(['b', 'c'])), 'a');
+    pool.reserve('a', 10_000);
+    assert.equal(pool.preview(null, req), 'c', 'a reservation is not taken by a preview');
+    assert.equal(pool.pick()?.name, 'a', 'the reservation is still there for the next session');
+    pool.drain('c');
+    assert.equal(pool.preview(null, req, new Set(['b'])), 'a', 'a draining backend takes no new session');
+    const sticky = Router.compile({ groups: { all: { backends: ['*'] } }, rules: [{ group: 'all', sticky: true }] });
+    const placed = pool.place(sticky, req).target?.name;
+    assert.equal(pool.preview(sticky, req), placed, 'with rules: where they place the key');
+    const balanced = Router.compile({ groups: { all: { backends: ['*'] } }, rules: [{ group: 'all' }] });
+    const ahead = pool.preview(balanced, req);
+    assert.equal(pool.preview(balanced, req), ahead, 'a balanced rule’s turn is not taken');
+    assert.equal(pool.place(balanced, req).target?.name, ahead);
   });
 
   test('maxSessions 0 is never picked; returned config is frozen', (t) => {

@@ -174,7 +174,8 @@ test('session view: a publisher stays a publisher; Play.Start from the server do
 
 test('session view: Stream EOF (how nginx-rtmp tells a player its publisher left) stops a playing stream once; Stream Begin resumes it', () => {
   let stopped = 0;
-  const view = new SessionView({ streamStopped: () => stopped++ });
+  let started = 0;
+  const view = new SessionView({ streamStopped: () => stopped++, streamStarted: () => started++ });
   const userControl = (event: number): void => {
     const p = Buffer.from([0, event, 0, 0, 0, 1]);
     view.serverMessage({ csid: 2, timestamp: 0, typeId: MessageType.UserControl, length: 6, streamId: 0, head: p }, p);
@@ -189,8 +190,14 @@ test('session view: Stream EOF (how nginx-rtmp tells a player its publisher left
   status(view, 'NetStream.Play.UnpublishNotify');
   assert.equal(view.facts.playStopped, true);
   assert.equal(stopped, 1, 'one stop, however many messages say it');
+  assert.equal(started, 0, 'Stream Begin at play is no restart');
   userControl(0);
   assert.equal(view.facts.playStopped, false);
+  assert.equal(started, 1, 'the stream started again');
+  status(view, 'NetStream.Play.UnpublishNotify');
+  status(view, 'NetStream.Play.PublishNotify');
+  userControl(0);
+  assert.deepEqual([stopped, started, view.facts.playStopped], [2, 2, false], 'PublishNotify says it too, once');
   // A truncated user control message is ignored.
   view.serverMessage({ csid: 2, timestamp: 0, typeId: MessageType.UserControl, length: 1, streamId: 0, head: Buffer.from([0]) }, Buffer.from([0]));
   assert.equal(view.facts.playStopped, false);

@@ -7,7 +7,6 @@ import { type Command, CAPS_EX_RECONNECT, decodeCommand, readCreateStreamResult 
 import { LOCAL_STREAM_ID, connectAnswer, createStreamAnswer, rejection } from '../local-answers.js';
 import { rejectionDescription } from '../../balancer/routing.js';
 import type { RefusalReason } from './close-reason.js';
-import { PlayerFollower } from './player-follower.js';
 import type { Session } from './session.js';
 
 /** A player's commands naming its stream: the first one routes it (FCSubscribe comes before createStream with ffmpeg and librtmp). */
@@ -244,7 +243,7 @@ export class FrontDoor {
     }
     s.out.send({ csid: info.csid, timestamp: info.timestamp, typeId: t, streamId: info.streamId, payload: body });
     // What a player has (timestamps, configuration), for a switch to its stream on another backend.
-    if (s.view.facts.role === 'player' && s.settings.streams != null) (s.follower ??= new PlayerFollower(s)).sentToClient(t, info.timestamp, body);
+    s.playerFollower()?.sentToClient(t, info.timestamp, body);
   }
 
   /** The backend's reply to a command the proxy answered itself: dropped, unless it disagrees. */

@@ -37,14 +37,16 @@ let nextId = 1;
 
 /**
  * When the backend is chosen: as late as the routing rules need; and at the stream key (`publish`
- * or `play`) whenever players are routed to their stream and more than one backend could take
- * the session — a player must name its stream before its backend is chosen. With one usable
- * backend there is no choice to make, and the session stays a plain pass-through.
+ * or `play`) whenever players are routed to their stream and more than one healthy backend could
+ * carry the session in its life, a draining one included (it may be undrained; a player must be
+ * able to follow its stream off the one it lands on) — a player must name its stream before its
+ * backend is chosen. With one healthy backend there is no choice to make, and the session stays a
+ * plain pass-through.
  */
 function routeStage(router: Router | null, settings: SessionSettings, pool: BackendPool): RouteStage {
   if (settings.streams != null) {
-    let usable = 0;
-    for (const b of pool.list()) if (b.state === 'up' && ++usable > 1) return 'publish';
+    let healthy = 0;
+    for (const b of pool.list()) if (b.health === 'up' && !b.removing && ++healthy > 1) return 'publish';
   }
   return router?.needs ?? 'accept';
 }
@@ -316,23 +318,42 @@ export class Session implements StrategySession, PairOwner {
     return this.view.facts.role;
   }
 
-  /** The drain strategy's answer for a player: nothing is sent; one whose stream already left goes now. */
+  /**
+   * A late-bound player routed by its stream can follow it (player-follower.ts): created with
+   * its first relayed message or its first need. Null for other sessions.
+   */
+  playerFollower(): PlayerFollower | null {
+    if (this.follower === null && this.late && this.view.facts.role === 'player' && this.settings.streams != null) this.follower = new PlayerFollower(this);
+    return this.follower;
+  }
+
+  /**
+   * The drain strategy's answer for a player: nothing is sent to it. One that can follow its
+   * stream is moved by the proxy to a backend carrying it (while it goes on playing here); one
+   * that cannot stays while its stream is here, and goes when it is gone.
+   */
   drainPlayer(): 'player' {
-    if (this.view.facts.playStopped) queueMicrotask(() => this.playerStreamStopped());
+    const follower = this.playerFollower();
+    if (follower?.able === true) queueMicrotask(() => follower.leave());
+    else if (this.view.facts.playStopped) queueMicrotask(() => this.playerStreamStopped());
     return 'player';
   }
 
   /**
-   * The backend said a player's stream ended (Play.UnpublishNotify or Play.Stop). On a draining
-   * backend that means its publisher moved away: the player cannot follow it, so it is closed at
-   * once with a clear reason rather than left on a dead stream until the drain deadline. On a
-   * backend in service it is the broadcast pausing: the player waits for it as the backend lets it.
+   * The player's backend said its stream ended (Stream EOF, Play.UnpublishNotify or Play.Stop).
+   * A player that can follow its stream looks for it elsewhere (player-follower.ts). One that
+   * cannot, on a draining backend, is closed at once with a clear reason rather than left on a
+   * dead stream until the drain deadline; on a backend in service it is the broadcast pausing:
+   * the player waits for it as the backend lets it.
    */
   playerStreamStopped(): void {
     if (this.finished || this.view.facts.role !== 'player' || !this.view.facts.playStopped || this.backendName === null) return;
-    if (this.pool.get(this.backendName)?.draining !== true) return;
-    // A late-bound player follows its stream to the backend that now carries it (player-follower.ts).
-    if (this.follower?.follow() === true) return;
+    const follower = this.playerFollower();
+    // Switched: the view reads only the connection the player left, which is not its backend any more.
+    if (follower?.switched === true) return;
+    const draining = this.pool.get(this.backendName)?.draining === true;
+    if (follower?.able === true) return follower.streamStopped(!draining);
+    if (!draining) return;
     this.settings.metrics?.playerSwitches.inc({ result: 'closed' });
     this.log.info(
       { session: this.id, backend: this.backendName, streamKey: this.streamKeyForDisplay() },
@@ -341,12 +362,18 @@ export class Session implements StrategySession, PairOwner {
     this.end('player-stream-moved');
   }
 
-  /** A player whose stream stopped on its draining backend: what that backend still says is not for it (it follows the stream, or is closed). */
+  /** The player's backend said its stream started again (Stream Begin, Play.PublishNotify). */
+  playerStreamStarted(): void {
+    if (this.finished || this.follower === null || this.follower.switched) return;
+    this.follower.streamStarted();
+  }
+
+  /** A player whose stream stopped on its draining backend, or who was switched off it: what that backend still says is not for it. */
   get streamLeftBackend(): boolean {
     const f = this.view.facts;
     return (
       f.role === 'player' &&
-      (this.follower?.active === true || (f.playStopped && this.backendName !== null && this.pool.get(this.backendName)?.draining === true))
+      (this.follower?.silencesBackend === true || (f.playStopped && this.backendName !== null && this.pool.get(this.backendName)?.draining === true))
     );
   }
 

@@ -217,6 +217,12 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
     if (s.view.facts.playStopped) queueMicrotask(() => s.playerStreamStopped());
   }
 
+  /** A player's stream started again on its backend (SessionView). */
+  streamStarted(): void {
+    const s = this.s;
+    queueMicrotask(() => s.playerStreamStarted());
+  }
+
   /** NetStream.Publish.Start (SessionView). */
   publishStarted(): void {
     const s = this.s;
