@@ -1,27 +1,16 @@
 /**
- * The client end of an RTMP play, as a pure state machine: plain handshake, `connect` (the
- * player's own command object, replayed), `createStream`, Set Buffer Length and `play` — until
- * `NetStream.Play.Start` — then the protocol business of a player (acknowledgements, ping
- * answers) while the stream's messages go to the sink. Bytes in (`receive`), bytes and outcomes
- * out. The proxy uses it to subscribe a player to its stream on another backend
- * (proxy/session/player-follower.ts), the way PublisherProtocol publishes a migrating session.
+ * The client end of an RTMP play, as a pure state machine: the connection (ClientEnd: handshake,
+ * `connect` with the player's own command object replayed, `createStream`, acknowledgements, pings),
+ * then Set Buffer Length and `play` — until `NetStream.Play.Start` — while the stream's messages go
+ * to the sink. Bytes in (`receive`), bytes and outcomes out. The proxy uses it to subscribe a
+ * player to its stream on another backend (proxy/session/player-follower.ts), the way
+ * PublisherProtocol publishes a migrating session.
  */
-import { type Amf0Limits, encodeAmf0 } from './amf0.js';
-import { type ByteBudget, type ChunkReaderLimits, type MessageInfo, ChunkReader, UNLIMITED_BUDGET, collectEverything } from './chunk-reader.js';
-import { ChunkWriter } from './chunk-writer.js';
-import { COMMAND_CSID, MAX_MESSAGE_SIZE, MessageType } from './constants.js';
-import { ProtocolError } from './errors.js';
-import { HandshakeEnd } from './handshake-peer.js';
-import {
-  type Command,
-  commandMessage,
-  controlMessage,
-  decodeCommand,
-  readCreateStreamResult,
-  readStatusCode,
-  userControlMessage,
-  UserControlEvent,
-} from './messages.js';
+import type { Amf0Limits } from './amf0.js';
+import type { ByteBudget, ChunkReaderLimits, MessageInfo } from './chunk-reader.js';
+import { type ClientEndFailure, ClientEnd } from './client-end.js';
+import { COMMAND_CSID, MessageType } from './constants.js';
+import { commandMessage, readStatusCode, userControlMessage, UserControlEvent } from './messages.js';
 
 export interface PlayPlan {
   /** The player's `connect` command object and arguments (SessionFacts.connectReplay). */
@@ -32,7 +21,7 @@ export interface PlayPlan {
   bufferMs?: number;
 }
 
-export type PlayFailure = 'handshake' | 'connect-rejected' | 'create-stream-failed' | 'play-rejected' | 'protocol-error';
+export type PlayFailure = ClientEndFailure | 'play-rejected';
 
 export interface PlayerSink {
   /** Bytes for the backend; returns the socket's write result. */
@@ -58,15 +47,9 @@ export type PlayerPhase = 'init' | 'handshake' | 'connect' | 'create-stream' | '
 
 /** Pure: the proxy as an RTMP player towards one backend (see the module comment). */
 export class PlayerProtocol {
-  phase: PlayerPhase = 'init';
-  streamId = 0;
-  /** Bytes received from the backend, handshake included (the acknowledgement sequence number). */
-  bytesIn = 0;
-  private readonly reader: ChunkReader;
-  private readonly writer = new ChunkWriter(true);
-  private readonly hs = new HandshakeEnd('client');
-  private windowAckSize = 0;
-  private lastAck = 0;
+  private readonly end: ClientEnd<'play-rejected'>;
+  /** Set at `NetStream.Play.Start`. */
+  private playing = false;
   /** The stream's publisher left since Play.Start (and has not started again). */
   private stopped = false;
 
@@ -74,48 +57,59 @@ export class PlayerProtocol {
     private readonly plan: PlayPlan,
     private readonly sink: PlayerSink,
     limits: Partial<ChunkReaderLimits> = {},
-    private readonly amfLimits?: Partial<Amf0Limits>,
-    budget: ByteBudget = UNLIMITED_BUDGET,
+    amfLimits?: Partial<Amf0Limits>,
+    budget?: ByteBudget,
   ) {
-    const maxMessageSize = limits.maxMessageSize ?? MAX_MESSAGE_SIZE;
-    this.reader = new ChunkReader(
-      { message: (info, payload) => this.onMessage(info, payload) },
-      collectEverything,
-      { ...limits, maxCollectedSize: maxMessageSize },
+    this.end = new ClientEnd<'play-rejected'>(
+      plan.connect,
+      { chunkSize: null, txn: TXN },
+      {
+        write: (buf) => sink.write(buf),
+        failed: (reason, detail) => sink.failed(reason, detail),
+        streamCreated: (id) => {
+          this.end.send(userControlMessage(UserControlEvent.SetBufferLength, id, this.plan.bufferMs ?? 3000));
+          this.end.send(commandMessage(STREAM_COMMAND_CSID, id, 'play', TXN.play, null, this.plan.streamKey, -2));
+        },
+        message: (info, payload) => this.onStreamMessage(info, payload),
+      },
+      limits,
+      amfLimits,
       budget,
     );
   }
 
+  get phase(): PlayerPhase {
+    const p = this.end.phase;
+    return p === 'stream' ? (this.playing ? 'playing' : 'play') : p;
+  }
+
+  get streamId(): number {
+    return this.end.streamId;
+  }
+
+  /** Bytes received from the backend, handshake included (the acknowledgement sequence number). */
+  get bytesIn(): number {
+    return this.end.bytesIn;
+  }
+
   /** Writes C0 + C1. */
   start(): void {
-    if (this.phase !== 'init') return;
-    this.phase = 'handshake';
-    this.sink.write(this.hs.hello());
+    this.end.start();
   }
 
   receive(buf: Buffer): void {
-    if (this.phase === 'failed' || this.phase === 'init') return;
-    this.bytesIn += buf.length;
-    let rest: Buffer | null = buf;
-    if (this.phase === 'handshake') rest = this.handshake(buf);
-    if (rest === null || rest.length === 0) return;
-    try {
-      this.reader.feed(rest);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      this.fail('protocol-error', `${err.code}: ${err.message}`);
-      return;
-    }
-    if (this.windowAckSize > 0 && this.bytesIn - this.lastAck >= this.windowAckSize / 2) {
-      this.lastAck = this.bytesIn;
-      this.sink.write(this.writer.write(controlMessage(MessageType.Acknowledgement, this.bytesIn % 2 ** 32)));
-    }
+    this.end.receive(buf);
+  }
+
+  /** What the reader holds back to the byte budget, when the connection is given up. */
+  release(): void {
+    this.end.reader.release();
   }
 
   /** A clean end of the play: deleteStream (no reply expected). */
   stop(): void {
     if (this.phase !== 'playing') return;
-    this.sink.write(this.writer.write(commandMessage(COMMAND_CSID, 0, 'deleteStream', 0, null, this.streamId)));
+    this.end.send(commandMessage(COMMAND_CSID, 0, 'deleteStream', 0, null, this.streamId));
   }
 
   /** Said once per change: nginx-rtmp tells a publisher's end with both Stream EOF and UnpublishNotify. */
@@ -125,45 +119,11 @@ export class PlayerProtocol {
     this.sink.stopped?.(stopped);
   }
 
-  private fail(reason: PlayFailure, detail: string): void {
-    if (this.phase === 'failed') return;
-    this.phase = 'failed';
-    this.sink.failed(reason, detail);
-  }
-
-  private handshake(buf: Buffer): Buffer | null {
-    let r;
-    try {
-      r = this.hs.push(buf);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      this.fail('handshake', err.message);
-      return null;
-    }
-    if (r.reply !== null) this.sink.write(r.reply);
-    if (!this.hs.done) return null;
-    this.phase = 'connect';
-    const c = this.plan.connect;
-    const payload = Buffer.concat([encodeAmf0(['connect', TXN.connect]), c.length > 0 ? c : encodeAmf0([null])]);
-    this.sink.write(this.writer.write({ csid: COMMAND_CSID, timestamp: 0, typeId: MessageType.CommandAmf0, streamId: 0, payload }));
-    return buf.subarray(r.next);
-  }
-
-  private onMessage(info: MessageInfo, payload: Buffer | null): void {
-    const p = payload ?? Buffer.alloc(0);
+  /** After createStream: the play exchange until Play.Start, then the stream's messages and its stop/start notices. */
+  private onStreamMessage(info: MessageInfo, p: Buffer): void {
     switch (info.typeId) {
-      case MessageType.SetChunkSize:
-      case MessageType.Abort:
-      case MessageType.Acknowledgement:
-      case MessageType.SetPeerBandwidth:
-        return; // the reader applies the first two
-      case MessageType.WindowAckSize:
-        if (p.length >= 4) this.windowAckSize = p.readUInt32BE(0);
-        return;
       case MessageType.UserControl:
-        if (p.length >= 6 && p.readUInt16BE(0) === UserControlEvent.PingRequest) {
-          this.sink.write(this.writer.write(userControlMessage(UserControlEvent.PingResponse, p.readUInt32BE(2))));
-        } else if (p.length >= 2 && this.phase === 'playing') {
+        if (p.length >= 2 && this.playing) {
           const event = p.readUInt16BE(0);
           if (event === UserControlEvent.StreamEOF) this.streamStopped(true);
           else if (event === UserControlEvent.StreamBegin) this.streamStopped(false);
@@ -174,52 +134,22 @@ export class PlayerProtocol {
         this.onCommand(info, p);
         return;
       default:
-        if (this.phase === 'playing') this.sink.message(info, p);
+        if (this.playing) this.sink.message(info, p);
     }
   }
 
   private onCommand(info: MessageInfo, payload: Buffer): void {
-    let cmd: Command | null;
-    try {
-      cmd = decodeCommand(info.typeId, payload, this.amfLimits);
-    } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
-      this.fail('protocol-error', err.message);
-      return;
-    }
-    if (cmd === null) return;
-    const isReply = cmd.name === '_result' || cmd.name === '_error';
-    if (this.phase === 'connect' && isReply && cmd.transactionId === TXN.connect) {
-      if (cmd.name === '_error') return this.fail('connect-rejected', readStatusCode(cmd) ?? 'connect _error');
-      this.phase = 'create-stream';
-      this.sink.write(this.writer.write(commandMessage(COMMAND_CSID, 0, 'createStream', TXN.createStream, null)));
-      return;
-    }
-    if (this.phase === 'create-stream' && isReply && cmd.transactionId === TXN.createStream) {
-      const id = cmd.name === '_result' ? readCreateStreamResult(cmd) : null;
-      if (id === null) return this.fail('create-stream-failed', `createStream ${cmd.name}`);
-      this.streamId = id;
-      this.phase = 'play';
-      this.sink.write(this.writer.write(userControlMessage(UserControlEvent.SetBufferLength, id, this.plan.bufferMs ?? 3000)));
-      const play = commandMessage(STREAM_COMMAND_CSID, id, 'play', TXN.play, null, this.plan.streamKey, -2);
-      this.sink.write(this.writer.write(play));
-      return;
-    }
-    if (this.phase === 'playing' && cmd.name === 'onStatus') {
-      const code = readStatusCode(cmd) ?? '';
+    const cmd = this.end.decode(info, payload);
+    if (cmd === null || cmd.name !== 'onStatus') return; // onBWDone, |RtmpSampleAccess …: this connection's own
+    const code = readStatusCode(cmd) ?? '';
+    if (this.playing) {
       if (code === 'NetStream.Play.UnpublishNotify' || code === 'NetStream.Play.Stop') this.streamStopped(true);
       else if (code === 'NetStream.Play.PublishNotify') this.streamStopped(false);
-      return;
+    } else if (code === 'NetStream.Play.Start') {
+      this.playing = true;
+      this.sink.playing(this.streamId);
+    } else if (code === 'NetStream.Play.StreamNotFound' || code === 'NetStream.Play.Failed') {
+      this.end.fail('play-rejected', code);
     }
-    if (this.phase === 'play' && cmd.name === 'onStatus') {
-      const code = readStatusCode(cmd) ?? '';
-      if (code === 'NetStream.Play.Start') {
-        this.phase = 'playing';
-        this.sink.playing(this.streamId);
-      } else if (code === 'NetStream.Play.StreamNotFound' || code === 'NetStream.Play.Failed') {
-        this.fail('play-rejected', code);
-      }
-    }
-    // Every other command (onBWDone, Play.Reset, |RtmpSampleAccess …) is this connection's own.
   }
 }

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { amf0Object } from '../../src/rtmp/amf0.js';
-import { ChunkReader, type MessageInfo, collectEverything } from '../../src/rtmp/chunk-reader.js';
+import { type ByteBudget, ChunkReader, type MessageInfo, collectEverything } from '../../src/rtmp/chunk-reader.js';
 import { ChunkWriter } from '../../src/rtmp/chunk-writer.js';
 import { MessageType } from '../../src/rtmp/constants.js';
 import { HandshakeEnd } from '../../src/rtmp/handshake-peer.js';
@@ -11,7 +11,7 @@ import { type Command, commandMessage, controlMessage, decodeCommand, userContro
 import { PlayerProtocol } from '../../src/rtmp/player-protocol.js';
 
 /** A server end: answers the handshake, reads the client's messages, writes its own. */
-function rig(opts: { rejectConnect?: boolean; notFound?: boolean } = {}) {
+function rig(opts: { rejectConnect?: boolean; notFound?: boolean; budget?: ByteBudget } = {}) {
   const hs = new HandshakeEnd('server');
   const writer = new ChunkWriter(true);
   const got: { info: MessageInfo; payload: Buffer }[] = [];
@@ -52,6 +52,9 @@ function rig(opts: { rejectConnect?: boolean; notFound?: boolean } = {}) {
       message: (info) => events.media.push({ ...info }),
       stopped: (stopped) => events.stopped.push(stopped),
     },
+    {},
+    undefined,
+    opts.budget,
   );
   let handshook = false;
   const serverReceive = (buf: Buffer): void => {
@@ -84,6 +87,8 @@ function rig(opts: { rejectConnect?: boolean; notFound?: boolean } = {}) {
       protocol.start();
       pump();
     },
+    /** The server's bytes of one message, not delivered: the test feeds them itself. */
+    bytesOf: (m: Parameters<ChunkWriter['write']>[0]) => writer.write(m),
   };
 }
 
@@ -165,4 +170,24 @@ test("player protocol: the stream's publisher leaving and coming back is said on
   status('NetStream.Play.Stop');
   assert.deepEqual(r.events.stopped, [true, false, true]);
   assert.deepEqual(r.events.failed, []);
+});
+
+test('player protocol: a message cut by the connection’s end gives its bytes back to the budget (release)', () => {
+  let held = 0;
+  const budget: ByteBudget = {
+    take: (n) => {
+      held += n;
+      return true;
+    },
+    give: (n) => {
+      held -= n;
+    },
+  };
+  const r = rig({ budget });
+  r.start();
+  const whole = r.bytesOf({ csid: 6, timestamp: 1, typeId: MessageType.Video, streamId: 1, payload: Buffer.alloc(20_000, 0x27) });
+  r.protocol.receive(whole.subarray(0, 10_000));
+  assert.ok(held > 0, 'part of the message is held against the budget');
+  r.protocol.release();
+  assert.equal(held, 0);
 });

@@ -245,6 +245,8 @@ export class PlayerFollower {
       else this.lost(up, err.message);
     });
     sock.on('close', () => {
+      // Whatever the reader still collects goes back to the session's byte budget.
+      up.protocol.release();
       if (up === this.current) s.backendClosed();
       else this.lost(up, 'the backend closed the connection');
     });
