@@ -59,21 +59,25 @@ export interface AdminRebalanceOptions {
   reason?: string;
 }
 
+/** A request body that is a JSON object, or empty (`{}`); anything else is a 400 that shows `example`. */
+function jsonObjectBody(body: string, example: string): Record<string, unknown> {
+  if (body.trim() === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    parsed = null;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new HttpError(400, `body must be a JSON object like ${example}`);
+  return parsed as Record<string, unknown>;
+}
+
 /**
  * Parses `{"dryRun": true, "by": "bitrate", "maxInFlight": 4, "minAgeMs": 10000, "reason": "…",
  * "quota": [{from, to, count, ids?}]}` (every field optional; no others).
  */
 export function rebalanceOptions(body: string): AdminRebalanceOptions {
-  let obj: Record<string, unknown> = {};
-  if (body.trim() !== '') {
-    try {
-      const parsed: unknown = JSON.parse(body);
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
-      obj = parsed as Record<string, unknown>;
-    } catch {
-      throw new HttpError(400, 'body must be a JSON object like {"dryRun":true,"maxInFlight":4}');
-    }
-  }
+  const obj = jsonObjectBody(body, '{"dryRun":true,"maxInFlight":4}');
   const opts: AdminRebalanceOptions = {};
   for (const [k, v] of Object.entries(obj)) {
     if (k === 'dryRun') {
@@ -104,16 +108,7 @@ export function rebalanceOptions(body: string): AdminRebalanceOptions {
 
 /** Parses `{"deadlineMs": 30000, "reason": "…", "force": true}`; `?deadlineMs=`, `?reason=` and `?force=1` work too, for curl one-liners. */
 export function drainOptions(body: string, query: URLSearchParams): AdminDrainOptions {
-  let obj: Record<string, unknown> = {};
-  if (body.trim() !== '') {
-    try {
-      const parsed: unknown = JSON.parse(body);
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('not an object');
-      obj = parsed as Record<string, unknown>;
-    } catch {
-      throw new HttpError(400, 'body must be a JSON object like {"deadlineMs":30000,"reason":"deploy"}');
-    }
-  }
+  const obj = jsonObjectBody(body, '{"deadlineMs":30000,"reason":"deploy"}');
   const opts: AdminDrainOptions = {};
   const d = obj['deadlineMs'] ?? (query.has('deadlineMs') ? Number(query.get('deadlineMs')) : undefined);
   if (d !== undefined) {
