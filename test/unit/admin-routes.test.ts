@@ -5,8 +5,8 @@ import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { LastRoutableBackendError, UnknownBackendError } from '../../src/balancer/pool.js';
 import { AdminAccess } from '../../src/control/admin-access.js';
-import { type AdminApi, type AdminDrainOptions, adminRoutes } from '../../src/control/admin-routes.js';
-import { createAdminHttpServer, listenAdmin } from '../../src/control/admin-server.js';
+import { type AdminApi, type AdminDrainOptions, adminRoutes, drainOptions, rebalanceOptions } from '../../src/control/admin-routes.js';
+import { HttpError, createAdminHttpServer, listenAdmin } from '../../src/control/admin-server.js';
 
 /** An AdminApi that records what the routes asked of it. */
 function recordingApi() {
@@ -99,5 +99,25 @@ describe('admin routes (one table for the proxy and the cluster primary)', () =>
     assert.deepEqual(asked, ['sessions b2', 'sessions null']);
     assert.equal((await at('/api/nothing')).status, 404);
     assert.equal((await at('/healthz', { method: 'POST', body: '{}' })).status, 404);
+  });
+});
+
+describe('request bodies', () => {
+  test('drain and rebalance take an empty body or a JSON object; anything else is a 400 that shows an example', () => {
+    assert.deepEqual(drainOptions('', new URLSearchParams()), {});
+    assert.deepEqual(rebalanceOptions('  '), {});
+    assert.deepEqual(drainOptions('{"deadlineMs":5000}', new URLSearchParams()), { deadlineMs: 5000 });
+    for (const bad of ['[1]', 'null', '"x"', '7', '{"deadlineMs":', 'true']) {
+      assert.throws(
+        () => drainOptions(bad, new URLSearchParams()),
+        (e: unknown) => e instanceof HttpError && e.status === 400 && e.message.includes('{"deadlineMs":30000'),
+        bad,
+      );
+      assert.throws(
+        () => rebalanceOptions(bad),
+        (e: unknown) => e instanceof HttpError && e.status === 400 && e.message.includes('{"dryRun":true'),
+        bad,
+      );
+    }
   });
 });
