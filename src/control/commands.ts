@@ -15,16 +15,20 @@
 
 export type ControlAction = 'drain' | 'undrain';
 
-export interface ControlCommand {
-  action: ControlAction;
-  backend: string;
-  /** Drain only: sessions left after this long are closed; omitted = each replica's `drain.deadlineMs`. */
-  deadlineMs?: number;
+/** What every control message may carry besides its action: why, its id, when and from whom (see above). */
+export interface MessageEnvelope {
   reason?: string;
   id?: string;
   /** Epoch ms when the command was issued. */
   at?: number;
   origin?: string;
+}
+
+export interface ControlCommand extends MessageEnvelope {
+  action: ControlAction;
+  backend: string;
+  /** Drain only: sessions left after this long are closed; omitted = each replica's `drain.deadlineMs`. */
+  deadlineMs?: number;
 }
 
 export type ParseResult = { ok: true; command: ControlCommand } | { ok: false; error: string };
@@ -54,18 +58,48 @@ function checkBackend(v: unknown): string | null {
   return typeof v === 'string' && BACKEND_NAME_RE.test(v) ? v : null;
 }
 
-function parseJson(text: string): ParseResult {
+/** A JSON message: an object with only `known` fields, or why not. */
+export function parseJsonMessage(text: string, known: ReadonlySet<string>): Record<string, unknown> | string {
   let v: unknown;
   try {
     v = JSON.parse(text);
   } catch (e) {
-    return fail(`invalid JSON: ${(e as Error).message}`);
+    return `invalid JSON: ${(e as Error).message}`;
   }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return fail('JSON message must be an object');
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'JSON message must be an object';
   const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) {
-    if (!KNOWN_FIELDS.has(k)) return fail(`unknown field "${k}" (known: ${[...KNOWN_FIELDS].join(', ')})`);
+  for (const k of Object.keys(o)) if (!known.has(k)) return `unknown field "${k}" (known: ${[...known].join(', ')})`;
+  return o;
+}
+
+/** Copies a message's envelope fields into `into` (a null reason counts as none); the first one out of bounds, or null. */
+export function readEnvelope(o: Record<string, unknown>, into: MessageEnvelope): string | null {
+  const r = o['reason'];
+  if (r !== undefined && r !== null) {
+    if (typeof r !== 'string' || r.length > MAX_REASON_LENGTH) return `"reason" must be a string of at most ${MAX_REASON_LENGTH} characters`;
+    into.reason = r;
   }
+  const id = o['id'];
+  if (id !== undefined) {
+    if (typeof id !== 'string' || id.length === 0 || id.length > 100) return '"id" must be a string of 1 to 100 characters';
+    into.id = id;
+  }
+  const at = o['at'];
+  if (at !== undefined) {
+    if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) return '"at" must be epoch milliseconds';
+    into.at = at;
+  }
+  const origin = o['origin'];
+  if (origin !== undefined) {
+    if (typeof origin !== 'string' || origin.length > 200) return '"origin" must be a string of at most 200 characters';
+    into.origin = origin;
+  }
+  return null;
+}
+
+function parseJson(text: string): ParseResult {
+  const o = parseJsonMessage(text, KNOWN_FIELDS);
+  if (typeof o === 'string') return fail(o);
   const action = o['action'];
   if (action !== 'drain' && action !== 'undrain') return fail(`"action" must be "drain" or "undrain", got ${JSON.stringify(action) ?? 'nothing'}`);
   const backend = checkBackend(o['backend']);
@@ -81,27 +115,8 @@ function parseJson(text: string): ParseResult {
       return fail(`"deadlineMs" must be a number of milliseconds between 0 and ${MAX_DEADLINE_MS} (or a duration like "30s"), got ${JSON.stringify(d)}`);
     command.deadlineMs = ms;
   }
-  const r = o['reason'];
-  if (r !== undefined && r !== null) {
-    if (typeof r !== 'string' || r.length > MAX_REASON_LENGTH) return fail(`"reason" must be a string of at most ${MAX_REASON_LENGTH} characters`);
-    command.reason = r;
-  }
-  const id = o['id'];
-  if (id !== undefined) {
-    if (typeof id !== 'string' || id.length === 0 || id.length > 100) return fail('"id" must be a string of 1 to 100 characters');
-    command.id = id;
-  }
-  const at = o['at'];
-  if (at !== undefined) {
-    if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) return fail('"at" must be epoch milliseconds');
-    command.at = at;
-  }
-  const origin = o['origin'];
-  if (origin !== undefined) {
-    if (typeof origin !== 'string' || origin.length > 200) return fail('"origin" must be a string of at most 200 characters');
-    command.origin = origin;
-  }
-  return { ok: true, command };
+  const bad = readEnvelope(o, command);
+  return bad === null ? { ok: true, command } : fail(bad);
 }
 
 function parsePlain(text: string): ParseResult {

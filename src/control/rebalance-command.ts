@@ -13,7 +13,7 @@
  */
 import { type PlanBackend, type PlanSession, REBALANCE_BY, type RebalanceBy, planRebalance, sessionLoads } from '../balancer/rebalance-plan.js';
 import type { ReplicaRecord, SessionRecord } from './bus.js';
-import { BACKEND_NAME_RE, MAX_CONTROL_MESSAGE_LENGTH, MAX_REASON_LENGTH } from './commands.js';
+import { BACKEND_NAME_RE, MAX_CONTROL_MESSAGE_LENGTH, MAX_REASON_LENGTH, type MessageEnvelope, parseJsonMessage, readEnvelope } from './commands.js';
 
 export interface RebalanceQuota {
   from: string;
@@ -23,7 +23,7 @@ export interface RebalanceQuota {
   ids?: string[];
 }
 
-export interface RebalanceMessage {
+export interface RebalanceMessage extends MessageEnvelope {
   action: 'rebalance';
   /** Per replica id, its share of the fleet plan; absent = every replica plans locally. */
   moves?: Record<string, RebalanceQuota[]>;
@@ -31,10 +31,6 @@ export interface RebalanceMessage {
   by?: RebalanceBy;
   maxInFlight?: number;
   minAgeMs?: number;
-  reason?: string;
-  id?: string;
-  at?: number;
-  origin?: string;
 }
 
 export type RebalanceParse = { ok: true; message: RebalanceMessage } | { ok: false; error: string };
@@ -68,15 +64,8 @@ export function parseRebalanceMessage(text: string): RebalanceParse {
     if (reason.length > MAX_REASON_LENGTH) return fail(`reason must be at most ${MAX_REASON_LENGTH} characters`);
     return { ok: true, message: reason === '' ? { action: 'rebalance' } : { action: 'rebalance', reason } };
   }
-  let v: unknown;
-  try {
-    v = JSON.parse(t);
-  } catch (e) {
-    return fail(`invalid JSON: ${(e as Error).message}`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return fail('JSON message must be an object');
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!KNOWN.has(k)) return fail(`unknown field "${k}" (known: ${[...KNOWN].join(', ')})`);
+  const o = parseJsonMessage(t, KNOWN);
+  if (typeof o === 'string') return fail(o);
   if (o['action'] !== 'rebalance') return fail('"action" must be "rebalance"');
   const message: RebalanceMessage = { action: 'rebalance' };
   if (o['moves'] !== undefined) {
@@ -105,27 +94,8 @@ export function parseRebalanceMessage(text: string): RebalanceParse {
     if (!isInt(o['minAgeMs'], 0, MAX_MIN_AGE_MS)) return fail(`"minAgeMs" must be an integer between 0 and ${MAX_MIN_AGE_MS}`);
     message.minAgeMs = o['minAgeMs'];
   }
-  const r = o['reason'];
-  if (r !== undefined) {
-    if (typeof r !== 'string' || r.length > MAX_REASON_LENGTH) return fail(`"reason" must be a string of at most ${MAX_REASON_LENGTH} characters`);
-    message.reason = r;
-  }
-  const id = o['id'];
-  if (id !== undefined) {
-    if (typeof id !== 'string' || id.length === 0 || id.length > 100) return fail('"id" must be a string of 1 to 100 characters');
-    message.id = id;
-  }
-  const at = o['at'];
-  if (at !== undefined) {
-    if (!isInt(at, 0, Number.MAX_SAFE_INTEGER)) return fail('"at" must be epoch milliseconds');
-    message.at = at;
-  }
-  const origin = o['origin'];
-  if (origin !== undefined) {
-    if (typeof origin !== 'string' || origin.length > 200) return fail('"origin" must be a string of at most 200 characters');
-    message.origin = origin;
-  }
-  return { ok: true, message };
+  const bad = readEnvelope(o, message);
+  return bad === null ? { ok: true, message } : fail(bad);
 }
 
 /** One replica's share of a fleet plan, `[{from, to, count}]` (a message's `moves` entry, or the admin API's `quota`): the quotas, or why not. */
