@@ -57,15 +57,33 @@ function requirePeers(t: TestContext): Peers | null {
 }
 
 /** ffmpeg publishing the sample in a loop, in real time, until killed. */
-function publishLoop(ffmpeg: string, url: string): ReturnType<typeof collect> & { child: ChildProcess } {
+/**
+ * ffmpeg publishing the sample in a loop, in real time, until stopped. `sentBy(t)`: video frames
+ * it had written by epoch ms `t`, from its progress reports (every 0.1 s; the last one at its end).
+ */
+function publishLoop(ffmpeg: string, url: string): ReturnType<typeof collect> & { child: ChildProcess; sentBy(t: number): number } {
   const child = spawn(
     ffmpeg,
-    ['-hide_banner', '-nostdin', '-loglevel', 'warning', '-re', '-stream_loop', '-1', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url],
+    [
+      ...['-hide_banner', '-nostdin', '-loglevel', 'warning', '-progress', 'pipe:1', '-stats_period', '0.1'],
+      ...['-re', '-stream_loop', '-1', '-i', SAMPLE_FLV, '-c', 'copy', '-f', 'flv', url],
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
-  return { ...collect(child), child };
+  const progress: { at: number; frames: number }[] = [];
+  let partial = '';
+  child.stdout.on('data', (d: Buffer) => {
+    const lines = (partial + d.toString()).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      const m = /^frame=(\d+)/.exec(line.trim());
+      if (m) progress.push({ at: Date.now(), frames: Number(m[1]) });
+    }
+  });
+  const sentBy = (t: number): number => progress.filter((p) => p.at <= t).at(-1)?.frames ?? 0;
+  return { ...collect(child), child, sentBy };
 }
 
 type PlayerKind = 'ffmpeg' | 'rtmpdump' | 'rtmp2src';
@@ -182,6 +200,7 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
       // Each receives the stream, for longer than the client idle timeout: 60 frames at 10 fps.
       for (const pl of players) await eventually(() => videoFrames(peers.ffprobe, pl.out) >= 60 || null, `${pl.kind} received video`, 30_000);
 
+      const markAt = Date.now();
       const before = Object.fromEntries(players.map((pl) => [pl.kind, videoFrames(peers.ffprobe, pl.out)]));
       await env.drain(from);
       const switched = await eventually(
@@ -212,14 +231,38 @@ describe('e2e: players through the proxy (ffmpeg, rtmpdump, GStreamer rtmp2src) 
         async () => (await env!.proxy.api<{ name: string; sessions: number }[]>('/api/backends')).find((b) => b.name === from)?.sessions === 0,
         `${from} empty`,
       );
+      // The publisher ends (ffmpeg flushes and reports its last count): every frame it wrote since
+      // the mark must reach each player but one GOP.
+      pub.child.kill('SIGINT');
+      await pub.exited;
+      const sent = pub.sentBy(Date.now()) - pub.sentBy(markAt);
+      assert.ok(sent > 0, 'ffmpeg reported its progress');
+      const want = (kind: PlayerKind): number => before[kind]! + sent - GOP_FRAMES;
+      for (const pl of players)
+        await eventually(
+          () => videoFrames(peers.ffprobe, pl.out) >= want(pl.kind) || null,
+          `${pl.kind} has the ${sent} frames sent since the mark but one GOP`,
+          30_000,
+        );
+      const playerIds = live.map((s) => s.id);
+      assert.deepEqual(
+        env.proxy.logs.filter((l) => l['msg'] === 'session end' && playerIds.includes(String(l['session']))),
+        [],
+        'no player was disconnected when its publisher ended',
+      );
       for (const pl of players) pl.run.child.kill('SIGINT');
       for (const pl of players) await pl.run.exited;
       // Each player's own received timestamps: the largest gap is the stall it saw at the switch.
       const gaps = players.map((pl) => ({ kind: pl.kind, ...timeline(peers.ffprobe, pl.out) }));
-      for (const g of gaps) assert.ok(g.maxGapMs <= GOP_MS, `${g.kind}: a gap of ${g.maxGapMs} ms in its video timestamps (GOP ${GOP_MS} ms)`);
+      for (const g of gaps) {
+        assert.ok(g.maxGapMs <= GOP_MS, `${g.kind}: a gap of ${g.maxGapMs} ms in its video timestamps (GOP ${GOP_MS} ms)`);
+        assert.ok(g.frames >= want(g.kind), `${g.kind}: ${g.frames} video frames, ${sent} sent since the mark`);
+      }
       t.diagnostic(
         `proxy-side migration ${from} → ${to} (proxy: ${switched.map((e) => `stall ${String(e['stallMs'])} ms`).join(', ')}); ` +
-          gaps.map((g) => `${g.kind} stall ${g.stallMs} ms (largest video timestamp gap ${g.maxGapMs} ms; ${g.frames} frames)`).join('; '),
+          gaps
+            .map((g) => `${g.kind} stall ${g.stallMs} ms (largest video timestamp gap ${g.maxGapMs} ms; ${g.frames} frames, ${sent} sent since the mark)`)
+            .join('; '),
       );
       await env.proxy.api(`/api/backends/${from}/undrain`, { method: 'POST' });
     } finally {
