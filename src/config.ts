@@ -703,7 +703,7 @@ export const ConfigSchema = z
           PLAYER_ROUTINGS,
           'stream',
           "`stream`: a player (`play`) goes to the backend carrying its stream's publisher, on this replica or (with `redis.url`) anywhere in the fleet, else where the routing rules will put the publisher; " +
-            'with more than one healthy backend (draining ones count) the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding), and a player follows its stream through drains. ' +
+            'with more than one backend (draining and down ones count: they may come back) the proxy then answers `connect` and `createStream` itself until the client says `publish` or `play` (late binding), and a player follows its stream through drains. ' +
             '`balance`: players are balanced like publishers, and sessions are plain pass-through unless routing rules need late binding.',
         ),
         followTimeoutMs: duration(

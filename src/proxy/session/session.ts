@@ -37,16 +37,16 @@ let nextId = 1;
 
 /**
  * When the backend is chosen: as late as the routing rules need; and at the stream key (`publish`
- * or `play`) whenever players are routed to their stream and more than one healthy backend could
- * carry the session in its life, a draining one included (it may be undrained; a player must be
- * able to follow its stream off the one it lands on) — a player must name its stream before its
- * backend is chosen. With one healthy backend there is no choice to make, and the session stays a
- * plain pass-through.
+ * or `play`) whenever players are routed to their stream and the pool has more than one backend
+ * that could carry the session in its life — one draining or down now included: it may be undrained
+ * or come back (a rolling restart takes each backend down in turn), and a player must be able to
+ * follow its stream to it. A player must name its stream before its backend is chosen. With one
+ * backend (a sidecar) there is no choice to make, and the session stays a plain pass-through.
  */
-function routeStage(router: Router | null, settings: SessionSettings, pool: BackendPool): RouteStage {
+export function routeStage(router: Router | null, settings: Pick<SessionSettings, 'streams'>, pool: BackendPool): RouteStage {
   if (settings.streams != null) {
-    let healthy = 0;
-    for (const b of pool.list()) if (b.health === 'up' && !b.removing && ++healthy > 1) return 'publish';
+    let backends = 0;
+    for (const b of pool.list()) if (!b.removing && ++backends > 1) return 'publish';
   }
   return router?.needs ?? 'accept';
 }
