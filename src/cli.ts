@@ -10,7 +10,7 @@ import { ConfigReloader } from './reload.js';
 import { registerPublishCommand } from './publish-command.js';
 import { registerRebalanceCommand } from './rebalance-cli.js';
 import { registerDemoCommand } from './demo/command.js';
-import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, parseDuration, readTokenFile, redactConfig } from './config.js';
+import { type Config, ConfigError, addConfigOptions, configFileOf, loadConfig, durationArg, readTokenFile, redactConfig } from './config.js';
 import type { ReplicaRecord, SessionRecord } from './control/bus.js';
 import type { MediaSummary } from './rtmp/media-telemetry.js';
 import { BACKEND_NAME_RE, type ControlCommand, type DesiredDrain } from './control/commands.js';
@@ -30,14 +30,6 @@ export const EXIT_SESSIONS_REMAINED = 3;
 const DEFAULT_DRAIN_DEADLINE_MS = 30_000;
 const POLL_MS = 250;
 const FINAL_LOOK_MARGIN_MS = 50;
-
-function durationArg(v: string): number {
-  try {
-    return parseDuration(v);
-  } catch {
-    throw new InvalidArgumentError('expected a duration like 500ms, 30s or 2m');
-  }
-}
 
 function backendArg(v: string): string {
   if (!BACKEND_NAME_RE.test(v)) throw new InvalidArgumentError(`backend names match ${BACKEND_NAME_RE}`);

@@ -15,7 +15,7 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { createRequire } from 'node:module';
 import type * as Yaml from 'yaml';
 import { z } from 'zod';
@@ -86,6 +86,15 @@ const DURATION_HINT = 'expected a duration like 500ms, 5s, 1m';
  */
 export function parseDuration(s: string | number): number {
   return parseWithUnit(s, /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i, (m) => DURATION_UNITS[(m[2] ?? 'ms').toLowerCase()]!, DURATION_HINT);
+}
+
+/** A CLI option's duration (`--deadline 30s`): parseDuration, refused the way commander refuses an argument. */
+export function durationArg(v: string): number {
+  try {
+    return parseDuration(v);
+  } catch {
+    throw new InvalidArgumentError('expected a duration like 500ms, 30s or 2m');
+  }
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import { createReadStream, statSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import { parseDuration } from './config.js';
+import { durationArg } from './config.js';
 import { redactStreamKey } from './net/redact.js';
 import { safeText } from './terminal-text.js';
 import { readFlvTags } from './client/flv.js';
@@ -68,14 +68,6 @@ function intArg(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < DEFAULT_CHUNK_SIZE || n > MAX_SPEC_CHUNK_SIZE) throw new InvalidArgumentError(`expected an integer ≥ ${DEFAULT_CHUNK_SIZE}`);
   return n;
-}
-
-function durationArg(v: string): number {
-  try {
-    return parseDuration(v);
-  } catch {
-    throw new InvalidArgumentError('expected a duration like 500ms, 10s or 1m');
-  }
 }
 
 interface PublishFlags {

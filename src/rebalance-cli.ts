@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { Redis } from 'ioredis';
 import { REBALANCE_BY, type RebalanceBy, sessionLoads } from './balancer/rebalance-plan.js';
-import { parseDuration } from './config.js';
+import { durationArg } from './config.js';
 import { MAX_CONTROL_MESSAGE_LENGTH } from './control/commands.js';
 import { bitrateText, keyframeEtaText } from './control/media-text.js';
 import { type RebalanceMessage, planFleet } from './control/rebalance-command.js';
@@ -104,14 +104,6 @@ function positiveInt(v: string): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < 1 || n > 10_000) throw new InvalidArgumentError('expected an integer between 1 and 10000');
   return n;
-}
-
-function durationArg(v: string): number {
-  try {
-    return parseDuration(v);
-  } catch {
-    throw new InvalidArgumentError('expected a duration like 500ms, 30s or 2m');
-  }
 }
 
 interface WaitView {

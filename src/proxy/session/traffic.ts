@@ -92,8 +92,7 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
       if (t === MessageType.Acknowledgement) {
         if (phase.kind !== 'relay') this.translateAck(payload);
       } else if (t === MessageType.Video || t === MessageType.Audio || t === MessageType.DataAmf0 || t === MessageType.DataAmf3) {
-        if (this.counters !== null)
-          (this.telemetry ??= new MediaTelemetry({ counters: this.counters })).message(t, info.timestamp, info.length, info.head, payload);
+        if (this.counters !== null) this.telemetryOf(this.counters).message(t, info.timestamp, info.length, info.head, payload);
         if (cache !== null) {
           const refused = cache.refused;
           cache.offer(info, payload);
@@ -199,7 +198,12 @@ export class Traffic implements ChunkReaderHandler, SessionViewEvents {
   media(): MediaSummary | null {
     const c = this.counters;
     if (c === null || (this.telemetry === null && c.videoMessages + c.audioMessages === 0)) return null;
-    return summarize((this.telemetry ??= new MediaTelemetry({ counters: c })).snapshot());
+    return summarize(this.telemetryOf(c).snapshot());
+  }
+
+  /** Made with the first configuration, metadata or snapshot: until then the counters are all a session holds. */
+  private telemetryOf(counters: MediaCounters): MediaTelemetry {
+    return (this.telemetry ??= new MediaTelemetry({ counters }));
   }
 
   /** After `connect`: a client that cannot be told to reconnect keeps what a migration replays. */
